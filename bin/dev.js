@@ -1,0 +1,5 @@
+#!/usr/bin/env node
+// Development entry: runs the compiled commands like bin/run.js, but with oclif's development flag
+// (full stack traces on errors). Build first: `npm run build`.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true'
+require('@oclif/core').execute({development: true, dir: __dirname})

@@ -1,0 +1,62 @@
+import {createHash} from 'node:crypto'
+import {createWriteStream} from 'node:fs'
+import * as fs from 'node:fs/promises'
+import {Writable} from 'node:stream'
+import {pipeline} from 'node:stream/promises'
+
+import {OperationError} from '../errors'
+import type {StorageBackend} from '../storage/contract'
+import type {BackupMetadata} from './metadata'
+
+/**
+ * Streams a stored dump to `destination` while hashing it. A file is written under a temporary
+ * name and renamed only once size and sha256 match the sidecar, so a corrupted or truncated
+ * download never sits under the real name. For a stream (stdout) the bytes are already gone when a
+ * mismatch shows, so the caller must exit non-zero — which it does, as this throws.
+ */
+export async function downloadBackup(
+  storage: StorageBackend,
+  backup: BackupMetadata,
+  destination: {file: string} | {stream: Writable},
+  options: {signal?: AbortSignal; onProgress?: (bytes: number) => void} = {},
+): Promise<{sizeBytes: number; sha256: string}> {
+  const hash = createHash('sha256')
+  let sizeBytes = 0
+  async function* tap(source: AsyncIterable<Buffer>) {
+    for await (const chunk of source) {
+      hash.update(chunk)
+      sizeBytes += chunk.length
+      options.onProgress?.(sizeBytes)
+      yield chunk
+    }
+  }
+
+  const checkIntegrity = () => {
+    const sha256 = hash.digest('hex')
+    if (sizeBytes !== backup.sizeBytes || sha256 !== backup.sha256) {
+      throw new OperationError(
+        `integrity check failed for ${backup.id}: got ${sizeBytes} bytes with sha256 ${sha256}, ` +
+          `its metadata says ${backup.sizeBytes} bytes with sha256 ${backup.sha256}; the stored dump is damaged or was altered`,
+      )
+    }
+
+    return {sizeBytes, sha256}
+  }
+
+  const source = await storage.get(backup.id, {signal: options.signal})
+  if ('stream' in destination) {
+    await pipeline(source, tap, destination.stream, {end: destination.stream !== process.stdout, signal: options.signal})
+    return checkIntegrity()
+  }
+
+  const partial = `${destination.file}.dbb-partial`
+  try {
+    await pipeline(source, tap, createWriteStream(partial, {flags: 'w', mode: 0o600, flush: true}), {signal: options.signal})
+    const result = checkIntegrity()
+    await fs.rename(partial, destination.file)
+    return result
+  } catch (error) {
+    await fs.rm(partial, {force: true})
+    throw error
+  }
+}

@@ -1,0 +1,58 @@
+/**
+ * Backup ids: `<prefix>_<UTC yyyyMMddTHHmmssZ>[-N].sql.gz`. The timestamp sorts lexically; `-N`
+ * (2, 3, …) separates backups started within the same second. Ids are also storage keys, so the
+ * pattern is strict: anything else (`..`, `/`, NUL, absurd lengths) is not an id.
+ */
+export const BACKUP_ID_PATTERN = /^([A-Za-z0-9][A-Za-z0-9_-]{0,63})_(\d{8}T\d{6}Z)(?:-(\d{1,4}))?\.(sql|tar)\.gz$/
+export const SIDECAR_SUFFIX = '.meta.json'
+
+export interface ParsedBackupId {
+  prefix: string
+  timestamp: string
+  sequence: number
+  kind: 'sql' | 'tar'
+}
+
+export function parseBackupId(id: string): ParsedBackupId | undefined {
+  const match = BACKUP_ID_PATTERN.exec(id)
+  if (!match) return undefined
+  return {prefix: match[1], timestamp: match[2], sequence: match[3] ? Number(match[3]) : 1, kind: match[4] as 'sql' | 'tar'}
+}
+
+export function isBackupId(id: string): boolean {
+  return id.length <= 128 && BACKUP_ID_PATTERN.test(id)
+}
+
+export function sidecarKey(id: string): string {
+  return `${id}${SIDECAR_SUFFIX}`
+}
+
+export function compactUtc(date: Date): string {
+  return date.toISOString().replace(/[-:]/g, '').replace(/\.\d{3}Z$/, 'Z')
+}
+
+/** The first id for `now` that `isTaken` says is free. */
+export async function newBackupId(
+  prefix: string,
+  now: Date,
+  isTaken: (id: string) => Promise<boolean>,
+  kind: 'sql' | 'tar' = 'sql',
+): Promise<string> {
+  const stamp = compactUtc(now)
+  for (let sequence = 1; sequence < 10_000; sequence++) {
+    const id = `${prefix}_${stamp}${sequence === 1 ? '' : `-${sequence}`}.${kind}.gz`
+    if (!(await isTaken(id))) return id
+  }
+
+  throw new Error(`no free backup id for ${prefix} at ${stamp}`)
+}
+
+/**
+ * The backup id a storage key belongs to: the dump itself, its sidecar, or an in-progress
+ * `<id>.<random>.partial` file. Undefined for keys that are not backup objects (e.g. WAL).
+ */
+export function backupIdOfKey(key: string): string | undefined {
+  if (key.includes('/')) return undefined
+  const candidates = [key, key.endsWith(SIDECAR_SUFFIX) ? key.slice(0, -SIDECAR_SUFFIX.length) : '', key.replace(/\.[0-9a-f]+\.partial$/, '')]
+  return candidates.find((candidate) => candidate && isBackupId(candidate))
+}

@@ -1,0 +1,114 @@
+import {createHash} from 'node:crypto'
+import {PassThrough, Readable} from 'node:stream'
+import {pipeline} from 'node:stream/promises'
+import {createGzip} from 'node:zlib'
+
+import {AbortedError} from '../errors'
+import type {StorageBackend} from '../storage/contract'
+import {SpawnedTool, toolFailure} from './child-process'
+
+/**
+ * THE backup pipeline: a program's stdout → exit-code gate → gzip → sha256/size tap → storage,
+ * as one stream.pipeline. Nothing is written to local disk and memory stays flat whatever the size.
+ *
+ * Failure handling lives here, once:
+ *  - `pipeline()` resolves when stdout ends, even if the program then exits non-zero, so the gate
+ *    holds the stream open until the exit status is known and fails the pipeline on a bad exit:
+ *    gzip never writes its trailer and the storage write is rolled back;
+ *  - one AbortController links everything: a storage failure kills the program, a program failure
+ *    aborts the upload, and the caller's signal (Ctrl-C, shutdown) stops both;
+ *  - the first error is the one reported, not the AbortError it caused downstream.
+ */
+
+export interface StreamProgress {
+  /** Bytes the program produced so far (uncompressed). */
+  sourceBytes: number
+  /** Compressed bytes handed to storage so far. */
+  storedBytes: number
+}
+
+export interface PipelineResult {
+  sha256: string
+  sizeBytes: number
+  sourceBytes: number
+}
+
+export interface PipelineOptions {
+  /** Starts the producing program; it is killed through the signal it is given. */
+  start: (signal: AbortSignal) => SpawnedTool
+  commandName: string
+  storage: StorageBackend
+  key: string
+  signal?: AbortSignal
+  compressionLevel?: number
+  onProgress?: (progress: StreamProgress) => void
+}
+
+export async function streamToStorage(options: PipelineOptions): Promise<PipelineResult> {
+  const controller = new AbortController()
+  let firstError: unknown
+  const fail = (error: unknown) => {
+    firstError ??= error
+    controller.abort(error)
+  }
+
+  const onCallerAbort = () => fail(new AbortedError('backup interrupted'))
+  if (options.signal?.aborted) throw new AbortedError('backup interrupted')
+  options.signal?.addEventListener('abort', onCallerAbort, {once: true})
+
+  const tool = options.start(controller.signal)
+  const progress: StreamProgress = {sourceBytes: 0, storedBytes: 0}
+  const hash = createHash('sha256')
+
+  async function* exitCodeGate(source: AsyncIterable<Buffer>) {
+    for await (const chunk of source) {
+      progress.sourceBytes += chunk.length
+      yield chunk
+    }
+
+    const status = await tool.exited
+    if (status.code !== 0) throw toolFailure(options.commandName, status, tool.stderr())
+  }
+
+  async function* hashAndCount(source: AsyncIterable<Buffer>) {
+    for await (const chunk of source) {
+      hash.update(chunk)
+      progress.storedBytes += chunk.length
+      options.onProgress?.(progress)
+      yield chunk
+    }
+  }
+
+  const body = new PassThrough()
+  const produce = pipeline(
+    tool.child.stdout,
+    exitCodeGate,
+    createGzip({level: options.compressionLevel ?? 6}),
+    hashAndCount,
+    body,
+    {signal: controller.signal},
+  ).catch((error: unknown) => fail(error))
+  const store = options.storage
+    .put(options.key, body as Readable, {signal: controller.signal, overwrite: false, contentType: 'application/gzip'})
+    .catch((error: unknown) => {
+      fail(error)
+      return undefined
+    })
+
+  try {
+    const [, stored] = await Promise.all([produce, store])
+    // The program may still be flushing stderr or exiting after a failure elsewhere.
+    const status = await tool.exited
+    if (firstError === undefined && status.code !== 0) fail(toolFailure(options.commandName, status, tool.stderr()))
+    if (firstError !== undefined) throw firstError
+    const sizeBytes = progress.storedBytes
+    if (stored && stored.sizeBytes !== sizeBytes) {
+      throw new Error(`storage reports ${stored.sizeBytes} bytes for ${options.key}, but ${sizeBytes} were sent`)
+    }
+
+    return {sha256: hash.digest('hex'), sizeBytes, sourceBytes: progress.sourceBytes}
+  } finally {
+    options.signal?.removeEventListener('abort', onCallerAbort)
+    if (tool.child.exitCode === null && tool.child.signalCode === null) tool.child.kill('SIGKILL')
+  }
+}

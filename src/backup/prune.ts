@@ -1,0 +1,52 @@
+import type {Logger} from '../logger'
+import type {ObjectInfo, StorageBackend} from '../storage/contract'
+import {listBackups} from './metadata'
+import {sidecarKey} from './naming'
+import {RetentionRules, planRetention} from './retention'
+
+export interface PruneEntry {
+  id: string
+  kind: 'backup' | 'orphan'
+  reason: string
+  sizeBytes: number
+}
+
+export interface PruneResult {
+  dryRun: boolean
+  deleted: PruneEntry[]
+  kept: number
+}
+
+/**
+ * Applies retention to the backups with this name prefix. A backup's sidecar goes first, so a
+ * crash half-way leaves an unlisted orphan (cleaned up on a later run), never a listed backup
+ * whose dump is gone.
+ */
+export async function prune(
+  storage: StorageBackend,
+  options: {prefix: string; rules: RetentionRules; dryRun?: boolean; now?: Date; logger?: Logger},
+): Promise<PruneResult> {
+  const objects: ObjectInfo[] = []
+  for await (const object of storage.list(`${options.prefix}_`)) objects.push(object)
+  const backups = await listBackups(storage, {prefix: options.prefix})
+  const plan = planRetention(backups, objects, options.rules, options.now ?? new Date(), options.prefix)
+  const deleted: PruneEntry[] = []
+  for (const {backup, reason} of plan.expire) {
+    if (!options.dryRun) {
+      await storage.delete(sidecarKey(backup.id))
+      await storage.delete(backup.id)
+    }
+
+    options.logger?.info({event: 'prune.deleted', backupId: backup.id, reason, dryRun: Boolean(options.dryRun)}, 'pruned backup')
+    deleted.push({id: backup.id, kind: 'backup', reason, sizeBytes: backup.sizeBytes})
+  }
+
+  for (const orphan of plan.orphans) {
+    if (!options.dryRun) await storage.delete(orphan.key)
+    const reason = `no complete backup owns it (age ${Math.round(orphan.ageMs / 60_000)} min)`
+    options.logger?.info({event: 'prune.orphan', key: orphan.key, dryRun: Boolean(options.dryRun)}, 'removed orphan object')
+    deleted.push({id: orphan.key, kind: 'orphan', reason, sizeBytes: orphan.sizeBytes})
+  }
+
+  return {dryRun: Boolean(options.dryRun), deleted, kept: plan.keep.length}
+}

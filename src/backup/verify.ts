@@ -1,0 +1,72 @@
+import {createHash} from 'node:crypto'
+import {Writable} from 'node:stream'
+import {pipeline} from 'node:stream/promises'
+import {createGunzip} from 'node:zlib'
+
+import {OperationError} from '../errors'
+import type {StorageBackend} from '../storage/contract'
+
+export interface StoredDumpCheck {
+  sha256: string
+  sizeBytes: number
+  uncompressedBytes: number
+}
+
+/**
+ * Reads a stored object back in one pass, hashing the bytes storage returns and decompressing
+ * them completely. Proves that what is stored is exactly what was sent (a store that alters bytes,
+ * e.g. by keeping transfer framing inside the object, fails here) and that the gzip stream is whole.
+ */
+export async function readBackStoredDump(storage: StorageBackend, key: string, signal?: AbortSignal): Promise<StoredDumpCheck> {
+  const hash = createHash('sha256')
+  let sizeBytes = 0
+  let uncompressedBytes = 0
+  async function* tap(source: AsyncIterable<Buffer>) {
+    for await (const chunk of source) {
+      hash.update(chunk)
+      sizeBytes += chunk.length
+      yield chunk
+    }
+  }
+
+  const discard = new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      uncompressedBytes += chunk.length
+      callback()
+    },
+  })
+  try {
+    await pipeline(await storage.get(key, {signal}), tap, createGunzip(), discard, {signal})
+  } catch (error) {
+    if ((error as {code?: string}).code === 'Z_BUF_ERROR' || (error as {code?: string}).code === 'Z_DATA_ERROR') {
+      throw new OperationError(`stored ${key} is not a complete gzip stream: ${(error as Error).message}`)
+    }
+
+    throw error
+  }
+
+  return {sha256: hash.digest('hex'), sizeBytes, uncompressedBytes}
+}
+
+/** Throws unless the stored object matches what the pipeline computed while sending it. */
+export async function verifyStoredDump(
+  storage: StorageBackend,
+  key: string,
+  expected: {sha256: string; sizeBytes: number; sourceBytes: number},
+  signal?: AbortSignal,
+): Promise<void> {
+  const actual = await readBackStoredDump(storage, key, signal)
+  if (actual.sizeBytes !== expected.sizeBytes) {
+    throw new OperationError(`verification of ${key} failed: storage returned ${actual.sizeBytes} bytes, ${expected.sizeBytes} were sent`)
+  }
+
+  if (actual.sha256 !== expected.sha256) {
+    throw new OperationError(`verification of ${key} failed: sha256 of the stored object is ${actual.sha256}, expected ${expected.sha256}`)
+  }
+
+  if (actual.uncompressedBytes !== expected.sourceBytes) {
+    throw new OperationError(
+      `verification of ${key} failed: it decompresses to ${actual.uncompressedBytes} bytes, pg_dump produced ${expected.sourceBytes}`,
+    )
+  }
+}

@@ -1,0 +1,105 @@
+import {Command, Errors, Interfaces} from '@oclif/core'
+
+import {Config, Section, loadConfig} from './config'
+import {DbbError, EXIT_FAILURE, asConfigError, errorMessage} from './errors'
+import {Logger, createLogger} from './logger'
+import type {StorageBackend, StorageSetting} from './storage/contract'
+import {ProviderRegistry, allProviderSettings, createBackend, discoverProviders, selectProvider} from './storage/registry'
+import {SETTING_NAMES, SettingSpec, setting, settingFlags, specToFlag, valuesByVariable} from './settings'
+
+export type CommandFlags<T extends typeof Command> = Interfaces.InferredFlags<(typeof DbbCommand)['baseFlags'] & T['flags']>
+export type CommandArgs<T extends typeof Command> = Interfaces.InferredArgs<T['args']>
+
+/**
+ * What every dbb command shares: `--json`, the logging flags, validated config for the sections a
+ * command declares, the selected storage backend (with the flags installed backend plugins add),
+ * Ctrl-C as an abort signal, and one `catch()` that turns any failure into a clean message and a
+ * defined exit code (1 failed, 2 bad usage or config) — never a stack trace.
+ */
+export abstract class DbbCommand<T extends typeof Command> extends Command {
+  static override enableJsonFlag = true
+  static override baseFlags = settingFlags('LOG_FORMAT', 'LOG_LEVEL')
+  /** Config sections this command validates at start. */
+  static configSections: readonly Section[] = []
+  /** Whether the command opens the storage backend (and so accepts the backends' flags). */
+  static usesStorage = false
+
+  protected flags!: CommandFlags<T>
+  protected args!: CommandArgs<T>
+  protected settings!: Config
+  protected logger!: Logger
+  private registry?: ProviderRegistry
+  private storageSettings: StorageSetting[] = []
+  private settingValues: Record<string, string | undefined> = {}
+
+  public override async init(): Promise<void> {
+    await super.init()
+    const ctor = this.ctor as typeof DbbCommand
+    if (ctor.usesStorage) {
+      this.registry = await discoverProviders(this.config)
+      this.storageSettings = allProviderSettings(this.registry)
+    }
+
+    // Backend plugins declare their settings at runtime; they become flags of this command here.
+    const storageFlags = Object.fromEntries(this.storageSettings.map((spec) => [spec.flag, specToFlag(spec, 'STORAGE')]))
+    const {args, flags} = await this.parse({
+      ...ctor,
+      flags: {...ctor.flags, ...storageFlags},
+      baseFlags: ctor.baseFlags,
+      enableJsonFlag: ctor.enableJsonFlag,
+      args: ctor.args,
+    } as Interfaces.Input<Record<string, unknown>, Record<string, unknown>, Record<string, unknown>>)
+    this.flags = flags as CommandFlags<T>
+    this.args = args as CommandArgs<T>
+
+    const known: SettingSpec[] = [...SETTING_NAMES.map((name) => setting(name)), ...this.storageSettings]
+    this.settingValues = valuesByVariable(known, flags)
+    this.settings = loadConfig(['logging', ...ctor.configSections], this.settingValues) as Config
+    this.logger = createLogger(this.settings.logging)
+    this.registry?.problems.forEach((problem) => this.logger.warn({event: 'storage.plugin_problem'}, problem))
+  }
+
+  /** The backend STORAGE_BACKEND names, validated and ready. */
+  protected async openStorage(): Promise<StorageBackend> {
+    if (!this.registry) throw new Error(`${this.id} does not declare usesStorage`)
+    const provider = selectProvider(this.registry, this.settings.storageBackend)
+    return createBackend(provider, this.settingValues, {logger: this.logger})
+  }
+
+  /** Aborts on Ctrl-C or SIGTERM, so long work stops and cleans up instead of dying half-way. */
+  protected interruptSignal(): AbortSignal {
+    const controller = new AbortController()
+    const onSignal = (signal: NodeJS.Signals) => {
+      if (controller.signal.aborted) process.exit(130)
+      this.logger?.warn({event: 'interrupted', signal}, `received ${signal}, stopping and cleaning up`)
+      controller.abort()
+    }
+
+    process.once('SIGINT', onSignal)
+    process.once('SIGTERM', onSignal)
+    return controller.signal
+  }
+
+  public override async catch(error: Error & {exitCode?: number}): Promise<unknown> {
+    const configError = asConfigError(error)
+    const known = configError ?? (error instanceof DbbError ? error : undefined)
+    if (error instanceof Errors.CLIError || (known === undefined && isOclifError(error))) return super.catch(error)
+    const exit = known?.exitCode ?? EXIT_FAILURE
+    const message = known ? known.message : errorMessage(error)
+    if (this.jsonEnabled()) {
+      process.exitCode = exit
+      this.logJson({error: known?.code ?? 'FAILED', message, exitCode: exit})
+      return undefined
+    }
+
+    return super.catch(new Errors.CLIError(message, {exit}))
+  }
+
+  protected override toErrorJson(error: unknown): unknown {
+    return {error: 'USAGE', message: errorMessage(error), exitCode: (error as {oclif?: {exit?: number}}).oclif?.exit ?? 2}
+  }
+}
+
+function isOclifError(error: unknown): boolean {
+  return typeof error === 'object' && error !== null && 'oclif' in error
+}

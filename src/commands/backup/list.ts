@@ -1,0 +1,49 @@
+import {DbbCommand} from '../../base-command'
+import {BackupMetadata, listBackups} from '../../backup/metadata'
+import {Section} from '../../config'
+import {formatAge, formatBytes, renderTable} from '../../format'
+import {settingFlags} from '../../settings'
+
+export function backupTable(backups: BackupMetadata[], now = new Date()): string {
+  if (backups.length === 0) return 'No backups.'
+  return renderTable(
+    ['ID', 'CREATED (UTC)', 'AGE', 'SIZE', 'SHA256', 'PG', 'BY'],
+    backups.map((backup) => [
+      backup.id,
+      backup.createdAt.replace('T', ' ').replace(/\.\d+Z$/, 'Z'),
+      formatAge(backup.createdAt, now),
+      formatBytes(backup.sizeBytes),
+      backup.sha256.slice(0, 12),
+      backup.pgVersion,
+      backup.triggeredBy,
+    ]),
+  )
+}
+
+export default class BackupList extends DbbCommand<typeof BackupList> {
+  static override summary = 'List complete backups, newest first.'
+  static override description =
+    'Shows every backup in the storage location that has its verified sidecar (<id>.meta.json). Dumps without one (in progress, failed, crashed) are never listed. Needs no database settings.'
+
+  static override examples = [
+    {description: 'A table of backups', command: 'BACKUP_LOCAL_DIR=/var/backups/postgres <%= config.bin %> <%= command.id %>'},
+    {description: 'The metadata array, for scripts', command: '<%= config.bin %> <%= command.id %> --json'},
+  ]
+
+  static override flags = settingFlags('STORAGE_BACKEND')
+  static override configSections: readonly Section[] = ['storageBackend']
+  static override usesStorage = true
+
+  public async run(): Promise<BackupMetadata[]> {
+    const storage = await this.openStorage()
+    try {
+      const backups = await listBackups(storage, {
+        onInvalid: (id, error) => this.logger.warn({event: 'backup.invalid_sidecar', backupId: id, error: String(error)}, 'skipping unreadable sidecar'),
+      })
+      this.log(backupTable(backups))
+      return backups
+    } finally {
+      await storage.close?.()
+    }
+  }
+}

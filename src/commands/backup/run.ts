@@ -1,0 +1,69 @@
+import {Flags} from '@oclif/core'
+
+import {DbbCommand} from '../../base-command'
+import {BackupOutcome, runLogicalBackup} from '../../backup/run-backup'
+import {formatBytes} from '../../format'
+import {createProgress} from '../../progress'
+import {Section} from '../../config'
+import {settingFlags} from '../../settings'
+
+export default class BackupRun extends DbbCommand<typeof BackupRun> {
+  static override summary = 'Take a logical backup now: pg_dump → gzip → storage, verified, then apply retention.'
+  static override description = `Streams pg_dump --no-owner --no-privileges through gzip into the storage backend without a temporary file, reads the stored dump back to verify its size, sha256 and gzip integrity, and only then writes the <id>.meta.json sidecar that makes the backup exist. A failure or Ctrl-C removes what was written. Restore with stock tools: gunzip -c <id> | psql.
+
+Storage backends add their own flags (for local: --local-dir / BACKUP_LOCAL_DIR).`
+
+  static override examples = [
+    {
+      description: 'Back up the database "app" into /var/backups/postgres',
+      command: 'DB_HOST=localhost DB_NAME=app DB_USER=postgres DB_PASSWORD=… BACKUP_LOCAL_DIR=/var/backups/postgres <%= config.bin %> <%= command.id %>',
+    },
+    {description: 'Machine-readable result, no retention', command: '<%= config.bin %> <%= command.id %> --json --no-prune'},
+  ]
+
+  static override flags = {
+    ...settingFlags('DB_HOST', 'DB_PORT', 'DB_NAME', 'DB_USER', 'DB_PASSWORD', 'BACKUP_NAME_PREFIX'),
+    ...settingFlags('RETENTION_DAYS', 'BACKUPS_TO_RETAIN', 'ORPHAN_GRACE', 'STORAGE_BACKEND'),
+    prune: Flags.boolean({
+      allowNo: true,
+      default: true,
+      summary: 'Apply retention after a successful backup (--no-prune to skip).',
+    }),
+  }
+
+  static override configSections: readonly Section[] = ['database', 'namePrefix', 'retention', 'storageBackend']
+  static override usesStorage = true
+
+  public async run(): Promise<BackupOutcome> {
+    const storage = await this.openStorage()
+    const progress = createProgress({label: 'backing up', logger: this.logger, event: 'backup.progress'})
+    try {
+      const outcome = await runLogicalBackup(
+        {
+          database: this.settings.database,
+          storage,
+          namePrefix: this.settings.namePrefix,
+          retention: this.settings.retention,
+          logger: this.logger,
+        },
+        {
+          triggeredBy: 'cli',
+          prune: this.flags.prune,
+          signal: this.interruptSignal(),
+          onProgress: ({sourceBytes, storedBytes}) => progress.update(sourceBytes, {storedBytes}),
+        },
+      )
+      progress.finish()
+      const {metadata, pruned, pruneError} = outcome
+      this.log(`Backup ${metadata.id} stored in ${storage.location}`)
+      this.log(`  size ${formatBytes(metadata.sizeBytes)} (${formatBytes(metadata.uncompressedBytes ?? 0)} of SQL), sha256 ${metadata.sha256}`)
+      this.log(`  took ${(metadata.durationMs / 1000).toFixed(1)} s, PostgreSQL ${metadata.pgVersion}, pg_dump ${metadata.pgDumpVersion}`)
+      if (pruned && pruned.deleted.length > 0) this.log(`  retention removed ${pruned.deleted.map((entry) => entry.id).join(', ')}`)
+      if (pruneError) this.warn(`retention failed (the backup itself succeeded): ${pruneError}`)
+      return outcome
+    } finally {
+      progress.finish()
+      await storage.close?.()
+    }
+  }
+}

@@ -1,0 +1,53 @@
+import {Flags} from '@oclif/core'
+
+import {DbbCommand} from '../base-command'
+import {PruneResult, prune} from '../backup/prune'
+import {Section} from '../config'
+import {formatBytes, renderTable} from '../format'
+import {settingFlags} from '../settings'
+
+export default class Prune extends DbbCommand<typeof Prune> {
+  static override summary = 'Delete backups outside the retention rules, and leftovers of failed backups.'
+  static override description = `Deletes backups (with this BACKUP_NAME_PREFIX) older than RETENTION_DAYS and beyond the BACKUPS_TO_RETAIN newest, but never the most recent complete backup. Also removes objects that belong to no complete backup (a dump without its sidecar, a partial write after a crash) once they are older than ORPHAN_GRACE.`
+
+  static override examples = [
+    {description: 'See what would be deleted', command: '<%= config.bin %> <%= command.id %> --dry-run'},
+    {description: 'Keep 14 days, at most 10 backups', command: 'RETENTION_DAYS=14 BACKUPS_TO_RETAIN=10 <%= config.bin %> <%= command.id %>'},
+  ]
+
+  static override flags = {
+    ...settingFlags('BACKUP_NAME_PREFIX', 'RETENTION_DAYS', 'BACKUPS_TO_RETAIN', 'ORPHAN_GRACE', 'STORAGE_BACKEND'),
+    'dry-run': Flags.boolean({summary: 'Print what would be deleted without deleting anything.'}),
+  }
+
+  static override configSections: readonly Section[] = ['namePrefix', 'retention', 'storageBackend']
+  static override usesStorage = true
+
+  public async run(): Promise<PruneResult> {
+    const storage = await this.openStorage()
+    try {
+      const result = await prune(storage, {
+        prefix: this.settings.namePrefix,
+        rules: this.settings.retention,
+        dryRun: this.flags['dry-run'],
+        logger: this.logger,
+      })
+      const verb = result.dryRun ? 'Would delete' : 'Deleted'
+      if (result.deleted.length === 0) {
+        this.log(`Nothing to delete; ${result.kept} backup(s) kept.`)
+      } else {
+        this.log(`${verb} ${result.deleted.length} object(s); ${result.kept} backup(s) kept.`)
+        this.log(
+          renderTable(
+            ['ID', 'KIND', 'SIZE', 'REASON'],
+            result.deleted.map((entry) => [entry.id, entry.kind, formatBytes(entry.sizeBytes), entry.reason]),
+          ),
+        )
+      }
+
+      return result
+    } finally {
+      await storage.close?.()
+    }
+  }
+}

@@ -1,0 +1,88 @@
+/**
+ * The errors dbb reports to users. Each carries the process exit code it maps to, so the one
+ * `catch()` in the base command can turn any of them into a clean message and a defined exit:
+ * 0 success, 1 the operation failed, 2 bad usage or configuration.
+ */
+export const EXIT_FAILURE = 1
+export const EXIT_USAGE = 2
+
+export class DbbError extends Error {
+  readonly exitCode: number = EXIT_FAILURE
+  /** A stable machine-readable identifier, used in `--json` error output and REST bodies. */
+  readonly code: string = 'FAILED'
+  constructor(message: string, options?: {cause?: unknown}) {
+    super(message, options)
+    this.name = new.target.name
+  }
+}
+
+export interface ConfigIssue {
+  /** The environment variable (or flag) at fault, e.g. `DB_PORT`. */
+  variable: string
+  message: string
+  /** An example of a valid value, shown to the user. */
+  example?: string
+}
+
+/** Missing or invalid configuration: one line per problem, exit code 2. */
+export class ConfigError extends DbbError {
+  override readonly exitCode = EXIT_USAGE
+  override readonly code = 'CONFIG_INVALID'
+  constructor(readonly issues: ConfigIssue[]) {
+    super(issues.map((issue) => formatIssue(issue)).join('\n'))
+  }
+}
+
+export function formatIssue({variable, message, example}: ConfigIssue): string {
+  return `${variable}: ${message}${example === undefined ? '' : ` (example: ${variable}=${example})`}`
+}
+
+/** The command was called wrongly (bad argument), exit code 2. */
+export class UsageError extends DbbError {
+  override readonly exitCode = EXIT_USAGE
+  override readonly code = 'USAGE'
+}
+
+export class NotFoundError extends DbbError {
+  override readonly code = 'NOT_FOUND'
+}
+
+/** A backup, download or restore that failed; the message names the cause. */
+export class OperationError extends DbbError {
+  override readonly code = 'OPERATION_FAILED'
+}
+
+export class AbortedError extends DbbError {
+  override readonly code = 'ABORTED'
+  constructor(message = 'Interrupted') {
+    super(message)
+  }
+}
+
+/**
+ * Storage backends live in separate packages and must not import core at runtime, so they signal
+ * errors by shape (see src/storage/contract.ts): `code: 'NOT_FOUND'`, or `name: 'StorageConfigError'`
+ * with `issues`. These guards read that shape.
+ */
+export function isNotFound(error: unknown): boolean {
+  return typeof error === 'object' && error !== null && (error as {code?: unknown}).code === 'NOT_FOUND'
+}
+
+export function isAlreadyExists(error: unknown): boolean {
+  return typeof error === 'object' && error !== null && (error as {code?: unknown}).code === 'ALREADY_EXISTS'
+}
+
+export function asConfigError(error: unknown): ConfigError | undefined {
+  if (error instanceof ConfigError) return error
+  const candidate = error as {name?: unknown; issues?: unknown}
+  if (candidate && candidate.name === 'StorageConfigError' && Array.isArray(candidate.issues)) {
+    return new ConfigError(candidate.issues as ConfigIssue[])
+  }
+
+  return undefined
+}
+
+export function errorMessage(error: unknown): string {
+  if (error instanceof Error) return error.message
+  return String(error)
+}

@@ -1,0 +1,32 @@
+/** Human-readable output for tables and progress lines. */
+
+export function formatBytes(bytes: number): string {
+  const units = ['B', 'kB', 'MB', 'GB', 'TB']
+  let value = bytes
+  let unit = 0
+  while (value >= 1000 && unit < units.length - 1) {
+    value /= 1000
+    unit++
+  }
+
+  return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`
+}
+
+export function formatAge(fromIso: string, now = new Date()): string {
+  const seconds = Math.max(0, Math.round((now.getTime() - Date.parse(fromIso)) / 1000))
+  if (seconds < 60) return `${seconds}s`
+  if (seconds < 3600) return `${Math.floor(seconds / 60)}m`
+  if (seconds < 86_400) return `${Math.floor(seconds / 3600)}h${Math.floor((seconds % 3600) / 60)}m`
+  return `${Math.floor(seconds / 86_400)}d${Math.floor((seconds % 86_400) / 3600)}h`
+}
+
+/** A plain text table with a header row and columns padded to their widest cell. */
+export function renderTable(headers: string[], rows: string[][]): string {
+  const widths = headers.map((header, column) => Math.max(header.length, ...rows.map((row) => (row[column] ?? '').length)))
+  const line = (cells: string[]) =>
+    cells
+      .map((cell, column) => cell.padEnd(widths[column]))
+      .join('  ')
+      .trimEnd()
+  return [line(headers), line(widths.map((width) => '-'.repeat(width))), ...rows.map((row) => line(row))].join('\n')
+}

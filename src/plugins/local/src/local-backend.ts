@@ -1,0 +1,170 @@
+import {randomBytes} from 'node:crypto'
+import {createWriteStream} from 'node:fs'
+import * as fs from 'node:fs/promises'
+import * as path from 'node:path'
+import {Readable, addAbortSignal} from 'node:stream'
+import {pipeline} from 'node:stream/promises'
+
+import type {GetOptions, ObjectInfo, PutOptions, StorageBackend} from '../../../storage/contract'
+
+/** Suffix of in-progress writes. Listed (so prune can clean up after a crash), never a final name. */
+export const PARTIAL_SUFFIX = '.partial'
+
+/**
+ * A directory on a local or mounted filesystem. A write goes to `<key>.<random>.partial`, is fsynced,
+ * then linked (no overwrite) or renamed to its final name, and the directory is fsynced: a crash at
+ * any point leaves either the complete file under its final name or none.
+ */
+export class LocalBackend implements StorageBackend {
+  readonly name = 'local'
+
+  constructor(private readonly root: string) {}
+
+  get location(): string {
+    return this.root
+  }
+
+  async put(key: string, body: Readable, options: PutOptions = {}): Promise<{sizeBytes: number}> {
+    const finalPath = this.resolve(key)
+    await fs.mkdir(path.dirname(finalPath), {recursive: true})
+    const partialPath = `${finalPath}.${randomBytes(6).toString('hex')}${PARTIAL_SUFFIX}`
+    try {
+      // `flush` fsyncs the file before it is closed, so the rename below publishes durable bytes.
+      await pipeline(body, createWriteStream(partialPath, {flags: 'wx', mode: 0o640, flush: true}), {signal: options.signal})
+      if (options.overwrite === false) {
+        await fs.link(partialPath, finalPath).catch((error: NodeJS.ErrnoException) => {
+          throw error.code === 'EEXIST' ? alreadyExists(key) : error
+        })
+        await fs.unlink(partialPath)
+      } else {
+        await fs.rename(partialPath, finalPath)
+      }
+    } catch (error) {
+      await fs.rm(partialPath, {force: true})
+      throw describeFsError(error, this.root)
+    }
+
+    await fsyncDirectory(path.dirname(finalPath))
+    const {size} = await fs.stat(finalPath)
+    return {sizeBytes: size}
+  }
+
+  async get(key: string, options: GetOptions = {}): Promise<Readable> {
+    const filePath = this.resolve(key)
+    // Open first so a missing file rejects here, not later as a stream error.
+    const handle = await fs.open(filePath, 'r').catch((error: NodeJS.ErrnoException) => {
+      throw error.code === 'ENOENT' ? notFound(key) : describeFsError(error, this.root)
+    })
+    const stream = handle.createReadStream({start: options.start, end: options.end})
+    return options.signal ? addAbortSignal(options.signal, stream) : stream
+  }
+
+  async stat(key: string): Promise<ObjectInfo | undefined> {
+    try {
+      const stats = await fs.stat(this.resolve(key))
+      return stats.isFile() ? {key, sizeBytes: stats.size, lastModified: stats.mtime} : undefined
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+      throw describeFsError(error, this.root)
+    }
+  }
+
+  async *list(prefix: string): AsyncIterable<ObjectInfo> {
+    // Start from the deepest directory the prefix names, so listing `wal/` does not walk dumps.
+    const directoryPart = prefix.includes('/') ? prefix.slice(0, prefix.lastIndexOf('/')) : ''
+    const start = directoryPart ? this.resolve(directoryPart) : this.root
+    for await (const key of walk(start, directoryPart)) {
+      if (!key.startsWith(prefix)) continue
+      const info = await this.stat(key)
+      if (info) yield info
+    }
+  }
+
+  async delete(key: string): Promise<void> {
+    await fs.rm(this.resolve(key), {force: true}).catch((error: unknown) => {
+      throw describeFsError(error, this.root)
+    })
+  }
+
+  async health(): Promise<void> {
+    const stats = await fs.stat(this.root).catch((error: NodeJS.ErrnoException) => {
+      throw new Error(
+        error.code === 'ENOENT'
+          ? `backup directory ${this.root} does not exist (create it, or set BACKUP_LOCAL_DIR to an existing directory)`
+          : `backup directory ${this.root} cannot be read: ${error.code ?? error.message}`,
+      )
+    })
+    if (!stats.isDirectory()) throw new Error(`BACKUP_LOCAL_DIR ${this.root} is not a directory`)
+    // access(W_OK) says yes to root even on a read-only mount: prove writability by writing.
+    const probe = path.join(this.root, `.dbb-health-${randomBytes(4).toString('hex')}`)
+    try {
+      await fs.writeFile(probe, '')
+      await fs.rm(probe, {force: true})
+    } catch (error) {
+      throw new Error(`backup directory ${this.root} is not writable: ${(error as NodeJS.ErrnoException).code ?? errorText(error)}`)
+    }
+  }
+
+  /** Maps a key to a path inside the root, refusing anything that would resolve outside it. */
+  private resolve(key: string): string {
+    if (!isSafeKey(key)) throw Object.assign(new Error(`invalid storage key "${key}"`), {code: 'INVALID_KEY'})
+    return path.join(this.root, ...key.split('/'))
+  }
+}
+
+export function isSafeKey(key: string): boolean {
+  if (key.length === 0 || key.length > 1024 || key.includes('\0') || key.includes('\\')) return false
+  return key.split('/').every((segment) => segment !== '' && segment !== '.' && segment !== '..')
+}
+
+async function* walk(directory: string, relative: string): AsyncIterable<string> {
+  let entries
+  try {
+    entries = await fs.readdir(directory, {withFileTypes: true})
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return
+    throw error
+  }
+
+  for (const entry of entries) {
+    if (entry.name.startsWith('.dbb-health-')) continue
+    const key = relative ? `${relative}/${entry.name}` : entry.name
+    if (entry.isDirectory()) yield* walk(path.join(directory, entry.name), key)
+    else if (entry.isFile()) yield key
+  }
+}
+
+async function fsyncDirectory(directory: string): Promise<void> {
+  const handle = await fs.open(directory, 'r')
+  try {
+    await handle.sync()
+  } finally {
+    await handle.close()
+  }
+}
+
+function notFound(key: string): Error {
+  return Object.assign(new Error(`${key} not found`), {code: 'NOT_FOUND'})
+}
+
+function alreadyExists(key: string): Error {
+  return Object.assign(new Error(`${key} already exists`), {code: 'ALREADY_EXISTS'})
+}
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error)
+}
+
+/** Filesystem errors in words: which directory, and the errno an operator can search for. */
+function describeFsError(error: unknown, root: string): unknown {
+  const code = (error as NodeJS.ErrnoException | undefined)?.code
+  const messages: Record<string, string> = {
+    ENOSPC: `no space left on the device holding ${root}`,
+    EACCES: `permission denied writing to ${root}`,
+    EPERM: `operation not permitted in ${root}`,
+    EROFS: `${root} is on a read-only filesystem`,
+    EDQUOT: `disk quota exceeded in ${root}`,
+  }
+  if (code && messages[code]) return Object.assign(new Error(`${messages[code]} (${code})`), {code, cause: error})
+  return error
+}

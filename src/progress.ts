@@ -1,0 +1,68 @@
+import type {Logger} from './logger'
+import {formatBytes} from './format'
+
+export interface ProgressReporter {
+  update(done: number, extra?: Record<string, number>): void
+  finish(): void
+}
+
+/**
+ * Long work shows progress: on a terminal, one line rewritten in place (bytes, rate, elapsed);
+ * elsewhere (containers, cron, CI) a structured log event every `intervalMs`.
+ */
+export function createProgress(options: {
+  label: string
+  logger: Logger
+  event: string
+  interactive?: boolean
+  intervalMs?: number
+  stream?: NodeJS.WriteStream
+}): ProgressReporter {
+  const stream = options.stream ?? process.stderr
+  const interactive = options.interactive ?? Boolean(stream.isTTY)
+  const intervalMs = options.intervalMs ?? (interactive ? 250 : 10_000)
+  const started = Date.now()
+  let last = 0
+  let latest = 0
+  let latestExtra: Record<string, number> = {}
+  let drawn = false
+
+  const render = () => {
+    const elapsedMs = Date.now() - started
+    const rate = elapsedMs > 0 ? (latest / elapsedMs) * 1000 : 0
+    if (interactive) {
+      const extra = latestExtra.storedBytes === undefined ? '' : `, ${formatBytes(latestExtra.storedBytes)} stored`
+      stream.write(`\r\u001B[2K${options.label}: ${formatBytes(latest)}${extra}, ${formatBytes(rate)}/s, ${formatElapsed(elapsedMs)}`)
+      drawn = true
+    } else {
+      options.logger.info(
+        {event: options.event, bytes: latest, ...latestExtra, elapsedMs, bytesPerSecond: Math.round(rate)},
+        `${options.label}: ${formatBytes(latest)}`,
+      )
+    }
+  }
+
+  return {
+    update(done, extra = {}) {
+      latest = done
+      latestExtra = extra
+      const now = Date.now()
+      if (now - last >= intervalMs) {
+        last = now
+        render()
+      }
+    },
+    finish() {
+      if (interactive && drawn) {
+        render()
+        drawn = false
+        stream.write('\n')
+      }
+    },
+  }
+}
+
+function formatElapsed(milliseconds: number): string {
+  const seconds = Math.floor(milliseconds / 1000)
+  return `${String(Math.floor(seconds / 60)).padStart(2, '0')}:${String(seconds % 60).padStart(2, '0')}`
+}

@@ -1,0 +1,97 @@
+import type {Readable} from 'node:stream'
+
+/**
+ * THE storage contract. Every backend (local, s3, or a third-party plugin) implements
+ * `StorageBackend`, and ships as an oclif plugin whose `dbb:storage-provider` hook returns a
+ * `StorageProvider`. Backends import this file for types only: they must not depend on dbb's
+ * runtime, so errors are signalled by shape (see "Errors" below), not by class.
+ *
+ * Keys are relative, `/`-separated names such as `backup_20261121T030000Z.sql.gz` or
+ * `wal/000000010000000000000001.gz`. Core only passes keys made of `[A-Za-z0-9._-]` segments;
+ * a backend still rejects `..`, empty segments and absolute keys, because a key is never
+ * allowed to address anything outside the backend's location.
+ *
+ * Errors:
+ *  - a missing key: an Error with `code: 'NOT_FOUND'` (from get, stat returns undefined instead);
+ *  - `put` with `overwrite: false` onto an existing key: `code: 'ALREADY_EXISTS'`;
+ *  - bad settings in `create`: an Error with `name: 'StorageConfigError'` and
+ *    `issues: [{variable, message, example}]`, reported to the user line by line, exit code 2;
+ *  - anything else: an Error whose message names the cause in words an operator can act on,
+ *    without secrets.
+ */
+
+export interface ObjectInfo {
+  key: string
+  sizeBytes: number
+  lastModified: Date
+}
+
+export interface PutOptions {
+  /** Aborting stops the write, and nothing remains under `key`. */
+  signal?: AbortSignal
+  /** false: fail with ALREADY_EXISTS instead of replacing an existing object (best effort where the store cannot do it atomically). */
+  overwrite?: boolean
+  contentType?: string
+}
+
+export interface GetOptions {
+  /** Byte range, inclusive at both ends, as in HTTP Range. */
+  start?: number
+  end?: number
+  signal?: AbortSignal
+}
+
+export interface StorageBackend {
+  /** The provider name, e.g. `local`. */
+  readonly name: string
+  /** Where data goes, for humans and logs, never with credentials: `/var/backups`, `s3://bucket/prefix`. */
+  readonly location: string
+  /**
+   * Stores the whole stream under `key`. Resolves only once the object is durably stored under its
+   * final name; a reader never sees a partial object under `key`. If the stream errors or the
+   * signal aborts, nothing is left under `key` and the promise rejects with the original error.
+   */
+  put(key: string, body: Readable, options?: PutOptions): Promise<{sizeBytes: number}>
+  /** A stream of the object's bytes (or of the requested range). Rejects with NOT_FOUND. */
+  get(key: string, options?: GetOptions): Promise<Readable>
+  /** Metadata of one object, or undefined when it does not exist. */
+  stat(key: string): Promise<ObjectInfo | undefined>
+  /** Every object whose key starts with `prefix` (`''` for all), in no particular order; pages lazily. */
+  list(prefix: string): AsyncIterable<ObjectInfo>
+  /** Deletes `key`; deleting a missing key succeeds. */
+  delete(key: string): Promise<void>
+  /** Resolves when the location is reachable and writable; rejects with a message naming what is wrong. */
+  health(): Promise<void>
+  /** Releases connections and sockets. Optional. */
+  close?(): Promise<void>
+}
+
+/** One setting a backend reads: an environment variable, mirrored by a flag on the commands that use storage. */
+export interface StorageSetting {
+  env: string
+  flag: string
+  summary: string
+  example: string
+  secret?: boolean
+}
+
+export interface ProviderContext {
+  /** A pino-compatible logger, already redacting secrets. */
+  logger: {
+    debug(object: object, message?: string): void
+    info(object: object, message?: string): void
+    warn(object: object, message?: string): void
+  }
+}
+
+export interface StorageProvider {
+  /** The value of STORAGE_BACKEND that selects this backend. Lowercase, `[a-z0-9-]`. */
+  name: string
+  summary: string
+  settings: StorageSetting[]
+  /** Validates settings (keyed by env variable, blank ones absent) and returns a ready backend. Heavy SDKs load here, lazily. */
+  create(settings: Readonly<Record<string, string | undefined>>, context: ProviderContext): Promise<StorageBackend>
+}
+
+/** The oclif hook event a storage plugin declares in its package.json (`oclif.hooks`). */
+export const STORAGE_PROVIDER_HOOK = 'dbb:storage-provider'
