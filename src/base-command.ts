@@ -1,7 +1,7 @@
 import {Command, Errors, Interfaces} from '@oclif/core'
 
 import {Config, Section, loadConfig} from './config'
-import {DbbError, EXIT_FAILURE, asConfigError, errorMessage} from './errors'
+import {ConfigError, ConfigIssue, DbbError, EXIT_FAILURE, asConfigError, errorMessage} from './errors'
 import {Logger, createLogger} from './logger'
 import type {StorageBackend, StorageSetting} from './storage/contract'
 import {ProviderRegistry, allProviderSettings, createBackend, discoverProviders, selectProvider} from './storage/registry'
@@ -29,6 +29,7 @@ export abstract class DbbCommand<T extends typeof Command> extends Command {
   protected settings!: Config
   protected logger!: Logger
   private registry?: ProviderRegistry
+  private storage?: StorageBackend
   private storageSettings: StorageSetting[] = []
   private settingValues: Record<string, string | undefined> = {}
 
@@ -54,16 +55,35 @@ export abstract class DbbCommand<T extends typeof Command> extends Command {
 
     const known: SettingSpec[] = [...SETTING_NAMES.map((name) => setting(name)), ...this.storageSettings]
     this.settingValues = valuesByVariable(known, flags)
-    this.settings = loadConfig(['logging', ...ctor.configSections], this.settingValues) as Config
-    this.logger = createLogger(this.settings.logging)
+    // Core settings and the backend's settings are validated together: one report with every problem.
+    const issues: ConfigIssue[] = []
+    try {
+      this.settings = loadConfig(['logging', ...ctor.configSections], this.settingValues) as Config
+    } catch (error) {
+      if (!(error instanceof ConfigError)) throw error
+      issues.push(...error.issues)
+    }
+
+    this.logger = createLogger(this.settings?.logging ?? {})
     this.registry?.problems.forEach((problem) => this.logger.warn({event: 'storage.plugin_problem'}, problem))
+    if (this.registry) {
+      try {
+        const provider = selectProvider(this.registry, this.settings?.storageBackend ?? this.settingValues.STORAGE_BACKEND ?? 'local')
+        this.storage = await createBackend(provider, this.settingValues, {logger: this.logger})
+      } catch (error) {
+        const configError = asConfigError(error)
+        if (!configError) throw error
+        issues.push(...configError.issues)
+      }
+    }
+
+    if (issues.length > 0) throw new ConfigError(issues)
   }
 
-  /** The backend STORAGE_BACKEND names, validated and ready. */
+  /** The backend STORAGE_BACKEND names, validated at start. */
   protected async openStorage(): Promise<StorageBackend> {
-    if (!this.registry) throw new Error(`${this.id} does not declare usesStorage`)
-    const provider = selectProvider(this.registry, this.settings.storageBackend)
-    return createBackend(provider, this.settingValues, {logger: this.logger})
+    if (!this.storage) throw new Error(`${this.id} does not declare usesStorage`)
+    return this.storage
   }
 
   /** Aborts on Ctrl-C or SIGTERM, so long work stops and cleans up instead of dying half-way. */
@@ -83,16 +103,19 @@ export abstract class DbbCommand<T extends typeof Command> extends Command {
   public override async catch(error: Error & {exitCode?: number}): Promise<unknown> {
     const configError = asConfigError(error)
     const known = configError ?? (error instanceof DbbError ? error : undefined)
-    if (error instanceof Errors.CLIError || (known === undefined && isOclifError(error))) return super.catch(error)
+    // oclif's own errors (unknown flag, missing argument) already carry exit code 2 and a hint.
+    if (known === undefined && (error instanceof Errors.CLIError || isOclifError(error))) return super.catch(error)
     const exit = known?.exitCode ?? EXIT_FAILURE
     const message = known ? known.message : errorMessage(error)
+    process.exitCode = exit
     if (this.jsonEnabled()) {
-      process.exitCode = exit
       this.logJson({error: known?.code ?? 'FAILED', message, exitCode: exit})
-      return undefined
+    } else {
+      // Printed as is, not through oclif's renderer, which wraps at 80 columns: one problem per line, greppable in logs.
+      process.stderr.write(`${message.split('\n').map((line) => `Error: ${line}`).join('\n')}\n`)
     }
 
-    return super.catch(new Errors.CLIError(message, {exit}))
+    return undefined
   }
 
   protected override toErrorJson(error: unknown): unknown {

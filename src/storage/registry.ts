@@ -19,7 +19,7 @@ export async function discoverProviders(config: Config): Promise<ProviderRegistr
   const providers = new Map<string, StorageProvider>()
   const problems: string[] = []
   for (const failure of result.failures) {
-    problems.push(`plugin ${failure.plugin.name} failed to load its storage backend: ${errorMessage(failure.error)}`)
+    problems.push(`plugin ${failure.plugin.name} failed to load its storage backend: ${errorMessage(failure.error).split('\n')[0]}`)
   }
 
   for (const {plugin, result: candidate} of result.successes) {

@@ -73,6 +73,10 @@ export class LocalBackend implements StorageBackend {
     // Start from the deepest directory the prefix names, so listing `wal/` does not walk dumps.
     const directoryPart = prefix.includes('/') ? prefix.slice(0, prefix.lastIndexOf('/')) : ''
     const start = directoryPart ? this.resolve(directoryPart) : this.root
+    // A missing root is a misconfiguration, not an empty listing: saying "no backups" would hide it.
+    await fs.stat(this.root).catch((error: NodeJS.ErrnoException) => {
+      throw error.code === 'ENOENT' ? new Error(`backup directory ${this.root} does not exist (check BACKUP_LOCAL_DIR)`) : describeFsError(error, this.root)
+    })
     for await (const key of walk(start, directoryPart)) {
       if (!key.startsWith(prefix)) continue
       const info = await this.stat(key)
