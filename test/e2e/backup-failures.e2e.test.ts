@@ -100,6 +100,11 @@ describe('failed backups (real PostgreSQL, local storage)', () => {
       const done = collect(child)
       await waitFor(async () => (await fs.readdir(backupDir)).some((name) => name.endsWith('.partial')))
       await waitFor(async () => (await cluster.psql(`SELECT count(*) FROM pg_stat_activity WHERE application_name = 'dbb' AND wait_event_type = 'Lock'`)) === '1')
+      // pg_dump is running now: its command line carries no secret (the password travels in its environment).
+      const pgDumpPids = (await fs.readFile(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8')).trim().split(/\s+/)
+      const commandLines = await Promise.all(pgDumpPids.map((pid) => fs.readFile(`/proc/${pid}/cmdline`, 'utf8')))
+      expect(commandLines.join(' ')).toMatch(/pg_dump/)
+      expect(commandLines.join(' ')).not.toContain(cluster.password)
       child.kill('SIGINT')
       const result = await done
       expect(result.code).not.toBe(0)

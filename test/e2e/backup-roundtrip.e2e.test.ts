@@ -79,4 +79,17 @@ describe('dbb backup run → list → download → restore with stock psql (real
     const listed = JSON.parse((await runCli(['backup', 'list', '--json'], {BACKUP_LOCAL_DIR: backupDir})).stdout).map((b: {id: string}) => b.id)
     expect(listed).toEqual(expect.arrayContaining([...outcomes, JSON.parse(again.stdout).metadata.id]))
   })
+
+  it('takes the password from a pgpass file (PGPASSFILE) when DB_PASSWORD and PGPASSWORD are unset', async () => {
+    const passfile = path.join(backupDir, '..', `pgpass-${Date.now()}`)
+    await fs.writeFile(passfile, `127.0.0.1:${cluster.port}:*:${cluster.user}:${cluster.password}\n`, {mode: 0o600})
+    try {
+      const {DB_PASSWORD: _omitted, ...withoutPassword} = env
+      const result = await runCli(['backup', 'run', '--json', '--no-prune'], {...withoutPassword, PGPASSFILE: passfile})
+      expect(result.code).toBe(0)
+      expect(JSON.parse(result.stdout).metadata.database).toBe('shop')
+    } finally {
+      await fs.rm(passfile, {force: true})
+    }
+  })
 })

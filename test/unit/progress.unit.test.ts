@@ -1,0 +1,47 @@
+import {Writable} from 'node:stream'
+
+import {createLogger} from '../../src/logger'
+import {createProgress} from '../../src/progress'
+
+function captureStream(isTTY: boolean) {
+  const chunks: string[] = []
+  const stream = new Writable({
+    write(chunk, _encoding, callback) {
+      chunks.push(String(chunk))
+      callback()
+    },
+  }) as unknown as NodeJS.WriteStream
+  stream.isTTY = isTTY
+  return {stream, text: () => chunks.join('')}
+}
+
+describe('progress', () => {
+  it('draws one live line on a terminal, rewritten in place, ended by a newline', () => {
+    const {stream, text} = captureStream(true)
+    const progress = createProgress({label: 'backing up', logger: createLogger({level: 'silent'}), event: 'x', stream, intervalMs: 0})
+    progress.update(1_500_000, {storedBytes: 300_000})
+    progress.update(3_000_000, {storedBytes: 600_000})
+    progress.finish()
+    const output = text()
+    expect(output.match(/\r\u001B\[2K/g)?.length).toBe(3)
+    expect(output).toMatch(/backing up: 3\.0 MB, 600\.0 kB stored, [\d.]+ \w+\/s, 00:00\n$/)
+  })
+
+  it('emits structured log events instead when not on a terminal', () => {
+    const lines: string[] = []
+    const destination = new Writable({
+      write(chunk, _encoding, callback) {
+        lines.push(String(chunk))
+        callback()
+      },
+    })
+    const {stream, text} = captureStream(false)
+    const logger = createLogger({format: 'json', destination})
+    const progress = createProgress({label: 'backing up', logger, event: 'backup.progress', stream, intervalMs: 0})
+    progress.update(2048, {storedBytes: 100})
+    progress.finish()
+    expect(text()).toBe('')
+    const event = JSON.parse(lines[0])
+    expect(event).toMatchObject({event: 'backup.progress', bytes: 2048, storedBytes: 100, msg: 'backing up: 2.0 kB'})
+  })
+})
