@@ -1,4 +1,5 @@
 import {existsSync} from 'node:fs'
+import {Cron} from 'croner'
 import {z} from 'zod'
 
 import {parseDuration} from './duration'
@@ -70,6 +71,107 @@ const loggingSchema = z.object({
     .default('info'),
 })
 
+const MIN_API_TOKEN_LENGTH = 16
+
+const serverSchema = z.object({
+  API_TOKEN: requiredText().refine((token) => token.length >= MIN_API_TOKEN_LENGTH, {
+    message: `must be at least ${MIN_API_TOKEN_LENGTH} characters; generate one with: openssl rand -hex 32`,
+  }),
+  HTTP_PORT: intInRange(0, 65_535).default(8080),
+  HTTP_HOST: z.string().default('0.0.0.0'),
+  SHUTDOWN_GRACE: duration.default(30_000),
+})
+
+const scheduleSchema = z
+  .object({
+    // No default here: the default (24h) applies only when BACKUP_SCHEDULE is unset, see below.
+    BACKUP_INTERVAL: duration.optional(),
+    BACKUP_SCHEDULE: z.string().optional(),
+    // Only read with BACKUP_SCHEDULE: a container's TZ must not stop an interval-scheduled serve.
+    TZ: z.string().optional(),
+  })
+  .superRefine((schedule, ctx) => {
+    if (schedule.BACKUP_SCHEDULE === undefined) return
+    if (schedule.BACKUP_INTERVAL !== undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['BACKUP_SCHEDULE'],
+        message: 'cannot be combined with BACKUP_INTERVAL: set only one (BACKUP_INTERVAL=24h, or BACKUP_SCHEDULE="0 3 * * *")',
+      })
+      return
+    }
+
+    if (schedule.TZ !== undefined && !isTimeZone(schedule.TZ)) {
+      ctx.addIssue({code: 'custom', path: ['TZ'], message: 'is not an IANA time zone name'})
+      return
+    }
+
+    const problem = cronProblem(schedule.BACKUP_SCHEDULE, schedule.TZ)
+    if (problem) ctx.addIssue({code: 'custom', path: ['BACKUP_SCHEDULE'], message: problem})
+  })
+
+export const DEFAULT_BACKUP_INTERVAL_MS = 24 * 3600 * 1000
+
+const flag = (fallback: boolean) => z.stringbool({error: 'must be true or false'}).default(fallback)
+
+// Continuous archiving (src/wal, src/backup/base-backup.ts, src/check): each schema yields its typed config directly.
+const baseBackupSchema = z
+  .object({
+    BASE_BACKUP_WAL_METHOD: z.enum(['fetch', 'none'], {message: 'must be fetch or none'}).default('fetch'),
+    BASE_BACKUP_CHECKPOINT: z.enum(['fast', 'spread'], {message: 'must be fast or spread'}).default('fast'),
+  })
+  .transform((data) => ({walMethod: data.BASE_BACKUP_WAL_METHOD, checkpoint: data.BASE_BACKUP_CHECKPOINT}))
+
+const walStreamingSchema = z
+  .object({
+    WAL_STREAMING: flag(false),
+    WAL_STREAMING_SLOT: z
+      .string()
+      .regex(/^[a-z0-9_]{1,63}$/, {message: 'must be lowercase letters, digits and "_" (a replication slot name)'})
+      .default('dbb'),
+    WAL_STREAMING_DIR: z.string().optional(),
+  })
+  .transform((data) => ({enabled: data.WAL_STREAMING, slot: data.WAL_STREAMING_SLOT, spoolDir: data.WAL_STREAMING_DIR}))
+
+const checkSchema = z
+  .object({
+    BASE_BACKUP_INTERVAL_MINUTES: intInRange(1, 5_256_000).default(10_080),
+    CHECKPOINT_TIMEOUT_SECONDS: intInRange(1, 31_536_000).default(300),
+    CHECK_BASE_BACKUP: flag(true),
+    CHECK_WAL: flag(true),
+    CHECK_LOGICAL_BACKUP: flag(true),
+  })
+  .transform((data) => ({
+    baseBackupIntervalMs: data.BASE_BACKUP_INTERVAL_MINUTES * 60_000,
+    checkpointTimeoutMs: data.CHECKPOINT_TIMEOUT_SECONDS * 1000,
+    baseBackup: data.CHECK_BASE_BACKUP,
+    wal: data.CHECK_WAL,
+    logicalBackup: data.CHECK_LOGICAL_BACKUP,
+  }))
+
+const httpUrl = z.url({protocol: /^https?$/, error: 'must be an http(s) URL'})
+
+const slackSchema = z
+  .object({
+    SLACK_TOKEN: z.string().optional(),
+    SLACK_WEBHOOK_URL: httpUrl.optional(),
+    SLACK_CHANNEL: z.string().default('sysadmin'),
+    SLACK_MESSAGE_SUFFIX: z.string().optional(),
+    SLACK_API_URL: httpUrl.default('https://slack.com/api'),
+  })
+  .transform((data) => ({
+    token: data.SLACK_TOKEN,
+    webhookUrl: data.SLACK_WEBHOOK_URL,
+    channel: data.SLACK_CHANNEL.replace(/^#/, ''),
+    messageSuffix: data.SLACK_MESSAGE_SUFFIX,
+    apiUrl: data.SLACK_API_URL.replace(/\/+$/, ''),
+  }))
+
+export type BaseBackupConfig = z.infer<typeof baseBackupSchema>
+export type WalStreamingConfig = z.infer<typeof walStreamingSchema>
+export type CheckConfig = z.infer<typeof checkSchema>
+export type SlackConfig = z.infer<typeof slackSchema>
+
 export interface DatabaseConfig {
   host: string
   port: number
@@ -87,6 +189,15 @@ export interface RetentionConfig {
   orphanGraceMs: number
 }
 
+export interface ServerConfig {
+  apiToken: string
+  port: number
+  host: string
+  shutdownGraceMs: number
+}
+
+export type ScheduleConfig = {kind: 'interval'; intervalMs: number} | {kind: 'cron'; expression: string; timezone?: string}
+
 export interface LoggingConfig {
   format?: 'json' | 'plain'
   level: string
@@ -98,6 +209,12 @@ export interface Config {
   retention: RetentionConfig
   storageBackend: string
   logging: LoggingConfig
+  server: ServerConfig
+  schedule: ScheduleConfig
+  baseBackup: BaseBackupConfig
+  walStreaming: WalStreamingConfig
+  check: CheckConfig
+  slack: SlackConfig
 }
 
 const sections = {
@@ -106,6 +223,12 @@ const sections = {
   retention: retentionSchema,
   storageBackend: storageSchema,
   logging: loggingSchema,
+  server: serverSchema,
+  schedule: scheduleSchema,
+  baseBackup: baseBackupSchema,
+  walStreaming: walStreamingSchema,
+  check: checkSchema,
+  slack: slackSchema,
 } as const
 
 export type Section = keyof typeof sections
@@ -117,6 +240,12 @@ export const SECTION_SETTINGS: Record<Section, SettingName[]> = {
   retention: ['RETENTION_DAYS', 'BACKUPS_TO_RETAIN', 'ORPHAN_GRACE'],
   storageBackend: ['STORAGE_BACKEND'],
   logging: ['LOG_FORMAT', 'LOG_LEVEL'],
+  server: ['API_TOKEN', 'HTTP_PORT', 'HTTP_HOST', 'SHUTDOWN_GRACE'],
+  schedule: ['BACKUP_INTERVAL', 'BACKUP_SCHEDULE', 'TZ'],
+  baseBackup: ['BASE_BACKUP_WAL_METHOD', 'BASE_BACKUP_CHECKPOINT'],
+  walStreaming: ['WAL_STREAMING', 'WAL_STREAMING_SLOT', 'WAL_STREAMING_DIR'],
+  check: ['BASE_BACKUP_INTERVAL_MINUTES', 'CHECKPOINT_TIMEOUT_SECONDS', 'CHECK_BASE_BACKUP', 'CHECK_WAL', 'CHECK_LOGICAL_BACKUP'],
+  slack: ['SLACK_TOKEN', 'SLACK_WEBHOOK_URL', 'SLACK_CHANNEL', 'SLACK_MESSAGE_SUFFIX', 'SLACK_API_URL'],
 }
 
 export const DEFAULT_PASSFILE = '/run/secrets/pgpass'
@@ -183,6 +312,30 @@ export function loadConfig<S extends Section>(
         config.logging = {format: logging.LOG_FORMAT, level: logging.LOG_LEVEL}
         break
       }
+
+      case 'server': {
+        const server = data as z.infer<typeof serverSchema>
+        config.server = {apiToken: server.API_TOKEN, port: server.HTTP_PORT, host: server.HTTP_HOST, shutdownGraceMs: server.SHUTDOWN_GRACE}
+        break
+      }
+
+      case 'schedule': {
+        const schedule = data as z.infer<typeof scheduleSchema>
+        config.schedule =
+          schedule.BACKUP_SCHEDULE === undefined
+            ? {kind: 'interval', intervalMs: schedule.BACKUP_INTERVAL ?? DEFAULT_BACKUP_INTERVAL_MS}
+            : {kind: 'cron', expression: schedule.BACKUP_SCHEDULE.trim(), timezone: schedule.TZ}
+        break
+      }
+
+      case 'baseBackup':
+      case 'walStreaming':
+      case 'check':
+      case 'slack': {
+        // These schemas transform to their config shape themselves.
+        Object.assign(config, {[section]: data})
+        break
+      }
     }
   }
 
@@ -197,6 +350,27 @@ function toDatabaseConfig(data: z.infer<typeof databaseSchema>, env: NodeJS.Proc
   }
 
   return {host: data.DB_HOST, port: data.DB_PORT, database: data.DB_NAME, user: data.DB_USER, password, passfile}
+}
+
+function isTimeZone(zone: string): boolean {
+  try {
+    new Intl.DateTimeFormat('en', {timeZone: zone})
+    return true
+  } catch {
+    return false
+  }
+}
+
+/** Why croner refuses the expression (5 to 7 fields, seconds allowed), or undefined when it is valid. */
+function cronProblem(expression: string, timezone: string | undefined): string | undefined {
+  try {
+    const job = new Cron(expression.trim(), {paused: true, timezone})
+    const next = job.nextRun()
+    job.stop()
+    return next ? undefined : 'never fires (no future time matches it)'
+  } catch (error) {
+    return `is not a cron expression: ${error instanceof Error ? error.message.replace(/^CronPattern: /, '') : String(error)}`
+  }
 }
 
 function blankToUndefined(value: string | undefined): string | undefined {

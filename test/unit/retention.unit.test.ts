@@ -31,7 +31,8 @@ function objectsFor(backups: BackupMetadata[]): ObjectInfo[] {
 }
 
 const rules = {retentionDays: 7, orphanGraceMs: DAY}
-const ids = (list: {backup: BackupMetadata}[] | BackupMetadata[]) => list.map((item) => ('backup' in item ? item.backup.id : item.id))
+const ids = (list: ({backup: BackupMetadata} | BackupMetadata)[]) =>
+  list.map((item) => ('sha256' in item ? item.id : item.backup.id))
 
 describe('planRetention', () => {
   it('expires backups older than RETENTION_DAYS', () => {

@@ -1,0 +1,57 @@
+import {DbbCommand} from '../base-command'
+import {Section} from '../config'
+import {RunningService, startService} from '../server/service'
+import {settingFlags} from '../settings'
+
+export default class Serve extends DbbCommand<typeof Serve> {
+  static override summary = 'Run the sidecar: REST API, scheduled backups, /health, /info and /metrics.'
+  static override description = `Starts the HTTP API (Authorization: Bearer <API_TOKEN> on /api/v1/*; /health, /info and /metrics are open) and the scheduler (BACKUP_INTERVAL, or a cron expression in BACKUP_SCHEDULE). At most one backup runs at a time, whether the scheduler or the API started it; each is the same verified backup as "dbb backup run", followed by retention.
+
+On SIGTERM or SIGINT it stops accepting requests, lets a backup in flight finish within SHUTDOWN_GRACE (else aborts it, leaving nothing behind) and exits 0. A second signal aborts the backup at once.`
+
+  static override examples = [
+    {
+      description: 'Back up every 24 hours into /var/backups/postgres, API on port 8080',
+      command:
+        'API_TOKEN=$(openssl rand -hex 32) DB_HOST=db DB_NAME=app DB_PASSWORD=… BACKUP_LOCAL_DIR=/var/backups/postgres <%= config.bin %> <%= command.id %>',
+    },
+    {description: 'Every night at 03:00 Berlin time', command: 'BACKUP_SCHEDULE="0 3 * * *" TZ=Europe/Berlin <%= config.bin %> <%= command.id %>'},
+  ]
+
+  static override enableJsonFlag = false
+  static override flags = {
+    ...settingFlags('DB_HOST', 'DB_PORT', 'DB_NAME', 'DB_USER', 'DB_PASSWORD', 'BACKUP_NAME_PREFIX'),
+    ...settingFlags('RETENTION_DAYS', 'BACKUPS_TO_RETAIN', 'ORPHAN_GRACE', 'STORAGE_BACKEND'),
+    ...settingFlags('API_TOKEN', 'HTTP_PORT', 'HTTP_HOST', 'SHUTDOWN_GRACE', 'BACKUP_INTERVAL', 'BACKUP_SCHEDULE', 'TZ'),
+  }
+
+  static override configSections: readonly Section[] = ['database', 'namePrefix', 'retention', 'storageBackend', 'server', 'schedule']
+  static override usesStorage = true
+
+  public async run(): Promise<void> {
+    const storage = await this.openStorage()
+    let service: RunningService
+    try {
+      service = await startService({config: this.settings, storage, logger: this.logger})
+    } catch (error) {
+      await storage.close?.()
+      throw error
+    }
+
+    await new Promise<void>((resolve) => {
+      let stopping: Promise<void> | undefined
+      const onSignal = (signal: NodeJS.Signals) => {
+        if (!stopping) {
+          stopping = service.shutdown(`received ${signal}`).then(resolve)
+          return
+        }
+
+        this.logger.warn({event: 'shutdown.forced', signal}, `received ${signal} again: aborting the backup in flight now`)
+        service.abortNow(`received ${signal} twice`)
+      }
+
+      process.on('SIGTERM', onSignal)
+      process.on('SIGINT', onSignal)
+    })
+  }
+}

@@ -1,0 +1,114 @@
+import Router from '@koa/router'
+import type {Context} from 'koa'
+
+import {listBackups, resolveBackup} from '../../backup/metadata'
+import {isBackupId, parseBackupId} from '../../backup/naming'
+import {NotFoundError} from '../../errors'
+import type {AppDependencies} from '../app'
+import {decideRange} from '../range'
+
+export const API_PREFIX = '/api/v1'
+
+/** The authenticated API under /api/v1 (auth is applied in front of it, see app.ts). */
+export function backupRoutes(deps: AppDependencies): Router {
+  const router = new Router({prefix: API_PREFIX})
+  const listOptions = {
+    prefix: deps.namePrefix,
+    cache: deps.sidecarCache,
+    onInvalid: (id: string, error: unknown) =>
+      deps.logger.warn({event: 'backup.invalid_sidecar', backupId: id, error: String(error)}, 'skipping unreadable sidecar'),
+  }
+
+  router.post('/backups', (ctx) => {
+    const result = deps.jobs.start('api')
+    if (!result.started) {
+      const {jobId} = result.running
+      ctx.status = 409
+      ctx.body = {
+        error: 'BACKUP_IN_PROGRESS',
+        message: `a backup is already in flight (job ${jobId}); follow it at ${API_PREFIX}/backups/jobs/${jobId}`,
+        jobId,
+        job: result.running,
+      }
+      return
+    }
+
+    ctx.status = 202
+    ctx.set('Location', `${API_PREFIX}/backups/jobs/${result.job.jobId}`)
+    ctx.body = result.job
+  })
+
+  router.get('/backups', async (ctx) => {
+    ctx.body = await listBackups(deps.storage, listOptions)
+  })
+
+  router.get('/backups/jobs', (ctx) => {
+    ctx.body = deps.jobs.list()
+  })
+
+  router.get('/backups/jobs/:jobId', (ctx) => {
+    const job = deps.jobs.get(ctx.params.jobId)
+    if (!job) ctx.throw(404, `no job ${truncate(ctx.params.jobId)} (the newest 100 jobs are kept)`, {code: 'NOT_FOUND'})
+    ctx.body = job
+  })
+
+  router.get('/backups/latest', async (ctx) => {
+    ctx.body = await resolveBackup(deps.storage, 'latest', listOptions)
+  })
+
+  router.get('/backups/:id/download', async (ctx) => {
+    await download(ctx, ctx.params.id, deps, listOptions)
+  })
+
+  return router
+}
+
+/**
+ * Streams a dump straight from storage: nothing is buffered, `Content-Length` comes from the
+ * sidecar, the ETag is the sha256 (so a client can verify what it got), and a `Range` request
+ * (with `If-Range` holding that ETag) resumes an interrupted download.
+ */
+async function download(ctx: Context, reference: string, deps: AppDependencies, listOptions: {prefix: string}): Promise<void> {
+  // The id is a storage key: validate its shape before anything touches storage.
+  if (reference !== 'latest' && !isBackupId(reference)) {
+    ctx.throw(400, `"${truncate(reference)}" is not a backup id (expected latest or e.g. backup_20261121T030000Z.sql.gz)`, {
+      code: 'INVALID_BACKUP_ID',
+    })
+  }
+
+  const backup = await resolveBackup(deps.storage, reference, listOptions)
+  if (parseBackupId(backup.id)?.prefix !== deps.namePrefix) throw new NotFoundError(`backup ${reference} not found`)
+  const etag = `"${backup.sha256}"`
+  const size = backup.sizeBytes
+  ctx.set('ETag', etag)
+  ctx.set('Accept-Ranges', 'bytes')
+  ctx.set('Last-Modified', new Date(backup.createdAt).toUTCString())
+  ctx.attachment(backup.id, {type: 'attachment'})
+  if (matchesEtag(ctx.get('If-None-Match'), etag)) {
+    ctx.status = 304
+    return
+  }
+
+  const ifRange = ctx.get('If-Range')
+  const range = ifRange && ifRange !== etag ? {kind: 'full' as const} : decideRange(ctx.get('Range'), size)
+  if (range.kind === 'unsatisfiable') {
+    ctx.throw(416, `the requested range is outside the ${size} bytes of ${backup.id}`, {headers: {'Content-Range': `bytes */${size}`}})
+  }
+
+  const [start, end] = range.kind === 'partial' ? [range.start, range.end] : [0, size - 1]
+  if (ctx.method !== 'HEAD' && size > 0) ctx.body = await deps.storage.get(backup.id, range.kind === 'partial' ? {start, end} : {})
+  // Set after the body: assigning a stream to ctx.body clears Content-Length and the type.
+  ctx.status = range.kind === 'partial' ? 206 : 200
+  ctx.type = 'application/gzip'
+  ctx.length = size === 0 ? 0 : end - start + 1
+  if (range.kind === 'partial') ctx.set('Content-Range', `bytes ${start}-${end}/${size}`)
+}
+
+function matchesEtag(header: string, etag: string): boolean {
+  return header !== '' && (header.trim() === '*' || header.split(',').some((candidate) => candidate.trim().replace(/^W\//, '') === etag))
+}
+
+function truncate(text: string): string {
+  const printable = text.replace(/[^\x20-\x7E]/g, '?')
+  return printable.length > 80 ? `${printable.slice(0, 80)}…` : printable
+}

@@ -1,0 +1,169 @@
+import {Server, createServer} from 'node:http'
+import type {AddressInfo} from 'node:net'
+
+import {toolVersion} from '../backup/child-process'
+import {BackupMetadata, listBackups} from '../backup/metadata'
+import {runLogicalBackup} from '../backup/run-backup'
+import type {Config} from '../config'
+import {errorMessage} from '../errors'
+import type {Logger} from '../logger'
+import {createProgress} from '../progress'
+import type {StorageBackend} from '../storage/contract'
+import {createApp} from './app'
+import {JobRegistry, JobWork} from './jobs'
+import {ServiceMetrics} from './metrics'
+import {Scheduler, SchedulerClock} from './scheduler'
+
+export type ServiceConfig = Pick<Config, 'database' | 'namePrefix' | 'retention' | 'server' | 'schedule'>
+
+export interface ServiceOptions {
+  config: ServiceConfig
+  storage: StorageBackend
+  logger: Logger
+  clock?: SchedulerClock
+  /** Per-check limit of /health. */
+  healthTimeoutMs?: number
+}
+
+export interface RunningService {
+  /** e.g. http://127.0.0.1:8080 */
+  url: string
+  jobs: JobRegistry
+  scheduler: Scheduler
+  metrics: ServiceMetrics
+  /** Graceful stop; idempotent. Resolves when everything is closed. */
+  shutdown(reason: string): Promise<void>
+  /** Skips the rest of the grace period: aborts the backup in flight now. */
+  abortNow(reason: string): void
+}
+
+// After the grace period the backup is aborted; its cleanup (killing pg_dump, removing what was
+// written) is quick, but is bounded too so shutdown always ends.
+const ABORT_CLEANUP_LIMIT_MS = 15_000
+
+/**
+ * `dbb serve`: the REST API and the scheduler around one job registry, so the scheduler and the
+ * API share the single-flight lock and every backup goes through runLogicalBackup, the same
+ * runner as `dbb backup run`.
+ */
+export async function startService(options: ServiceOptions): Promise<RunningService> {
+  const {config, storage, logger} = options
+  const pgDumpVersion = await toolVersion('pg_dump')
+  const sidecarCache = new Map<string, BackupMetadata>()
+  const newest = await newestBackup(storage, config.namePrefix, sidecarCache, logger)
+  const metrics = new ServiceMetrics()
+  metrics.recordExistingBackup(newest)
+
+  const work: JobWork = ({job, signal, logger: jobLogger}) => {
+    const progress = createProgress({label: 'backing up', logger: jobLogger, event: 'backup.progress', interactive: false})
+    return runLogicalBackup(
+      {database: config.database, storage, namePrefix: config.namePrefix, retention: config.retention, logger: jobLogger},
+      {
+        triggeredBy: job.triggeredBy,
+        signal,
+        onProgress: ({sourceBytes, storedBytes}) => progress.update(sourceBytes, {storedBytes}),
+      },
+    )
+  }
+
+  let scheduler: Scheduler | undefined
+  const jobs = new JobRegistry({
+    work,
+    logger,
+    onStart: () => metrics.jobStarted(),
+    onFinish: (job, outcome) => {
+      metrics.jobFinished(job, outcome?.metadata)
+      if (job.status === 'succeeded' && job.finishedAt) scheduler?.backupSucceeded(new Date(job.finishedAt))
+    },
+  })
+  scheduler = new Scheduler({
+    schedule: config.schedule,
+    trigger: () => jobs.start('scheduler'),
+    logger: logger.child({component: 'scheduler'}),
+    clock: options.clock,
+    lastSuccessAt: newest ? new Date(Date.parse(newest.createdAt) + newest.durationMs) : undefined,
+  })
+
+  let shuttingDown = false
+  const app = createApp({
+    apiToken: config.server.apiToken,
+    storage,
+    database: config.database,
+    namePrefix: config.namePrefix,
+    retention: config.retention,
+    jobs,
+    metrics,
+    logger,
+    sidecarCache,
+    pgDumpVersion,
+    schedule: scheduler,
+    isShuttingDown: () => shuttingDown,
+    healthTimeoutMs: options.healthTimeoutMs,
+  })
+  const server = createServer(app.callback())
+  const address = await listen(server, config.server.port, config.server.host)
+  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address
+  const url = `http://${host}:${address.port}`
+  logger.info({event: 'server.listening', url, storage: storage.location, pgDumpVersion}, `listening on ${url}`)
+  scheduler.start()
+
+  let stopped: Promise<void> | undefined
+  const shutdown = (reason: string): Promise<void> => {
+    stopped ??= (async () => {
+      shuttingDown = true
+      const graceMs = config.server.shutdownGraceMs
+      const inFlight = jobs.inFlight()
+      logger.info({event: 'shutdown.started', reason, graceMs, jobInFlight: inFlight?.jobId ?? null}, `shutting down (${reason})`)
+      scheduler?.stop()
+      // Stop accepting connections; idle keep-alive connections are closed now, busy ones when done.
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()))
+      server.closeIdleConnections()
+      if (!(await jobs.whenIdle(graceMs))) {
+        logger.warn({event: 'shutdown.abort', jobId: jobs.inFlight()?.jobId, graceMs}, 'grace period over: aborting the backup in flight')
+        jobs.abort('the service is shutting down')
+        await jobs.whenIdle(ABORT_CLEANUP_LIMIT_MS)
+      }
+
+      // Downloads still streaming after the grace period are cut off.
+      server.closeAllConnections()
+      await closed
+      await storage.close?.().catch((error: unknown) => logger.warn({event: 'storage.close_failed', error: errorMessage(error)}))
+      logger.info({event: 'shutdown.complete'}, 'stopped')
+    })()
+    return stopped
+  }
+
+  return {url, jobs, scheduler, metrics, shutdown, abortNow: (reason) => jobs.abort(reason)}
+}
+
+async function newestBackup(
+  storage: StorageBackend,
+  prefix: string,
+  cache: Map<string, BackupMetadata>,
+  logger: Logger,
+): Promise<BackupMetadata | undefined> {
+  try {
+    const [newest] = await listBackups(storage, {prefix, cache})
+    return newest
+  } catch (error) {
+    // The storage may come up after the sidecar (a mount, a bucket being created): start anyway,
+    // /health reports it, and the first backup will say what is wrong.
+    logger.warn({event: 'storage.list_failed', error: errorMessage(error)}, 'could not list existing backups at start')
+    return undefined
+  }
+}
+
+function listen(server: Server, port: number, host: string): Promise<AddressInfo> {
+  return new Promise((resolve, reject) => {
+    const onError = (error: NodeJS.ErrnoException) => {
+      const hint = error.code === 'EADDRINUSE' ? ` (port ${port} is in use; set HTTP_PORT)` : ''
+      reject(new Error(`cannot listen on ${host}:${port}: ${error.code ?? error.message}${hint}`))
+    }
+
+    server.once('error', onError)
+    server.listen(port, host, () => {
+      server.off('error', onError)
+      resolve(server.address() as AddressInfo)
+    })
+  })
+}

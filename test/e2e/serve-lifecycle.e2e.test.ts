@@ -1,0 +1,135 @@
+import {ChildProcess} from 'node:child_process'
+import * as fs from 'node:fs/promises'
+import {Client} from 'pg'
+
+import {collect, runCli, startCli, tempDir} from '../helpers/cli'
+import {PgCluster, freePort, startPostgres} from '../helpers/postgres'
+import {seedDatabase} from '../helpers/seed'
+import {jsonOf, waitFor} from '../helpers/serve'
+
+const TOKEN = 'e2e-serve-token-0123456789abcdef'
+
+describe('dbb serve as a process: configuration errors, start, graceful shutdown on SIGTERM', () => {
+  let cluster: PgCluster
+
+  beforeAll(async () => {
+    cluster = await startPostgres()
+    await seedDatabase(cluster, 'shop', 500)
+  })
+
+  afterAll(async () => {
+    await cluster?.destroy()
+  })
+
+  /** Starts `dbb serve`, waits until it listens, and collects its output. */
+  async function serve(env: Record<string, string>) {
+    const dir = await tempDir('dbb-serve-e2e-')
+    const port = await freePort()
+    const child: ChildProcess = startCli(['serve'], {
+      ...cluster.dbbEnv('shop'),
+      BACKUP_LOCAL_DIR: dir,
+      API_TOKEN: TOKEN,
+      HTTP_HOST: '127.0.0.1',
+      HTTP_PORT: String(port),
+      BACKUP_SCHEDULE: '0 3 1 1 *',
+      ...env,
+    })
+    const result = collect(child)
+    let stderr = ''
+    child.stderr?.on('data', (text: string) => (stderr += text))
+    await waitFor(() => (stderr.includes('"event":"server.listening"') ? true : undefined), 20_000, 'dbb serve to listen')
+    const url = `http://127.0.0.1:${port}`
+    const post = () => fetch(`${url}/api/v1/backups`, {method: 'POST', headers: {Authorization: `Bearer ${TOKEN}`}})
+    const job = async (jobId: string) =>
+      jsonOf(fetch(`${url}/api/v1/backups/jobs/${jobId}`, {headers: {Authorization: `Bearer ${TOKEN}`}}))
+    return {child, result, dir, url, post, job, output: () => stderr}
+  }
+
+  async function lockTable(): Promise<() => Promise<void>> {
+    const client = new Client({host: cluster.host, port: cluster.port, user: cluster.user, password: cluster.password, database: 'shop'})
+    await client.connect()
+    await client.query('BEGIN')
+    await client.query('LOCK TABLE customers IN ACCESS EXCLUSIVE MODE')
+    return async () => {
+      await client.query('ROLLBACK').catch(() => {})
+      await client.end()
+    }
+  }
+
+  it('refuses a short API_TOKEN (suggesting openssl rand -hex 32) and BACKUP_INTERVAL with BACKUP_SCHEDULE, exit code 2', async () => {
+    const dir = await tempDir()
+    const base = {...cluster.dbbEnv('shop'), BACKUP_LOCAL_DIR: dir}
+    const short = await runCli(['serve'], {...base, API_TOKEN: 'tiny-secret'})
+    expect(short.code).toBe(2)
+    expect(short.stderr).toContain('API_TOKEN: must be at least 16 characters; generate one with: openssl rand -hex 32')
+    expect(short.stderr).not.toContain('tiny-secret')
+
+    const missing = await runCli(['serve'], base)
+    expect(missing.code).toBe(2)
+    expect(missing.stderr).toContain('API_TOKEN: is required')
+
+    const both = await runCli(['serve'], {...base, API_TOKEN: TOKEN, BACKUP_INTERVAL: '12h', BACKUP_SCHEDULE: '0 3 * * *'})
+    expect(both.code).toBe(2)
+    expect(both.stderr).toMatch(/BACKUP_SCHEDULE: cannot be combined with BACKUP_INTERVAL/)
+    await fs.rm(dir, {recursive: true, force: true})
+  })
+
+  it('on SIGTERM stops accepting requests, lets the running backup finish, and exits 0 with the backup complete and listed', async () => {
+    const unlock = await lockTable()
+    const {child, result, dir, url, post, job, output} = await serve({SHUTDOWN_GRACE: '60s'})
+    let released = false
+    try {
+      const {jobId} = await jsonOf(post())
+      await waitFor(async () => ((await job(jobId)).status === 'running' ? true : undefined), 10_000, 'the backup to run')
+      child.kill('SIGTERM')
+      await waitFor(() => (output().includes('"event":"shutdown.started"') ? true : undefined), 10_000, 'shutdown to start')
+      // From now on a request is refused: 503 on a connection still open, then no connection at all.
+      await waitFor(
+        () =>
+          fetch(`${url}/api/v1/backups`, {headers: {Authorization: `Bearer ${TOKEN}`}}).then(
+            (response) => expect(response.status).toBe(503) as undefined,
+            () => true,
+          ),
+        10_000,
+        'the listener to close',
+      )
+      await unlock()
+      released = true
+    } finally {
+      if (!released) await unlock()
+    }
+
+    const {code, stderr} = await result
+    expect(code).toBe(0)
+    expect(stderr).toContain('"event":"shutdown.complete"')
+    expect(stderr).not.toContain(TOKEN)
+    expect(stderr).not.toContain(cluster.password)
+    const listed = JSON.parse((await runCli(['backup', 'list', '--json'], {BACKUP_LOCAL_DIR: dir})).stdout)
+    expect(listed).toHaveLength(1)
+    expect(listed[0].triggeredBy).toBe('api')
+    expect((await fs.readdir(dir)).sort()).toEqual([listed[0].id, `${listed[0].id}.meta.json`])
+    await fs.rm(dir, {recursive: true, force: true})
+  })
+
+  it('on SIGTERM aborts a backup that outlasts SHUTDOWN_GRACE, leaves nothing behind, and exits 0', async () => {
+    const unlock = await lockTable()
+    try {
+      const {child, result, dir, post, job} = await serve({SHUTDOWN_GRACE: '1s'})
+      const {jobId} = await jsonOf(post())
+      await waitFor(async () => ((await job(jobId)).status === 'running' ? true : undefined), 10_000, 'the backup to run')
+      const sent = Date.now()
+      child.kill('SIGTERM')
+      const {code, stderr} = await result
+      expect(code).toBe(0)
+      expect(Date.now() - sent).toBeLessThan(15_000)
+      expect(stderr).toContain('"event":"shutdown.abort"')
+      expect(stderr).toMatch(/"event":"job.finished","status":"failed"/)
+      expect(await fs.readdir(dir)).toEqual([])
+      const listed = JSON.parse((await runCli(['backup', 'list', '--json'], {BACKUP_LOCAL_DIR: dir})).stdout)
+      expect(listed).toEqual([])
+      await fs.rm(dir, {recursive: true, force: true})
+    } finally {
+      await unlock()
+    }
+  })
+})

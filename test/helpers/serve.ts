@@ -1,0 +1,78 @@
+import {Writable} from 'node:stream'
+
+import {Logger, createLogger} from '../../src/logger'
+
+/** A JSON pino logger whose lines are kept in memory, so tests can assert on what was logged. */
+export function captureLogger(level = 'info'): {logger: Logger; lines: () => Record<string, unknown>[]; text: () => string} {
+  const chunks: string[] = []
+  const destination = new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      chunks.push(chunk.toString('utf8'))
+      callback()
+    },
+  })
+  const logger = createLogger({format: 'json', level, destination})
+  const text = () => chunks.join('')
+  const lines = () =>
+    text()
+      .split('\n')
+      .filter(Boolean)
+      .map((line) => JSON.parse(line) as Record<string, unknown>)
+  return {logger, lines, text}
+}
+
+/** Polls `probe` until it returns a value other than undefined, or fails after `timeoutMs`. */
+export async function waitFor<T>(probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 20_000, what = 'condition'): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const value = await probe()
+    if (value !== undefined) return value
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+}
+
+/** A fake clock for the scheduler: time moves only when the test advances it. */
+export class FakeClock {
+  private current: number
+  private timers: {at: number; callback: () => void; id: number}[] = []
+  private nextId = 1
+
+  constructor(start: Date) {
+    this.current = start.getTime()
+  }
+
+  now = (): number => this.current
+
+  setTimer = (callback: () => void, delayMs: number): (() => void) => {
+    const id = this.nextId++
+    this.timers.push({at: this.current + delayMs, callback, id})
+    return () => {
+      this.timers = this.timers.filter((timer) => timer.id !== id)
+    }
+  }
+
+  /** Moves time forward, firing every timer that falls due on the way, in order. */
+  advance(milliseconds: number): void {
+    const target = this.current + milliseconds
+    for (;;) {
+      const due = this.timers.filter((timer) => timer.at <= target).sort((a, b) => a.at - b.at)[0]
+      if (!due) break
+      this.timers = this.timers.filter((timer) => timer.id !== due.id)
+      this.current = Math.max(this.current, due.at)
+      due.callback()
+    }
+
+    this.current = target
+  }
+
+  pendingTimers(): number {
+    return this.timers.length
+  }
+}
+
+/** A response's JSON body, typed loosely: tests assert its shape with expect(). */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export async function jsonOf(response: Response | Promise<Response>): Promise<any> {
+  return (await response).json()
+}

@@ -1,0 +1,73 @@
+import {loadConfig} from '../../src/config'
+import {ConfigError} from '../../src/errors'
+
+function configError(run: () => unknown): ConfigError {
+  try {
+    run()
+  } catch (error) {
+    if (error instanceof ConfigError) return error
+    throw error
+  }
+
+  throw new Error('expected a ConfigError')
+}
+
+const TOKEN = 'f'.repeat(64)
+
+describe('server and schedule settings of dbb serve', () => {
+  it('has defaults: port 8080 on 0.0.0.0, 30 s grace, a backup every 24 h', () => {
+    expect(loadConfig(['server', 'schedule'], {API_TOKEN: TOKEN})).toEqual({
+      server: {apiToken: TOKEN, port: 8080, host: '0.0.0.0', shutdownGraceMs: 30_000},
+      schedule: {kind: 'interval', intervalMs: 24 * 3600 * 1000},
+    })
+  })
+
+  it.each([
+    ['PT24H', 24 * 3600 * 1000],
+    ['P1D', 24 * 3600 * 1000],
+    ['PT30M', 30 * 60 * 1000],
+    ['12h', 12 * 3600 * 1000],
+    ['30m', 30 * 60 * 1000],
+  ])('reads BACKUP_INTERVAL=%s', (text, milliseconds) => {
+    expect(loadConfig(['schedule'], {BACKUP_INTERVAL: text}).schedule).toEqual({kind: 'interval', intervalMs: milliseconds})
+  })
+
+  it('reads a cron schedule with its time zone', () => {
+    expect(loadConfig(['schedule'], {BACKUP_SCHEDULE: ' 0 3 * * * ', TZ: 'Europe/Berlin'}).schedule).toEqual({
+      kind: 'cron',
+      expression: '0 3 * * *',
+      timezone: 'Europe/Berlin',
+    })
+  })
+
+  it('requires API_TOKEN, and refuses one shorter than 16 characters with a way to generate one', () => {
+    expect(configError(() => loadConfig(['server'], {})).message).toBe('API_TOKEN: is required (example: API_TOKEN=$(openssl rand -hex 32))')
+    const short = configError(() => loadConfig(['server'], {API_TOKEN: 'short-secret'}))
+    expect(short.message).toContain('API_TOKEN: must be at least 16 characters; generate one with: openssl rand -hex 32')
+    expect(short.message).not.toContain('short-secret')
+  })
+
+  it('refuses BACKUP_INTERVAL together with BACKUP_SCHEDULE, naming both', () => {
+    const error = configError(() => loadConfig(['schedule'], {BACKUP_INTERVAL: '24h', BACKUP_SCHEDULE: '0 3 * * *'}))
+    expect(error.issues).toHaveLength(1)
+    expect(error.message).toMatch(/BACKUP_SCHEDULE: cannot be combined with BACKUP_INTERVAL/)
+  })
+
+  it.each([
+    [{BACKUP_SCHEDULE: '0 3 * *'}, /BACKUP_SCHEDULE: is not a cron expression.*five, six, or seven/],
+    [{BACKUP_SCHEDULE: '61 * * * *'}, /BACKUP_SCHEDULE: is not a cron expression.*minute/],
+    [{BACKUP_INTERVAL: 'daily'}, /BACKUP_INTERVAL: "daily" is not a duration \(use e.g. 24h/],
+    [{BACKUP_INTERVAL: '0s'}, /BACKUP_INTERVAL: "0s" is not a duration/],
+    [{BACKUP_SCHEDULE: '0 3 * * *', TZ: 'Mars/Olympus'}, /TZ: is not an IANA time zone name \(example: TZ=Europe\/Berlin\)/],
+  ])('explains a bad schedule: %j', (values, expected) => {
+    expect(configError(() => loadConfig(['schedule'], values)).message).toMatch(expected)
+  })
+
+  it.each([
+    [{HTTP_PORT: '80000'}, /HTTP_PORT: must be at most 65535 \(example: HTTP_PORT=8080\)/],
+    [{HTTP_PORT: 'http'}, /HTTP_PORT: must be a whole number/],
+    [{SHUTDOWN_GRACE: 'soon'}, /SHUTDOWN_GRACE: "soon" is not a duration/],
+  ])('explains a bad server setting: %j', (values, expected) => {
+    expect(configError(() => loadConfig(['server'], {API_TOKEN: TOKEN, ...values})).message).toMatch(expected)
+  })
+})
