@@ -1,0 +1,141 @@
+/**
+ * AWS SDK errors in words an operator can act on. The SDK reports S3 error codes as `name`
+ * (`NoSuchBucket`, `InvalidAccessKeyId`), HTTP statuses in `$metadata`, and network failures as
+ * Node system errors (`code: 'ECONNREFUSED'`), sometimes wrapped in an AggregateError. Messages name
+ * the bucket and endpoint, never credentials, and carry no stack trace; the SDK error is the `cause`.
+ */
+
+export interface S3ErrorContext {
+  bucket: string
+  /** The endpoint as the user knows it: S3_ENDPOINT, or AWS S3 in the region. */
+  endpoint: string
+  /** What dbb was doing, e.g. `upload of backups/x.sql.gz`. */
+  action: string
+}
+
+interface SdkErrorShape {
+  name?: string
+  code?: string
+  message?: string
+  errors?: unknown[]
+  cause?: unknown
+  $metadata?: {httpStatusCode?: number}
+  $fault?: string
+}
+
+const NETWORK_CODES: Record<string, string> = {
+  ECONNREFUSED: 'connection refused',
+  ECONNRESET: 'connection reset',
+  ENOTFOUND: 'host name not found',
+  EAI_AGAIN: 'host name lookup failed',
+  ETIMEDOUT: 'connection timed out',
+  EHOSTUNREACH: 'host unreachable',
+  ENETUNREACH: 'network unreachable',
+  EPIPE: 'connection closed while sending',
+  ECONNABORTED: 'connection aborted',
+}
+
+/** The system error code of a network failure, looking through AggregateError and causes. */
+export function networkErrorCode(error: unknown): string | undefined {
+  const seen = new Set<unknown>()
+  const queue = [error]
+  while (queue.length > 0) {
+    const current = queue.shift() as SdkErrorShape | undefined
+    if (!current || typeof current !== 'object' || seen.has(current)) continue
+    seen.add(current)
+    if (current.code && NETWORK_CODES[current.code]) return current.code
+    if (current.name === 'TimeoutError') return 'ETIMEDOUT'
+    // Errors that crossed a realm boundary (e.g. under jest) reach us flattened into a message.
+    const inMessage = /\b(E[A-Z_]{4,})\b/.exec(current.message ?? '')?.[1]
+    if (inMessage && NETWORK_CODES[inMessage]) return inMessage
+    if (/socket hang up/i.test(current.message ?? '')) return 'ECONNRESET'
+    if (Array.isArray(current.errors)) queue.push(...current.errors)
+    if (current.cause) queue.push(current.cause)
+  }
+
+  return undefined
+}
+
+export function s3ErrorName(error: unknown): string | undefined {
+  return (error as SdkErrorShape | undefined)?.name
+}
+
+export function httpStatus(error: unknown): number | undefined {
+  return (error as SdkErrorShape | undefined)?.$metadata?.httpStatusCode
+}
+
+export function isNotFoundError(error: unknown): boolean {
+  const name = s3ErrorName(error)
+  return name === 'NoSuchKey' || name === 'NotFound' || (httpStatus(error) === 404 && name !== 'NoSuchBucket')
+}
+
+export function isPreconditionFailed(error: unknown): boolean {
+  const name = s3ErrorName(error)
+  return name === 'PreconditionFailed' || name === 'ConditionalRequestConflict' || httpStatus(error) === 412
+}
+
+/** Wraps an SDK error into one clear sentence (the SDK error kept as `cause`). */
+export function describeS3Error(error: unknown, context: S3ErrorContext): Error {
+  const message = describeCause(error, context)
+  const described = new Error(`${context.action} failed: ${message}`, {cause: error})
+  const status = httpStatus(error)
+  return Object.assign(described, {code: s3ErrorName(error) ?? networkErrorCode(error), ...(status === undefined ? {} : {httpStatus: status})})
+}
+
+function describeCause(error: unknown, {bucket, endpoint}: S3ErrorContext): string {
+  const network = networkErrorCode(error)
+  if (network) return `cannot reach the S3 endpoint ${endpoint}: ${NETWORK_CODES[network]} (${network}); check S3_ENDPOINT and the network`
+  const name = s3ErrorName(error) ?? 'Error'
+  const status = httpStatus(error)
+  switch (name) {
+    case 'NoSuchBucket': {
+      return `bucket "${bucket}" does not exist at ${endpoint} (create it, or check S3_BUCKET and S3_ENDPOINT)`
+    }
+
+    case 'InvalidAccessKeyId': {
+      return `the access key is not known to ${endpoint} (InvalidAccessKeyId); check AWS_ACCESS_KEY_ID`
+    }
+
+    case 'SignatureDoesNotMatch': {
+      return `${endpoint} rejected the request signature (SignatureDoesNotMatch); check AWS_SECRET_ACCESS_KEY`
+    }
+
+    case 'ExpiredToken':
+    case 'TokenRefreshRequired':
+    case 'InvalidToken': {
+      return `the session token was rejected (${name}); renew the temporary credentials (AWS_SESSION_TOKEN)`
+    }
+
+    case 'AccessDenied':
+    case 'Forbidden': {
+      return `access denied to bucket "${bucket}" at ${endpoint} (${name}); check the credentials and the bucket policy`
+    }
+
+    case 'CredentialsProviderError': {
+      return 'no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or provide a profile, web identity (IRSA) or instance role'
+    }
+
+    case 'PermanentRedirect':
+    case 'AuthorizationHeaderMalformed': {
+      return `bucket "${bucket}" is in another region than AWS_DEFAULT_REGION (${name}); set AWS_DEFAULT_REGION to the bucket's region`
+    }
+
+    case 'NotImplemented': {
+      return `${endpoint} does not implement a request dbb sent (NotImplemented); if the store does not support conditional writes (If-None-Match), set S3_CONDITIONAL_WRITES=false`
+    }
+
+    case 'NotFound': {
+      return `bucket "${bucket}" does not exist at ${endpoint} (create it, or check S3_BUCKET and S3_ENDPOINT)`
+    }
+
+    default: {
+      // Bodiless answers (HEAD) only have the status; an S3 error code says more when there is one.
+      const generic = /^(\d+|Error|UnknownError|Unknown)$/.test(name)
+      if (status === 403 && generic) return `access denied to bucket "${bucket}" at ${endpoint} (HTTP 403); check the credentials and the bucket policy`
+      if (status === 301 && generic) return `bucket "${bucket}" is in another region than AWS_DEFAULT_REGION (HTTP 301); set AWS_DEFAULT_REGION to the bucket's region`
+      const detail = (error as SdkErrorShape | undefined)?.message
+      const text = detail && detail !== name && detail !== 'UnknownError' ? `${name}: ${detail}` : name
+      return `${text}${status ? ` (HTTP ${status})` : ''} from ${endpoint}`
+    }
+  }
+}

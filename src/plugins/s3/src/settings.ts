@@ -1,0 +1,211 @@
+import type {StorageSetting} from '../../../storage/contract'
+
+/**
+ * The s3 backend's settings: declared here (core turns them into flags of every storage command)
+ * and validated into `S3Options`. Pure, and free of the AWS SDK, so the hook that runs on every
+ * command stays cheap. Every problem becomes one issue naming the variable, with an example.
+ */
+
+export const MIB = 1024 * 1024
+/** S3's limits: parts from 5 MiB to 5 GiB, at most 10,000 parts, objects up to 5 TiB. */
+export const MIN_PART_SIZE = 5 * MIB
+export const MAX_PART_SIZE = 5 * 1024 * MIB
+export const MAX_PARTS = 10_000
+/**
+ * 16 MiB × 4 in flight keeps the uploader near 100 MB of memory and allows dumps up to 156 GiB
+ * (10,000 parts). lib-storage uses one part size per upload and the dump's size is unknown when it
+ * starts, so reaching S3's 5 TiB limit needs S3_PART_SIZE=525MiB (≈ 2.6 GB of memory at 4 in
+ * flight): a choice for the operator of such a database, not a default for everyone.
+ */
+export const DEFAULT_PART_SIZE = 16 * MIB
+export const DEFAULT_CONCURRENCY = 4
+export const DEFAULT_PREFIX = 'backups'
+export const DEFAULT_REGION = 'eu-central-1'
+
+export const S3_SETTINGS: StorageSetting[] = [
+  {env: 'S3_BUCKET', flag: 's3-bucket', summary: 'Bucket that holds the backups (storage "s3").', example: 'my-db-backups'},
+  {env: 'S3_PREFIX', flag: 's3-prefix', summary: 'Key prefix inside the bucket; "/" for the bucket root (default backups).', example: 'prod/app'},
+  {
+    env: 'S3_ENDPOINT',
+    flag: 's3-endpoint',
+    summary: 'Endpoint of an S3-compatible store (MinIO, Ceph, R2, Hetzner…); unset for AWS S3.',
+    example: 'https://minio.internal:9000',
+  },
+  {
+    env: 'S3_FORCE_PATH_STYLE',
+    flag: 's3-force-path-style',
+    summary: 'Path-style addressing (bucket in the path): true or false (default true when S3_ENDPOINT is set).',
+    example: 'true',
+  },
+  {env: 'AWS_DEFAULT_REGION', flag: 'aws-region', summary: 'Region of the bucket (default eu-central-1).', example: 'eu-central-1'},
+  {
+    env: 'AWS_ACCESS_KEY_ID',
+    flag: 'aws-access-key-id',
+    summary: 'Access key; unset: the AWS default credential chain (profile, web identity/IRSA, instance role).',
+    example: 'AKIAIOSFODNN7EXAMPLE',
+  },
+  {env: 'AWS_SECRET_ACCESS_KEY', flag: 'aws-secret-access-key', summary: 'Secret key of AWS_ACCESS_KEY_ID.', example: '<secret>', secret: true},
+  {env: 'AWS_SESSION_TOKEN', flag: 'aws-session-token', summary: 'Session token, for temporary access keys.', example: '<secret>', secret: true},
+  {env: 'S3_STORAGE_CLASS', flag: 's3-storage-class', summary: 'Storage class of new objects (default: the bucket\'s).', example: 'STANDARD_IA'},
+  {env: 'S3_SSE', flag: 's3-sse', summary: 'Server-side encryption: AES256 or aws:kms.', example: 'aws:kms'},
+  {env: 'S3_SSE_KMS_KEY_ID', flag: 's3-sse-kms-key-id', summary: 'KMS key for S3_SSE=aws:kms (default: the AWS managed key).', example: 'alias/backups'},
+  {
+    env: 'S3_PART_SIZE',
+    flag: 's3-part-size',
+    summary: 'Multipart part size, 5MiB to 5GiB (default 16MiB); the largest dump is 10,000 parts.',
+    example: '64MiB',
+  },
+  {env: 'S3_UPLOAD_CONCURRENCY', flag: 's3-upload-concurrency', summary: 'Parts uploaded in parallel, 1 to 64 (default 4).', example: '4'},
+  {
+    env: 'S3_CONDITIONAL_WRITES',
+    flag: 's3-conditional-writes',
+    summary: 'Send If-None-Match so a backup never replaces another: true (default) or false for stores that reject it.',
+    example: 'false',
+  },
+  {
+    env: 'S3_CHECKSUMS',
+    flag: 's3-checksums',
+    summary: 'when_required (default; works with every S3-compatible store) or when_supported (the SDK\'s extra CRC checksums).',
+    example: 'when_required',
+  },
+]
+
+export interface S3Options {
+  bucket: string
+  /** Without slashes at either end; '' for the bucket root. */
+  prefix: string
+  endpoint?: string
+  forcePathStyle: boolean
+  region: string
+  /** Undefined: the SDK's default credential chain. */
+  credentials?: {accessKeyId: string; secretAccessKey: string; sessionToken?: string}
+  storageClass?: string
+  sse?: 'AES256' | 'aws:kms' | 'aws:kms:dsse'
+  sseKmsKeyId?: string
+  partSize: number
+  concurrency: number
+  checksums: 'WHEN_REQUIRED' | 'WHEN_SUPPORTED'
+  /** `If-None-Match: *` on writes that must not replace an object. */
+  conditionalWrites: boolean
+}
+
+export interface SettingIssue {
+  variable: string
+  message: string
+  example?: string
+}
+
+export class StorageConfigError extends Error {
+  override readonly name = 'StorageConfigError'
+  constructor(readonly issues: SettingIssue[]) {
+    super(issues.map((issue) => `${issue.variable}: ${issue.message}`).join('\n'))
+  }
+}
+
+const exampleOf = (variable: string) => S3_SETTINGS.find((spec) => spec.env === variable)?.example
+
+/** Validates the settings (keyed by variable, blank ones absent); throws one StorageConfigError listing every problem. */
+export function parseS3Settings(settings: Readonly<Record<string, string | undefined>>): S3Options {
+  const issues: SettingIssue[] = []
+  const problem = (variable: string, message: string) => issues.push({variable, message, example: exampleOf(variable)})
+  const value = (variable: string) => {
+    const text = settings[variable]?.trim()
+    return text === undefined || text === '' ? undefined : text
+  }
+
+  const bucket = value('S3_BUCKET')
+  if (bucket === undefined) problem('S3_BUCKET', 'is required with STORAGE_BACKEND=s3')
+  else if (!/^[A-Za-z0-9][A-Za-z0-9._-]{1,254}$/.test(bucket)) {
+    problem('S3_BUCKET', 'must be a bucket name (letters, digits, ".", "-", "_"; no "/")')
+  }
+
+  const prefix = (value('S3_PREFIX') ?? DEFAULT_PREFIX).replace(/^\/+|\/+$/g, '')
+  if (prefix !== '' && !prefix.split('/').every((segment) => /^[A-Za-z0-9._=+@-]+$/.test(segment) && segment !== '.' && segment !== '..')) {
+    problem('S3_PREFIX', 'must be "/"-separated names of letters, digits and . _ - = + @ (no "..", no empty segments)')
+  }
+
+  const endpoint = value('S3_ENDPOINT')
+  if (endpoint !== undefined) {
+    const url = URL.canParse(endpoint) ? new URL(endpoint) : undefined
+    if (!url || !['http:', 'https:'].includes(url.protocol)) problem('S3_ENDPOINT', 'must be an http:// or https:// URL')
+    // Credentials in the URL would end up in logs and error messages, which name the endpoint.
+    else if (url.username || url.password) problem('S3_ENDPOINT', 'must not contain credentials; use AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY')
+  }
+
+  const forcePathStyle = parseBoolean(value('S3_FORCE_PATH_STYLE'))
+  if (forcePathStyle === null) problem('S3_FORCE_PATH_STYLE', 'must be true or false')
+
+  const region = value('AWS_DEFAULT_REGION') ?? DEFAULT_REGION
+  if (!/^[a-z0-9][a-z0-9-]{0,62}$/i.test(region)) problem('AWS_DEFAULT_REGION', 'must be a region name')
+
+  const accessKeyId = value('AWS_ACCESS_KEY_ID')
+  const secretAccessKey = value('AWS_SECRET_ACCESS_KEY')
+  const sessionToken = value('AWS_SESSION_TOKEN')
+  if (accessKeyId !== undefined && secretAccessKey === undefined) problem('AWS_SECRET_ACCESS_KEY', 'is required when AWS_ACCESS_KEY_ID is set')
+  if (accessKeyId === undefined && secretAccessKey !== undefined) problem('AWS_ACCESS_KEY_ID', 'is required when AWS_SECRET_ACCESS_KEY is set')
+  if (accessKeyId === undefined && sessionToken !== undefined) problem('AWS_ACCESS_KEY_ID', 'is required when AWS_SESSION_TOKEN is set')
+
+  const storageClass = value('S3_STORAGE_CLASS')
+  if (storageClass !== undefined && !/^[A-Z][A-Z0-9_]*$/.test(storageClass)) {
+    problem('S3_STORAGE_CLASS', 'must be a storage class name such as STANDARD, STANDARD_IA, INTELLIGENT_TIERING, GLACIER_IR')
+  }
+
+  const sse = value('S3_SSE')
+  const sseKmsKeyId = value('S3_SSE_KMS_KEY_ID')
+  if (sse !== undefined && !['AES256', 'aws:kms', 'aws:kms:dsse'].includes(sse)) problem('S3_SSE', 'must be AES256, aws:kms or aws:kms:dsse')
+  if (sseKmsKeyId !== undefined && !sse?.startsWith('aws:kms')) problem('S3_SSE_KMS_KEY_ID', 'needs S3_SSE=aws:kms')
+
+  const partSize = value('S3_PART_SIZE') === undefined ? DEFAULT_PART_SIZE : parseByteSize(value('S3_PART_SIZE') as string)
+  if (partSize === undefined) problem('S3_PART_SIZE', 'must be a size such as 16MiB, 64MiB or 1GiB (bytes without a unit)')
+  else if (partSize < MIN_PART_SIZE || partSize > MAX_PART_SIZE) problem('S3_PART_SIZE', 'must be from 5MiB to 5GiB (S3\'s part size limits)')
+
+  const concurrencyText = value('S3_UPLOAD_CONCURRENCY')
+  const concurrency = concurrencyText === undefined ? DEFAULT_CONCURRENCY : Number(concurrencyText)
+  if (!/^\d+$/.test(concurrencyText ?? '4') || concurrency < 1 || concurrency > 64) problem('S3_UPLOAD_CONCURRENCY', 'must be a whole number from 1 to 64')
+
+  const conditionalWrites = parseBoolean(value('S3_CONDITIONAL_WRITES'))
+  if (conditionalWrites === null) problem('S3_CONDITIONAL_WRITES', 'must be true or false')
+
+  const checksums = (value('S3_CHECKSUMS') ?? 'when_required').toLowerCase()
+  if (!['when_required', 'when_supported'].includes(checksums)) problem('S3_CHECKSUMS', 'must be when_required or when_supported')
+
+  if (issues.length > 0) throw new StorageConfigError(issues)
+  return {
+    bucket: bucket as string,
+    prefix,
+    endpoint: endpoint?.replace(/\/+$/, ''),
+    forcePathStyle: forcePathStyle ?? endpoint !== undefined,
+    region,
+    credentials: accessKeyId ? {accessKeyId, secretAccessKey: secretAccessKey as string, sessionToken} : undefined,
+    storageClass,
+    sse: sse as S3Options['sse'],
+    sseKmsKeyId,
+    partSize: partSize as number,
+    concurrency,
+    checksums: checksums === 'when_supported' ? 'WHEN_SUPPORTED' : 'WHEN_REQUIRED',
+    conditionalWrites: conditionalWrites ?? true,
+  }
+}
+
+/** true/false (also yes/no, 1/0, on/off); undefined when unset; null when unreadable. */
+function parseBoolean(text: string | undefined): boolean | undefined | null {
+  if (text === undefined) return undefined
+  const lower = text.toLowerCase()
+  if (['true', 'yes', '1', 'on'].includes(lower)) return true
+  if (['false', 'no', '0', 'off'].includes(lower)) return false
+  return null
+}
+
+const UNITS: Record<string, number> = {'': 1, b: 1, kb: 1e3, mb: 1e6, gb: 1e9, kib: 1024, mib: MIB, gib: 1024 * MIB, k: 1024, m: MIB, g: 1024 * MIB}
+
+/** `16MiB`, `64 MB`, `1g`, `8388608` → bytes; undefined when unreadable. */
+export function parseByteSize(text: string): number | undefined {
+  const match = /^(\d+(?:\.\d+)?)\s*([a-z]*)$/i.exec(text.trim())
+  const unit = match ? UNITS[match[2].toLowerCase()] : undefined
+  if (!match || unit === undefined) return undefined
+  return Math.round(Number(match[1]) * unit)
+}
+
+export function formatMiB(bytes: number): string {
+  return bytes >= 1024 * 1024 * MIB ? `${(bytes / (1024 * 1024 * MIB)).toFixed(1)} TiB` : bytes >= 1024 * MIB ? `${Math.round(bytes / (1024 * MIB))} GiB` : `${Math.round(bytes / MIB)} MiB`
+}

@@ -1,0 +1,107 @@
+import * as http from 'node:http'
+import type {AddressInfo, Socket} from 'node:net'
+
+/**
+ * A small HTTP proxy of the test suite's own, between the AWS SDK (in-process or in a spawned
+ * dbb) and the S3 server: it records every request (method, path and query, status), can answer
+ * chosen requests with an injected S3 error instead of forwarding them, and can be closed with all
+ * its connections cut. It lets tests prove what went over the wire, e.g. that a failed upload sent
+ * AbortMultipartUpload, which the test server does not implement.
+ */
+export interface RecordedRequest {
+  method: string
+  /** Path and query, e.g. `/bucket/backups/x?partNumber=2&uploadId=…`. */
+  url: string
+  headers: http.IncomingHttpHeaders
+  status?: number
+}
+
+export interface InjectedFailure {
+  match: (request: RecordedRequest) => boolean
+  status: number
+  code: string
+  message: string
+  /** How many matching requests fail (default 1). */
+  times?: number
+}
+
+export interface RecordingProxy {
+  port: number
+  endpoint: string
+  requests: RecordedRequest[]
+  /** The most requests that were in flight at once (proves concurrency). */
+  readonly maxInFlight: number
+  inject(failure: InjectedFailure): void
+  /** Called for each request as it arrives (before it is forwarded). */
+  onRequest(listener: (request: RecordedRequest) => void): void
+  close(): Promise<void>
+}
+
+export async function startRecordingProxy(targetPort: () => number): Promise<RecordingProxy> {
+  const requests: RecordedRequest[] = []
+  const failures: (InjectedFailure & {remaining: number})[] = []
+  const listeners: ((request: RecordedRequest) => void)[] = []
+  const sockets = new Set<Socket>()
+  let inFlight = 0
+  let maxInFlight = 0
+
+  const server = http.createServer((incoming, outgoing) => {
+    const record: RecordedRequest = {method: incoming.method ?? 'GET', url: incoming.url ?? '/', headers: incoming.headers}
+    requests.push(record)
+    inFlight += 1
+    maxInFlight = Math.max(maxInFlight, inFlight)
+    outgoing.once('close', () => (inFlight -= 1))
+    for (const listener of listeners) listener(record)
+    const failure = failures.find((candidate) => candidate.remaining > 0 && candidate.match(record))
+    if (failure) {
+      failure.remaining -= 1
+      // Read the request body first, as a server does, so the client sees the answer, not a reset.
+      incoming.resume()
+      incoming.on('end', () => {
+        record.status = failure.status
+        const body = `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${failure.code}</Code><Message>${failure.message}</Message></Error>`
+        outgoing.writeHead(failure.status, {'content-type': 'application/xml', 'content-length': Buffer.byteLength(body)}).end(body)
+      })
+      return
+    }
+
+    const upstream = http.request(
+      {host: '127.0.0.1', port: targetPort(), method: incoming.method, path: incoming.url, headers: incoming.headers},
+      (response) => {
+        record.status = response.statusCode
+        outgoing.writeHead(response.statusCode ?? 502, response.headers)
+        response.pipe(outgoing)
+        response.on('error', () => outgoing.destroy())
+      },
+    )
+    // The server is gone: cut the client's connection too, as a dead server would.
+    upstream.on('error', () => incoming.socket.destroy())
+    incoming.pipe(upstream)
+  })
+  server.on('connection', (socket) => {
+    sockets.add(socket)
+    socket.on('close', () => sockets.delete(socket))
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const {port} = server.address() as AddressInfo
+
+  return {
+    port,
+    endpoint: `http://127.0.0.1:${port}`,
+    requests,
+    get maxInFlight() {
+      return maxInFlight
+    },
+    inject(failure) {
+      failures.push({...failure, remaining: failure.times ?? 1})
+    },
+    onRequest(listener) {
+      listeners.push(listener)
+    },
+    async close() {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()))
+      for (const socket of sockets) socket.destroy()
+      await closed
+    },
+  }
+}

@@ -1,0 +1,34 @@
+import * as fs from 'node:fs/promises'
+import * as path from 'node:path'
+
+import {LocalBackend} from '../../src/plugins/local/src/local-backend'
+import {tempDir} from '../helpers/cli'
+import {storageConformanceSuite} from '../helpers/storage-conformance'
+
+const directories: string[] = []
+async function freshDirectory(): Promise<string> {
+  const directory = await tempDir('dbb-local-')
+  directories.push(directory)
+  return directory
+}
+
+afterAll(async () => {
+  await Promise.all(directories.map((directory) => fs.rm(directory, {recursive: true, force: true})))
+})
+
+storageConformanceSuite({name: 'local', create: async () => new LocalBackend(await freshDirectory()), atomicNoOverwrite: true})
+
+describe('local backend health', () => {
+  it('fails with a message naming the missing directory and what to do', async () => {
+    const missing = path.join(await freshDirectory(), 'not-there')
+    await expect(new LocalBackend(missing).health()).rejects.toThrow(
+      `backup directory ${missing} does not exist (create it, or set BACKUP_LOCAL_DIR to an existing directory)`,
+    )
+  })
+
+  it('fails when the location is a file, not a directory', async () => {
+    const file = path.join(await freshDirectory(), 'file')
+    await fs.writeFile(file, 'x')
+    await expect(new LocalBackend(file).health()).rejects.toThrow(/is not a directory/)
+  })
+})
