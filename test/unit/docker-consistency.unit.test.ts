@@ -1,0 +1,270 @@
+import {existsSync, readFileSync, readdirSync, statSync} from 'node:fs'
+import type {AddressInfo} from 'node:net'
+import * as path from 'node:path'
+import {parse as parseYaml} from 'yaml'
+
+import {DEFAULT_PASSFILE, Section, loadConfig} from '../../src/config'
+import {createLogger} from '../../src/logger'
+import {AppDependencies, createApp} from '../../src/server/app'
+import {SETTING_NAMES, setting} from '../../src/settings'
+import {STORAGE_PROVIDER_HOOK, StorageProvider} from '../../src/storage/contract'
+import {freePort} from '../helpers/postgres'
+
+/**
+ * No Docker engine runs here, so the image and compose files are checked against the code they
+ * package: the commands, the settings catalog, the installed storage providers, the HTTP routes.
+ */
+
+// The s3 provider's create() loads the AWS SDK, which warns about Node 20 when it loads.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true'
+
+const ROOT = path.resolve(__dirname, '..', '..')
+const read = (file: string) => readFileSync(path.join(ROOT, file), 'utf8')
+const COMPOSE_FILES = ['docker-compose.local.yml', 'docker-compose.s3.yml']
+
+/** Variables set on containers that are not dbb, each with the reason it is legitimate. */
+const OTHER_IMAGES_VARIABLES: Record<string, Record<string, string>> = {
+  postgres: {
+    POSTGRES_DB: 'postgres image: database created on first start',
+    POSTGRES_PASSWORD_FILE: 'postgres image: superuser password read from a Docker secret',
+  },
+  'minio/minio': {
+    MINIO_ROOT_USER: 'MinIO: root access key',
+    MINIO_ROOT_PASSWORD: 'MinIO: root secret key',
+  },
+  'minio/mc': {MINIO_ROOT_PASSWORD: 'read by the bucket-creating shell command ($$MINIO_ROOT_PASSWORD)'},
+}
+
+interface Instruction {
+  keyword: string
+  args: string
+}
+
+/** Dockerfile instructions with continuation lines joined and comments dropped. */
+function parseDockerfile(text: string): Instruction[] {
+  const logical: string[] = []
+  let current = ''
+  for (const line of text.split('\n')) {
+    if (/^\s*#/.test(line)) continue
+    if (line.endsWith('\\')) {
+      current += `${line.slice(0, -1)} `
+      continue
+    }
+
+    current += line
+    if (current.trim() !== '') logical.push(current.trim())
+    current = ''
+  }
+
+  return logical.map((line) => {
+    const [keyword, ...rest] = line.split(/\s+/)
+    return {keyword: keyword.toUpperCase(), args: rest.join(' ')}
+  })
+}
+
+const dockerfile = parseDockerfile(read('docker/Dockerfile'))
+const stages = dockerfile.reduce<Instruction[][]>((all, instruction) => {
+  if (instruction.keyword === 'FROM') all.push([])
+  all.at(-1)?.push(instruction)
+  return all
+}, [])
+const runtime = stages.at(-1) ?? []
+const argsOf = (keyword: string, instructions = dockerfile) => instructions.filter((i) => i.keyword === keyword).map((i) => i.args)
+
+/** Every storage plugin in the workspace, loaded through the hook its package.json declares (./dist → ./src). */
+async function workspaceProviders(): Promise<StorageProvider[]> {
+  const providers: StorageProvider[] = []
+  for (const name of readdirSync(path.join(ROOT, 'src/plugins'))) {
+    const pkg = JSON.parse(read(`src/plugins/${name}/package.json`))
+    const hookPath = String(pkg.oclif.hooks[STORAGE_PROVIDER_HOOK]).replace(/^\.\/dist\//, './src/')
+    const hook = (await import(path.join(ROOT, 'src/plugins', name, hookPath))).default as () => Promise<StorageProvider>
+    providers.push(await hook())
+  }
+
+  return providers
+}
+
+interface ComposeService {
+  image?: string
+  build?: {context: string; dockerfile: string}
+  environment?: Record<string, string | number | boolean> | string[]
+  command?: string[] | string
+  secrets?: string[]
+  volumes?: string[]
+  ports?: string[]
+}
+
+function composeServices(file: string): {services: Record<string, ComposeService>; secrets: Record<string, {file: string}>} {
+  return parseYaml(read(file))
+}
+
+function environmentOf(service: ComposeService): Record<string, string> {
+  const entries = Array.isArray(service.environment)
+    ? service.environment.map((line) => line.split('=', 2) as [string, string])
+    : Object.entries(service.environment ?? {}).map(([key, value]) => [key, String(value)] as [string, string])
+  return Object.fromEntries(entries)
+}
+
+const isDbb = (service: ComposeService) => service.build?.dockerfile === 'docker/Dockerfile'
+/** `${VAR:?message}` is filled in by compose from .env or the shell: stand in a valid secret-like value. */
+const interpolated = (value: string) => value.replace(/\$\{[^}]*\}/g, 'x'.repeat(64))
+
+describe('docker/Dockerfile matches the CLI it packages', () => {
+  it('runs `dbb` (a link to bin/run.js) as its entrypoint, and its CMD is a real command', () => {
+    expect(argsOf('ENTRYPOINT').map((args) => JSON.parse(args))).toEqual([['dbb']])
+    expect(argsOf('RUN', runtime).join('\n')).toContain('ln -s /app/bin/run.js /usr/local/bin/dbb')
+    expect(argsOf('WORKDIR', runtime)).toEqual(['/app'])
+    const runJs = path.join(ROOT, 'bin/run.js')
+    expect(readFileSync(runJs, 'utf8')).toMatch(/^#!\/usr\/bin\/env node/)
+    expect(statSync(runJs).mode & 0o111).not.toBe(0)
+
+    const [cmd] = argsOf('CMD').map((args) => JSON.parse(args) as string[])
+    const commandId = cmd.filter((word) => !word.startsWith('-')).join(':')
+    const manifest = JSON.parse(read('oclif.manifest.json'))
+    expect(Object.keys(manifest.commands)).toContain(commandId)
+    expect(commandId).toBe('serve')
+  })
+
+  it('probes GET /health on the default HTTP_PORT, a route dbb serve answers without a token', async () => {
+    const [healthcheck] = argsOf('HEALTHCHECK')
+    const match = /http:\/\/127\.0\.0\.1:\$\{HTTP_PORT:-(\d+)\}(\/[\w/-]*)/.exec(healthcheck)
+    expect(match).not.toBeNull()
+    const [, defaultPort, route] = match as RegExpExecArray
+    expect(loadConfig(['server'], {API_TOKEN: 'x'.repeat(64)}).server.port).toBe(Number(defaultPort))
+    expect(argsOf('EXPOSE', runtime)).toEqual([defaultPort])
+
+    // The real app, with the database unreachable: /health must answer (503), not 404 or 401.
+    const deps = {
+      apiToken: 'x'.repeat(64),
+      storage: {name: 'local', location: '/backups', health: async () => {}},
+      database: {host: '127.0.0.1', port: await freePort(), user: 'postgres', database: 'app', password: 'unused'},
+      namePrefix: 'backup',
+      logger: createLogger({level: 'silent'}),
+      sidecarCache: new Map(),
+    } as unknown as AppDependencies
+    const server = createApp(deps).listen(0, '127.0.0.1')
+    await new Promise((resolve) => server.once('listening', resolve))
+    try {
+      const response = await fetch(`http://127.0.0.1:${(server.address() as AddressInfo).port}${route}`)
+      expect(response.status).toBe(503)
+      expect(await response.json()).toMatchObject({status: 'unavailable', checks: {postgres: {ok: false}, storage: {ok: true}}})
+    } finally {
+      server.close()
+    }
+  })
+
+  it('is multi-stage, Node 24 slim, PostgreSQL 17 clients from the PostgreSQL apt repository, non-root', () => {
+    expect(stages.length).toBeGreaterThanOrEqual(2)
+    expect(argsOf('ARG')).toEqual(expect.arrayContaining(['NODE_VERSION=24', 'PG_CLIENT_VERSION=17']))
+    expect(argsOf('FROM').every((from) => from.includes('node:${NODE_VERSION}-bookworm-slim'))).toBe(true)
+    const install = argsOf('RUN', runtime).join('\n')
+    expect(install).toContain('[signed-by=/usr/share/postgresql-common/pgdg/apt.postgresql.org.asc] https://apt.postgresql.org/pub/repos/apt')
+    expect(install).toContain('postgresql-client-${PG_CLIENT_VERSION}')
+    // Multi-arch: nothing downloaded per architecture, only apt packages (which exist for amd64 and arm64).
+    expect(install).not.toMatch(/amd64|x86_64|aarch64|arm64/)
+    const users = argsOf('USER', runtime)
+    expect(users.length).toBeGreaterThan(0)
+    expect(users.at(-1)).not.toMatch(/^(root|0)(:|$)/)
+    expect(argsOf('VOLUME', runtime).map((args) => JSON.parse(args))).toEqual([['/backups']])
+  })
+
+  it('copies every workspace plugin and every file the build reads, none of them excluded by .dockerignore', () => {
+    const copies = argsOf('COPY').filter((args) => !args.startsWith('--from'))
+    const sources = copies.flatMap((args) => args.split(/\s+/).slice(0, -1))
+    const runtimeCopies = argsOf('COPY', runtime).join('\n')
+    for (const name of readdirSync(path.join(ROOT, 'src/plugins'))) {
+      expect(sources).toContain(`src/plugins/${name}/package.json`)
+      expect(runtimeCopies).toContain(`/app/src/plugins/${name}/dist`)
+    }
+
+    for (const source of sources) expect(existsSync(path.join(ROOT, source))).toBe(true)
+    const ignored = read('.dockerignore')
+      .split('\n')
+      .map((line) => line.trim())
+      .filter((line) => line && !line.startsWith('#'))
+    for (const source of sources) {
+      expect(ignored.filter((pattern) => source === pattern || source.startsWith(`${pattern}/`))).toEqual([])
+    }
+
+    expect(JSON.parse(read('package.json')).scripts.build).toMatch(/oclif manifest/)
+    expect(argsOf('RUN', stages[0]).join('\n')).toContain('npm run build')
+  })
+})
+
+describe.each(COMPOSE_FILES)('%s matches dbb and the images it runs', (file) => {
+  const {services, secrets} = composeServices(file)
+  const dbbEntries = Object.entries(services).filter(([, service]) => isDbb(service))
+  const [, dbb] = dbbEntries[0] ?? []
+
+  it('has one dbb service, built from docker/Dockerfile, running a real command', () => {
+    expect(dbbEntries).toHaveLength(1)
+    expect(existsSync(path.join(ROOT, dbb.build?.context ?? '.', dbb.build?.dockerfile ?? ''))).toBe(true)
+    if (dbb.command !== undefined) {
+      const words = Array.isArray(dbb.command) ? dbb.command : dbb.command.split(/\s+/)
+      const manifest = JSON.parse(read('oclif.manifest.json'))
+      expect(Object.keys(manifest.commands)).toContain(words.filter((word) => !word.startsWith('-')).join(':'))
+    }
+  })
+
+  it('sets on dbb only variables dbb knows (settings catalog or an installed storage provider), and they validate', async () => {
+    const providers = await workspaceProviders()
+    const known = new Set<string>([...SETTING_NAMES, ...providers.flatMap((provider) => provider.settings.map((spec) => spec.env))])
+    const environment = environmentOf(dbb)
+    expect(Object.keys(environment).filter((name) => !known.has(name))).toEqual([])
+
+    const values = Object.fromEntries(Object.entries(environment).map(([name, value]) => [name, interpolated(value)]))
+    const sections: Section[] = ['database', 'namePrefix', 'retention', 'storageBackend', 'logging', 'server', 'schedule']
+    const config = loadConfig(sections, values, {})
+    const provider = providers.find((candidate) => candidate.name === config.storageBackend)
+    expect(provider).toBeDefined()
+    const backend = await provider?.create(values, {logger: createLogger({level: 'silent'})})
+    await backend?.close?.()
+  })
+
+  it('passes secrets by reference only: the pgpass secret where dbb looks for it, nothing secret inline', async () => {
+    const environment = environmentOf(dbb)
+    expect(environment.DB_PASSWORD).toBeUndefined()
+    expect(dbb.secrets).toContain('pgpass')
+    expect(secrets.pgpass?.file).toBeDefined()
+    expect(DEFAULT_PASSFILE).toBe('/run/secrets/pgpass')
+    const providerSettings = (await workspaceProviders()).flatMap((provider) => provider.settings)
+    const secretVariables = [...SETTING_NAMES.map((name) => setting(name)), ...providerSettings].filter((spec) => spec.secret).map((spec) => spec.env)
+    expect(secretVariables).toEqual(expect.arrayContaining(['DB_PASSWORD', 'API_TOKEN', 'AWS_SECRET_ACCESS_KEY']))
+    for (const [name, value] of Object.entries(environment)) {
+      // Filled in by compose from .env or the shell, and required to be set (`:?`).
+      if (secretVariables.includes(name)) expect({name, value}).toEqual({name, value: expect.stringMatching(/^\$\{[A-Z_]+:\?[^}]+\}$/)})
+    }
+  })
+
+  it('sets on other services only variables their images document', () => {
+    for (const [name, service] of Object.entries(services)) {
+      if (isDbb(service)) continue
+      const image = (service.image ?? '').replace(/:[^/]*$/, '')
+      const allowed = OTHER_IMAGES_VARIABLES[image] ?? {}
+      const unknown = Object.keys(environmentOf(service)).filter((variable) => !(variable in allowed))
+      expect({service: name, unknown}).toEqual({service: name, unknown: []})
+    }
+  })
+
+  it('publishes the port dbb serve listens on, and stores local backups in the image volume', () => {
+    const port = String(loadConfig(['server'], {API_TOKEN: 'x'.repeat(64)}).server.port)
+    expect(environmentOf(dbb).HTTP_PORT ?? port).toBe(port)
+    expect((dbb.ports ?? []).some((mapping) => mapping.endsWith(`:${port}`))).toBe(true)
+    const environment = environmentOf(dbb)
+    if (environment.STORAGE_BACKEND === 'local') {
+      expect(environment.BACKUP_LOCAL_DIR).toBe('/backups')
+      expect((dbb.volumes ?? []).some((volume) => volume.split(':')[1] === '/backups')).toBe(true)
+    }
+  })
+})
+
+describe('.github/workflows/docker.yml', () => {
+  it('builds docker/Dockerfile for linux/amd64 and linux/arm64 and pushes on a version tag', () => {
+    const workflow = parseYaml(read('.github/workflows/docker.yml'))
+    expect(workflow.on.push.tags).toEqual(['v*.*.*'])
+    const steps: {uses?: string; with?: Record<string, unknown>}[] = Object.values(workflow.jobs).flatMap((job) => (job as {steps: never[]}).steps)
+    const publish = steps.find((step) => step.uses?.startsWith('docker/build-push-action') && step.with?.push === true)
+    expect(publish?.with).toMatchObject({file: 'docker/Dockerfile', platforms: 'linux/amd64,linux/arm64'})
+    expect(existsSync(path.join(ROOT, String(publish?.with?.file)))).toBe(true)
+  })
+})
