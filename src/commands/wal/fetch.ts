@@ -1,0 +1,44 @@
+import {Args} from '@oclif/core'
+
+import {DbbCommand} from '../../base-command'
+import {Section} from '../../config'
+import {EXIT_FAILURE, NotFoundError} from '../../errors'
+import {settingFlags} from '../../settings'
+import {fetchWal} from '../../wal/archive'
+
+export default class WalFetch extends DbbCommand<typeof WalFetch> {
+  static override summary = "Write an archived WAL file to a path: PostgreSQL's restore_command."
+  static override description = `Reads wal/<name>.gz from storage, decompresses it and writes <dest> atomically (a temporary file renamed once complete). A file that is not in the archive exits 1 with at most one short line: PostgreSQL asks for files past the end of the archive on purpose, to learn where recovery ends.
+
+dbb restore --type base writes this command into postgresql.auto.conf for you.`
+
+  static override examples = [
+    {description: 'As restore_command (postgresql.auto.conf)', command: "restore_command = '<%= config.bin %> <%= command.id %> %f %p'"},
+  ]
+
+  static override args = {
+    name: Args.string({required: true, description: 'The WAL file name (%f), e.g. 000000010000000000000003 or 00000002.history.'}),
+    dest: Args.string({required: true, description: 'Where to write it (%p).'}),
+  }
+
+  static override flags = settingFlags('STORAGE_BACKEND')
+  static override configSections: readonly Section[] = ['storageBackend']
+  static override usesStorage = true
+
+  public async run(): Promise<{name: string; dest: string; found: boolean; sizeBytes?: number}> {
+    const storage = await this.openStorage()
+    try {
+      const {sizeBytes} = await fetchWal(storage, this.args.name, this.args.dest, {signal: this.interruptSignal()})
+      this.logger.debug({event: 'wal.fetched', wal: this.args.name, sizeBytes}, `restored ${this.args.name}`)
+      return {name: this.args.name, dest: this.args.dest, found: true, sizeBytes}
+    } catch (error) {
+      if (!(error instanceof NotFoundError)) throw error
+      // Expected at the end of every recovery: no stack trace, no error-level log, just the exit code.
+      this.logger.debug({event: 'wal.not_found', wal: this.args.name}, error.message)
+      process.exitCode = EXIT_FAILURE
+      return {name: this.args.name, dest: this.args.dest, found: false}
+    } finally {
+      await storage.close?.()
+    }
+  }
+}

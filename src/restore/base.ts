@@ -1,0 +1,217 @@
+import {spawn} from 'node:child_process'
+import {createHash} from 'node:crypto'
+import * as fs from 'node:fs/promises'
+import * as path from 'node:path'
+import {pipeline} from 'node:stream/promises'
+import {createGunzip} from 'node:zlib'
+
+import {BackupMetadata, listBackups, resolveBackup} from '../backup/metadata'
+import {NotFoundError, OperationError, UsageError, errorMessage} from '../errors'
+import type {Logger} from '../logger'
+import type {StorageBackend} from '../storage/contract'
+import {isLsn, parseLsn} from '../wal/segments'
+import {checkDataDirectory, createStagingDirectory, writeRecoveryConfig} from './recovery-config'
+
+/** Where replay stops; without one, PostgreSQL replays every archived WAL file and promotes. */
+export type RecoveryTarget = {kind: 'time'; value: string; at: Date} | {kind: 'lsn'; value: string} | {kind: 'name'; value: string}
+
+const TIMESTAMP = /^(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?)\s*(Z|[+-]\d{2}(?::?\d{2})?)$/i
+
+/** The three --target-* flags to one target; at most one, each validated (times need a zone: the server's may differ from ours). */
+export function parseRecoveryTarget(flags: {time?: string; lsn?: string; name?: string}): RecoveryTarget | undefined {
+  const given = Object.entries(flags).filter(([, value]) => value !== undefined)
+  if (given.length > 1) {
+    throw new UsageError(`choose one of --target-time, --target-lsn, --target-name (got ${given.map(([key]) => `--target-${key}`).join(' and ')})`)
+  }
+  if (flags.time !== undefined) {
+    const match = TIMESTAMP.exec(flags.time.trim())
+    const at = match ? new Date(`${match[1]}T${match[2]}${normalizeOffset(match[3])}`) : undefined
+    if (!match || !at || Number.isNaN(at.getTime())) {
+      throw new UsageError(`--target-time: "${flags.time}" is not a timestamp with a time zone (example: --target-time "2026-11-21 14:30:00+00")`)
+    }
+
+    // PostgreSQL gets the text as given (microseconds included); JavaScript's Date only picks the backup.
+    return {kind: 'time', value: flags.time.trim(), at}
+  }
+
+  if (flags.lsn !== undefined) {
+    if (!isLsn(flags.lsn)) throw new UsageError(`--target-lsn: "${flags.lsn}" is not a WAL location (example: --target-lsn 0/3000060)`)
+    return {kind: 'lsn', value: flags.lsn.trim().toUpperCase()}
+  }
+
+  if (flags.name !== undefined) {
+    if (!/^[^'\\\0]{1,63}$/.test(flags.name)) {
+      throw new UsageError(`--target-name: must be a restore point name of 1 to 63 characters without quotes (example: --target-name before_migration)`)
+    }
+
+    return {kind: 'name', value: flags.name}
+  }
+
+  return undefined
+}
+
+function normalizeOffset(offset: string): string {
+  if (/^z$/i.test(offset)) return 'Z'
+  const digits = offset.slice(1).replace(':', '')
+  return `${offset[0]}${digits.slice(0, 2)}:${digits.slice(2).padEnd(2, '0')}`
+}
+
+/** When a base backup finished: a target time before this cannot be reached from it. */
+function finishedAt(backup: BackupMetadata): number {
+  return Date.parse(backup.createdAt) + backup.durationMs
+}
+
+/**
+ * `latest` is the newest base backup that can reach the target: one that finished before a target
+ * time, or stopped at or before a target LSN. A named restore point cannot be placed without
+ * reading WAL, so it takes the newest.
+ */
+export async function selectBaseBackup(
+  storage: StorageBackend,
+  reference: string,
+  options: {prefix?: string; target?: RecoveryTarget},
+): Promise<BackupMetadata> {
+  if (reference !== 'latest') {
+    const backup = await resolveBackup(storage, reference, {prefix: options.prefix})
+    if (backup.type !== 'base') throw new UsageError(`${backup.id} is a ${backup.type} backup; restore it without --type base`)
+    return backup
+  }
+
+  const backups = await listBackups(storage, {prefix: options.prefix, type: 'base'})
+  const {target} = options
+  const usable = backups.filter((backup) => {
+    if (target?.kind === 'time') return finishedAt(backup) <= target.at.getTime()
+    if (target?.kind === 'lsn') return backup.stopLsn !== undefined && parseLsn(backup.stopLsn) <= parseLsn(target.value)
+    return true
+  })
+  if (usable.length > 0) return usable[0]
+  if (backups.length === 0) throw new NotFoundError(`no base backups found in ${storage.location} (take one with: dbb backup run --type base)`)
+  const oldestEnd = new Date(finishedAt(backups.at(-1)!)).toISOString()
+  throw new NotFoundError(`no base backup in ${storage.location} ended before the target ${target?.value}; the oldest ended at ${oldestEnd}`)
+}
+
+export interface BaseRestoreOptions {
+  reference: string
+  pgdata: string
+  /** Replace the contents of a non-empty directory (only after the backup has been extracted and verified). */
+  force?: boolean
+  target?: RecoveryTarget
+  /** The restore_command PostgreSQL runs to read archived WAL, e.g. `dbb wal fetch %f %p`. */
+  restoreCommand: string
+  prefix?: string
+  logger: Logger
+  signal?: AbortSignal
+  onProgress?: (bytes: number) => void
+}
+
+export interface BaseRestoreOutcome {
+  id: string
+  pgdata: string
+  target: {kind: string; value: string} | null
+  restoreCommand: string
+  sizeBytes: number
+  sha256: string
+  durationMs: number
+}
+
+/**
+ * Restores a base backup into `pgdata` for point-in-time recovery (PostgreSQL 12+). The tar is
+ * streamed from storage through sha256 and gunzip into `tar -x`, into a staging directory inside
+ * `pgdata`; only once the stream's sha256 matches the sidecar does it replace what was there.
+ * Then recovery.signal and restore_command + target (postgresql.auto.conf) make the next start
+ * of PostgreSQL replay archived WAL up to the target and promote.
+ */
+export async function restoreBaseBackup(storage: StorageBackend, options: BaseRestoreOptions): Promise<BaseRestoreOutcome> {
+  const started = Date.now()
+  const pgdata = path.resolve(options.pgdata)
+  await checkDataDirectory(pgdata, {force: Boolean(options.force)})
+  const backup = await selectBaseBackup(storage, options.reference, {prefix: options.prefix, target: options.target})
+  const log = options.logger.child({backupId: backup.id, pgdata})
+  log.info({event: 'restore.started', type: 'base', target: options.target?.value}, `restoring base backup ${backup.id} into ${pgdata}`)
+
+  const staging = await createStagingDirectory(pgdata)
+  try {
+    const {sizeBytes, sha256} = await extractVerified(storage, backup, staging, options)
+    await replaceContents(pgdata, staging)
+    await writeRecoveryConfig(pgdata, {restoreCommand: options.restoreCommand, target: options.target, backupId: backup.id})
+    const outcome: BaseRestoreOutcome = {
+      id: backup.id,
+      pgdata,
+      target: options.target ? {kind: options.target.kind, value: options.target.value} : null,
+      restoreCommand: options.restoreCommand,
+      sizeBytes,
+      sha256,
+      durationMs: Date.now() - started,
+    }
+    log.info({event: 'restore.succeeded', type: 'base', durationMs: outcome.durationMs}, 'base backup restored; start PostgreSQL to replay WAL')
+    return outcome
+  } catch (error) {
+    log.error({event: 'restore.failed', type: 'base', error: errorMessage(error)}, 'base restore failed')
+    throw error instanceof Error && 'exitCode' in error ? error : new OperationError(`restore of ${backup.id} failed: ${errorMessage(error)}`, {cause: error})
+  } finally {
+    await fs.rm(staging, {recursive: true, force: true})
+  }
+}
+
+/** storage → sha256 tap → gunzip → tar -x, then the bytes read must be exactly the sidecar's. */
+async function extractVerified(
+  storage: StorageBackend,
+  backup: BackupMetadata,
+  directory: string,
+  options: Pick<BaseRestoreOptions, 'signal' | 'onProgress'>,
+): Promise<{sizeBytes: number; sha256: string}> {
+  const hash = createHash('sha256')
+  let sizeBytes = 0
+  async function* tap(source: AsyncIterable<Buffer>) {
+    for await (const chunk of source) {
+      hash.update(chunk)
+      sizeBytes += chunk.length
+      options.onProgress?.(sizeBytes)
+      yield chunk
+    }
+  }
+
+  // As root, tar keeps the owner recorded by pg_basebackup (the server's user), which PostgreSQL needs.
+  const tar = spawn('tar', ['-x', '-f', '-', '-C', directory], {stdio: ['pipe', 'ignore', 'pipe'], signal: options.signal})
+  let tarErrors = ''
+  tar.stderr.setEncoding('utf8').on('data', (text: string) => (tarErrors = (tarErrors + text).slice(-4096)))
+  const exited = new Promise<number | null>((resolve) => {
+    tar.on('error', (error: NodeJS.ErrnoException) => (tarErrors ||= error.code === 'ENOENT' ? 'tar not found on PATH' : error.message))
+    tar.on('close', (code) => resolve(code))
+  })
+  try {
+    await pipeline(await storage.get(backup.id, {signal: options.signal}), tap, createGunzip(), tar.stdin, {signal: options.signal})
+  } catch (error) {
+    tar.kill('SIGKILL')
+    await exited
+    throw new OperationError(`reading ${backup.id} failed: ${tarErrors.trim() || errorMessage(error)}`)
+  }
+
+  const code = await exited
+  if (code !== 0) throw new OperationError(`tar could not extract ${backup.id} (exit code ${code}): ${tarErrors.trim().split('\n').slice(-3).join(' | ')}`)
+  const sha256 = hash.digest('hex')
+  if (sizeBytes !== backup.sizeBytes || sha256 !== backup.sha256) {
+    throw new OperationError(
+      `integrity check failed for ${backup.id}: read ${sizeBytes} bytes with sha256 ${sha256}, its metadata says ${backup.sizeBytes} bytes ` +
+        `with sha256 ${backup.sha256}; the data directory was left as it was`,
+    )
+  }
+
+  return {sizeBytes, sha256}
+}
+
+/** Removes everything in `pgdata` but the staging directory, then moves the staged files up (same filesystem: renames). */
+async function replaceContents(pgdata: string, staging: string): Promise<void> {
+  const stagingName = path.basename(staging)
+  for (const entry of await fs.readdir(pgdata)) {
+    if (entry !== stagingName) await fs.rm(path.join(pgdata, entry), {recursive: true, force: true})
+  }
+
+  for (const entry of await fs.readdir(staging)) await fs.rename(path.join(staging, entry), path.join(pgdata, entry))
+  // The directory itself must belong to the server's user with mode 0700, like the files tar restored.
+  const owner = await fs.stat(path.join(pgdata, 'PG_VERSION')).catch(() => {
+    throw new OperationError('the backup holds no PG_VERSION file: it is not a PostgreSQL data directory')
+  })
+  if (process.getuid?.() === 0) await fs.chown(pgdata, owner.uid, owner.gid)
+  await fs.chmod(pgdata, 0o700)
+}

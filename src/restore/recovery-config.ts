@@ -1,0 +1,99 @@
+import * as fs from 'node:fs/promises'
+import * as path from 'node:path'
+
+import {OperationError, UsageError} from '../errors'
+import type {RecoveryTarget} from './base'
+
+/**
+ * The data directory side of a point-in-time restore: refusing a directory that is in use or
+ * holds data, and the recovery settings PostgreSQL 12+ reads at its next start.
+ */
+
+export async function checkDataDirectory(pgdata: string, options: {force: boolean}): Promise<void> {
+  const stats = await fs.stat(pgdata).catch((error: NodeJS.ErrnoException) => {
+    if (error.code === 'ENOENT') return undefined
+    throw new UsageError(`--pgdata ${pgdata} cannot be read: ${error.code ?? error.message}`)
+  })
+  if (!stats) return
+  if (!stats.isDirectory()) throw new UsageError(`--pgdata ${pgdata} is not a directory`)
+  const pid = await runningPostmaster(pgdata)
+  if (pid !== undefined) {
+    throw new UsageError(`PostgreSQL is running on ${pgdata} (postmaster pid ${pid}); stop it first (pg_ctl -D ${pgdata} stop)`)
+  }
+
+  const entries = await fs.readdir(pgdata)
+  if (entries.length > 0 && !options.force) {
+    throw new UsageError(`--pgdata ${pgdata} is not empty (${entries.length} entries); use --force to replace its contents, or choose an empty directory`)
+  }
+}
+
+/** The postmaster's pid when postmaster.pid names a live process; a stale file (after a crash) does not count. */
+async function runningPostmaster(pgdata: string): Promise<number | undefined> {
+  const text = await fs.readFile(path.join(pgdata, 'postmaster.pid'), 'utf8').catch(() => undefined)
+  const pid = Number(text?.split('\n')[0]?.trim())
+  if (!Number.isInteger(pid) || pid <= 0) return undefined
+  try {
+    process.kill(pid, 0)
+    return pid
+  } catch (error) {
+    // EPERM: the process exists but belongs to another user (postgres) — still running.
+    return (error as NodeJS.ErrnoException).code === 'EPERM' ? pid : undefined
+  }
+}
+
+/** A staging directory inside pgdata, so moving the extracted files into place is a rename on one filesystem. */
+export async function createStagingDirectory(pgdata: string): Promise<string> {
+  await fs.mkdir(pgdata, {recursive: true, mode: 0o700})
+  return fs.mkdtemp(path.join(pgdata, '.dbb-restore-'))
+}
+
+const RECOVERY_SETTING = /^\s*(restore_command|recovery_target\w*)\s*=/
+
+/**
+ * recovery.signal plus restore_command, the target and `recovery_target_action = 'promote'` in
+ * postgresql.auto.conf (read after postgresql.conf, so these win). Recovery settings a backup of an
+ * earlier restored cluster still carries are commented out: an old target must not apply now.
+ */
+export async function writeRecoveryConfig(
+  pgdata: string,
+  options: {restoreCommand: string; target?: RecoveryTarget; backupId: string},
+): Promise<void> {
+  const version = Number.parseInt(await fs.readFile(path.join(pgdata, 'PG_VERSION'), 'utf8'), 10)
+  if (!(version >= 12)) {
+    throw new OperationError(`the backup is of PostgreSQL ${version}; point-in-time restore by dbb needs PostgreSQL 12 or newer (recovery.signal)`)
+  }
+
+  const autoConf = path.join(pgdata, 'postgresql.auto.conf')
+  const existing = await fs.readFile(autoConf, 'utf8').catch(() => '')
+  const kept = existing
+    .split('\n')
+    .map((line) => (RECOVERY_SETTING.test(line) ? `# replaced by dbb restore: ${line}` : line))
+    .join('\n')
+  const settings: [string, string][] = [['restore_command', options.restoreCommand]]
+  if (options.target) {
+    settings.push([`recovery_target_${options.target.kind}`, options.target.value], ['recovery_target_action', 'promote'])
+  }
+
+  const block = [
+    `# dbb restore --type base ${options.backupId} at ${new Date().toISOString()}`,
+    ...settings.map(([key, value]) => `${key} = '${value.replace(/'/g, "''")}'`),
+  ].join('\n')
+  const owner = await fs.stat(path.join(pgdata, 'PG_VERSION'))
+  await writeOwnedFile(autoConf, `${kept.replace(/\n*$/, '\n')}${block}\n`, owner)
+  await writeOwnedFile(path.join(pgdata, 'recovery.signal'), '', owner)
+}
+
+async function writeOwnedFile(file: string, content: string, owner: {uid: number; gid: number}): Promise<void> {
+  await fs.writeFile(file, content, {mode: 0o600})
+  if (process.getuid?.() === 0) await fs.chown(file, owner.uid, owner.gid)
+}
+
+/** Quotes one shell word only when it needs it, so a plain command stays readable in postgresql.auto.conf. */
+export function shellWord(word: string): string {
+  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`
+}
+
+/** `<program> wal fetch <storage flags> %f %p`: the restore_command PostgreSQL runs during recovery. */
+export function walFetchCommand(program: string[], storageArgs: string[]): string {
+  return `${[...program, 'wal', 'fetch', ...storageArgs].map((word) => shellWord(word)).join(' ')} %f %p`
+}

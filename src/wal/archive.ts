@@ -1,0 +1,192 @@
+import {createHash} from 'node:crypto'
+import {createReadStream, createWriteStream} from 'node:fs'
+import * as fs from 'node:fs/promises'
+import * as path from 'node:path'
+import {PassThrough, Writable} from 'node:stream'
+import {pipeline} from 'node:stream/promises'
+import {createGunzip, createGzip} from 'node:zlib'
+
+import {NotFoundError, OperationError, UsageError, errorMessage, isAlreadyExists, isNotFound} from '../errors'
+import type {Logger} from '../logger'
+import type {StorageBackend} from '../storage/contract'
+import {isWalFileName, walKey} from './segments'
+
+export interface PushResult {
+  name: string
+  key: string
+  /** `stored`: written now; `already-archived`: an identical copy was already in storage. */
+  outcome: 'stored' | 'already-archived'
+  sizeBytes: number
+  sha256: string
+}
+
+/**
+ * Archives one WAL file (segment, `.history`, `.backup` or `.partial`) as `wal/<name>.gz`; the archive_command.
+ * Resolves only once storage holds it durably, so PostgreSQL may recycle the segment.
+ *
+ * Idempotent: PostgreSQL re-runs archive_command for a segment whose earlier success it never
+ * saw (a crash between upload and acknowledgement), so an existing object with the same content
+ * counts as success. Different content under the same name means two servers are archiving into
+ * one location (split-brain, or a restored copy still archiving): that fails loudly and never
+ * overwrites. Content is compared by the sha256 of the uncompressed file; the stored copy is
+ * re-read to compute it, which only happens on this rare path.
+ */
+export async function pushWal(storage: StorageBackend, filePath: string, options: {logger?: Logger; signal?: AbortSignal} = {}): Promise<PushResult> {
+  const name = path.basename(filePath)
+  if (!isWalFileName(name)) {
+    throw new UsageError(`${name} is not a WAL file name (expected a segment such as 000000010000000000000003, or a .history / .backup file)`)
+  }
+
+  const key = walKey(name)
+  try {
+    // The common re-push case (archiver retry after a crash) is found before uploading anything.
+    if (await storage.stat(key)) return await compareWithArchived(storage, name, key, await hashFile(filePath), options)
+    const stored = await storeCompressed(storage, filePath, key, options.signal)
+    options.logger?.info({event: 'wal.pushed', wal: name, sizeBytes: stored.sizeBytes, sha256: stored.sha256}, `archived ${name}`)
+    return {name, key, outcome: 'stored', ...stored}
+  } catch (error) {
+    // Another pusher won a race for the same name: judge by content, like the stat() path.
+    if (isAlreadyExists(error)) return compareWithArchived(storage, name, key, await hashFile(filePath), options)
+    if (error instanceof OperationError || error instanceof UsageError) throw error
+    throw new OperationError(`archiving ${name} into ${storage.location} failed: ${errorMessage(error)}`, {cause: error})
+  }
+}
+
+/** file → sha256 tap → gzip → size tap → storage (no overwrite), as one pipeline; a failure on either side stops both. */
+async function storeCompressed(storage: StorageBackend, filePath: string, key: string, signal?: AbortSignal): Promise<{sizeBytes: number; sha256: string}> {
+  const handle = await fs.open(filePath, 'r').catch((error: NodeJS.ErrnoException) => {
+    throw new OperationError(`cannot read ${filePath}: ${error.code ?? error.message}`)
+  })
+  const hash = createHash('sha256')
+  let sentBytes = 0
+  async function* hashTap(source: AsyncIterable<Buffer>) {
+    for await (const chunk of source) {
+      hash.update(chunk)
+      yield chunk
+    }
+  }
+
+  async function* countTap(source: AsyncIterable<Buffer>) {
+    for await (const chunk of source) {
+      sentBytes += chunk.length
+      yield chunk
+    }
+  }
+
+  const controller = new AbortController()
+  let firstError: unknown
+  const fail = (error: unknown) => {
+    firstError ??= error
+    controller.abort(error)
+  }
+
+  const onAbort = () => fail(new OperationError('WAL push interrupted'))
+  signal?.addEventListener('abort', onAbort, {once: true})
+  const body = new PassThrough()
+  try {
+    const produce = pipeline(handle.createReadStream(), hashTap, createGzip({level: 6}), countTap, body, {signal: controller.signal}).catch(fail)
+    const store = storage.put(key, body, {overwrite: false, signal: controller.signal, contentType: 'application/gzip'}).catch((error: unknown) => {
+      fail(error)
+      return undefined
+    })
+    const [, stored] = await Promise.all([produce, store])
+    if (firstError !== undefined) throw firstError
+    if (stored && stored.sizeBytes !== sentBytes) {
+      throw new OperationError(`storage reports ${stored.sizeBytes} bytes for ${key}, but ${sentBytes} were sent`)
+    }
+
+    return {sizeBytes: sentBytes, sha256: hash.digest('hex')}
+  } finally {
+    signal?.removeEventListener('abort', onAbort)
+    await handle.close().catch(() => {})
+  }
+}
+
+async function compareWithArchived(
+  storage: StorageBackend,
+  name: string,
+  key: string,
+  localSha256: string,
+  options: {logger?: Logger; signal?: AbortSignal},
+): Promise<PushResult> {
+  const archived = await hashArchived(storage, key, options.signal)
+  if (archived.sha256 !== localSha256) {
+    options.logger?.error({event: 'wal.conflict', wal: name, archivedSha256: archived.sha256, localSha256}, 'WAL conflict')
+    throw new OperationError(
+      `${name} is already archived in ${storage.location} with different content (sha256 ${archived.sha256.slice(0, 12)}… there, ` +
+        `${localSha256.slice(0, 12)}… here): possible split-brain — another server is archiving into the same location. ` +
+        'Nothing was overwritten; point this server at its own storage location or prefix.',
+    )
+  }
+
+  options.logger?.info({event: 'wal.already_archived', wal: name, sha256: localSha256}, `${name} was already archived with identical content`)
+  return {name, key, outcome: 'already-archived', sizeBytes: archived.sizeBytes, sha256: localSha256}
+}
+
+/** The sha256 of an archived file's uncompressed content, and its stored (compressed) size. */
+export async function hashArchived(storage: StorageBackend, key: string, signal?: AbortSignal): Promise<{sha256: string; sizeBytes: number}> {
+  const hash = createHash('sha256')
+  let sizeBytes = 0
+  async function* countTap(source: AsyncIterable<Buffer>) {
+    for await (const chunk of source) {
+      sizeBytes += chunk.length
+      yield chunk
+    }
+  }
+
+  const sink = new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      hash.update(chunk)
+      callback()
+    },
+  })
+  await pipeline(await storage.get(key, {signal}), countTap, createGunzip(), sink, {signal})
+  return {sha256: hash.digest('hex'), sizeBytes}
+}
+
+/**
+ * Writes an archived WAL file to `destination`; the restore_command. The file appears under its
+ * final name only complete (temp file, fsync, rename), because PostgreSQL replays whatever it
+ * finds there. A missing file is a NotFoundError: PostgreSQL asks for files past the end of the
+ * archive on purpose, to learn where recovery ends.
+ */
+export async function fetchWal(
+  storage: StorageBackend,
+  name: string,
+  destination: string,
+  options: {signal?: AbortSignal} = {},
+): Promise<{sizeBytes: number}> {
+  if (!isWalFileName(name)) {
+    // PostgreSQL also asks for e.g. `RECOVERYHISTORY` targets by name only; anything else cannot be in the archive.
+    throw new NotFoundError(`${name} is not a WAL file name, so it is not in the archive`)
+  }
+
+  const source = await storage.get(walKey(name), {signal: options.signal}).catch((error: unknown) => {
+    throw isNotFound(error) ? new NotFoundError(`${name} is not in the WAL archive at ${storage.location}`) : error
+  })
+  const partial = `${destination}.dbb-partial`
+  let sizeBytes = 0
+  async function* countTap(source: AsyncIterable<Buffer>) {
+    for await (const chunk of source) {
+      sizeBytes += chunk.length
+      yield chunk
+    }
+  }
+
+  try {
+    await pipeline(source, createGunzip(), countTap, createWriteStream(partial, {mode: 0o600, flush: true}), {signal: options.signal})
+    await fs.rename(partial, destination)
+  } catch (error) {
+    await fs.rm(partial, {force: true})
+    throw new OperationError(`fetching ${name} from ${storage.location} failed: ${errorMessage(error)}`, {cause: error})
+  }
+
+  return {sizeBytes}
+}
+
+/** The sha256 of a local file, streamed (WAL segments can be up to 1 GiB). */
+export async function hashFile(filePath: string): Promise<string> {
+  const hash = createHash('sha256')
+  for await (const chunk of createReadStream(filePath)) hash.update(chunk as Buffer)
+  return hash.digest('hex')
+}

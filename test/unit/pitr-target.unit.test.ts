@@ -1,0 +1,88 @@
+import * as fs from 'node:fs/promises'
+import * as os from 'node:os'
+import * as path from 'node:path'
+
+import {parseWalRange, pgBasebackupArgs} from '../../src/backup/base-backup'
+import {UsageError} from '../../src/errors'
+import {parseRecoveryTarget} from '../../src/restore/base'
+import {checkDataDirectory, walFetchCommand, writeRecoveryConfig} from '../../src/restore/recovery-config'
+
+describe('recovery targets', () => {
+  it('accepts a timestamp with a zone and passes PostgreSQL the text as given', () => {
+    const target = parseRecoveryTarget({time: '2026-11-21 14:30:00.123456+00'})
+    expect(target).toMatchObject({kind: 'time', value: '2026-11-21 14:30:00.123456+00'})
+    expect(target?.kind === 'time' && target.at.toISOString()).toBe('2026-11-21T14:30:00.123Z')
+    expect(parseRecoveryTarget({time: '2026-11-21T16:30:00+02:00'})).toMatchObject({kind: 'time', at: new Date('2026-11-21T14:30:00Z')})
+    expect(parseRecoveryTarget({time: '2026-11-21T14:30Z'})).toMatchObject({kind: 'time', at: new Date('2026-11-21T14:30:00Z')})
+  })
+
+  it('refuses ambiguous or malformed targets with an example, and more than one target', () => {
+    expect(() => parseRecoveryTarget({time: '2026-11-21 14:30'})).toThrow(/time zone \(example: --target-time/)
+    expect(() => parseRecoveryTarget({time: "2026-11-21 14:30+00'; DROP"})).toThrow(UsageError)
+    expect(() => parseRecoveryTarget({lsn: '3000060'})).toThrow(/--target-lsn: .* \(example: --target-lsn 0\/3000060\)/)
+    expect(() => parseRecoveryTarget({name: "it's"})).toThrow(/--target-name/)
+    expect(() => parseRecoveryTarget({time: '2026-11-21 14:30+00', lsn: '0/3000060'})).toThrow(/choose one of/)
+    expect(parseRecoveryTarget({lsn: '0/3a00060'})).toEqual({kind: 'lsn', value: '0/3A00060'})
+    expect(parseRecoveryTarget({})).toBeUndefined()
+  })
+})
+
+describe('pg_basebackup', () => {
+  it('streams tar to stdout with the configured WAL method and no secrets in its arguments', () => {
+    expect(pgBasebackupArgs({walMethod: 'fetch', checkpoint: 'fast'}, 'dbb x')).toEqual([
+      '-D', '-', '--format=tar', '--wal-method=fetch', '--checkpoint=fast', '--label=dbb x', '--no-password', '--verbose',
+    ])
+  })
+
+  it('reads the WAL range from its verbose output', () => {
+    const stderr = [
+      'pg_basebackup: initiating base backup, waiting for checkpoint to complete',
+      'pg_basebackup: checkpoint completed',
+      'pg_basebackup: write-ahead log start point: 0/2000028 on timeline 1',
+      'pg_basebackup: write-ahead log end point: 0/2000100',
+      'pg_basebackup: base backup completed',
+    ].join('\n')
+    expect(parseWalRange(stderr)).toEqual({startLsn: '0/2000028', timeline: 1, stopLsn: '0/2000100'})
+    expect(parseWalRange('pg_basebackup: error: connection failed')).toBeUndefined()
+  })
+})
+
+describe('the restored data directory', () => {
+  let dir: string
+  beforeEach(async () => {
+    dir = await fs.mkdtemp(path.join(os.tmpdir(), 'dbb-pitr-unit-'))
+  })
+  afterEach(async () => {
+    await fs.rm(dir, {recursive: true, force: true})
+  })
+
+  it('writes recovery.signal and the settings, commenting out recovery settings an earlier restore left in the backup', async () => {
+    await fs.writeFile(path.join(dir, 'PG_VERSION'), '15\n')
+    await fs.writeFile(path.join(dir, 'postgresql.auto.conf'), "work_mem = '8MB'\nrestore_command = 'old'\nrecovery_target_time = '2020-01-01 00:00+00'\n")
+    const restoreCommand = walFetchCommand(['/usr/bin/node', '/opt/dbb/bin/run.js'], ['--storage', 'local', '--local-dir', "/srv/it's backups"])
+    expect(restoreCommand).toBe(`/usr/bin/node /opt/dbb/bin/run.js wal fetch --storage local --local-dir '/srv/it'\\''s backups' %f %p`)
+    await writeRecoveryConfig(dir, {restoreCommand, target: {kind: 'lsn', value: '0/3000060'}, backupId: 'backup_20261121T030000Z.tar.gz'})
+
+    expect(await fs.readFile(path.join(dir, 'recovery.signal'), 'utf8')).toBe('')
+    const conf = await fs.readFile(path.join(dir, 'postgresql.auto.conf'), 'utf8')
+    expect(conf).toContain("work_mem = '8MB'\n")
+    expect(conf).toContain("# replaced by dbb restore: restore_command = 'old'")
+    expect(conf).toContain("# replaced by dbb restore: recovery_target_time = '2020-01-01 00:00+00'")
+    const active = conf.split('\n').filter((line) => /^(restore_command|recovery_target)/.test(line))
+    expect(active).toEqual([
+      `restore_command = '/usr/bin/node /opt/dbb/bin/run.js wal fetch --storage local --local-dir ''/srv/it''\\''''s backups'' %f %p'`,
+      "recovery_target_lsn = '0/3000060'",
+      "recovery_target_action = 'promote'",
+    ])
+  })
+
+  it('refuses PostgreSQL before 12, a non-empty directory without --force, and a directory a live postmaster owns', async () => {
+    await fs.writeFile(path.join(dir, 'PG_VERSION'), '11\n')
+    await expect(writeRecoveryConfig(dir, {restoreCommand: 'x', backupId: 'b'})).rejects.toThrow(/PostgreSQL 12 or newer/)
+    await expect(checkDataDirectory(dir, {force: false})).rejects.toThrow(/is not empty .* --force/)
+    await expect(checkDataDirectory(dir, {force: true})).resolves.toBeUndefined()
+    await fs.writeFile(path.join(dir, 'postmaster.pid'), `${process.pid}\n${dir}\n`)
+    await expect(checkDataDirectory(dir, {force: true})).rejects.toThrow(/PostgreSQL is running on .* \(postmaster pid \d+\)/)
+    await expect(checkDataDirectory(path.join(dir, 'missing'), {force: false})).resolves.toBeUndefined()
+  })
+})
