@@ -1,14 +1,16 @@
 import {createHash} from 'node:crypto'
 import {PassThrough, Readable} from 'node:stream'
 import {pipeline} from 'node:stream/promises'
-import {createGzip} from 'node:zlib'
 
+import {DEFAULT_COMPRESSION_LEVEL} from '../compress/defaults'
+import {InStreamGunzipCheck} from '../compress/gzip-check'
+import {createParallelGzip} from '../compress/parallel-gzip'
 import {AbortedError} from '../errors'
 import type {StorageBackend} from '../storage/contract'
 import {SpawnedTool, toolFailure} from './child-process'
 
 /**
- * THE backup pipeline: a program's stdout → exit-code gate → gzip → sha256/size tap → storage,
+ * THE backup pipeline: a program's stdout → exit-code gate → parallel gzip → sha256/size tap → storage,
  * as one stream.pipeline. Nothing is written to local disk and memory stays flat whatever the size.
  *
  * Failure handling lives here, once:
@@ -31,6 +33,8 @@ export interface PipelineResult {
   sha256: string
   sizeBytes: number
   sourceBytes: number
+  /** What the sent bytes decompressed to, checked in-stream (trailer CRC and length included). */
+  gzipCheckedBytes: number
 }
 
 export interface PipelineOptions {
@@ -40,7 +44,10 @@ export interface PipelineOptions {
   storage: StorageBackend
   key: string
   signal?: AbortSignal
+  /** gzip level (default DEFAULT_COMPRESSION_LEVEL). */
   compressionLevel?: number
+  /** Blocks compressed in parallel (default: src/compress/defaults.ts). */
+  compressionThreads?: number
   onProgress?: (progress: StreamProgress) => void
 }
 
@@ -54,6 +61,10 @@ export async function streamToStorage(options: PipelineOptions): Promise<Pipelin
 
   const onCallerAbort = () => fail(new AbortedError('backup interrupted'))
   if (options.signal?.aborted) throw new AbortedError('backup interrupted')
+  // Parallel gzip on libuv's thread pool (src/compress): still one standard gzip file. Its jobs
+  // live as long as this pipeline; an error anywhere destroys it and closes them. Created
+  // before the program starts, so a bad level fails before anything runs.
+  const compressor = createParallelGzip({level: options.compressionLevel ?? DEFAULT_COMPRESSION_LEVEL, threads: options.compressionThreads})
   options.signal?.addEventListener('abort', onCallerAbort, {once: true})
 
   const tool = options.start(controller.signal)
@@ -70,12 +81,22 @@ export async function streamToStorage(options: PipelineOptions): Promise<Pipelin
     if (status.code !== 0) throw toolFailure(options.commandName, status, tool.stderr())
   }
 
+  // Decompresses what is sent as it is sent (on zlib's thread pool), so the stream is proven a
+  // whole gzip of the program's output before storage sees its end (see src/compress/gzip-check.ts).
+  const gzipCheck = new InStreamGunzipCheck()
+  let gzipCheckedBytes = 0
   async function* hashAndCount(source: AsyncIterable<Buffer>) {
     for await (const chunk of source) {
       hash.update(chunk)
+      await gzipCheck.write(chunk)
       progress.storedBytes += chunk.length
       options.onProgress?.(progress)
       yield chunk
+    }
+
+    gzipCheckedBytes = await gzipCheck.finish()
+    if (gzipCheckedBytes !== progress.sourceBytes) {
+      throw new Error(`the compressed stream decompresses to ${gzipCheckedBytes} bytes, ${options.commandName} produced ${progress.sourceBytes}`)
     }
   }
 
@@ -83,7 +104,7 @@ export async function streamToStorage(options: PipelineOptions): Promise<Pipelin
   const produce = pipeline(
     tool.child.stdout,
     exitCodeGate,
-    createGzip({level: options.compressionLevel ?? 6}),
+    compressor,
     hashAndCount,
     body,
     {signal: controller.signal},
@@ -106,9 +127,11 @@ export async function streamToStorage(options: PipelineOptions): Promise<Pipelin
       throw new Error(`storage reports ${stored.sizeBytes} bytes for ${options.key}, but ${sizeBytes} were sent`)
     }
 
-    return {sha256: hash.digest('hex'), sizeBytes, sourceBytes: progress.sourceBytes}
+    return {sha256: hash.digest('hex'), sizeBytes, sourceBytes: progress.sourceBytes, gzipCheckedBytes}
   } finally {
     options.signal?.removeEventListener('abort', onCallerAbort)
     if (tool.child.exitCode === null && tool.child.signalCode === null) tool.child.kill('SIGKILL')
+    gzipCheck.destroy()
+    await compressor.terminate()
   }
 }

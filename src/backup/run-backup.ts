@@ -1,4 +1,4 @@
-import type {DatabaseConfig} from '../config'
+import type {CompressionConfig, DatabaseConfig} from '../config'
 import {libpqEnvironment, serverVersion} from '../db/connection'
 import {AbortedError, OperationError, errorMessage} from '../errors'
 import type {Logger} from '../logger'
@@ -20,6 +20,8 @@ export interface BackupDependencies {
   namePrefix: string
   retention: RetentionRules
   logger: Logger
+  /** COMPRESSION_LEVEL / COMPRESSION_THREADS; the defaults of src/compress/defaults.ts when absent. */
+  compression?: CompressionConfig
 }
 
 export interface BackupOptions {
@@ -79,6 +81,8 @@ export async function runLogicalBackup(deps: BackupDependencies, options: Backup
       storage,
       key: id,
       signal: options.signal,
+      compressionLevel: deps.compression?.level,
+      compressionThreads: deps.compression?.threads,
       onProgress: options.onProgress,
     })
     stored = true

@@ -1,0 +1,270 @@
+/**
+ * `npm run bench`: the performance benchmark of issue 7. Creates a throwaway PostgreSQL cluster and
+ * the benchmark database, then runs the pipelines side by side, interleaved, several times each,
+ * and writes the medians to BENCHMARKS.md. Flags (all optional):
+ *
+ *   --scale N        pgbench scale of the main database (default 10)
+ *   --wide-mb N      MB of SQL of wide text/jsonb rows added to it (default 40)
+ *   --runs N         rounds of the interleaved pipelines (default 3)
+ *   --large-factor N the memory-flatness database is N times larger (default 4; 0 skips it)
+ *   --levels L,L     extra COMPRESSION_LEVELs measured for the size/speed trade-off (default 3,6)
+ *   --output FILE    report file (default BENCHMARKS.md in the repository)
+ *   --note TEXT      a line printed under the title, e.g. "machine shared with other jobs"
+ */
+import * as fs from 'node:fs/promises'
+import * as os from 'node:os'
+import * as path from 'node:path'
+
+import {PgCluster, startPostgres} from '../test/helpers/postgres'
+import type {S3Server} from '../test/helpers/s3-server'
+import {BenchDatabase, createBenchDatabase, libpqEnv} from './database'
+import {ROOT, Timed, median, timeDbb, timeShell} from './measure'
+import {Report, Row, renderReport} from './report'
+
+interface Options {
+  scale: number
+  wideMb: number
+  runs: number
+  largeFactor: number
+  levels: number[]
+  output: string
+  note?: string
+}
+
+function parseOptions(argv: string[]): Options {
+  const options: Options = {scale: 10, wideMb: 40, runs: 3, largeFactor: 4, levels: [3, 6], output: path.join(ROOT, 'BENCHMARKS.md')}
+  for (let index = 0; index < argv.length; index += 2) {
+    const [name, value] = [argv[index], argv[index + 1]]
+    const number = Number(value)
+    const needNumber = (min: number) => {
+      if (!Number.isFinite(number) || number < min) throw new Error(`${name} needs a number ≥ ${min} (e.g. ${name} 10), got "${value}"`)
+      return number
+    }
+
+    if (name === '--scale') options.scale = needNumber(1)
+    else if (name === '--wide-mb') options.wideMb = needNumber(0)
+    else if (name === '--runs') options.runs = needNumber(1)
+    else if (name === '--large-factor') options.largeFactor = needNumber(0)
+    else if (name === '--levels') options.levels = value ? value.split(',').map(Number) : []
+    else if (name === '--output') options.output = path.resolve(value)
+    else if (name === '--note') options.note = value
+    else throw new Error(`unknown option ${name} (see the comment at the top of bench/main.ts)`)
+  }
+
+  return options
+}
+
+/** A named pipeline: run once per round, its samples collected. */
+interface Pipeline {
+  name: string
+  run: () => Promise<Timed & {outputBytes?: number}>
+  samples: (Timed & {outputBytes?: number})[]
+}
+
+async function main(): Promise<void> {
+  const options = parseOptions(process.argv.slice(2))
+  const work = await fs.mkdtemp(path.join(os.tmpdir(), 'dbb-bench-'))
+  const log = (text: string) => process.stderr.write(`[bench] ${text}\n`)
+  let cluster: PgCluster | undefined
+  let s3: S3Server | undefined
+  try {
+    log(`starting PostgreSQL; creating the database (pgbench scale ${options.scale} + ${options.wideMb} MB of wide rows)`)
+    cluster = await startPostgres({settings: {shared_buffers: "'256MB'", max_wal_size: "'4GB'", checkpoint_timeout: "'30min'"}})
+    const database = await createBenchDatabase(cluster, 'bench', options.scale, options.wideMb)
+    log(`database ${(database.sizeBytes / 1e6).toFixed(0)} MB, plain dump ${(database.dumpBytes / 1e6).toFixed(0)} MB`)
+
+    const skipped: string[] = []
+    try {
+      const {startS3Server} = await import('../test/helpers/s3-server')
+      s3 = await startS3Server({bucket: 'dbb-bench'})
+    } catch (error) {
+      skipped.push(`dbb backup run to S3: the S3 test server did not start (${(error as Error).message})`)
+    }
+
+    const restoreAvailable = await fs
+      .access(path.join(ROOT, 'dist', 'commands', 'restore.js'))
+      .then(() => true)
+      .catch(() => false)
+    if (!restoreAvailable) skipped.push('restore rows: `dbb restore` is not built (dist/commands/restore.js missing)')
+
+    const localDir = path.join(work, 'local')
+    await fs.mkdir(localDir)
+    const dbbEnv = (db: BenchDatabase, extra: Record<string, string> = {}) => ({
+      ...libpqEnv(cluster!, db.name),
+      ...cluster!.dbbEnv(db.name),
+      LOG_FORMAT: 'json',
+      LOG_LEVEL: 'warn',
+      AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
+      ...extra,
+    })
+    const dbbBackup = async (db: BenchDatabase, extra: Record<string, string>) => {
+      const timed = await timeDbb(['backup', 'run', '--json', '--no-prune'], dbbEnv(db, extra))
+      const outcome = JSON.parse(timed.stdout) as {metadata: {id: string; sizeBytes: number}}
+      return {...timed, outputBytes: outcome.metadata.sizeBytes, id: outcome.metadata.id}
+    }
+
+    let lastLocalBackup: string | undefined
+    const shellFile = path.join(work, 'shell.sql.gz')
+    const pipelines: Pipeline[] = [
+      {name: 'floor: pg_dump > /dev/null', run: () => timeShell('pg_dump --no-owner --no-privileges > /dev/null', libpqEnv(cluster!, 'bench')), samples: []},
+      {
+        name: 'pg_dump | gzip -6 > file',
+        run: async () => ({
+          ...(await timeShell(`pg_dump --no-owner --no-privileges | gzip -6 > ${shellFile}`, libpqEnv(cluster!, 'bench'))),
+          outputBytes: (await fs.stat(shellFile)).size,
+        }),
+        samples: [],
+      },
+      {
+        name: 'dbb backup run → local (defaults)',
+        run: async () => {
+          if (lastLocalBackup) await removeBackup(localDir, lastLocalBackup)
+          const result = await dbbBackup(database, {BACKUP_LOCAL_DIR: localDir})
+          lastLocalBackup = result.id
+          return result
+        },
+        samples: [],
+      },
+    ]
+    if (s3) {
+      pipelines.push({
+        name: 'dbb backup run → S3 (s3rver, loopback)',
+        run: () => dbbBackup(database, s3!.dbbEnv({S3_PREFIX: 'bench'})),
+        samples: [],
+      })
+    }
+
+    for (const level of options.levels) {
+      const levelDir = path.join(work, `level-${level}`)
+      await fs.mkdir(levelDir)
+      pipelines.push({
+        name: `dbb backup run → local, COMPRESSION_LEVEL=${level}`,
+        run: async () => {
+          const result = await dbbBackup(database, {BACKUP_LOCAL_DIR: levelDir, COMPRESSION_LEVEL: String(level)})
+          await removeBackup(levelDir, result.id)
+          return result
+        },
+        samples: [],
+      })
+    }
+
+    if (restoreAvailable) {
+      pipelines.push(
+        {
+          name: 'restore: dropdb; createdb; gunzip | psql --single-transaction',
+          run: () =>
+            timeShell(
+              `dropdb --if-exists restore_shell && createdb restore_shell && gunzip -c ${shellFile} | psql -X -q -o /dev/null -v ON_ERROR_STOP=1 --single-transaction -d restore_shell`,
+              libpqEnv(cluster!, 'postgres'),
+            ),
+          samples: [],
+        },
+        {
+          name: 'restore: dbb restore (local)',
+          run: () => timeDbb(['restore', lastLocalBackup!, '--target-db', 'restore_dbb', '--force', '--json'], dbbEnv(database, {BACKUP_LOCAL_DIR: localDir})),
+          samples: [],
+        },
+      )
+    }
+
+    for (let round = 1; round <= options.runs; round++) {
+      for (const pipeline of pipelines) {
+        log(`round ${round}/${options.runs}: ${pipeline.name}`)
+        pipeline.samples.push(await pipeline.run())
+      }
+    }
+
+    const rows: Row[] = pipelines.map((pipeline) => ({
+      name: pipeline.name,
+      wallMs: median(pipeline.samples.map((sample) => sample.wallMs)),
+      outputBytes: pipeline.samples.at(-1)?.outputBytes,
+      maxRssBytes: pipeline.samples[0].maxRssBytes === undefined ? undefined : Math.max(...pipeline.samples.map((sample) => sample.maxRssBytes ?? 0)),
+      runs: pipeline.samples.length,
+    }))
+
+    log('cold start')
+    const emptyDir = path.join(work, 'empty')
+    await fs.mkdir(emptyDir)
+    const coldStart: Row[] = []
+    for (const [name, args] of [
+      ['dbb --version', ['--version']],
+      ['dbb backup list (empty local dir)', ['backup', 'list']],
+    ] as const) {
+      const samples: Timed[] = []
+      for (let attempt = 0; attempt < 7; attempt++) samples.push(await timeDbb([...args], dbbEnv(database, {BACKUP_LOCAL_DIR: emptyDir})))
+      coldStart.push({name, wallMs: median(samples.map((sample) => sample.wallMs)), maxRssBytes: Math.max(...samples.map((s) => s.maxRssBytes ?? 0)), runs: samples.length})
+    }
+
+    const flatness: {database: BenchDatabase; row: Row; floorMs: number}[] = [{database, row: rows[2], floorMs: rows[0].wallMs}]
+    if (options.largeFactor > 0) {
+      log(`memory flatness: a ${options.largeFactor}× larger database`)
+      const large = await createBenchDatabase(cluster, 'bench_large', options.scale * options.largeFactor, options.wideMb * options.largeFactor)
+      const samples = []
+      const floors: number[] = []
+      for (let attempt = 0; attempt < 2; attempt++) {
+        floors.push((await timeShell('pg_dump --no-owner --no-privileges > /dev/null', libpqEnv(cluster, large.name))).wallMs)
+        const result = await dbbBackup(large, {BACKUP_LOCAL_DIR: localDir})
+        await removeBackup(localDir, result.id)
+        samples.push(result)
+      }
+
+      flatness.push({
+        database: large,
+        floorMs: median(floors),
+        row: {
+          name: 'dbb backup run → local (defaults)',
+          wallMs: median(samples.map((sample) => sample.wallMs)),
+          outputBytes: samples[0].outputBytes,
+          maxRssBytes: Math.max(...samples.map((sample) => sample.maxRssBytes ?? 0)),
+          runs: samples.length,
+        },
+      })
+    }
+
+    const report: Report = {
+      date: new Date(),
+      cores: os.availableParallelism(),
+      cpu: os.cpus()[0]?.model ?? 'unknown',
+      node: process.version,
+      postgres: await cluster.psql('SHOW server_version'),
+      options,
+      database,
+      rows,
+      coldStart,
+      flatness,
+      skipped,
+    }
+    const markdown = renderReport(report)
+    await fs.writeFile(options.output, await spliceGenerated(options.output, markdown))
+    await fs.mkdir(path.join(ROOT, 'bench-results'), {recursive: true})
+    await fs.writeFile(path.join(ROOT, 'bench-results', `bench-${report.date.toISOString().replaceAll(':', '')}.json`), JSON.stringify(report, null, 2))
+    process.stdout.write(markdown)
+    log(`wrote ${options.output}`)
+  } finally {
+    await s3?.destroy().catch(() => {})
+    await cluster?.destroy().catch(() => {})
+    await fs.rm(work, {recursive: true, force: true})
+  }
+}
+
+const START = '<!-- bench:start (generated by npm run bench; edits inside are overwritten) -->'
+const END = '<!-- bench:end -->'
+
+/** Replaces only the generated part of an existing report, keeping the prose around it. */
+async function spliceGenerated(file: string, generated: string): Promise<string> {
+  const existing = await fs.readFile(file, 'utf8').catch(() => '')
+  const start = existing.indexOf(START)
+  const end = existing.indexOf(END)
+  if (start === -1 || end < start) return `${START}\n${generated}${END}\n`
+  return `${existing.slice(0, start)}${START}\n${generated}${END}${existing.slice(end + END.length)}`
+}
+
+async function removeBackup(dir: string, id: string): Promise<void> {
+  await fs.rm(path.join(dir, id), {force: true})
+  await fs.rm(path.join(dir, `${id}.meta.json`), {force: true})
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`[bench] failed: ${(error as Error).message}\n`)
+  process.exitCode = 1
+})
