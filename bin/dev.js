@@ -2,4 +2,5 @@
 // Development entry: runs the compiled commands like bin/run.js, but with oclif's development flag
 // (full stack traces on errors). Build first: `npm run build`.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true'
+process.env.UV_THREADPOOL_SIZE ??= String(Math.max(4, require('node:os').availableParallelism() + 1))
 require('@oclif/core').execute({development: true, dir: __dirname})

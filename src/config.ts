@@ -2,6 +2,7 @@ import {existsSync} from 'node:fs'
 import {Cron} from 'croner'
 import {z} from 'zod'
 
+import {DEFAULT_COMPRESSION_LEVEL, defaultCompressionThreads, threadPoolSize} from './compress/defaults'
 import {parseDuration} from './duration'
 import {ConfigError, ConfigIssue} from './errors'
 import {SettingName, setting} from './settings'
@@ -122,6 +123,17 @@ const baseBackupSchema = z
   })
   .transform((data) => ({walMethod: data.BASE_BACKUP_WAL_METHOD, checkpoint: data.BASE_BACKUP_CHECKPOINT}))
 
+const compressionSchema = z
+  .object({
+    COMPRESSION_LEVEL: intInRange(1, 9).default(DEFAULT_COMPRESSION_LEVEL),
+    COMPRESSION_THREADS: intInRange(1, 256).optional(),
+  })
+  .refine((data) => data.COMPRESSION_THREADS === undefined || data.COMPRESSION_THREADS < threadPoolSize(), {
+    path: ['COMPRESSION_THREADS'],
+    message: `must be below libuv's thread pool size (${threadPoolSize()}); start dbb with UV_THREADPOOL_SIZE set higher to use more threads`,
+  })
+  .transform((data) => ({level: data.COMPRESSION_LEVEL, threads: data.COMPRESSION_THREADS ?? defaultCompressionThreads()}))
+
 const walStreamingSchema = z
   .object({
     WAL_STREAMING: flag(false),
@@ -167,8 +179,34 @@ const slackSchema = z
     apiUrl: data.SLACK_API_URL.replace(/\/+$/, ''),
   }))
 
+const archivingSchema = z
+  .object({
+    BASE_BACKUP_INTERVAL: duration.optional(),
+    BASE_BACKUP_SCHEDULE: z.string().optional(),
+    TZ: z.string().optional(),
+    CHECK_INTERVAL: duration.optional(),
+  })
+  .superRefine((data, ctx) => {
+    if (data.BASE_BACKUP_SCHEDULE === undefined) return
+    if (data.BASE_BACKUP_INTERVAL !== undefined) {
+      ctx.addIssue({code: 'custom', path: ['BASE_BACKUP_SCHEDULE'], message: 'cannot be combined with BASE_BACKUP_INTERVAL: set only one'})
+      return
+    }
+
+    const problem = cronProblem(data.BASE_BACKUP_SCHEDULE, data.TZ)
+    if (problem) ctx.addIssue({code: 'custom', path: ['BASE_BACKUP_SCHEDULE'], message: problem})
+  })
+  .transform((data) => {
+    let baseBackupSchedule: ScheduleConfig | undefined
+    if (data.BASE_BACKUP_SCHEDULE !== undefined) baseBackupSchedule = {kind: 'cron', expression: data.BASE_BACKUP_SCHEDULE.trim(), timezone: data.TZ}
+    else if (data.BASE_BACKUP_INTERVAL !== undefined) baseBackupSchedule = {kind: 'interval', intervalMs: data.BASE_BACKUP_INTERVAL}
+    return {baseBackupSchedule, checkIntervalMs: data.CHECK_INTERVAL}
+  })
+
+export type ArchivingConfig = z.infer<typeof archivingSchema>
 export type BaseBackupConfig = z.infer<typeof baseBackupSchema>
 export type WalStreamingConfig = z.infer<typeof walStreamingSchema>
+export type CompressionConfig = z.infer<typeof compressionSchema>
 export type CheckConfig = z.infer<typeof checkSchema>
 export type SlackConfig = z.infer<typeof slackSchema>
 
@@ -212,7 +250,9 @@ export interface Config {
   server: ServerConfig
   schedule: ScheduleConfig
   baseBackup: BaseBackupConfig
+  archiving: ArchivingConfig
   walStreaming: WalStreamingConfig
+  compression: CompressionConfig
   check: CheckConfig
   slack: SlackConfig
 }
@@ -226,7 +266,9 @@ const sections = {
   server: serverSchema,
   schedule: scheduleSchema,
   baseBackup: baseBackupSchema,
+  archiving: archivingSchema,
   walStreaming: walStreamingSchema,
+  compression: compressionSchema,
   check: checkSchema,
   slack: slackSchema,
 } as const
@@ -243,7 +285,9 @@ export const SECTION_SETTINGS: Record<Section, SettingName[]> = {
   server: ['API_TOKEN', 'HTTP_PORT', 'HTTP_HOST', 'SHUTDOWN_GRACE'],
   schedule: ['BACKUP_INTERVAL', 'BACKUP_SCHEDULE', 'TZ'],
   baseBackup: ['BASE_BACKUP_WAL_METHOD', 'BASE_BACKUP_CHECKPOINT'],
+  archiving: ['BASE_BACKUP_INTERVAL', 'BASE_BACKUP_SCHEDULE', 'TZ', 'CHECK_INTERVAL'],
   walStreaming: ['WAL_STREAMING', 'WAL_STREAMING_SLOT', 'WAL_STREAMING_DIR'],
+  compression: ['COMPRESSION_LEVEL', 'COMPRESSION_THREADS'],
   check: ['BASE_BACKUP_INTERVAL_MINUTES', 'CHECKPOINT_TIMEOUT_SECONDS', 'CHECK_BASE_BACKUP', 'CHECK_WAL', 'CHECK_LOGICAL_BACKUP'],
   slack: ['SLACK_TOKEN', 'SLACK_WEBHOOK_URL', 'SLACK_CHANNEL', 'SLACK_MESSAGE_SUFFIX', 'SLACK_API_URL'],
 }
@@ -329,7 +373,9 @@ export function loadConfig<S extends Section>(
       }
 
       case 'baseBackup':
+      case 'archiving':
       case 'walStreaming':
+      case 'compression':
       case 'check':
       case 'slack': {
         // These schemas transform to their config shape themselves.

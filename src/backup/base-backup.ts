@@ -93,6 +93,8 @@ export async function runBaseBackup(deps: BaseBackupDependencies, options: Backu
       storage,
       key: id,
       signal: options.signal,
+      compressionLevel: deps.compression?.level,
+      compressionThreads: deps.compression?.threads,
       onProgress: options.onProgress,
     })
     stored = true

@@ -1,5 +1,5 @@
-import {ChildProcessByStdio, execFile, spawn} from 'node:child_process'
-import {Readable} from 'node:stream'
+import {ChildProcess, ChildProcessByStdio, execFile, spawn} from 'node:child_process'
+import {Readable, Writable} from 'node:stream'
 import {promisify} from 'node:util'
 
 import {OperationError} from '../errors'
@@ -25,9 +25,25 @@ export interface SpawnedTool {
  */
 export function spawnTool(command: string, args: string[], env: NodeJS.ProcessEnv, signal?: AbortSignal): SpawnedTool {
   const child = spawn(command, args, {env, stdio: ['ignore', 'pipe', 'pipe'], signal, killSignal: 'SIGTERM'})
+  return {child, ...watchTool(command, child, child.stderr)}
+}
+
+export interface FedTool {
+  child: ChildProcessByStdio<Writable, null, Readable>
+  exited: Promise<ExitStatus>
+  stderr(): string
+}
+
+/** Like spawnTool, for a program that reads its input from stdin (psql); its stdout is discarded. */
+export function spawnToolWithInput(command: string, args: string[], env: NodeJS.ProcessEnv, signal?: AbortSignal): FedTool {
+  const child = spawn(command, args, {env, stdio: ['pipe', 'ignore', 'pipe'], signal, killSignal: 'SIGTERM'})
+  return {child, ...watchTool(command, child, child.stderr)}
+}
+
+function watchTool(command: string, child: ChildProcess, stderrStream: Readable): Pick<SpawnedTool, 'exited' | 'stderr'> {
   let stderr = ''
-  child.stderr.setEncoding('utf8')
-  child.stderr.on('data', (text: string) => {
+  stderrStream.setEncoding('utf8')
+  stderrStream.on('data', (text: string) => {
     stderr = (stderr + text).slice(-STDERR_LIMIT)
   })
   const exited = new Promise<ExitStatus>((resolve) => {
@@ -37,7 +53,7 @@ export function spawnTool(command: string, args: string[], env: NodeJS.ProcessEn
     })
     child.on('close', (code, exitSignal) => resolve({code, signal: exitSignal}))
   })
-  return {child, exited, stderr: () => stderr}
+  return {exited, stderr: () => stderr}
 }
 
 /** `pg_dump failed (exit code 1): pg_dump: error: …`, in the program's own words. */

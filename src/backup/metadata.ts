@@ -24,6 +24,14 @@ export const backupMetadataSchema = z.looseObject({
   compression: z.string(),
   uncompressedBytes: z.number().int().nonnegative().optional(),
   dbbVersion: z.string().optional(),
+  // Base (physical) backups only: where in the WAL stream they start and stop (see src/backup/base-backup.ts).
+  timeline: z.number().int().positive().optional(),
+  startLsn: z.string().optional(),
+  stopLsn: z.string().optional(),
+  /** The oldest WAL segment a restore of this backup needs; WAL pruning keeps it and everything after. */
+  firstWalSegment: z.string().optional(),
+  walSegmentSize: z.number().int().positive().optional(),
+  pgBasebackupVersion: z.string().optional(),
 })
 
 export type BackupMetadata = z.infer<typeof backupMetadataSchema>

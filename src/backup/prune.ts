@@ -1,12 +1,13 @@
 import type {Logger} from '../logger'
 import type {ObjectInfo, StorageBackend} from '../storage/contract'
+import {pruneWal} from '../wal/retention'
 import {listBackups} from './metadata'
 import {sidecarKey} from './naming'
 import {RetentionRules, planRetention} from './retention'
 
 export interface PruneEntry {
   id: string
-  kind: 'backup' | 'orphan'
+  kind: 'backup' | 'orphan' | 'wal'
   reason: string
   sizeBytes: number
 }
@@ -47,6 +48,12 @@ export async function prune(
     options.logger?.info({event: 'prune.orphan', key: orphan.key, dryRun: Boolean(options.dryRun)}, 'removed orphan object')
     deleted.push({id: orphan.key, kind: 'orphan', reason, sizeBytes: orphan.sizeBytes})
   }
+
+  // Archived WAL older than every retained base backup (of any prefix: WAL belongs to the cluster).
+  const expired = new Set(plan.expire.map(({backup}) => backup.id))
+  const retainedBase = (await listBackups(storage, {type: 'base'})).filter((backup) => !expired.has(backup.id))
+  const wal = await pruneWal(storage, retainedBase, {...options, orphanGraceMs: options.rules.orphanGraceMs})
+  for (const entry of wal.delete) deleted.push({id: entry.key, kind: 'wal', reason: entry.reason, sizeBytes: entry.sizeBytes})
 
   return {dryRun: Boolean(options.dryRun), deleted, kept: plan.keep.length}
 }

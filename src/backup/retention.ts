@@ -22,7 +22,8 @@ const DAY_MS = 24 * 3600 * 1000
 /**
  * Decides what prune deletes; pure, so every rule is unit-tested without storage. The newest
  * complete backup is always kept, whatever the rules say: retention must never leave a database
- * with no backup at all.
+ * with no backup at all. Rules apply per type: logical dumps and base backups are counted and
+ * floored separately, so frequent dumps never push out the only base backup (or the reverse).
  */
 export function planRetention(
   backups: BackupMetadata[],
@@ -34,7 +35,10 @@ export function planRetention(
   const mine = backups.filter((backup) => parseBackupId(backup.id)?.prefix === prefix)
   const ordered = [...mine].sort((a, b) => b.createdAt.localeCompare(a.createdAt) || b.id.localeCompare(a.id))
   const plan: RetentionPlan = {keep: [], expire: [], orphans: []}
-  for (const [index, backup] of ordered.entries()) {
+  const seenOfType = new Map<string, number>()
+  for (const backup of ordered) {
+    const index = seenOfType.get(backup.type) ?? 0
+    seenOfType.set(backup.type, index + 1)
     const ageMs = now.getTime() - Date.parse(backup.createdAt)
     let reason: string | undefined
     if (index === 0) reason = undefined

@@ -2,6 +2,7 @@ import {DbbCommand} from '../base-command'
 import {Section} from '../config'
 import {RunningService, startService} from '../server/service'
 import {settingFlags} from '../settings'
+import {ARCHIVING_FLAGS, ARCHIVING_SECTIONS, startArchivingService} from '../wal/sidecar-archiving'
 
 export default class Serve extends DbbCommand<typeof Serve> {
   static override summary = 'Run the sidecar: REST API, scheduled backups, /health, /info and /metrics.'
@@ -22,18 +23,31 @@ On SIGTERM or SIGINT it stops accepting requests, lets a backup in flight finish
   static override flags = {
     ...settingFlags('DB_HOST', 'DB_PORT', 'DB_NAME', 'DB_USER', 'DB_PASSWORD', 'BACKUP_NAME_PREFIX'),
     ...settingFlags('RETENTION_DAYS', 'BACKUPS_TO_RETAIN', 'ORPHAN_GRACE', 'STORAGE_BACKEND'),
+    ...settingFlags('COMPRESSION_LEVEL', 'COMPRESSION_THREADS'),
     ...settingFlags('API_TOKEN', 'HTTP_PORT', 'HTTP_HOST', 'SHUTDOWN_GRACE', 'BACKUP_INTERVAL', 'BACKUP_SCHEDULE', 'TZ'),
+    ...ARCHIVING_FLAGS,
   }
 
-  static override configSections: readonly Section[] = ['database', 'namePrefix', 'retention', 'storageBackend', 'server', 'schedule']
+  static override configSections: readonly Section[] = ['database', 'namePrefix', 'retention', 'storageBackend', 'compression', 'server', 'schedule', ...ARCHIVING_SECTIONS]
   static override usesStorage = true
 
   public async run(): Promise<void> {
     const storage = await this.openStorage()
     let service: RunningService
+    // WAL streaming, base backup schedule, scheduled checks and Slack alerts (each off unless configured).
+    const archiving = await startArchivingService({config: this.settings, storage, logger: this.logger}).catch(async (error: unknown) => {
+      await storage.close?.()
+      throw error
+    })
     try {
-      service = await startService({config: this.settings, storage, logger: this.logger})
+      service = await startService({
+        config: this.settings,
+        storage,
+        logger: this.logger,
+        onScheduledBackupFailed: (job) => void archiving.scheduledBackupFailed('logical', job.errorMessage),
+      })
     } catch (error) {
+      await archiving.stop()
       await storage.close?.()
       throw error
     }
@@ -42,7 +56,11 @@ On SIGTERM or SIGINT it stops accepting requests, lets a backup in flight finish
       let stopping: Promise<void> | undefined
       const onSignal = (signal: NodeJS.Signals) => {
         if (!stopping) {
-          stopping = service.shutdown(`received ${signal}`).then(resolve)
+          // Archiving first: the service closes the storage that the last WAL uploads still need.
+          stopping = archiving
+            .stop(this.settings.server.shutdownGraceMs)
+            .then(() => service.shutdown(`received ${signal}`))
+            .then(resolve)
           return
         }
 

@@ -10,11 +10,11 @@ import type {Logger} from '../logger'
 import {createProgress} from '../progress'
 import type {StorageBackend} from '../storage/contract'
 import {createApp} from './app'
-import {JobRegistry, JobWork} from './jobs'
+import {Job, JobRegistry, JobWork} from './jobs'
 import {ServiceMetrics} from './metrics'
 import {Scheduler, SchedulerClock} from './scheduler'
 
-export type ServiceConfig = Pick<Config, 'database' | 'namePrefix' | 'retention' | 'server' | 'schedule'>
+export type ServiceConfig = Pick<Config, 'database' | 'namePrefix' | 'retention' | 'server' | 'schedule'> & Partial<Pick<Config, 'compression'>>
 
 export interface ServiceOptions {
   config: ServiceConfig
@@ -23,6 +23,8 @@ export interface ServiceOptions {
   clock?: SchedulerClock
   /** Per-check limit of /health. */
   healthTimeoutMs?: number
+  /** Called when a scheduled backup fails (dbb serve alerts Slack from here). */
+  onScheduledBackupFailed?: (job: Readonly<Job>) => void
 }
 
 export interface RunningService {
@@ -57,7 +59,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
   const work: JobWork = ({job, signal, logger: jobLogger}) => {
     const progress = createProgress({label: 'backing up', logger: jobLogger, event: 'backup.progress', interactive: false})
     return runLogicalBackup(
-      {database: config.database, storage, namePrefix: config.namePrefix, retention: config.retention, logger: jobLogger},
+      {database: config.database, storage, namePrefix: config.namePrefix, retention: config.retention, compression: config.compression, logger: jobLogger},
       {
         triggeredBy: job.triggeredBy,
         signal,
@@ -72,6 +74,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
     logger,
     onStart: () => metrics.jobStarted(),
     onFinish: (job, outcome) => {
+      if (job.status === 'failed' && job.triggeredBy === 'scheduler') options.onScheduledBackupFailed?.(job)
       metrics.jobFinished(job, outcome?.metadata)
       if (job.status === 'succeeded' && job.finishedAt) scheduler?.backupSucceeded(new Date(job.finishedAt))
     },

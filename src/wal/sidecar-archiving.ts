@@ -14,7 +14,8 @@ import {WalStreamer, defaultSpoolDir} from './streamer'
 export type ArchivingServiceConfig = Pick<
   Config,
   'database' | 'namePrefix' | 'retention' | 'schedule' | 'baseBackup' | 'archiving' | 'walStreaming' | 'check' | 'slack'
->
+> &
+  Partial<Pick<Config, 'compression'>>
 
 export interface ArchivingService {
   streamer?: WalStreamer
@@ -68,7 +69,7 @@ export async function startArchivingService(options: {
       logger,
       work: ({job, signal, logger: jobLogger}) =>
         runBaseBackup(
-          {database: config.database, storage, namePrefix: config.namePrefix, retention: config.retention, logger: jobLogger, baseBackup: config.baseBackup},
+          {database: config.database, storage, namePrefix: config.namePrefix, retention: config.retention, logger: jobLogger, baseBackup: config.baseBackup, compression: config.compression},
           {triggeredBy: job.triggeredBy, signal},
         ),
       onFinish: (job) => {

@@ -1,3 +1,5 @@
+import {Flags} from '@oclif/core'
+
 import {DbbCommand} from '../../base-command'
 import {BackupMetadata, listBackups} from '../../backup/metadata'
 import {Section} from '../../config'
@@ -7,9 +9,10 @@ import {settingFlags} from '../../settings'
 export function backupTable(backups: BackupMetadata[], now = new Date()): string {
   if (backups.length === 0) return 'No backups.'
   return renderTable(
-    ['ID', 'CREATED (UTC)', 'AGE', 'SIZE', 'SHA256', 'PG', 'BY'],
+    ['ID', 'TYPE', 'CREATED (UTC)', 'AGE', 'SIZE', 'SHA256', 'PG', 'BY'],
     backups.map((backup) => [
       backup.id,
+      backup.type,
       backup.createdAt.replace('T', ' ').replace(/\.\d+Z$/, 'Z'),
       formatAge(backup.createdAt, now),
       formatBytes(backup.sizeBytes),
@@ -30,7 +33,11 @@ export default class BackupList extends DbbCommand<typeof BackupList> {
     {description: 'The metadata array, for scripts', command: '<%= config.bin %> <%= command.id %> --json'},
   ]
 
-  static override flags = settingFlags('STORAGE_BACKEND')
+  static override flags = {
+    ...settingFlags('STORAGE_BACKEND'),
+    type: Flags.string({options: ['logical', 'base'], summary: 'Only backups of this type (logical: pg_dump; base: pg_basebackup).'}),
+  }
+
   static override configSections: readonly Section[] = ['storageBackend']
   static override usesStorage = true
 
@@ -38,6 +45,7 @@ export default class BackupList extends DbbCommand<typeof BackupList> {
     const storage = await this.openStorage()
     try {
       const backups = await listBackups(storage, {
+        type: this.flags.type as 'logical' | 'base' | undefined,
         onInvalid: (id, error) => this.logger.warn({event: 'backup.invalid_sidecar', backupId: id, error: String(error)}, 'skipping unreadable sidecar'),
       })
       this.log(backupTable(backups))

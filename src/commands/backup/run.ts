@@ -1,7 +1,9 @@
 import {Flags} from '@oclif/core'
 
 import {DbbCommand} from '../../base-command'
+import {runBaseBackup} from '../../backup/base-backup'
 import {BackupOutcome, runLogicalBackup} from '../../backup/run-backup'
+import {StreamProgress} from '../../backup/pipeline'
 import {formatBytes} from '../../format'
 import {createProgress} from '../../progress'
 import {Section} from '../../config'
@@ -24,6 +26,13 @@ Storage backends add their own flags (for local: --local-dir / BACKUP_LOCAL_DIR)
   static override flags = {
     ...settingFlags('DB_HOST', 'DB_PORT', 'DB_NAME', 'DB_USER', 'DB_PASSWORD', 'BACKUP_NAME_PREFIX'),
     ...settingFlags('RETENTION_DAYS', 'BACKUPS_TO_RETAIN', 'ORPHAN_GRACE', 'STORAGE_BACKEND'),
+    ...settingFlags('BASE_BACKUP_WAL_METHOD', 'BASE_BACKUP_CHECKPOINT'),
+    ...settingFlags('COMPRESSION_LEVEL', 'COMPRESSION_THREADS'),
+    type: Flags.string({
+      options: ['logical', 'base'],
+      default: 'logical',
+      summary: 'logical: pg_dump of DB_NAME; base: pg_basebackup of the whole cluster, for point-in-time recovery with archived WAL.',
+    }),
     prune: Flags.boolean({
       allowNo: true,
       default: true,
@@ -31,33 +40,41 @@ Storage backends add their own flags (for local: --local-dir / BACKUP_LOCAL_DIR)
     }),
   }
 
-  static override configSections: readonly Section[] = ['database', 'namePrefix', 'retention', 'storageBackend']
+  static override configSections: readonly Section[] = ['database', 'namePrefix', 'retention', 'storageBackend', 'baseBackup', 'compression']
   static override usesStorage = true
 
   public async run(): Promise<BackupOutcome> {
     const storage = await this.openStorage()
     const progress = createProgress({label: 'backing up', logger: this.logger, event: 'backup.progress'})
     try {
-      const outcome = await runLogicalBackup(
-        {
-          database: this.settings.database,
-          storage,
-          namePrefix: this.settings.namePrefix,
-          retention: this.settings.retention,
-          logger: this.logger,
-        },
-        {
-          triggeredBy: 'cli',
-          prune: this.flags.prune,
-          signal: this.interruptSignal(),
-          onProgress: ({sourceBytes, storedBytes}) => progress.update(sourceBytes, {storedBytes}),
-        },
-      )
+      const deps = {
+        database: this.settings.database,
+        storage,
+        namePrefix: this.settings.namePrefix,
+        retention: this.settings.retention,
+        logger: this.logger,
+        compression: this.settings.compression,
+      }
+      const options = {
+        triggeredBy: 'cli' as const,
+        prune: this.flags.prune,
+        signal: this.interruptSignal(),
+        onProgress: ({sourceBytes, storedBytes}: StreamProgress) => progress.update(sourceBytes, {storedBytes}),
+      }
+      const outcome =
+        this.flags.type === 'base'
+          ? await runBaseBackup({...deps, baseBackup: this.settings.baseBackup}, options)
+          : await runLogicalBackup(deps, options)
       progress.finish()
       const {metadata, pruned, pruneError} = outcome
       this.log(`Backup ${metadata.id} stored in ${storage.location}`)
-      this.log(`  size ${formatBytes(metadata.sizeBytes)} (${formatBytes(metadata.uncompressedBytes ?? 0)} of SQL), sha256 ${metadata.sha256}`)
-      this.log(`  took ${(metadata.durationMs / 1000).toFixed(1)} s, PostgreSQL ${metadata.pgVersion}, pg_dump ${metadata.pgDumpVersion}`)
+      this.log(`  size ${formatBytes(metadata.sizeBytes)} (${formatBytes(metadata.uncompressedBytes ?? 0)} of ${metadata.type === 'base' ? 'tar' : 'SQL'}), sha256 ${metadata.sha256}`)
+      if (metadata.type === 'base') {
+        this.log(`  took ${(metadata.durationMs / 1000).toFixed(1)} s, PostgreSQL ${metadata.pgVersion}, timeline ${metadata.timeline}`)
+        this.log(`  WAL ${metadata.startLsn} → ${metadata.stopLsn}; point-in-time restores need archived WAL from ${metadata.firstWalSegment} on`)
+      } else {
+        this.log(`  took ${(metadata.durationMs / 1000).toFixed(1)} s, PostgreSQL ${metadata.pgVersion}, pg_dump ${metadata.pgDumpVersion}`)
+      }
       if (pruned && pruned.deleted.length > 0) this.log(`  retention removed ${pruned.deleted.map((entry) => entry.id).join(', ')}`)
       if (pruneError) this.warn(`retention failed (the backup itself succeeded): ${pruneError}`)
       return outcome
