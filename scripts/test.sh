@@ -22,10 +22,13 @@ if ! have_server || ! have_clients || ! id postgres >/dev/null 2>&1 || ! command
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql postgresql-client util-linux gzip >/dev/null
 fi
 
-# npm ci when node_modules is missing or older than the lockfile.
+# Install the locked versions when node_modules is missing or older than the lockfile. `npm install`
+# rather than `npm ci`: registries that only carry Linux builds of platform-specific optional
+# packages (as ours does) make npm leave the other platforms out of the lockfile, and `npm ci`
+# then refuses the lockfile as out of sync. `npm install` installs the same locked versions.
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  echo "==> installing npm packages (npm ci)"
-  npm ci --no-audit --no-fund
+  echo "==> installing npm packages"
+  npm install --no-audit --no-fund
 fi
 
 echo "==> building"
