@@ -1,0 +1,144 @@
+import type {CompressionConfig, DatabaseConfig} from '../config'
+import {AbortedError, OperationError, errorMessage} from '../errors'
+import type {Logger} from '../logger'
+import type {StorageBackend} from '../storage/contract'
+import {VERSION} from '../version'
+import type {SpawnedTool} from './child-process'
+import {BackupMetadata, writeSidecar} from './metadata'
+import {newBackupId, sidecarKey} from './naming'
+import {PipelineResult, StreamProgress, streamToStorage} from './pipeline'
+import {PruneResult, prune} from './prune'
+import type {RetentionRules} from './retention'
+import {verifyStoredDump} from './verify'
+
+export type TriggeredBy = 'cli' | 'scheduler' | 'api'
+
+export interface BackupDependencies {
+  database: DatabaseConfig
+  storage: StorageBackend
+  namePrefix: string
+  retention: RetentionRules
+  logger: Logger
+  /** COMPRESSION_LEVEL / COMPRESSION_THREADS; the defaults of src/compress/defaults.ts when absent. */
+  compression?: CompressionConfig
+}
+
+export interface BackupOptions {
+  triggeredBy: TriggeredBy
+  signal?: AbortSignal
+  /** Apply retention after a successful backup (default true). */
+  prune?: boolean
+  onProgress?: (progress: StreamProgress) => void
+  now?: () => Date
+}
+
+export interface BackupOutcome {
+  metadata: BackupMetadata
+  pruned?: PruneResult
+  /** Retention failed after the backup succeeded; the backup stands. */
+  pruneError?: string
+}
+
+/** The sidecar fields a recipe supplies; storeBackup adds id, sizes, sha256, timing and versions. */
+export type RecipeFields = Pick<BackupMetadata, 'database' | 'pgVersion' | 'format'> & Record<string, unknown>
+
+/** What differs between a logical dump and a base backup; the lifecycle around it is storeBackup's. */
+export interface BackupRecipe {
+  type: BackupMetadata['type']
+  /** Ids end in `.sql.gz` or `.tar.gz`. */
+  kind: 'sql' | 'tar'
+  /** The program whose stdout is the backup (pg_dump, pg_basebackup), for messages. */
+  commandName: string
+  /** Starts it; the signal kills it. */
+  start(id: string, signal: AbortSignal): SpawnedTool
+  /** This type's sidecar fields, once the stream is stored and verified. Throwing fails (and removes) the backup. */
+  sidecarFields(result: PipelineResult): RecipeFields
+  /** Logged with `backup.started`. */
+  context: Record<string, unknown>
+}
+
+/**
+ * The life of one backup, whatever produces it. Order matters: storage is checked, then the recipe
+ * is prepared (server and tool checks) before anything is written; the stream goes through THE
+ * pipeline; it is read back and verified; only then is the sidecar written, which is what makes
+ * the backup exist. Any failure removes what this run wrote. Retention runs last, and its failure
+ * does not undo the backup.
+ */
+export async function storeBackup(
+  deps: BackupDependencies,
+  options: BackupOptions,
+  prepare: () => Promise<BackupRecipe>,
+): Promise<BackupOutcome> {
+  const {storage, logger} = deps
+  const now = options.now ?? (() => new Date())
+  try {
+    await storage.health()
+  } catch (error) {
+    throw new OperationError(`storage ${storage.name} (${storage.location}) is not usable: ${errorMessage(error)}`)
+  }
+
+  const recipe = await prepare()
+  const startedAt = now()
+  const id = await newBackupId(
+    deps.namePrefix,
+    startedAt,
+    async (candidate) => {
+      const [dump, sidecar] = await Promise.all([storage.stat(candidate), storage.stat(sidecarKey(candidate))])
+      return dump !== undefined || sidecar !== undefined
+    },
+    recipe.kind,
+  )
+  const log = logger.child({backupId: id})
+  log.info({event: 'backup.started', type: recipe.type, storage: storage.location, ...recipe.context}, `${recipe.type} backup started`)
+
+  let stored = false
+  let metadata: BackupMetadata
+  try {
+    const result = await streamToStorage({
+      start: (signal) => recipe.start(id, signal),
+      commandName: recipe.commandName,
+      storage,
+      key: id,
+      signal: options.signal,
+      compressionLevel: deps.compression?.level,
+      compressionThreads: deps.compression?.threads,
+      onProgress: options.onProgress,
+    })
+    stored = true
+    log.info({event: 'backup.stored', sizeBytes: result.sizeBytes, sha256: result.sha256}, 'stored, verifying')
+    await verifyStoredDump(storage, id, result, options.signal)
+    metadata = {
+      id,
+      type: recipe.type,
+      createdAt: startedAt.toISOString(),
+      sizeBytes: result.sizeBytes,
+      sha256: result.sha256,
+      uncompressedBytes: result.sourceBytes,
+      durationMs: now().getTime() - startedAt.getTime(),
+      triggeredBy: options.triggeredBy,
+      compression: 'gzip',
+      dbbVersion: VERSION,
+      ...recipe.sidecarFields(result),
+    }
+    if (options.signal?.aborted) throw new AbortedError('backup interrupted')
+    await writeSidecar(storage, metadata)
+    log.info({event: 'backup.succeeded', type: recipe.type, durationMs: metadata.durationMs, sizeBytes: metadata.sizeBytes}, `${recipe.type} backup succeeded`)
+  } catch (error) {
+    if (stored) {
+      await storage.delete(id).catch((deleteError: unknown) => {
+        log.error({event: 'backup.cleanup_failed', err: errorMessage(deleteError)}, 'could not remove the unverified backup')
+      })
+    }
+
+    log.error({event: 'backup.failed', type: recipe.type, error: errorMessage(error)}, `${recipe.type} backup failed`)
+    throw error instanceof Error && 'exitCode' in error ? error : new OperationError(`backup failed: ${errorMessage(error)}`, {cause: error})
+  }
+
+  if (options.prune === false) return {metadata}
+  try {
+    return {metadata, pruned: await prune(storage, {prefix: deps.namePrefix, rules: deps.retention, logger: log})}
+  } catch (error) {
+    log.error({event: 'prune.failed', error: errorMessage(error)}, 'retention failed after a successful backup')
+    return {metadata, pruneError: errorMessage(error)}
+  }
+}
