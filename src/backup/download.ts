@@ -1,4 +1,3 @@
-import {createHash} from 'node:crypto'
 import {createWriteStream} from 'node:fs'
 import * as fs from 'node:fs/promises'
 import {Writable} from 'node:stream'
@@ -6,6 +5,7 @@ import {pipeline} from 'node:stream/promises'
 
 import {OperationError} from '../errors'
 import type {StorageBackend} from '../storage/contract'
+import {hashTap} from './hash-tap'
 import type {BackupMetadata} from './metadata'
 
 /**
@@ -20,19 +20,10 @@ export async function downloadBackup(
   destination: {file: string} | {stream: Writable},
   options: {signal?: AbortSignal; onProgress?: (bytes: number) => void} = {},
 ): Promise<{sizeBytes: number; sha256: string}> {
-  const hash = createHash('sha256')
-  let sizeBytes = 0
-  async function* tap(source: AsyncIterable<Buffer>) {
-    for await (const chunk of source) {
-      hash.update(chunk)
-      sizeBytes += chunk.length
-      options.onProgress?.(sizeBytes)
-      yield chunk
-    }
-  }
-
+  const tap = hashTap(options.onProgress)
   const checkIntegrity = () => {
-    const sha256 = hash.digest('hex')
+    const {sizeBytes} = tap
+    const sha256 = tap.sha256()
     if (sizeBytes !== backup.sizeBytes || sha256 !== backup.sha256) {
       throw new OperationError(
         `integrity check failed for ${backup.id}: got ${sizeBytes} bytes with sha256 ${sha256}, ` +
@@ -45,13 +36,13 @@ export async function downloadBackup(
 
   const source = await storage.get(backup.id, {signal: options.signal})
   if ('stream' in destination) {
-    await pipeline(source, tap, destination.stream, {end: destination.stream !== process.stdout, signal: options.signal})
+    await pipeline(source, tap.stage, destination.stream, {end: destination.stream !== process.stdout, signal: options.signal})
     return checkIntegrity()
   }
 
   const partial = `${destination.file}.dbb-partial`
   try {
-    await pipeline(source, tap, createWriteStream(partial, {flags: 'w', mode: 0o600, flush: true}), {signal: options.signal})
+    await pipeline(source, tap.stage, createWriteStream(partial, {flags: 'w', mode: 0o600, flush: true}), {signal: options.signal})
     const result = checkIntegrity()
     await fs.rename(partial, destination.file)
     return result

@@ -1,10 +1,10 @@
-import {createHash} from 'node:crypto'
 import {Writable} from 'node:stream'
 import {pipeline} from 'node:stream/promises'
 import {createGunzip} from 'node:zlib'
 
 import {OperationError} from '../errors'
 import type {StorageBackend} from '../storage/contract'
+import {hashTap} from './hash-tap'
 
 export interface StoredDumpCheck {
   sha256: string
@@ -23,16 +23,8 @@ export async function readBackStoredDump(
   signal?: AbortSignal,
   {decompress = true}: {decompress?: boolean} = {},
 ): Promise<StoredDumpCheck> {
-  const hash = createHash('sha256')
-  let sizeBytes = 0
+  const tap = hashTap()
   let uncompressedBytes = 0
-  async function* tap(source: AsyncIterable<Buffer>) {
-    for await (const chunk of source) {
-      hash.update(chunk)
-      sizeBytes += chunk.length
-      yield chunk
-    }
-  }
 
   const discard = new Writable({
     write(chunk: Buffer, _encoding, callback) {
@@ -41,8 +33,8 @@ export async function readBackStoredDump(
     },
   })
   try {
-    if (decompress) await pipeline(await storage.get(key, {signal}), tap, createGunzip(), discard, {signal})
-    else await pipeline(await storage.get(key, {signal}), tap, new Writable({write: (_chunk, _encoding, callback) => callback()}), {signal})
+    if (decompress) await pipeline(await storage.get(key, {signal}), tap.stage, createGunzip(), discard, {signal})
+    else await pipeline(await storage.get(key, {signal}), tap.stage, new Writable({write: (_chunk, _encoding, callback) => callback()}), {signal})
   } catch (error) {
     if ((error as {code?: string}).code === 'Z_BUF_ERROR' || (error as {code?: string}).code === 'Z_DATA_ERROR') {
       throw new OperationError(`stored ${key} is not a complete gzip stream: ${(error as Error).message}`)
@@ -51,7 +43,7 @@ export async function readBackStoredDump(
     throw error
   }
 
-  return {sha256: hash.digest('hex'), sizeBytes, uncompressedBytes}
+  return {sha256: tap.sha256(), sizeBytes: tap.sizeBytes, uncompressedBytes}
 }
 
 /** Throws unless the stored object matches what the pipeline computed while sending it. */

@@ -1,10 +1,10 @@
 import {spawn} from 'node:child_process'
-import {createHash} from 'node:crypto'
 import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
 import {pipeline} from 'node:stream/promises'
 import {createGunzip} from 'node:zlib'
 
+import {hashTap} from '../backup/hash-tap'
 import {BackupMetadata, listBackups, resolveBackup} from '../backup/metadata'
 import {NotFoundError, OperationError, UsageError, errorMessage} from '../errors'
 import type {Logger} from '../logger'
@@ -160,16 +160,7 @@ async function extractVerified(
   directory: string,
   options: Pick<BaseRestoreOptions, 'signal' | 'onProgress'>,
 ): Promise<{sizeBytes: number; sha256: string}> {
-  const hash = createHash('sha256')
-  let sizeBytes = 0
-  async function* tap(source: AsyncIterable<Buffer>) {
-    for await (const chunk of source) {
-      hash.update(chunk)
-      sizeBytes += chunk.length
-      options.onProgress?.(sizeBytes)
-      yield chunk
-    }
-  }
+  const tap = hashTap(options.onProgress)
 
   // As root, tar keeps the owner recorded by pg_basebackup (the server's user), which PostgreSQL needs.
   const tar = spawn('tar', ['-x', '-f', '-', '-C', directory], {stdio: ['pipe', 'ignore', 'pipe'], signal: options.signal})
@@ -180,7 +171,7 @@ async function extractVerified(
     tar.on('close', (code) => resolve(code))
   })
   try {
-    await pipeline(await storage.get(backup.id, {signal: options.signal}), tap, createGunzip(), tar.stdin, {signal: options.signal})
+    await pipeline(await storage.get(backup.id, {signal: options.signal}), tap.stage, createGunzip(), tar.stdin, {signal: options.signal})
   } catch (error) {
     tar.kill('SIGKILL')
     await exited
@@ -189,7 +180,8 @@ async function extractVerified(
 
   const code = await exited
   if (code !== 0) throw new OperationError(`tar could not extract ${backup.id} (exit code ${code}): ${tarErrors.trim().split('\n').slice(-3).join(' | ')}`)
-  const sha256 = hash.digest('hex')
+  const {sizeBytes} = tap
+  const sha256 = tap.sha256()
   if (sizeBytes !== backup.sizeBytes || sha256 !== backup.sha256) {
     throw new OperationError(
       `integrity check failed for ${backup.id}: read ${sizeBytes} bytes with sha256 ${sha256}, its metadata says ${backup.sizeBytes} bytes ` +

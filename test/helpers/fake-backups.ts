@@ -11,10 +11,10 @@ import {gzipSync} from 'node:zlib'
 export async function writeLocalBackup(
   dir: string,
   createdAt: Date,
-  options: {prefix?: string; sql?: string; sequence?: number} = {},
+  options: {prefix?: string; sql?: string; sequence?: number; id?: string; database?: string} = {},
 ): Promise<{id: string; sha256: string; sizeBytes: number}> {
   const stamp = createdAt.toISOString().replace(/[-:]/g, '').replace(/\.\d{3}Z$/, 'Z')
-  const id = `${options.prefix ?? 'backup'}_${stamp}${options.sequence ? `-${options.sequence}` : ''}.sql.gz`
+  const id = options.id ?? `${options.prefix ?? 'backup'}_${stamp}${options.sequence ? `-${options.sequence}` : ''}.sql.gz`
   const sql = options.sql ?? `-- backup taken ${createdAt.toISOString()}\nSELECT 1;\n`
   const dump = gzipSync(Buffer.from(sql))
   const sha256 = createHash('sha256').update(dump).digest('hex')
@@ -28,7 +28,7 @@ export async function writeLocalBackup(
     uncompressedBytes: Buffer.byteLength(sql),
     durationMs: 10,
     triggeredBy: 'cli',
-    database: 'app',
+    database: options.database ?? 'app',
     pgVersion: '15.18',
     pgDumpVersion: '15.18',
     format: 'plain',
