@@ -5,6 +5,8 @@ import {STORAGE_PROVIDER_HOOK, StorageBackend, StorageProvider, StorageSetting} 
 
 export interface ProviderRegistry {
   providers: Map<string, StorageProvider>
+  /** The plugin each provider came from, by provider name. */
+  plugins: Map<string, string>
   /** Plugins whose hook failed or returned something that is not a provider. */
   problems: string[]
 }
@@ -17,6 +19,7 @@ export interface ProviderRegistry {
 export async function discoverProviders(config: Config): Promise<ProviderRegistry> {
   const result = await config.runHook(STORAGE_PROVIDER_HOOK, {})
   const providers = new Map<string, StorageProvider>()
+  const plugins = new Map<string, string>()
   const problems: string[] = []
   for (const failure of result.failures) {
     problems.push(`plugin ${failure.plugin.name} failed to load its storage backend: ${errorMessage(failure.error).split('\n')[0]}`)
@@ -35,9 +38,10 @@ export async function discoverProviders(config: Config): Promise<ProviderRegistr
     }
 
     providers.set(candidate.name, candidate)
+    plugins.set(candidate.name, plugin.name)
   }
 
-  return {providers, problems}
+  return {providers, plugins, problems}
 }
 
 function isProvider(value: unknown): value is StorageProvider {

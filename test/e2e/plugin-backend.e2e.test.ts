@@ -39,6 +39,20 @@ describe('a third-party storage backend installed with `dbb plugins link`', () =
     const link = await runCli(['plugins', 'link', '--no-install', fixture], pluginEnv)
     expect(link.code).toBe(0)
 
+    const backends = await runCli(['backends', '--json'], pluginEnv)
+    expect(backends.code).toBe(0)
+    expect(JSON.parse(backends.stdout)).toEqual(
+      expect.arrayContaining([
+        {
+          name: 'flatfile',
+          summary: 'Test backend: one file per object in FLATFILE_DIR',
+          plugin: 'dbb-storage-flatfile',
+          settings: [{env: 'FLATFILE_DIR', flag: 'flatfile-dir', summary: 'Directory for flatfile objects', example: '/srv/flat'}],
+        },
+        expect.objectContaining({name: 'local', plugin: '@dbb/storage-local'}),
+      ]),
+    )
+
     const missingSetting = await runCli(['backup', 'list'], {...pluginEnv, STORAGE_BACKEND: 'flatfile'})
     expect(missingSetting.code).toBe(2)
     expect(missingSetting.stderr).toContain('Error: FLATFILE_DIR: is required with STORAGE_BACKEND=flatfile (example: FLATFILE_DIR=/srv/flat)')

@@ -1,0 +1,50 @@
+import {DbbCommand} from '../base-command'
+import {renderTable} from '../format'
+import {discoverProviders} from '../storage/registry'
+
+interface BackendInfo {
+  name: string
+  summary: string
+  plugin: string
+  settings: {env: string; flag: string; summary: string; example: string}[]
+}
+
+export default class Backends extends DbbCommand<typeof Backends> {
+  static override summary = 'List the installed storage backends and their settings.'
+  static override description =
+    'Storage backends are plugins; each adds its settings as environment variables and as flags of every command that uses storage (backup, restore, prune, serve …). Those flags are added at run time, so `--help` of those commands cannot list them: this command does.'
+
+  static override examples = [
+    {description: 'Backends and their variables', command: '<%= config.bin %> <%= command.id %>'},
+    {description: 'After installing a backend plugin', command: '<%= config.bin %> plugins install dbb-storage-example && <%= config.bin %> <%= command.id %>'},
+  ]
+
+  public async run(): Promise<BackendInfo[]> {
+    const registry = await discoverProviders(this.config)
+
+    const backends = [...registry.providers.values()]
+      .sort((a, b) => a.name.localeCompare(b.name))
+      .map((provider) => ({
+        name: provider.name,
+        summary: provider.summary,
+        plugin: registry.plugins.get(provider.name) ?? '',
+        settings: provider.settings.map(({env, flag, summary, example, secret}) => ({env, flag, summary, example: secret ? '<secret>' : example})),
+      }))
+    for (const backend of backends) {
+      this.log(`${backend.name} — ${backend.summary} (plugin ${backend.plugin})`)
+      this.log(
+        renderTable(
+          ['VARIABLE', 'FLAG', 'EXAMPLE', 'MEANING'],
+          backend.settings.map((setting) => [setting.env, `--${setting.flag}`, setting.example, setting.summary]),
+        )
+          .split('\n')
+          .map((line) => `  ${line}`)
+          .join('\n'),
+      )
+      this.log('')
+    }
+
+    for (const problem of registry.problems) this.warn(problem)
+    return backends
+  }
+}
