@@ -131,6 +131,8 @@ const compressionSchema = z
   .refine((data) => data.COMPRESSION_THREADS === undefined || data.COMPRESSION_THREADS < threadPoolSize(), {
     path: ['COMPRESSION_THREADS'],
     message: `must be below libuv's thread pool size (${threadPoolSize()}); start dbb with UV_THREADPOOL_SIZE set higher to use more threads`,
+    // Only for a valid number: "all" or 257 already got their one issue above.
+    when: (payload) => payload.issues.length === 0,
   })
   .transform((data) => ({level: data.COMPRESSION_LEVEL, threads: data.COMPRESSION_THREADS ?? defaultCompressionThreads()}))
 
@@ -190,6 +192,12 @@ const archivingSchema = z
     if (data.BASE_BACKUP_SCHEDULE === undefined) return
     if (data.BASE_BACKUP_INTERVAL !== undefined) {
       ctx.addIssue({code: 'custom', path: ['BASE_BACKUP_SCHEDULE'], message: 'cannot be combined with BASE_BACKUP_INTERVAL: set only one'})
+      return
+    }
+
+    // Named here, or croner's complaint about the zone would be reported against BASE_BACKUP_SCHEDULE.
+    if (data.TZ !== undefined && !isTimeZone(data.TZ)) {
+      ctx.addIssue({code: 'custom', path: ['TZ'], message: 'is not an IANA time zone name'})
       return
     }
 

@@ -63,7 +63,12 @@ export function toolFailure(command: string, status: ExitStatus, stderr: string)
     .split('\n')
     .map((line) => line.trim())
     .filter(Boolean)
-  const detail = lines.length > 0 ? `: ${lines.slice(-3).join(' | ')}` : ''
+  // The cause is on the tool's "error:" line; the lines after it are hints and the failed query,
+  // so a plain "last 3 lines" would drop the cause when the server goes away mid-dump.
+  const errorLine = lines.find((line) => /\b(error|fatal):/i.test(line))
+  const tail = lines.slice(-3)
+  const picked = errorLine === undefined || tail.includes(errorLine) ? tail : [errorLine, ...tail.slice(-2)]
+  const detail = picked.length > 0 ? `: ${picked.join(' | ')}` : ''
   return new OperationError(`${command} failed (${how})${detail}`)
 }
 

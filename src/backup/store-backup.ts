@@ -5,7 +5,7 @@ import type {StorageBackend} from '../storage/contract'
 import {VERSION} from '../version'
 import type {SpawnedTool} from './child-process'
 import {BackupMetadata, writeSidecar} from './metadata'
-import {newBackupId, sidecarKey} from './naming'
+import {IdClaim, claimBackupId} from './claim-id'
 import {PipelineResult, StreamProgress, streamToStorage} from './pipeline'
 import {PruneResult, prune} from './prune'
 import type {RetentionRules} from './retention'
@@ -79,15 +79,9 @@ export async function storeBackup(
 
   const recipe = await prepare()
   const startedAt = now()
-  const id = await newBackupId(
-    deps.namePrefix,
-    startedAt,
-    async (candidate) => {
-      const [dump, sidecar] = await Promise.all([storage.stat(candidate), storage.stat(sidecarKey(candidate))])
-      return dump !== undefined || sidecar !== undefined
-    },
-    recipe.kind,
-  )
+  // Claimed, not just picked: a concurrent run must never write the same key (see claim-id.ts).
+  const claim = await claimBackupId(storage, deps.namePrefix, startedAt, recipe.kind)
+  const {id} = claim
   const log = logger.child({backupId: id})
   log.info({event: 'backup.started', type: recipe.type, storage: storage.location, ...recipe.context}, `${recipe.type} backup started`)
 
@@ -130,10 +124,14 @@ export async function storeBackup(
       })
     }
 
+    // Only now: while the claim stands, no other run can take this id and lose its dump to the delete above.
+    await releaseClaim(claim, log)
+
     log.error({event: 'backup.failed', type: recipe.type, error: errorMessage(error)}, `${recipe.type} backup failed`)
     throw error instanceof Error && 'exitCode' in error ? error : new OperationError(`backup failed: ${errorMessage(error)}`, {cause: error})
   }
 
+  await releaseClaim(claim, log)
   if (options.prune === false) return {metadata}
   try {
     return {metadata, pruned: await prune(storage, {prefix: deps.namePrefix, rules: deps.retention, logger: log})}
@@ -141,4 +139,9 @@ export async function storeBackup(
     log.error({event: 'prune.failed', error: errorMessage(error)}, 'retention failed after a successful backup')
     return {metadata, pruneError: errorMessage(error)}
   }
+}
+
+/** A claim left behind is harmless (an orphan prune removes after ORPHAN_GRACE): log, never fail the backup for it. */
+async function releaseClaim(claim: IdClaim, log: Logger): Promise<void> {
+  await claim.release().catch((error: unknown) => log.warn({event: 'backup.claim_release_failed', error: errorMessage(error)}, 'could not remove the id claim'))
 }

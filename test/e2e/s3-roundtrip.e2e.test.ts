@@ -116,6 +116,13 @@ describe('STORAGE_BACKEND=s3: backup run → list → download → restore, agai
     const list = await runCli(['backup', 'list', '--json'], s3.dbbEnv({S3_PREFIX: 'crash'}))
     expect(list.code).toBe(0)
     expect(JSON.parse(list.stdout)).toEqual([])
+    // The run's id claim could not be removed while the server was down: it is an unlisted
+    // orphan (no dump, no sidecar), and prune removes it once it is older than ORPHAN_GRACE.
+    const leftovers = await objectKeys('crash')
+    expect(leftovers).toEqual([expect.stringMatching(/^crash\/backup_\d{8}T\d{6}Z\.sql\.gz\.[0-9a-f]+\.partial$/)])
+    await new Promise((resolve) => setTimeout(resolve, 1100))
+    const pruned = await runCli(['prune', '--json'], {...s3.dbbEnv({S3_PREFIX: 'crash'}), ORPHAN_GRACE: '1s'})
+    expect(JSON.parse(pruned.stdout).deleted).toEqual([expect.objectContaining({kind: 'orphan'})])
     expect(await objectKeys('crash')).toEqual([])
   }, 180_000)
 

@@ -1,8 +1,8 @@
 import {randomBytes} from 'node:crypto'
-import {createWriteStream} from 'node:fs'
+import {WriteStream, createWriteStream} from 'node:fs'
 import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
-import {Readable, addAbortSignal} from 'node:stream'
+import {Readable, Writable, addAbortSignal} from 'node:stream'
 import {pipeline} from 'node:stream/promises'
 
 import type {GetOptions, ObjectInfo, PutOptions, StorageBackend} from '../../../storage/contract'
@@ -30,7 +30,10 @@ export class LocalBackend implements StorageBackend {
     const partialPath = `${finalPath}.${randomBytes(6).toString('hex')}${PARTIAL_SUFFIX}`
     try {
       // `flush` fsyncs the file before it is closed, so the rename below publishes durable bytes.
-      await pipeline(body, createWriteStream(partialPath, {flags: 'wx', mode: 0o640, flush: true}), {signal: options.signal})
+      // A write error (ENOSPC, EIO) destroys `body` with the same error object, so the producer of
+      // the stream reports it first: describe it here, where the directory is known.
+      const file = createWriteStream(partialPath, {flags: 'wx', mode: 0o640, flush: true})
+      await pipeline(body, describeWriteErrors(file, this.root), {signal: options.signal})
       if (options.overwrite === false) {
         await fs.link(partialPath, finalPath).catch((error: NodeJS.ErrnoException) => {
           throw error.code === 'EEXIST' ? alreadyExists(key) : error
@@ -77,7 +80,7 @@ export class LocalBackend implements StorageBackend {
     await fs.stat(this.root).catch((error: NodeJS.ErrnoException) => {
       throw error.code === 'ENOENT' ? new Error(`backup directory ${this.root} does not exist (check BACKUP_LOCAL_DIR)`) : describeFsError(error, this.root)
     })
-    for await (const key of walk(start, directoryPart)) {
+    for await (const key of walk(start, directoryPart, prefix)) {
       if (!key.startsWith(prefix)) continue
       const info = await this.stat(key)
       if (info) yield info
@@ -121,7 +124,8 @@ export function isSafeKey(key: string): boolean {
   return key.split('/').every((segment) => segment !== '' && segment !== '.' && segment !== '..')
 }
 
-async function* walk(directory: string, relative: string): AsyncIterable<string> {
+/** Keys under `directory`; subdirectories that cannot hold a key starting with `prefix` are not entered (listing backups never walks wal/). */
+async function* walk(directory: string, relative: string, prefix: string): AsyncIterable<string> {
   let entries
   try {
     entries = await fs.readdir(directory, {withFileTypes: true})
@@ -133,9 +137,33 @@ async function* walk(directory: string, relative: string): AsyncIterable<string>
   for (const entry of entries) {
     if (entry.name.startsWith('.dbb-health-')) continue
     const key = relative ? `${relative}/${entry.name}` : entry.name
-    if (entry.isDirectory()) yield* walk(path.join(directory, entry.name), key)
-    else if (entry.isFile()) yield key
+    if (entry.isDirectory()) {
+      if (`${key}/`.startsWith(prefix) || prefix.startsWith(`${key}/`)) yield* walk(path.join(directory, entry.name), key, prefix)
+    } else if (entry.isFile()) yield key
   }
+}
+
+/**
+ * The file stream, its errors described (which directory, which errno) before anything else sees
+ * them. Finishes only once the file is flushed (fsync) and closed, so the link that follows
+ * publishes durable bytes.
+ */
+function describeWriteErrors(file: WriteStream, root: string): Writable {
+  let failure: Error | undefined
+  file.on('error', (error) => (failure ??= describeFsError(error, root) as Error))
+  return new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      file.write(chunk, (error) => callback(error ? (failure ?? (describeFsError(error, root) as Error)) : undefined))
+    },
+    final(callback) {
+      file.once('close', () => callback(failure))
+      file.end()
+    },
+    destroy(error, callback) {
+      file.destroy()
+      callback(error)
+    },
+  })
 }
 
 async function fsyncDirectory(directory: string): Promise<void> {

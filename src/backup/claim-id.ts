@@ -1,0 +1,52 @@
+import {randomBytes} from 'node:crypto'
+import {Readable} from 'node:stream'
+
+import type {StorageBackend} from '../storage/contract'
+import {newBackupId} from './naming'
+
+/**
+ * Claims a fresh backup id, so two runs that start in the same second (two `backup run`s, a CLI
+ * run beside `dbb serve`, two hosts sharing a bucket) never write the same key. Without it, on a
+ * store without atomic no-overwrite writes (S3-compatible stores without If-None-Match, or
+ * S3_CONDITIONAL_WRITES=false) one run's dump replaced the other's, the loser's verification
+ * failed, and its cleanup deleted the dump the winner had just reported as a successful backup.
+ *
+ * The protocol needs only read-after-write consistent listing (S3 has it; so does a directory):
+ *  1. take the first id under which no object exists (no dump, sidecar, claim or partial write);
+ *  2. write the claim `<id>.<token>.partial`;
+ *  3. list `<id>`: any key besides our claim means another run is there too — withdraw, take the
+ *     next id.
+ * Of two runs, the one that lists last sees the other's claim (written before its own listing),
+ * so at most one proceeds; both may withdraw, then both retry after a random pause. A claim is a
+ * `.partial` object, so a crashed run's claim is an orphan that prune removes after ORPHAN_GRACE.
+ */
+export interface IdClaim {
+  id: string
+  /** Removes the claim; call once the backup is complete or cleaned up. */
+  release(): Promise<void>
+}
+
+const ATTEMPTS = 8
+
+export async function claimBackupId(storage: StorageBackend, prefix: string, startedAt: Date, kind: 'sql' | 'tar'): Promise<IdClaim> {
+  const withdrawn = new Set<string>()
+  for (let attempt = 1; attempt <= ATTEMPTS; attempt++) {
+    const id = await newBackupId(prefix, startedAt, async (candidate) => withdrawn.has(candidate) || (await keysUnder(storage, candidate)).length > 0, kind)
+    const claim = `${id}.${randomBytes(8).toString('hex')}.partial`
+    await storage.put(claim, Readable.from([Buffer.alloc(0)]), {overwrite: true, contentType: 'application/octet-stream'})
+    const others = (await keysUnder(storage, id)).filter((key) => key !== claim)
+    if (others.length === 0) return {id, release: () => storage.delete(claim)}
+    await storage.delete(claim)
+    withdrawn.add(id)
+    await new Promise((resolve) => setTimeout(resolve, 10 + Math.random() * 100 * attempt))
+  }
+
+  throw new Error(`could not claim a backup id for ${prefix}: concurrent backups kept taking them (${ATTEMPTS} attempts)`)
+}
+
+async function keysUnder(storage: StorageBackend, id: string): Promise<string[]> {
+  const keys: string[] = []
+  // `<id>` itself, `<id>.meta.json`, `<id>.<token>.partial`; never another id (they differ before the extension).
+  for await (const object of storage.list(id)) keys.push(object.key)
+  return keys
+}
