@@ -4,7 +4,7 @@ import {Flags} from '@oclif/core'
  * Every setting dbb reads, in one catalog: the environment variable, the flag that mirrors it,
  * and an example of a valid value for error messages. Commands pick the settings they use with
  * `settingFlags(...)`, so each is declared statically (oclif's manifest and `--help` see it) and
- * bound to its variable with `env:`. Values stay strings here; src/config.ts validates and types
+ * bound to its variable with `env:`. Values stay strings here; src/config/ validates and types
  * them, so every problem is reported with the variable's name, not the flag parser's wording.
  */
 export interface SettingSpec {
