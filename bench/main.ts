@@ -54,6 +54,8 @@ function parseOptions(argv: string[]): Options {
   return options
 }
 
+const SMALL_YOUNG_GENERATION = '--max-semi-space-size=1'
+
 /** A named pipeline: run once per round, its samples collected. */
 interface Pipeline {
   name: string
@@ -126,6 +128,18 @@ async function main(): Promise<void> {
         samples: [],
       },
     ]
+    // The Docker image runs dbb with a 1 MB young generation (docker/Dockerfile): measured beside the default.
+    const semiSpaceDir = path.join(work, 'semi-space')
+    await fs.mkdir(semiSpaceDir)
+    pipelines.push({
+      name: `dbb backup run → local, NODE_OPTIONS=${SMALL_YOUNG_GENERATION} (Docker image)`,
+      run: async () => {
+        const result = await dbbBackup(database, {BACKUP_LOCAL_DIR: semiSpaceDir, NODE_OPTIONS: SMALL_YOUNG_GENERATION})
+        await removeBackup(semiSpaceDir, result.id)
+        return result
+      },
+      samples: [],
+    })
     if (s3) {
       pipelines.push({
         name: 'dbb backup run → S3 (s3rver, loopback)',
