@@ -22,7 +22,8 @@ export function createProgress(options: {
   const interactive = options.interactive ?? Boolean(stream.isTTY)
   const intervalMs = options.intervalMs ?? (interactive ? 250 : 10_000)
   const started = Date.now()
-  let last = 0
+  // A terminal line appears at once; log events only once there is progress to report.
+  let last = interactive ? 0 : started
   let latest = 0
   let latestExtra: Record<string, number> = {}
   let drawn = false
