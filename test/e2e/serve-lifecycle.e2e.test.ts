@@ -1,9 +1,8 @@
 import {ChildProcess} from 'node:child_process'
 import * as fs from 'node:fs/promises'
-import {Client} from 'pg'
 
 import {collect, runCli, startCli, tempDir} from '../helpers/cli'
-import {PgCluster, freePort, startPostgres} from '../helpers/postgres'
+import {PgCluster, freePort, holdTableLock, startPostgres} from '../helpers/postgres'
 import {seedDatabase} from '../helpers/seed'
 import {jsonOf, waitFor} from '../helpers/serve'
 
@@ -45,17 +44,6 @@ describe('dbb serve as a process: configuration errors, start, graceful shutdown
     return {child, result, dir, url, post, job, output: () => stderr}
   }
 
-  async function lockTable(): Promise<() => Promise<void>> {
-    const client = new Client({host: cluster.host, port: cluster.port, user: cluster.user, password: cluster.password, database: 'shop'})
-    await client.connect()
-    await client.query('BEGIN')
-    await client.query('LOCK TABLE customers IN ACCESS EXCLUSIVE MODE')
-    return async () => {
-      await client.query('ROLLBACK').catch(() => {})
-      await client.end()
-    }
-  }
-
   it('refuses a short API_TOKEN (suggesting openssl rand -hex 32) and BACKUP_INTERVAL with BACKUP_SCHEDULE, exit code 2', async () => {
     const dir = await tempDir()
     const base = {...cluster.dbbEnv('shop'), BACKUP_LOCAL_DIR: dir}
@@ -75,7 +63,7 @@ describe('dbb serve as a process: configuration errors, start, graceful shutdown
   })
 
   it('on SIGTERM stops accepting requests, lets the running backup finish, and exits 0 with the backup complete and listed', async () => {
-    const unlock = await lockTable()
+    const unlock = await holdTableLock(cluster, 'shop', 'customers')
     const {child, result, dir, url, post, job, output} = await serve({SHUTDOWN_GRACE: '60s'})
     let released = false
     try {
@@ -112,7 +100,7 @@ describe('dbb serve as a process: configuration errors, start, graceful shutdown
   })
 
   it('on SIGTERM aborts a backup that outlasts SHUTDOWN_GRACE, leaves nothing behind, and exits 0', async () => {
-    const unlock = await lockTable()
+    const unlock = await holdTableLock(cluster, 'shop', 'customers')
     try {
       const {child, result, dir, post, job} = await serve({SHUTDOWN_GRACE: '1s'})
       const {jobId} = await jsonOf(post())

@@ -5,6 +5,7 @@ import * as net from 'node:net'
 import * as os from 'node:os'
 import * as path from 'node:path'
 import {promisify} from 'node:util'
+import {Client} from 'pg'
 
 const run = promisify(execFile)
 
@@ -159,4 +160,21 @@ export async function startPostgres(options: {settings?: Record<string, string>;
   }
   await cluster.start()
   return cluster
+}
+
+/**
+ * Holds ACCESS EXCLUSIVE on a table from a separate session, so a pg_dump started now blocks on it:
+ * a backup that stays in flight, deterministically, until `release()` (or until the session is
+ * terminated, e.g. by a restore's DROP DATABASE … WITH (FORCE)).
+ */
+export async function holdTableLock(cluster: PgCluster, database: string, table: string): Promise<() => Promise<void>> {
+  const client = new Client({host: cluster.host, port: cluster.port, user: cluster.user, password: cluster.password, database})
+  client.on('error', () => {}) // the session may be terminated while it holds the lock
+  await client.connect()
+  await client.query('BEGIN')
+  await client.query(`LOCK TABLE ${table} IN ACCESS EXCLUSIVE MODE`)
+  return async () => {
+    await client.query('ROLLBACK').catch(() => {})
+    await client.end().catch(() => {})
+  }
 }

@@ -1,6 +1,10 @@
 import {Writable} from 'node:stream'
 
+import {loadConfig} from '../../src/config'
 import {Logger, createLogger} from '../../src/logger'
+import {LocalBackend} from '../../src/plugins/local/src/local-backend'
+import {RunningService, startService} from '../../src/server/service'
+import type {PgCluster} from './postgres'
 
 /** A JSON pino logger whose lines are kept in memory, so tests can assert on what was logged. */
 export function captureLogger(level = 'info'): {logger: Logger; lines: () => Record<string, unknown>[]; text: () => string} {
@@ -75,4 +79,30 @@ export class FakeClock {
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export async function jsonOf(response: Response | Promise<Response>): Promise<any> {
   return (await response).json()
+}
+
+/**
+ * `dbb serve`'s service in-process for API tests: the real HTTP server on 127.0.0.1 (a free port),
+ * the local backend in `backupDir`, retention defaults, and a cron schedule that only fires on New
+ * Year so no scheduled run interferes with what a test triggers through the API.
+ */
+export async function startApiService(
+  cluster: PgCluster,
+  database: string,
+  backupDir: string,
+  options: {token: string; logger: Logger; healthTimeoutMs?: number},
+): Promise<RunningService> {
+  const settings = loadConfig(['database'], cluster.dbbEnv(database))
+  return startService({
+    config: {
+      database: settings.database,
+      namePrefix: 'backup',
+      retention: {retentionDays: 7, orphanGraceMs: 24 * 3600 * 1000},
+      server: {apiToken: options.token, port: 0, host: '127.0.0.1', shutdownGraceMs: 5000},
+      schedule: {kind: 'cron', expression: '0 3 1 1 *', timezone: 'UTC'},
+    },
+    storage: new LocalBackend(backupDir),
+    logger: options.logger,
+    healthTimeoutMs: options.healthTimeoutMs,
+  })
 }

@@ -1,15 +1,12 @@
 import {createHash} from 'node:crypto'
 import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
-import {Client} from 'pg'
 
-import {loadConfig} from '../../src/config'
-import {LocalBackend} from '../../src/plugins/local/src/local-backend'
-import {RunningService, startService} from '../../src/server/service'
+import type {RunningService} from '../../src/server/service'
 import {tempDir} from '../helpers/cli'
-import {PgCluster, startPostgres} from '../helpers/postgres'
+import {PgCluster, holdTableLock, startPostgres} from '../helpers/postgres'
 import {seedDatabase} from '../helpers/seed'
-import {captureLogger, jsonOf, waitFor} from '../helpers/serve'
+import {captureLogger, jsonOf, startApiService, waitFor} from '../helpers/serve'
 
 const TOKEN = 'integration-test-token-0123456789abcdef'
 const PROMETHEUS_LINE =
@@ -28,17 +25,6 @@ describe('dbb serve REST API over real HTTP (real PostgreSQL, local storage)', (
   }
 
   /** Holds an exclusive lock on a table, so pg_dump waits and the backup stays in flight. */
-  async function lockTable(): Promise<() => Promise<void>> {
-    const client = new Client({host: cluster.host, port: cluster.port, user: cluster.user, password: cluster.password, database: 'shop'})
-    await client.connect()
-    await client.query('BEGIN')
-    await client.query('LOCK TABLE customers IN ACCESS EXCLUSIVE MODE')
-    return async () => {
-      await client.query('ROLLBACK')
-      await client.end()
-    }
-  }
-
   const jobWhen = (jobId: string, done: (status: string) => boolean) =>
     waitFor(async () => {
       const job = await jsonOf(api(`/api/v1/backups/jobs/${jobId}`))
@@ -50,20 +36,7 @@ describe('dbb serve REST API over real HTTP (real PostgreSQL, local storage)', (
     await seedDatabase(cluster, 'shop', 2000)
     backupDir = await tempDir('dbb-serve-')
     log = captureLogger()
-    const settings = loadConfig(['database'], cluster.dbbEnv('shop'))
-    service = await startService({
-      config: {
-        database: settings.database,
-        namePrefix: 'backup',
-        retention: {retentionDays: 7, orphanGraceMs: 24 * 3600 * 1000},
-        server: {apiToken: TOKEN, port: 0, host: '127.0.0.1', shutdownGraceMs: 5000},
-        // New Year only: no scheduled run interferes with the API tests.
-        schedule: {kind: 'cron', expression: '0 3 1 1 *', timezone: 'UTC'},
-      },
-      storage: new LocalBackend(backupDir),
-      logger: log.logger,
-      healthTimeoutMs: 3000,
-    })
+    service = await startApiService(cluster, 'shop', backupDir, {token: TOKEN, logger: log.logger, healthTimeoutMs: 3000})
   })
 
   afterAll(async () => {
@@ -119,7 +92,7 @@ describe('dbb serve REST API over real HTTP (real PostgreSQL, local storage)', (
   })
 
   it('starts exactly one backup for 100 simultaneous POSTs; the others get 409 naming the running job', async () => {
-    const unlock = await lockTable()
+    const unlock = await holdTableLock(cluster, 'shop', 'customers')
     let jobId: string
     try {
       const responses = await Promise.all(Array.from({length: 100}, () => api('/api/v1/backups', {method: 'POST'})))

@@ -1,11 +1,10 @@
 import * as fs from 'node:fs/promises'
-import {Client} from 'pg'
 
 import {DatabaseConfig, ScheduleConfig, loadConfig} from '../../src/config'
 import {LocalBackend} from '../../src/plugins/local/src/local-backend'
 import {RunningService, startService} from '../../src/server/service'
 import {tempDir} from '../helpers/cli'
-import {PgCluster, startPostgres} from '../helpers/postgres'
+import {PgCluster, holdTableLock, startPostgres} from '../helpers/postgres'
 import {seedDatabase} from '../helpers/seed'
 import {captureLogger, waitFor} from '../helpers/serve'
 
@@ -70,10 +69,7 @@ describe('dbb serve scheduler (real PostgreSQL, local storage, real time)', () =
   })
 
   it('cron: fires at the next match (every second here) and skips, with a log line, while the backup is still running', async () => {
-    const client = new Client({host: cluster.host, port: cluster.port, user: cluster.user, password: cluster.password, database: 'shop'})
-    await client.connect()
-    await client.query('BEGIN')
-    await client.query('LOCK TABLE customers IN ACCESS EXCLUSIVE MODE') // pg_dump waits: the first run stays in flight
+    const release = await holdTableLock(cluster, 'shop', 'customers') // pg_dump waits: the first run stays in flight
     const {service, log} = await start({kind: 'cron', expression: '* * * * * *', timezone: 'UTC'})
     try {
       const skipped = await waitFor(() => log.lines().find((line) => line.event === 'scheduler.skipped'), 10_000, 'a skipped run')
@@ -81,8 +77,7 @@ describe('dbb serve scheduler (real PostgreSQL, local storage, real time)', () =
       expect(running).toMatchObject({triggeredBy: 'scheduler', status: 'running'})
       expect(skipped).toMatchObject({level: 40, runningJobId: running?.jobId})
     } finally {
-      await client.query('ROLLBACK')
-      await client.end()
+      await release()
     }
 
     const [first] = await waitFor(() => (succeededScheduledJobs(service).length > 0 ? succeededScheduledJobs(service) : undefined), 20_000, 'a scheduled backup')

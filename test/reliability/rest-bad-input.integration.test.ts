@@ -2,13 +2,11 @@ import * as fs from 'node:fs/promises'
 import * as http from 'node:http'
 import * as path from 'node:path'
 
-import {loadConfig} from '../../src/config'
-import {LocalBackend} from '../../src/plugins/local/src/local-backend'
-import {RunningService, startService} from '../../src/server/service'
+import type {RunningService} from '../../src/server/service'
 import {runCli, tempDir} from '../helpers/cli'
 import {PgCluster, startPostgres} from '../helpers/postgres'
 import {seedDatabase} from '../helpers/seed'
-import {captureLogger} from '../helpers/serve'
+import {captureLogger, startApiService} from '../helpers/serve'
 
 const TOKEN = 'reliability-rest-token-0123456789abcdef'
 const PLANTED = 'PLANTED-OUTSIDE-THE-BACKUP-DIRECTORY'
@@ -71,18 +69,7 @@ describe('REST API bad input (real HTTP, real PostgreSQL, local storage)', () =>
     await fs.writeFile(path.join(root, `${outsideId}.meta.json`), JSON.stringify({...sidecar, id: outsideId, sizeBytes: PLANTED.length}))
 
     log = captureLogger()
-    const settings = loadConfig(['database'], cluster.dbbEnv('shop'))
-    service = await startService({
-      config: {
-        database: settings.database,
-        namePrefix: 'backup',
-        retention: {retentionDays: 7, orphanGraceMs: 24 * 3600 * 1000},
-        server: {apiToken: TOKEN, port: 0, host: '127.0.0.1', shutdownGraceMs: 5000},
-        schedule: {kind: 'cron', expression: '0 3 1 1 *', timezone: 'UTC'},
-      },
-      storage: new LocalBackend(backupDir),
-      logger: log.logger,
-    })
+    service = await startApiService(cluster, 'shop', backupDir, {token: TOKEN, logger: log.logger})
   })
 
   afterAll(async () => {
