@@ -23,6 +23,9 @@ export const systemClock: SchedulerClock = {
 // setTimeout fires at once for delays above 2^31-1 ms (~24.8 days): longer waits are chained.
 const MAX_TIMER_MS = 2 ** 31 - 1
 
+/** Interval mode: a failed backup is retried this soon, doubling with each further failure, never later than one interval. */
+export const RETRY_AFTER_FAILURE_MS = 5 * 60 * 1000
+
 export type ScheduleDescription =
   | {kind: 'interval'; interval: string; intervalSeconds: number}
   | {kind: 'cron'; cron: string; timezone: string}
@@ -40,7 +43,8 @@ export interface SchedulerOptions {
 /**
  * Fires scheduled backups. With an interval, a run is due one interval after the last successful
  * backup (whoever triggered it) — so restarting the container does not postpone backups, and the
- * first run of a fresh deployment happens right away. With a cron expression, at its next match.
+ * first run of a fresh deployment happens right away — and a failed one is retried after
+ * RETRY_AFTER_FAILURE_MS. With a cron expression, at its next match.
  */
 export class Scheduler {
   private readonly clock: SchedulerClock
@@ -48,6 +52,7 @@ export class Scheduler {
   private next?: number
   private cancelTimer?: () => void
   private running = false
+  private consecutiveFailures = 0
 
   constructor(private readonly options: SchedulerOptions) {
     this.clock = options.clock ?? systemClock
@@ -78,9 +83,25 @@ export class Scheduler {
 
   /** Interval mode: any successful backup restarts the interval. */
   backupSucceeded(at: Date): void {
+    this.consecutiveFailures = 0
     if (!this.running || this.options.schedule.kind !== 'interval') return
     this.arm(at.getTime() + this.options.schedule.intervalMs)
     this.options.logger.info({event: 'scheduler.next', nextRunAt: this.nextRunAt()?.toISOString()}, 'next scheduled backup')
+  }
+
+  /**
+   * Interval mode: a failed backup (the database not up yet beside a starting sidecar, a network
+   * blip) is retried after RETRY_AFTER_FAILURE_MS, then 10, 20 … minutes while it keeps failing,
+   * never later than one interval. Cron mode keeps to its expression, as cron users expect.
+   */
+  backupFailed(at: Date): void {
+    this.consecutiveFailures++
+    if (!this.running || this.options.schedule.kind !== 'interval') return
+    const backoff = RETRY_AFTER_FAILURE_MS * 2 ** Math.min(this.consecutiveFailures - 1, 20)
+    const retryAt = at.getTime() + Math.min(backoff, this.options.schedule.intervalMs)
+    if (this.next !== undefined && this.next <= retryAt) return
+    this.arm(retryAt)
+    this.options.logger.info({event: 'scheduler.retry', nextRunAt: this.nextRunAt()?.toISOString()}, 'backup failed: retrying at the next scheduled time')
   }
 
   describe(): ScheduleDescription {

@@ -77,6 +77,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
       if (job.status === 'failed' && job.triggeredBy === 'scheduler') options.onScheduledBackupFailed?.(job)
       metrics.jobFinished(job, outcome?.metadata)
       if (job.status === 'succeeded' && job.finishedAt) scheduler?.backupSucceeded(new Date(job.finishedAt))
+      if (job.status === 'failed' && job.finishedAt) scheduler?.backupFailed(new Date(job.finishedAt))
     },
   })
   scheduler = new Scheduler({

@@ -74,6 +74,7 @@ export async function startArchivingService(options: {
         ),
       onFinish: (job) => {
         if (job.status === 'succeeded' && job.finishedAt) scheduler.backupSucceeded(new Date(job.finishedAt))
+        if (job.status === 'failed' && job.finishedAt) scheduler.backupFailed(new Date(job.finishedAt))
         if (job.status === 'failed') void scheduledBackupFailed('base', job.errorMessage)
       },
     })

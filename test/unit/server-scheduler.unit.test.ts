@@ -59,6 +59,35 @@ describe('Scheduler (fake clock)', () => {
     expect(fired).toEqual(['2026-11-22T16:00:00.000Z'])
   })
 
+  it('interval: a failed backup is retried after 5 minutes, then 10, … (not a whole interval later); cron mode keeps its expression', () => {
+    const clock = new FakeClock(new Date('2026-11-21T10:00:00Z'))
+    const {trigger, fired} = recordingTrigger(clock)
+    const {logger, lines} = captureLogger()
+    const scheduler = new Scheduler({schedule: {kind: 'interval', intervalMs: 24 * HOUR}, trigger, logger, clock})
+    scheduler.start()
+    clock.advance(0) // the first run of a fresh deployment: the database is not up yet, it fails
+    clock.advance(60_000)
+    scheduler.backupFailed(new Date(clock.now()))
+    expect(scheduler.nextRunAt()?.toISOString()).toBe('2026-11-21T10:06:00.000Z')
+    expect(lines().at(-1)).toMatchObject({event: 'scheduler.retry', nextRunAt: '2026-11-21T10:06:00.000Z'})
+    clock.advance(5 * 60_000)
+    expect(fired).toEqual(['2026-11-21T10:00:00.000Z', '2026-11-21T10:06:00.000Z'])
+    scheduler.backupFailed(new Date(clock.now())) // still failing: the wait doubles
+    expect(scheduler.nextRunAt()?.toISOString()).toBe('2026-11-21T10:16:00.000Z')
+    clock.advance(10 * 60_000)
+    scheduler.backupSucceeded(new Date(clock.now()))
+    expect(scheduler.nextRunAt()?.toISOString()).toBe('2026-11-22T10:16:00.000Z')
+    scheduler.backupFailed(new Date(clock.now())) // after a success the backoff starts over
+    expect(scheduler.nextRunAt()?.toISOString()).toBe('2026-11-21T10:21:00.000Z')
+    scheduler.stop()
+
+    const cron = new Scheduler({schedule: {kind: 'cron', expression: '0 3 * * *', timezone: 'UTC'}, trigger, logger, clock})
+    cron.start()
+    cron.backupFailed(new Date(clock.now()))
+    expect(cron.nextRunAt()?.toISOString()).toBe('2026-11-22T03:00:00.000Z')
+    cron.stop()
+  })
+
   it('interval: waits longer than setTimeout can (2^31 ms ≈ 24.8 days) without firing early', () => {
     const clock = new FakeClock(new Date('2026-01-01T00:00:00Z'))
     const {trigger, fired} = recordingTrigger(clock)
