@@ -34,5 +34,10 @@ fi
 echo "==> building"
 npm run build --silent
 
+# ts-jest only transpiles test files; type errors in tests and the benchmark are caught here.
+echo "==> type-checking tests and the benchmark"
+npx tsc -p tsconfig.test.json
+npx tsc -p bench/tsconfig.json --noEmit
+
 echo "==> running tests"
 exec npx jest "$@"
