@@ -2,7 +2,7 @@ import {Readable} from 'node:stream'
 import {z} from 'zod'
 
 import {NotFoundError, UsageError, isNotFound} from '../errors'
-import type {StorageBackend} from '../storage/contract'
+import type {ObjectInfo, StorageBackend} from '../storage/contract'
 import {SIDECAR_SUFFIX, isBackupId, parseBackupId, sidecarKey} from './naming'
 
 /**
@@ -56,6 +56,8 @@ export interface ListOptions {
   type?: 'logical' | 'base'
   /** Sidecars are immutable: a long-running process passes one Map to skip re-reading them. */
   cache?: Map<string, BackupMetadata>
+  /** The objects under the prefix, when the caller has just listed them: saves listing again. */
+  objects?: Iterable<ObjectInfo>
   onInvalid?: (id: string, error: unknown) => void
 }
 
@@ -67,7 +69,8 @@ const SIDECAR_READ_CONCURRENCY = 16
  */
 export async function listBackups(storage: StorageBackend, options: ListOptions = {}): Promise<BackupMetadata[]> {
   const keys = new Set<string>()
-  for await (const object of storage.list(options.prefix ? `${options.prefix}_` : '')) keys.add(object.key)
+  const objects = options.objects ?? storage.list(options.prefix ? `${options.prefix}_` : '')
+  for await (const object of objects) keys.add(object.key)
   const ids = [...keys]
     .filter((key) => key.endsWith(SIDECAR_SUFFIX))
     .map((key) => key.slice(0, -SIDECAR_SUFFIX.length))

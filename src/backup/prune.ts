@@ -1,7 +1,7 @@
 import type {Logger} from '../logger'
 import type {ObjectInfo, StorageBackend} from '../storage/contract'
 import {pruneWal} from '../wal/retention'
-import {listBackups} from './metadata'
+import {BackupMetadata, listBackups} from './metadata'
 import {sidecarKey} from './naming'
 import {RetentionRules, planRetention} from './retention'
 
@@ -29,7 +29,9 @@ export async function prune(
 ): Promise<PruneResult> {
   const objects: ObjectInfo[] = []
   for await (const object of storage.list(`${options.prefix}_`)) objects.push(object)
-  const backups = await listBackups(storage, {prefix: options.prefix})
+  // One listing and one read per sidecar, shared by both passes below (on S3 each is a request).
+  const sidecars = new Map<string, BackupMetadata>()
+  const backups = await listBackups(storage, {prefix: options.prefix, objects, cache: sidecars})
   const plan = planRetention(backups, objects, options.rules, options.now ?? new Date(), options.prefix)
   const deleted: PruneEntry[] = []
   for (const {backup, reason} of plan.expire) {
@@ -51,7 +53,7 @@ export async function prune(
 
   // Archived WAL older than every retained base backup (of any prefix: WAL belongs to the cluster).
   const expired = new Set(plan.expire.map(({backup}) => backup.id))
-  const retainedBase = (await listBackups(storage, {type: 'base'})).filter((backup) => !expired.has(backup.id))
+  const retainedBase = (await listBackups(storage, {type: 'base', cache: sidecars})).filter((backup) => !expired.has(backup.id))
   const wal = await pruneWal(storage, retainedBase, {...options, orphanGraceMs: options.rules.orphanGraceMs})
   for (const entry of wal.delete) deleted.push({id: entry.key, kind: 'wal', reason: entry.reason, sizeBytes: entry.sizeBytes})
 
