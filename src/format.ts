@@ -30,3 +30,9 @@ export function renderTable(headers: string[], rows: string[][]): string {
       .trimEnd()
   return [line(headers), line(widths.map((width) => '-'.repeat(width))), ...rows.map((row) => line(row))].join('\n')
 }
+
+/** Untrusted text (an id from a URL or argument) safe to echo in a message: printable ASCII, at most 80 characters. */
+export function printableExcerpt(text: string): string {
+  const printable = text.replace(/[^\x20-\x7E]/g, '?')
+  return printable.length > 80 ? `${printable.slice(0, 80)}…` : printable
+}

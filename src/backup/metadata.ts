@@ -2,6 +2,7 @@ import {Readable} from 'node:stream'
 import {z} from 'zod'
 
 import {NotFoundError, UsageError, isNotFound} from '../errors'
+import {printableExcerpt} from '../format'
 import type {ObjectInfo, StorageBackend} from '../storage/contract'
 import {SIDECAR_SUFFIX, isBackupId, parseBackupId, sidecarKey} from './naming'
 
@@ -115,7 +116,7 @@ export async function resolveBackup(storage: StorageBackend, reference: string, 
   }
 
   if (!isBackupId(reference)) {
-    throw new UsageError(`"${truncate(reference)}" is not a backup id (expected latest or e.g. backup_20261121T030000Z.sql.gz)`)
+    throw new UsageError(`"${printableExcerpt(reference)}" is not a backup id (expected latest or e.g. backup_20261121T030000Z.sql.gz)`)
   }
 
   const [metadata, dump] = await Promise.all([
@@ -127,9 +128,4 @@ export async function resolveBackup(storage: StorageBackend, reference: string, 
   ])
   if (!metadata || !dump) throw new NotFoundError(`backup ${reference} not found in ${storage.location}`)
   return metadata
-}
-
-function truncate(text: string): string {
-  const printable = text.replace(/[^\x20-\x7E]/g, '?')
-  return printable.length > 80 ? `${printable.slice(0, 80)}…` : printable
 }

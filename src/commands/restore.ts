@@ -2,6 +2,7 @@ import {Args, Flags} from '@oclif/core'
 
 import {DbbCommand} from '../base-command'
 import {BackupMetadata, listBackups, resolveBackup} from '../backup/metadata'
+import {backupTable} from '../backup/table'
 import {DatabaseConfig, Section, loadConfig} from '../config'
 import {formatBytes} from '../format'
 import {ProgressReporter, createProgress} from '../progress'
@@ -12,7 +13,6 @@ import {checkDatabaseName} from '../restore/database'
 import {RestoreOutcome, restoreLogical} from '../restore/logical'
 import {DATABASE_SETTINGS, setting, settingFlags, valuesByVariable} from '../settings'
 import type {StorageBackend} from '../storage/contract'
-import {backupTable} from './backup/list'
 
 export default class Restore extends DbbCommand<typeof Restore> {
   static override summary = 'Restore a backup into a database, replacing it; without an argument, list the backups.'

@@ -2,26 +2,9 @@ import {Flags} from '@oclif/core'
 
 import {DbbCommand} from '../../base-command'
 import {BackupMetadata, listBackups} from '../../backup/metadata'
+import {backupTable} from '../../backup/table'
 import {Section} from '../../config'
-import {formatAge, formatBytes, renderTable} from '../../format'
 import {settingFlags} from '../../settings'
-
-export function backupTable(backups: BackupMetadata[], now = new Date()): string {
-  if (backups.length === 0) return 'No backups.'
-  return renderTable(
-    ['ID', 'TYPE', 'CREATED (UTC)', 'AGE', 'SIZE', 'SHA256', 'PG', 'BY'],
-    backups.map((backup) => [
-      backup.id,
-      backup.type,
-      backup.createdAt.replace('T', ' ').replace(/\.\d+Z$/, 'Z'),
-      formatAge(backup.createdAt, now),
-      formatBytes(backup.sizeBytes),
-      backup.sha256.slice(0, 12),
-      backup.pgVersion,
-      backup.triggeredBy,
-    ]),
-  )
-}
 
 export default class BackupList extends DbbCommand<typeof BackupList> {
   static override summary = 'List complete backups, newest first.'

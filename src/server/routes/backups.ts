@@ -4,6 +4,7 @@ import type {Context} from 'koa'
 import {listBackups, resolveBackup} from '../../backup/metadata'
 import {isBackupId, parseBackupId} from '../../backup/naming'
 import {NotFoundError} from '../../errors'
+import {printableExcerpt} from '../../format'
 import type {AppDependencies} from '../app'
 import {decideRange} from '../range'
 
@@ -48,7 +49,7 @@ export function backupRoutes(deps: AppDependencies): Router {
 
   router.get('/backups/jobs/:jobId', (ctx) => {
     const job = deps.jobs.get(ctx.params.jobId)
-    if (!job) ctx.throw(404, `no job ${truncate(ctx.params.jobId)} (the newest 100 jobs are kept)`, {code: 'NOT_FOUND'})
+    if (!job) ctx.throw(404, `no job ${printableExcerpt(ctx.params.jobId)} (the newest 100 jobs are kept)`, {code: 'NOT_FOUND'})
     ctx.body = job
   })
 
@@ -71,7 +72,7 @@ export function backupRoutes(deps: AppDependencies): Router {
 async function download(ctx: Context, reference: string, deps: AppDependencies, listOptions: {prefix: string}): Promise<void> {
   // The id is a storage key: validate its shape before anything touches storage.
   if (reference !== 'latest' && !isBackupId(reference)) {
-    ctx.throw(400, `"${truncate(reference)}" is not a backup id (expected latest or e.g. backup_20261121T030000Z.sql.gz)`, {
+    ctx.throw(400, `"${printableExcerpt(reference)}" is not a backup id (expected latest or e.g. backup_20261121T030000Z.sql.gz)`, {
       code: 'INVALID_BACKUP_ID',
     })
   }
@@ -106,9 +107,4 @@ async function download(ctx: Context, reference: string, deps: AppDependencies, 
 
 function matchesEtag(header: string, etag: string): boolean {
   return header !== '' && (header.trim() === '*' || header.split(',').some((candidate) => candidate.trim().replace(/^W\//, '') === etag))
-}
-
-function truncate(text: string): string {
-  const printable = text.replace(/[^\x20-\x7E]/g, '?')
-  return printable.length > 80 ? `${printable.slice(0, 80)}…` : printable
 }
