@@ -65,7 +65,7 @@ const catalog = {
   },
   BACKUP_INTERVAL: {
     flag: 'backup-interval',
-    summary: 'Scheduled backups this long after the last successful one (default 24h; PT24H, P1D, 12h, 30m).',
+    summary: 'Scheduled backups this long after the last successful one (default 24h, at least 1m; PT24H, P1D, 12h, 30m).',
     example: '24h',
   },
   BACKUP_SCHEDULE: {

@@ -1,6 +1,6 @@
 import {z} from 'zod'
 
-import {cronProblem, defineSection, duration, flag, httpUrl, intInRange, isTimeZone} from './fields'
+import {cronProblem, defineSection, duration, flag, httpUrl, intInRange, isTimeZone, scheduleInterval} from './fields'
 import type {ScheduleConfig} from './server'
 
 /** Sections of continuous archiving (src/wal, src/backup/base-backup.ts, src/check). */
@@ -64,7 +64,7 @@ export const slack = defineSection(
 /** `dbb serve`'s base backup schedule and check interval. */
 export const archiving = defineSection(
   {
-    BASE_BACKUP_INTERVAL: duration.optional(),
+    BASE_BACKUP_INTERVAL: scheduleInterval.optional(),
     BASE_BACKUP_SCHEDULE: z.string().optional(),
     TZ: z.string().optional(),
     CHECK_INTERVAL: duration.optional(),

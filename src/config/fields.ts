@@ -23,6 +23,18 @@ export const duration = z.string().transform((text, ctx) => {
   return milliseconds
 })
 
+/**
+ * The shortest time between two scheduled backups. A backup takes seconds to hours: anything more
+ * frequent is a typo (`1ms` for `1m`, a cron with a seconds field) that would start backups back to
+ * back, load the database and fill the storage. Declared once, for intervals and cron expressions.
+ */
+export const MIN_SCHEDULE_INTERVAL_MS = 60_000
+
+/** A duration between scheduled runs: at least MIN_SCHEDULE_INTERVAL_MS. */
+export const scheduleInterval = duration.refine((milliseconds) => milliseconds >= MIN_SCHEDULE_INTERVAL_MS, {
+  message: 'must be at least 1 minute (a backup schedule more frequent than that starts backups back to back; use e.g. 1h or 24h)',
+})
+
 export const requiredText = () => z.string({error: (issue) => (issue.input === undefined ? 'is required' : 'must be text')})
 
 /** true/false (also yes/no, 1/0, on/off); z.coerce.boolean would read "false" as true. */
@@ -39,15 +51,40 @@ export function isTimeZone(zone: string): boolean {
   }
 }
 
-/** Why croner refuses the expression (5 to 7 fields, seconds allowed), or undefined when it is valid. */
+/**
+ * Why a cron schedule is refused (croner's syntax: 5 to 7 fields, seconds first when there are 6 or
+ * more), or undefined when it is valid: malformed, never firing, or firing more than once a minute.
+ */
 export function cronProblem(expression: string, timezone: string | undefined): string | undefined {
+  let job: Cron | undefined
   try {
-    const job = new Cron(expression.trim(), {paused: true, timezone})
-    const next = job.nextRun()
-    job.stop()
-    return next ? undefined : 'never fires (no future time matches it)'
+    job = new Cron(expression.trim(), {paused: true, timezone})
+    if (!job.nextRun()) return 'never fires (no future time matches it)'
   } catch (error) {
     return `is not a cron expression: ${error instanceof Error ? error.message.replace(/^CronPattern: /, '') : String(error)}`
+  } finally {
+    job?.stop()
+  }
+
+  return firesMoreThanOncePerMinute(expression.trim())
+    ? 'fires more than once a minute (its seconds field matches several seconds); the most frequent schedule allowed is once a minute, e.g. "0 * * * *" for hourly'
+    : undefined
+}
+
+/**
+ * True when the seconds field (croner reads one when there are 6 or more fields) matches more than
+ * one second: then the schedule fires several times within some minute. Decided exactly, not by
+ * sampling: the seconds field alone, pinned to one fixed minute a year, fires twice in that minute.
+ */
+function firesMoreThanOncePerMinute(expression: string): boolean {
+  const fields = expression.split(/\s+/)
+  if (fields.length < 6) return false
+  const probe = new Cron(`${fields[0]} 0 0 1 1 *`, {paused: true, timezone: 'UTC'})
+  try {
+    const [first, second] = probe.nextRuns(2, new Date('2030-12-31T23:59:59Z'))
+    return first !== undefined && second !== undefined && second.getTime() - first.getTime() < MIN_SCHEDULE_INTERVAL_MS
+  } finally {
+    probe.stop()
   }
 }
 

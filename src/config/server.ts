@@ -1,6 +1,6 @@
 import {z} from 'zod'
 
-import {cronProblem, defineSection, duration, intInRange, isTimeZone, requiredText} from './fields'
+import {cronProblem, defineSection, duration, intInRange, isTimeZone, requiredText, scheduleInterval} from './fields'
 
 /** Sections of `dbb serve`: the HTTP API and the logical backup schedule. */
 
@@ -34,7 +34,7 @@ export const server = defineSection(
 export const schedule = defineSection(
   {
     // No default here: the default (24h) applies only when BACKUP_SCHEDULE is unset, see below.
-    BACKUP_INTERVAL: duration.optional(),
+    BACKUP_INTERVAL: scheduleInterval.optional(),
     BACKUP_SCHEDULE: z.string().optional(),
     // Only read with BACKUP_SCHEDULE: a container's TZ must not stop an interval-scheduled serve.
     TZ: z.string().optional(),

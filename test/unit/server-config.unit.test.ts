@@ -63,6 +63,38 @@ describe('server and schedule settings of dbb serve', () => {
     expect(configError(() => loadConfig(['schedule'], values)).message).toMatch(expected)
   })
 
+  // Issue 11 hole 9: BACKUP_INTERVAL=1ms started ~40 back-to-back backups in 8 s.
+  it.each([
+    [{BACKUP_INTERVAL: '1ms'}, 'BACKUP_INTERVAL'],
+    [{BACKUP_INTERVAL: '59s'}, 'BACKUP_INTERVAL'],
+    [{BASE_BACKUP_INTERVAL: '30s'}, 'BASE_BACKUP_INTERVAL'],
+  ])('refuses a schedule interval under 1 minute, naming the variable and an example: %j', (values, variable) => {
+    const error = configError(() => loadConfig(['schedule', 'archiving'], values))
+    expect(error.exitCode).toBe(2)
+    expect(error.message).toMatch(new RegExp(`^${variable}: must be at least 1 minute .*\\(example: ${variable}=`))
+  })
+
+  it.each([
+    ['* * * * * *', 'every second'],
+    ['*/30 * * * * *', 'every 30 s'],
+    ['0,59 * * * * *', 'twice a minute, once at the minute boundary'],
+    ['0-1 0 3 * * *', 'twice at 03:00, once a day otherwise'],
+    ['* 0 3 29 2 *', 'sixty times on leap days only'],
+  ])('refuses a cron schedule that fires more than once a minute: %s (%s)', (expression) => {
+    for (const variable of ['BACKUP_SCHEDULE', 'BASE_BACKUP_SCHEDULE']) {
+      const error = configError(() => loadConfig(['schedule', 'archiving'], {[variable]: expression}))
+      expect(error.message).toMatch(new RegExp(`^${variable}: fires more than once a minute`))
+    }
+  })
+
+  it.each([['1m'], ['60s'], ['PT1M']])('accepts the minimum interval %s', (text) => {
+    expect(loadConfig(['schedule'], {BACKUP_INTERVAL: text}).schedule).toEqual({kind: 'interval', intervalMs: 60_000})
+  })
+
+  it.each([['* * * * *'], ['30 * * * * *'], ['0 0 3 * * *'], ['@hourly']])('accepts a cron schedule at most once a minute: %s', (expression) => {
+    expect(loadConfig(['schedule'], {BACKUP_SCHEDULE: expression}).schedule).toMatchObject({kind: 'cron'})
+  })
+
   it.each([
     [{HTTP_PORT: '80000'}, /HTTP_PORT: must be at most 65535 \(example: HTTP_PORT=8080\)/],
     [{HTTP_PORT: 'http'}, /HTTP_PORT: must be a whole number/],
