@@ -47,6 +47,15 @@ export class NotFoundError extends DbbError {
   override readonly code = 'NOT_FOUND'
 }
 
+/**
+ * The storage backend failed (unreachable, refused, I/O error) for a reason other than "no such
+ * object". The message is the backend's own, which the storage contract keeps free of secrets; the
+ * REST API answers it as 503 (the service is fine, its storage is not), never as a masked 500.
+ */
+export class StorageUnavailableError extends DbbError {
+  override readonly code = 'STORAGE_UNAVAILABLE'
+}
+
 /** A backup, download or restore that failed; the message names the cause. */
 export class OperationError extends DbbError {
   override readonly code = 'OPERATION_FAILED'

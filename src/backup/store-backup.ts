@@ -29,6 +29,8 @@ export interface BackupOptions {
   /** Apply retention after a successful backup (default true). */
   prune?: boolean
   onProgress?: (progress: StreamProgress) => void
+  /** Called once the backup's id is claimed, before anything is written under it (a job reports it while running). */
+  onIdClaimed?: (id: string) => void
   now?: () => Date
 }
 
@@ -82,6 +84,7 @@ export async function storeBackup(
   // Claimed, not just picked: a concurrent run must never write the same key (see claim-id.ts).
   const claim = await claimBackupId(storage, deps.namePrefix, startedAt, recipe.kind)
   const {id} = claim
+  options.onIdClaimed?.(id)
   const log = logger.child({backupId: id})
   log.info({event: 'backup.started', type: recipe.type, storage: storage.location, ...recipe.context}, `${recipe.type} backup started`)
 

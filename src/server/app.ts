@@ -12,7 +12,9 @@ import {requireApiToken} from './middleware/auth'
 import {errorHandler} from './middleware/error-handler'
 import {backupRoutes} from './routes/backups'
 import {publicRoutes} from './routes/public'
+import {Route, denyUnmatchedWithoutToken, routerFor} from './routes/route'
 import type {ScheduleDescription} from './scheduler'
+import {markingOutages} from './storage-outages'
 
 /** Everything the HTTP layer reads; built once by the service (src/server/service.ts) or by a test. */
 export interface AppDependencies {
@@ -36,18 +38,27 @@ export interface AppDependencies {
   now?: () => Date
 }
 
+/** The app, and the routes it serves (what the route-spelling tests attack, route by route). */
+export type ServiceApp = Koa & {readonly routes: readonly Route[]}
+
+/** Every route of the HTTP API with its auth: the one declaration the router and the tests derive from. */
+export function declaredRoutes(deps: AppDependencies): Route[] {
+  return [...publicRoutes(deps), ...backupRoutes(deps)]
+}
+
 /**
  * The Koa app, not listening (tests drive it over a socket they open; `dbb serve` listens). The one
  * place the middleware order lives:
  *  1. access log — outermost, so it sees the final status of every request, errors included;
  *  2. error handler — every error below becomes `{error, message}` with the right status;
  *     then, once shutdown has begun, 503 for requests on connections still open;
- *  3. /health, /info, /metrics — no auth (probes and Prometheus);
- *  4. bearer-token auth for everything under /api/ — before routing, so an unauthenticated client
- *     cannot even learn which API paths exist;
- *  5. the API routes; anything unmatched falls through to a 404 from the error handler.
+ *  3. 405/OPTIONS answers for a known path asked with another method (after everything below);
+ *  4. the routes, each behind the token check when it declares `auth: 'token'` (routes/route.ts):
+ *     auth belongs to the route, not to a path prefix, so no spelling of a path sidesteps it;
+ *  5. whatever no route served needs the token too before it learns 404/405, except a public path.
+ * Storage failures in the routes are 503s with the backend's message (storage-outages.ts).
  */
-export function createApp(deps: AppDependencies): Koa {
+export function createApp(deps: AppDependencies): ServiceApp {
   const app = new Koa()
   app.proxy = false
   // Errors that escape the chain (a download stream failing after the headers went out) are
@@ -56,9 +67,9 @@ export function createApp(deps: AppDependencies): Koa {
     deps.logger.warn({event: 'http.stream_error', error: error.message}, 'response failed after it started')
   })
 
-  const publicRouter = publicRoutes(deps)
-  const apiRouter = backupRoutes(deps)
+  const routes = declaredRoutes({...deps, storage: markingOutages(deps.storage)})
   const authenticate = requireApiToken(deps.apiToken)
+  const router = routerFor(routes, authenticate)
 
   app.use(accessLog(deps.logger))
   app.use(errorHandler(deps.logger))
@@ -68,10 +79,8 @@ export function createApp(deps: AppDependencies): Koa {
     if (!deps.isShuttingDown?.()) return next()
     ctx.throw(503, 'the service is shutting down', {expose: true, headers: {Connection: 'close'}})
   })
-  app.use(publicRouter.routes())
-  app.use(publicRouter.allowedMethods())
-  app.use(async (ctx, next) => (ctx.path === '/api' || ctx.path.startsWith('/api/') ? authenticate(ctx, next) : next()))
-  app.use(apiRouter.routes())
-  app.use(apiRouter.allowedMethods())
-  return app
+  app.use(router.allowedMethods())
+  app.use(router.routes())
+  app.use(denyUnmatchedWithoutToken(routes, authenticate))
+  return Object.assign(app, {routes})
 }

@@ -16,6 +16,7 @@ export interface Job {
   finishedAt: string | null
   durationMs: number | null
   errorMessage: string | null
+  /** Known once the backup's id is claimed, while it runs; a failed job keeps it (nothing is stored under it). */
   backupId: string | null
 }
 
@@ -24,6 +25,8 @@ export interface JobContext {
   signal: AbortSignal
   /** Carries jobId and triggeredBy on every line. */
   logger: Logger
+  /** Reports the backup id as soon as it is claimed, so the running job shows it. */
+  idClaimed(backupId: string): void
 }
 
 /** The work a job does: one backup. Injected, so the registry is tested without PostgreSQL. */
@@ -129,7 +132,7 @@ export class JobRegistry {
     logger.info({event: 'job.started'}, 'backup job started')
     let outcome: BackupOutcome | undefined
     try {
-      outcome = await this.options.work({job: {...job}, signal, logger})
+      outcome = await this.options.work({job: {...job}, signal, logger, idClaimed: (backupId) => (job.backupId = backupId)})
       job.status = 'succeeded'
       job.backupId = outcome.metadata.id
     } catch (error) {

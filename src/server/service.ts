@@ -11,7 +11,9 @@ import {createProgress} from '../progress'
 import type {StorageBackend} from '../storage/contract'
 import {createApp} from './app'
 import {Job, JobRegistry, JobWork} from './jobs'
+import {HealthReport, HealthTargets, runHealthChecks} from './health'
 import {ServiceMetrics} from './metrics'
+import type {Route} from './routes/route'
 import {Scheduler, SchedulerClock} from './scheduler'
 
 export type ServiceConfig = Pick<Config, 'database' | 'namePrefix' | 'retention' | 'server' | 'schedule'> & Partial<Pick<Config, 'compression'>>
@@ -33,6 +35,10 @@ export interface RunningService {
   jobs: JobRegistry
   scheduler: Scheduler
   metrics: ServiceMetrics
+  /** The /health checks run once at start; resolves when they are done (and any failure logged). */
+  startupChecks: Promise<HealthReport>
+  /** The routes served, as declared (method, path, auth). */
+  routes: readonly Route[]
   /** Graceful stop; idempotent. Resolves when everything is closed. */
   shutdown(reason: string): Promise<void>
   /** Skips the rest of the grace period: aborts the backup in flight now. */
@@ -56,13 +62,14 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
   const metrics = new ServiceMetrics()
   metrics.recordExistingBackup(newest)
 
-  const work: JobWork = ({job, signal, logger: jobLogger}) => {
+  const work: JobWork = ({job, signal, logger: jobLogger, idClaimed}) => {
     const progress = createProgress({label: 'backing up', logger: jobLogger, event: 'backup.progress', interactive: false})
     return runLogicalBackup(
       {database: config.database, storage, namePrefix: config.namePrefix, retention: config.retention, compression: config.compression, logger: jobLogger},
       {
         triggeredBy: job.triggeredBy,
         signal,
+        onIdClaimed: idClaimed,
         onProgress: ({sourceBytes, storedBytes}) => progress.update(sourceBytes, {storedBytes}),
       },
     )
@@ -110,6 +117,8 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
   const url = `http://${host}:${address.port}`
   logger.info({event: 'server.listening', url, storage: storage.location, pgDumpVersion}, `listening on ${url}`)
   scheduler.start()
+  // Not awaited: an unreachable host takes the whole check timeout, and the service runs either way.
+  const startupChecks = warnAboutFailedChecks({database: config.database, storage, timeoutMs: options.healthTimeoutMs}, logger)
 
   let stopped: Promise<void> | undefined
   const shutdown = (reason: string): Promise<void> => {
@@ -137,7 +146,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
     return stopped
   }
 
-  return {url, jobs, scheduler, metrics, shutdown, abortNow: (reason) => jobs.abort(reason)}
+  return {url, jobs, scheduler, metrics, routes: app.routes, startupChecks, shutdown, abortNow: (reason) => jobs.abort(reason)}
 }
 
 async function newestBackup(
@@ -155,6 +164,25 @@ async function newestBackup(
     logger.warn({event: 'storage.list_failed', error: errorMessage(error)}, 'could not list existing backups at start')
     return undefined
   }
+}
+
+/**
+ * The /health checks, once at start: a wrong password or an unreachable bucket is logged as a
+ * warning at once instead of surfacing only on the first probe or the first backup. The service
+ * still starts (the database may come up after its sidecar).
+ */
+async function warnAboutFailedChecks(targets: HealthTargets, logger: Logger): Promise<HealthReport> {
+  const report = await runHealthChecks(targets)
+  for (const [name, result] of Object.entries(report.checks)) {
+    if (result.ok) continue
+    logger.warn(
+      {event: 'startup.check_failed', check: name, error: result.error},
+      `${name} check failed at start: ${result.error} (the service runs; GET /health reports it until it is fixed)`,
+    )
+  }
+
+  if (report.healthy) logger.info({event: 'startup.checks_passed'}, 'PostgreSQL and storage are reachable')
+  return report
 }
 
 function listen(server: Server, port: number, host: string): Promise<AddressInfo> {

@@ -1,9 +1,14 @@
+import type {AddressInfo} from 'node:net'
 import {Writable} from 'node:stream'
 
 import {loadConfig} from '../../src/config'
 import {Logger, createLogger} from '../../src/logger'
 import {LocalBackend} from '../../src/plugins/local/src/local-backend'
+import {ServiceApp, createApp} from '../../src/server/app'
+import {JobRegistry, JobWork} from '../../src/server/jobs'
+import {ServiceMetrics} from '../../src/server/metrics'
 import {RunningService, startService} from '../../src/server/service'
+import type {StorageBackend} from '../../src/storage/contract'
 import type {PgCluster} from './postgres'
 
 /** A JSON pino logger whose lines are kept in memory, so tests can assert on what was logged. */
@@ -105,4 +110,41 @@ export async function startApiService(
     logger: options.logger,
     healthTimeoutMs: options.healthTimeoutMs,
   })
+}
+
+/**
+ * createApp over a real socket on 127.0.0.1, with `storage` and otherwise inert dependencies: a job
+ * registry whose work fails at once, PostgreSQL on a closed port (so /health reports it down).
+ */
+export async function serveApp(
+  storage: StorageBackend,
+  options: {token: string; logger: Logger; work?: JobWork},
+): Promise<{app: ServiceApp; base: string; port: number; close: () => Promise<void>}> {
+  const app = createApp({
+    apiToken: options.token,
+    storage,
+    database: {host: '127.0.0.1', port: 1, database: 'x', user: 'postgres'},
+    namePrefix: 'backup',
+    retention: {retentionDays: 7, orphanGraceMs: 1000},
+    jobs: new JobRegistry({logger: options.logger, work: options.work ?? (() => Promise.reject(new Error('no backups in this test')))}),
+    metrics: new ServiceMetrics({defaultMetrics: false}),
+    logger: options.logger,
+    sidecarCache: new Map(),
+    pgDumpVersion: '15.18',
+    schedule: {describe: () => ({kind: 'interval', interval: 'PT24H', intervalSeconds: 86_400}), nextRunAt: () => undefined},
+    healthTimeoutMs: 2000,
+  })
+  const server = app.listen(0, '127.0.0.1')
+  await new Promise((resolve) => server.once('listening', resolve))
+  const {port} = server.address() as AddressInfo
+  return {
+    app,
+    base: `http://127.0.0.1:${port}`,
+    port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve())
+        server.closeAllConnections()
+      }),
+  }
 }

@@ -94,6 +94,7 @@ describe('dbb serve REST API over real HTTP (real PostgreSQL, local storage)', (
   it('starts exactly one backup for 100 simultaneous POSTs; the others get 409 naming the running job', async () => {
     const unlock = await holdTableLock(cluster, 'shop', 'customers')
     let jobId: string
+    let claimedId: string
     try {
       const responses = await Promise.all(Array.from({length: 100}, () => api('/api/v1/backups', {method: 'POST'})))
       const bodies = await Promise.all(responses.map((response) => jsonOf(response)))
@@ -112,6 +113,11 @@ describe('dbb serve REST API over real HTTP (real PostgreSQL, local storage)', (
 
       const running = await jobWhen(jobId, (status) => status === 'running')
       expect(running.startedAt).toEqual(expect.any(String))
+      // Issue 16 item 9: the running job names its backup as soon as the id is claimed (pg_dump is still waiting for the lock).
+      const claimed = await waitFor(async () => (await jsonOf(api(`/api/v1/backups/jobs/${jobId}`))).backupId ?? undefined, 20_000, 'the claimed id')
+      expect(claimed).toMatch(/^backup_\d{8}T\d{6}Z\.sql\.gz$/)
+      expect((await jsonOf(api(`/api/v1/backups/jobs/${jobId}`))).status).toBe('running')
+      claimedId = claimed
       expect((await jsonOf(fetch(`${service.url}/info`))).backup.jobInFlight).toBe(jobId)
       expect(await (await fetch(`${service.url}/metrics`)).text()).toMatch(/^dbb_backup_in_flight\{service="dbb"\} 1$/m)
     } finally {
@@ -120,7 +126,7 @@ describe('dbb serve REST API over real HTTP (real PostgreSQL, local storage)', (
 
     const job = await jobWhen(jobId, (status) => status === 'succeeded' || status === 'failed')
     expect(job).toMatchObject({status: 'succeeded', triggeredBy: 'api', errorMessage: null})
-    expect(job.backupId).toMatch(/^backup_\d{8}T\d{6}Z\.sql\.gz$/)
+    expect(job.backupId).toBe(claimedId)
     expect(job.durationMs).toBeGreaterThan(0)
     expect(Date.parse(job.finishedAt) - Date.parse(job.startedAt)).toBe(job.durationMs)
 
@@ -229,13 +235,19 @@ describe('dbb serve REST API over real HTTP (real PostgreSQL, local storage)', (
     await fs.rm(path.join(path.dirname(backupDir), 'outside.sql.gz'))
   })
 
-  it('answers 404 for an unknown job or route and 405 for a wrong method, always as JSON', async () => {
+  it('answers 404 for an unknown job or route and 405 for a wrong method, always as JSON (unknown routes need the token first)', async () => {
     const job = await api('/api/v1/backups/jobs/no-such-job')
     expect(job.status).toBe(404)
     expect(await jsonOf(job)).toEqual({error: 'NOT_FOUND', message: expect.stringContaining('no job no-such-job')})
-    const route = await fetch(`${service.url}/nothing-here`)
+    const anonymous = await fetch(`${service.url}/nothing-here`)
+    expect(anonymous.status).toBe(401)
+    expect(await jsonOf(anonymous)).toMatchObject({error: 'UNAUTHORIZED'})
+    const route = await api('/nothing-here')
     expect(route.status).toBe(404)
-    expect(await jsonOf(route)).toEqual({error: 'NOT_FOUND', message: 'no such endpoint: GET /nothing-here'})
+    expect(await jsonOf(route)).toEqual({
+      error: 'NOT_FOUND',
+      message: 'no such endpoint: GET /nothing-here (paths are case-sensitive, without a trailing slash)',
+    })
     const method = await api('/api/v1/backups', {method: 'DELETE'})
     expect(method.status).toBe(405)
     expect(await jsonOf(method)).toMatchObject({error: 'METHOD_NOT_ALLOWED'})
@@ -250,6 +262,17 @@ describe('dbb serve REST API over real HTTP (real PostgreSQL, local storage)', (
       const body = await jsonOf(health)
       expect(body).toMatchObject({status: 'unavailable', checks: {postgres: {ok: true}, storage: {ok: false}}})
       expect(body.checks.storage.error).toMatch(/does not exist/)
+      // Issue 11 hole 8: reading the API during the outage is a 503 naming the cause, not a masked 500.
+      for (const route of ['/api/v1/backups', '/api/v1/backups/latest', '/api/v1/backups/latest/download']) {
+        const response = await api(route)
+        expect([route, response.status]).toEqual([route, 503])
+        expect(await jsonOf(response)).toEqual({
+          error: 'STORAGE_UNAVAILABLE',
+          message: `storage (local) unavailable: backup directory ${backupDir} does not exist (check BACKUP_LOCAL_DIR)`,
+        })
+      }
+
+      expect((await fetch(`${service.url}/info`)).status).toBe(503)
     } finally {
       await fs.rename(moved, backupDir)
     }
@@ -279,9 +302,11 @@ describe('dbb serve REST API over real HTTP (real PostgreSQL, local storage)', (
     expect(metrics).toMatch(/^dbb_backups_total\{outcome="failed",triggered_by="api",service="dbb"\} 1$/m)
   })
 
-  it('logs one access line per request, without the token or the database password', async () => {
+  it('logs one access line per request, without the token or the database password; probes (/health, /metrics) only at debug', async () => {
     const before = log.lines().filter((line) => line.event === 'http.request').length
+    await fetch(`${service.url}/health`)
     await api('/api/v1/backups')
+    await fetch(`${service.url}/metrics`)
     await fetch(`${service.url}/info`)
     const lines = log.lines().filter((line) => line.event === 'http.request').slice(before)
     expect(lines.map((line) => [line.method, line.path, line.status])).toEqual([

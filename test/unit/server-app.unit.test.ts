@@ -1,79 +1,107 @@
-import type {Server} from 'node:http'
-import type {AddressInfo} from 'node:net'
-import {Readable} from 'node:stream'
-
+import {markingOutages} from '../../src/server/storage-outages'
 import type {StorageBackend} from '../../src/storage/contract'
-import {createApp} from '../../src/server/app'
-import {JobRegistry} from '../../src/server/jobs'
-import {ServiceMetrics} from '../../src/server/metrics'
-import {captureLogger} from '../helpers/serve'
+import {captureLogger, serveApp} from '../helpers/serve'
 
 const TOKEN = 'unit-test-token-0123456789'
+const AUTH = {Authorization: `Bearer ${TOKEN}`}
 
-/** A storage whose listing fails with an internal detail that must not reach HTTP clients. */
-function brokenStorage(): StorageBackend {
+/** A storage whose every read fails with `failure` (a fake: what it proves is the error mapping, not a backend). */
+function failingStorage(failure: () => Error): StorageBackend {
   return {
     name: 'fake',
     location: '/secret/internal/path',
     put: async () => ({sizeBytes: 0}),
-    get: async () => Readable.from([]),
-    stat: async () => undefined,
+    get: async () => {
+      throw failure()
+    },
+    stat: async () => {
+      throw failure()
+    },
     async *list() {
       yield* []
-      throw new Error('EIO reading /secret/internal/path')
+      throw failure()
     },
     delete: async () => {},
     health: async () => {},
   }
 }
 
-describe('createApp error handling (fake storage, real socket)', () => {
-  let server: Server
-  let base: string
+function withCode(error: Error, code: string): Error {
+  return Object.assign(error, {code})
+}
+
+describe('createApp error mapping (fake storage, real socket)', () => {
   const log = captureLogger()
+  const cases: [string, () => Error, number, Record<string, unknown>][] = [
+    [
+      'a storage I/O error is a 503 with the backend message',
+      () => withCode(new Error('EIO reading the backup directory'), 'EIO'),
+      503,
+      {error: 'STORAGE_UNAVAILABLE', message: 'storage (fake) unavailable: EIO reading the backup directory'},
+    ],
+    [
+      'a network error of the backend is a 503',
+      () => withCode(new TypeError('connect ECONNREFUSED 127.0.0.1:9'), 'ECONNREFUSED'),
+      503,
+      {error: 'STORAGE_UNAVAILABLE', message: 'storage (fake) unavailable: connect ECONNREFUSED 127.0.0.1:9'},
+    ],
+    [
+      'a programming error in the backend stays a masked 500',
+      () => new TypeError('Cannot read properties of undefined (reading "Contents") at /secret/internal/path'),
+      500,
+      {error: 'INTERNAL_ERROR', message: 'internal error (details are in the server log)'},
+    ],
+  ]
 
-  beforeAll(async () => {
-    const app = createApp({
-      apiToken: TOKEN,
-      storage: brokenStorage(),
-      database: {host: '127.0.0.1', port: 1, database: 'x', user: 'postgres'},
-      namePrefix: 'backup',
-      retention: {retentionDays: 7, orphanGraceMs: 1000},
-      jobs: new JobRegistry({logger: log.logger, work: () => Promise.reject(new Error('unused'))}),
-      metrics: new ServiceMetrics({defaultMetrics: false}),
-      logger: log.logger,
-      sidecarCache: new Map(),
-      pgDumpVersion: '15.18',
-      schedule: {describe: () => ({kind: 'interval', interval: 'PT24H', intervalSeconds: 86_400}), nextRunAt: () => undefined},
-    })
-    server = app.listen(0, '127.0.0.1')
-    await new Promise((resolve) => server.once('listening', resolve))
-    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+  it.each(cases)('%s', async (_what, failure, status, body) => {
+    const served = await serveApp(failingStorage(failure), {token: TOKEN, logger: log.logger})
+    try {
+      for (const path of ['/api/v1/backups', '/api/v1/backups/latest', '/api/v1/backups/latest/download', '/info']) {
+        const response = await fetch(`${served.base}${path}`, {headers: AUTH})
+        expect([path, response.status]).toEqual([path, status])
+        expect(await response.json()).toEqual(body)
+      }
+    } finally {
+      await served.close()
+    }
+
+    if (status === 500) {
+      expect(log.lines().find((line) => line.event === 'http.error')).toMatchObject({status: 500, error: expect.stringContaining('Contents')})
+    }
   })
 
-  afterAll(async () => {
-    await new Promise((resolve) => server.close(resolve))
-  })
+  it('leaves "no such object", an abort and a conflict as they are: they are answers, not outages', async () => {
+    for (const code of ['NOT_FOUND', 'ALREADY_EXISTS', 'ABORT_ERR']) {
+      const original = withCode(new Error(code), code)
+      const storage = markingOutages(failingStorage(() => original))
+      await expect(storage.get('x')).rejects.toBe(original)
+      await expect(storage.stat('x')).rejects.toBe(original)
+    }
 
-  it('masks the message of a server error in the response and logs it in full', async () => {
-    const response = await fetch(`${base}/api/v1/backups`, {headers: {Authorization: `Bearer ${TOKEN}`}})
-    expect(response.status).toBe(500)
-    const body = await response.json()
-    expect(body).toEqual({error: 'INTERNAL_ERROR', message: 'internal error (details are in the server log)'})
-    expect(JSON.stringify(body)).not.toContain('/secret')
-    expect(log.lines().find((line) => line.event === 'http.error')).toMatchObject({status: 500, error: 'EIO reading /secret/internal/path'})
+    const outage = markingOutages(failingStorage(() => withCode(new Error('socket hang up'), 'ECONNRESET')))
+    await expect(outage.get('x')).rejects.toMatchObject({code: 'STORAGE_UNAVAILABLE', message: 'storage (fake) unavailable: socket hang up'})
+    const drain = async () => {
+      for await (const object of outage.list('')) expect(object).toBeUndefined()
+    }
+
+    await expect(drain()).rejects.toMatchObject({code: 'STORAGE_UNAVAILABLE'})
   })
 
   it('accepts the token only with the Bearer scheme and the exact value', async () => {
-    const attempts = [`Basic ${TOKEN}`, `Bearer ${TOKEN.slice(0, -1)}`, `Bearer  ${TOKEN}`, TOKEN]
-    for (const authorization of attempts) {
-      const response = await fetch(`${base}/api/v1/backups/jobs`, {headers: {Authorization: authorization}})
-      expect([authorization, response.status]).toEqual([authorization, 401])
-    }
+    const served = await serveApp(failingStorage(() => new Error('unused')), {token: TOKEN, logger: log.logger})
+    try {
+      const attempts = [`Basic ${TOKEN}`, `Bearer ${TOKEN.slice(0, -1)}`, `Bearer  ${TOKEN}`, TOKEN]
+      for (const authorization of attempts) {
+        const response = await fetch(`${served.base}/api/v1/backups/jobs`, {headers: {Authorization: authorization}})
+        expect([authorization, response.status]).toEqual([authorization, 401])
+      }
 
-    const ok = await fetch(`${base}/api/v1/backups/jobs`, {headers: {Authorization: `Bearer ${TOKEN}`}})
-    expect(ok.status).toBe(200)
-    expect(await ok.json()).toEqual([])
-    expect(log.text()).not.toContain(TOKEN)
+      const ok = await fetch(`${served.base}/api/v1/backups/jobs`, {headers: AUTH})
+      expect(ok.status).toBe(200)
+      expect(await ok.json()).toEqual([])
+      expect(log.text()).not.toContain(TOKEN)
+    } finally {
+      await served.close()
+    }
   })
 })

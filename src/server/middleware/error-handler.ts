@@ -1,6 +1,7 @@
 import {types} from 'node:util'
 import type {Middleware} from 'koa'
 
+import {printableExcerpt} from '../../format'
 import type {Logger} from '../../logger'
 
 /** The one shape of every error response. */
@@ -20,6 +21,17 @@ const CODES: Record<number, string> = {
   503: 'SERVICE_UNAVAILABLE',
 }
 
+/**
+ * dbb's domain errors (src/errors.ts) by code: the status, and whether a 5xx message is meant for
+ * clients. A storage outage says what the backend reported (secret-free by the storage contract):
+ * the client is told the truth (503, try later), not a masked 500.
+ */
+const STATUS_BY_CODE: Record<string, {status: number; expose?: boolean}> = {
+  NOT_FOUND: {status: 404},
+  USAGE: {status: 400},
+  STORAGE_UNAVAILABLE: {status: 503, expose: true},
+}
+
 interface HttpErrorShape {
   status?: number
   statusCode?: number
@@ -33,7 +45,7 @@ interface HttpErrorShape {
  * First in the chain: every error below becomes `{error, message}` with the right status. Client
  * errors (4xx) show their message; server errors are logged in full and answered with a generic
  * message, since their text may name internals. dbb's own errors map by their `code`
- * (NOT_FOUND → 404, USAGE → 400). Checks use `types.isNativeError`, which holds across realms
+ * (STATUS_BY_CODE). Checks use `types.isNativeError`, which holds across realms
  * (jest's module sandbox) where `instanceof Error` does not.
  */
 export function errorHandler(logger: Logger): Middleware {
@@ -44,9 +56,11 @@ export function errorHandler(logger: Logger): Middleware {
       const error: HttpErrorShape = types.isNativeError(thrown) ? (thrown as HttpErrorShape) : {message: String(thrown)}
       const status = statusOf(error)
       // 5xx texts may name internals; one thrown with `expose: true` (e.g. 503 shutting down) is meant for clients.
-      const masked = status >= 500 && error.expose !== true
+      const masked = status >= 500 && error.expose !== true && !exposedByCode(error)
       if (masked) {
         logger.error({event: 'http.error', method: ctx.method, path: ctx.path, status, error: error.message}, 'request failed')
+      } else if (status >= 500) {
+        logger.warn({event: 'http.unavailable', method: ctx.method, path: ctx.path, status, error: error.message}, 'request failed')
       }
 
       ctx.status = status
@@ -61,7 +75,8 @@ export function errorHandler(logger: Logger): Middleware {
     // Nothing answered: an unknown route (404) or a known route with another method (405).
     if (ctx.body === undefined && ctx.status >= 400) {
       const {status} = ctx
-      const message = status === 404 ? `no such endpoint: ${ctx.method} ${ctx.path}` : `${ctx.method} is not allowed on ${ctx.path}`
+      const path = printableExcerpt(ctx.path)
+      const message = status === 404 ? `no such endpoint: ${ctx.method} ${path} (paths are case-sensitive, without a trailing slash)` : `${ctx.method} is not allowed on ${path}`
       ctx.body = {error: CODES[status] ?? 'ERROR', message} satisfies ErrorBody
       ctx.status = status // assigning a body would otherwise turn the 404 into a 200
     }
@@ -71,9 +86,15 @@ export function errorHandler(logger: Logger): Middleware {
 function statusOf(error: HttpErrorShape): number {
   const status = error.status ?? error.statusCode
   if (typeof status === 'number' && status >= 400 && status <= 599) return status
-  if (error.code === 'NOT_FOUND') return 404
-  if (error.code === 'USAGE') return 400
-  return 500
+  return mappingOf(error)?.status ?? 500
+}
+
+function exposedByCode(error: HttpErrorShape): boolean {
+  return mappingOf(error)?.expose === true
+}
+
+function mappingOf(error: HttpErrorShape): {status: number; expose?: boolean} | undefined {
+  return typeof error.code === 'string' && Object.hasOwn(STATUS_BY_CODE, error.code) ? STATUS_BY_CODE[error.code] : undefined
 }
 
 function codeOf(error: HttpErrorShape, status: number): string {

@@ -1,4 +1,3 @@
-import Router from '@koa/router'
 import type {Context} from 'koa'
 
 import {listBackups, resolveBackup} from '../../backup/metadata'
@@ -7,12 +6,12 @@ import {NotFoundError} from '../../errors'
 import {printableExcerpt} from '../../format'
 import type {AppDependencies} from '../app'
 import {decideRange} from '../range'
+import type {Route} from './route'
 
 export const API_PREFIX = '/api/v1'
 
-/** The authenticated API under /api/v1 (auth is applied in front of it, see app.ts). */
-export function backupRoutes(deps: AppDependencies): Router {
-  const router = new Router({prefix: API_PREFIX})
+/** The API under /api/v1: every route needs the API token. */
+export function backupRoutes(deps: AppDependencies): Route[] {
   const listOptions = {
     prefix: deps.namePrefix,
     cache: deps.sidecarCache,
@@ -20,48 +19,74 @@ export function backupRoutes(deps: AppDependencies): Router {
       deps.logger.warn({event: 'backup.invalid_sidecar', backupId: id, error: String(error)}, 'skipping unreadable sidecar'),
   }
 
-  router.post('/backups', (ctx) => {
-    const result = deps.jobs.start('api')
-    if (!result.started) {
-      const {jobId} = result.running
-      ctx.status = 409
-      ctx.body = {
-        error: 'BACKUP_IN_PROGRESS',
-        message: `a backup is already in flight (job ${jobId}); follow it at ${API_PREFIX}/backups/jobs/${jobId}`,
-        jobId,
-        job: result.running,
-      }
-      return
-    }
+  return [
+    {
+      method: 'POST',
+      path: `${API_PREFIX}/backups`,
+      auth: 'token',
+      handler(ctx) {
+        const result = deps.jobs.start('api')
+        if (!result.started) {
+          const {jobId} = result.running
+          ctx.status = 409
+          ctx.body = {
+            error: 'BACKUP_IN_PROGRESS',
+            message: `a backup is already in flight (job ${jobId}); follow it at ${API_PREFIX}/backups/jobs/${jobId}`,
+            jobId,
+            job: result.running,
+          }
+          return
+        }
 
-    ctx.status = 202
-    ctx.set('Location', `${API_PREFIX}/backups/jobs/${result.job.jobId}`)
-    ctx.body = result.job
-  })
-
-  router.get('/backups', async (ctx) => {
-    ctx.body = await listBackups(deps.storage, listOptions)
-  })
-
-  router.get('/backups/jobs', (ctx) => {
-    ctx.body = deps.jobs.list()
-  })
-
-  router.get('/backups/jobs/:jobId', (ctx) => {
-    const job = deps.jobs.get(ctx.params.jobId)
-    if (!job) ctx.throw(404, `no job ${printableExcerpt(ctx.params.jobId)} (the newest 100 jobs are kept)`, {code: 'NOT_FOUND'})
-    ctx.body = job
-  })
-
-  router.get('/backups/latest', async (ctx) => {
-    ctx.body = await resolveBackup(deps.storage, 'latest', listOptions)
-  })
-
-  router.get('/backups/:id/download', async (ctx) => {
-    await download(ctx, ctx.params.id, deps, listOptions)
-  })
-
-  return router
+        ctx.status = 202
+        ctx.set('Location', `${API_PREFIX}/backups/jobs/${result.job.jobId}`)
+        ctx.body = result.job
+      },
+    },
+    {
+      method: 'GET',
+      path: `${API_PREFIX}/backups`,
+      auth: 'token',
+      async handler(ctx) {
+        ctx.body = await listBackups(deps.storage, listOptions)
+      },
+    },
+    {
+      method: 'GET',
+      path: `${API_PREFIX}/backups/jobs`,
+      auth: 'token',
+      handler(ctx) {
+        ctx.body = deps.jobs.list()
+      },
+    },
+    {
+      method: 'GET',
+      path: `${API_PREFIX}/backups/jobs/:jobId`,
+      auth: 'token',
+      handler(ctx) {
+        const {jobId} = ctx.params
+        const job = deps.jobs.get(jobId)
+        if (!job) ctx.throw(404, `no job ${printableExcerpt(jobId)} (the newest 100 jobs are kept)`, {code: 'NOT_FOUND'})
+        ctx.body = job
+      },
+    },
+    {
+      method: 'GET',
+      path: `${API_PREFIX}/backups/latest`,
+      auth: 'token',
+      async handler(ctx) {
+        ctx.body = await resolveBackup(deps.storage, 'latest', listOptions)
+      },
+    },
+    {
+      method: 'GET',
+      path: `${API_PREFIX}/backups/:id/download`,
+      auth: 'token',
+      async handler(ctx) {
+        await download(ctx, ctx.params.id, deps, listOptions)
+      },
+    },
+  ]
 }
 
 /**
