@@ -46,7 +46,7 @@ function spellings(path: string): string[] {
     `${path};x`,
     `${path}%00`,
     `${path}%20`,
-    path.replaceAll('/', '\\'),
+    `/${path.slice(1).replaceAll('/', '\\')}`,
     `/.${path}`,
     `/x/..${path}`,
     `/%2e${path}`,
