@@ -50,7 +50,7 @@ describe('storage outages over the REST API are 503 with the cause', () => {
   async function expectServed(base: string): Promise<void> {
     const list = await fetch(`${base}/api/v1/backups`, {headers: AUTH})
     expect(list.status).toBe(200)
-    expect((await list.json()).map((backup: {id: string}) => backup.id)).toEqual([backupId])
+    expect(((await list.json()) as {id: string}[]).map((backup) => backup.id)).toEqual([backupId])
     const download = await fetch(`${base}/api/v1/backups/latest/download`, {headers: AUTH})
     expect(download.status).toBe(200)
     expect(Buffer.from(await download.arrayBuffer())).toEqual(await fs.readFile(path.join(root, 'staging', backupId)))
