@@ -120,4 +120,49 @@ describe('dbb serve as a process: configuration errors, start, graceful shutdown
       await unlock()
     }
   })
+
+  // Issue 16 item 6: a wrong password used to start silently (only /health showed it).
+  it('warns at start about each failed /health check (wrong password), keeps serving, and logs successful probes only at debug', async () => {
+    const {child, result, dir, url, output} = await serve({DB_PASSWORD: 'wrong-password-for-sure'})
+    try {
+      const warning = await waitFor(
+        () => output().split('\n').find((line) => line.includes('"event":"startup.check_failed"')),
+        20_000,
+        'the start-up check warning',
+      )
+      expect(JSON.parse(warning)).toMatchObject({level: 40, check: 'postgres', error: expect.stringMatching(/password authentication failed/)})
+      expect(output()).not.toContain('wrong-password-for-sure')
+      expect(output()).not.toMatch(/"check":"storage"/)
+      const health = await fetch(`${url}/health`)
+      expect(health.status).toBe(503)
+      // Still serving: the database may come up (or the secret be fixed) later.
+      expect((await fetch(`${url}/api/v1/backups`, {headers: {Authorization: `Bearer ${TOKEN}`}})).status).toBe(200)
+      expect((await fetch(`${url}/metrics`)).status).toBe(200)
+    } finally {
+      child.kill('SIGTERM')
+    }
+
+    const {code, stderr} = await result
+    expect(code).toBe(0)
+    // A probe that succeeds is not logged at info (/metrics); a failing one (/health 503) is.
+    const requests = stderr
+      .split('\n')
+      .filter((line) => line.includes('"event":"http.request"'))
+      .map((line) => `${JSON.parse(line).path} ${JSON.parse(line).status}`)
+    expect(requests).toEqual(['/health 503', '/api/v1/backups 200'])
+    await fs.rm(dir, {recursive: true, force: true})
+  })
+
+  it('refuses BACKUP_INTERVAL=1ms and a cron schedule firing every second with exit code 2, naming the variable', async () => {
+    const dir = await tempDir()
+    const base = {...cluster.dbbEnv('shop'), BACKUP_LOCAL_DIR: dir, API_TOKEN: TOKEN}
+    const interval = await runCli(['serve'], {...base, BACKUP_INTERVAL: '1ms'})
+    expect(interval.code).toBe(2)
+    expect(interval.stderr).toMatch(/BACKUP_INTERVAL: must be at least 1 minute .*\(example: BACKUP_INTERVAL=24h\)/)
+    const cron = await runCli(['serve'], {...base, BACKUP_SCHEDULE: '* * * * * *'})
+    expect(cron.code).toBe(2)
+    expect(cron.stderr).toMatch(/BACKUP_SCHEDULE: fires more than once a minute/)
+    expect(await fs.readdir(dir)).toEqual([])
+    await fs.rm(dir, {recursive: true, force: true})
+  })
 })
