@@ -67,7 +67,7 @@ export function cronProblem(expression: string, timezone: string | undefined): s
   }
 
   return firesMoreThanOncePerMinute(expression.trim())
-    ? 'fires more than once a minute (its seconds field matches several seconds); the most frequent schedule allowed is once a minute, e.g. "0 * * * *" for hourly'
+    ? 'fires more than once a minute (its seconds field matches several seconds); at most once a minute is allowed, e.g. "0 * * * *" for hourly'
     : undefined
 }
 

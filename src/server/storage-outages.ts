@@ -12,7 +12,8 @@ import type {GetOptions, ObjectInfo, PutOptions, StorageBackend} from '../storag
  * has started, and the client sees the connection close.
  */
 export function markingOutages(storage: StorageBackend): StorageBackend {
-  const mark = (error: unknown): unknown => (isOutage(error) ? new StorageUnavailableError(`storage (${storage.name}) unavailable: ${errorMessage(error)}`, {cause: error}) : error)
+  const mark = (error: unknown): unknown =>
+    isOutage(error) ? new StorageUnavailableError(`storage (${storage.name}) unavailable: ${errorMessage(error)}`, {cause: error}) : error
   const guard = async <T>(operation: () => Promise<T>): Promise<T> => {
     try {
       return await operation()

@@ -172,7 +172,8 @@ describe('REST routes under every spelling (real HTTP, real PostgreSQL, local st
         checked += 3
         // Nothing of a dump (gzip starts with 1f 8b) reaches a client without the token in the header.
         for (const response of [anonymous, queryToken]) {
-          expect([what, response.body.subarray(0, 2).toString('hex'), response.body.includes(DUMP_MARKER)]).toEqual([what, expect.not.stringMatching(/^1f8b$/), false])
+          const leaked = response.body.subarray(0, 2).toString('hex') === '1f8b' || response.body.includes(DUMP_MARKER)
+          expect([what, leaked]).toEqual([what, false])
         }
 
         if (equivalent) {
@@ -216,7 +217,10 @@ describe('REST routes under every spelling (real HTTP, real PostgreSQL, local st
   })
 
   it('serves one spelling of the fixed parts of a path: /API, /Api, BACKUPS, a trailing slash are 404 with the token', async () => {
-    for (const target of ['/API/v1/backups', '/Api/v1/backups', '/api/V1/backups', '/api/v1/BACKUPS', '/api/v1/backups/', '//api/v1/backups', '/api//v1/backups', '/%61pi/v1/backups', '/api/v1/%62ackups', '/api%2Fv1/backups', '/api/v1/./backups', '/HEALTH', '/health/']) {
+    const targets = ['/API/v1/backups', '/Api/v1/backups', '/api/V1/backups', '/api/v1/BACKUPS', '/api/v1/backups/', '//api/v1/backups']
+    targets.push('/api//v1/backups', '/%61pi/v1/backups', '/api/v1/%62ackups', '/api%2Fv1/backups', '/api/v1/./backups', '/HEALTH', '/health/')
+    targets.push('/API/v1/backups/latest/download', '/Api/v1/backups/latest/download')
+    for (const target of targets) {
       expect([target, (await request('GET', target, {Authorization: `Bearer ${TOKEN}`})).status]).toEqual([target, 404])
       expectUnauthorized(await request('GET', target), target)
     }

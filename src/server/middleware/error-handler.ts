@@ -59,7 +59,7 @@ export function errorHandler(logger: Logger): Middleware {
       const masked = status >= 500 && error.expose !== true && !exposedByCode(error)
       if (masked) {
         logger.error({event: 'http.error', method: ctx.method, path: ctx.path, status, error: error.message}, 'request failed')
-      } else if (status >= 500) {
+      } else if (exposedByCode(error)) {
         logger.warn({event: 'http.unavailable', method: ctx.method, path: ctx.path, status, error: error.message}, 'request failed')
       }
 
@@ -76,7 +76,10 @@ export function errorHandler(logger: Logger): Middleware {
     if (ctx.body === undefined && ctx.status >= 400) {
       const {status} = ctx
       const path = printableExcerpt(ctx.path)
-      const message = status === 404 ? `no such endpoint: ${ctx.method} ${path} (paths are case-sensitive, without a trailing slash)` : `${ctx.method} is not allowed on ${path}`
+      const message =
+        status === 404
+          ? `no such endpoint: ${ctx.method} ${path} (paths are case-sensitive, without a trailing slash)`
+          : `${ctx.method} is not allowed on ${path}`
       ctx.body = {error: CODES[status] ?? 'ERROR', message} satisfies ErrorBody
       ctx.status = status // assigning a body would otherwise turn the 404 into a 200
     }
