@@ -45,7 +45,10 @@ describe('JobRegistry: single flight, job states, FIFO eviction', () => {
     if (!result.started) return
     expect(result.job).toMatchObject({status: 'queued', triggeredBy: 'scheduler', startedAt: null, backupId: null})
     await tick()
-    expect(jobs.get(result.job.jobId)).toMatchObject({status: 'running', startedAt: '2026-11-21T03:00:00.000Z'})
+    expect(jobs.get(result.job.jobId)).toMatchObject({status: 'running', startedAt: '2026-11-21T03:00:00.000Z', backupId: null})
+    // Issue 16 item 9: the running job names its backup as soon as the id is claimed.
+    pending[0].context.idClaimed('backup_20261121T030000Z.sql.gz')
+    expect(jobs.get(result.job.jobId)).toMatchObject({status: 'running', backupId: 'backup_20261121T030000Z.sql.gz'})
     pending[0].context.logger.info({event: 'inside'}, 'a line from the backup itself')
     pending[0].resolve(outcome('backup_20261121T030000Z.sql.gz'))
     await jobs.whenIdle()
