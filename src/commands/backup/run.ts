@@ -27,7 +27,7 @@ Storage backends add their own flags (for local: --local-dir / BACKUP_LOCAL_DIR)
     ...settingFlags('DB_HOST', 'DB_PORT', 'DB_NAME', 'DB_USER', 'DB_PASSWORD', 'BACKUP_NAME_PREFIX'),
     ...settingFlags('RETENTION_DAYS', 'BACKUPS_TO_RETAIN', 'ORPHAN_GRACE', 'STORAGE_BACKEND'),
     ...settingFlags('BASE_BACKUP_WAL_METHOD', 'BASE_BACKUP_CHECKPOINT'),
-    ...settingFlags('COMPRESSION_LEVEL', 'COMPRESSION_THREADS'),
+    ...settingFlags('COMPRESSION_LEVEL', 'COMPRESSION_THREADS', 'BACKUP_NO_OWNER'),
     type: Flags.string({
       options: ['logical', 'base'],
       default: 'logical',
@@ -40,7 +40,7 @@ Storage backends add their own flags (for local: --local-dir / BACKUP_LOCAL_DIR)
     }),
   }
 
-  static override configSections: readonly Section[] = ['database', 'namePrefix', 'retention', 'storageBackend', 'baseBackup', 'compression']
+  static override configSections: readonly Section[] = ['database', 'namePrefix', 'retention', 'storageBackend', 'baseBackup', 'compression', 'logicalDump']
   static override usesStorage = true
 
   public async run(): Promise<BackupOutcome> {
@@ -54,6 +54,7 @@ Storage backends add their own flags (for local: --local-dir / BACKUP_LOCAL_DIR)
         retention: this.settings.retention,
         logger: this.logger,
         compression: this.settings.compression,
+        logicalDump: this.settings.logicalDump,
       }
       const options = {
         triggeredBy: 'cli' as const,

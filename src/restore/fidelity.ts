@@ -1,0 +1,366 @@
+import {ClientBase, escapeIdentifier, escapeLiteral} from 'pg'
+
+import {
+  DatabasePrivilege,
+  DatabaseProfile,
+  SECURITY_DEFINER_SQL,
+  SecurityDefinerFunction,
+  SecurityDefinerRow,
+  captureDatabaseProfile,
+} from '../backup/database-profile'
+import {errorMessage} from '../errors'
+
+/**
+ * Restore-side half of the database's own properties (see src/backup/database-profile.ts) and
+ * the escalation check. How a restore flow uses it:
+ *
+ *  1. Before the import: the profile to carry over is `readDatabaseProfile(client, target)` for an
+ *     in-place restore (the old target is the truth), else the backup's `databaseProfile` sidecar
+ *     field; `describeCarryOver(profile, source, existingRoles)` gives the plan's lines.
+ *  2. After the import into the staging database, before the swap:
+ *     `findEscalations(stagingClient, backup.privileges?.securityDefinerFunctions)` — any result
+ *     fails the restore (nothing swapped), with `describeEscalations(...)` as the message; then
+ *     `applyDatabaseProfile(maintenanceClient, stagingName, profile)`. Everything it sets is keyed
+ *     by the database's oid, so it survives `ALTER DATABASE staging RENAME TO target`.
+ */
+
+/** The database-level properties of the live database `dbname` (an in-place restore's old target); undefined when it does not exist. */
+export async function readDatabaseProfile(client: ClientBase, dbname: string): Promise<DatabaseProfile | undefined> {
+  return captureDatabaseProfile(client, dbname)
+}
+
+export interface ApplyOptions {
+  /** The role that will own the database when the profile's owner does not exist on this server (default: leave the owner as created). */
+  fallbackOwner?: string
+}
+
+export interface ApplyReport {
+  /** One line per property applied, e.g. `owner app_owner`, `ALTER DATABASE SET search_path=app, public`. */
+  applied: string[]
+  /** What could not be applied and why (a role missing on this server, a setting this server does not know). */
+  skipped: {item: string; reason: string}[]
+}
+
+/**
+ * Applies `profile` to the database `databaseName` (normally a freshly created staging database,
+ * connected to through another database). Each property is one statement; one that fails (a role
+ * that does not exist here, an unknown setting) is reported in `skipped` and the rest still
+ * apply — the caller decides whether a skip is fatal. Settings already present on the database
+ * and not in the profile are removed, so the result is the profile, not a merge.
+ */
+export async function applyDatabaseProfile(
+  client: ClientBase,
+  databaseName: string,
+  profile: DatabaseProfile,
+  options: ApplyOptions = {},
+): Promise<ApplyReport> {
+  const report: ApplyReport = {applied: [], skipped: []}
+  const db = escapeIdentifier(databaseName)
+  const roles = await existingRoles(client, rolesOf(profile))
+  const attempt = async (item: string, sql: string) => {
+    try {
+      await client.query(sql)
+      report.applied.push(item)
+    } catch (error) {
+      report.skipped.push({item, reason: errorMessage(error)})
+    }
+  }
+
+  const missing = (role: string) => role !== '' && !roles.has(role)
+  const skipMissing = (item: string, role: string) => report.skipped.push({item, reason: `role "${role}" does not exist on this server`})
+
+  let owner = profile.owner
+  if (missing(profile.owner)) {
+    skipMissing(`owner ${profile.owner}`, profile.owner)
+    owner = options.fallbackOwner ?? ''
+    if (owner) await attempt(`owner ${owner} (instead of ${profile.owner})`, `ALTER DATABASE ${db} OWNER TO ${escapeIdentifier(owner)}`)
+  } else {
+    await attempt(`owner ${profile.owner}`, `ALTER DATABASE ${db} OWNER TO ${escapeIdentifier(profile.owner)}`)
+  }
+
+  await applyAcl(client, databaseName, profile, roles, report)
+
+  if (profile.comment === null) {
+    await client.query(`COMMENT ON DATABASE ${db} IS NULL`)
+  } else {
+    await attempt(`comment ${JSON.stringify(profile.comment)}`, `COMMENT ON DATABASE ${db} IS ${escapeLiteral(profile.comment)}`)
+  }
+
+  await attempt(`connection limit ${profile.connectionLimit}`, `ALTER DATABASE ${db} CONNECTION LIMIT ${Math.trunc(profile.connectionLimit)}`)
+
+  await client.query(`ALTER DATABASE ${db} RESET ALL`)
+  for (const setting of profile.settings) {
+    await attempt(`ALTER DATABASE SET ${setting}`, `ALTER DATABASE ${db} SET ${settingClause(setting)}`)
+  }
+
+  for (const {role, settings} of profile.roleSettings) {
+    if (missing(role)) {
+      for (const setting of settings) skipMissing(`ALTER ROLE ${role} IN DATABASE SET ${setting}`, role)
+      continue
+    }
+
+    await client.query(`ALTER ROLE ${escapeIdentifier(role)} IN DATABASE ${db} RESET ALL`)
+    for (const setting of settings) {
+      await attempt(`ALTER ROLE ${role} IN DATABASE SET ${setting}`, `ALTER ROLE ${escapeIdentifier(role)} IN DATABASE ${db} SET ${settingClause(setting)}`)
+    }
+  }
+
+  return report
+}
+
+/**
+ * Makes the database's ACL the profile's: grants what is missing, revokes what is extra, compared
+ * on the effective ACL (a NULL ACL is the default: owner all, PUBLIC CONNECT and TEMPORARY).
+ */
+async function applyAcl(client: ClientBase, databaseName: string, profile: DatabaseProfile, roles: Set<string>, report: ApplyReport): Promise<void> {
+  const {rows} = await client.query<{owner: string; acl: DatabasePrivilege[]}>(
+    `SELECT pg_get_userbyid(d.datdba) AS owner,
+            coalesce(json_agg(json_build_object(
+              'grantee', CASE WHEN a.grantee = 0 THEN '' ELSE pg_get_userbyid(a.grantee) END,
+              'privilege', a.privilege_type, 'grantable', a.is_grantable)) FILTER (WHERE a.grantee IS NOT NULL), '[]'::json) AS acl
+     FROM pg_database d LEFT JOIN LATERAL aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a ON true
+     WHERE d.datname = $1 GROUP BY d.datdba`,
+    [databaseName],
+  )
+  if (!rows[0]) throw new Error(`database "${databaseName}" does not exist`)
+  const current = rows[0].acl
+  // When the profile's owner is missing here, its rights go to whoever owns the database now, not to nobody.
+  const desired = effectiveAcl(profile).map((entry) => (entry.grantee === profile.owner ? {...entry, grantee: rows[0].owner} : entry))
+  const key = (entry: DatabasePrivilege) => `${entry.grantee}\u0000${entry.privilege}\u0000${entry.grantable}`
+  const desiredKeys = new Set(desired.map((entry) => key(entry)))
+  const currentKeys = new Set(current.map((entry) => key(entry)))
+  const db = escapeIdentifier(databaseName)
+  const grantee = (name: string) => (name === '' ? 'PUBLIC' : escapeIdentifier(name))
+  const label = (entry: DatabasePrivilege) => `${entry.privilege} to ${entry.grantee === '' ? 'PUBLIC' : entry.grantee}${entry.grantable ? ' WITH GRANT OPTION' : ''}`
+
+  for (const entry of current) {
+    if (desiredKeys.has(key(entry))) continue
+    const sql = entry.grantable
+      ? `REVOKE GRANT OPTION FOR ${entry.privilege} ON DATABASE ${db} FROM ${grantee(entry.grantee)} CASCADE`
+      : `REVOKE ${entry.privilege} ON DATABASE ${db} FROM ${grantee(entry.grantee)} CASCADE`
+    try {
+      await client.query(sql)
+      report.applied.push(`revoke ${label(entry)}`)
+    } catch (error) {
+      report.skipped.push({item: `revoke ${label(entry)}`, reason: errorMessage(error)})
+    }
+  }
+
+  for (const entry of desired) {
+    if (currentKeys.has(key(entry))) continue
+    if (entry.grantee !== '' && entry.grantee !== rows[0].owner && !roles.has(entry.grantee)) {
+      report.skipped.push({item: `grant ${label(entry)}`, reason: `role "${entry.grantee}" does not exist on this server`})
+      continue
+    }
+
+    const sql = `GRANT ${entry.privilege} ON DATABASE ${db} TO ${grantee(entry.grantee)}${entry.grantable ? ' WITH GRANT OPTION' : ''}`
+    try {
+      await client.query(sql)
+      report.applied.push(`grant ${label(entry)}`)
+    } catch (error) {
+      report.skipped.push({item: `grant ${label(entry)}`, reason: errorMessage(error)})
+    }
+  }
+}
+
+/** The ACL a profile means: its explicit entries, or PostgreSQL's default for a NULL ACL. */
+export function effectiveAcl(profile: DatabaseProfile): DatabasePrivilege[] {
+  if (profile.acl !== null) return profile.acl
+  return [
+    {grantee: '', privilege: 'TEMPORARY', grantable: false},
+    {grantee: '', privilege: 'CONNECT', grantable: false},
+    ...(['CREATE', 'TEMPORARY', 'CONNECT'] as const).map((privilege) => ({grantee: profile.owner, privilege, grantable: false})),
+  ]
+}
+
+/** Every role a profile names (owner, grantees, per-role settings). */
+export function rolesOf(profile: DatabaseProfile): string[] {
+  const names = new Set([profile.owner, ...(profile.acl ?? []).map((entry) => entry.grantee), ...profile.roleSettings.map((entry) => entry.role)])
+  names.delete('')
+  return [...names]
+}
+
+async function existingRoles(client: ClientBase, names: string[]): Promise<Set<string>> {
+  const {rows} = await client.query<{rolname: string}>('SELECT rolname FROM pg_roles WHERE rolname = ANY($1::text[])', [names])
+  return new Set(rows.map((row) => row.rolname))
+}
+
+/**
+ * Settings whose value is a list of names (GUC_LIST_QUOTE in PostgreSQL): stored as `"$user", public`
+ * and re-set element by element, as pg_dump's makeAlterConfigCommand does. Quoting such a value as one
+ * literal would set a single schema named `"$user", public`.
+ */
+const LIST_SETTINGS = new Set([
+  'local_preload_libraries',
+  'search_path',
+  'session_preload_libraries',
+  'shared_preload_libraries',
+  'temp_tablespaces',
+  'unix_socket_directories',
+])
+
+/** `name=value` as pg_db_role_setting stores it → `name = <value>` for ALTER … SET. */
+export function settingClause(entry: string): string {
+  const at = entry.indexOf('=')
+  if (at <= 0) throw new Error(`"${entry}" is not a name=value setting`)
+  const name = entry.slice(0, at)
+  const value = entry.slice(at + 1)
+  const quotedName = /^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_$]*)?$/i.test(name) ? name : escapeIdentifier(name)
+  if (!LIST_SETTINGS.has(name.toLowerCase())) return `${quotedName} = ${escapeLiteral(value)}`
+  const elements = splitSettingList(value)
+  return `${quotedName} = ${elements.length === 0 ? "''" : elements.map((element) => escapeLiteral(element)).join(', ')}`
+}
+
+/** PostgreSQL's SplitGUCList: comma-separated, elements optionally double-quoted ("" inside is a quote). */
+export function splitSettingList(value: string): string[] {
+  const elements: string[] = []
+  let index = 0
+  const skipSpace = () => {
+    while (index < value.length && /\s/.test(value[index])) index++
+  }
+
+  skipSpace()
+  if (index >= value.length) return elements
+  for (;;) {
+    let element = ''
+    if (value[index] === '"') {
+      index++
+      for (;;) {
+        if (index >= value.length) throw new Error(`unterminated quote in setting list ${JSON.stringify(value)}`)
+        if (value[index] === '"') {
+          if (value[index + 1] === '"') {
+            element += '"'
+            index += 2
+            continue
+          }
+
+          index++
+          break
+        }
+
+        element += value[index++]
+      }
+    } else {
+      while (index < value.length && value[index] !== ',' && !/\s/.test(value[index])) element += value[index++]
+    }
+
+    elements.push(element)
+    skipSpace()
+    if (index >= value.length) return elements
+    if (value[index] !== ',') throw new Error(`malformed setting list ${JSON.stringify(value)}`)
+    index++
+    skipSpace()
+  }
+}
+
+export type ProfileSource = 'old-target' | 'backup'
+
+export interface CarryOver {
+  /** "will carry over: …" lines for the restore plan. */
+  willCarryOver: string[]
+  /** "will not carry over: …" lines, each with the reason. */
+  willNotCarryOver: string[]
+}
+
+/**
+ * What the plan says before the countdown. `source` names where the profile comes from (the old
+ * target for an in-place restore, the backup's sidecar otherwise); `existingRoles`, when given,
+ * is the set of roles on the target server, so properties naming a missing role are listed as
+ * not carried over rather than promised.
+ */
+export function describeCarryOver(profile: DatabaseProfile | undefined, source: ProfileSource, existingRoles?: ReadonlySet<string>): CarryOver {
+  if (!profile) {
+    return {
+      willCarryOver: [],
+      willNotCarryOver: [
+        source === 'backup'
+          ? 'database properties (owner, ACL, comment, settings): this backup predates their recording; the new database gets defaults, owned by the restoring user'
+          : 'database properties: the old target could not be read',
+      ],
+    }
+  }
+
+  const from = source === 'old-target' ? 'from the current database' : 'from the backup'
+  const present = (role: string) => role === '' || !existingRoles || existingRoles.has(role)
+  const carry: string[] = []
+  const not: string[] = []
+  const missingRole = (what: string, role: string) => not.push(`${what} (role ${role} does not exist on this server)`)
+
+  if (present(profile.owner)) carry.push(`owner ${profile.owner}`)
+  else missingRole(`owner ${profile.owner}`, profile.owner)
+
+  if (profile.acl === null) {
+    carry.push('default privileges (PUBLIC may connect)')
+  } else {
+    const publicPrivileges = profile.acl.filter((entry) => entry.grantee === '').map((entry) => entry.privilege)
+    const revoked = (['CONNECT', 'TEMPORARY'] as const).filter((privilege) => !publicPrivileges.includes(privilege))
+    if (revoked.length > 0) carry.push(`${revoked.join(' and ')} revoked from PUBLIC`)
+    const grants = new Map<string, string[]>()
+    for (const entry of profile.acl) {
+      if (entry.grantee === '' || entry.grantee === profile.owner) continue
+      grants.set(entry.grantee, [...(grants.get(entry.grantee) ?? []), entry.privilege + (entry.grantable ? '*' : '')])
+    }
+
+    for (const [role, privileges] of grants) {
+      if (present(role)) carry.push(`GRANT ${privileges.join(', ')} to ${role}`)
+      else missingRole(`GRANT ${privileges.join(', ')} to ${role}`, role)
+    }
+  }
+
+  if (profile.comment !== null) carry.push(`comment ${JSON.stringify(profile.comment)}`)
+  if (profile.connectionLimit !== -1) carry.push(`connection limit ${profile.connectionLimit}`)
+  for (const setting of profile.settings) carry.push(setting)
+  for (const {role, settings} of profile.roleSettings) {
+    for (const setting of settings) {
+      if (present(role)) carry.push(`${setting} for role ${role}`)
+      else missingRole(`${setting} for role ${role}`, role)
+    }
+  }
+
+  not.push(
+    `encoding/locale ${profile.encoding}, ${profile.collate}/${profile.ctype}${profile.localeProvider ? ` (${profile.localeProvider})` : ''}: the new database gets the server's, set when it is created`,
+  )
+  return {willCarryOver: carry.map((line) => `${line} (${from})`), willNotCarryOver: not}
+}
+
+/** A SECURITY DEFINER function a restore made superuser-owned and callable by PUBLIC, when the source did not have it so. */
+export interface Escalation {
+  signature: string
+  owner: string
+  /** How it was in the source database, when the backup recorded it. */
+  recorded?: SecurityDefinerFunction
+}
+
+/**
+ * Run against the restored (staging) database before the swap: SECURITY DEFINER functions owned
+ * by a superuser and executable by PUBLIC — anyone who can connect then runs that function's SQL
+ * as superuser. Allowed only when the backup recorded exactly that (superuser-owned and PUBLIC
+ * executable in the source too). `recorded` undefined (a backup from before dbb recorded them)
+ * allows none: such a function fails the restore, and `--owner` or a dump with owners is the fix.
+ */
+export async function findEscalations(client: ClientBase, recorded?: readonly SecurityDefinerFunction[]): Promise<Escalation[]> {
+  const {rows} = await client.query<SecurityDefinerRow>(SECURITY_DEFINER_SQL)
+  const before = new Map((recorded ?? []).map((fn) => [fn.signature, fn]))
+  return rows
+    .filter((row) => row.owner_is_superuser && row.public_execute)
+    .filter((row) => {
+      const source = before.get(row.signature)
+      return !(source?.ownerIsSuperuser && source.publicExecute)
+    })
+    .map((row) => ({signature: row.signature, owner: row.owner, ...(before.has(row.signature) ? {recorded: before.get(row.signature)} : {})}))
+}
+
+/** One message for a failed escalation check: what, how it was, and how to restore safely. */
+export function describeEscalations(escalations: readonly Escalation[]): string {
+  const lines = escalations.map((escalation) => {
+    const was = escalation.recorded
+      ? ` (in the backup: owned by ${escalation.recorded.owner}, executable by ${escalation.recorded.publicExecute ? 'PUBLIC' : escalation.recorded.executeGrantees.join(', ') || 'its owner only'})`
+      : ''
+    return `  ${escalation.signature} would be owned by superuser ${escalation.owner} and executable by PUBLIC${was}`
+  })
+  return [
+    `refusing to swap in a database where ${escalations.length} SECURITY DEFINER function(s) would run anyone's SQL as a superuser:`,
+    ...lines,
+    'restore as the owning role (--owner ROLE), or take backups with owners and privileges (the default; BACKUP_NO_OWNER unset)',
+  ].join('\n')
+}
