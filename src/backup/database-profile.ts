@@ -170,14 +170,14 @@ ORDER BY 1`
  * SECURITY DEFINER functions outside the system schemas and not part of an extension (an
  * extension's own functions are created by CREATE EXTENSION, not by the dump).
  */
-export const SECURITY_DEFINER_SQL = `
+const SECURITY_DEFINER_SQL = `
 SELECT p.oid::regprocedure::text AS signature,
        r.rolname AS owner,
        r.rolsuper AS owner_is_superuser,
        (p.proacl IS NULL OR EXISTS (SELECT 1 FROM aclexplode(p.proacl) a WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE')) AS public_execute,
-       coalesce((SELECT array_agg(DISTINCT pg_get_userbyid(a.grantee) ORDER BY pg_get_userbyid(a.grantee))
+       coalesce((SELECT array_agg(DISTINCT pg_get_userbyid(a.grantee)::text ORDER BY pg_get_userbyid(a.grantee)::text)
                  FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
-                 WHERE a.grantee <> 0 AND a.privilege_type = 'EXECUTE'), '{}') AS execute_grantees
+                 WHERE a.grantee <> 0 AND a.privilege_type = 'EXECUTE')::text[], '{}') AS execute_grantees
 FROM pg_proc p
 JOIN pg_namespace n ON n.oid = p.pronamespace
 JOIN pg_roles r ON r.oid = p.proowner
@@ -186,7 +186,7 @@ WHERE p.prosecdef
   AND NOT EXISTS (SELECT 1 FROM pg_depend dep WHERE dep.classid = 'pg_proc'::regclass AND dep.objid = p.oid AND dep.deptype = 'e')
 ORDER BY 1`
 
-export interface SecurityDefinerRow {
+interface SecurityDefinerRow {
   signature: string
   owner: string
   owner_is_superuser: boolean
@@ -194,8 +194,22 @@ export interface SecurityDefinerRow {
   execute_grantees: string[]
 }
 
+/**
+ * Signatures and type names print relative to search_path (an `ALTER DATABASE … SET search_path
+ * = app` turns `app.credit(integer)` into `credit(integer)`): read with search_path = pg_catalog
+ * only, so a backup and a restore name every function the same way, schema-qualified. Runs its
+ * own short transaction: `client` must not be inside one.
+ */
 export async function securityDefinerFunctions(client: ClientBase): Promise<SecurityDefinerFunction[]> {
-  const {rows} = await client.query<SecurityDefinerRow>(SECURITY_DEFINER_SQL)
+  await client.query('BEGIN')
+  let rows: SecurityDefinerRow[]
+  try {
+    await client.query("SET LOCAL search_path = 'pg_catalog'")
+    rows = (await client.query<SecurityDefinerRow>(SECURITY_DEFINER_SQL)).rows
+  } finally {
+    await client.query('COMMIT')
+  }
+
   return rows.map((row) => ({
     signature: row.signature,
     owner: row.owner,

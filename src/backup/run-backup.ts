@@ -3,7 +3,7 @@ import type {ClientBase} from 'pg'
 import {libpqEnvironment, withClient} from '../db/connection'
 import {OperationError, errorMessage} from '../errors'
 import {spawnTool, toolVersion} from './child-process'
-import {DatabaseProfile, DumpPrivileges, captureDatabaseProfile, captureDumpPrivileges} from './database-profile'
+import {DatabaseProfile, DumpPrivileges, captureDatabaseProfile, captureDumpPrivileges, databaseProfileSchema, dumpPrivilegesSchema} from './database-profile'
 import {BackupDependencies, BackupOptions, BackupOutcome, storeBackup} from './store-backup'
 
 export type {BackupDependencies, BackupOptions, BackupOutcome, TriggeredBy} from './store-backup'
@@ -53,12 +53,17 @@ interface SourceFacts {
   privileges: DumpPrivileges
 }
 
-/** The server version and what a restore needs to know beyond the dump, through one connection to the source database. */
+/**
+ * The server version and what a restore needs to know beyond the dump, through one connection to
+ * the source database. Checked against the sidecar schema here, before pg_dump starts: a sidecar
+ * that its own reader refused would make the backup unlistable.
+ */
 async function describeSource(client: ClientBase, database: string, noOwner: boolean): Promise<SourceFacts> {
   const version = await client.query<{server_version: string}>('SHOW server_version')
+  const profile = await captureDatabaseProfile(client, database)
   return {
     pgVersion: version.rows[0].server_version.split(' ')[0],
-    databaseProfile: await captureDatabaseProfile(client, database),
-    privileges: await captureDumpPrivileges(client, !noOwner),
+    databaseProfile: profile && databaseProfileSchema.parse(profile),
+    privileges: dumpPrivilegesSchema.parse(await captureDumpPrivileges(client, !noOwner)),
   }
 }

@@ -3,10 +3,9 @@ import {ClientBase, escapeIdentifier, escapeLiteral} from 'pg'
 import {
   DatabasePrivilege,
   DatabaseProfile,
-  SECURITY_DEFINER_SQL,
   SecurityDefinerFunction,
-  SecurityDefinerRow,
   captureDatabaseProfile,
+  securityDefinerFunctions,
 } from '../backup/database-profile'
 import {errorMessage} from '../errors'
 
@@ -339,10 +338,10 @@ export interface Escalation {
  * allows none: such a function fails the restore, and `--owner` or a dump with owners is the fix.
  */
 export async function findEscalations(client: ClientBase, recorded?: readonly SecurityDefinerFunction[]): Promise<Escalation[]> {
-  const {rows} = await client.query<SecurityDefinerRow>(SECURITY_DEFINER_SQL)
+  const found = await securityDefinerFunctions(client)
   const before = new Map((recorded ?? []).map((fn) => [fn.signature, fn]))
-  return rows
-    .filter((row) => row.owner_is_superuser && row.public_execute)
+  return found
+    .filter((row) => row.ownerIsSuperuser && row.publicExecute)
     .filter((row) => {
       const source = before.get(row.signature)
       return !(source?.ownerIsSuperuser && source.publicExecute)

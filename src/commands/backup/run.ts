@@ -11,7 +11,7 @@ import {settingFlags} from '../../settings'
 
 export default class BackupRun extends DbbCommand<typeof BackupRun> {
   static override summary = 'Take a logical backup now: pg_dump → gzip → storage, verified, then apply retention.'
-  static override description = `Streams pg_dump --no-owner --no-privileges through gzip into the storage backend without a temporary file, reads the stored dump back to verify its size, sha256 and gzip integrity, and only then writes the <id>.meta.json sidecar that makes the backup exist. A failure or Ctrl-C removes what was written. Restore with stock tools: gunzip -c <id> | psql.
+  static override description = `Streams pg_dump (owners and privileges included unless BACKUP_NO_OWNER=true; the database's own properties and the roles the dump names are recorded in the sidecar) through gzip into the storage backend without a temporary file, reads the stored dump back to verify its size, sha256 and gzip integrity, and only then writes the <id>.meta.json sidecar that makes the backup exist. A failure or Ctrl-C removes what was written. Restore with stock tools: gunzip -c <id> | psql.
 
 Storage backends add their own flags (for local: --local-dir / BACKUP_LOCAL_DIR).`
 
