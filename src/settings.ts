@@ -90,7 +90,7 @@ const catalog = {
     example: '2',
   },
   BACKUP_NO_OWNER: {
-    flag: 'no-owner',
+    flag: 'backup-no-owner',
     summary: 'Dump without owners and GRANT/REVOKE (pg_dump --no-owner --no-privileges), for managed services whose roles differ (default false).',
     example: 'true',
   },
