@@ -16,11 +16,15 @@ import {errorMessage} from '../errors'
  *  1. Before the import: the profile to carry over is `readDatabaseProfile(client, target)` for an
  *     in-place restore (the old target is the truth), else the backup's `databaseProfile` sidecar
  *     field; `describeCarryOver(profile, source, existingRoles)` gives the plan's lines.
- *  2. After the import into the staging database, before the swap:
- *     `findEscalations(stagingClient, backup.privileges?.securityDefinerFunctions)` — any result
- *     fails the restore (nothing swapped), with `describeEscalations(...)` as the message; then
- *     `applyDatabaseProfile(maintenanceClient, stagingName, profile)`. Everything it sets is keyed
- *     by the database's oid, so it survives `ALTER DATABASE staging RENAME TO target`.
+ *  2. After the import into the staging database, before the swap (never before the import: a
+ *     profile may set `default_transaction_read_only` or a `statement_timeout`):
+ *     - for a dump without privileges (`backup.privileges?.ownersAndPrivileges === false`):
+ *       `reapplyFunctionPrivileges(stagingClient, backup.privileges.securityDefinerFunctions)`;
+ *     - `findEscalations(stagingClient, backup.privileges?.securityDefinerFunctions)` — any result
+ *       fails the restore (nothing swapped), with `describeEscalations(...)` as the message;
+ *     - `applyDatabaseProfile(maintenanceClient, stagingName, profile)`, logging `skipped` as
+ *       warnings. Everything it sets is keyed by the database's oid, so it survives
+ *       `ALTER DATABASE staging RENAME TO target`.
  */
 
 /** The database-level properties of the live database `dbname` (an in-place restore's old target); undefined when it does not exist. */
@@ -322,31 +326,46 @@ export function describeCarryOver(profile: DatabaseProfile | undefined, source: 
   return {willCarryOver: carry.map((line) => `${line} (${from})`), willNotCarryOver: not}
 }
 
-/** A SECURITY DEFINER function a restore made superuser-owned and callable by PUBLIC, when the source did not have it so. */
+/** A SECURITY DEFINER function the restore made more powerful or more widely callable than in the source. */
 export interface Escalation {
   signature: string
   owner: string
+  publicExecute: boolean
+  /** Why it is refused, in words. */
+  reason: string
   /** How it was in the source database, when the backup recorded it. */
   recorded?: SecurityDefinerFunction
 }
 
 /**
- * Run against the restored (staging) database before the swap: SECURITY DEFINER functions owned
- * by a superuser and executable by PUBLIC — anyone who can connect then runs that function's SQL
- * as superuser. Allowed only when the backup recorded exactly that (superuser-owned and PUBLIC
- * executable in the source too). `recorded` undefined (a backup from before dbb recorded them)
- * allows none: such a function fails the restore, and `--owner` or a dump with owners is the fix.
+ * Run against the restored (staging) database before the swap. A SECURITY DEFINER function runs
+ * with its owner's rights, so a restore escalates when it
+ *  - lets PUBLIC call a function that PUBLIC could not call in the source, or
+ *  - makes a function superuser-owned that was not (its callers now run it as superuser);
+ * and, for a function the backup did not record (or a backup from before dbb recorded them),
+ * when it is superuser-owned and PUBLIC may call it. Any result must fail the restore.
+ * `client` must not be inside a transaction (see securityDefinerFunctions).
  */
 export async function findEscalations(client: ClientBase, recorded?: readonly SecurityDefinerFunction[]): Promise<Escalation[]> {
   const found = await securityDefinerFunctions(client)
   const before = new Map((recorded ?? []).map((fn) => [fn.signature, fn]))
-  return found
-    .filter((row) => row.ownerIsSuperuser && row.publicExecute)
-    .filter((row) => {
-      const source = before.get(row.signature)
-      return !(source?.ownerIsSuperuser && source.publicExecute)
-    })
-    .map((row) => ({signature: row.signature, owner: row.owner, ...(before.has(row.signature) ? {recorded: before.get(row.signature)} : {})}))
+  const escalations: Escalation[] = []
+  for (const fn of found) {
+    const source = before.get(fn.signature)
+    const reasons: string[] = []
+    if (source) {
+      if (fn.publicExecute && !source.publicExecute) reasons.push('PUBLIC may execute it, which it could not before')
+      if (fn.ownerIsSuperuser && !source.ownerIsSuperuser) reasons.push(`it is owned by superuser ${fn.owner} instead of ${source.owner}`)
+    } else if (fn.ownerIsSuperuser && fn.publicExecute) {
+      reasons.push(`it is owned by superuser ${fn.owner} and PUBLIC may execute it`)
+    }
+
+    if (reasons.length > 0) {
+      escalations.push({signature: fn.signature, owner: fn.owner, publicExecute: fn.publicExecute, reason: reasons.join('; '), ...(source ? {recorded: source} : {})})
+    }
+  }
+
+  return escalations
 }
 
 /** One message for a failed escalation check: what, how it was, and how to restore safely. */
@@ -355,11 +374,60 @@ export function describeEscalations(escalations: readonly Escalation[]): string 
     const was = escalation.recorded
       ? ` (in the backup: owned by ${escalation.recorded.owner}, executable by ${escalation.recorded.publicExecute ? 'PUBLIC' : escalation.recorded.executeGrantees.join(', ') || 'its owner only'})`
       : ''
-    return `  ${escalation.signature} would be owned by superuser ${escalation.owner} and executable by PUBLIC${was}`
+    return `  ${escalation.signature}: ${escalation.reason}${was}`
   })
   return [
-    `refusing to swap in a database where ${escalations.length} SECURITY DEFINER function(s) would run anyone's SQL as a superuser:`,
+    `refusing to swap in a database where ${escalations.length} SECURITY DEFINER function(s) would give roles rights they did not have:`,
     ...lines,
     'restore as the owning role (--owner ROLE), or take backups with owners and privileges (the default; BACKUP_NO_OWNER unset)',
   ].join('\n')
+}
+
+/**
+ * For a dump without privileges (BACKUP_NO_OWNER): puts back the EXECUTE grants the backup
+ * recorded for its SECURITY DEFINER functions — REVOKE from PUBLIC where PUBLIC could not call
+ * it, GRANT to each recorded grantee that exists here — so that a restore with `--owner` gives
+ * the same callers as the source. Run after the import, before findEscalations. Functions not in
+ * the restored database and grantees missing here are reported in `skipped`.
+ */
+export async function reapplyFunctionPrivileges(client: ClientBase, recorded: readonly SecurityDefinerFunction[]): Promise<ApplyReport> {
+  const report: ApplyReport = {applied: [], skipped: []}
+  const present = new Map((await securityDefinerFunctions(client)).map((fn) => [fn.signature, fn]))
+  const grantees = await existingRoles(client, [...new Set(recorded.flatMap((fn) => fn.executeGrantees))])
+  for (const fn of recorded) {
+    const now = present.get(fn.signature)
+    if (!now) {
+      report.skipped.push({item: `EXECUTE on ${fn.signature}`, reason: 'no such SECURITY DEFINER function in the restored database'})
+      continue
+    }
+
+    // Interpolated only because it equals a signature this server just printed (regprocedure with
+    // search_path = pg_catalog): the sidecar's text never reaches SQL unless the server produced it.
+    const target = `FUNCTION ${fn.signature}`
+    const run = async (item: string, sql: string) => {
+      try {
+        await client.query('BEGIN')
+        await client.query("SET LOCAL search_path = 'pg_catalog'")
+        await client.query(sql)
+        await client.query('COMMIT')
+        report.applied.push(item)
+      } catch (error) {
+        await client.query('ROLLBACK').catch(() => {})
+        report.skipped.push({item, reason: errorMessage(error)})
+      }
+    }
+
+    if (!fn.publicExecute && now.publicExecute) await run(`revoke EXECUTE on ${fn.signature} from PUBLIC`, `REVOKE EXECUTE ON ${target} FROM PUBLIC`)
+    for (const grantee of fn.executeGrantees) {
+      if (grantee === now.owner || now.executeGrantees.includes(grantee)) continue
+      if (!grantees.has(grantee)) {
+        report.skipped.push({item: `grant EXECUTE on ${fn.signature} to ${grantee}`, reason: `role "${grantee}" does not exist on this server`})
+        continue
+      }
+
+      await run(`grant EXECUTE on ${fn.signature} to ${grantee}`, `GRANT EXECUTE ON ${target} TO ${escapeIdentifier(grantee)}`)
+    }
+  }
+
+  return report
 }

@@ -10,7 +10,14 @@ import {runLogicalBackup} from '../../src/backup/run-backup'
 import type {DatabaseConfig} from '../../src/config'
 import {createLogger} from '../../src/logger'
 import {LocalBackend} from '../../src/plugins/local/src'
-import {applyDatabaseProfile, describeCarryOver, describeEscalations, findEscalations, readDatabaseProfile} from '../../src/restore/fidelity'
+import {
+  applyDatabaseProfile,
+  describeCarryOver,
+  describeEscalations,
+  findEscalations,
+  readDatabaseProfile,
+  reapplyFunctionPrivileges,
+} from '../../src/restore/fidelity'
 import {preflight} from '../../src/restore/preflight'
 import {tempDir} from '../helpers/cli'
 import {PgCluster, startPostgres} from '../helpers/postgres'
@@ -223,14 +230,14 @@ describe('database properties, ownership and preflight (real PostgreSQL, two ser
     const metadata = await backup(true)
     const sidecar = await readSidecar(storage, metadata.id)
     expect(sidecar.privileges).toMatchObject({ownersAndPrivileges: false, referencedRoles: ['app_user']})
-    await ensureRoles(fresh, ['app_owner', 'app_user'])
+    await ensureRoles(fresh, ['app_owner', 'app_user', 'outsider'])
     const admin = await connect(fresh)
     const result = await preflight(admin, {backup: sidecar, targetDatabase: 'noowner_copy', psqlVersion: '15.18'})
     expect(result.problems.map((problem) => problem.code)).toEqual(['SECURITY_DEFINER_AS_SUPERUSER'])
     expect(result.problems[0].message).toContain('app.credit(integer)')
     expect(result.problems[0].fix).toContain('--owner app_owner')
-    const asOwner = await preflight(admin, {backup: sidecar, targetDatabase: 'noowner_copy', psqlVersion: '15.18', ownerRole: 'app_owner'})
-    expect(asOwner.problems).toEqual([])
+    const ownerPlan = await preflight(admin, {backup: sidecar, targetDatabase: 'noowner_copy', psqlVersion: '15.18', ownerRole: 'app_owner'})
+    expect(ownerPlan.problems).toEqual([])
 
     // What the old default did: a stock import as superuser makes app.credit superuser-owned and PUBLIC-executable.
     await admin.query(`CREATE DATABASE noowner_copy TEMPLATE template0`)
@@ -241,18 +248,37 @@ describe('database properties, ownership and preflight (real PostgreSQL, two ser
       {
         signature: 'app.credit(integer)',
         owner: 'postgres',
+        publicExecute: true,
+        reason: 'PUBLIC may execute it, which it could not before; it is owned by superuser postgres instead of app_owner',
         recorded: {signature: 'app.credit(integer)', owner: 'app_owner', ownerIsSuperuser: false, publicExecute: false, executeGrantees: ['app_owner', 'app_user']},
       },
     ])
-    expect(describeEscalations(escalations)).toMatch(/app\.credit\(integer\) would be owned by superuser postgres and executable by PUBLIC \(in the backup: owned by app_owner/)
-    expect(await findEscalations(escalated)).toHaveLength(1)
+    expect(describeEscalations(escalations)).toContain(
+      'app.credit(integer): PUBLIC may execute it, which it could not before; it is owned by superuser postgres instead of app_owner (in the backup: owned by app_owner, executable by app_owner, app_user)',
+    )
+    // A backup from before the recording: the superuser + PUBLIC rule alone still catches it.
+    expect((await findEscalations(escalated)).map((escalation) => escalation.reason)).toEqual(['it is owned by superuser postgres and PUBLIC may execute it'])
 
-    // Imported as the owning role (what --owner does with SET ROLE), nothing is superuser-owned.
+    // Imported as the owning role (what --owner does with SET ROLE): owned by app_owner, but PUBLIC may call it
+    // (the dump has no REVOKE) — still refused, until the recorded grants are put back.
     await admin.query(`CREATE DATABASE noowner_as_owner OWNER app_owner TEMPLATE template0`)
     await stockRestore(path.join(dir, metadata.id), fresh, 'noowner_as_owner', 'SET ROLE app_owner;')
-    const safe = await connect(fresh, 'noowner_as_owner')
-    expect(await findEscalations(safe, sidecar.privileges?.securityDefinerFunctions)).toEqual([])
-    expect(await fresh.psql(`SELECT proowner::regrole FROM pg_proc WHERE oid = 'app.credit(int)'::regprocedure`, 'noowner_as_owner')).toBe('app_owner')
+    const asOwner = await connect(fresh, 'noowner_as_owner')
+    const recorded = sidecar.privileges?.securityDefinerFunctions ?? []
+    expect((await findEscalations(asOwner, recorded)).map((escalation) => escalation.reason)).toEqual(['PUBLIC may execute it, which it could not before'])
+    const reapplied = await reapplyFunctionPrivileges(asOwner, recorded)
+    expect(reapplied).toEqual({applied: ['revoke EXECUTE on app.credit(integer) from PUBLIC', 'grant EXECUTE on app.credit(integer) to app_user'], skipped: []})
+    expect(await findEscalations(asOwner, recorded)).toEqual([])
+    const callers = await fresh.psql(
+      `SELECT concat_ws(' ', proowner::regrole, has_function_privilege('app_user', oid, 'EXECUTE'), has_function_privilege('outsider', oid, 'EXECUTE'))
+       FROM pg_proc WHERE oid = 'app.credit(int)'::regprocedure`,
+      'noowner_as_owner',
+    )
+    expect(callers).toBe('app_owner t f')
+    // A sidecar naming a function the database does not have changes nothing.
+    const crafted = await reapplyFunctionPrivileges(asOwner, [{...recorded[0], signature: 'app.credit(integer) TO PUBLIC; DROP TABLE app.accounts; --'}])
+    expect(crafted.applied).toEqual([])
+    expect(await fresh.psql(`SELECT count(*) FROM app.accounts`, 'noowner_as_owner')).toBe('2')
   })
 
   it('allows a superuser-owned, PUBLIC-executable SECURITY DEFINER function only when the backup recorded it that way', async () => {
