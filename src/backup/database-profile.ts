@@ -85,7 +85,10 @@ SELECT d.oid,
        pg_encoding_to_char(d.encoding) AS encoding,
        d.datcollate AS collate,
        d.datctype AS ctype,
-       to_jsonb(d) ->> 'datlocprovider' AS locale_provider
+       to_jsonb(d) ->> 'datlocprovider' AS locale_provider,
+       -- pg_database_size needs CONNECT (or pg_read_all_stats); a size hint is not worth an error.
+       CASE WHEN has_database_privilege(d.oid, 'CONNECT') OR pg_has_role('pg_read_all_stats', 'MEMBER')
+            THEN pg_database_size(d.oid)::text END AS size
 FROM pg_database d
 WHERE d.datname = $1`
 
@@ -100,6 +103,7 @@ interface ProfileRow {
   collate: string
   ctype: string
   locale_provider: string | null
+  size: string | null
 }
 
 /** The database-level properties of `dbname`, or undefined when there is no such database. */
@@ -107,15 +111,6 @@ export async function captureDatabaseProfile(client: ClientBase, dbname: string)
   const {rows} = await client.query<ProfileRow>(PROFILE_SQL, [dbname])
   const row = rows[0]
   if (!row) return undefined
-  let sizeBytes: number | undefined
-  try {
-    const size = await client.query<{size: string}>('SELECT pg_database_size($1::name)::text AS size', [dbname])
-    sizeBytes = Number(size.rows[0].size)
-  } catch {
-    // pg_database_size needs CONNECT on the database (or pg_read_all_stats): a size hint is not worth failing for.
-    sizeBytes = undefined
-  }
-
   return {
     owner: row.owner,
     acl: row.acl,
@@ -127,7 +122,7 @@ export async function captureDatabaseProfile(client: ClientBase, dbname: string)
     collate: row.collate,
     ctype: row.ctype,
     ...(row.locale_provider ? {localeProvider: localeProviderName(row.locale_provider)} : {}),
-    ...(sizeBytes === undefined ? {} : {sizeBytes}),
+    ...(row.size === null ? {} : {sizeBytes: Number(row.size)}),
   }
 }
 
