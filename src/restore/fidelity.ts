@@ -7,7 +7,8 @@ import {
   captureDatabaseProfile,
   securityDefinerFunctions,
 } from '../backup/database-profile'
-import {errorMessage} from '../errors'
+import type {BackupMetadata} from '../backup/metadata'
+import {OperationError, errorMessage} from '../errors'
 
 /**
  * Restore-side half of the database's own properties (see src/backup/database-profile.ts) and
@@ -25,6 +26,7 @@ import {errorMessage} from '../errors'
  *     - `applyDatabaseProfile(maintenanceClient, stagingName, profile)`, logging `skipped` as
  *       warnings. Everything it sets is keyed by the database's oid, so it survives
  *       `ALTER DATABASE staging RENAME TO target`.
+ *     `finishStaging(...)` does these three in order.
  */
 
 /** The database-level properties of the live database `dbname` (an in-place restore's old target); undefined when it does not exist. */
@@ -429,5 +431,41 @@ export async function reapplyFunctionPrivileges(client: ClientBase, recorded: re
     }
   }
 
+  return report
+}
+
+export interface FinishStagingInput {
+  /** Connected to the staging database (for the function checks); not inside a transaction. */
+  stagingClient: ClientBase
+  /** Connected to another database of the same server (ALTER DATABASE on the staging one). */
+  maintenanceClient: ClientBase
+  stagingName: string
+  backup: BackupMetadata
+  /** What to carry over (planRestoreFidelity's `profile`); undefined: nothing to apply. */
+  profile?: DatabaseProfile
+  applyOptions?: ApplyOptions
+}
+
+export interface FinishStagingReport {
+  functionPrivileges?: ApplyReport
+  profile?: ApplyReport
+}
+
+/**
+ * The post-import, pre-swap step in one call: recorded EXECUTE grants back (no-owner dumps),
+ * the escalation check — which throws an OperationError naming each function, so the caller
+ * swaps nothing — then the database profile. The caller logs the reports' `skipped` as warnings.
+ */
+export async function finishStaging(input: FinishStagingInput): Promise<FinishStagingReport> {
+  const {stagingClient, backup} = input
+  const recorded = backup.privileges?.securityDefinerFunctions
+  const report: FinishStagingReport = {}
+  if (backup.privileges && !backup.privileges.ownersAndPrivileges && recorded) {
+    report.functionPrivileges = await reapplyFunctionPrivileges(stagingClient, recorded)
+  }
+
+  const escalations = await findEscalations(stagingClient, recorded)
+  if (escalations.length > 0) throw new OperationError(describeEscalations(escalations))
+  if (input.profile) report.profile = await applyDatabaseProfile(input.maintenanceClient, input.stagingName, input.profile, input.applyOptions)
   return report
 }

@@ -2,7 +2,8 @@ import type {ClientBase} from 'pg'
 
 import type {BackupMetadata} from '../backup/metadata'
 import {formatBytes} from '../format'
-import {rolesOf} from './fidelity'
+import type {DatabaseProfile} from '../backup/database-profile'
+import {CarryOver, ProfileSource, describeCarryOver, readDatabaseProfile, rolesOf} from './fidelity'
 
 /**
  * Checks a logical restore can finish, made before a byte of the dump is streamed: each problem
@@ -22,6 +23,7 @@ export type PreflightCode =
   | 'PROFILE_ROLES_MISSING'
   | 'SECURITY_DEFINER_AS_SUPERUSER'
   | 'OWNER_ROLE_MISSING'
+  | 'OWNER_ROLE_WITH_OWNERS'
   | 'DISK_SPACE_HINT'
 
 export interface PreflightFinding {
@@ -156,7 +158,18 @@ export async function preflight(client: ClientBase, input: PreflightInput): Prom
     })
   }
 
-  checkSecurityDefiners(input, me.superuser, await roleIsSuperuser(client, input.ownerRole), problems)
+  const ownerIsSuperuser = await roleIsSuperuser(client, input.ownerRole)
+  checkSecurityDefiners(input, me.superuser, ownerIsSuperuser, problems)
+  if (input.ownerRole && ownerIsSuperuser === false && privileges?.ownersAndPrivileges) {
+    const notMember = await rolesNotHeldBy(client, input.ownerRole, privileges.referencedRoles.filter((role) => existing.has(role)))
+    if (notMember.length > 0) {
+      warnings.push({
+        code: 'OWNER_ROLE_WITH_OWNERS',
+        message: `the dump sets owners itself (ALTER … OWNER TO); run as ${input.ownerRole}, each needs membership in the new owner, and ${input.ownerRole} is not a member of ${notMember.join(', ')}`,
+        fix: 'restore this dump without --owner (owners come from the dump), or grant the memberships',
+      })
+    }
+  }
 
   const sourceSize = backup.databaseProfile?.sizeBytes
   const needed = sourceSize ?? backup.uncompressedBytes
@@ -249,6 +262,14 @@ async function existingRoleSet(client: ClientBase, names: string[]): Promise<Set
   return new Set(rows.map((row) => row.rolname))
 }
 
+async function rolesNotHeldBy(client: ClientBase, member: string, roles: string[]): Promise<string[]> {
+  const {rows} = await client.query<{rolname: string}>(
+    `SELECT r.rolname FROM pg_roles r WHERE r.rolname = ANY($2::text[]) AND NOT pg_has_role($1::name, r.oid, 'MEMBER') ORDER BY 1`,
+    [member, roles],
+  )
+  return rows.map((row) => row.rolname)
+}
+
 async function roleIsSuperuser(client: ClientBase, role: string | undefined): Promise<boolean | undefined> {
   if (!role) return undefined
   const {rows} = await client.query<{rolsuper: boolean}>('SELECT rolsuper FROM pg_roles WHERE rolname = $1', [role])
@@ -257,4 +278,25 @@ async function roleIsSuperuser(client: ClientBase, role: string | undefined): Pr
 
 function quoteRole(role: string): string {
   return /^[a-z_][a-z0-9_$]*$/.test(role) ? role : `"${role.replaceAll('"', '""')}"`
+}
+
+export interface RestoreFidelityPlan {
+  preflight: PreflightResult
+  /** The properties to carry over: the old target's for an in-place restore, else the backup's. */
+  profile?: DatabaseProfile
+  profileSource: ProfileSource
+  carryOver: CarryOver
+}
+
+/**
+ * Everything the plan needs before the countdown, through one connection (see preflight for
+ * `client`): the checks, the profile to carry over and its "will / will not carry over" lines.
+ */
+export async function planRestoreFidelity(client: ClientBase, input: PreflightInput): Promise<RestoreFidelityPlan> {
+  const result = await preflight(client, input)
+  const oldTarget = result.facts.targetExists ? await readDatabaseProfile(client, input.targetDatabase) : undefined
+  const profileSource: ProfileSource = oldTarget ? 'old-target' : 'backup'
+  const profile = oldTarget ?? input.backup.databaseProfile
+  const roles = profile ? await existingRoleSet(client, rolesOf(profile)) : new Set<string>()
+  return {preflight: result, profile, profileSource, carryOver: describeCarryOver(profile, profileSource, roles)}
 }

@@ -15,10 +15,11 @@ import {
   describeCarryOver,
   describeEscalations,
   findEscalations,
+  finishStaging,
   readDatabaseProfile,
   reapplyFunctionPrivileges,
 } from '../../src/restore/fidelity'
-import {preflight} from '../../src/restore/preflight'
+import {planRestoreFidelity, preflight} from '../../src/restore/preflight'
 import {tempDir} from '../helpers/cli'
 import {PgCluster, startPostgres} from '../helpers/postgres'
 
@@ -94,12 +95,18 @@ describe('database properties, ownership and preflight (real PostgreSQL, two ser
       env: {...process.env, PGHOST: cluster.host, PGPORT: String(cluster.port), PGUSER: cluster.user, PGPASSWORD: cluster.password, DUMP: dumpFile, DB: database, PREAMBLE: preamble},
       maxBuffer: 64 * 1024 * 1024,
     })
+  const backups = new Map<boolean, Promise<BackupMetadata>>()
+  /** One backup of the source per mode, taken on first use. */
   const backup = async (noOwner: boolean): Promise<BackupMetadata> => {
-    const {metadata} = await runLogicalBackup(
-      {database: config(source, SOURCE_DB), storage, namePrefix: noOwner ? 'noowner' : 'owners', retention: {retentionDays: 0, orphanGraceMs: 3_600_000}, logger, logicalDump: {noOwner}},
-      {triggeredBy: 'cli', prune: false},
-    )
-    return metadata
+    if (!backups.has(noOwner)) {
+      const run = runLogicalBackup(
+        {database: config(source, SOURCE_DB), storage, namePrefix: noOwner ? 'noowner' : 'owners', retention: {retentionDays: 0, orphanGraceMs: 3_600_000}, logger, logicalDump: {noOwner}},
+        {triggeredBy: 'cli', prune: false},
+      )
+      backups.set(noOwner, run.then((outcome) => outcome.metadata))
+    }
+
+    return backups.get(noOwner) as Promise<BackupMetadata>
   }
 
   beforeAll(async () => {
@@ -209,6 +216,8 @@ describe('database properties, ownership and preflight (real PostgreSQL, two ser
     const passed = await preflight(admin, {backup: sidecar, targetDatabase: SOURCE_DB, psqlVersion: '15.18'})
     expect(passed.problems).toEqual([])
     expect(passed.warnings.map((warning) => warning.code)).toEqual(['PROFILE_ROLES_MISSING', 'DISK_SPACE_HINT'])
+    const asUser = await preflight(admin, {backup: sidecar, targetDatabase: SOURCE_DB, psqlVersion: '15.18', ownerRole: 'app_user'})
+    expect(asUser.warnings.find((warning) => warning.code === 'OWNER_ROLE_WITH_OWNERS')?.message).toMatch(/app_user is not a member of app_owner, pg_database_owner$/)
 
     await admin.query(`CREATE DATABASE "${SOURCE_DB}" TEMPLATE template0`)
     await stockRestore(path.join(dir, metadata.id), fresh, SOURCE_DB)
@@ -289,6 +298,45 @@ describe('database properties, ownership and preflight (real PostgreSQL, two ser
     expect(await findEscalations(client, recorded)).toEqual([])
     expect((await findEscalations(client, [])).map((escalation) => escalation.signature)).toEqual(['public.whoami()'])
     await source.psql(`DROP FUNCTION public.whoami()`, SOURCE_DB)
+  })
+
+  it('plan → import into staging → finishStaging → rename: a new name gets the backup\'s properties, in place the old target\'s', async () => {
+    const sidecar = await readSidecar(storage, (await backup(false)).id)
+    await ensureRoles(fresh, ['app_owner', 'app_user', 'outsider'])
+    const admin = await connect(fresh)
+    const plan = await planRestoreFidelity(admin, {backup: sidecar, targetDatabase: 'planned', psqlVersion: '15.18'})
+    expect(plan.preflight.ok).toBe(true)
+    expect(plan.profileSource).toBe('backup')
+    expect(plan.carryOver.willCarryOver).toContain('owner app_owner (from the backup)')
+    expect(plan.carryOver.willNotCarryOver[0]).toBe('GRANT CONNECT* to rôle_auditeur (role rôle_auditeur does not exist on this server)')
+
+    await admin.query('CREATE DATABASE planned_staging TEMPLATE template0')
+    await stockRestore(path.join(dir, sidecar.id), fresh, 'planned_staging')
+    const staging = await connect(fresh, 'planned_staging')
+    const report = await finishStaging({stagingClient: staging, maintenanceClient: admin, stagingName: 'planned_staging', backup: sidecar, profile: plan.profile})
+    expect(report.functionPrivileges).toBeUndefined()
+    expect(report.profile?.skipped.map((entry) => entry.item)).toHaveLength(2)
+    await staging.end()
+    await admin.query('ALTER DATABASE planned_staging RENAME TO planned')
+    expect(await readDatabaseProfile(admin, 'planned')).toMatchObject({owner: 'app_owner', connectionLimit: 42, comment: 'Kundendaten — ne pas effacer'})
+    expect((await admin.query(`SELECT has_database_privilege('outsider', 'planned', 'CONNECT') AS c`)).rows[0].c).toBe(false)
+
+    // In place: what the live database has now wins over the backup.
+    await admin.query(`COMMENT ON DATABASE planned IS 'changed since the backup'`)
+    const inPlace = await planRestoreFidelity(admin, {backup: sidecar, targetDatabase: 'planned', psqlVersion: '15.18'})
+    expect(inPlace.profileSource).toBe('old-target')
+    expect(inPlace.carryOver.willCarryOver).toContain('comment "changed since the backup" (from the current database)')
+
+    // A no-owner dump imported as superuser: finishStaging refuses, naming the function.
+    const noOwner = await readSidecar(storage, (await backup(true)).id)
+    await admin.query('CREATE DATABASE escalated_staging TEMPLATE template0')
+    await stockRestore(path.join(dir, noOwner.id), fresh, 'escalated_staging')
+    const escalated = await connect(fresh, 'escalated_staging')
+    await expect(finishStaging({stagingClient: escalated, maintenanceClient: admin, stagingName: 'escalated_staging', backup: noOwner, profile: plan.profile})).rejects.toThrow(
+      /app\.credit\(integer\): it is owned by superuser postgres instead of app_owner/,
+    )
+    // Nothing of the profile was applied to the refused database.
+    expect((await readDatabaseProfile(admin, 'escalated_staging'))?.owner).toBe('postgres')
   })
 
   it('refuses in preflight a user without CREATEDB, and one who does not own the target', async () => {
