@@ -62,10 +62,11 @@ export async function applyDatabaseProfile(
   const report: ApplyReport = {applied: [], skipped: []}
   const db = escapeIdentifier(databaseName)
   const roles = await existingRoles(client, rolesOf(profile))
-  const attempt = async (item: string, sql: string) => {
+  /** `quiet`: a clean-up step (RESET, comment removal) reported only when it fails. */
+  const attempt = async (item: string, sql: string | (() => string), quiet = false) => {
     try {
-      await client.query(sql)
-      report.applied.push(item)
+      await client.query(typeof sql === 'string' ? sql : sql())
+      if (!quiet) report.applied.push(item)
     } catch (error) {
       report.skipped.push({item, reason: errorMessage(error)})
     }
@@ -74,11 +75,10 @@ export async function applyDatabaseProfile(
   const missing = (role: string) => role !== '' && !roles.has(role)
   const skipMissing = (item: string, role: string) => report.skipped.push({item, reason: `role "${role}" does not exist on this server`})
 
-  let owner = profile.owner
   if (missing(profile.owner)) {
     skipMissing(`owner ${profile.owner}`, profile.owner)
-    owner = options.fallbackOwner ?? ''
-    if (owner) await attempt(`owner ${owner} (instead of ${profile.owner})`, `ALTER DATABASE ${db} OWNER TO ${escapeIdentifier(owner)}`)
+    const fallback = options.fallbackOwner
+    if (fallback) await attempt(`owner ${fallback} (instead of ${profile.owner})`, `ALTER DATABASE ${db} OWNER TO ${escapeIdentifier(fallback)}`)
   } else {
     await attempt(`owner ${profile.owner}`, `ALTER DATABASE ${db} OWNER TO ${escapeIdentifier(profile.owner)}`)
   }
@@ -86,16 +86,17 @@ export async function applyDatabaseProfile(
   await applyAcl(client, databaseName, profile, roles, report)
 
   if (profile.comment === null) {
-    await client.query(`COMMENT ON DATABASE ${db} IS NULL`)
+    await attempt('no comment', `COMMENT ON DATABASE ${db} IS NULL`, true)
   } else {
     await attempt(`comment ${JSON.stringify(profile.comment)}`, `COMMENT ON DATABASE ${db} IS ${escapeLiteral(profile.comment)}`)
   }
 
   await attempt(`connection limit ${profile.connectionLimit}`, `ALTER DATABASE ${db} CONNECTION LIMIT ${Math.trunc(profile.connectionLimit)}`)
 
-  await client.query(`ALTER DATABASE ${db} RESET ALL`)
+  await attempt('ALTER DATABASE RESET ALL', `ALTER DATABASE ${db} RESET ALL`, true)
   for (const setting of profile.settings) {
-    await attempt(`ALTER DATABASE SET ${setting}`, `ALTER DATABASE ${db} SET ${settingClause(setting)}`)
+    // A function: a malformed entry (a hand-edited sidecar) is one skipped item, not a failed restore.
+    await attempt(`ALTER DATABASE SET ${setting}`, () => `ALTER DATABASE ${db} SET ${settingClause(setting)}`)
   }
 
   for (const {role, settings} of profile.roleSettings) {
@@ -104,9 +105,9 @@ export async function applyDatabaseProfile(
       continue
     }
 
-    await client.query(`ALTER ROLE ${escapeIdentifier(role)} IN DATABASE ${db} RESET ALL`)
+    await attempt(`ALTER ROLE ${role} IN DATABASE RESET ALL`, `ALTER ROLE ${escapeIdentifier(role)} IN DATABASE ${db} RESET ALL`, true)
     for (const setting of settings) {
-      await attempt(`ALTER ROLE ${role} IN DATABASE SET ${setting}`, `ALTER ROLE ${escapeIdentifier(role)} IN DATABASE ${db} SET ${settingClause(setting)}`)
+      await attempt(`ALTER ROLE ${role} IN DATABASE SET ${setting}`, () => `ALTER ROLE ${escapeIdentifier(role)} IN DATABASE ${db} SET ${settingClause(setting)}`)
     }
   }
 

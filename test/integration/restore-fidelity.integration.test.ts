@@ -164,12 +164,16 @@ describe('database properties, ownership and preflight (real PostgreSQL, two ser
     await fresh.psql(`CREATE ROLE app_owner; CREATE ROLE app_user`)
     const admin = await connect(fresh)
     await admin.query(`CREATE DATABASE "${SOURCE_DB}" TEMPLATE template0`)
-    const report = await applyDatabaseProfile(admin, SOURCE_DB, profile)
+    // Plus what a hand-edited sidecar or another server version could hold: each is one skipped item.
+    const report = await applyDatabaseProfile(admin, SOURCE_DB, {...profile, settings: [...profile.settings, 'malformed', 'no_such_setting=1']})
     expect(report.skipped.map((entry) => entry.item).sort()).toEqual([
+      'ALTER DATABASE SET malformed',
+      'ALTER DATABASE SET no_such_setting=1',
       'ALTER ROLE rôle_auditeur IN DATABASE SET default_transaction_read_only=on',
       'grant CONNECT to rôle_auditeur WITH GRANT OPTION',
     ])
-    expect(report.skipped.every((entry) => entry.reason === 'role "rôle_auditeur" does not exist on this server')).toBe(true)
+    expect(report.skipped.filter((entry) => entry.item.includes('rôle_auditeur')).every((entry) => entry.reason === 'role "rôle_auditeur" does not exist on this server')).toBe(true)
+    expect(report.skipped.find((entry) => entry.item.includes('no_such_setting'))?.reason).toMatch(/unrecognized configuration parameter/)
     const applied = await readDatabaseProfile(admin, SOURCE_DB)
     expect(applied).toMatchObject({owner: 'app_owner', connectionLimit: 42, comment: profile.comment, settings: profile.settings})
     expect(sortedAcl(applied).map((entry) => entry.grantee)).not.toContain('')
