@@ -262,6 +262,8 @@ export function splitSettingList(value: string): string[] {
 export type ProfileSource = 'old-target' | 'backup'
 
 export interface CarryOver {
+  /** Where the properties come from, for the plan's heading: "will carry over (from the backup): …". */
+  from: 'the current database' | 'the backup'
   /** "will carry over: …" lines for the restore plan. */
   willCarryOver: string[]
   /** "will not carry over: …" lines, each with the reason. */
@@ -275,8 +277,10 @@ export interface CarryOver {
  * not carried over rather than promised.
  */
 export function describeCarryOver(profile: DatabaseProfile | undefined, source: ProfileSource, existingRoles?: ReadonlySet<string>): CarryOver {
+  const from = source === 'old-target' ? 'the current database' : 'the backup'
   if (!profile) {
     return {
+      from,
       willCarryOver: [],
       willNotCarryOver: [
         source === 'backup'
@@ -286,7 +290,6 @@ export function describeCarryOver(profile: DatabaseProfile | undefined, source: 
     }
   }
 
-  const from = source === 'old-target' ? 'from the current database' : 'from the backup'
   const present = (role: string) => role === '' || !existingRoles || existingRoles.has(role)
   const carry: string[] = []
   const not: string[] = []
@@ -326,7 +329,7 @@ export function describeCarryOver(profile: DatabaseProfile | undefined, source: 
   not.push(
     `encoding/locale ${profile.encoding}, ${profile.collate}/${profile.ctype}${profile.localeProvider ? ` (${profile.localeProvider})` : ''}: the new database gets the server's, set when it is created`,
   )
-  return {willCarryOver: carry.map((line) => `${line} (${from})`), willNotCarryOver: not}
+  return {from, willCarryOver: carry, willNotCarryOver: not}
 }
 
 /** A SECURITY DEFINER function the restore made more powerful or more widely callable than in the source. */

@@ -39,10 +39,11 @@ describe('describeCarryOver', () => {
 
   it('says what carries over and from where, and what cannot (missing role, encoding)', () => {
     const plan = describeCarryOver(profile, 'old-target', new Set(['app_owner']))
+    expect(plan.from).toBe('the current database')
     expect(plan.willCarryOver).toEqual([
-      'owner app_owner (from the current database)',
-      'CONNECT revoked from PUBLIC (from the current database)',
-      'search_path=app (from the current database)',
+      'owner app_owner',
+      'CONNECT revoked from PUBLIC',
+      'search_path=app',
     ])
     expect(plan.willNotCarryOver).toEqual([
       'GRANT CONNECT* to reporting (role reporting does not exist on this server)',
@@ -52,7 +53,7 @@ describe('describeCarryOver', () => {
   })
 
   it('reads a NULL ACL as the default one (PUBLIC may connect)', () => {
-    expect(describeCarryOver({...profile, acl: null}, 'backup').willCarryOver).toContain('default privileges (PUBLIC may connect) (from the backup)')
+    expect(describeCarryOver({...profile, acl: null}, 'backup').willCarryOver).toContain('default privileges (PUBLIC may connect)')
     expect(effectiveAcl({...profile, acl: null}).filter((entry) => entry.grantee === '').map((entry) => entry.privilege).sort()).toEqual(['CONNECT', 'TEMPORARY'])
   })
 })
