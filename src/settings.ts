@@ -89,6 +89,11 @@ const catalog = {
     summary: 'Blocks compressed in parallel (default: the cores available, at most UV_THREADPOOL_SIZE - 1).',
     example: '2',
   },
+  BACKUP_NO_OWNER: {
+    flag: 'backup-no-owner',
+    summary: 'Dump without owners and GRANT/REVOKE (pg_dump --no-owner --no-privileges), for managed services whose roles differ (default false).',
+    example: 'true',
+  },
   BASE_BACKUP_CHECKPOINT: {flag: 'base-checkpoint', summary: 'Checkpoint before a base backup: fast (default) or spread.', example: 'fast'},
   BASE_BACKUP_INTERVAL: {
     flag: 'base-backup-interval',
@@ -154,6 +159,7 @@ const GROUPS: Partial<Record<SettingName, string>> = {
   TZ: 'SCHEDULE',
   COMPRESSION_LEVEL: 'COMPRESSION',
   COMPRESSION_THREADS: 'COMPRESSION',
+  BACKUP_NO_OWNER: 'BACKUP',
   BASE_BACKUP_WAL_METHOD: 'BASE BACKUP',
   BASE_BACKUP_CHECKPOINT: 'BASE BACKUP',
   BASE_BACKUP_INTERVAL: 'BASE BACKUP',

@@ -4,6 +4,7 @@ import {z} from 'zod'
 import {NotFoundError, UsageError, isNotFound} from '../errors'
 import {printableExcerpt} from '../format'
 import type {ObjectInfo, StorageBackend} from '../storage/contract'
+import {databaseProfileSchema, dumpPrivilegesSchema} from './database-profile'
 import {SIDECAR_SUFFIX, isBackupId, parseBackupId, sidecarKey} from './naming'
 
 /**
@@ -33,6 +34,9 @@ export const backupMetadataSchema = z.looseObject({
   firstWalSegment: z.string().optional(),
   walSegmentSize: z.number().int().positive().optional(),
   pgBasebackupVersion: z.string().optional(),
+  // Logical backups: the database's own properties and what the dump says about roles (src/backup/database-profile.ts).
+  databaseProfile: databaseProfileSchema.optional(),
+  privileges: dumpPrivilegesSchema.optional(),
 })
 
 export type BackupMetadata = z.infer<typeof backupMetadataSchema>

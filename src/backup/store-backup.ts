@@ -1,4 +1,4 @@
-import type {CompressionConfig, DatabaseConfig} from '../config'
+import type {CompressionConfig, DatabaseConfig, LogicalDumpConfig} from '../config'
 import {AbortedError, OperationError, errorMessage} from '../errors'
 import type {Logger} from '../logger'
 import type {StorageBackend} from '../storage/contract'
@@ -21,6 +21,8 @@ export interface BackupDependencies {
   logger: Logger
   /** COMPRESSION_LEVEL / COMPRESSION_THREADS; the defaults of src/compress/defaults.ts when absent. */
   compression?: CompressionConfig
+  /** BACKUP_NO_OWNER; dumps keep owners and privileges when absent. */
+  logicalDump?: LogicalDumpConfig
 }
 
 export interface BackupOptions {

@@ -1,7 +1,7 @@
 import {z} from 'zod'
 
 import {DEFAULT_COMPRESSION_LEVEL, defaultCompressionThreads, threadPoolSize} from '../compress/defaults'
-import {defineSection, duration, intInRange, requiredText} from './fields'
+import {defineSection, duration, flag, intInRange, requiredText} from './fields'
 
 /** Sections every backup command uses: database, naming, retention, storage, logging, compression. */
 
@@ -25,6 +25,11 @@ export interface RetentionConfig {
 export interface LoggingConfig {
   format?: 'json' | 'plain'
   level: string
+}
+
+export interface LogicalDumpConfig {
+  /** pg_dump --no-owner --no-privileges: objects restored belong to whoever restores them (see README "Ownership and privileges"). */
+  noOwner: boolean
 }
 
 export interface CompressionConfig {
@@ -107,4 +112,8 @@ export const compression = defineSection(
         when: (payload) => payload.issues.length === 0,
       })
       .transform((data): CompressionConfig => ({level: data.COMPRESSION_LEVEL, threads: data.COMPRESSION_THREADS ?? defaultCompressionThreads()})),
+)
+
+export const logicalDump = defineSection({BACKUP_NO_OWNER: flag(false)}, (object) =>
+  object.transform((data): LogicalDumpConfig => ({noOwner: data.BACKUP_NO_OWNER})),
 )

@@ -8,7 +8,7 @@ import {DatabaseConfig} from './core'
 import type {ConfigSection} from './fields'
 import * as serverSections from './server'
 
-export type {CompressionConfig, DatabaseConfig, LoggingConfig, RetentionConfig} from './core'
+export type {CompressionConfig, DatabaseConfig, LogicalDumpConfig, LoggingConfig, RetentionConfig} from './core'
 export {DEFAULT_BACKUP_INTERVAL_MS} from './server'
 export type {ScheduleConfig, ServerConfig} from './server'
 
@@ -25,6 +25,7 @@ const sections = {
   storageBackend: coreSections.storageBackend,
   logging: coreSections.logging,
   compression: coreSections.compression,
+  logicalDump: coreSections.logicalDump,
   server: serverSections.server,
   schedule: serverSections.schedule,
   baseBackup: archivingSections.baseBackup,

@@ -16,7 +16,7 @@ import {ServiceMetrics} from './metrics'
 import type {Route} from './routes/route'
 import {Scheduler, SchedulerClock} from './scheduler'
 
-export type ServiceConfig = Pick<Config, 'database' | 'namePrefix' | 'retention' | 'server' | 'schedule'> & Partial<Pick<Config, 'compression'>>
+export type ServiceConfig = Pick<Config, 'database' | 'namePrefix' | 'retention' | 'server' | 'schedule'> & Partial<Pick<Config, 'compression' | 'logicalDump'>>
 
 export interface ServiceOptions {
   config: ServiceConfig
@@ -65,7 +65,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
   const work: JobWork = ({job, signal, logger: jobLogger, idClaimed}) => {
     const progress = createProgress({label: 'backing up', logger: jobLogger, event: 'backup.progress', interactive: false})
     return runLogicalBackup(
-      {database: config.database, storage, namePrefix: config.namePrefix, retention: config.retention, compression: config.compression, logger: jobLogger},
+      {database: config.database, storage, namePrefix: config.namePrefix, retention: config.retention, compression: config.compression, logicalDump: config.logicalDump, logger: jobLogger},
       {
         triggeredBy: job.triggeredBy,
         signal,

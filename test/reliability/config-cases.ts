@@ -43,6 +43,7 @@ export const CORE_CASES: Record<SettingName, SettingCase> = {
   BASE_BACKUP_WAL_METHOD: {malformed: ['stream', 'FETCH!']},
   COMPRESSION_LEVEL: {malformed: ['max', '1.5'], outOfRange: ['0', '10']},
   COMPRESSION_THREADS: {malformed: ['all', '2.5'], outOfRange: ['0', '257']},
+  BACKUP_NO_OWNER: {malformed: ['maybe', 'owners']},
   BASE_BACKUP_CHECKPOINT: {malformed: ['slow', 'immediate']},
   BASE_BACKUP_INTERVAL: {malformed: ['weekly', '7'], outOfRange: ['0s', '-7d', '1ms']},
   BASE_BACKUP_SCHEDULE: {malformed: ['sundays', '0 2 *'], outOfRange: ['0 25 * * *', '61 2 * * 0', '* * * * * *']},

@@ -11,7 +11,7 @@ import {settingFlags} from '../../settings'
 
 export default class BackupRun extends DbbCommand<typeof BackupRun> {
   static override summary = 'Take a logical backup now: pg_dump → gzip → storage, verified, then apply retention.'
-  static override description = `Streams pg_dump --no-owner --no-privileges through gzip into the storage backend without a temporary file, reads the stored dump back to verify its size, sha256 and gzip integrity, and only then writes the <id>.meta.json sidecar that makes the backup exist. A failure or Ctrl-C removes what was written. Restore with stock tools: gunzip -c <id> | psql.
+  static override description = `Streams pg_dump (owners and privileges included unless BACKUP_NO_OWNER=true; the database's own properties and the roles the dump names are recorded in the sidecar) through gzip into the storage backend without a temporary file, reads the stored dump back to verify its size, sha256 and gzip integrity, and only then writes the <id>.meta.json sidecar that makes the backup exist. A failure or Ctrl-C removes what was written. Restore with stock tools: gunzip -c <id> | psql.
 
 Storage backends add their own flags (for local: --local-dir / BACKUP_LOCAL_DIR).`
 
@@ -27,7 +27,7 @@ Storage backends add their own flags (for local: --local-dir / BACKUP_LOCAL_DIR)
     ...settingFlags('DB_HOST', 'DB_PORT', 'DB_NAME', 'DB_USER', 'DB_PASSWORD', 'BACKUP_NAME_PREFIX'),
     ...settingFlags('RETENTION_DAYS', 'BACKUPS_TO_RETAIN', 'ORPHAN_GRACE', 'STORAGE_BACKEND'),
     ...settingFlags('BASE_BACKUP_WAL_METHOD', 'BASE_BACKUP_CHECKPOINT'),
-    ...settingFlags('COMPRESSION_LEVEL', 'COMPRESSION_THREADS'),
+    ...settingFlags('COMPRESSION_LEVEL', 'COMPRESSION_THREADS', 'BACKUP_NO_OWNER'),
     type: Flags.string({
       options: ['logical', 'base'],
       default: 'logical',
@@ -40,7 +40,7 @@ Storage backends add their own flags (for local: --local-dir / BACKUP_LOCAL_DIR)
     }),
   }
 
-  static override configSections: readonly Section[] = ['database', 'namePrefix', 'retention', 'storageBackend', 'baseBackup', 'compression']
+  static override configSections: readonly Section[] = ['database', 'namePrefix', 'retention', 'storageBackend', 'baseBackup', 'compression', 'logicalDump']
   static override usesStorage = true
 
   public async run(): Promise<BackupOutcome> {
@@ -54,6 +54,7 @@ Storage backends add their own flags (for local: --local-dir / BACKUP_LOCAL_DIR)
         retention: this.settings.retention,
         logger: this.logger,
         compression: this.settings.compression,
+        logicalDump: this.settings.logicalDump,
       }
       const options = {
         triggeredBy: 'cli' as const,
