@@ -1,3 +1,4 @@
+import {requireClientForServer} from '../db/client-version'
 import {libpqEnvironment, serverVersion} from '../db/connection'
 import {OperationError, errorMessage} from '../errors'
 import {spawnTool, toolVersion} from './child-process'
@@ -5,7 +6,7 @@ import {BackupDependencies, BackupOptions, BackupOutcome, storeBackup} from './s
 
 export type {BackupDependencies, BackupOptions, BackupOutcome, TriggeredBy} from './store-backup'
 
-export const PG_DUMP_ARGS = ['--no-owner', '--no-privileges', '--format=plain']
+export const PG_DUMP_ARGS = ['--no-owner', '--no-privileges', '--format=plain', '--no-password']
 
 /**
  * One logical backup (pg_dump of DB_NAME as plain SQL), start to finish; shared by
@@ -20,6 +21,7 @@ export async function runLogicalBackup(deps: BackupDependencies, options: Backup
       }),
       toolVersion('pg_dump'),
     ])
+    requireClientForServer('pg_dump', pgDumpVersion, pgVersion)
     return {
       type: 'logical',
       kind: 'sql',
