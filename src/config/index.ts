@@ -4,6 +4,7 @@ import * as path from 'node:path'
 
 import {passfileProblem} from '../db/pgpass'
 import {ConfigError, ConfigIssue} from '../errors'
+import {registerSecret} from '../secrets'
 import {SettingName, setting} from '../settings'
 import * as archivingSections from './archiving'
 import * as coreSections from './core'
@@ -113,6 +114,7 @@ export function homePassfile(env: NodeJS.ProcessEnv = process.env): string | und
 function withPasswordFallbacks(database: DatabaseConfig, env: NodeJS.ProcessEnv): DatabaseConfig {
   if (database.password !== undefined) return {...database, passwordSource: 'DB_PASSWORD', passfile: undefined}
   const fromEnv = blankToUndefined(env.PGPASSWORD)
+  registerSecret(fromEnv)
   if (fromEnv !== undefined) return {...database, password: fromEnv, passwordSource: 'PGPASSWORD', passfile: undefined}
   const explicit = blankToUndefined(env.PGPASSFILE)
   const home = homePassfile(env)

@@ -4,6 +4,7 @@ import type {ToolEnvironment} from '../backup/child-process'
 import {DEFAULT_PASSFILE, homePassfile} from '../config'
 import type {DatabaseConfig} from '../config'
 import {OperationError, errorMessage} from '../errors'
+import {registerSecret} from '../secrets'
 import {PGPASS_LINE_FORMAT, passwordFromPassfile} from './pgpass'
 
 /**
@@ -14,13 +15,19 @@ import {PGPASS_LINE_FORMAT, passwordFromPassfile} from './pgpass'
  * that file cannot be read, naming the file, the user and the cause.
  */
 export function resolvePassword(database: DatabaseConfig, overrides: {database?: string} = {}): string | undefined {
-  if (database.password !== undefined) return database.password
+  if (database.password !== undefined) return registered(database.password)
   if (database.passfile === undefined) return undefined
   try {
-    return passwordFromPassfile(database.passfile, {...database, database: overrides.database ?? database.database})
+    return registered(passwordFromPassfile(database.passfile, {...database, database: overrides.database ?? database.database}))
   } catch (error) {
     throw new OperationError(errorMessage(error))
   }
+}
+
+/** A password found outside the settings (PGPASSWORD, a pgpass line) is a secret to redact too. */
+function registered(password: string | undefined): string | undefined {
+  registerSecret(password)
+  return password
 }
 
 /**

@@ -40,7 +40,7 @@ function readPassfile(file: string): string {
   }
 }
 
-/** `cannot read /run/secrets/pgpass as user node (uid 1000): permission denied (EACCES)`. */
+/** `cannot read /run/secrets/pgpass as user node (uid 1000): permission denied (EACCES)…`: a secret file that cannot be read. */
 export function passfileProblem(file: string, error: unknown): string {
   const code = (error as NodeJS.ErrnoException).code
   const cause =
