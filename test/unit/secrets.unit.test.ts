@@ -3,7 +3,7 @@ import * as os from 'node:os'
 import * as path from 'node:path'
 import {PassThrough} from 'node:stream'
 
-import {ConfigError} from '../../src/errors'
+import {ConfigError, errorMessage} from '../../src/errors'
 import {createLogger} from '../../src/logger'
 import {forgetSecrets, redactSecrets, registerSecret} from '../../src/secrets'
 import {SettingSpec, setting, valuesByVariable} from '../../src/settings'
@@ -93,6 +93,11 @@ describe('redaction of every declared secret, by key and by value (issue 11, hol
   it('registers every secret setting valuesByVariable resolves (from a flag, the environment or a file)', () => {
     valuesByVariable(specs, flagsOf({VAULTSTORE_KEY: 'from-a-flag-9876'}), {API_TOKEN_FILE: secretFile('from-a-file-5432\n')})
     expect(redactSecrets('from-a-flag-9876 and from-a-file-5432')).toBe('[redacted] and [redacted]')
+  })
+
+  it('errorMessage, which REST answers, job records and logs use, is scrubbed too', () => {
+    registerSecret('plugin-error-secret-77')
+    expect(errorMessage(new Error('store refused plugin-error-secret-77'))).toBe('store refused [redacted]')
   })
 
   it('leaves very short values alone (replacing every "ab" would make logs unreadable)', () => {
