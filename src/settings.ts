@@ -218,7 +218,13 @@ export function resolveSettings(
 
   const fromFiles = readSecretFiles(specs, values, env)
   Object.assign(values, fromFiles.values)
-  for (const spec of specs) if (spec.secret) registerSecret(values[spec.env])
+  // Also a secret this command does not read (SLACK_TOKEN during a backup): it is in the process
+  // environment, so it must not show up in anything the command prints either.
+  for (const spec of specs.filter((candidate) => candidate.secret)) {
+    registerSecret(values[spec.env])
+    registerSecret(env[spec.env])
+  }
+
   return {values, issues: fromFiles.issues}
 }
 
