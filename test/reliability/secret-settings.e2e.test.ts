@@ -1,9 +1,9 @@
-import {execFileSync} from 'node:child_process'
+import {execFile, execFileSync} from 'node:child_process'
 import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
 
-import {ROOT, runCli, tempDir} from '../helpers/cli'
-import {PgCluster, startPostgres} from '../helpers/postgres'
+import {BIN, ROOT, cliEnv, runCli, tempDir} from '../helpers/cli'
+import {PgCluster, isRoot, startPostgres} from '../helpers/postgres'
 import {seedDatabase} from '../helpers/seed'
 
 const DB_PASSWORD = 'Db-Settings-Secret-6b1f0e'
@@ -112,6 +112,19 @@ describe('secret settings, passwords and client versions (real PostgreSQL, scram
     const directory = await runCli(['backup', 'run'], {...dbWithoutPassword(), PGPASSFILE: work})
     expect(directory.code).toBe(2)
     expect(directory.stderr).toMatch(new RegExp(`Error: PGPASSFILE: cannot read ${work} as (user \\S+ \\(uid \\d+\\)|uid \\d+): it is a directory`))
+  })
+
+  it('a pgpass file dbb cannot read (EACCES) is reported by name, user and cause, never skipped', async () => {
+    const unreadable = await secretFile('pgpass-unreadable', `*:*:*:*:${DB_PASSWORD}\n`, isRoot ? 0o600 : 0o000)
+    const env = cliEnv({...dbWithoutPassword(), PGPASSFILE: unreadable})
+    // Root reads any file: as root, dbb runs as the postgres user, who does not own the 0600 file.
+    const [file, args] = isRoot ? ['runuser', ['-u', 'postgres', '--', process.execPath, BIN, 'backup', 'run']] : [process.execPath, [BIN, 'backup', 'run']]
+    await fs.chmod(work, 0o755)
+    const result = await new Promise<{code: number | null; stderr: string}>((resolve) =>
+      execFile(file, args, {env, cwd: ROOT}, (error, _stdout, stderr) => resolve({code: error ? (error as {code?: number}).code ?? null : 0, stderr})),
+    )
+    expect(result.code).toBe(2)
+    expect(result.stderr).toMatch(new RegExp(`^Error: PGPASSFILE: cannot read ${unreadable} as (user \\S+ \\(uid \\d+\\)|uid \\d+): permission denied \\(EACCES\\)`))
   })
 
   it('a pg_dump older than the server: fails before anything is written, naming the client to install', async () => {
