@@ -2,9 +2,10 @@ import {execFile, execFileSync} from 'node:child_process'
 import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
 
-import {BIN, ROOT, cliEnv, runCli, tempDir} from '../helpers/cli'
+import {BIN, ROOT, cliEnv, collect, runCli, startCli, tempDir} from '../helpers/cli'
 import {PgCluster, isRoot, startPostgres} from '../helpers/postgres'
 import {seedDatabase} from '../helpers/seed'
+import {waitFor} from '../helpers/wal'
 
 const DB_PASSWORD = 'Db-Settings-Secret-6b1f0e'
 const PLUGIN_TOKEN = 'leaky-plugin-secret-2c7d9a41'
@@ -75,6 +76,30 @@ describe('secret settings, passwords and client versions (real PostgreSQL, scram
 
     const both = await runCli(['backup', 'run'], {...dbWithoutPassword(), DB_PASSWORD: DB_PASSWORD, DB_PASSWORD_FILE: passwordFile})
     expect([both.code, both.stderr.trim()]).toEqual([2, 'Error: DB_PASSWORD_FILE: is set together with DB_PASSWORD; set only one of them'])
+
+    // dbb serve resolves its settings in the same place: the API answers the token from the file.
+    const token = 'api-token-from-a-file-0123456789'
+    const serve = startCli(['serve'], {
+      ...dbWithoutPassword(),
+      DB_PASSWORD_FILE: passwordFile,
+      API_TOKEN_FILE: await secretFile('api-token', `${token}\n`, 0o444),
+      HTTP_HOST: '127.0.0.1',
+      HTTP_PORT: '0',
+      BACKUP_SCHEDULE: '0 3 1 1 *',
+    })
+    const served = collect(serve)
+    let log = ''
+    serve.stderr?.on('data', (text: Buffer) => (log += text.toString()))
+    try {
+      const url = await waitFor('dbb serve to listen', async () => /"event":"server.listening","url":"([^"]+)"/.exec(log)?.[1])
+      expect((await fetch(`${url}/api/v1/backups`, {headers: {Authorization: `Bearer ${token}`}})).status).toBe(200)
+      expect((await fetch(`${url}/api/v1/backups`, {headers: {Authorization: `Bearer ${token}-wrong`}})).status).toBe(401)
+    } finally {
+      serve.kill('SIGTERM')
+    }
+
+    expect((await served).code).toBe(0)
+    expect(log).not.toContain(token)
 
     const missing = await runCli(['serve'], {...dbWithoutPassword(), API_TOKEN_FILE: path.join(work, 'no-such-token')})
     expect(missing.code).toBe(2)
