@@ -3,9 +3,10 @@ import {Command, Errors, Interfaces} from '@oclif/core'
 import {Config, Section, loadConfig} from './config'
 import {ConfigError, ConfigIssue, DbbError, EXIT_FAILURE, asConfigError, errorMessage} from './errors'
 import {Logger, createLogger} from './logger'
+import {redactSecrets} from './secrets'
 import type {StorageBackend, StorageSetting} from './storage/contract'
 import {ProviderRegistry, allProviderSettings, createBackend, discoverProviders, selectProvider} from './storage/registry'
-import {SETTING_NAMES, SettingSpec, setting, settingFlags, specToFlag, valuesByVariable} from './settings'
+import {SETTING_NAMES, SettingSpec, resolveSettings, setting, settingFlags, specToFlag} from './settings'
 
 export type CommandFlags<T extends typeof Command> = Interfaces.InferredFlags<(typeof DbbCommand)['baseFlags'] & T['flags']>
 export type CommandArgs<T extends typeof Command> = Interfaces.InferredArgs<T['args']>
@@ -54,9 +55,10 @@ export abstract class DbbCommand<T extends typeof Command> extends Command {
     this.args = args as CommandArgs<T>
 
     const known: SettingSpec[] = [...SETTING_NAMES.map((name) => setting(name)), ...this.storageSettings]
-    this.settingValues = valuesByVariable(known, flags)
     // Core settings and the backend's settings are validated together: one report with every problem.
-    const issues: ConfigIssue[] = []
+    const resolved = resolveSettings(known, flags)
+    this.settingValues = resolved.values
+    const issues: ConfigIssue[] = [...resolved.issues]
     try {
       this.settings = loadConfig(['logging', ...ctor.configSections], this.settingValues) as Config
     } catch (error) {
@@ -64,7 +66,7 @@ export abstract class DbbCommand<T extends typeof Command> extends Command {
       issues.push(...error.issues)
     }
 
-    this.logger = createLogger(this.settings?.logging ?? {})
+    this.logger = createLogger({...this.settings?.logging, secretVariables: known.filter((spec) => spec.secret).map((spec) => spec.env)})
     this.registry?.problems.forEach((problem) => this.logger.warn({event: 'storage.plugin_problem'}, problem))
     if (this.registry) {
       try {
@@ -104,9 +106,13 @@ export abstract class DbbCommand<T extends typeof Command> extends Command {
     const configError = asConfigError(error)
     const known = configError ?? (error instanceof DbbError ? error : undefined)
     // oclif's own errors (unknown flag, missing argument) already carry exit code 2 and a hint.
-    if (known === undefined && (error instanceof Errors.CLIError || isOclifError(error))) return super.catch(error)
+    if (known === undefined && (error instanceof Errors.CLIError || isOclifError(error))) {
+      error.message = redactSecrets(error.message)
+      return super.catch(error)
+    }
     const exit = known?.exitCode ?? EXIT_FAILURE
-    const message = known ? known.message : errorMessage(error)
+    // A secret's value inside any error text (a plugin's exception, a driver's message) is replaced.
+    const message = redactSecrets(known ? known.message : errorMessage(error))
     process.exitCode = exit
     if (this.jsonEnabled()) {
       this.logJson({error: known?.code ?? 'FAILED', message, exitCode: exit})
@@ -119,7 +125,7 @@ export abstract class DbbCommand<T extends typeof Command> extends Command {
   }
 
   protected override toErrorJson(error: unknown): unknown {
-    return {error: 'USAGE', message: errorMessage(error), exitCode: (error as {oclif?: {exit?: number}}).oclif?.exit ?? 2}
+    return {error: 'USAGE', message: redactSecrets(errorMessage(error)), exitCode: (error as {oclif?: {exit?: number}}).oclif?.exit ?? 2}
   }
 }
 

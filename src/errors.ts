@@ -1,3 +1,5 @@
+import {redactSecrets} from './secrets'
+
 /**
  * The errors dbb reports to users. Each carries the process exit code it maps to, so the one
  * `catch()` in the base command can turn any of them into a clean message and a defined exit:
@@ -91,7 +93,10 @@ export function asConfigError(error: unknown): ConfigError | undefined {
   return undefined
 }
 
+/**
+ * An error's text for users, logs and REST answers, with every registered secret value replaced
+ * (a storage plugin or driver may echo a token in its message; see src/secrets.ts).
+ */
 export function errorMessage(error: unknown): string {
-  if (error instanceof Error) return error.message
-  return String(error)
+  return redactSecrets(error instanceof Error ? error.message : String(error))
 }

@@ -1,46 +1,47 @@
 import pino, {Logger} from 'pino'
 import pretty from 'pino-pretty'
 
+import {REDACTED, redactSecrets} from './secrets'
+import {SETTING_NAMES, setting} from './settings'
+
 export type {Logger} from 'pino'
 
 /**
- * Paths pino censors wherever they appear in a log object. Secrets should never be logged in the
- * first place; this is the second line of defence for an object logged whole (a config, a request).
+ * Keys pino censors wherever they appear in a log object (at the top level and one level down).
+ * Secrets should never be logged in the first place; this is the second line of defence for an
+ * object logged whole (a config, a request). The variable names come from the declarations
+ * (every setting with `secret: true`, core and plugin); the rest are the names those secrets
+ * carry inside typed config objects and HTTP requests. The third line is by value: every line is
+ * scrubbed of every registered secret value before it is written (see src/secrets.ts).
  */
-export const REDACTED_PATHS = [
-  'password',
-  '*.password',
-  'DB_PASSWORD',
-  '*.DB_PASSWORD',
-  'PGPASSWORD',
-  '*.PGPASSWORD',
-  'API_TOKEN',
-  '*.API_TOKEN',
-  'token',
-  '*.token',
-  'AWS_SECRET_ACCESS_KEY',
-  '*.AWS_SECRET_ACCESS_KEY',
-  'secretAccessKey',
-  '*.secretAccessKey',
-  'SLACK_TOKEN',
-  '*.SLACK_TOKEN',
-  'req.headers.authorization',
-  'headers.authorization',
-]
+const SECRET_FIELD_NAMES = ['password', 'PGPASSWORD', 'token', 'apiToken', 'secretAccessKey', 'sessionToken', 'webhookUrl', 'authorization']
+
+export function redactedPaths(secretVariables: readonly string[] = coreSecretVariables()): string[] {
+  // A plugin's odd variable name would make pino refuse the path; value redaction still covers it.
+  const keys = [...new Set([...SECRET_FIELD_NAMES, ...secretVariables])].filter((key) => /^[A-Za-z_$][\w$]*$/.test(key))
+  return [...keys.flatMap((key) => [key, `*.${key}`]), 'req.headers.authorization', 'headers.authorization']
+}
+
+function coreSecretVariables(): string[] {
+  return SETTING_NAMES.map((name) => setting(name)).filter((spec) => spec.secret).map((spec) => spec.env)
+}
 
 export interface LoggerOptions {
   format?: 'json' | 'plain'
   level?: string
   /** Where lines go; default stderr, so stdout stays clean for `--json` and `-o -`. */
   destination?: NodeJS.WritableStream | number
+  /** Variables declared secret (core and the installed storage plugins); default: core's. */
+  secretVariables?: readonly string[]
 }
 
-export function createLogger({format, level = 'info', destination = 2}: LoggerOptions = {}): Logger {
+export function createLogger({format, level = 'info', destination = 2, secretVariables}: LoggerOptions = {}): Logger {
   const resolvedFormat = format ?? (process.stderr.isTTY ? 'plain' : 'json')
   const options = {
     level,
     base: {service: 'dbb'},
-    redact: {paths: REDACTED_PATHS, censor: '[redacted]'},
+    redact: {paths: redactedPaths(secretVariables), censor: REDACTED},
+    hooks: {streamWrite: redactSecrets},
     timestamp: pino.stdTimeFunctions.isoTime,
   }
   if (resolvedFormat === 'plain') {

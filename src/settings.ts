@@ -1,5 +1,8 @@
 import {Flags} from '@oclif/core'
 
+import {ConfigError, ConfigIssue} from './errors'
+import {fileVariable, readSecretFiles, registerSecret} from './secrets'
+
 /**
  * Every setting dbb reads, in one catalog: the environment variable, the flag that mirrors it,
  * and an example of a valid value for error messages. Commands pick the settings they use with
@@ -23,7 +26,7 @@ const catalog = {
   DB_USER: {flag: 'db-user', summary: 'PostgreSQL user (default postgres).', example: 'postgres'},
   DB_PASSWORD: {
     flag: 'db-password',
-    summary: 'Password; else PGPASSWORD, else a pgpass file (PGPASSFILE or /run/secrets/pgpass).',
+    summary: 'Password; else PGPASSWORD, else a pgpass file (PGPASSFILE, /run/secrets/pgpass, ~/.pgpass).',
     example: '<secret>',
     secret: true,
   },
@@ -186,21 +189,49 @@ export function settingFlags(...names: SettingName[]) {
 }
 
 export function specToFlag(spec: SettingSpec, helpGroup?: string) {
-  return Flags.string({env: spec.env, summary: spec.summary, helpGroup, helpValue: spec.secret ? '<secret>' : spec.example})
+  const summary = spec.secret ? `${spec.summary} Or ${fileVariable(spec.env)}: a file holding it.` : spec.summary
+  return Flags.string({env: spec.env, summary, helpGroup, helpValue: spec.secret ? '<secret>' : spec.example})
 }
 
 /**
- * Parsed flags back to a record keyed by variable name, the shape config validation reads.
- * oclif already folded each variable into its flag, and an empty variable counts as unset.
+ * Parsed flags back to a record keyed by variable name, the shape config validation reads: the
+ * one place every command (and serve) resolves its settings. oclif already folded each variable
+ * into its flag, and an empty variable counts as unset. A secret setting X may instead come from
+ * the file X_FILE names (see readSecretFiles); both, or an unreadable file, is a ConfigError.
+ * Every secret value found is registered for redaction (src/secrets.ts).
  */
-export function valuesByVariable(specs: SettingSpec[], flags: Record<string, unknown>): Record<string, string | undefined> {
+export function valuesByVariable(
+  specs: SettingSpec[],
+  flags: Record<string, unknown>,
+  env: NodeJS.ProcessEnv = process.env,
+): Record<string, string | undefined> {
+  const {values, issues} = resolveSettings(specs, flags, env)
+  if (issues.length > 0) throw new ConfigError(issues)
+  return values
+}
+
+/** valuesByVariable, returning the X_FILE problems instead of throwing (to report them with the rest). */
+export function resolveSettings(
+  specs: SettingSpec[],
+  flags: Record<string, unknown>,
+  env: NodeJS.ProcessEnv = process.env,
+): {values: Record<string, string | undefined>; issues: ConfigIssue[]} {
   const values: Record<string, string | undefined> = {}
   for (const spec of specs) {
     const value = flags[spec.flag]
     values[spec.env] = typeof value === 'string' && value !== '' ? value : undefined
   }
 
-  return values
+  const fromFiles = readSecretFiles(specs, values, env)
+  Object.assign(values, fromFiles.values)
+  // Also a secret this command does not read (SLACK_TOKEN during a backup): it is in the process
+  // environment, so it must not show up in anything the command prints either.
+  for (const spec of specs.filter((candidate) => candidate.secret)) {
+    registerSecret(values[spec.env])
+    registerSecret(env[spec.env])
+  }
+
+  return {values, issues: fromFiles.issues}
 }
 
 export const LOGGING_SETTINGS: SettingName[] = ['LOG_FORMAT', 'LOG_LEVEL']

@@ -1,4 +1,5 @@
 import type {BaseBackupConfig} from '../config'
+import {requireClientForServer} from '../db/client-version'
 import {libpqEnvironment, withClient} from '../db/connection'
 import {OperationError, errorMessage} from '../errors'
 import {parseLsn, parseSegmentSize, segmentNameForLsn} from '../wal/segments'
@@ -51,6 +52,7 @@ export async function runBaseBackup(deps: BaseBackupDependencies, options: Backu
       }),
       toolVersion('pg_basebackup'),
     ])
+    requireClientForServer('pg_basebackup', pgBasebackupVersion, server.pgVersion)
     let verboseOutput = ''
     return {
       type: 'base',

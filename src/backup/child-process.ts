@@ -6,6 +6,47 @@ import {OperationError} from '../errors'
 
 const STDERR_LIMIT = 16 * 1024
 
+/**
+ * THE one place dbb starts other programs (pg_dump, psql, pg_basebackup, pg_receivewal, tar and
+ * the `--version` probes); a unit test fails when any other module imports node:child_process.
+ *
+ * A child never inherits dbb's environment, which holds DB_PASSWORD, API_TOKEN, cloud keys,
+ * Slack tokens and any plugin's secrets. It gets BASE_VARIABLES (where programs are, locale,
+ * time zone, home and temp directories) from dbb's environment, plus what the caller passes, and
+ * the caller may pass only libpq (`PG…`) and locale variables — the password only to programs
+ * that connect (see libpqEnvironment). Anything else is a programming error and throws.
+ */
+const BASE_VARIABLES = ['PATH', 'HOME', 'LANG', 'LANGUAGE', 'TZ', 'TMPDIR']
+const LOCALE_VARIABLE = /^LC_[A-Z]+$/
+const PASSABLE_VARIABLE = /^(PG[A-Z_]+|LC_[A-Z]+|PATH|HOME|LANG|LANGUAGE|TZ|TMPDIR)$/
+
+/** Variables a caller hands a child on top of the base ones: libpq settings and locale only. */
+export type ToolEnvironment = Readonly<Record<string, string | undefined>>
+
+/** The environment a child really gets: base variables from `source`, then `extra` (checked). */
+export function childEnvironment(extra: ToolEnvironment = {}, source: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {}
+  for (const [name, value] of Object.entries(source)) {
+    if (value !== undefined && (BASE_VARIABLES.includes(name) || LOCALE_VARIABLE.test(name))) env[name] = value
+  }
+
+  for (const [name, value] of Object.entries(extra)) {
+    if (!PASSABLE_VARIABLE.test(name)) throw new Error(`refusing to pass ${name} to a child process: only libpq (PG…) and locale variables are passed`)
+    if (value !== undefined) env[name] = value
+  }
+
+  return env
+}
+
+/**
+ * Programs that connect (their environment names a PGHOST) run with `--no-password`: a missing
+ * or wrong password fails at once instead of pg_dump prompting on /dev/tty and hanging.
+ */
+function nonInteractive(args: readonly string[], extra: ToolEnvironment): string[] {
+  if (extra.PGHOST === undefined || args.includes('--no-password') || args.includes('-w')) return [...args]
+  return ['--no-password', ...args]
+}
+
 export interface ExitStatus {
   code: number | null
   signal: NodeJS.Signals | null
@@ -23,8 +64,8 @@ export interface SpawnedTool {
  * Starts a PostgreSQL client program with its output as a stream. The abort signal kills it.
  * Arguments never carry secrets: connection settings go in `env` (see libpqEnvironment).
  */
-export function spawnTool(command: string, args: string[], env: NodeJS.ProcessEnv, signal?: AbortSignal): SpawnedTool {
-  const child = spawn(command, args, {env, stdio: ['ignore', 'pipe', 'pipe'], signal, killSignal: 'SIGTERM'})
+export function spawnTool(command: string, args: string[], env: ToolEnvironment, signal?: AbortSignal): SpawnedTool {
+  const child = spawn(command, nonInteractive(args, env), {env: childEnvironment(env), stdio: ['ignore', 'pipe', 'pipe'], signal, killSignal: 'SIGTERM'})
   return {child, ...watchTool(command, child, child.stderr)}
 }
 
@@ -35,8 +76,8 @@ export interface FedTool {
 }
 
 /** Like spawnTool, for a program that reads its input from stdin (psql); its stdout is discarded. */
-export function spawnToolWithInput(command: string, args: string[], env: NodeJS.ProcessEnv, signal?: AbortSignal): FedTool {
-  const child = spawn(command, args, {env, stdio: ['pipe', 'ignore', 'pipe'], signal, killSignal: 'SIGTERM'})
+export function spawnToolWithInput(command: string, args: string[], env: ToolEnvironment, signal?: AbortSignal): FedTool {
+  const child = spawn(command, nonInteractive(args, env), {env: childEnvironment(env), stdio: ['pipe', 'ignore', 'pipe'], signal, killSignal: 'SIGTERM'})
   return {child, ...watchTool(command, child, child.stderr)}
 }
 
@@ -75,7 +116,7 @@ export function toolFailure(command: string, status: ExitStatus, stderr: string)
 /** `pg_dump (PostgreSQL) 15.18 (Debian …)` → `15.18`. */
 export async function toolVersion(command: string): Promise<string> {
   try {
-    const {stdout} = await promisify(execFile)(command, ['--version'], {timeout: 10_000})
+    const {stdout} = await runTool(command, ['--version'], {}, {timeout: 10_000})
     return /(\d+(?:\.\d+)+)/.exec(stdout)?.[1] ?? stdout.trim()
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
@@ -84,4 +125,36 @@ export async function toolVersion(command: string): Promise<string> {
 
     throw new OperationError(`${command} --version failed: ${(error as Error).message}`)
   }
+}
+
+/**
+ * Runs a short program to completion (`--version`, `pg_receivewal --create-slot`) with the same
+ * environment rule as spawnTool. Rejects like execFile: the error carries `code` and `stderr`.
+ */
+export async function runTool(
+  command: string,
+  args: string[],
+  env: ToolEnvironment,
+  options: {timeout?: number} = {},
+): Promise<{stdout: string; stderr: string}> {
+  return promisify(execFile)(command, nonInteractive(args, env), {env: childEnvironment(env), timeout: options.timeout, encoding: 'utf8'})
+}
+
+export interface ChildOptions {
+  /** libpq and locale variables for the child (see childEnvironment); none by default. */
+  env?: ToolEnvironment
+  signal?: AbortSignal
+}
+
+/**
+ * A program fed on stdin with stderr captured and stdout discarded (tar), for callers that watch
+ * the child themselves; the environment rule is the same as spawnTool's.
+ */
+export function spawnChild(
+  command: string,
+  args: string[],
+  options: ChildOptions & {stdio: ['pipe', 'ignore', 'pipe']},
+): ChildProcessByStdio<Writable, null, Readable> {
+  const extra = options.env ?? {}
+  return spawn(command, nonInteractive(args, extra), {env: childEnvironment(extra), stdio: options.stdio, signal: options.signal})
 }

@@ -1,5 +1,6 @@
 import type {ClientBase} from 'pg'
 
+import {requireClientForServer} from '../db/client-version'
 import {libpqEnvironment, withClient} from '../db/connection'
 import {OperationError, errorMessage} from '../errors'
 import {spawnTool, toolVersion} from './child-process'
@@ -36,6 +37,7 @@ export async function runLogicalBackup(deps: BackupDependencies, options: Backup
       toolVersion('pg_dump'),
     ])
     const {pgVersion, databaseProfile, privileges} = source
+    requireClientForServer('pg_dump', pgDumpVersion, pgVersion)
     return {
       type: 'logical',
       kind: 'sql',

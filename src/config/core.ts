@@ -12,7 +12,9 @@ export interface DatabaseConfig {
   user: string
   /** DB_PASSWORD, else PGPASSWORD. */
   password?: string
-  /** Used when no password is set: PGPASSFILE, else /run/secrets/pgpass when it exists. */
+  /** Which variable `password` came from, for messages. */
+  passwordSource?: 'DB_PASSWORD' | 'PGPASSWORD'
+  /** Used when no password is set: PGPASSFILE, else /run/secrets/pgpass, else ~/.pgpass, when it exists. */
   passfile?: string
 }
 

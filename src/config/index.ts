@@ -1,6 +1,10 @@
-import {existsSync} from 'node:fs'
+import {existsSync, readFileSync} from 'node:fs'
+import * as os from 'node:os'
+import * as path from 'node:path'
 
+import {passfileProblem} from '../db/pgpass'
 import {ConfigError, ConfigIssue} from '../errors'
+import {registerSecret} from '../secrets'
 import {SettingName, setting} from '../settings'
 import * as archivingSections from './archiving'
 import * as coreSections from './core'
@@ -79,16 +83,52 @@ export function loadConfig<S extends Section>(
     }
   }
 
+  if (config.database) {
+    try {
+      config.database = withPasswordFallbacks(config.database as DatabaseConfig, env)
+    } catch (error) {
+      if (!(error instanceof ConfigError)) throw error
+      issues.push(...error.issues)
+    }
+  }
+
   if (issues.length > 0) throw new ConfigError(issues)
-  if (config.database) config.database = withPasswordFallbacks(config.database as DatabaseConfig, env)
   return Object.freeze(config) as Pick<Config, S>
 }
 
+/** `~/.pgpass` of the user dbb runs as, where libpq looks by default; undefined without a home. */
+export function homePassfile(env: NodeJS.ProcessEnv = process.env): string | undefined {
+  try {
+    const home = blankToUndefined(env.HOME) ?? os.homedir()
+    return path.join(home, '.pgpass')
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * Where the password comes from, in libpq's order with dbb's additions first: DB_PASSWORD,
+ * PGPASSWORD, the file PGPASSFILE names, else /run/secrets/pgpass (Docker/Kubernetes secrets),
+ * else ~/.pgpass. A pgpass file that exists but cannot be read is a configuration error naming
+ * the file, the user and the cause (never silently skipped); so is a PGPASSFILE that is missing.
+ */
 function withPasswordFallbacks(database: DatabaseConfig, env: NodeJS.ProcessEnv): DatabaseConfig {
-  const password = database.password ?? blankToUndefined(env.PGPASSWORD)
-  if (password !== undefined) return {...database, password, passfile: undefined}
-  const passfile = blankToUndefined(env.PGPASSFILE) ?? (existsSync(DEFAULT_PASSFILE) ? DEFAULT_PASSFILE : undefined)
-  return {...database, password: undefined, passfile}
+  if (database.password !== undefined) return {...database, passwordSource: 'DB_PASSWORD', passfile: undefined}
+  const fromEnv = blankToUndefined(env.PGPASSWORD)
+  registerSecret(fromEnv)
+  if (fromEnv !== undefined) return {...database, password: fromEnv, passwordSource: 'PGPASSWORD', passfile: undefined}
+  const explicit = blankToUndefined(env.PGPASSFILE)
+  const home = homePassfile(env)
+  const passfile = explicit ?? [DEFAULT_PASSFILE, home].find((file): file is string => file !== undefined && existsSync(file))
+  if (passfile !== undefined) {
+    try {
+      readFileSync(passfile)
+    } catch (error) {
+      throw new ConfigError([{variable: explicit === undefined ? 'pgpass' : 'PGPASSFILE', message: passfileProblem(passfile, error)}])
+    }
+  }
+
+  return {...database, password: undefined, passwordSource: undefined, passfile}
 }
 
 function exampleOf(variable: string): string | undefined {

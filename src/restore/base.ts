@@ -1,9 +1,9 @@
-import {spawn} from 'node:child_process'
 import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
 import {pipeline} from 'node:stream/promises'
 import {createGunzip} from 'node:zlib'
 
+import {spawnChild} from '../backup/child-process'
 import {hashTap} from '../backup/hash-tap'
 import {BackupMetadata, listBackups, resolveBackup} from '../backup/metadata'
 import {NotFoundError, OperationError, UsageError, errorMessage} from '../errors'
@@ -163,7 +163,7 @@ async function extractVerified(
   const tap = hashTap(options.onProgress)
 
   // As root, tar keeps the owner recorded by pg_basebackup (the server's user), which PostgreSQL needs.
-  const tar = spawn('tar', ['-x', '-f', '-', '-C', directory], {stdio: ['pipe', 'ignore', 'pipe'], signal: options.signal})
+  const tar = spawnChild('tar', ['-x', '-f', '-', '-C', directory], {stdio: ['pipe', 'ignore', 'pipe'], signal: options.signal})
   let tarErrors = ''
   tar.stderr.setEncoding('utf8').on('data', (text: string) => (tarErrors = (tarErrors + text).slice(-4096)))
   const exited = new Promise<number | null>((resolve) => {

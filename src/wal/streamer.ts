@@ -1,10 +1,8 @@
-import {execFile} from 'node:child_process'
 import * as fs from 'node:fs/promises'
 import * as os from 'node:os'
 import * as path from 'node:path'
-import {promisify} from 'node:util'
 
-import {spawnTool, SpawnedTool, toolFailure} from '../backup/child-process'
+import {runTool, spawnTool, SpawnedTool, toolFailure} from '../backup/child-process'
 import type {DatabaseConfig} from '../config'
 import {libpqEnvironment} from '../db/connection'
 import {errorMessage} from '../errors'
@@ -87,7 +85,7 @@ export class WalStreamer {
   private async createSlot(): Promise<void> {
     const env = libpqEnvironment(this.options.database)
     try {
-      await promisify(execFile)('pg_receivewal', ['--create-slot', '--if-not-exists', `--slot=${this.options.slot}`, '--no-password'], {env, timeout: 30_000})
+      await runTool('pg_receivewal', ['--create-slot', '--if-not-exists', `--slot=${this.options.slot}`, '--no-password'], env, {timeout: 30_000})
     } catch (error) {
       const stderr = (error as {stderr?: string}).stderr?.trim()
       throw new Error(`cannot create replication slot "${this.options.slot}": ${stderr || errorMessage(error)}`)

@@ -1,3 +1,7 @@
+import * as fs from 'node:fs'
+import * as os from 'node:os'
+import * as path from 'node:path'
+
 import {loadConfig} from '../../src/config'
 import {ConfigError} from '../../src/errors'
 
@@ -86,9 +90,25 @@ describe('loadConfig', () => {
     })
 
     it('falls back to PGPASSFILE when no password is set', () => {
-      const {database} = loadConfig(['database'], validDatabase, {PGPASSFILE: '/etc/pgpass'})
+      const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'dbb-pgpass-')), 'pgpass')
+      fs.writeFileSync(file, '*:*:*:*:secret\n', {mode: 0o444})
+      const {database} = loadConfig(['database'], validDatabase, {PGPASSFILE: file})
       expect(database.password).toBeUndefined()
-      expect(database.passfile).toBe('/etc/pgpass')
+      expect(database.passfile).toBe(file)
+    })
+
+    it('falls back to ~/.pgpass, as libpq does', () => {
+      const home = fs.mkdtempSync(path.join(os.tmpdir(), 'dbb-home-'))
+      fs.writeFileSync(path.join(home, '.pgpass'), '*:*:*:*:secret\n', {mode: 0o600})
+      expect(loadConfig(['database'], validDatabase, {HOME: home}).database.passfile).toBe(path.join(home, '.pgpass'))
+    })
+
+    it('reports a PGPASSFILE that does not exist or cannot be read, by name, user and cause', () => {
+      expect(issuesOf(() => loadConfig(['database'], validDatabase, {PGPASSFILE: '/nonexistent/pgpass'}))).toEqual([
+        expect.stringMatching(/^PGPASSFILE: cannot read \/nonexistent\/pgpass as (user \S+ \(uid \d+\)|uid \d+): no such file \(ENOENT\)$/),
+      ])
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dbb-pgpass-'))
+      expect(issuesOf(() => loadConfig(['database'], validDatabase, {PGPASSFILE: dir}))[0]).toMatch(/^PGPASSFILE: cannot read .*: /)
     })
 
     it('never puts a password into an error message', () => {

@@ -6,6 +6,7 @@ import {parse as parseYaml} from 'yaml'
 import {DEFAULT_PASSFILE, Section, loadConfig} from '../../src/config'
 import {createLogger} from '../../src/logger'
 import {AppDependencies, createApp} from '../../src/server/app'
+import {fileVariable} from '../../src/secrets'
 import {SETTING_NAMES, setting} from '../../src/settings'
 import {STORAGE_PROVIDER_HOOK, StorageProvider} from '../../src/storage/contract'
 import {freePort} from '../helpers/postgres'
@@ -208,7 +209,9 @@ describe.each(COMPOSE_FILES)('%s matches dbb and the images it runs', (file) => 
 
   it('sets on dbb only variables dbb knows (settings catalog or an installed storage provider), and they validate', async () => {
     const providers = await workspaceProviders()
-    const known = new Set<string>([...SETTING_NAMES, ...providers.flatMap((provider) => provider.settings.map((spec) => spec.env))])
+    const specs = [...SETTING_NAMES.map((name) => setting(name)), ...providers.flatMap((provider) => provider.settings)]
+    // A secret setting X may come from the file X_FILE names (src/secrets.ts).
+    const known = new Set<string>([...specs.map((spec) => spec.env), ...specs.filter((spec) => spec.secret).map((spec) => fileVariable(spec.env))])
     const environment = environmentOf(dbb)
     expect(Object.keys(environment).filter((name) => !known.has(name))).toEqual([])
 
