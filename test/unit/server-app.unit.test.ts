@@ -1,3 +1,4 @@
+import {forgetSecrets, registerSecret} from '../../src/secrets'
 import {markingOutages} from '../../src/server/storage-outages'
 import type {StorageBackend} from '../../src/storage/contract'
 import {captureLogger, serveApp} from '../helpers/serve'
@@ -100,6 +101,27 @@ describe('createApp error mapping (fake storage, real socket)', () => {
       expect(ok.status).toBe(200)
       expect(await ok.json()).toEqual([])
       expect(log.text()).not.toContain(TOKEN)
+    } finally {
+      await served.close()
+    }
+  })
+})
+
+describe('error bodies never carry a secret value', () => {
+  const log = captureLogger()
+  afterEach(() => forgetSecrets())
+
+  it('replaces a registered secret inside a backend message the client is shown', async () => {
+    const secret = 'plugin-secret-value-42'
+    registerSecret(secret)
+    const failure = () => withCode(new Error(`request to https://user:${secret}@store.example failed`), 'ECONNRESET')
+    const served = await serveApp(failingStorage(failure), {token: TOKEN, logger: log.logger})
+    try {
+      const response = await fetch(`${served.base}/api/v1/backups`, {headers: AUTH})
+      const text = await response.text()
+      expect(response.status).toBe(503)
+      expect(text).not.toContain(secret)
+      expect(text).toContain('[redacted]')
     } finally {
       await served.close()
     }

@@ -3,6 +3,7 @@ import type {Middleware} from 'koa'
 
 import {printableExcerpt} from '../../format'
 import type {Logger} from '../../logger'
+import {redactSecrets} from '../../secrets'
 
 /** The one shape of every error response. */
 export interface ErrorBody {
@@ -67,7 +68,7 @@ export function errorHandler(logger: Logger): Middleware {
       if (error.headers) ctx.set(error.headers)
       ctx.body = {
         error: masked ? (CODES[status] ?? 'INTERNAL_ERROR') : codeOf(error, status),
-        message: masked ? 'internal error (details are in the server log)' : error.message,
+        message: masked ? 'internal error (details are in the server log)' : redactSecrets(error.message),
       } satisfies ErrorBody
       return
     }
