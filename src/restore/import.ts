@@ -99,8 +99,9 @@ export async function importDump(options: ImportOptions): Promise<ImportResult> 
   }
 
   try {
+    // The source is iterated inside readStorage (not handed to pipeline as a stream), so its errors surface there and nowhere else.
     const source = await options.storage.get(backup.id, {signal: options.signal})
-    await pipeline(source, readStorage, verifyAtEnd, createGunzip(), feedPsql, {signal: options.signal})
+    await pipeline(readStorage(source), verifyAtEnd, createGunzip(), feedPsql, {signal: options.signal})
   } catch (error) {
     // Kill first: psql must never see the end of its input after a failure on our side.
     psql.child.kill('SIGKILL')

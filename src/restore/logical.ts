@@ -1,3 +1,4 @@
+import {setTimeout as sleep} from 'node:timers/promises'
 import type {Client} from 'pg'
 
 import {toolVersion} from '../backup/child-process'
@@ -256,7 +257,14 @@ async function openRestoreSession(database: DatabaseConfig, target: string): Pro
     throw new OperationError(`${errorMessage(error)}; ${UNCHANGED(target)}`)
   })
   client.on('error', () => {})
-  if (!(await tryRestoreLock(client, target))) {
+  // A restore killed a moment ago holds the lock until its server session notices the closed connection: wait briefly.
+  let locked = await tryRestoreLock(client, target)
+  for (let attempt = 0; !locked && attempt < 20; attempt++) {
+    await sleep(250)
+    locked = await tryRestoreLock(client, target)
+  }
+
+  if (!locked) {
     await client.end().catch(() => {})
     throw new OperationError(`another restore into database "${target}" is running on this server; ${UNCHANGED(target)} by this one`)
   }
