@@ -101,7 +101,18 @@ export async function importDump(options: ImportOptions): Promise<ImportResult> 
   try {
     // The source is iterated inside readStorage (not handed to pipeline as a stream), so its errors surface there and nowhere else.
     const source = await options.storage.get(backup.id, {signal: options.signal})
-    await pipeline(readStorage(source), verifyAtEnd, createGunzip(), feedPsql, {signal: options.signal})
+    // A generator awaiting a stalled source cannot be returned from: end the source itself on
+    // Ctrl-C and when psql stops, or the pipeline would wait for storage forever.
+    const stopReading = () => source.destroy(new AbortedError('restore interrupted'))
+    options.signal?.addEventListener('abort', stopReading, {once: true})
+    void psql.exited.then(() => {
+      if (!source.readableEnded) source.destroy()
+    })
+    try {
+      await pipeline(readStorage(source), verifyAtEnd, createGunzip(), feedPsql, {signal: options.signal})
+    } finally {
+      options.signal?.removeEventListener('abort', stopReading)
+    }
   } catch (error) {
     // Kill first: psql must never see the end of its input after a failure on our side.
     psql.child.kill('SIGKILL')
@@ -109,6 +120,7 @@ export async function importDump(options: ImportOptions): Promise<ImportResult> 
     const status = await psql.exited
     // psql exited by itself (an SQL error, a lost server connection): that is the cause, whatever our write then saw.
     if (status.signal === null && status.code !== 0) throw psqlFailure(status, psql.stderr())
+    if (status.signal === null) throw new OperationError(`psql stopped before the end of ${backup.id} (the dump ends its session early?)`)
     throw feedFailure(error, backup.id, progress.readBytes)
   }
 
