@@ -136,9 +136,9 @@ export async function planLogicalRestore(database: DatabaseConfig, options: Logi
     }
 
     if (options.owner !== undefined) {
-      const role = await client.query<{member: boolean}>(`SELECT pg_has_role(current_user, oid, 'MEMBER') AS member FROM pg_roles WHERE rolname = $1`, [options.owner])
+      const role = await client.query<{member: boolean}>(`SELECT pg_has_role(current_user, oid, 'USAGE') AS member FROM pg_roles WHERE rolname = $1`, [options.owner])
       if (role.rowCount === 0) throw refuse(`--owner: role "${options.owner}" does not exist`)
-      if (!role.rows[0].member) throw refuse(`--owner: user "${me.user}" is not a member of role "${options.owner}", so it cannot create objects as it (grant it: GRANT "${options.owner}" TO ${me.user})`)
+      if (!role.rows[0].member) throw refuse(`--owner: user "${me.user}" is not a member of role "${options.owner}" (with INHERIT), so it cannot create objects as it nor rename its database (grant it: GRANT "${options.owner}" TO ${me.user})`)
     }
 
     const taken = await client.query<{datname: string}>('SELECT datname FROM pg_database WHERE datname = ANY($1)', [[names.staging, names.previous]])
