@@ -213,6 +213,36 @@ describe('dbb restore: SIGKILL and cut connections never leave a half-restored t
     await app.end().catch(() => {})
     expect(await contents()).toEqual(backedUp)
   }, 300_000)
+
+  it('clients reconnecting in a tight loop during the swap do not make it fail (they see the old data, then the restored data)', async () => {
+    await changeShop()
+    const seen = new Set<string>()
+    let running = true
+    const reconnecting = (async () => {
+      while (running) {
+        const client = new Client({host: cluster.host, port: cluster.port, user: cluster.user, password: cluster.password, database: 'shop'})
+        client.on('error', () => {})
+        try {
+          await client.connect()
+          const {rows} = await client.query(`SELECT count(*) AS n FROM customers WHERE name = 'changed after backup'`)
+          seen.add(Number(rows[0].n) > 0 ? 'old' : 'new')
+        } catch {
+          seen.add('refused or terminated')
+        } finally {
+          await client.end().catch(() => {})
+        }
+      }
+    })()
+    const result = await runCli(['restore', 'latest', '--force', '--json'], localEnv())
+    await sleep(300)
+    running = false
+    await reconnecting
+    expect([result.code, result.stderr.slice(-600)]).toEqual([0, expect.any(String)])
+    expect(seen).toContain('old')
+    expect(seen).toContain('new')
+    expect(await contents()).toEqual(backedUp)
+    expect(await dbbDatabases()).toEqual([])
+  }, 300_000)
 })
 
 /** An HTTP proxy to the S3 server that cuts the connection of every dump GET after `afterBytes` of its body. */
