@@ -10,6 +10,7 @@
  *   --levels L,L     extra COMPRESSION_LEVELs measured for the size/speed trade-off (default 3,6)
  *   --output FILE    report file (default BENCHMARKS.md in the repository)
  *   --note TEXT      a line printed under the title, e.g. "machine shared with other jobs"
+ *   --only restore   measure only the restore rows (dbb restore beside gunzip | psql), skipping the rest
  */
 import * as fs from 'node:fs/promises'
 import * as os from 'node:os'
@@ -29,10 +30,11 @@ interface Options {
   levels: number[]
   output: string
   note?: string
+  onlyRestore: boolean
 }
 
 function parseOptions(argv: string[]): Options {
-  const options: Options = {scale: 10, wideMb: 40, runs: 3, largeFactor: 4, levels: [3, 6], output: path.join(ROOT, 'BENCHMARKS.md')}
+  const options: Options = {scale: 10, wideMb: 40, runs: 3, largeFactor: 4, levels: [3, 6], output: path.join(ROOT, 'BENCHMARKS.md'), onlyRestore: false}
   for (let index = 0; index < argv.length; index += 2) {
     const [name, value] = [argv[index], argv[index + 1]]
     const number = Number(value)
@@ -48,11 +50,14 @@ function parseOptions(argv: string[]): Options {
     else if (name === '--levels') options.levels = value ? value.split(',').map(Number) : []
     else if (name === '--output') options.output = path.resolve(value)
     else if (name === '--note') options.note = value
+    else if (name === '--only' && value === 'restore') options.onlyRestore = true
     else throw new Error(`unknown option ${name} (see the comment at the top of bench/main.ts)`)
   }
 
   return options
 }
+
+const seconds = (ms: number) => (ms / 1000).toFixed(2)
 
 const SMALL_YOUNG_GENERATION = '--max-semi-space-size=1'
 
@@ -162,10 +167,17 @@ async function main(): Promise<void> {
       })
     }
 
+    if (options.onlyRestore) {
+      // The restore rows need a stored dump: one backup, then only the two restores are measured.
+      lastLocalBackup = (await dbbBackup(database, {BACKUP_LOCAL_DIR: localDir})).id
+      await timeShell(`pg_dump --no-owner --no-privileges | gzip -6 > ${shellFile}`, libpqEnv(cluster!, 'bench'))
+      pipelines.splice(0, pipelines.length)
+    }
+
     if (restoreAvailable) {
       pipelines.push(
         {
-          name: 'restore: dropdb; createdb; gunzip | psql --single-transaction',
+          name: 'restore: dropdb; createdb (empty); gunzip -c | psql --single-transaction',
           run: () =>
             timeShell(
               `dropdb --if-exists restore_shell && createdb restore_shell && gunzip -c ${shellFile} | psql -X -q -o /dev/null -v ON_ERROR_STOP=1 --single-transaction -d restore_shell`,
@@ -174,7 +186,7 @@ async function main(): Promise<void> {
           samples: [],
         },
         {
-          name: 'restore: dbb restore (local)',
+          name: 'restore: dbb restore (local; staging, one pass, swap, drop replaced)',
           run: () => timeDbb(['restore', lastLocalBackup!, '--target-db', 'restore_dbb', '--force', '--json'], dbbEnv(database, {BACKUP_LOCAL_DIR: localDir})),
           samples: [],
         },
@@ -195,6 +207,14 @@ async function main(): Promise<void> {
       maxRssBytes: pipeline.samples[0].maxRssBytes === undefined ? undefined : Math.max(...pipeline.samples.map((sample) => sample.maxRssBytes ?? 0)),
       runs: pipeline.samples.length,
     }))
+
+    if (options.onlyRestore) {
+      const [shell, dbb] = rows
+      const line = `dbb restore ${seconds(dbb.wallMs)} s, gunzip | psql --single-transaction ${seconds(shell.wallMs)} s: ${(dbb.wallMs / shell.wallMs).toFixed(2)}× (target ≤ 1.05×)`
+      process.stdout.write(`${line}\n`)
+      await fs.writeFile(options.output, `${JSON.stringify({date: new Date(), database, rows, line}, null, 2)}\n`)
+      return
+    }
 
     log('cold start')
     const emptyDir = path.join(work, 'empty')

@@ -17,6 +17,8 @@ export function createProgress(options: {
   interactive?: boolean
   intervalMs?: number
   stream?: NodeJS.WriteStream
+  /** The amount `done` counts towards, when known (e.g. a dump's size from its sidecar): adds percent and ETA. */
+  total?: number
 }): ProgressReporter {
   const stream = options.stream ?? process.stderr
   const interactive = options.interactive ?? Boolean(stream.isTTY)
@@ -31,14 +33,20 @@ export function createProgress(options: {
   const render = () => {
     const elapsedMs = Date.now() - started
     const rate = elapsedMs > 0 ? (latest / elapsedMs) * 1000 : 0
+    const {total} = options
+    const fraction = total === undefined || total <= 0 ? undefined : Math.min(1, latest / total)
+    const etaMs = fraction === undefined || rate <= 0 ? undefined : ((total! - Math.min(latest, total!)) / rate) * 1000
     if (interactive) {
       const extra = latestExtra.storedBytes === undefined ? '' : `, ${formatBytes(latestExtra.storedBytes)} stored`
-      stream.write(`\r\u001B[2K${options.label}: ${formatBytes(latest)}${extra}, ${formatBytes(rate)}/s, ${formatElapsed(elapsedMs)}`)
+      const share = fraction === undefined ? '' : ` of ${formatBytes(total!)} (${(fraction * 100).toFixed(1)} %)`
+      const eta = etaMs === undefined ? '' : `, ETA ${formatElapsed(etaMs)}`
+      stream.write(`\r\u001B[2K${options.label}: ${formatBytes(latest)}${share}${extra}, ${formatBytes(rate)}/s, ${formatElapsed(elapsedMs)}${eta}`)
       drawn = true
     } else {
+      const known = fraction === undefined ? {} : {totalBytes: total, percent: Math.round(fraction * 1000) / 10, ...(etaMs === undefined ? {} : {etaSeconds: Math.round(etaMs / 1000)})}
       options.logger.info(
-        {event: options.event, bytes: latest, ...latestExtra, elapsedMs, bytesPerSecond: Math.round(rate)},
-        `${options.label}: ${formatBytes(latest)}`,
+        {event: options.event, bytes: latest, ...known, ...latestExtra, elapsedMs, bytesPerSecond: Math.round(rate)},
+        `${options.label}: ${formatBytes(latest)}${fraction === undefined ? '' : ` (${(fraction * 100).toFixed(1)} %)`}`,
       )
     }
   }

@@ -5,18 +5,18 @@ import {BackupMetadata, listBackups, resolveBackup} from '../backup/metadata'
 import {backupTable} from '../backup/table'
 import {DatabaseConfig, Section, loadConfig} from '../config'
 import {formatBytes} from '../format'
-import {ProgressReporter, createProgress} from '../progress'
+import {createProgress} from '../progress'
 import type {BaseRestoreOutcome} from '../restore/base'
 import {BASE_RESTORE_FLAGS, runBaseRestore} from '../restore/base-cli'
 import {countdown, describePlan, requireConfirmation} from '../restore/confirm'
 import {checkDatabaseName} from '../restore/database'
-import {RestoreOutcome, restoreLogical} from '../restore/logical'
+import {RestoreOutcome, executeLogicalRestore, planLogicalRestore} from '../restore/logical'
 import {DATABASE_SETTINGS, setting, settingFlags, valuesByVariable} from '../settings'
 import type {StorageBackend} from '../storage/contract'
 
 export default class Restore extends DbbCommand<typeof Restore> {
   static override summary = 'Restore a backup into a database, replacing it; without an argument, list the backups.'
-  static override description = `Reads the backup straight from the storage backend, verifies its sha256 against the sidecar before touching the database, then terminates other sessions on the target database, drops and recreates it, and streams the dump through gunzip into psql --single-transaction -v ON_ERROR_STOP=1. Any error rolls the whole import back and leaves the database empty.
+  static override description = `Streams the backup from storage once, through sha256 and gunzip, into psql -v ON_ERROR_STOP=1 connected to a new staging database on the same server; the target database is not touched and stays in use meanwhile. Only when psql succeeded and the sha256 matches the sidecar does it swap, in one transaction: the target's sessions are terminated, the target is renamed away and the staging database takes its name. Then the replaced database is dropped (or kept with --keep-previous). Any failure, Ctrl-C or kill before the swap leaves the target exactly as it was; the next restore drops staging databases that crashed restores left behind.
 
 On a terminal it shows what it is about to do and counts down 5 seconds (Ctrl-C aborts with nothing changed). Without a terminal it refuses unless --force is given. "latest" is the newest logical backup whose id starts with BACKUP_NAME_PREFIX.`
 
@@ -40,6 +40,13 @@ On a terminal it shows what it is about to do and counts down 5 seconds (Ctrl-C 
       helpValue: 'NAME',
     }),
     force: Flags.boolean({summary: 'Start without the 5-second countdown; required when stdin is not a terminal.'}),
+    'keep-previous': Flags.boolean({
+      summary: 'Keep the replaced database as <target>_dbb_previous_<hash> instead of dropping it (roll back by renaming it back).',
+    }),
+    owner: Flags.string({
+      summary: 'Create the restored objects as this role (SET ROLE) and make it the database owner; for dumps taken with --no-owner.',
+      helpValue: 'ROLE',
+    }),
     ...BASE_RESTORE_FLAGS,
   }
 
@@ -81,40 +88,31 @@ On a terminal it shows what it is about to do and counts down 5 seconds (Ctrl-C 
     requireConfirmation({force: this.flags.force, interactive: Boolean(process.stdin.isTTY), target})
     const signal = this.interruptSignal()
     const backup = await resolveBackup(storage, reference, {prefix: this.settings.namePrefix, type: 'logical'})
-    this.logToStderr(describePlan(backup, database, target, storage.location))
+    const options = {backup, targetDatabase: target, keepPrevious: this.flags['keep-previous'], owner: this.flags.owner, signal}
+    // Preflight before the plan: the plan says what will happen to what exists, and a refusal comes before the countdown.
+    const plan = await planLogicalRestore(database, options)
+    this.logToStderr(describePlan(plan, database, storage.location))
     this.logger.info(
-      {event: 'restore.started', backupId: backup.id, database: target, host: database.host, port: database.port, force: this.flags.force},
+      {event: 'restore.started', backupId: backup.id, database: target, host: database.host, port: database.port, force: this.flags.force, staging: plan.names.staging},
       `restoring ${backup.id} into ${target}`,
     )
     if (!this.flags.force) await countdown(process.stderr, signal)
 
-    const verifying = createProgress({label: `verifying ${backup.id}`, logger: this.logger, event: 'restore.verify_progress'})
-    // Created when the import starts, so its rate counts import time only.
-    let restoring: ProgressReporter | undefined
+    const progress = createProgress({label: `restoring into ${target}`, logger: this.logger, event: 'restore.progress', total: backup.sizeBytes})
     try {
-      const outcome = await restoreLogical(
-        {database, storage, logger: this.logger},
-        {
-          backup,
-          targetDatabase: target,
-          signal,
-          onVerifyProgress: (bytes) => verifying.update(bytes),
-          onProgress: ({readBytes, restoredBytes}) => restoring?.update(restoredBytes, {readBytes}),
-          onStep: (step) => {
-            if (step === 'verified') verifying.finish()
-            else restoring = createProgress({label: `restoring into ${target}`, logger: this.logger, event: 'restore.progress'})
-          },
-        },
-      )
-      restoring?.finish()
+      const outcome = await executeLogicalRestore({database, storage, logger: this.logger}, plan, {
+        signal,
+        onProgress: ({readBytes, restoredBytes}) => progress.update(readBytes, {restoredBytes}),
+      })
+      progress.finish()
+      const previous = outcome.previousDatabase === null ? '' : `; the replaced database is kept as "${outcome.previousDatabase}"`
       this.log(
         `Restored ${outcome.id} into database "${target}" on ${outcome.host}:${outcome.port}: ` +
-          `${formatBytes(outcome.restoredBytes)} of SQL in ${(outcome.durationMs / 1000).toFixed(1)} s (sha256 verified)`,
+          `${formatBytes(outcome.restoredBytes)} of SQL in ${(outcome.durationMs / 1000).toFixed(1)} s (sha256 verified)${previous}`,
       )
       return outcome
     } finally {
-      verifying.finish()
-      restoring?.finish()
+      progress.finish()
     }
   }
 

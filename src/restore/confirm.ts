@@ -1,22 +1,38 @@
 import {setTimeout as sleep} from 'node:timers/promises'
 
-import type {BackupMetadata} from '../backup/metadata'
 import type {DatabaseConfig} from '../config'
 import {AbortedError, UsageError} from '../errors'
 import {formatAge, formatBytes} from '../format'
+import type {LogicalRestorePlan} from './logical'
 
 export const COUNTDOWN_SECONDS = 5
 
 /** What the restore is about to do, shown before the countdown (and logged with --force). */
-export function describePlan(backup: BackupMetadata, database: DatabaseConfig, target: string, storageLocation: string): string {
-  return [
+export function describePlan(plan: LogicalRestorePlan, database: DatabaseConfig, storageLocation: string): string {
+  const {backup, names} = plan
+  const target = `"${names.target}"`
+  const lines = [
     `Restore ${backup.id}`,
     `  created   ${backup.createdAt} (${formatAge(backup.createdAt)} ago), from database "${backup.database}", PostgreSQL ${backup.pgVersion}`,
     `  size      ${formatBytes(backup.sizeBytes)}${backup.uncompressedBytes === undefined ? '' : ` (${formatBytes(backup.uncompressedBytes)} of SQL)`}, sha256 ${backup.sha256}`,
     `  from      ${storageLocation}`,
-    `  into      database "${target}" on ${database.host}:${database.port} as ${database.user}`,
-    `  Database "${target}" will be DROPPED and recreated (other sessions on it are terminated).`,
-  ].join('\n')
+    `  into      database ${target} on ${database.host}:${database.port} (PostgreSQL ${plan.serverVersion}) as ${plan.user}${plan.owner === undefined ? '' : `, objects owned by role "${plan.owner}"`}`,
+    `  staging   the dump is imported into the new database "${names.staging}"; ${target} is not touched meanwhile and stays in use.`,
+    plan.targetExists
+      ? `  swap      only if the import succeeds and the sha256 matches: ${target}'s sessions are terminated and, in one transaction, ` +
+        `${target} is renamed to "${plan.keepPrevious ? names.previous : names.replaced}" and the staging database to ${target}.`
+      : `  swap      database ${target} does not exist: it will be created (the staging database is renamed to it) once the import succeeds.`,
+  ]
+  if (plan.targetExists) {
+    lines.push(
+      plan.keepPrevious
+        ? `  previous  the replaced database is kept as "${names.previous}" (roll back by renaming it back; drop it when done).`
+        : `  previous  the replaced database is then DROPPED (keep it with --keep-previous).`,
+    )
+  }
+
+  if (plan.leftovers.length > 0) lines.push(`  leftovers of earlier restores (dropped unless a restore is using them): ${plan.leftovers.map((name) => `"${name}"`).join(', ')}`)
+  return lines.join('\n')
 }
 
 /**

@@ -1,32 +1,67 @@
-import {Writable} from 'node:stream'
+import {setTimeout as sleep} from 'node:timers/promises'
+import type {Client} from 'pg'
 
 import {toolVersion} from '../backup/child-process'
-import {downloadBackup} from '../backup/download'
 import type {BackupMetadata} from '../backup/metadata'
 import type {DatabaseConfig} from '../config'
-import {libpqEnvironment, serverVersion} from '../db/connection'
+import {connect, libpqEnvironment} from '../db/connection'
 import {AbortedError, OperationError, UsageError, errorMessage} from '../errors'
 import type {Logger} from '../logger'
 import type {StorageBackend} from '../storage/contract'
-import {maintenanceDatabase, recreateDatabase} from './database'
-import {ImportProgress, importDump} from './import'
+import {
+  CleanedLeftovers,
+  LeftoverMarker,
+  RestoreDatabaseNames,
+  cleanLeftovers,
+  createStagingDatabase,
+  databaseComment,
+  dropDatabase,
+  maintenanceDatabase,
+  releaseRestoreLock,
+  restoreDatabaseNames,
+  swapDatabases,
+  tryRestoreLock,
+} from './database'
+import {ImportProgress, ImportResult, importDump} from './import'
 
 export interface LogicalRestoreDependencies {
   /** Connection settings; the target database name comes from the options. */
   database: DatabaseConfig
   storage: StorageBackend
   logger: Logger
+  /**
+   * Runs after the import is verified and before the swap, on a session in the maintenance
+   * database: the place to carry the old target's database-level properties (owner, ACL,
+   * settings) over onto the staging database. A throw aborts the restore with the target unchanged.
+   */
+  beforeSwap?: (context: {client: Client; plan: LogicalRestorePlan}) => Promise<void>
 }
 
 export interface LogicalRestoreOptions {
   backup: BackupMetadata
   targetDatabase: string
+  /** Keep the replaced database as `names.previous` instead of dropping it (instant rollback). */
+  keepPrevious?: boolean
+  /** Create the staging database owned by this role and import as this role (SET ROLE via PGOPTIONS). */
+  owner?: string
   signal?: AbortSignal
-  /** Bytes hashed so far in the verifying pass. */
-  onVerifyProgress?: (bytes: number) => void
   onProgress?: (progress: ImportProgress) => void
-  /** Called as each step ends, before the next begins (e.g. to close a progress line). */
-  onStep?: (step: 'verified' | 'recreated') => void
+}
+
+/** What preflight found out: everything the plan printed before the countdown needs. */
+export interface LogicalRestorePlan {
+  backup: BackupMetadata
+  names: RestoreDatabaseNames
+  targetExists: boolean
+  targetOwner?: string
+  keepPrevious: boolean
+  owner?: string
+  user: string
+  superuser: boolean
+  psqlVersion: string
+  serverVersion: string
+  /** Leftovers of earlier restores found on the server (the restore drops those no restore is using). */
+  leftovers: string[]
 }
 
 export interface RestoreOutcome {
@@ -39,89 +74,260 @@ export interface RestoreOutcome {
   database: string
   /** The target database existed and was replaced (false: it was created). */
   replacedExisting: boolean
+  /** With --keep-previous: the name the replaced database is kept under. */
+  previousDatabase: string | null
   terminatedSessions: number
   /** SQL bytes psql executed. */
   restoredBytes: number
+  /** Leftover staging/replaced databases of earlier, crashed restores that this restore dropped. */
+  cleanedLeftovers: string[]
   durationMs: number
 }
 
+const UNCHANGED = (target: string) => `database "${target}" was not changed`
+
 /**
- * Restores a logical (pg_dump plain SQL, gzip) backup into `targetDatabase`, replacing it.
- *
- * Nothing touches the database until the stored dump's sha256 matches its sidecar (a first,
- * streaming pass over storage), psql is installed and the server answers. Then other sessions on
- * the target are terminated, it is dropped and created empty, and the dump is streamed into psql
- * as one transaction (see importDump): any failure leaves the new database empty.
+ * Preflight: everything that can be checked before a byte is streamed, each failure with one
+ * clear message — the server answers, psql is installed, the user may create databases, may
+ * rename (own) the target and terminate its sessions, the --owner role exists and may be assumed,
+ * and the names dbb needs are free.
  */
-export async function restoreLogical(deps: LogicalRestoreDependencies, options: LogicalRestoreOptions): Promise<RestoreOutcome> {
-  const {backup, targetDatabase: target, signal} = options
-  const {database, storage} = deps
+export async function planLogicalRestore(database: DatabaseConfig, options: LogicalRestoreOptions): Promise<LogicalRestorePlan> {
+  const {backup, targetDatabase: target} = options
   if (backup.type !== 'logical') throw new UsageError(`${backup.id} is a ${backup.type} backup, not a logical (SQL) dump`)
   if (backup.format !== 'plain' || backup.compression !== 'gzip') {
     throw new OperationError(`${backup.id} is in format ${backup.format}/${backup.compression}; this dbb restores plain SQL dumps compressed with gzip`)
   }
 
-  const started = Date.now()
-  const log = deps.logger.child({backupId: backup.id, database: target})
-  const untouched = 'nothing was changed'
-  log.info({event: 'restore.verifying', sizeBytes: backup.sizeBytes}, 'verifying the stored dump before touching the database')
-  await downloadBackup(storage, backup, {stream: discard()}, {signal, onProgress: options.onVerifyProgress}).catch((error: unknown) => {
-    throw withSuffix(error, untouched)
+  const names = restoreDatabaseNames(target)
+  const refuse = (message: string) => new OperationError(`preflight: ${message}; nothing was changed`)
+  const psqlVersion = await toolVersion('psql').catch((error: unknown) => {
+    throw refuse(errorMessage(error))
   })
-  const [psqlVersion, pgVersion] = await Promise.all([
-    toolVersion('psql'),
-    // Through the maintenance database: the target may not exist yet.
-    serverVersion({...database, database: maintenanceDatabase(target)}).catch((error: unknown) => {
-      throw new OperationError(errorMessage(error))
-    }),
-  ]).catch((error: unknown) => {
-    throw withSuffix(error, untouched)
+  const client = await connect(database, {database: maintenanceDatabase(target)}).catch((error: unknown) => {
+    throw refuse(errorMessage(error))
   })
-  if (signal?.aborted) throw new AbortedError(`restore interrupted; ${untouched}`)
-  options.onStep?.('verified')
-  log.info({event: 'restore.verified', sha256: backup.sha256, psqlVersion, pgVersion}, 'sha256 matches; replacing the database')
-
-  const recreated = await recreateDatabase(database, target)
-  options.onStep?.('recreated')
-  log.info({event: 'restore.database_recreated', ...recreated}, `database ${target} ${recreated.replaced ? 'dropped and ' : ''}created empty`)
-
-  let imported: ImportProgress
   try {
-    imported = await importDump({storage, backup, env: libpqEnvironment(database, {database: target}), signal, onProgress: options.onProgress})
+    const {rows} = await client.query<{user: string; superuser: boolean; createdb: boolean; signal: boolean; version: string}>(
+      `SELECT current_user AS user, r.rolsuper AS superuser, r.rolcreatedb AS createdb,
+              pg_has_role(current_user, 'pg_signal_backend', 'MEMBER') AS signal, current_setting('server_version') AS version
+         FROM pg_roles r WHERE r.rolname = current_user`,
+    )
+    const me = rows[0]
+    if (!me.superuser && !me.createdb) {
+      throw refuse(`user "${me.user}" may not create databases, and a restore imports into a new staging database (grant it: ALTER ROLE ${me.user} CREATEDB)`)
+    }
+
+    const existing = await client.query<{owner: string; mine: boolean}>(
+      `SELECT pg_get_userbyid(datdba) AS owner, pg_has_role(current_user, datdba, 'USAGE') AS mine FROM pg_database WHERE datname = $1`,
+      [target],
+    )
+    const targetExists = (existing.rowCount ?? 0) > 0
+    const targetOwner = existing.rows[0]?.owner
+    if (targetExists && !me.superuser && !existing.rows[0].mine) {
+      throw refuse(`database "${target}" belongs to "${targetOwner}", and only its owner or a superuser may rename it away (run the restore as "${targetOwner}" or a superuser)`)
+    }
+
+    if (targetExists && !me.superuser && !me.signal) {
+      throw refuse(
+        `user "${me.user}" may not terminate other roles' sessions on "${target}", which the swap needs ` +
+          `(grant it: GRANT pg_signal_backend TO ${me.user}, or run as a superuser)`,
+      )
+    }
+
+    if (options.owner !== undefined) {
+      const role = await client.query<{member: boolean}>(`SELECT pg_has_role(current_user, oid, 'USAGE') AS member FROM pg_roles WHERE rolname = $1`, [options.owner])
+      if (role.rowCount === 0) throw refuse(`--owner: role "${options.owner}" does not exist`)
+      if (!role.rows[0].member) throw refuse(`--owner: user "${me.user}" is not a member of role "${options.owner}" (with INHERIT), so it cannot create objects as it nor rename its database (grant it: GRANT "${options.owner}" TO ${me.user})`)
+    }
+
+    const taken = await client.query<{datname: string}>('SELECT datname FROM pg_database WHERE datname = ANY($1)', [[names.staging, names.previous]])
+    const takenNames = new Set(taken.rows.map((row) => row.datname))
+    if (options.keepPrevious && takenNames.has(names.previous)) {
+      throw refuse(`--keep-previous: database "${names.previous}" already exists (a copy kept by an earlier restore?); drop or rename it first`)
+    }
+
+    const leftovers = await client.query<{datname: string}>(`SELECT datname FROM pg_database WHERE datname ~ '_dbb_(staging|replaced)_[0-9a-f]{8}$' ORDER BY datname`)
+    return {
+      backup,
+      names,
+      targetExists,
+      targetOwner,
+      keepPrevious: Boolean(options.keepPrevious),
+      owner: options.owner,
+      user: me.user,
+      superuser: me.superuser,
+      psqlVersion,
+      serverVersion: me.version.split(' ')[0],
+      leftovers: leftovers.rows.map((row) => row.datname),
+    }
+  } finally {
+    await client.end().catch(() => {})
+  }
+}
+
+/**
+ * Restores a logical (pg_dump plain SQL, gzip) backup into `targetDatabase`. At every instant the
+ * target is either exactly what it was or the complete restored database:
+ *
+ *   preflight → stage (lock, clean leftovers, create the staging database) → import (one pass:
+ *   storage → sha256 → gunzip → psql into staging) → verify (psql exit 0, size and sha256 equal
+ *   the sidecar's) → beforeSwap (database-level properties) → swap (one transaction) → cleanup
+ *   (drop the replaced database, or keep it as the previous copy).
+ *
+ * Any failure or kill before the swap's COMMIT leaves the target untouched; a staging database
+ * left by a kill is dropped by the next restore.
+ */
+export async function restoreLogical(deps: LogicalRestoreDependencies, options: LogicalRestoreOptions): Promise<RestoreOutcome> {
+  const plan = await planLogicalRestore(deps.database, options)
+  return executeLogicalRestore(deps, plan, options)
+}
+
+export async function executeLogicalRestore(
+  deps: LogicalRestoreDependencies,
+  plan: LogicalRestorePlan,
+  options: Pick<LogicalRestoreOptions, 'signal' | 'onProgress'>,
+): Promise<RestoreOutcome> {
+  const {database} = deps
+  const {backup, names} = plan
+  const started = Date.now()
+  const log = deps.logger.child({backupId: backup.id, database: names.target})
+  const {signal} = options
+  const marker = (kind: LeftoverMarker['kind']): LeftoverMarker => ({kind, target: names.target, backupId: backup.id, startedAt: new Date(started).toISOString(), pid: process.pid})
+
+  const session = await openRestoreSession(database, names.target)
+  let stagingCreated = false
+  try {
+    const cleaned = await stage(deps, session, plan, marker('staging'))
+    stagingCreated = true
+    log.info({event: 'restore.staged', staging: names.staging, cleanedLeftovers: cleaned.dropped, keptLeftovers: cleaned.kept}, `importing into staging database ${names.staging}`)
+    if (signal?.aborted) throw new AbortedError('restore interrupted')
+
+    const imported = await importIntoStaging(deps, plan, options)
+    verifyImport(plan, imported)
+    for (const warning of imported.warnings) log.warn({event: 'restore.server_warning', warning}, warning)
+    log.info({event: 'restore.verified', sha256: imported.sha256, restoredBytes: imported.restoredBytes}, 'import complete and sha256 matches; swapping')
+    if (signal?.aborted) throw new AbortedError('restore interrupted')
+
+    if (deps.beforeSwap) await deps.beforeSwap({client: session.client, plan})
+    const swapped = await swap(database, session, plan, marker('replaced'))
+    stagingCreated = false
+    log.info({event: 'restore.swapped', terminatedSessions: swapped.terminatedSessions, oldTargetNow: swapped.oldTargetNow ?? null}, `database ${names.target} is now the restored one`)
+
+    await cleanup(session, plan, swapped.oldTargetNow, log)
+    const durationMs = Date.now() - started
+    log.info({event: 'restore.succeeded', restoredBytes: imported.restoredBytes, durationMs}, 'restore succeeded')
+    return {
+      id: backup.id,
+      createdAt: backup.createdAt,
+      sizeBytes: backup.sizeBytes,
+      sha256: backup.sha256,
+      host: database.host,
+      port: database.port,
+      database: names.target,
+      replacedExisting: plan.targetExists,
+      previousDatabase: plan.targetExists && plan.keepPrevious ? names.previous : null,
+      terminatedSessions: swapped.terminatedSessions,
+      restoredBytes: imported.restoredBytes,
+      cleanedLeftovers: cleaned.dropped,
+      durationMs,
+    }
   } catch (error) {
-    const rolledBack = `the import was rolled back: database "${target}" exists and is empty`
-    log.error({event: 'restore.failed', error: errorMessage(error)}, 'restore failed, import rolled back')
-    if (error instanceof AbortedError) throw new AbortedError(`restore interrupted; ${rolledBack}`)
-    throw new OperationError(`restore failed: ${errorMessage(error)}\n${rolledBack}`, {cause: error})
-  }
-
-  const durationMs = Date.now() - started
-  log.info({event: 'restore.succeeded', restoredBytes: imported.restoredBytes, durationMs}, 'restore succeeded')
-  return {
-    id: backup.id,
-    createdAt: backup.createdAt,
-    sizeBytes: backup.sizeBytes,
-    sha256: backup.sha256,
-    host: database.host,
-    port: database.port,
-    database: target,
-    replacedExisting: recreated.replaced,
-    terminatedSessions: recreated.terminatedSessions,
-    restoredBytes: imported.restoredBytes,
-    durationMs,
+    const dropped = stagingCreated ? await dropDatabase(session.client, names.staging).then(() => true, () => false) : true
+    const leftover = dropped ? '' : `; the staging database "${names.staging}" could not be dropped and is dropped by the next restore`
+    log.error({event: 'restore.failed', error: errorMessage(error)}, 'restore failed; target unchanged')
+    if (error instanceof AbortedError || signal?.aborted) throw new AbortedError(`restore interrupted; ${UNCHANGED(names.target)}${leftover}`)
+    if (error instanceof UsageError) throw error
+    throw new OperationError(`restore failed: ${errorMessage(error)}\n${UNCHANGED(names.target)}${leftover}`, {cause: error})
+  } finally {
+    await session.close()
   }
 }
 
-function discard(): Writable {
-  return new Writable({
-    write(_chunk, _encoding, callback) {
-      callback()
-    },
+interface RestoreSession {
+  client: Client
+  databaseName: string
+  close(): Promise<void>
+}
+
+/** The session that holds this restore's advisory lock from before staging until the end (its death releases it). */
+async function openRestoreSession(database: DatabaseConfig, target: string): Promise<RestoreSession> {
+  const databaseName = maintenanceDatabase(target)
+  const client = await connect(database, {database: databaseName}).catch((error: unknown) => {
+    throw new OperationError(`${errorMessage(error)}; ${UNCHANGED(target)}`)
   })
+  client.on('error', () => {})
+  // A restore killed a moment ago holds the lock until its server session notices the closed connection: wait briefly.
+  let locked = await tryRestoreLock(client, target)
+  for (let attempt = 0; !locked && attempt < 20; attempt++) {
+    await sleep(250)
+    locked = await tryRestoreLock(client, target)
+  }
+
+  if (!locked) {
+    await client.end().catch(() => {})
+    throw new OperationError(`another restore into database "${target}" is running on this server; ${UNCHANGED(target)} by this one`)
+  }
+
+  return {
+    client,
+    databaseName,
+    async close() {
+      await releaseRestoreLock(client, target).catch(() => {})
+      await client.end().catch(() => {})
+    },
+  }
 }
 
-function withSuffix(error: unknown, suffix: string): Error {
-  if (error instanceof AbortedError || (error as {name?: string}).name === 'AbortError') return new AbortedError(`restore interrupted; ${suffix}`)
-  if (error instanceof UsageError) return error
-  return new OperationError(`${errorMessage(error)}; ${suffix}`, {cause: error})
+/** Stage: drop what crashed restores left (never one in use), then create the marked staging database. */
+async function stage(deps: LogicalRestoreDependencies, session: RestoreSession, plan: LogicalRestorePlan, marker: LeftoverMarker): Promise<CleanedLeftovers> {
+  const cleaned = await cleanLeftovers(deps.database, session.client, session.databaseName)
+  const {rows} = await session.client.query('SELECT 1 FROM pg_database WHERE datname = $1', [plan.names.staging])
+  if (rows.length > 0) {
+    throw new OperationError(
+      `database "${plan.names.staging}" exists but is not a staging database dbb can prove it made (no dbb marker comment); ` +
+        `drop it if it is a leftover (DROP DATABASE ${JSON.stringify(plan.names.staging)}) and run the restore again`,
+    )
+  }
+
+  await createStagingDatabase(session.client, plan.names.staging, {owner: plan.owner, marker}).catch(async (error: unknown) => {
+    await dropDatabase(session.client, plan.names.staging).catch(() => {})
+    throw new OperationError(`could not create the staging database "${plan.names.staging}": ${errorMessage(error)}`)
+  })
+  return cleaned
+}
+
+/** Import: the one pass over the dump, into the staging database, as --owner when given. */
+async function importIntoStaging(deps: LogicalRestoreDependencies, plan: LogicalRestorePlan, options: Pick<LogicalRestoreOptions, 'signal' | 'onProgress'>): Promise<ImportResult> {
+  const env = libpqEnvironment(deps.database, {database: plan.names.staging})
+  // `-c role=…` at connection start is SET ROLE for the whole psql session: every object it creates belongs to that role.
+  if (plan.owner !== undefined) env.PGOPTIONS = `-c role=${plan.owner.replaceAll('\\', '\\\\').replaceAll(' ', '\\ ')}`
+  return importDump({storage: deps.storage, backup: plan.backup, env, signal: options.signal, onProgress: options.onProgress})
+}
+
+/** Verify: psql exited 0 (importDump throws otherwise), and what was read is byte for byte what the sidecar describes. */
+function verifyImport(plan: LogicalRestorePlan, imported: ImportResult): void {
+  if (imported.sizeBytes !== plan.backup.sizeBytes || imported.sha256 !== plan.backup.sha256) {
+    throw new OperationError(`integrity check failed for ${plan.backup.id}: read ${imported.sizeBytes} bytes with sha256 ${imported.sha256}; the stored dump is damaged or was altered`)
+  }
+}
+
+/** Swap: one transaction, on its own session, while the restore session keeps terminating the target's sessions. */
+async function swap(database: DatabaseConfig, session: RestoreSession, plan: LogicalRestorePlan, replacedMarker: LeftoverMarker) {
+  const swapper = await connect(database, {database: session.databaseName})
+  swapper.on('error', () => {})
+  try {
+    const targetComment = plan.targetExists ? await databaseComment(swapper, plan.names.target) : null
+    return await swapDatabases(swapper, session.client, {names: plan.names, targetExists: plan.targetExists, keepPrevious: plan.keepPrevious, targetComment, replacedMarker})
+  } finally {
+    await swapper.end().catch(() => {})
+  }
+}
+
+/** Cleanup: drop the replaced database (its marker lets the next restore finish the job if this fails or dbb dies here). */
+async function cleanup(session: RestoreSession, plan: LogicalRestorePlan, oldTargetNow: string | undefined, log: Logger): Promise<void> {
+  if (oldTargetNow === undefined || plan.keepPrevious) return
+  await dropDatabase(session.client, oldTargetNow).catch((error: unknown) => {
+    log.warn({event: 'restore.cleanup_failed', database: oldTargetNow, error: errorMessage(error)}, `the replaced database ${oldTargetNow} could not be dropped; the next restore drops it`)
+  })
 }

@@ -28,6 +28,8 @@ describe('dbb restore (real PostgreSQL, local storage)', () => {
   const tablesIn = async (database: string) =>
     cluster.psql(`SELECT coalesce(string_agg(tablename, ',' ORDER BY tablename), '') FROM pg_tables WHERE schemaname = 'public'`, database)
   const databaseExists = async (database: string) => (await cluster.psql(`SELECT count(*) FROM pg_database WHERE datname = '${database}'`)) === '1'
+  /** Staging, replaced or previous databases of dbb's: a finished restore leaves none (unless --keep-previous). */
+  const leftovers = async () => (await cluster.psql(`SELECT string_agg(datname, ',') FROM pg_database WHERE datname LIKE '%\\_dbb\\_%'`)).split(',').filter(Boolean)
 
   beforeAll(async () => {
     cluster = await startPostgres()
@@ -87,10 +89,17 @@ describe('dbb restore (real PostgreSQL, local storage)', () => {
       .split('\n')
       .filter(Boolean)
       .map((line) => JSON.parse(line).event)
-    expect(events).toEqual(expect.arrayContaining(['restore.started', 'restore.verified', 'restore.database_recreated', 'restore.succeeded']))
+    expect(events).toEqual(expect.arrayContaining(['restore.started', 'restore.staged', 'restore.verified', 'restore.swapped', 'restore.succeeded']))
+    const progress = result.stderr
+      .split('\n')
+      .filter(Boolean)
+      .map((line) => JSON.parse(line))
+      .filter((line) => line.event === 'restore.progress')
+    for (const line of progress) expect(line).toMatchObject({totalBytes: outcome.sizeBytes, percent: expect.any(Number)})
+    expect(await leftovers()).toEqual([])
   })
 
-  it('is not blocked by other sessions connected to the target database (even one holding locks)', async () => {
+  it('is not blocked by other sessions connected to the target database (even one holding locks), which keep working on the old data during the import', async () => {
     await changeShop()
     const other = new Client({host: cluster.host, port: cluster.port, user: cluster.user, password: cluster.password, database: 'shop'})
     other.on('error', () => {}) // it is about to be terminated
@@ -101,6 +110,7 @@ describe('dbb restore (real PostgreSQL, local storage)', () => {
       const result = await runCli(['restore', backupId, '--force', '--json'], env)
       expect(result.code).toBe(0)
       expect(JSON.parse(result.stdout).terminatedSessions).toBeGreaterThanOrEqual(1)
+      expect(await leftovers()).toEqual([])
       expect(await fingerprint(cluster, 'shop')).toEqual(backedUp)
       await expect(other.query('SELECT 1')).rejects.toThrow()
     } finally {
@@ -135,15 +145,16 @@ describe('dbb restore (real PostgreSQL, local storage)', () => {
 
       const result = await runCli(['restore', 'latest', '--force'], {...env, BACKUP_LOCAL_DIR: tamperedDir})
       expect(result.code).toBe(1)
-      expect(result.stderr).toMatch(/integrity check failed for backup_\S+: .*damaged or was altered; nothing was changed/)
-      expect(result.stderr).not.toContain('restore.database_recreated')
+      expect(result.stderr).toMatch(/integrity check failed for backup_\S+: .*the stored dump is damaged or was altered\n.*database "shop" was not changed/)
+      expect(result.stderr).not.toContain('restore.swapped')
       expect(await markerCount()).toBe(before)
+      expect(await leftovers()).toEqual([])
     } finally {
       await fs.rm(tamperedDir, {recursive: true, force: true})
     }
   })
 
-  it('rolls the whole import back when the SQL fails half-way: exit 1, psql error line shown, database exists and is empty', async () => {
+  it('leaves the target exactly as it was when the SQL fails half-way: exit 1, psql error line shown, staging dropped', async () => {
     const craftedDir = await tempDir()
     try {
       const crafted = await writeCraftedBackup(craftedDir, FAILS_HALFWAY)
@@ -153,9 +164,10 @@ describe('dbb restore (real PostgreSQL, local storage)', () => {
       const result = await runCli(['restore', crafted.id, '--target-db', 'crafted_target', '--force'], {...env, BACKUP_LOCAL_DIR: craftedDir})
       expect(result.code).toBe(1)
       expect(result.stderr).toMatch(/restore failed: psql:<stdin>:4: ERROR: +relation "no_such_table" does not exist/)
-      expect(result.stderr).toMatch(/the import was rolled back: database "crafted_target" exists and is empty/)
+      expect(result.stderr).toMatch(/database "crafted_target" was not changed/)
       expect(await databaseExists('crafted_target')).toBe(true)
-      expect(await tablesIn('crafted_target')).toBe('')
+      expect(await tablesIn('crafted_target')).toBe('previous_contents')
+      expect(await leftovers()).toEqual([])
     } finally {
       await fs.rm(craftedDir, {recursive: true, force: true})
     }

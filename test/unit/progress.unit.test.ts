@@ -45,3 +45,24 @@ describe('progress', () => {
     expect(event).toMatchObject({event: 'backup.progress', bytes: 2048, storedBytes: 100, msg: 'backing up: 2.0 kB'})
   })
 })
+
+describe('progress with a known total (restore: the dump size from the sidecar)', () => {
+  it('shows percent and ETA on a terminal, and puts them in the log event otherwise', () => {
+    const {stream, text} = captureStream(true)
+    const progress = createProgress({label: 'restoring', logger: createLogger({level: 'silent'}), event: 'x', stream, intervalMs: 0, total: 4_000_000})
+    progress.update(1_000_000)
+    expect(text()).toMatch(/restoring: 1\.0 MB of 4\.0 MB \(25\.0 %\), [\d.]+ \w+\/s, 00:00(, ETA \d\d:\d\d)?$/)
+
+    const lines: string[] = []
+    const destination = new Writable({
+      write(chunk, _encoding, callback) {
+        lines.push(String(chunk))
+        callback()
+      },
+    })
+    const quiet = captureStream(false)
+    const logged = createProgress({label: 'restoring', logger: createLogger({format: 'json', destination}), event: 'restore.progress', stream: quiet.stream, intervalMs: 0, total: 2048})
+    logged.update(1024)
+    expect(JSON.parse(lines[0])).toMatchObject({event: 'restore.progress', bytes: 1024, totalBytes: 2048, percent: 50, msg: 'restoring: 1.0 kB (50.0 %)'})
+  })
+})
