@@ -299,9 +299,9 @@ async function stage(deps: LogicalRestoreDependencies, session: RestoreSession, 
 
 /** Import: the one pass over the dump, into the staging database, as --owner when given. */
 async function importIntoStaging(deps: LogicalRestoreDependencies, plan: LogicalRestorePlan, options: Pick<LogicalRestoreOptions, 'signal' | 'onProgress'>): Promise<ImportResult> {
-  const env = libpqEnvironment(deps.database, {database: plan.names.staging})
+  const base = libpqEnvironment(deps.database, {database: plan.names.staging})
   // `-c role=…` at connection start is SET ROLE for the whole psql session: every object it creates belongs to that role.
-  if (plan.owner !== undefined) env.PGOPTIONS = `-c role=${plan.owner.replaceAll('\\', '\\\\').replaceAll(' ', '\\ ')}`
+  const env = plan.owner === undefined ? base : {...base, PGOPTIONS: `-c role=${plan.owner.replaceAll('\\', '\\\\').replaceAll(' ', '\\ ')}`}
   return importDump({storage: deps.storage, backup: plan.backup, env, signal: options.signal, onProgress: options.onProgress})
 }
 
