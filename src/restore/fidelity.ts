@@ -37,6 +37,8 @@ export async function readDatabaseProfile(client: ClientBase, dbname: string): P
 export interface ApplyOptions {
   /** The role that will own the database when the profile's owner does not exist on this server (default: leave the owner as created). */
   fallbackOwner?: string
+  /** Leave the comment alone (the restore sets it in the swap transaction, see src/restore/logical.ts). */
+  skipComment?: boolean
 }
 
 export interface ApplyReport {
@@ -85,7 +87,9 @@ export async function applyDatabaseProfile(
 
   await applyAcl(client, databaseName, profile, roles, report)
 
-  if (profile.comment === null) {
+  if (options.skipComment) {
+    // The caller sets the comment itself (the restore swap: the staging database's comment is its leftover marker until then).
+  } else if (profile.comment === null) {
     await attempt('no comment', `COMMENT ON DATABASE ${db} IS NULL`, true)
   } else {
     await attempt(`comment ${JSON.stringify(profile.comment)}`, `COMMENT ON DATABASE ${db} IS ${escapeLiteral(profile.comment)}`)

@@ -22,19 +22,15 @@ import {
   swapDatabases,
   tryRestoreLock,
 } from './database'
+import {finishStaging} from './fidelity'
 import {ImportProgress, ImportResult, importDump} from './import'
+import {RestoreFidelityPlan, planRestoreFidelity} from './preflight'
 
 export interface LogicalRestoreDependencies {
   /** Connection settings; the target database name comes from the options. */
   database: DatabaseConfig
   storage: StorageBackend
   logger: Logger
-  /**
-   * Runs after the import is verified and before the swap, on a session in the maintenance
-   * database: the place to carry the old target's database-level properties (owner, ACL,
-   * settings) over onto the staging database. A throw aborts the restore with the target unchanged.
-   */
-  beforeSwap?: (context: {client: Client; plan: LogicalRestorePlan}) => Promise<void>
 }
 
 export interface LogicalRestoreOptions {
@@ -62,6 +58,8 @@ export interface LogicalRestorePlan {
   serverVersion: string
   /** Leftovers of earlier restores found on the server (the restore drops those no restore is using). */
   leftovers: string[]
+  /** Roles, privileges and database-level properties: preflight findings and what will be carried over (src/restore/preflight.ts). */
+  fidelity: RestoreFidelityPlan
 }
 
 export interface RestoreOutcome {
@@ -147,6 +145,11 @@ export async function planLogicalRestore(database: DatabaseConfig, options: Logi
       throw refuse(`--keep-previous: database "${names.previous}" already exists (a copy kept by an earlier restore?); drop or rename it first`)
     }
 
+    const fidelity = await planRestoreFidelity(client, {backup, targetDatabase: target, psqlVersion, ownerRole: options.owner})
+    if (!fidelity.preflight.ok) {
+      throw refuse(fidelity.preflight.problems.map((problem) => `${problem.message}${problem.fix ? ` (${problem.fix})` : ''}`).join('; '))
+    }
+
     const leftovers = await client.query<{datname: string}>(`SELECT datname FROM pg_database WHERE datname ~ '_dbb_(staging|replaced)_[0-9a-f]{8}$' ORDER BY datname`)
     return {
       backup,
@@ -160,6 +163,7 @@ export async function planLogicalRestore(database: DatabaseConfig, options: Logi
       psqlVersion,
       serverVersion: me.version.split(' ')[0],
       leftovers: leftovers.rows.map((row) => row.datname),
+      fidelity,
     }
   } finally {
     await client.end().catch(() => {})
@@ -172,7 +176,7 @@ export async function planLogicalRestore(database: DatabaseConfig, options: Logi
  *
  *   preflight → stage (lock, clean leftovers, create the staging database) → import (one pass:
  *   storage → sha256 → gunzip → psql into staging) → verify (psql exit 0, size and sha256 equal
- *   the sidecar's) → beforeSwap (database-level properties) → swap (one transaction) → cleanup
+ *   the sidecar's) → carry over (grants, escalation check, database properties) → swap (one transaction) → cleanup
  *   (drop the replaced database, or keep it as the previous copy).
  *
  * Any failure or kill before the swap's COMMIT leaves the target untouched; a staging database
@@ -209,7 +213,7 @@ export async function executeLogicalRestore(
     log.info({event: 'restore.verified', sha256: imported.sha256, restoredBytes: imported.restoredBytes}, 'import complete and sha256 matches; swapping')
     if (signal?.aborted) throw new AbortedError('restore interrupted')
 
-    if (deps.beforeSwap) await deps.beforeSwap({client: session.client, plan})
+    await carryOver(database, session, plan, log)
     const swapped = await swap(database, session, plan, marker('replaced'))
     stagingCreated = false
     log.info({event: 'restore.swapped', terminatedSessions: swapped.terminatedSessions, oldTargetNow: swapped.oldTargetNow ?? null}, `database ${names.target} is now the restored one`)
@@ -312,12 +316,42 @@ function verifyImport(plan: LogicalRestorePlan, imported: ImportResult): void {
   }
 }
 
+/**
+ * Carry over, between import and swap: recorded EXECUTE grants back for no-owner dumps, the
+ * escalation check (a throw: nothing is swapped), then the database-level properties (owner,
+ * ACL, settings, connection limit) onto the staging database — keyed by its oid, so they survive
+ * the rename. The comment is set by the swap itself: until then it is the staging marker.
+ */
+async function carryOver(database: DatabaseConfig, session: RestoreSession, plan: LogicalRestorePlan, log: Logger): Promise<void> {
+  const stagingClient = await connect(database, {database: plan.names.staging})
+  stagingClient.on('error', () => {})
+  try {
+    const report = await finishStaging({
+      stagingClient,
+      maintenanceClient: session.client,
+      stagingName: plan.names.staging,
+      backup: plan.backup,
+      profile: plan.fidelity.profile,
+      applyOptions: {skipComment: true},
+    })
+    for (const part of [report.functionPrivileges, report.profile]) {
+      for (const {item, reason} of part?.skipped ?? []) log.warn({event: 'restore.not_carried_over', item, reason}, `not carried over: ${item} (${reason})`)
+    }
+
+    if (report.profile) log.info({event: 'restore.carried_over', items: report.profile.applied, from: plan.fidelity.profileSource}, 'database properties carried over')
+  } finally {
+    await stagingClient.end().catch(() => {})
+  }
+}
+
 /** Swap: one transaction, on its own session, while the restore session keeps terminating the target's sessions. */
 async function swap(database: DatabaseConfig, session: RestoreSession, plan: LogicalRestorePlan, replacedMarker: LeftoverMarker) {
   const swapper = await connect(database, {database: session.databaseName})
   swapper.on('error', () => {})
   try {
-    const targetComment = plan.targetExists ? await databaseComment(swapper, plan.names.target) : null
+    // The comment the restored database carries: the profile's (old target or backup), else the old target's.
+    const profile = plan.fidelity.profile
+    const targetComment = profile ? profile.comment : plan.targetExists ? await databaseComment(swapper, plan.names.target) : null
     return await swapDatabases(swapper, session.client, {names: plan.names, targetExists: plan.targetExists, keepPrevious: plan.keepPrevious, targetComment, replacedMarker})
   } finally {
     await swapper.end().catch(() => {})
