@@ -55,8 +55,11 @@ export class LocalBackend implements StorageBackend {
   async get(key: string, options: GetOptions = {}): Promise<Readable> {
     const filePath = this.resolve(key)
     // Open first so a missing file rejects here, not later as a stream error.
-    const handle = await fs.open(filePath, 'r').catch((error: NodeJS.ErrnoException) => {
-      throw error.code === 'ENOENT' ? notFound(key) : describeFsError(error, this.root)
+    const handle = await fs.open(filePath, 'r').catch(async (error: NodeJS.ErrnoException) => {
+      if (error.code !== 'ENOENT') throw await describeReadError(error, filePath)
+      // A missing or unmounted BACKUP_LOCAL_DIR is not "no such object": WAL recovery would end early on it.
+      await this.requireRoot()
+      throw notFound(key)
     })
     const stream = handle.createReadStream({start: options.start, end: options.end})
     return options.signal ? addAbortSignal(options.signal, stream) : stream
@@ -67,8 +70,12 @@ export class LocalBackend implements StorageBackend {
       const stats = await fs.stat(this.resolve(key))
       return stats.isFile() ? {key, sizeBytes: stats.size, lastModified: stats.mtime} : undefined
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined
-      throw describeFsError(error, this.root)
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
+        await this.requireRoot()
+        return undefined
+      }
+
+      throw describeFsError(error, this.root, 'reading')
     }
   }
 
@@ -77,9 +84,7 @@ export class LocalBackend implements StorageBackend {
     const directoryPart = prefix.includes('/') ? prefix.slice(0, prefix.lastIndexOf('/')) : ''
     const start = directoryPart ? this.resolve(directoryPart) : this.root
     // A missing root is a misconfiguration, not an empty listing: saying "no backups" would hide it.
-    await fs.stat(this.root).catch((error: NodeJS.ErrnoException) => {
-      throw error.code === 'ENOENT' ? new Error(`backup directory ${this.root} does not exist (check BACKUP_LOCAL_DIR)`) : describeFsError(error, this.root)
-    })
+    await this.requireRoot()
     for await (const key of walk(start, directoryPart, prefix)) {
       if (!key.startsWith(prefix)) continue
       const info = await this.stat(key)
@@ -89,7 +94,7 @@ export class LocalBackend implements StorageBackend {
 
   async delete(key: string): Promise<void> {
     await fs.rm(this.resolve(key), {force: true}).catch((error: unknown) => {
-      throw describeFsError(error, this.root)
+      throw describeFsError(error, this.root, 'deleting in')
     })
   }
 
@@ -112,6 +117,18 @@ export class LocalBackend implements StorageBackend {
     }
   }
 
+  /** Rejects (never as NOT_FOUND) when the root itself is missing or not a directory: a misconfiguration or an unmounted volume. */
+  private async requireRoot(): Promise<void> {
+    const stats = await fs.stat(this.root).catch((error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT') {
+        throw Object.assign(new Error(`backup directory ${this.root} does not exist (check BACKUP_LOCAL_DIR)`), {code: 'LOCATION_MISSING'})
+      }
+
+      throw describeFsError(error, this.root, 'reading')
+    })
+    if (!stats.isDirectory()) throw Object.assign(new Error(`BACKUP_LOCAL_DIR ${this.root} is not a directory`), {code: 'LOCATION_MISSING'})
+  }
+
   /** Maps a key to a path inside the root, refusing anything that would resolve outside it. */
   private resolve(key: string): string {
     if (!isSafeKey(key)) throw Object.assign(new Error(`invalid storage key "${key}"`), {code: 'INVALID_KEY'})
@@ -131,7 +148,7 @@ async function* walk(directory: string, relative: string, prefix: string): Async
     entries = await fs.readdir(directory, {withFileTypes: true})
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return
-    throw error
+    throw describeFsError(error, directory, 'listing')
   }
 
   for (const entry of entries) {
@@ -187,13 +204,31 @@ function errorText(error: unknown): string {
   return error instanceof Error ? error.message : String(error)
 }
 
-/** Filesystem errors in words: which directory, and the errno an operator can search for. */
-function describeFsError(error: unknown, root: string): unknown {
+/**
+ * A file that exists but cannot be opened for reading, in words that lead to the fix: which file,
+ * its owner and mode, and who tried. Typical: archived WAL stored by `dbb serve` as another user
+ * and read by restore_command as the server's user (files are 0640: the reader needs the group).
+ */
+async function describeReadError(error: NodeJS.ErrnoException, filePath: string): Promise<unknown> {
+  if (error.code !== 'EACCES' && error.code !== 'EPERM') return describeFsError(error, path.dirname(filePath), 'reading')
+  const owner = await fs.stat(filePath).catch(() => undefined)
+  const who = `uid ${process.getuid?.() ?? '?'} (gid ${process.getgid?.() ?? '?'}, groups ${process.getgroups?.().join(',') ?? '?'})`
+  const file = owner ? `owner uid ${owner.uid}, group ${owner.gid}, mode ${(owner.mode & 0o777).toString(8).padStart(4, '0')}` : 'owner unknown'
+  const fix = owner
+    ? `make it readable by this user: put this user in group ${owner.gid}, or let dbb store files with a group this user has ` +
+      `(chgrp -R <group> ${path.dirname(filePath)} && chmod g+s on the directories; Docker: run dbb with user "<uid>:<server's gid>"; ` +
+      'Kubernetes: securityContext.fsGroup), or run this command as the user that stored it'
+    : 'check the permissions of the directories above it'
+  return Object.assign(new Error(`permission denied reading ${filePath} (${file}) as ${who} (${error.code}): ${fix}`), {code: error.code, cause: error})
+}
+
+/** Filesystem errors in words: which directory, what dbb was doing, and the errno an operator can search for. */
+function describeFsError(error: unknown, root: string, doing: 'writing to' | 'reading' | 'listing' | 'deleting in' = 'writing to'): unknown {
   const code = (error as NodeJS.ErrnoException | undefined)?.code
   const messages: Record<string, string> = {
     ENOSPC: `no space left on the device holding ${root}`,
-    EACCES: `permission denied writing to ${root}`,
-    EPERM: `operation not permitted in ${root}`,
+    EACCES: `permission denied ${doing} ${root}`,
+    EPERM: `operation not permitted ${doing} ${root}`,
     EROFS: `${root} is on a read-only filesystem`,
     EDQUOT: `disk quota exceeded in ${root}`,
   }
