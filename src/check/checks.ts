@@ -116,7 +116,11 @@ export async function runChecks(
     // Only segments show that the archiver keeps up: a drill's .history, a .backup label or a .partial do not.
     const newestSegment = walFiles
       .filter((file) => walFileKind(file.name) === 'segment')
-      .reduce<Candidate | undefined>((newest, file) => (!newest || file.at > newest.at ? {name: file.name, at: file.at} : newest), undefined)
+      .reduce<Candidate | undefined>((newest, file) => {
+        // Same time (a copied archive): the later segment is the newer one.
+        const newer = !newest || file.at > newest.at || (file.at.getTime() === newest.at.getTime() && file.name > newest.name)
+        return newer ? {name: file.name, at: file.at} : newest
+      }, undefined)
     walCheck = evaluate('wal', config.wal ?? true, newestSegment, walMaxAgeMs, now, 'archived WAL segment')
     if (walCheck.status !== 'off' && newestBase) {
       const chain = await checkWalChain(storage, newestBase, walFiles, {recent: now.getTime() - finishedAt(newestBase).getTime() <= walMaxAgeMs})
