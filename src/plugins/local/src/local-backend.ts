@@ -11,6 +11,16 @@ import type {GetOptions, ObjectInfo, PutOptions, StorageBackend} from '../../../
 export const PARTIAL_SUFFIX = '.partial'
 
 /**
+ * Modes of what the backend creates, whatever the umask. Files: owner read-write, group read
+ * (backups hold the whole database: never world-readable). Directories: group read-write and
+ * setgid, so files made inside get the directory's group. Who else may read is decided by that
+ * group: give the storage directory the group of every user that reads it (PostgreSQL's
+ * restore_command runs as the server's user; dbb serve often runs as another uid), see README "local".
+ */
+export const FILE_MODE = 0o640
+export const DIRECTORY_MODE = 0o2770
+
+/**
  * A directory on a local or mounted filesystem. A write goes to `<key>.<random>.partial`, is fsynced,
  * then linked (no overwrite) or renamed to its final name, and the directory is fsynced: a crash at
  * any point leaves either the complete file under its final name or none.
@@ -26,14 +36,17 @@ export class LocalBackend implements StorageBackend {
 
   async put(key: string, body: Readable, options: PutOptions = {}): Promise<{sizeBytes: number}> {
     const finalPath = this.resolve(key)
-    await fs.mkdir(path.dirname(finalPath), {recursive: true})
+    await makeDirectories(path.dirname(finalPath)).catch((error: unknown) => {
+      throw describeFsError(error, this.root)
+    })
     const partialPath = `${finalPath}.${randomBytes(6).toString('hex')}${PARTIAL_SUFFIX}`
     try {
       // `flush` fsyncs the file before it is closed, so the rename below publishes durable bytes.
       // A write error (ENOSPC, EIO) destroys `body` with the same error object, so the producer of
       // the stream reports it first: describe it here, where the directory is known.
-      const file = createWriteStream(partialPath, {flags: 'wx', mode: 0o640, flush: true})
+      const file = createWriteStream(partialPath, {flags: 'wx', mode: FILE_MODE, flush: true})
       await pipeline(body, describeWriteErrors(file, this.root), {signal: options.signal})
+      await fs.chmod(partialPath, FILE_MODE) // the umask may have taken the group's read bit
       if (options.overwrite === false) {
         await fs.link(partialPath, finalPath).catch((error: NodeJS.ErrnoException) => {
           throw error.code === 'EEXIST' ? alreadyExists(key) : error
@@ -181,6 +194,16 @@ function describeWriteErrors(file: WriteStream, root: string): Writable {
       callback(error)
     },
   })
+}
+
+/** mkdir -p, giving each directory it creates DIRECTORY_MODE (mkdir's mode is cut by the umask; chmod's is not). */
+async function makeDirectories(directory: string): Promise<void> {
+  const firstCreated = await fs.mkdir(directory, {recursive: true})
+  if (firstCreated === undefined) return
+  for (let current = directory; ; current = path.dirname(current)) {
+    await fs.chmod(current, DIRECTORY_MODE)
+    if (current === firstCreated || current === path.dirname(current)) break
+  }
 }
 
 async function fsyncDirectory(directory: string): Promise<void> {
