@@ -8,6 +8,7 @@ import {errorMessage} from '../errors'
 import type {StorageBackend} from '../storage/contract'
 import {TimelineSwitch, parseTimelineHistory, timelineOfName, verifyWalChain} from '../wal/chain'
 import {WAL_PREFIX, walFileKind, walKey, walNameOfKey} from '../wal/segments'
+import {archivedSystemIdentifier, systemIdentifierOfArchived} from '../wal/system-identifier'
 
 export type CheckName = 'base-backup' | 'wal' | 'logical-backup'
 
@@ -122,6 +123,11 @@ export async function runChecks(
         return newer ? {name: file.name, at: file.at} : newest
       }, undefined)
     walCheck = evaluate('wal', config.wal ?? true, newestSegment, walMaxAgeMs, now, 'archived WAL segment')
+    if (walCheck.status !== 'off' && newestSegment) {
+      const cluster = await checkSameCluster(storage, newestSegment.name)
+      if (cluster) walCheck = {...walCheck, status: 'fail', message: `${walCheck.message}; ${cluster}`}
+    }
+
     if (walCheck.status !== 'off' && newestBase) {
       const chain = await checkWalChain(storage, newestBase, walFiles, {recent: now.getTime() - finishedAt(newestBase).getTime() <= walMaxAgeMs})
       walCheck = {...walCheck, status: chain.ok ? walCheck.status : 'fail', message: `${walCheck.message}; ${chain.message}`}
@@ -195,6 +201,19 @@ async function checkWalChain(
   }
 
   return {ok: true, message: `WAL chain complete from ${backup.firstWalSegment} (${backup.id}) to ${chain.last}, ${chain.segments} segments, timeline ${timelines}`}
+}
+
+/** A problem when the newest archived segment is of another cluster than the archive records (two clusters, one location). */
+async function checkSameCluster(storage: StorageBackend, newestSegment: string): Promise<string | undefined> {
+  try {
+    const owner = await archivedSystemIdentifier(storage)
+    if (owner === undefined) return undefined
+    const newest = await systemIdentifierOfArchived(storage, walKey(newestSegment), timelineOfName(newestSegment))
+    if (newest === undefined || newest === owner) return undefined
+    return `${newestSegment} belongs to the cluster with system identifier ${newest}, but this WAL archive holds the WAL of ${owner}: two clusters archive into this location`
+  } catch (error) {
+    return `the cluster of the WAL archive cannot be verified: ${errorMessage(error)}`
+  }
 }
 
 /** A small archived file (a timeline history) as text. */

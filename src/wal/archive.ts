@@ -9,7 +9,8 @@ import {createGunzip, createGzip} from 'node:zlib'
 import {NotFoundError, OperationError, UsageError, errorMessage, isAlreadyExists, isNotFound} from '../errors'
 import type {Logger} from '../logger'
 import type {StorageBackend} from '../storage/contract'
-import {isWalFileName, walKey} from './segments'
+import {isWalFileName, walFileKind, walKey} from './segments'
+import {requireSameCluster, systemIdentifierOfFile} from './system-identifier'
 
 export interface PushResult {
   name: string
@@ -39,6 +40,15 @@ export async function pushWal(storage: StorageBackend, filePath: string, options
 
   const key = walKey(name)
   try {
+    // Segments carry their cluster's system identifier: refuse one of another cluster before anything is stored.
+    const kind = walFileKind(name)
+    if (kind === 'segment' || kind === 'partial') {
+      const systemIdentifier = await systemIdentifierOfFile(filePath, Number.parseInt(name.slice(0, 8), 16)).catch((error: NodeJS.ErrnoException) => {
+        throw new OperationError(`cannot read ${filePath}: ${error.code ?? error.message}`)
+      })
+      if (systemIdentifier !== undefined) await requireSameCluster(storage, name, systemIdentifier)
+    }
+
     // The common re-push case (archiver retry after a crash) is found before uploading anything.
     if (await storage.stat(key)) return await compareWithArchived(storage, name, key, await hashFile(filePath), options)
     const stored = await storeCompressed(storage, filePath, key, options.signal)
