@@ -37,9 +37,9 @@ export async function switchWalAndWaitArchived(cluster: PgCluster, storeDir: str
   return segment
 }
 
-/** After a restore: waits until recovery has ended and the server accepts writes. */
+/** After a restore: waits until recovery has ended and the server accepts writes (replay fetches one segment per process: allow minutes under load). */
 export async function waitForPromotion(cluster: PgCluster): Promise<void> {
-  await waitFor('the end of recovery', async () => ((await cluster.psql('SELECT pg_is_in_recovery()').catch(() => 't')) === 'f' ? true : undefined), 60_000)
+  await waitFor('the end of recovery', async () => ((await cluster.psql('SELECT pg_is_in_recovery()').catch(() => 't')) === 'f' ? true : undefined), 180_000)
 }
 
 export interface RestoredServer {
