@@ -1,4 +1,16 @@
 #!/usr/bin/env node
+// restore_command contract first, before anything that could fail loads: `dbb wal fetch` never exits
+// 1–125 unless storage said "no such object" (src/wal/fetch-exit.ts). 200 is EXIT_WAL_FETCH_FATAL of
+// src/errors.ts, repeated here only for when dist/ cannot be loaded (test/unit/wal-fetch-exit.unit.test.ts keeps them equal).
+if ((process.argv[2] === 'wal' && process.argv[3] === 'fetch') || process.argv[2] === 'wal:fetch') {
+  try {
+    require('../dist/wal/fetch-exit').guardWalFetchExit()
+  } catch (error) {
+    process.stderr.write(`Error: dbb wal fetch cannot start: ${error.message}\n`)
+    process.exit(200)
+  }
+}
+
 // The AWS SDK warns on every start under Node 20 (it moves to Node 22 in 2027); dbb pins the SDK.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true'
 // Compression runs on libuv's thread pool (src/compress), sized once, at its first use: give it a

@@ -24,6 +24,11 @@ export abstract class DbbCommand<T extends typeof Command> extends Command {
   static configSections: readonly Section[] = []
   /** Whether the command opens the storage backend (and so accepts the backends' flags). */
   static usesStorage = false
+  /**
+   * When set, every failure exits with this code instead of its own (1 or 2): for commands whose
+   * caller reads exit codes its own way (wal fetch: PostgreSQL's restore_command, see src/errors.ts).
+   */
+  static failureExitCode?: number
 
   protected flags!: CommandFlags<T>
   protected args!: CommandArgs<T>
@@ -105,12 +110,14 @@ export abstract class DbbCommand<T extends typeof Command> extends Command {
   public override async catch(error: Error & {exitCode?: number}): Promise<unknown> {
     const configError = asConfigError(error)
     const known = configError ?? (error instanceof DbbError ? error : undefined)
+    const {failureExitCode} = this.ctor as typeof DbbCommand
     // oclif's own errors (unknown flag, missing argument) already carry exit code 2 and a hint.
-    if (known === undefined && (error instanceof Errors.CLIError || isOclifError(error))) {
+    if (known === undefined && failureExitCode === undefined && (error instanceof Errors.CLIError || isOclifError(error))) {
       error.message = redactSecrets(error.message)
       return super.catch(error)
     }
-    const exit = known?.exitCode ?? EXIT_FAILURE
+
+    const exit = failureExitCode ?? known?.exitCode ?? EXIT_FAILURE
     // A secret's value inside any error text (a plugin's exception, a driver's message) is replaced.
     const message = redactSecrets(known ? known.message : errorMessage(error))
     process.exitCode = exit

@@ -8,6 +8,19 @@ import {redactSecrets} from './secrets'
 export const EXIT_FAILURE = 1
 export const EXIT_USAGE = 2
 
+/**
+ * `dbb wal fetch` is PostgreSQL's restore_command, which reads exit codes 1–125 as "this file is
+ * not in the archive" (recovery ends there and the server promotes, without every later
+ * transaction) and a signal or an exit above 125 as fatal (recovery aborts; the server stays down
+ * with the error in its log). So wal fetch exits EXIT_WAL_NOT_IN_ARCHIVE only when storage
+ * positively answered "no such object", and EXIT_WAL_FETCH_FATAL for everything else: a read
+ * error, a damaged object, storage unreachable, bad configuration, a bug. 200 because the shell
+ * already uses 126 (not executable), 127 (not found) and 128+n (killed by signal n, n ≤ 64).
+ * bin/run.js repeats 200 for the one case where it cannot load this file; a unit test keeps them equal.
+ */
+export const EXIT_WAL_NOT_IN_ARCHIVE = 1
+export const EXIT_WAL_FETCH_FATAL = 200
+
 export class DbbError extends Error {
   readonly exitCode: number = EXIT_FAILURE
   /** A stable machine-readable identifier, used in `--json` error output and REST bodies. */

@@ -122,8 +122,16 @@ const catalog = {
     summary: "dbb check: the newest archived WAL may be this old, plus 2 minutes (default 300; the server's archive_timeout/checkpoint_timeout).",
     example: '300',
   },
-  CHECK_BASE_BACKUP: {flag: 'check-base-backup', summary: 'dbb check: check the base backup age (default true).', example: 'false'},
-  CHECK_WAL: {flag: 'check-wal', summary: 'dbb check: check the archived WAL age (default true).', example: 'false'},
+  CHECK_BASE_BACKUP: {
+    flag: 'check-base-backup',
+    summary: 'dbb check: check the base backup age; unset: only once a base backup or archived WAL exists (true forces, false turns off).',
+    example: 'false',
+  },
+  CHECK_WAL: {
+    flag: 'check-wal',
+    summary: 'dbb check: check archived WAL (age and the chain from the newest base backup); unset: only once a base backup or WAL exists.',
+    example: 'false',
+  },
   CHECK_LOGICAL_BACKUP: {flag: 'check-logical-backup', summary: 'dbb check: check the logical backup age (default true).', example: 'false'},
   SLACK_TOKEN: {flag: 'slack-token', summary: 'Slack bot token (chat.postMessage) for failed checks.', example: '<secret>', secret: true},
   SLACK_WEBHOOK_URL: {flag: 'slack-webhook-url', summary: 'Slack incoming-webhook URL, instead of a token.', example: '<secret>', secret: true},

@@ -1,15 +1,21 @@
 import {Cron} from 'croner'
 
-import {listBackups} from '../backup/metadata'
+import {gunzipSync} from 'node:zlib'
+
+import {BackupMetadata, listBackups} from '../backup/metadata'
 import type {CheckConfig, ScheduleConfig} from '../config'
+import {errorMessage} from '../errors'
 import type {StorageBackend} from '../storage/contract'
-import {WAL_PREFIX, walNameOfKey} from '../wal/segments'
+import {TimelineSwitch, parseTimelineHistory, timelineOfName, verifyWalChain} from '../wal/chain'
+import {WAL_PREFIX, walFileKind, walKey, walNameOfKey} from '../wal/segments'
+import {archivedSystemIdentifier, systemIdentifierOfArchived} from '../wal/system-identifier'
 
 export type CheckName = 'base-backup' | 'wal' | 'logical-backup'
 
 export interface CheckResult {
   name: CheckName
-  status: 'pass' | 'fail' | 'off'
+  /** `not-configured`: nothing of this kind was ever stored and nothing asks for it (a logical-only setup); does not fail. */
+  status: 'pass' | 'fail' | 'off' | 'not-configured'
   /** The newest base backup id, WAL file name or logical backup id. */
   newest: string | null
   /** When it was completed (a backup) or stored (WAL). */
@@ -66,35 +72,155 @@ export function evaluate(name: CheckName, enabled: boolean, newest: Candidate | 
   }
 }
 
-/** Looks at storage only (no database connection): what a restore would have to work with right now. */
+/** Neither a base backup nor archived WAL is in storage, and no switch asks for the check. */
+export function notConfigured(name: CheckName, what: string): CheckResult {
+  const message = `not configured: no ${what} in storage (set CHECK_${name === 'wal' ? 'WAL' : 'BASE_BACKUP'}=true to require one)`
+  return {name, status: 'not-configured', newest: null, newestAt: null, ageSeconds: null, maxAgeSeconds: null, message}
+}
+
+/**
+ * Looks at storage only (no database connection): what a restore would have to work with right
+ * now. Base backups and WAL (point-in-time recovery) are checked once either exists in storage, or
+ * when `pitrConfigured` (dbb serve takes base backups or streams WAL), or when CHECK_BASE_BACKUP /
+ * CHECK_WAL is true; false turns a check off. A logical-only setup passes with both "not configured".
+ */
 export async function runChecks(
   storage: StorageBackend,
-  options: {prefix: string; config: CheckConfig; logicalIntervalMs: number; now?: Date},
+  options: {prefix: string; config: CheckConfig; logicalIntervalMs: number; pitrConfigured?: boolean; now?: Date},
 ): Promise<CheckReport> {
   const now = options.now ?? new Date()
   const {config} = options
-  const backups = config.baseBackup || config.logicalBackup ? await listBackups(storage, {prefix: options.prefix}) : []
-  const newestOf = (type: 'base' | 'logical'): Candidate | undefined => {
-    const finished = backups
-      .filter((backup) => backup.type === type)
-      .map((backup) => ({name: backup.id, at: new Date(Date.parse(backup.createdAt) + backup.durationMs)}))
-    return finished.sort((a, b) => b.at.getTime() - a.at.getTime())[0]
-  }
+  const backups = config.baseBackup !== false || config.wal !== false || config.logicalBackup ? await listBackups(storage, {prefix: options.prefix}) : []
+  const finishedAt = (backup: BackupMetadata) => new Date(Date.parse(backup.createdAt) + backup.durationMs)
+  const newestBackup = (type: 'base' | 'logical') =>
+    backups.filter((backup) => backup.type === type).sort((a, b) => finishedAt(b).getTime() - finishedAt(a).getTime())[0]
+  const candidate = (backup: BackupMetadata | undefined): Candidate | undefined => backup && {name: backup.id, at: finishedAt(backup)}
 
-  let newestWal: Candidate | undefined
-  if (config.wal) {
+  const walFiles: {name: string; at: Date}[] = []
+  if (config.wal !== false || config.baseBackup === undefined) {
     for await (const object of storage.list(WAL_PREFIX)) {
       const name = walNameOfKey(object.key)
-      if (name && (!newestWal || object.lastModified > newestWal.at)) newestWal = {name, at: object.lastModified}
+      if (name) walFiles.push({name, at: object.lastModified})
+    }
+  }
+
+  const newestBase = newestBackup('base')
+  const pitrInUse = Boolean(options.pitrConfigured) || newestBase !== undefined || walFiles.length > 0
+  const walMaxAgeMs = config.checkpointTimeoutMs + WAL_MARGIN_MS
+  const baseCheck =
+    config.baseBackup === undefined && !pitrInUse
+      ? notConfigured('base-backup', 'base backup or archived WAL')
+      : evaluate('base-backup', config.baseBackup ?? true, candidate(newestBase), config.baseBackupIntervalMs + BASE_BACKUP_MARGIN_MS, now, 'base backup')
+  let walCheck: CheckResult
+  if (config.wal === undefined && !pitrInUse) walCheck = notConfigured('wal', 'archived WAL or base backup')
+  else {
+    // Only segments show that the archiver keeps up: a drill's .history, a .backup label or a .partial do not.
+    const newestSegment = walFiles
+      .filter((file) => walFileKind(file.name) === 'segment')
+      .reduce<Candidate | undefined>((newest, file) => {
+        // Same time (a copied archive): the later segment is the newer one.
+        const newer = !newest || file.at > newest.at || (file.at.getTime() === newest.at.getTime() && file.name > newest.name)
+        return newer ? {name: file.name, at: file.at} : newest
+      }, undefined)
+    walCheck = evaluate('wal', config.wal ?? true, newestSegment, walMaxAgeMs, now, 'archived WAL segment')
+    if (walCheck.status !== 'off' && newestSegment) {
+      const cluster = await checkSameCluster(storage, newestSegment.name)
+      if (cluster) walCheck = {...walCheck, status: 'fail', message: `${walCheck.message}; ${cluster}`}
+    }
+
+    if (walCheck.status !== 'off' && newestBase) {
+      const chain = await checkWalChain(storage, newestBase, walFiles, {recent: now.getTime() - finishedAt(newestBase).getTime() <= walMaxAgeMs})
+      walCheck = {...walCheck, status: chain.ok ? walCheck.status : 'fail', message: `${walCheck.message}; ${chain.message}`}
     }
   }
 
   const checks = [
-    evaluate('base-backup', config.baseBackup, newestOf('base'), config.baseBackupIntervalMs + BASE_BACKUP_MARGIN_MS, now, 'base backup'),
-    evaluate('wal', config.wal, newestWal, config.checkpointTimeoutMs + WAL_MARGIN_MS, now, 'archived WAL file'),
-    evaluate('logical-backup', config.logicalBackup, newestOf('logical'), options.logicalIntervalMs + LOGICAL_BACKUP_MARGIN_MS, now, 'logical backup'),
+    baseCheck,
+    walCheck,
+    evaluate('logical-backup', config.logicalBackup, candidate(newestBackup('logical')), options.logicalIntervalMs + LOGICAL_BACKUP_MARGIN_MS, now, 'logical backup'),
   ]
   return {ok: checks.every((check) => check.status !== 'fail'), checkedAt: now.toISOString(), location: storage.location, checks}
+}
+
+/**
+ * Whether every segment the newest base backup needs is archived, from its first segment to the
+ * newest one on its timeline and the timelines that follow (read from the .history files).
+ * `recent`: the backup finished within the WAL age limit, so its first segment may still be on its
+ * way to the archive.
+ */
+async function checkWalChain(
+  storage: StorageBackend,
+  backup: BackupMetadata,
+  walFiles: {name: string; at: Date}[],
+  options: {recent: boolean},
+): Promise<{ok: boolean; message: string}> {
+  if (!backup.firstWalSegment || walFileKind(backup.firstWalSegment) !== 'segment') {
+    return {ok: true, message: `WAL chain not checked: ${backup.id} records no first WAL segment (taken by an older dbb)`}
+  }
+
+  const histories = new Map<number, TimelineSwitch[]>()
+  for (const {name} of walFiles.filter((file) => walFileKind(file.name) === 'history')) {
+    try {
+      histories.set(timelineOfName(name), parseTimelineHistory(await readText(storage, walKey(name))))
+    } catch (error) {
+      // A history file that cannot be read is not absent: recovery would fail on it, or follow the wrong timeline.
+      return {ok: false, message: `timeline history ${name} cannot be read: ${errorMessage(error)}`}
+    }
+  }
+
+  const chain = verifyWalChain({
+    firstSegment: backup.firstWalSegment,
+    segmentSize: backup.walSegmentSize ?? 16 * 1024 * 1024,
+    archived: walFiles,
+    histories,
+  })
+  const timelines = chain.timelines.join('→')
+  if (chain.divergence) {
+    const {timeline, branchedAt, child, newestOnParent} = chain.divergence
+    return {
+      ok: false,
+      message:
+        `timeline ${timeline} kept archiving (up to ${newestOnParent}) after timeline ${child} branched from it at ${branchedAt}: two clusters archive into this location ` +
+        `(a restored copy that archives, or a split brain). A restore with the default target timeline (latest) follows timeline ${child} and loses timeline ${timeline}'s writes after the branch; ` +
+        `restore with --target-timeline ${timeline}, and stop the other cluster from archiving here`,
+    }
+  }
+
+  if (chain.last === undefined) {
+    if (options.recent) return {ok: true, message: `waiting for ${backup.firstWalSegment}, the first WAL segment of ${backup.id}, to be archived`}
+    return {ok: false, message: `WAL chain broken: ${backup.firstWalSegment}, the first WAL segment of ${backup.id}, is not archived`}
+  }
+
+  if (chain.firstMissing) {
+    return {
+      ok: false,
+      message:
+        `WAL chain broken: ${chain.firstMissing} is missing (${chain.missingCount} of ${chain.segments} segments missing from ${backup.firstWalSegment}, ` +
+        `the first of ${backup.id}, to ${chain.last}, timeline ${timelines}); recovery from that backup stops before it`,
+    }
+  }
+
+  return {ok: true, message: `WAL chain complete from ${backup.firstWalSegment} (${backup.id}) to ${chain.last}, ${chain.segments} segments, timeline ${timelines}`}
+}
+
+/** A problem when the newest archived segment is of another cluster than the archive records (two clusters, one location). */
+async function checkSameCluster(storage: StorageBackend, newestSegment: string): Promise<string | undefined> {
+  try {
+    const owner = await archivedSystemIdentifier(storage)
+    if (owner === undefined) return undefined
+    const newest = await systemIdentifierOfArchived(storage, walKey(newestSegment), timelineOfName(newestSegment))
+    if (newest === undefined || newest === owner) return undefined
+    return `${newestSegment} belongs to the cluster with system identifier ${newest}, but this WAL archive holds the WAL of ${owner}: two clusters archive into this location`
+  } catch (error) {
+    return `the cluster of the WAL archive cannot be verified: ${errorMessage(error)}`
+  }
+}
+
+/** A small archived file (a timeline history) as text. */
+async function readText(storage: StorageBackend, key: string): Promise<string> {
+  const chunks: Buffer[] = []
+  for await (const chunk of await storage.get(key)) chunks.push(chunk as Buffer)
+  return gunzipSync(Buffer.concat(chunks)).toString('utf8')
 }
 
 export function formatSeconds(total: number): string {

@@ -7,8 +7,10 @@ import {renderTable} from '../format'
 import {settingFlags} from '../settings'
 
 export default class Check extends DbbCommand<typeof Check> {
-  static override summary = 'Check that backups and archived WAL are fresh; exit 1 (and alert Slack) when not.'
-  static override description = `For monitoring and cron. Passes when the newest base backup finished within BASE_BACKUP_INTERVAL_MINUTES + 5 minutes, the newest archived WAL file arrived within CHECKPOINT_TIMEOUT_SECONDS + 2 minutes, and the newest logical backup finished within the logical backup interval (BACKUP_INTERVAL or BACKUP_SCHEDULE) + 5 minutes. Turn single checks off with CHECK_BASE_BACKUP=false, CHECK_WAL=false, CHECK_LOGICAL_BACKUP=false. Reads storage only.
+  static override summary = 'Check that backups and archived WAL are fresh and complete; exit 1 (and alert Slack) when not.'
+  static override description = `For monitoring and cron. Passes when the newest base backup finished within BASE_BACKUP_INTERVAL_MINUTES + 5 minutes, the newest archived WAL segment arrived within CHECKPOINT_TIMEOUT_SECONDS + 2 minutes, every WAL segment from the newest base backup's first one to the newest archived one is there (following its timeline and the timelines that branch from it; the first missing one is named), and the newest logical backup finished within the logical backup interval (BACKUP_INTERVAL or BACKUP_SCHEDULE) + 5 minutes.
+
+Base backups and WAL are checked once either exists in storage; before that they are "not configured" and do not fail (a logical-only setup passes). CHECK_BASE_BACKUP=true / CHECK_WAL=true require them from the start; CHECK_BASE_BACKUP=false, CHECK_WAL=false, CHECK_LOGICAL_BACKUP=false turn single checks off. Reads storage only.
 
 When a check fails and SLACK_TOKEN or SLACK_WEBHOOK_URL is set, a message naming the failing checks goes to SLACK_CHANNEL. A Slack failure is logged; the exit code still reports the checks.`
 

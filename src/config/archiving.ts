@@ -29,8 +29,9 @@ export const check = defineSection(
   {
     BASE_BACKUP_INTERVAL_MINUTES: intInRange(1, 5_256_000).default(10_080),
     CHECKPOINT_TIMEOUT_SECONDS: intInRange(1, 31_536_000).default(300),
-    CHECK_BASE_BACKUP: flag(true),
-    CHECK_WAL: flag(true),
+    // Unset: checked once a base backup or archived WAL exists (a logical-only setup passes); true or false forces it.
+    CHECK_BASE_BACKUP: z.stringbool({error: 'must be true or false'}).optional(),
+    CHECK_WAL: z.stringbool({error: 'must be true or false'}).optional(),
     CHECK_LOGICAL_BACKUP: flag(true),
   },
   (object) =>

@@ -5,7 +5,7 @@ import type {Logger} from '../logger'
 import {createProgress} from '../progress'
 import type {StorageBackend} from '../storage/contract'
 import {discoverProviders, selectProvider} from '../storage/registry'
-import {BaseRestoreOutcome, parseRecoveryTarget, restoreBaseBackup} from './base'
+import {BaseRestoreOutcome, parseRecoveryTarget, parseTargetTimeline, restoreBaseBackup} from './base'
 import {walFetchCommand} from './recovery-config'
 
 /** The flags `dbb restore --type base` adds to the restore command. */
@@ -15,6 +15,8 @@ export interface BaseRestoreFlags {
   'target-time'?: string
   'target-lsn'?: string
   'target-name'?: string
+  'target-timeline'?: string
+  archive?: boolean
   'restore-command'?: string
   [flag: string]: unknown
 }
@@ -51,6 +53,8 @@ export async function runBaseRestore(context: {
   const {flags} = context
   if (!flags.pgdata) throw new UsageError('--pgdata is required with --type base (example: --pgdata /var/lib/postgresql/15/main)')
   const target = parseRecoveryTarget({time: flags['target-time'], lsn: flags['target-lsn'], name: flags['target-name']})
+  const targetTimeline = parseTargetTimeline(flags['target-timeline'])
+  const archiving = flags.archive ? 'inherited' : 'off'
   const restoreCommand = flags['restore-command'] ?? (await defaultRestoreCommand(context.config, context.storageBackend, flags))
   const progress = createProgress({label: 'restoring base backup', logger: context.logger, event: 'restore.progress'})
   try {
@@ -59,6 +63,8 @@ export async function runBaseRestore(context: {
       pgdata: flags.pgdata,
       force: flags.force,
       target,
+      targetTimeline,
+      archiving,
       restoreCommand,
       prefix: context.prefix,
       logger: context.logger,
@@ -68,6 +74,13 @@ export async function runBaseRestore(context: {
     progress.finish()
     context.log(`Restored base backup ${outcome.id} into ${outcome.pgdata} (sha256 verified).`)
     context.log(target ? `Recovery target: ${target.kind} ${target.value}, then promote.` : 'Recovery replays all archived WAL, then promotes.')
+    if (targetTimeline !== undefined) context.log(`Recovery follows timeline ${targetTimeline}.`)
+    context.log(
+      archiving === 'off'
+        ? `Archiving is off in the restored cluster (archive_mode = 'off' in postgresql.auto.conf), so it never writes into ${context.storage.location}. ` +
+            'For a disaster recovery where this cluster becomes the new primary, restore with --archive (or remove that line and restart).'
+        : `Archiving is inherited from the backup (--archive): once promoted, this cluster archives its new timeline into the archive as configured.`,
+    )
     context.log(`Start PostgreSQL on it to replay WAL (e.g. pg_ctl -D ${outcome.pgdata} start); it fetches WAL with: ${restoreCommand}`)
     return outcome
   } finally {
@@ -86,5 +99,13 @@ export const BASE_RESTORE_FLAGS = {
   'target-time': Flags.string({summary: '--type base: replay WAL up to this time (with a zone), then promote.', helpValue: '"2026-11-21 14:30:00+00"'}),
   'target-lsn': Flags.string({summary: '--type base: replay WAL up to this WAL location, then promote.', helpValue: '0/3000060'}),
   'target-name': Flags.string({summary: '--type base: replay WAL up to this restore point (pg_create_restore_point), then promote.', helpValue: 'NAME'}),
+  'target-timeline': Flags.string({
+    summary: '--type base: the timeline recovery follows: latest (the default: the newest in the archive), current (the base backup\'s), or a number.',
+    helpValue: 'latest|current|N',
+  }),
+  archive: Flags.boolean({
+    summary:
+      '--type base: keep the backup\'s archiving settings, so the restored cluster archives into the location once promoted (a disaster recovery: it is the new primary). Without it, archive_mode = off: a drill never writes into the archive.',
+  }),
   'restore-command': Flags.string({summary: '--type base: the restore_command to write instead of "<this dbb> wal fetch <storage flags> %f %p".'}),
 }

@@ -10,7 +10,7 @@ import {NotFoundError, OperationError, UsageError, errorMessage} from '../errors
 import type {Logger} from '../logger'
 import type {StorageBackend} from '../storage/contract'
 import {isLsn, parseLsn} from '../wal/segments'
-import {checkDataDirectory, createStagingDirectory, writeRecoveryConfig} from './recovery-config'
+import {RestoredArchiving, checkDataDirectory, createStagingDirectory, writeRecoveryConfig} from './recovery-config'
 
 /** Where replay stops; without one, PostgreSQL replays every archived WAL file and promotes. */
 export type RecoveryTarget = {kind: 'time'; value: string; at: Date} | {kind: 'lsn'; value: string} | {kind: 'name'; value: string}
@@ -48,6 +48,19 @@ export function parseRecoveryTarget(flags: {time?: string; lsn?: string; name?: 
   }
 
   return undefined
+}
+
+/**
+ * --target-timeline: `latest` (PostgreSQL's default: follow the newest timeline in the archive),
+ * `current` (stay on the base backup's timeline), or a timeline number. A drill's timeline in the
+ * archive makes `latest` follow it: `current` or a number pins production's.
+ */
+export function parseTargetTimeline(text: string | undefined): string | undefined {
+  if (text === undefined) return undefined
+  const value = text.trim().toLowerCase()
+  if (value === 'latest' || value === 'current') return value
+  if (/^[1-9]\d{0,9}$/.test(value) && Number(value) <= 0xffff_ffff) return String(Number(value))
+  throw new UsageError(`--target-timeline: "${text}" is not a timeline (a number such as 2, or latest, or current)`)
 }
 
 function normalizeOffset(offset: string): string {
@@ -96,6 +109,10 @@ export interface BaseRestoreOptions {
   /** Replace the contents of a non-empty directory (only after the backup has been extracted and verified). */
   force?: boolean
   target?: RecoveryTarget
+  /** recovery_target_timeline, already validated (parseTargetTimeline); PostgreSQL's default (latest) when absent. */
+  targetTimeline?: string
+  /** Whether the restored cluster archives into the location again; `off` unless the operator says so. */
+  archiving: RestoredArchiving
   /** The restore_command PostgreSQL runs to read archived WAL, e.g. `dbb wal fetch %f %p`. */
   restoreCommand: string
   prefix?: string
@@ -108,6 +125,8 @@ export interface BaseRestoreOutcome {
   id: string
   pgdata: string
   target: {kind: string; value: string} | null
+  targetTimeline: string | null
+  archiving: RestoredArchiving
   restoreCommand: string
   sizeBytes: number
   sha256: string
@@ -133,11 +152,19 @@ export async function restoreBaseBackup(storage: StorageBackend, options: BaseRe
   try {
     const {sizeBytes, sha256} = await extractVerified(storage, backup, staging, options)
     await replaceContents(pgdata, staging)
-    await writeRecoveryConfig(pgdata, {restoreCommand: options.restoreCommand, target: options.target, backupId: backup.id})
+    await writeRecoveryConfig(pgdata, {
+      restoreCommand: options.restoreCommand,
+      target: options.target,
+      targetTimeline: options.targetTimeline,
+      archiving: options.archiving,
+      backupId: backup.id,
+    })
     const outcome: BaseRestoreOutcome = {
       id: backup.id,
       pgdata,
       target: options.target ? {kind: options.target.kind, value: options.target.value} : null,
+      targetTimeline: options.targetTimeline ?? null,
+      archiving: options.archiving,
       restoreCommand: options.restoreCommand,
       sizeBytes,
       sha256,

@@ -48,6 +48,18 @@ export async function createStagingDirectory(pgdata: string): Promise<string> {
 }
 
 const RECOVERY_SETTING = /^\s*(restore_command|recovery_target\w*)\s*=/
+// Only the archive_mode line an earlier dbb restore wrote (marked), never one the operator set with ALTER SYSTEM.
+const DBB_ARCHIVE_MODE = /^\s*archive_mode\s*=.*# dbb restore/
+const ARCHIVE_OFF_MARK = '# dbb restore: a restored cluster does not archive unless restored with --archive'
+
+/**
+ * Written last in postgresql.auto.conf, so it wins over postgresql.conf and any earlier ALTER SYSTEM.
+ * `off`: the restored cluster does not archive (archive_mode = off), so a drill that promotes
+ * never writes its new timeline into the archive it was restored from (it would become what a
+ * later "replay everything" restore follows). `inherited`: the backup's archive settings stay, for a
+ * disaster recovery where the restored cluster is the new primary (`--archive`).
+ */
+export type RestoredArchiving = 'off' | 'inherited'
 
 /**
  * recovery.signal plus restore_command, the target and `recovery_target_action = 'promote'` in
@@ -56,7 +68,7 @@ const RECOVERY_SETTING = /^\s*(restore_command|recovery_target\w*)\s*=/
  */
 export async function writeRecoveryConfig(
   pgdata: string,
-  options: {restoreCommand: string; target?: RecoveryTarget; backupId: string},
+  options: {restoreCommand: string; target?: RecoveryTarget; targetTimeline?: string; archiving: RestoredArchiving; backupId: string},
 ): Promise<void> {
   const version = Number.parseInt(await fs.readFile(path.join(pgdata, 'PG_VERSION'), 'utf8'), 10)
   if (!(version >= 12)) {
@@ -67,16 +79,18 @@ export async function writeRecoveryConfig(
   const existing = await fs.readFile(autoConf, 'utf8').catch(() => '')
   const kept = existing
     .split('\n')
-    .map((line) => (RECOVERY_SETTING.test(line) ? `# replaced by dbb restore: ${line}` : line))
+    .map((line) => (RECOVERY_SETTING.test(line) || DBB_ARCHIVE_MODE.test(line) ? `# replaced by dbb restore: ${line}` : line))
     .join('\n')
   const settings: [string, string][] = [['restore_command', options.restoreCommand]]
   if (options.target) {
     settings.push([`recovery_target_${options.target.kind}`, options.target.value], ['recovery_target_action', 'promote'])
   }
 
+  if (options.targetTimeline !== undefined) settings.push(['recovery_target_timeline', options.targetTimeline])
   const block = [
     `# dbb restore --type base ${options.backupId} at ${new Date().toISOString()}`,
     ...settings.map(([key, value]) => `${key} = '${value.replace(/'/g, "''")}'`),
+    ...(options.archiving === 'off' ? [`archive_mode = 'off'  ${ARCHIVE_OFF_MARK}`] : []),
   ].join('\n')
   const owner = await fs.stat(path.join(pgdata, 'PG_VERSION'))
   await writeOwnedFile(autoConf, `${kept.replace(/\n*$/, '\n')}${block}\n`, owner)

@@ -9,7 +9,8 @@ import {createGunzip, createGzip} from 'node:zlib'
 import {NotFoundError, OperationError, UsageError, errorMessage, isAlreadyExists, isNotFound} from '../errors'
 import type {Logger} from '../logger'
 import type {StorageBackend} from '../storage/contract'
-import {isWalFileName, walKey} from './segments'
+import {isWalFileName, walFileKind, walKey} from './segments'
+import {requireSameCluster, systemIdentifierOfFile} from './system-identifier'
 
 export interface PushResult {
   name: string
@@ -39,6 +40,15 @@ export async function pushWal(storage: StorageBackend, filePath: string, options
 
   const key = walKey(name)
   try {
+    // Segments carry their cluster's system identifier: refuse one of another cluster before anything is stored.
+    const kind = walFileKind(name)
+    if (kind === 'segment' || kind === 'partial') {
+      const systemIdentifier = await systemIdentifierOfFile(filePath, Number.parseInt(name.slice(0, 8), 16)).catch((error: NodeJS.ErrnoException) => {
+        throw new OperationError(`cannot read ${filePath}: ${error.code ?? error.message}`)
+      })
+      if (systemIdentifier !== undefined) await requireSameCluster(storage, name, systemIdentifier)
+    }
+
     // The common re-push case (archiver retry after a crash) is found before uploading anything.
     if (await storage.stat(key)) return await compareWithArchived(storage, name, key, await hashFile(filePath), options)
     const stored = await storeCompressed(storage, filePath, key, options.signal)
@@ -161,8 +171,11 @@ export async function fetchWal(
     throw new NotFoundError(`${name} is not a WAL file name, so it is not in the archive`)
   }
 
+  // Only a positive "no such object" is NotFoundError (exit 1, "end of the archive" to PostgreSQL);
+  // every other failure must abort recovery, so it is never described as absence.
   const source = await storage.get(walKey(name), {signal: options.signal}).catch((error: unknown) => {
-    throw isNotFound(error) ? new NotFoundError(`${name} is not in the WAL archive at ${storage.location}`) : error
+    if (isNotFound(error)) throw new NotFoundError(`${name} is not in the WAL archive at ${storage.location}`)
+    throw new OperationError(`reading ${name} from ${storage.location} failed: ${errorMessage(error)}`, {cause: error})
   })
   const partial = `${destination}.dbb-partial`
   let sizeBytes = 0
@@ -178,10 +191,18 @@ export async function fetchWal(
     await fs.rename(partial, destination)
   } catch (error) {
     await fs.rm(partial, {force: true})
-    throw new OperationError(`fetching ${name} from ${storage.location} failed: ${errorMessage(error)}`, {cause: error})
+    throw new OperationError(`fetching ${name} from ${storage.location} failed: ${describeFetchError(error, destination)}`, {cause: error})
   }
 
   return {sizeBytes}
+}
+
+/** zlib's errors mean the archived copy is damaged; a file error names the side that failed. */
+function describeFetchError(error: unknown, destination: string): string {
+  const {code, syscall, path: file} = error as NodeJS.ErrnoException
+  if (typeof code === 'string' && code.startsWith('Z_')) return `the archived copy is damaged (${errorMessage(error)}, ${code}); nothing was written to ${destination}`
+  if (syscall !== undefined && file !== undefined && file.endsWith('.dbb-partial')) return `writing ${destination}: ${errorMessage(error)}`
+  return errorMessage(error)
 }
 
 /** The sha256 of a local file, streamed (WAL segments can be up to 1 GiB). */

@@ -92,7 +92,13 @@ export async function startArchivingService(options: {
 
   const checkNow = async () => {
     try {
-      const report = await runChecks(storage, {prefix: config.namePrefix, config: config.check, logicalIntervalMs: logicalBackupIntervalMs(config.schedule)})
+      const report = await runChecks(storage, {
+        prefix: config.namePrefix,
+        config: config.check,
+        logicalIntervalMs: logicalBackupIntervalMs(config.schedule),
+        // This server takes base backups or streams WAL: both are expected before the first one is stored.
+        pitrConfigured: config.archiving.baseBackupSchedule !== undefined || config.walStreaming.enabled,
+      })
       if (report.ok) {
         logger.info({event: 'check.passed'}, 'backup check passed')
         return

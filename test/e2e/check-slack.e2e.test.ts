@@ -42,10 +42,17 @@ describe('dbb check (real backups and WAL in local storage, a local Slack stand-
     walDir = await tempDir('dbb-check-wal-')
     const env = {...cluster.dbbEnv(), BACKUP_LOCAL_DIR: storeDir}
     expect((await runCli(['backup', 'run', '--json'], env)).code).toBe(0)
-    expect((await runCli(['backup', 'run', '--type', 'base', '--json'], env)).code).toBe(0)
-    const segment = await cluster.psql('SELECT pg_walfile_name(pg_current_wal_lsn())')
-    await fs.copyFile(path.join(cluster.dataDir, 'pg_wal', segment), path.join(walDir, segment))
-    expect((await runCli(['wal', 'push', path.join(walDir, segment)], {BACKUP_LOCAL_DIR: storeDir})).code).toBe(0)
+    const base = await runCli(['backup', 'run', '--type', 'base', '--json'], env)
+    expect(base.code).toBe(0)
+    // Archive by hand what the base backup needs (its first segment to the current one), as archive_command would.
+    const first: string = JSON.parse(base.stdout).metadata.firstWalSegment
+    const current = await cluster.psql('SELECT pg_walfile_name(pg_current_wal_lsn())')
+    const segments = (await fs.readdir(path.join(cluster.dataDir, 'pg_wal'))).filter((name) => /^[0-9A-F]{24}$/.test(name) && name >= first && name <= current)
+    expect(segments[0]).toBe(first)
+    for (const segment of segments) {
+      await fs.copyFile(path.join(cluster.dataDir, 'pg_wal', segment), path.join(walDir, segment))
+      expect((await runCli(['wal', 'push', path.join(walDir, segment)], {BACKUP_LOCAL_DIR: storeDir})).code).toBe(0)
+    }
   })
 
   afterAll(async () => {
@@ -120,7 +127,7 @@ describe('dbb check (real backups and WAL in local storage, a local Slack stand-
       expect(message.authorization).toBe(`Bearer ${token}`)
       expect(message.body.channel).toBe('ops-alerts')
       expect(message.body.text).toMatch(/base-backup: newest base backup is 2h0m old \(limit 1h5m\)/)
-      expect(message.body.text).toMatch(/wal: newest archived WAL file is 2h0m old \(limit 3m0s\)/)
+      expect(message.body.text).toMatch(/wal: newest archived WAL segment is 2h0m old \(limit 3m0s\)/)
       expect(message.body.text).not.toMatch(/logical-backup/)
       expect(message.body.text?.endsWith(' (staging)')).toBe(true)
       expect(result.stdout + result.stderr).not.toContain(token)

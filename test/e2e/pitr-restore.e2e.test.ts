@@ -10,6 +10,9 @@ import {archivingSettings, switchWalAndWaitArchived, waitForPromotion} from '../
  * backup with dbb backup run --type base, the cluster lost, dbb restore --type base, PostgreSQL
  * started on the restored directory replays the archived WAL.
  */
+// Replay runs one `dbb wal fetch` process per segment: seconds apiece on a loaded 2-core machine.
+const RECOVERY_TEST_TIMEOUT_MS = 300_000
+
 describe('point-in-time recovery (real PostgreSQL, archive_command = dbb wal push)', () => {
   let cluster: PgCluster | undefined
   let storeDir: string
@@ -70,7 +73,7 @@ describe('point-in-time recovery (real PostgreSQL, archive_command = dbb wal pus
     expect(await db.psql('SELECT count(*), max(id) FROM orders')).toBe('1500|1500')
     expect(await db.psql('SELECT answer FROM after_backup')).toBe('42')
     expect(await db.psql(`SELECT md5(string_agg(note, '' ORDER BY id)) = md5(string_agg(md5(id::text), '' ORDER BY id)) FROM orders`)).toBe('t')
-  })
+  }, RECOVERY_TEST_TIMEOUT_MS)
 
   it('restores to a recorded time: exactly the rows committed before it', async () => {
     const db = cluster!
@@ -99,7 +102,7 @@ describe('point-in-time recovery (real PostgreSQL, archive_command = dbb wal pus
     await db.start()
     await waitForPromotion(db)
     expect(await db.psql(`SELECT phase, count(*), min(id), max(id) FROM events GROUP BY phase`)).toBe('before|300|1|300')
-  })
+  }, RECOVERY_TEST_TIMEOUT_MS)
 
   it('refuses a target time before every base backup, and malformed targets, without touching the directory', async () => {
     const db = cluster!

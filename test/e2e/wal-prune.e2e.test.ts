@@ -73,5 +73,5 @@ describe('dbb prune with base backups and archived WAL (real PostgreSQL)', () =>
     await cluster.start()
     await waitForPromotion(cluster)
     expect(await cluster.psql('SELECT count(*) FROM ledger')).toBe('300')
-  })
+  }, 300_000) // two base backups, WAL switches and a full replay: minutes on a loaded 2-core machine
 })

@@ -1,9 +1,14 @@
+import {execFile} from 'node:child_process'
 import {existsSync} from 'node:fs'
+import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
 import {setTimeout as sleep} from 'node:timers/promises'
+import {promisify} from 'node:util'
 
 import {BIN} from './cli'
-import type {PgCluster} from './postgres'
+import {PgCluster, asServerUser, freePort, isRoot} from './postgres'
+
+const run = promisify(execFile)
 
 /** postgresql.conf settings for continuous archiving into a local dbb storage directory (writable by postgres). */
 export function archivingSettings(storeDir: string): Record<string, string> {
@@ -32,7 +37,61 @@ export async function switchWalAndWaitArchived(cluster: PgCluster, storeDir: str
   return segment
 }
 
-/** After a restore: waits until recovery has ended and the server accepts writes. */
+/** After a restore: waits until recovery has ended and the server accepts writes (replay fetches one segment per process: allow minutes under load). */
 export async function waitForPromotion(cluster: PgCluster): Promise<void> {
-  await waitFor('the end of recovery', async () => ((await cluster.psql('SELECT pg_is_in_recovery()').catch(() => 't')) === 'f' ? true : undefined), 60_000)
+  await waitFor('the end of recovery', async () => ((await cluster.psql('SELECT pg_is_in_recovery()').catch(() => 't')) === 'f' ? true : undefined), 180_000)
+}
+
+export interface RestoredServer {
+  port: number
+  dataDir: string
+  logFile: string
+  psql(sql: string): Promise<string>
+  stop(): Promise<void>
+}
+
+/**
+ * Starts PostgreSQL on a data directory restored next to `source` (a drill into a scratch
+ * directory while production keeps running): same binaries and socket directory, its own port
+ * and log. Resolves once pg_ctl returns, which during archive recovery may be before it ends.
+ */
+export async function startRestoredServer(source: PgCluster, dataDir: string): Promise<RestoredServer> {
+  const port = await freePort()
+  const logFile = `${dataDir}.log`
+  const pgCtl = (args: string[]) => {
+    const [file, argv] = asServerUser(path.join(source.binDir, 'pg_ctl'), args)
+    return run(file, argv, {env: {...process.env, LANG: 'C.UTF-8', LC_ALL: 'C.UTF-8'}})
+  }
+
+  await fs.writeFile(logFile, '')
+  if (isRoot) await fs.chown(logFile, (await fs.stat(dataDir)).uid, (await fs.stat(dataDir)).gid)
+  await pgCtl(['-D', dataDir, '-l', logFile, '-o', `-p ${port}`, '-w', '-t', '60', 'start'])
+  return {
+    port,
+    dataDir,
+    logFile,
+    async psql(sql) {
+      const env = {...process.env, PGHOST: source.host, PGPORT: String(port), PGUSER: source.user, PGPASSWORD: source.password, PGDATABASE: 'postgres'}
+      const {stdout} = await run('psql', ['-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-c', sql], {env})
+      return stdout.trim()
+    },
+    async stop() {
+      await pgCtl(['-D', dataDir, '-m', 'immediate', '-w', 'stop']).catch(() => {})
+    },
+  }
+}
+
+/** Whether a postmaster runs on `dataDir` (pg_ctl status: 0 running, 3 not running). */
+export async function postmasterRunning(source: PgCluster, dataDir: string): Promise<boolean> {
+  const [file, argv] = asServerUser(path.join(source.binDir, 'pg_ctl'), ['-D', dataDir, 'status'])
+  return run(file, argv).then(
+    () => true,
+    () => false,
+  )
+}
+
+/** The WAL file names in a local dbb storage directory. */
+export async function archivedWal(storeDir: string): Promise<string[]> {
+  const entries = await fs.readdir(path.join(storeDir, 'wal')).catch(() => [] as string[])
+  return entries.filter((entry) => entry.endsWith('.gz')).map((entry) => entry.slice(0, -'.gz'.length)).sort()
 }

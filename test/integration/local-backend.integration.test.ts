@@ -1,5 +1,6 @@
 import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
+import {Readable} from 'node:stream'
 
 import {LocalBackend} from '../../src/plugins/local/src/local-backend'
 import {tempDir} from '../helpers/cli'
@@ -30,5 +31,28 @@ describe('local backend health', () => {
     const file = path.join(await freshDirectory(), 'file')
     await fs.writeFile(file, 'x')
     await expect(new LocalBackend(file).health()).rejects.toThrow(/is not a directory/)
+  })
+})
+
+describe('local backend: modes and missing locations', () => {
+  it('stores files 0640 and creates directories 2770 whatever the umask (group-readable by the server, never world-readable)', async () => {
+    const root = await freshDirectory()
+    const previous = process.umask(0o077)
+    try {
+      await new LocalBackend(root).put('wal/deep/000000010000000000000001.gz', Readable.from([Buffer.from('x')]))
+    } finally {
+      process.umask(previous)
+    }
+
+    expect((await fs.stat(path.join(root, 'wal', 'deep', '000000010000000000000001.gz'))).mode & 0o7777).toBe(0o640)
+    expect((await fs.stat(path.join(root, 'wal', 'deep'))).mode & 0o7777).toBe(0o2770)
+    expect((await fs.stat(path.join(root, 'wal'))).mode & 0o7777).toBe(0o2770)
+  })
+
+  it('a missing root is never NOT_FOUND: get and stat reject naming BACKUP_LOCAL_DIR (an unmounted volume must not look empty)', async () => {
+    const missing = path.join(await freshDirectory(), 'unmounted')
+    const storage = new LocalBackend(missing)
+    await expect(storage.get('wal/000000010000000000000001.gz')).rejects.toMatchObject({code: 'LOCATION_MISSING', message: expect.stringMatching(/does not exist \(check BACKUP_LOCAL_DIR\)/)})
+    await expect(storage.stat('wal/000000010000000000000001.gz')).rejects.toMatchObject({code: 'LOCATION_MISSING'})
   })
 })

@@ -79,10 +79,10 @@ describe('scheduled base backups, scheduled checks and Slack alerts (real Postgr
   })
 
   it('runs the check every CHECK_INTERVAL and alerts on failure', async () => {
-    service = await start({CHECK_INTERVAL: '1s', CHECK_LOGICAL_BACKUP: 'false', SLACK_CHANNEL: '#db-alerts', SLACK_MESSAGE_SUFFIX: '[test]'})
+    service = await start({CHECK_INTERVAL: '1s', CHECK_WAL: 'true', CHECK_LOGICAL_BACKUP: 'false', SLACK_CHANNEL: '#db-alerts', SLACK_MESSAGE_SUFFIX: '[test]'})
     await waitFor('the Slack alert', async () => (messages.length > 0 ? true : undefined), 10_000)
     expect(messages[0]).toMatchObject({channel: 'db-alerts'})
-    expect(messages[0].text).toMatch(/dbb check failed .*wal: no archived WAL file found/)
+    expect(messages[0].text).toMatch(/dbb check failed .*wal: no archived WAL segment found/)
     expect(messages[0].text.endsWith(' [test]')).toBe(true)
   })
 })

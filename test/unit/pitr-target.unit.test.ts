@@ -4,7 +4,7 @@ import * as path from 'node:path'
 
 import {parseWalRange, pgBasebackupArgs} from '../../src/backup/base-backup'
 import {UsageError} from '../../src/errors'
-import {parseRecoveryTarget} from '../../src/restore/base'
+import {parseRecoveryTarget, parseTargetTimeline} from '../../src/restore/base'
 import {checkDataDirectory, walFetchCommand, writeRecoveryConfig} from '../../src/restore/recovery-config'
 
 describe('recovery targets', () => {
@@ -61,7 +61,7 @@ describe('the restored data directory', () => {
     await fs.writeFile(path.join(dir, 'postgresql.auto.conf'), "work_mem = '8MB'\nrestore_command = 'old'\nrecovery_target_time = '2020-01-01 00:00+00'\n")
     const restoreCommand = walFetchCommand(['/usr/bin/node', '/opt/dbb/bin/run.js'], ['--storage', 'local', '--local-dir', "/srv/it's backups"])
     expect(restoreCommand).toBe(`/usr/bin/node /opt/dbb/bin/run.js wal fetch --storage local --local-dir '/srv/it'\\''s backups' %f %p`)
-    await writeRecoveryConfig(dir, {restoreCommand, target: {kind: 'lsn', value: '0/3000060'}, backupId: 'backup_20261121T030000Z.tar.gz'})
+    await writeRecoveryConfig(dir, {restoreCommand, target: {kind: 'lsn', value: '0/3000060'}, archiving: 'inherited', backupId: 'backup_20261121T030000Z.tar.gz'})
 
     expect(await fs.readFile(path.join(dir, 'recovery.signal'), 'utf8')).toBe('')
     const conf = await fs.readFile(path.join(dir, 'postgresql.auto.conf'), 'utf8')
@@ -76,9 +76,40 @@ describe('the restored data directory', () => {
     ])
   })
 
+  it('turns archiving off by default (marked, so a later restore with --archive undoes only its own line) and writes the target timeline', async () => {
+    await fs.writeFile(path.join(dir, 'PG_VERSION'), '15\n')
+    await fs.writeFile(path.join(dir, 'postgresql.auto.conf'), "archive_command = 'set by ALTER SYSTEM'\n")
+    await writeRecoveryConfig(dir, {restoreCommand: 'x', targetTimeline: 'current', archiving: 'off', backupId: 'b1'})
+    const drill = await fs.readFile(path.join(dir, 'postgresql.auto.conf'), 'utf8')
+    expect(drill.split('\n').filter((line) => /^(archive_|recovery_target_timeline)/.test(line))).toEqual([
+      "archive_command = 'set by ALTER SYSTEM'",
+      "recovery_target_timeline = 'current'",
+      "archive_mode = 'off'  # dbb restore: a restored cluster does not archive unless restored with --archive",
+    ])
+
+    // A base backup taken of that drill cluster, restored for real with --archive: the operator's archive settings apply again.
+    await writeRecoveryConfig(dir, {restoreCommand: 'x', archiving: 'inherited', backupId: 'b2'})
+    const disasterRecovery = await fs.readFile(path.join(dir, 'postgresql.auto.conf'), 'utf8')
+    expect(disasterRecovery.split('\n').filter((line) => /^(archive_|recovery_target_timeline)/.test(line))).toEqual(["archive_command = 'set by ALTER SYSTEM'"])
+  })
+
+  it.each([
+    ['latest', 'latest'],
+    ['current', 'current'],
+    [' Current ', 'current'],
+    ['2', '2'],
+    ['4294967295', '4294967295'],
+  ])('--target-timeline %j is %j', (text, expected) => {
+    expect(parseTargetTimeline(text)).toBe(expected)
+  })
+
+  it.each(['0', '-1', 'newest', '0x2', '4294967296', '1.5', ''])('--target-timeline %j is refused (exit 2)', (text) => {
+    expect(() => parseTargetTimeline(text)).toThrow(expect.objectContaining({exitCode: 2, message: expect.stringMatching(/--target-timeline: .* is not a timeline/)}))
+  })
+
   it('refuses PostgreSQL before 12, a non-empty directory without --force, and a directory a live postmaster owns', async () => {
     await fs.writeFile(path.join(dir, 'PG_VERSION'), '11\n')
-    await expect(writeRecoveryConfig(dir, {restoreCommand: 'x', backupId: 'b'})).rejects.toThrow(/PostgreSQL 12 or newer/)
+    await expect(writeRecoveryConfig(dir, {restoreCommand: 'x', archiving: 'off', backupId: 'b'})).rejects.toThrow(/PostgreSQL 12 or newer/)
     await expect(checkDataDirectory(dir, {force: false})).rejects.toThrow(/is not empty .* --force/)
     await expect(checkDataDirectory(dir, {force: true})).resolves.toBeUndefined()
     await fs.writeFile(path.join(dir, 'postmaster.pid'), `${process.pid}\n${dir}\n`)

@@ -2,13 +2,16 @@ import {Args} from '@oclif/core'
 
 import {DbbCommand} from '../../base-command'
 import {Section} from '../../config'
-import {EXIT_FAILURE, NotFoundError} from '../../errors'
+import {EXIT_WAL_FETCH_FATAL, NotFoundError} from '../../errors'
 import {settingFlags} from '../../settings'
 import {fetchWal} from '../../wal/archive'
+import {declareNotInArchive} from '../../wal/fetch-exit'
 
 export default class WalFetch extends DbbCommand<typeof WalFetch> {
   static override summary = "Write an archived WAL file to a path: PostgreSQL's restore_command."
   static override description = `Reads wal/<name>.gz from storage, decompresses it and writes <dest> atomically (a temporary file renamed once complete). A file that is not in the archive exits 1 with at most one short line: PostgreSQL asks for files past the end of the archive on purpose, to learn where recovery ends.
+
+Exit 1 only when storage positively answers "no such object" (or the name cannot be a WAL file). Every other failure — a damaged archived copy, storage unreachable, permission denied, a missing BACKUP_LOCAL_DIR, bad configuration, an unexpected error — exits ${EXIT_WAL_FETCH_FATAL}: PostgreSQL reads 1–125 as "end of the archive" and would promote without the later transactions, while above 125 it aborts recovery and keeps the server down with the error in its log.
 
 dbb restore --type base writes this command into postgresql.auto.conf for you.`
 
@@ -24,6 +27,7 @@ dbb restore --type base writes this command into postgresql.auto.conf for you.`
   static override flags = settingFlags('STORAGE_BACKEND')
   static override configSections: readonly Section[] = ['storageBackend']
   static override usesStorage = true
+  static override failureExitCode = EXIT_WAL_FETCH_FATAL
 
   public async run(): Promise<{name: string; dest: string; found: boolean; sizeBytes?: number}> {
     const storage = await this.openStorage()
@@ -35,7 +39,7 @@ dbb restore --type base writes this command into postgresql.auto.conf for you.`
       if (!(error instanceof NotFoundError)) throw error
       // Expected at the end of every recovery: no stack trace, no error-level log, just the exit code.
       this.logger.debug({event: 'wal.not_found', wal: this.args.name}, error.message)
-      process.exitCode = EXIT_FAILURE
+      declareNotInArchive()
       return {name: this.args.name, dest: this.args.dest, found: false}
     } finally {
       await storage.close?.()

@@ -7,7 +7,9 @@ import {PushResult, pushWal} from '../../wal/archive'
 
 export default class WalPush extends DbbCommand<typeof WalPush> {
   static override summary = "Archive one WAL file into storage: PostgreSQL's archive_command."
-  static override description = `Compresses the file and stores it as wal/<name>.gz in the storage backend; exits 0 only once it is durably stored, so PostgreSQL may then recycle the segment. Pushing a file that is already archived with identical content succeeds (PostgreSQL retries after crashes); different content under the same name fails with exit 1 and is never overwritten — that is how two servers archiving into one location (split-brain) show up.
+  static override description = `Compresses the file and stores it as wal/<name>.gz in the storage backend; exits 0 only once it is durably stored, so PostgreSQL may then recycle the segment. Pushing a file that is already archived with identical content succeeds (PostgreSQL retries after crashes); different content under the same name fails with exit 1 and is never overwritten — that is how two servers archiving into one location (split-brain) show up. The archive also records the system identifier of the first cluster that pushed a segment (wal/system-identifier) and refuses segments of any other cluster.
+
+Every failure exits non-zero (1; 2 for a name that is not WAL): PostgreSQL keeps the segment and retries archive_command, so nothing is lost while storage is down.
 
 In postgresql.conf:  archive_mode = on,  archive_command = 'dbb wal push %p'. The storage settings (STORAGE_BACKEND, BACKUP_LOCAL_DIR or the S3 variables) come from the server's environment or from flags in the command.`
 

@@ -11,6 +11,16 @@ import type {GetOptions, ObjectInfo, PutOptions, StorageBackend} from '../../../
 export const PARTIAL_SUFFIX = '.partial'
 
 /**
+ * Modes of what the backend creates, whatever the umask. Files: owner read-write, group read
+ * (backups hold the whole database: never world-readable). Directories: group read-write and
+ * setgid, so files made inside get the directory's group. Who else may read is decided by that
+ * group: give the storage directory the group of every user that reads it (PostgreSQL's
+ * restore_command runs as the server's user; dbb serve often runs as another uid), see README "local".
+ */
+export const FILE_MODE = 0o640
+export const DIRECTORY_MODE = 0o2770
+
+/**
  * A directory on a local or mounted filesystem. A write goes to `<key>.<random>.partial`, is fsynced,
  * then linked (no overwrite) or renamed to its final name, and the directory is fsynced: a crash at
  * any point leaves either the complete file under its final name or none.
@@ -26,14 +36,17 @@ export class LocalBackend implements StorageBackend {
 
   async put(key: string, body: Readable, options: PutOptions = {}): Promise<{sizeBytes: number}> {
     const finalPath = this.resolve(key)
-    await fs.mkdir(path.dirname(finalPath), {recursive: true})
+    await makeDirectories(path.dirname(finalPath)).catch((error: unknown) => {
+      throw describeFsError(error, this.root)
+    })
     const partialPath = `${finalPath}.${randomBytes(6).toString('hex')}${PARTIAL_SUFFIX}`
     try {
       // `flush` fsyncs the file before it is closed, so the rename below publishes durable bytes.
       // A write error (ENOSPC, EIO) destroys `body` with the same error object, so the producer of
       // the stream reports it first: describe it here, where the directory is known.
-      const file = createWriteStream(partialPath, {flags: 'wx', mode: 0o640, flush: true})
+      const file = createWriteStream(partialPath, {flags: 'wx', mode: FILE_MODE, flush: true})
       await pipeline(body, describeWriteErrors(file, this.root), {signal: options.signal})
+      await fs.chmod(partialPath, FILE_MODE) // the umask may have taken the group's read bit
       if (options.overwrite === false) {
         await fs.link(partialPath, finalPath).catch((error: NodeJS.ErrnoException) => {
           throw error.code === 'EEXIST' ? alreadyExists(key) : error
@@ -55,8 +68,11 @@ export class LocalBackend implements StorageBackend {
   async get(key: string, options: GetOptions = {}): Promise<Readable> {
     const filePath = this.resolve(key)
     // Open first so a missing file rejects here, not later as a stream error.
-    const handle = await fs.open(filePath, 'r').catch((error: NodeJS.ErrnoException) => {
-      throw error.code === 'ENOENT' ? notFound(key) : describeFsError(error, this.root)
+    const handle = await fs.open(filePath, 'r').catch(async (error: NodeJS.ErrnoException) => {
+      if (error.code !== 'ENOENT') throw await describeReadError(error, filePath)
+      // A missing or unmounted BACKUP_LOCAL_DIR is not "no such object": WAL recovery would end early on it.
+      await this.requireRoot()
+      throw notFound(key)
     })
     const stream = handle.createReadStream({start: options.start, end: options.end})
     return options.signal ? addAbortSignal(options.signal, stream) : stream
@@ -67,8 +83,12 @@ export class LocalBackend implements StorageBackend {
       const stats = await fs.stat(this.resolve(key))
       return stats.isFile() ? {key, sizeBytes: stats.size, lastModified: stats.mtime} : undefined
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined
-      throw describeFsError(error, this.root)
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
+        await this.requireRoot()
+        return undefined
+      }
+
+      throw describeFsError(error, this.root, 'reading')
     }
   }
 
@@ -77,9 +97,7 @@ export class LocalBackend implements StorageBackend {
     const directoryPart = prefix.includes('/') ? prefix.slice(0, prefix.lastIndexOf('/')) : ''
     const start = directoryPart ? this.resolve(directoryPart) : this.root
     // A missing root is a misconfiguration, not an empty listing: saying "no backups" would hide it.
-    await fs.stat(this.root).catch((error: NodeJS.ErrnoException) => {
-      throw error.code === 'ENOENT' ? new Error(`backup directory ${this.root} does not exist (check BACKUP_LOCAL_DIR)`) : describeFsError(error, this.root)
-    })
+    await this.requireRoot()
     for await (const key of walk(start, directoryPart, prefix)) {
       if (!key.startsWith(prefix)) continue
       const info = await this.stat(key)
@@ -89,7 +107,7 @@ export class LocalBackend implements StorageBackend {
 
   async delete(key: string): Promise<void> {
     await fs.rm(this.resolve(key), {force: true}).catch((error: unknown) => {
-      throw describeFsError(error, this.root)
+      throw describeFsError(error, this.root, 'deleting in')
     })
   }
 
@@ -112,6 +130,18 @@ export class LocalBackend implements StorageBackend {
     }
   }
 
+  /** Rejects (never as NOT_FOUND) when the root itself is missing or not a directory: a misconfiguration or an unmounted volume. */
+  private async requireRoot(): Promise<void> {
+    const stats = await fs.stat(this.root).catch((error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT') {
+        throw Object.assign(new Error(`backup directory ${this.root} does not exist (check BACKUP_LOCAL_DIR)`), {code: 'LOCATION_MISSING'})
+      }
+
+      throw describeFsError(error, this.root, 'reading')
+    })
+    if (!stats.isDirectory()) throw Object.assign(new Error(`BACKUP_LOCAL_DIR ${this.root} is not a directory`), {code: 'LOCATION_MISSING'})
+  }
+
   /** Maps a key to a path inside the root, refusing anything that would resolve outside it. */
   private resolve(key: string): string {
     if (!isSafeKey(key)) throw Object.assign(new Error(`invalid storage key "${key}"`), {code: 'INVALID_KEY'})
@@ -131,7 +161,7 @@ async function* walk(directory: string, relative: string, prefix: string): Async
     entries = await fs.readdir(directory, {withFileTypes: true})
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return
-    throw error
+    throw describeFsError(error, directory, 'listing')
   }
 
   for (const entry of entries) {
@@ -166,6 +196,16 @@ function describeWriteErrors(file: WriteStream, root: string): Writable {
   })
 }
 
+/** mkdir -p, giving each directory it creates DIRECTORY_MODE (mkdir's mode is cut by the umask; chmod's is not). */
+async function makeDirectories(directory: string): Promise<void> {
+  const firstCreated = await fs.mkdir(directory, {recursive: true})
+  if (firstCreated === undefined) return
+  for (let current = directory; ; current = path.dirname(current)) {
+    await fs.chmod(current, DIRECTORY_MODE)
+    if (current === firstCreated || current === path.dirname(current)) break
+  }
+}
+
 async function fsyncDirectory(directory: string): Promise<void> {
   const handle = await fs.open(directory, 'r')
   try {
@@ -187,13 +227,31 @@ function errorText(error: unknown): string {
   return error instanceof Error ? error.message : String(error)
 }
 
-/** Filesystem errors in words: which directory, and the errno an operator can search for. */
-function describeFsError(error: unknown, root: string): unknown {
+/**
+ * A file that exists but cannot be opened for reading, in words that lead to the fix: which file,
+ * its owner and mode, and who tried. Typical: archived WAL stored by `dbb serve` as another user
+ * and read by restore_command as the server's user (files are 0640: the reader needs the group).
+ */
+async function describeReadError(error: NodeJS.ErrnoException, filePath: string): Promise<unknown> {
+  if (error.code !== 'EACCES' && error.code !== 'EPERM') return describeFsError(error, path.dirname(filePath), 'reading')
+  const owner = await fs.stat(filePath).catch(() => undefined)
+  const who = `uid ${process.getuid?.() ?? '?'} (gid ${process.getgid?.() ?? '?'}, groups ${process.getgroups?.().join(',') ?? '?'})`
+  const file = owner ? `owner uid ${owner.uid}, group ${owner.gid}, mode ${(owner.mode & 0o777).toString(8).padStart(4, '0')}` : 'owner unknown'
+  const fix = owner
+    ? `make it readable by this user: put this user in group ${owner.gid}, or let dbb store files with a group this user has ` +
+      `(chgrp -R <group> ${path.dirname(filePath)} && chmod g+s on the directories; Docker: run dbb with user "<uid>:<server's gid>"; ` +
+      'Kubernetes: securityContext.fsGroup), or run this command as the user that stored it'
+    : 'check the permissions of the directories above it'
+  return Object.assign(new Error(`permission denied reading ${filePath} (${file}) as ${who} (${error.code}): ${fix}`), {code: error.code, cause: error})
+}
+
+/** Filesystem errors in words: which directory, what dbb was doing, and the errno an operator can search for. */
+function describeFsError(error: unknown, root: string, doing: 'writing to' | 'reading' | 'listing' | 'deleting in' = 'writing to'): unknown {
   const code = (error as NodeJS.ErrnoException | undefined)?.code
   const messages: Record<string, string> = {
     ENOSPC: `no space left on the device holding ${root}`,
-    EACCES: `permission denied writing to ${root}`,
-    EPERM: `operation not permitted in ${root}`,
+    EACCES: `permission denied ${doing} ${root}`,
+    EPERM: `operation not permitted ${doing} ${root}`,
     EROFS: `${root} is on a read-only filesystem`,
     EDQUOT: `disk quota exceeded in ${root}`,
   }

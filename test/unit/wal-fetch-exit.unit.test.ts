@@ -1,0 +1,26 @@
+import * as fs from 'node:fs'
+import * as path from 'node:path'
+
+import {EXIT_USAGE, EXIT_WAL_FETCH_FATAL, EXIT_WAL_NOT_IN_ARCHIVE} from '../../src/errors'
+import {walFetchExitCode} from '../../src/wal/fetch-exit'
+
+describe('wal fetch exit guard', () => {
+  it.each([
+    ['success', 0, false, 0],
+    ['storage said "no such object"', EXIT_WAL_NOT_IN_ARCHIVE, true, EXIT_WAL_NOT_IN_ARCHIVE],
+    ['exit 1 without a "no such object" (Node on an uncaught exception, oclif on a load error)', 1, false, EXIT_WAL_FETCH_FATAL],
+    ['bad usage or config (2)', EXIT_USAGE, false, EXIT_WAL_FETCH_FATAL],
+    ['a failure after a "no such object" was declared', EXIT_USAGE, true, EXIT_WAL_FETCH_FATAL],
+    ['exit 0 after a "no such object" was declared (the code was overwritten)', 0, true, EXIT_WAL_FETCH_FATAL],
+    ['the fatal code itself', EXIT_WAL_FETCH_FATAL, false, EXIT_WAL_FETCH_FATAL],
+  ])('%s: exit %d → %d', (_case, code, notInArchive, expected) => {
+    expect(walFetchExitCode(code as number, notInArchive as boolean)).toBe(expected)
+  })
+
+  it('bin/run.js and bin/dev.js install the guard, and run.js repeats the fatal code of src/errors.ts for when dist/ cannot load', () => {
+    const run = fs.readFileSync(path.join(__dirname, '..', '..', 'bin', 'run.js'), 'utf8')
+    expect(run).toContain(`process.exit(${EXIT_WAL_FETCH_FATAL})`)
+    expect(run.indexOf('guardWalFetchExit')).toBeLessThan(run.indexOf("require('@oclif/core')"))
+    expect(fs.readFileSync(path.join(__dirname, '..', '..', 'bin', 'dev.js'), 'utf8')).toContain('guardWalFetchExit')
+  })
+})
