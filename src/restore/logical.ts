@@ -2,7 +2,7 @@ import {Writable} from 'node:stream'
 
 import {toolVersion} from '../backup/child-process'
 import {downloadBackup} from '../backup/download'
-import type {BackupMetadata} from '../backup/metadata'
+import {BackupMetadata, restoreSupport} from '../backup/metadata'
 import type {DatabaseConfig} from '../config'
 import {libpqEnvironment, serverVersion} from '../db/connection'
 import {AbortedError, OperationError, UsageError, errorMessage} from '../errors'
@@ -56,6 +56,8 @@ export interface RestoreOutcome {
 export async function restoreLogical(deps: LogicalRestoreDependencies, options: LogicalRestoreOptions): Promise<RestoreOutcome> {
   const {backup, targetDatabase: target, signal} = options
   const {database, storage} = deps
+  const unsupported = restoreSupport(backup)
+  if (unsupported) throw new OperationError(unsupported)
   if (backup.type !== 'logical') throw new UsageError(`${backup.id} is a ${backup.type} backup, not a logical (SQL) dump`)
   if (backup.format !== 'plain' || backup.compression !== 'gzip') {
     throw new OperationError(`${backup.id} is in format ${backup.format}/${backup.compression}; this dbb restores plain SQL dumps compressed with gzip`)

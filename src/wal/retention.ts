@@ -62,12 +62,12 @@ export async function pruneWal(
   const plan = planWalPruning(objects, retainedBaseBackups, options.now ?? new Date(), options.orphanGraceMs)
   for (const entry of plan.delete) {
     if (!options.dryRun) await storage.delete(entry.key)
-    options.logger?.debug({event: 'prune.wal', key: entry.key, dryRun: Boolean(options.dryRun)}, 'pruned WAL')
+    options.logger?.debug({event: 'prune.wal', key: entry.key, dryRun: Boolean(options.dryRun)}, options.dryRun ? 'would delete WAL' : 'deleted WAL')
   }
 
   if (plan.delete.length > 0) {
     const summary = {event: 'prune.wal_summary', deleted: plan.delete.length, floor: plan.floor, dryRun: Boolean(options.dryRun)}
-    options.logger?.info(summary, `pruned ${plan.delete.length} WAL file(s)`)
+    options.logger?.info(summary, `${options.dryRun ? 'would delete' : 'deleted'} ${plan.delete.length} WAL file(s)`)
   }
 
   return plan

@@ -73,6 +73,8 @@ function statusOf(error: HttpErrorShape): number {
   if (typeof status === 'number' && status >= 400 && status <= 599) return status
   if (error.code === 'NOT_FOUND') return 404
   if (error.code === 'USAGE') return 400
+  // A backup whose sidecar could not be read may read on a retry; a damaged one will not.
+  if (error.code === 'BACKUP_UNREADABLE') return 503
   return 500
 }
 

@@ -1,7 +1,8 @@
 import Router from '@koa/router'
 import type {Context} from 'koa'
 
-import {listBackups, resolveBackup} from '../../backup/metadata'
+import {resolveBackup, scanBackups} from '../../backup/metadata'
+import {listedBackups} from '../../backup/table'
 import {isBackupId, parseBackupId} from '../../backup/naming'
 import {NotFoundError} from '../../errors'
 import {printableExcerpt} from '../../format'
@@ -13,12 +14,7 @@ export const API_PREFIX = '/api/v1'
 /** The authenticated API under /api/v1 (auth is applied in front of it, see app.ts). */
 export function backupRoutes(deps: AppDependencies): Router {
   const router = new Router({prefix: API_PREFIX})
-  const listOptions = {
-    prefix: deps.namePrefix,
-    cache: deps.sidecarCache,
-    onInvalid: (id: string, error: unknown) =>
-      deps.logger.warn({event: 'backup.invalid_sidecar', backupId: id, error: String(error)}, 'skipping unreadable sidecar'),
-  }
+  const listOptions = {prefix: deps.namePrefix, cache: deps.sidecarCache}
 
   router.post('/backups', (ctx) => {
     const result = deps.jobs.start('api')
@@ -40,7 +36,8 @@ export function backupRoutes(deps: AppDependencies): Router {
   })
 
   router.get('/backups', async (ctx) => {
-    ctx.body = await listBackups(deps.storage, listOptions)
+    // Damaged and unreadable backups are listed with their status and cause, never hidden.
+    ctx.body = listedBackups(await scanBackups(deps.storage, listOptions))
   })
 
   router.get('/backups/jobs', (ctx) => {

@@ -1,6 +1,6 @@
 import Router from '@koa/router'
 
-import {listBackups} from '../../backup/metadata'
+import {scanBackups} from '../../backup/metadata'
 import {withClient} from '../../db/connection'
 import {errorMessage} from '../../errors'
 import {VERSION} from '../../version'
@@ -26,7 +26,8 @@ export function publicRoutes(deps: AppDependencies): Router {
   })
 
   router.get('/info', async (ctx) => {
-    const [newest] = await listBackups(deps.storage, {prefix: deps.namePrefix, cache: deps.sidecarCache})
+    const {backups, damaged} = await scanBackups(deps.storage, {prefix: deps.namePrefix, cache: deps.sidecarCache})
+    const [newest] = backups
     const at = now()
     const inFlight = deps.jobs.inFlight()
     ctx.set('Cache-Control', 'no-store')
@@ -45,6 +46,8 @@ export function publicRoutes(deps: AppDependencies): Router {
         lastSuccessfulBackupAt: newest?.createdAt ?? null,
         lastSuccessfulBackupAgeSeconds: newest ? Math.max(0, Math.round((at.getTime() - Date.parse(newest.createdAt)) / 1000)) : null,
         jobInFlight: inFlight?.jobId ?? null,
+        // A damaged or unreadable backup (newer than the last successful one or not) is reported, never skipped silently.
+        damagedBackups: damaged.map(({id, status, cause}) => ({id, status, cause})),
       },
     }
   })
