@@ -36,10 +36,11 @@ A backup whose sidecar exists but cannot be read (storage error, invalid JSON) o
         logger: this.logger,
       })
       const verb = result.dryRun ? 'Would delete' : 'Deleted'
+      const kept = `${result.kept} backup(s) kept${result.damaged.length > 0 ? `, and ${result.damaged.length} damaged or unreadable one(s) left alone` : ''}.`
       if (result.deleted.length === 0) {
-        this.log(`Nothing to delete; ${result.kept} backup(s) kept.`)
+        this.log(`Nothing to delete; ${kept}`)
       } else {
-        this.log(`${verb} ${result.deleted.length} object(s); ${result.kept} backup(s) kept.`)
+        this.log(`${verb} ${result.deleted.length} object(s); ${kept}`)
         this.log(
           renderTable(
             ['ID', 'KIND', 'SIZE', 'REASON'],
