@@ -3,6 +3,7 @@ import {z} from 'zod'
 
 import {BackupDamagedError, BackupUnreadableError, NotFoundError, UsageError, errorMessage, isNotFound} from '../errors'
 import {printableExcerpt} from '../format'
+import {VERSION} from '../version'
 import type {ObjectInfo, StorageBackend} from '../storage/contract'
 import {SIDECAR_SUFFIX, isBackupId, parseBackupId, sidecarKey} from './naming'
 
@@ -139,15 +140,7 @@ export async function scanBackups(storage: StorageBackend, options: ListOptions 
         } catch (error) {
           // Deleted between list and read: a prune in another process removed the whole backup.
           if (isNotFound(error)) continue
-          const unreadable = !(error instanceof InvalidSidecarError)
-          listing.damaged.push({
-            id,
-            status: unreadable ? 'unreadable' : 'damaged',
-            cause: unreadable ? `reading ${sidecarKey(id)} failed: ${errorMessage(error)}` : errorMessage(error),
-            type: typeOfId(id),
-            createdAt: createdAtOfId(id),
-            storedBytes: dump?.sizeBytes,
-          })
+          listing.damaged.push(sidecarFailure(id, error, dump))
           continue
         }
       }
@@ -161,6 +154,20 @@ export async function scanBackups(storage: StorageBackend, options: ListOptions 
   await Promise.all(Array.from({length: Math.min(SIDECAR_READ_CONCURRENCY, ids.length)}, worker))
   const wanted = (entry: {type: string}) => !options.type || entry.type === options.type
   return {backups: listing.backups.filter(wanted).sort(newestFirst), damaged: listing.damaged.filter(wanted).sort(newestFirst)}
+}
+
+/** A sidecar that exists but did not read as metadata: unreadable (storage error) or damaged (invalid). */
+function sidecarFailure(id: string, error: unknown, dump: ObjectInfo | undefined): DamagedBackup {
+  const unreadable = !(error instanceof InvalidSidecarError)
+  return {
+    id,
+    status: unreadable ? 'unreadable' : 'damaged',
+    cause: unreadable ? `reading ${sidecarKey(id)} failed: ${errorMessage(error)}` : errorMessage(error),
+    // Without the sidecar, the id is all there is: `.tar.gz` is a base backup, `.sql.gz` logical.
+    type: parseBackupId(id)?.kind === 'tar' ? 'base' : 'logical',
+    createdAt: createdAtOfId(id),
+    storedBytes: dump?.sizeBytes,
+  }
 }
 
 /** Why a dump does not match its readable sidecar, or undefined when it does. */
@@ -182,10 +189,6 @@ export async function listBackups(storage: StorageBackend, options: ListOptions 
 export function newestFirst(a: {id: string}, b: {id: string}): number {
   const [x, y] = [parseBackupId(a.id), parseBackupId(b.id)]
   return (y?.timestamp ?? '').localeCompare(x?.timestamp ?? '') || (y?.sequence ?? 0) - (x?.sequence ?? 0) || b.id.localeCompare(a.id)
-}
-
-function typeOfId(id: string): string {
-  return parseBackupId(id)?.kind === 'tar' ? 'base' : 'logical'
 }
 
 function createdAtOfId(id: string): string {
@@ -236,13 +239,11 @@ export async function resolveBackup(storage: StorageBackend, reference: string, 
   ])
   if ('error' in sidecar) {
     if (isNotFound(sidecar.error)) throw new NotFoundError(`backup ${reference} not found in ${storage.location}`)
-    const unreadable = !(sidecar.error instanceof InvalidSidecarError)
-    const cause = unreadable ? `reading ${sidecarKey(reference)} failed: ${errorMessage(sidecar.error)}` : errorMessage(sidecar.error)
-    throw damagedBackupError({id: reference, status: unreadable ? 'unreadable' : 'damaged', cause, type: typeOfId(reference), createdAt: createdAtOfId(reference)})
+    throw damagedBackupError(sidecarFailure(reference, sidecar.error, dump))
   }
 
   const problem = dumpProblem(sidecar.metadata, dump)
-  if (problem) throw damagedBackupError({id: reference, status: 'damaged', cause: problem, type: sidecar.metadata.type, createdAt: sidecar.metadata.createdAt})
+  if (problem) throw damagedBackupError({id: reference, status: 'damaged', cause: problem, type: sidecar.metadata.type, createdAt: sidecar.metadata.createdAt, storedBytes: dump?.sizeBytes})
   return sidecar.metadata
 }
 
@@ -252,7 +253,7 @@ const RESTORABLE = {type: ['logical', 'base'], compression: ['gzip']}
 export function restoreSupport(backup: BackupMetadata): string | undefined {
   if (!RESTORABLE.type.includes(backup.type) || !RESTORABLE.compression.includes(backup.compression)) {
     const writer = backup.dbbVersion ? `dbb ${backup.dbbVersion}` : 'another dbb'
-    return `${backup.id} is a ${backup.type} backup compressed with ${backup.compression}, written by ${writer}; this dbb restores logical and base backups compressed with gzip: upgrade dbb to restore it`
+    return `${backup.id} has type "${backup.type}" and compression "${backup.compression}" (written by ${writer}); this dbb ${VERSION} restores logical and base backups compressed with gzip: upgrade dbb to restore it`
   }
 
   return undefined

@@ -1,6 +1,6 @@
 import {Cron} from 'croner'
 
-import {listBackups} from '../backup/metadata'
+import {DamagedBackup, newestFirst, scanBackups} from '../backup/metadata'
 import type {CheckConfig, ScheduleConfig} from '../config'
 import type {StorageBackend} from '../storage/contract'
 import {WAL_PREFIX, walNameOfKey} from '../wal/segments'
@@ -73,7 +73,7 @@ export async function runChecks(
 ): Promise<CheckReport> {
   const now = options.now ?? new Date()
   const {config} = options
-  const backups = config.baseBackup || config.logicalBackup ? await listBackups(storage, {prefix: options.prefix}) : []
+  const {backups, damaged} = config.baseBackup || config.logicalBackup ? await scanBackups(storage, {prefix: options.prefix}) : {backups: [], damaged: []}
   const newestOf = (type: 'base' | 'logical'): Candidate | undefined => {
     const finished = backups
       .filter((backup) => backup.type === type)
@@ -90,11 +90,22 @@ export async function runChecks(
   }
 
   const checks = [
-    evaluate('base-backup', config.baseBackup, newestOf('base'), config.baseBackupIntervalMs + BASE_BACKUP_MARGIN_MS, now, 'base backup'),
+    failIfNewerDamaged(evaluate('base-backup', config.baseBackup, newestOf('base'), config.baseBackupIntervalMs + BASE_BACKUP_MARGIN_MS, now, 'base backup'), 'base', damaged),
     evaluate('wal', config.wal, newestWal, config.checkpointTimeoutMs + WAL_MARGIN_MS, now, 'archived WAL file'),
-    evaluate('logical-backup', config.logicalBackup, newestOf('logical'), options.logicalIntervalMs + LOGICAL_BACKUP_MARGIN_MS, now, 'logical backup'),
+    failIfNewerDamaged(
+      evaluate('logical-backup', config.logicalBackup, newestOf('logical'), options.logicalIntervalMs + LOGICAL_BACKUP_MARGIN_MS, now, 'logical backup'),
+      'logical',
+      damaged,
+    ),
   ]
   return {ok: checks.every((check) => check.status !== 'fail'), checkedAt: now.toISOString(), location: storage.location, checks}
+}
+
+/** A damaged or unreadable backup newer than the newest complete one is what a restore of `latest` would meet: the check fails naming it. */
+function failIfNewerDamaged(result: CheckResult, type: string, damaged: DamagedBackup[]): CheckResult {
+  if (result.status === 'off') return result
+  const newer = damaged.find((entry) => entry.type === type && (!result.newest || newestFirst(entry, {id: result.newest}) < 0))
+  return newer ? {...result, status: 'fail', message: `newest ${type} backup ${newer.id} is ${newer.status}: ${newer.cause}`} : result
 }
 
 export function formatSeconds(total: number): string {

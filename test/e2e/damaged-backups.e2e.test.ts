@@ -148,7 +148,7 @@ describe('damaged and unreadable backups (local storage)', () => {
 
     const restore = await runCli(['restore', newer.id, '--force', '--json'], env({DB_NAME: 'app', DB_USER: 'app', DB_PASSWORD: 'x', DB_HOST: '127.0.0.1', DB_PORT: '1'}))
     expect(restore.code).toBe(1)
-    expect(JSON.parse(restore.stdout).message).toContain(`${newer.id} is a incremental backup compressed with zstd, written by dbb 9.0.0`)
+    expect(JSON.parse(restore.stdout).message).toContain(`${newer.id} has type "incremental" and compression "zstd" (written by dbb 9.0.0)`)
   })
 
   it('backup list as a user who cannot read the sidecars names them and exits 1 (not "No backups.")', async () => {
@@ -172,5 +172,15 @@ describe('damaged and unreadable backups (local storage)', () => {
     } finally {
       await fs.rm(home, {recursive: true, force: true})
     }
+  })
+
+  it('dbb check fails naming a damaged newest logical backup (an older complete one does not make it pass)', async () => {
+    await writeLocalBackup(dir, new Date(Date.now() - 3_600_000))
+    const newest = await writeLocalBackup(dir, new Date(Date.now() - 60_000))
+    await damageSidecar(newest.id, '{', new Date())
+    const result = await runCli(['check', '--json'], env({CHECK_WAL: 'false', CHECK_BASE_BACKUP: 'false', BACKUP_INTERVAL: '1d'}))
+    expect(result.code).toBe(1)
+    const logical = JSON.parse(result.stdout).checks.find((check: {name: string}) => check.name === 'logical-backup')
+    expect(logical).toMatchObject({status: 'fail', message: expect.stringContaining(`newest logical backup ${newest.id} is damaged`)})
   })
 })
