@@ -84,6 +84,23 @@ describe('an unreadable sidecar on S3 (500 on its GET)', () => {
     await s3?.destroy()
   })
 
+  it('one 500 on the sidecar GET is retried by the SDK: nothing is reported damaged, nothing deleted', async () => {
+    proxy.inject({
+      match: (request) => request.method === 'GET' && request.url.includes(`${newest}.meta.json`),
+      status: 500,
+      code: 'InternalError',
+      message: 'We encountered an internal error. Please try again.',
+      times: 1,
+    })
+    const result = await runCli(['backup', 'list', '--json'], viaProxy())
+    expect(result.code).toBe(0)
+    expect(JSON.parse(result.stdout).map((entry: {id: string; status: string}) => [entry.id, entry.status])).toEqual([
+      [newest, 'ok'],
+      [older, 'ok'],
+    ])
+    expect(proxy.requests.filter((request) => request.url.includes(`${newest}.meta.json`)).map((request) => request.status)).toEqual([500, 200])
+  })
+
   it('prune keeps the backup whose sidecar read failed (and the floor), reports it and exits 1', async () => {
     failNewestSidecar()
     const result = await runCli(['prune', '--json'], viaProxy({BACKUPS_TO_RETAIN: '1', ORPHAN_GRACE: '1s'}))

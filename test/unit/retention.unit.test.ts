@@ -134,4 +134,18 @@ describe('planRetention', () => {
     expect(ids(plan.keep)).toEqual(ids([backup(1), webhook]))
     expect(ids(plan.expire)).toEqual(ids([backup(2)]))
   })
+
+  it('a partial write of a sidecar (a crash while writing it) is an orphan of its id, never left forever', () => {
+    const old = new Date(NOW.getTime() - 2 * DAY)
+    const complete = [backup(1)]
+    const objects: ObjectInfo[] = [
+      ...objectsFor(complete),
+      {key: `${complete[0].id}.meta.json.0a1b2c3d4e5f.partial`, sizeBytes: 5, lastModified: old},
+      {key: 'backup_20261101T000000Z.sql.gz', sizeBytes: 5, lastModified: old},
+      {key: 'backup_20261101T000000Z.sql.gz.meta.json.0a1b2c3d4e5f.partial', sizeBytes: 5, lastModified: old},
+    ]
+    expect(planRetention(complete, objects, rules, NOW, 'backup').orphans.map((orphan) => orphan.key).sort()).toEqual(
+      [`${complete[0].id}.meta.json.0a1b2c3d4e5f.partial`, 'backup_20261101T000000Z.sql.gz', 'backup_20261101T000000Z.sql.gz.meta.json.0a1b2c3d4e5f.partial'].sort(),
+    )
+  })
 })
