@@ -95,10 +95,10 @@ describe('REST latest with a damaged or unreadable newest backup (real HTTP, loc
   })
 
   it('a truncated newest dump: 500 BACKUP_DAMAGED on both latest routes and on its own id, with the sizes', async () => {
-    await writeLocalBackup(dir, new Date(Date.now() - 2 * DAY))
-    const newest = await writeLocalBackup(dir, new Date(Date.now() - DAY))
+    await writeLocalBackup(dir, new Date(Date.now() - 1.8 * DAY))
+    const newest = await writeLocalBackup(dir, new Date(Date.now() - 1.5 * DAY))
     await fs.truncate(path.join(dir, newest.id), 3)
-    await setAge(path.join(dir, newest.id), new Date(Date.now() - DAY))
+    await setAge(path.join(dir, newest.id), new Date(Date.now() - 1.5 * DAY))
 
     for (const url of ['/api/v1/backups/latest', '/api/v1/backups/latest/download', `/api/v1/backups/${newest.id}/download`]) {
       const response = await api(url)
@@ -112,8 +112,9 @@ describe('REST latest with a damaged or unreadable newest backup (real HTTP, loc
   })
 
   it('with every backup complete, latest is the newest and is served', async () => {
-    await writeLocalBackup(dir, new Date(Date.now() - 2 * DAY))
-    const newest = await writeLocalBackup(dir, new Date(Date.now() - DAY))
+    // Ids unlike the other tests' (the service caches sidecars by id: ids are never reused in a real store).
+    await writeLocalBackup(dir, new Date(Date.now() - 3 * DAY))
+    const newest = await writeLocalBackup(dir, new Date(Date.now() - 2.5 * DAY))
     const response = await api('/api/v1/backups/latest')
     expect(response.status).toBe(200)
     expect(await response.json()).toMatchObject({id: newest.id, sha256: newest.sha256})
