@@ -54,7 +54,8 @@ export async function newBackupId(
 export function backupIdOfKey(key: string): string | undefined {
   if (key.includes('/')) return undefined
   // A partial write of the sidecar (`<id>.meta.json.<random>.partial`, a crash while writing it) belongs to the id too.
-  const written = key.replace(/\.[0-9a-f]+\.partial$/, '')
+  // A local write of a claim is itself `<claim>.<random>.partial` until renamed: strip every such suffix.
+  const written = key.replace(/(\.[0-9a-f]+\.partial)+$/, '')
   const candidates = [written, written.endsWith(SIDECAR_SUFFIX) ? written.slice(0, -SIDECAR_SUFFIX.length) : '']
   return candidates.find((candidate) => candidate && isBackupId(candidate))
 }
