@@ -76,6 +76,22 @@ export class OperationError extends DbbError {
   override readonly code = 'OPERATION_FAILED'
 }
 
+/**
+ * A backup whose sidecar exists but could not be read (storage answered an error, not "no such
+ * object"): it is neither absent nor usable, and a retry may succeed. HTTP 503.
+ */
+export class BackupUnreadableError extends DbbError {
+  override readonly code = 'BACKUP_UNREADABLE'
+  /** Its message (the backup id and the storage's secret-free cause) is meant for HTTP clients too. */
+  readonly expose = true
+}
+
+/** A backup whose objects are present but wrong: invalid sidecar, dump missing or of another size. HTTP 500. */
+export class BackupDamagedError extends DbbError {
+  override readonly code = 'BACKUP_DAMAGED'
+  readonly expose = true
+}
+
 export class AbortedError extends DbbError {
   override readonly code = 'ABORTED'
   constructor(message = 'Interrupted') {

@@ -1,31 +1,39 @@
 import {Readable} from 'node:stream'
 import {z} from 'zod'
 
-import {NotFoundError, UsageError, isNotFound} from '../errors'
+import {BackupDamagedError, BackupUnreadableError, NotFoundError, UsageError, errorMessage, isNotFound} from '../errors'
 import {printableExcerpt} from '../format'
+import {VERSION} from '../version'
 import type {ObjectInfo, StorageBackend} from '../storage/contract'
 import {databaseProfileSchema, dumpPrivilegesSchema} from './database-profile'
 import {SIDECAR_SUFFIX, isBackupId, parseBackupId, sidecarKey} from './naming'
 
 /**
  * The sidecar `<id>.meta.json`: written only after the dump is stored and verified, so its
- * presence is what makes a backup exist. Listings read sidecars only.
+ * presence is what makes a backup exist.
+ *
+ * Strict only on what dbb relies on to keep, order and verify a backup (id, createdAt, sizeBytes,
+ * sha256) and on the fields a restore or WAL pruning reads (LSNs, first WAL segment). Everything
+ * else is informational or an open set a newer dbb may extend (a `triggeredBy: "webhook"`, a new
+ * `type` or `compression`): any value is accepted, so a sidecar written by a newer dbb sharing the
+ * bucket is a readable backup, listed and kept, never garbage that prune deletes. Commands that
+ * cannot use an unknown value say so (see `restoreSupport`).
  */
 export const backupMetadataSchema = z.looseObject({
   id: z.string(),
-  type: z.enum(['logical', 'base']).default('logical'),
   createdAt: z.iso.datetime(),
   sizeBytes: z.number().int().nonnegative(),
   sha256: z.string().regex(/^[0-9a-f]{64}$/),
-  durationMs: z.number().nonnegative(),
-  triggeredBy: z.enum(['cli', 'scheduler', 'api']),
-  database: z.string(),
-  pgVersion: z.string(),
-  pgDumpVersion: z.string().optional(),
-  format: z.string(),
-  compression: z.string(),
-  uncompressedBytes: z.number().int().nonnegative().optional(),
-  dbbVersion: z.string().optional(),
+  type: z.string().default('logical').catch('unknown'),
+  durationMs: z.number().nonnegative().catch(0),
+  triggeredBy: z.string().catch('unknown'),
+  database: z.string().catch('unknown'),
+  pgVersion: z.string().catch('unknown'),
+  pgDumpVersion: z.string().optional().catch(undefined),
+  format: z.string().catch('unknown'),
+  compression: z.string().default('gzip').catch('unknown'),
+  uncompressedBytes: z.number().int().nonnegative().optional().catch(undefined),
+  dbbVersion: z.string().optional().catch(undefined),
   // Base (physical) backups only: where in the WAL stream they start and stop (see src/backup/base-backup.ts).
   timeline: z.number().int().positive().optional(),
   startLsn: z.string().optional(),
@@ -33,10 +41,11 @@ export const backupMetadataSchema = z.looseObject({
   /** The oldest WAL segment a restore of this backup needs; WAL pruning keeps it and everything after. */
   firstWalSegment: z.string().optional(),
   walSegmentSize: z.number().int().positive().optional(),
-  pgBasebackupVersion: z.string().optional(),
+  pgBasebackupVersion: z.string().optional().catch(undefined),
   // Logical backups: the database's own properties and what the dump says about roles (src/backup/database-profile.ts).
-  databaseProfile: databaseProfileSchema.optional(),
-  privileges: dumpPrivilegesSchema.optional(),
+  // Unreadable (a newer dbb's shape): treated as not recorded, which restore handles conservatively.
+  databaseProfile: databaseProfileSchema.optional().catch(undefined),
+  privileges: dumpPrivilegesSchema.optional().catch(undefined),
 })
 
 export type BackupMetadata = z.infer<typeof backupMetadataSchema>
@@ -46,13 +55,53 @@ export async function writeSidecar(storage: StorageBackend, metadata: BackupMeta
   await storage.put(sidecarKey(metadata.id), body, {overwrite: false, contentType: 'application/json'})
 }
 
+/** The sidecar exists but is not backup metadata (not JSON, a required field missing or wrong, another id). */
+export class InvalidSidecarError extends Error {}
+
 export async function readSidecar(storage: StorageBackend, id: string): Promise<BackupMetadata> {
   const stream = await storage.get(sidecarKey(id))
   const chunks: Buffer[] = []
   for await (const chunk of stream) chunks.push(chunk as Buffer)
-  const parsed = backupMetadataSchema.safeParse(JSON.parse(Buffer.concat(chunks).toString('utf8')))
-  if (!parsed.success || parsed.data.id !== id) throw new Error(`sidecar of ${id} is not valid backup metadata`)
+  let json: unknown
+  try {
+    json = JSON.parse(Buffer.concat(chunks).toString('utf8'))
+  } catch (error) {
+    throw new InvalidSidecarError(`sidecar ${sidecarKey(id)} is not JSON (${errorMessage(error)})`)
+  }
+
+  const parsed = backupMetadataSchema.safeParse(json)
+  if (!parsed.success) {
+    const fields = [...new Set(parsed.error.issues.map((issue) => issue.path.join('.') || '(root)'))].join(', ')
+    throw new InvalidSidecarError(`sidecar ${sidecarKey(id)} is not valid backup metadata (${fields})`)
+  }
+
+  if (parsed.data.id !== id) throw new InvalidSidecarError(`sidecar ${sidecarKey(id)} names another backup (${printableExcerpt(parsed.data.id)})`)
   return parsed.data
+}
+
+/**
+ * A backup whose sidecar exists but that cannot be used: `unreadable` when storage refused or
+ * failed the read (a 500/503, a reset, EIO, permission denied: it may work on a retry), `damaged`
+ * when the objects are there but wrong (the sidecar is not valid metadata, the dump is missing,
+ * or the dump's stored size differs from the size its sidecar recorded). Never deleted by prune.
+ */
+export interface DamagedBackup {
+  id: string
+  status: 'unreadable' | 'damaged'
+  /** What is wrong, for the operator: names the object and the cause. */
+  cause: string
+  /** The sidecar's type when it was readable; otherwise what the id says (`.sql.gz` logical, `.tar.gz` base). */
+  type: string
+  /** When it started, from the id (to the second) or the sidecar. */
+  createdAt: string
+  /** The dump's stored size, when the dump exists. */
+  storedBytes?: number
+}
+
+/** Every backup (an id with a sidecar) in storage: those that can be used and those that cannot. */
+export interface BackupListing {
+  backups: BackupMetadata[]
+  damaged: DamagedBackup[]
 }
 
 export interface ListOptions {
@@ -63,58 +112,121 @@ export interface ListOptions {
   cache?: Map<string, BackupMetadata>
   /** The objects under the prefix, when the caller has just listed them: saves listing again. */
   objects?: Iterable<ObjectInfo>
-  onInvalid?: (id: string, error: unknown) => void
 }
 
 const SIDECAR_READ_CONCURRENCY = 16
 
 /**
- * Every complete backup in storage, newest first: a sidecar whose dump also exists. A dump without
- * a sidecar (in progress, crashed, unverified) is not a backup and is never listed.
+ * Every backup in storage, newest first (by id: the listing knows that without reading a
+ * sidecar). A backup is an id whose sidecar exists: complete when the sidecar reads, is valid,
+ * and its dump exists with the recorded size; otherwise damaged or unreadable — a read error is
+ * never taken for absence. A dump without a sidecar (in progress, crashed, unverified) is not a
+ * backup and is in neither list.
  */
-export async function listBackups(storage: StorageBackend, options: ListOptions = {}): Promise<BackupMetadata[]> {
-  const keys = new Set<string>()
-  const objects = options.objects ?? storage.list(options.prefix ? `${options.prefix}_` : '')
-  for await (const object of objects) keys.add(object.key)
-  const ids = [...keys]
+export async function scanBackups(storage: StorageBackend, options: ListOptions = {}): Promise<BackupListing> {
+  const objects = new Map<string, ObjectInfo>()
+  for await (const object of options.objects ?? storage.list(options.prefix ? `${options.prefix}_` : '')) objects.set(object.key, object)
+  const ids = [...objects.keys()]
     .filter((key) => key.endsWith(SIDECAR_SUFFIX))
     .map((key) => key.slice(0, -SIDECAR_SUFFIX.length))
-    .filter((id) => isBackupId(id) && keys.has(id) && (!options.prefix || parseBackupId(id)?.prefix === options.prefix))
+    .filter((id) => isBackupId(id) && (!options.prefix || parseBackupId(id)?.prefix === options.prefix))
 
-  const backups: BackupMetadata[] = []
+  const listing: BackupListing = {backups: [], damaged: []}
   let next = 0
   const worker = async () => {
     while (next < ids.length) {
       const id = ids[next++]
-      const cached = options.cache?.get(id)
-      if (cached) {
-        backups.push(cached)
-        continue
+      const dump = objects.get(id)
+      let metadata = options.cache?.get(id)
+      if (!metadata) {
+        try {
+          metadata = await readSidecar(storage, id)
+          options.cache?.set(id, metadata)
+        } catch (error) {
+          // Deleted between list and read: a prune in another process removed the whole backup.
+          if (isNotFound(error)) continue
+          listing.damaged.push(sidecarFailure(id, error, dump))
+          continue
+        }
       }
 
-      try {
-        const metadata = await readSidecar(storage, id)
-        options.cache?.set(id, metadata)
-        backups.push(metadata)
-      } catch (error) {
-        // Deleted between list and read (prune in another process), or unreadable: not listed.
-        if (!isNotFound(error)) options.onInvalid?.(id, error)
-      }
+      const problem = dumpProblem(metadata, dump)
+      if (problem) listing.damaged.push({id, status: 'damaged', cause: problem, type: metadata.type, createdAt: metadata.createdAt, storedBytes: dump?.sizeBytes})
+      else listing.backups.push(metadata)
     }
   }
 
   await Promise.all(Array.from({length: Math.min(SIDECAR_READ_CONCURRENCY, ids.length)}, worker))
-  return sortNewestFirst(backups.filter((backup) => !options.type || backup.type === options.type))
+  const wanted = (entry: {type: string}) => !options.type || entry.type === options.type
+  return {backups: listing.backups.filter(wanted).sort(newestFirst), damaged: listing.damaged.filter(wanted).sort(newestFirst)}
 }
 
-export function sortNewestFirst(backups: BackupMetadata[]): BackupMetadata[] {
-  return [...backups].sort((a, b) => b.createdAt.localeCompare(a.createdAt) || b.id.localeCompare(a.id))
+/** A sidecar that exists but did not read as metadata: unreadable (storage error) or damaged (invalid). */
+function sidecarFailure(id: string, error: unknown, dump: ObjectInfo | undefined): DamagedBackup {
+  const unreadable = !(error instanceof InvalidSidecarError)
+  return {
+    id,
+    status: unreadable ? 'unreadable' : 'damaged',
+    cause: unreadable ? `reading ${sidecarKey(id)} failed: ${errorMessage(error)}` : errorMessage(error),
+    // Without the sidecar, the id is all there is: `.tar.gz` is a base backup, `.sql.gz` logical.
+    type: parseBackupId(id)?.kind === 'tar' ? 'base' : 'logical',
+    createdAt: createdAtOfId(id),
+    storedBytes: dump?.sizeBytes,
+  }
+}
+
+/** Why a dump does not match its readable sidecar, or undefined when it does. */
+function dumpProblem(metadata: BackupMetadata, dump: ObjectInfo | undefined): string | undefined {
+  if (!dump) return `its dump ${metadata.id} is missing (the sidecar ${sidecarKey(metadata.id)} remains)`
+  if (dump.sizeBytes !== metadata.sizeBytes) {
+    return `its dump is ${dump.sizeBytes} bytes in storage but was stored as ${metadata.sizeBytes} bytes (truncated or replaced)`
+  }
+
+  return undefined
+}
+
+/** Complete backups only, newest first; for views where a damaged one cannot change the answer. Use scanBackups to see them. */
+export async function listBackups(storage: StorageBackend, options: ListOptions = {}): Promise<BackupMetadata[]> {
+  return (await scanBackups(storage, options)).backups
+}
+
+/** Newest first by id: its timestamp (to the second), then its sequence number. */
+export function newestFirst(a: {id: string}, b: {id: string}): number {
+  const [x, y] = [parseBackupId(a.id), parseBackupId(b.id)]
+  return (y?.timestamp ?? '').localeCompare(x?.timestamp ?? '') || (y?.sequence ?? 0) - (x?.sequence ?? 0) || b.id.localeCompare(a.id)
+}
+
+function createdAtOfId(id: string): string {
+  const stamp = parseBackupId(id)?.timestamp ?? ''
+  const match = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/.exec(stamp)
+  return match ? `${match[1]}-${match[2]}-${match[3]}T${match[4]}:${match[5]}:${match[6]}.000Z` : ''
+}
+
+/** The error a command or route reports for a backup it cannot use: 503-ish when unreadable (retry), damaged otherwise. */
+export function damagedBackupError(entry: DamagedBackup, what = `backup ${entry.id}`): BackupUnreadableError | BackupDamagedError {
+  const message = `${what} cannot be used: ${entry.cause}`
+  return entry.status === 'unreadable' ? new BackupUnreadableError(message) : new BackupDamagedError(message)
+}
+
+/**
+ * The newest backup in storage, or undefined when there is none. If the newest is damaged or
+ * its sidecar cannot be read, this fails naming it: `latest` never silently means an older backup.
+ */
+export async function newestBackup(storage: StorageBackend, options: ListOptions = {}): Promise<BackupMetadata | undefined> {
+  const {backups, damaged} = await scanBackups(storage, options)
+  const [newest] = backups
+  const [newestDamaged] = damaged
+  if (newestDamaged && (!newest || newestFirst(newestDamaged, newest) < 0)) {
+    throw damagedBackupError(newestDamaged, `the newest backup (${newestDamaged.id})`)
+  }
+
+  return newest
 }
 
 /** `latest` or an id, to the backup's metadata; a malformed id is a usage error, never a storage lookup. */
 export async function resolveBackup(storage: StorageBackend, reference: string, options: ListOptions = {}): Promise<BackupMetadata> {
   if (reference === 'latest') {
-    const [newest] = await listBackups(storage, options)
+    const newest = await newestBackup(storage, options)
     if (!newest) throw new NotFoundError(`no backups found in ${storage.location}`)
     return newest
   }
@@ -123,13 +235,31 @@ export async function resolveBackup(storage: StorageBackend, reference: string, 
     throw new UsageError(`"${printableExcerpt(reference)}" is not a backup id (expected latest or e.g. backup_20261121T030000Z.sql.gz)`)
   }
 
-  const [metadata, dump] = await Promise.all([
-    readSidecar(storage, reference).catch((error: unknown) => {
-      if (isNotFound(error)) return undefined
-      throw error
-    }),
+  const [sidecar, dump] = await Promise.all([
+    readSidecar(storage, reference).then(
+      (metadata) => ({metadata}),
+      (error: unknown) => ({error}),
+    ),
     storage.stat(reference),
   ])
-  if (!metadata || !dump) throw new NotFoundError(`backup ${reference} not found in ${storage.location}`)
-  return metadata
+  if ('error' in sidecar) {
+    if (isNotFound(sidecar.error)) throw new NotFoundError(`backup ${reference} not found in ${storage.location}`)
+    throw damagedBackupError(sidecarFailure(reference, sidecar.error, dump))
+  }
+
+  const problem = dumpProblem(sidecar.metadata, dump)
+  if (problem) throw damagedBackupError({id: reference, status: 'damaged', cause: problem, type: sidecar.metadata.type, createdAt: sidecar.metadata.createdAt, storedBytes: dump?.sizeBytes})
+  return sidecar.metadata
+}
+
+const RESTORABLE = {type: ['logical', 'base'], compression: ['gzip']}
+
+/** Why this dbb cannot restore a backup (written by a newer dbb, of a type or compression it does not know), or undefined. */
+export function restoreSupport(backup: BackupMetadata): string | undefined {
+  if (!RESTORABLE.type.includes(backup.type) || !RESTORABLE.compression.includes(backup.compression)) {
+    const writer = backup.dbbVersion ? `dbb ${backup.dbbVersion}` : 'another dbb'
+    return `${backup.id} has type "${backup.type}" and compression "${backup.compression}" (written by ${writer}); this dbb ${VERSION} restores logical and base backups compressed with gzip: upgrade dbb to restore it`
+  }
+
+  return undefined
 }

@@ -49,10 +49,13 @@ export async function newBackupId(
 
 /**
  * The backup id a storage key belongs to: the dump itself, its sidecar, or an in-progress
- * `<id>.<random>.partial` file. Undefined for keys that are not backup objects (e.g. WAL).
+ * `<id>.<random>.partial` / `<id>.meta.json.<random>.partial` file. Undefined for keys that are not backup objects (e.g. WAL).
  */
 export function backupIdOfKey(key: string): string | undefined {
   if (key.includes('/')) return undefined
-  const candidates = [key, key.endsWith(SIDECAR_SUFFIX) ? key.slice(0, -SIDECAR_SUFFIX.length) : '', key.replace(/\.[0-9a-f]+\.partial$/, '')]
+  // A partial write of the sidecar (`<id>.meta.json.<random>.partial`, a crash while writing it) belongs to the id too.
+  // A local write of a claim is itself `<claim>.<random>.partial` until renamed: strip every such suffix.
+  const written = key.replace(/(\.[0-9a-f]+\.partial)+$/, '')
+  const candidates = [written, written.endsWith(SIDECAR_SUFFIX) ? written.slice(0, -SIDECAR_SUFFIX.length) : '']
   return candidates.find((candidate) => candidate && isBackupId(candidate))
 }

@@ -1,7 +1,8 @@
 import type {Logger} from '../logger'
 import type {ObjectInfo, StorageBackend} from '../storage/contract'
 import {pruneWal} from '../wal/retention'
-import {BackupMetadata, listBackups} from './metadata'
+import {formatElapsed} from '../format'
+import {BackupMetadata, DamagedBackup, scanBackups} from './metadata'
 import {sidecarKey} from './naming'
 import {RetentionRules, planRetention} from './retention'
 
@@ -14,14 +15,24 @@ export interface PruneEntry {
 
 export interface PruneResult {
   dryRun: boolean
+  /** Deleted, or with --dry-run, what would be. */
   deleted: PruneEntry[]
   kept: number
+  /** Backups kept because they are damaged or unreadable; any makes the prune command fail. */
+  damaged: DamagedBackup[]
+  /** Why archived WAL was left alone this time, when it was. */
+  walSkipped?: string
 }
 
 /**
  * Applies retention to the backups with this name prefix. A backup's sidecar goes first, so a
  * crash half-way leaves an unlisted orphan (cleaned up on a later run), never a listed backup
  * whose dump is gone.
+ *
+ * A backup whose sidecar exists but cannot be read, or whose objects are damaged, is never
+ * deleted, nor is anything whose fate depends on it: its objects are not orphans, and WAL pruning
+ * (which needs every base backup's first segment) is skipped while a possibly-base backup is
+ * unreadable. The rest is pruned as usual; the damaged ones are returned for the caller to report.
  */
 export async function prune(
   storage: StorageBackend,
@@ -31,31 +42,49 @@ export async function prune(
   for await (const object of storage.list(`${options.prefix}_`)) objects.push(object)
   // One listing and one read per sidecar, shared by both passes below (on S3 each is a request).
   const sidecars = new Map<string, BackupMetadata>()
-  const backups = await listBackups(storage, {prefix: options.prefix, objects, cache: sidecars})
-  const plan = planRetention(backups, objects, options.rules, options.now ?? new Date(), options.prefix)
+  const listing = await scanBackups(storage, {prefix: options.prefix, objects, cache: sidecars})
+  const plan = planRetention(listing.backups, objects, options.rules, options.now ?? new Date(), options.prefix, listing.damaged.map(({id}) => id))
+  const dryRun = Boolean(options.dryRun)
+  for (const entry of listing.damaged) {
+    options.logger?.error({event: 'prune.damaged', backupId: entry.id, status: entry.status, cause: entry.cause}, `kept ${entry.status} backup ${entry.id}: ${entry.cause}`)
+  }
+
   const deleted: PruneEntry[] = []
   for (const {backup, reason} of plan.expire) {
-    if (!options.dryRun) {
+    if (!dryRun) {
       await storage.delete(sidecarKey(backup.id))
       await storage.delete(backup.id)
     }
 
-    options.logger?.info({event: 'prune.deleted', backupId: backup.id, reason, dryRun: Boolean(options.dryRun)}, 'pruned backup')
+    options.logger?.info({event: 'prune.deleted', backupId: backup.id, reason, dryRun}, dryRun ? 'would delete backup' : 'deleted backup')
     deleted.push({id: backup.id, kind: 'backup', reason, sizeBytes: backup.sizeBytes})
   }
 
   for (const orphan of plan.orphans) {
-    if (!options.dryRun) await storage.delete(orphan.key)
-    const reason = `no complete backup owns it (age ${Math.round(orphan.ageMs / 60_000)} min)`
-    options.logger?.info({event: 'prune.orphan', key: orphan.key, dryRun: Boolean(options.dryRun)}, 'removed orphan object')
+    if (!dryRun) await storage.delete(orphan.key)
+    const reason = `no backup owns it (age ${formatElapsed(orphan.ageMs)})`
+    options.logger?.info({event: 'prune.orphan', key: orphan.key, dryRun}, dryRun ? 'would delete orphan object' : 'deleted orphan object')
     deleted.push({id: orphan.key, kind: 'orphan', reason, sizeBytes: orphan.sizeBytes})
   }
 
   // Archived WAL older than every retained base backup (of any prefix: WAL belongs to the cluster).
   const expired = new Set(plan.expire.map(({backup}) => backup.id))
-  const retainedBase = (await listBackups(storage, {type: 'base', cache: sidecars})).filter((backup) => !expired.has(backup.id))
-  const wal = await pruneWal(storage, retainedBase, {...options, orphanGraceMs: options.rules.orphanGraceMs})
-  for (const entry of wal.delete) deleted.push({id: entry.key, kind: 'wal', reason: entry.reason, sizeBytes: entry.sizeBytes})
+  const base = await scanBackups(storage, {type: 'base', cache: sidecars})
+  let walSkipped: string | undefined
+  if (base.damaged.length > 0) {
+    // An unreadable base backup's first WAL segment is unknown: deleting any WAL could break it.
+    walSkipped = `archived WAL kept: base backup ${base.damaged.map(({id}) => id).join(', ')} cannot be read`
+    options.logger?.warn({event: 'prune.wal_skipped', backupIds: base.damaged.map(({id}) => id)}, walSkipped)
+  } else {
+    const retainedBase = base.backups.filter((backup) => !expired.has(backup.id))
+    const wal = await pruneWal(storage, retainedBase, {...options, orphanGraceMs: options.rules.orphanGraceMs})
+    for (const entry of wal.delete) deleted.push({id: entry.key, kind: 'wal', reason: entry.reason, sizeBytes: entry.sizeBytes})
+  }
 
-  return {dryRun: Boolean(options.dryRun), deleted, kept: plan.keep.length}
+  return {dryRun, deleted, kept: plan.keep.length, damaged: listing.damaged, walSkipped}
+}
+
+/** One line naming every damaged or unreadable backup and why, for errors and warnings. */
+export function describeDamaged(damaged: DamagedBackup[]): string {
+  return `${damaged.length} backup(s) damaged or unreadable, kept until you look at them: ${damaged.map((entry) => `${entry.id} (${entry.status}: ${entry.cause})`).join('; ')}`
 }

@@ -7,12 +7,17 @@ export interface RetentionRules {
   retentionDays: number
   /** Keep at most this many newest backups. */
   backupsToRetain?: number
-  /** Objects that belong to no complete backup (crashed or in-progress writes) are deleted once older than this. */
+  /**
+   * Objects that belong to no backup (crashed writes) are deleted once their id has seen no write
+   * for this long. A running backup refreshes its id claim well within it (src/backup/claim-id.ts).
+   */
   orphanGraceMs: number
 }
 
 export interface RetentionPlan {
   keep: BackupMetadata[]
+  /** Backups that are damaged or unreadable: never deleted, whatever their age (their objects are not orphans either). */
+  damaged: string[]
   expire: {backup: BackupMetadata; reason: string}[]
   orphans: {key: string; sizeBytes: number; ageMs: number}[]
 }
@@ -24,6 +29,10 @@ const DAY_MS = 24 * 3600 * 1000
  * complete backup is always kept, whatever the rules say: retention must never leave a database
  * with no backup at all. Rules apply per type: logical dumps and base backups are counted and
  * floored separately, so frequent dumps never push out the only base backup (or the reverse).
+ *
+ * Damaged or unreadable backups (`damaged`, ids) are never deleted and count for nothing: the
+ * floor and BACKUPS_TO_RETAIN apply to complete backups only, so a damaged backup, however new,
+ * never pushes a good one out. No decision here reads anything from a damaged backup's sidecar.
  */
 export function planRetention(
   backups: BackupMetadata[],
@@ -31,10 +40,11 @@ export function planRetention(
   rules: RetentionRules,
   now: Date,
   prefix: string,
+  damaged: string[] = [],
 ): RetentionPlan {
   const mine = backups.filter((backup) => parseBackupId(backup.id)?.prefix === prefix)
   const ordered = [...mine].sort((a, b) => b.createdAt.localeCompare(a.createdAt) || b.id.localeCompare(a.id))
-  const plan: RetentionPlan = {keep: [], expire: [], orphans: []}
+  const plan: RetentionPlan = {keep: [], damaged: damaged.filter((id) => parseBackupId(id)?.prefix === prefix), expire: [], orphans: []}
   const seenOfType = new Map<string, number>()
   for (const backup of ordered) {
     const index = seenOfType.get(backup.type) ?? 0
@@ -52,13 +62,25 @@ export function planRetention(
     else plan.keep.push(backup)
   }
 
+  // An object is an orphan only when nothing under its id was written within the grace: a backup
+  // still running keeps its claim fresh, so its .partial files are never swept (however long pg_dump stalls).
   const complete = new Set(backups.map((backup) => backup.id))
+  const unusable = new Set(damaged)
+  const lastWrite = new Map<string, number>()
+  for (const object of objects) {
+    const id = backupIdOfKey(object.key)
+    if (id) lastWrite.set(id, Math.max(lastWrite.get(id) ?? 0, object.lastModified.getTime()))
+  }
+
   for (const object of objects) {
     const id = backupIdOfKey(object.key)
     if (!id || parseBackupId(id)?.prefix !== prefix) continue
+    if (unusable.has(id)) continue
     if (complete.has(id) && !object.key.endsWith('.partial')) continue
     const ageMs = now.getTime() - object.lastModified.getTime()
-    if (ageMs > rules.orphanGraceMs) plan.orphans.push({key: object.key, sizeBytes: object.sizeBytes, ageMs})
+    // A complete backup's leftover .partial (an unreleased claim) is no running backup's: its own age counts.
+    const quietMs = complete.has(id) ? ageMs : now.getTime() - (lastWrite.get(id) ?? object.lastModified.getTime())
+    if (quietMs > rules.orphanGraceMs) plan.orphans.push({key: object.key, sizeBytes: object.sizeBytes, ageMs})
   }
 
   return plan

@@ -5,9 +5,9 @@ import type {StorageBackend} from '../storage/contract'
 import {VERSION} from '../version'
 import type {SpawnedTool} from './child-process'
 import {BackupMetadata, writeSidecar} from './metadata'
-import {IdClaim, claimBackupId} from './claim-id'
+import {IdClaim, claimBackupId, heartbeatInterval} from './claim-id'
 import {PipelineResult, StreamProgress, streamToStorage} from './pipeline'
-import {PruneResult, prune} from './prune'
+import {PruneResult, describeDamaged, prune} from './prune'
 import type {RetentionRules} from './retention'
 import {verifyStoredDump} from './verify'
 
@@ -84,10 +84,15 @@ export async function storeBackup(
   const recipe = await prepare()
   const startedAt = now()
   // Claimed, not just picked: a concurrent run must never write the same key (see claim-id.ts).
-  const claim = await claimBackupId(storage, deps.namePrefix, startedAt, recipe.kind)
+  // The claim's heartbeat keeps a concurrent prune from taking this run's objects for orphans.
+  let log = logger
+  const claim = await claimBackupId(storage, deps.namePrefix, startedAt, recipe.kind, {
+    heartbeatMs: heartbeatInterval(deps.retention.orphanGraceMs),
+    onHeartbeatError: (error) => log.warn({event: 'backup.heartbeat_failed', error: errorMessage(error)}, 'could not refresh the id claim'),
+  })
   const {id} = claim
   options.onIdClaimed?.(id)
-  const log = logger.child({backupId: id})
+  log = logger.child({backupId: id})
   log.info({event: 'backup.started', type: recipe.type, storage: storage.location, ...recipe.context}, `${recipe.type} backup started`)
 
   let stored = false
@@ -139,7 +144,9 @@ export async function storeBackup(
   await releaseClaim(claim, log)
   if (options.prune === false) return {metadata}
   try {
-    return {metadata, pruned: await prune(storage, {prefix: deps.namePrefix, rules: deps.retention, logger: log})}
+    const pruned = await prune(storage, {prefix: deps.namePrefix, rules: deps.retention, logger: log})
+    // The new backup stands; damaged older ones are the operator's to look at, said where the backup's result is read.
+    return pruned.damaged.length > 0 ? {metadata, pruned, pruneError: describeDamaged(pruned.damaged)} : {metadata, pruned}
   } catch (error) {
     log.error({event: 'prune.failed', error: errorMessage(error)}, 'retention failed after a successful backup')
     return {metadata, pruneError: errorMessage(error)}

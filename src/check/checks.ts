@@ -2,7 +2,7 @@ import {Cron} from 'croner'
 
 import {gunzipSync} from 'node:zlib'
 
-import {BackupMetadata, listBackups} from '../backup/metadata'
+import {BackupMetadata, DamagedBackup, newestFirst, scanBackups} from '../backup/metadata'
 import type {CheckConfig, ScheduleConfig} from '../config'
 import {errorMessage} from '../errors'
 import type {StorageBackend} from '../storage/contract'
@@ -90,7 +90,8 @@ export async function runChecks(
 ): Promise<CheckReport> {
   const now = options.now ?? new Date()
   const {config} = options
-  const backups = config.baseBackup !== false || config.wal !== false || config.logicalBackup ? await listBackups(storage, {prefix: options.prefix}) : []
+  const {backups, damaged} =
+    config.baseBackup !== false || config.wal !== false || config.logicalBackup ? await scanBackups(storage, {prefix: options.prefix}) : {backups: [], damaged: []}
   const finishedAt = (backup: BackupMetadata) => new Date(Date.parse(backup.createdAt) + backup.durationMs)
   const newestBackup = (type: 'base' | 'logical') =>
     backups.filter((backup) => backup.type === type).sort((a, b) => finishedAt(b).getTime() - finishedAt(a).getTime())[0]
@@ -105,7 +106,7 @@ export async function runChecks(
   }
 
   const newestBase = newestBackup('base')
-  const pitrInUse = Boolean(options.pitrConfigured) || newestBase !== undefined || walFiles.length > 0
+  const pitrInUse = Boolean(options.pitrConfigured) || newestBase !== undefined || damaged.some((entry) => entry.type === 'base') || walFiles.length > 0
   const walMaxAgeMs = config.checkpointTimeoutMs + WAL_MARGIN_MS
   const baseCheck =
     config.baseBackup === undefined && !pitrInUse
@@ -135,9 +136,13 @@ export async function runChecks(
   }
 
   const checks = [
-    baseCheck,
+    failIfNewerDamaged(baseCheck, 'base', damaged),
     walCheck,
-    evaluate('logical-backup', config.logicalBackup, candidate(newestBackup('logical')), options.logicalIntervalMs + LOGICAL_BACKUP_MARGIN_MS, now, 'logical backup'),
+    failIfNewerDamaged(
+      evaluate('logical-backup', config.logicalBackup, candidate(newestBackup('logical')), options.logicalIntervalMs + LOGICAL_BACKUP_MARGIN_MS, now, 'logical backup'),
+      'logical',
+      damaged,
+    ),
   ]
   return {ok: checks.every((check) => check.status !== 'fail'), checkedAt: now.toISOString(), location: storage.location, checks}
 }
@@ -221,6 +226,13 @@ async function readText(storage: StorageBackend, key: string): Promise<string> {
   const chunks: Buffer[] = []
   for await (const chunk of await storage.get(key)) chunks.push(chunk as Buffer)
   return gunzipSync(Buffer.concat(chunks)).toString('utf8')
+}
+
+/** A damaged or unreadable backup newer than the newest complete one is what a restore of `latest` would meet: the check fails naming it. */
+function failIfNewerDamaged(result: CheckResult, type: string, damaged: DamagedBackup[]): CheckResult {
+  if (result.status === 'off') return result
+  const newer = damaged.find((entry) => entry.type === type && (!result.newest || newestFirst(entry, {id: result.newest}) < 0))
+  return newer ? {...result, status: 'fail', message: `newest ${type} backup ${newer.id} is ${newer.status}: ${newer.cause}`} : result
 }
 
 export function formatSeconds(total: number): string {

@@ -1,14 +1,17 @@
 import {Flags} from '@oclif/core'
 
 import {DbbCommand} from '../base-command'
-import {PruneResult, prune} from '../backup/prune'
+import {PruneResult, describeDamaged, prune} from '../backup/prune'
 import {Section} from '../config'
+import {EXIT_FAILURE} from '../errors'
 import {formatBytes, renderTable} from '../format'
 import {settingFlags} from '../settings'
 
 export default class Prune extends DbbCommand<typeof Prune> {
   static override summary = 'Delete backups outside the retention rules, and leftovers of failed backups.'
-  static override description = `Deletes backups (with this BACKUP_NAME_PREFIX) older than RETENTION_DAYS and beyond the BACKUPS_TO_RETAIN newest, but never the most recent complete backup. Also removes objects that belong to no complete backup (a dump without its sidecar, a partial write after a crash) once they are older than ORPHAN_GRACE.`
+  static override description = `Deletes backups (with this BACKUP_NAME_PREFIX) older than RETENTION_DAYS and beyond the BACKUPS_TO_RETAIN newest, but never the most recent complete backup. Also removes objects that belong to no backup (a dump without its sidecar, a partial write after a crash) once nothing was written under their id for ORPHAN_GRACE (a running backup refreshes its claim, so it is never swept).
+
+A backup whose sidecar exists but cannot be read (storage error, invalid JSON) or whose dump is missing or of another size is damaged: it is never deleted and does not count towards BACKUPS_TO_RETAIN; archived WAL is kept while a base backup is unreadable. The rest is pruned, each damaged backup is reported, and the command exits 1.`
 
   static override examples = [
     {description: 'See what would be deleted', command: '<%= config.bin %> <%= command.id %> --dry-run'},
@@ -33,16 +36,22 @@ export default class Prune extends DbbCommand<typeof Prune> {
         logger: this.logger,
       })
       const verb = result.dryRun ? 'Would delete' : 'Deleted'
+      const kept = `${result.kept} backup(s) kept${result.damaged.length > 0 ? `, and ${result.damaged.length} damaged or unreadable one(s) left alone` : ''}.`
       if (result.deleted.length === 0) {
-        this.log(`Nothing to delete; ${result.kept} backup(s) kept.`)
+        this.log(`Nothing to delete; ${kept}`)
       } else {
-        this.log(`${verb} ${result.deleted.length} object(s); ${result.kept} backup(s) kept.`)
+        this.log(`${verb} ${result.deleted.length} object(s); ${kept}`)
         this.log(
           renderTable(
             ['ID', 'KIND', 'SIZE', 'REASON'],
             result.deleted.map((entry) => [entry.id, entry.kind, formatBytes(entry.sizeBytes), entry.reason]),
           ),
         )
+      }
+
+      if (result.damaged.length > 0) {
+        process.exitCode = EXIT_FAILURE
+        if (!this.jsonEnabled()) process.stderr.write(`Error: ${describeDamaged(result.damaged)}\n`)
       }
 
       return result

@@ -1,7 +1,7 @@
 import {Args, Flags} from '@oclif/core'
 
 import {DbbCommand} from '../base-command'
-import {BackupMetadata, listBackups, resolveBackup} from '../backup/metadata'
+import {BackupMetadata, resolveBackup, scanBackups} from '../backup/metadata'
 import {backupTable} from '../backup/table'
 import {DatabaseConfig, Section, loadConfig} from '../config'
 import {formatBytes} from '../format'
@@ -71,10 +71,11 @@ On a terminal it shows what it is about to do and counts down 5 seconds (Ctrl-C 
     const storage = await this.openStorage()
     try {
       if (reference === undefined || database === undefined) {
-        const backups = await listBackups(storage)
-        this.log(backupTable(backups))
-        if (backups.length > 0) this.log(`\nRestore one with: ${this.config.bin} restore <id|latest>`)
-        return backups
+        // Damaged and unreadable backups are shown too (their status says so), never hidden.
+        const listing = await scanBackups(storage)
+        this.log(backupTable(listing))
+        if (listing.backups.length > 0) this.log(`\nRestore one with: ${this.config.bin} restore <id|latest>`)
+        return listing.backups
       }
 
       return await this.restore(storage, reference, database)

@@ -5,7 +5,7 @@ import {createGunzip} from 'node:zlib'
 
 import {spawnChild} from '../backup/child-process'
 import {hashTap} from '../backup/hash-tap'
-import {BackupMetadata, listBackups, resolveBackup} from '../backup/metadata'
+import {BackupMetadata, damagedBackupError, newestFirst, resolveBackup, restoreSupport, scanBackups} from '../backup/metadata'
 import {NotFoundError, OperationError, UsageError, errorMessage} from '../errors'
 import type {Logger} from '../logger'
 import type {StorageBackend} from '../storage/contract'
@@ -86,17 +86,23 @@ export async function selectBaseBackup(
 ): Promise<BackupMetadata> {
   if (reference !== 'latest') {
     const backup = await resolveBackup(storage, reference, {prefix: options.prefix})
+    const unsupported = restoreSupport(backup)
+    if (unsupported) throw new OperationError(unsupported)
     if (backup.type !== 'base') throw new UsageError(`${backup.id} is a ${backup.type} backup; restore it without --type base`)
     return backup
   }
 
-  const backups = await listBackups(storage, {prefix: options.prefix, type: 'base'})
+  const {backups, damaged} = await scanBackups(storage, {prefix: options.prefix, type: 'base'})
   const {target} = options
   const usable = backups.filter((backup) => {
     if (target?.kind === 'time') return finishedAt(backup) <= target.at.getTime()
     if (target?.kind === 'lsn') return backup.stopLsn !== undefined && parseLsn(backup.stopLsn) <= parseLsn(target.value)
     return true
   })
+  // A damaged base backup newer than the choice might have been the right one: say so rather than silently restore an older one.
+  const couldReach = (entry: {createdAt: string}) => target?.kind !== 'time' || Date.parse(entry.createdAt) <= target.at.getTime()
+  const newerDamaged = damaged.find((entry) => couldReach(entry) && (!usable[0] || newestFirst(entry, usable[0]) < 0))
+  if (newerDamaged) throw damagedBackupError(newerDamaged, `base backup ${newerDamaged.id}, newer than any usable one,`)
   if (usable.length > 0) return usable[0]
   if (backups.length === 0) throw new NotFoundError(`no base backups found in ${storage.location} (take one with: dbb backup run --type base)`)
   const oldestEnd = new Date(finishedAt(backups.at(-1)!)).toISOString()

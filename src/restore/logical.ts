@@ -2,7 +2,7 @@ import {setTimeout as sleep} from 'node:timers/promises'
 import type {Client} from 'pg'
 
 import {toolVersion} from '../backup/child-process'
-import type {BackupMetadata} from '../backup/metadata'
+import {BackupMetadata, restoreSupport} from '../backup/metadata'
 import type {DatabaseConfig} from '../config'
 import {connect, libpqEnvironment} from '../db/connection'
 import {AbortedError, OperationError, UsageError, errorMessage} from '../errors'
@@ -92,6 +92,8 @@ const UNCHANGED = (target: string) => `database "${target}" was not changed`
  */
 export async function planLogicalRestore(database: DatabaseConfig, options: LogicalRestoreOptions): Promise<LogicalRestorePlan> {
   const {backup, targetDatabase: target} = options
+  const unsupported = restoreSupport(backup)
+  if (unsupported) throw new OperationError(unsupported)
   if (backup.type !== 'logical') throw new UsageError(`${backup.id} is a ${backup.type} backup, not a logical (SQL) dump`)
   if (backup.format !== 'plain' || backup.compression !== 'gzip') {
     throw new OperationError(`${backup.id} is in format ${backup.format}/${backup.compression}; this dbb restores plain SQL dumps compressed with gzip`)

@@ -1,4 +1,5 @@
 import type {BackupMetadata} from '../backup/metadata'
+import {formatElapsed} from '../format'
 import type {Logger} from '../logger'
 import type {ObjectInfo, StorageBackend} from '../storage/contract'
 import {WAL_PREFIX, segmentPosition, walFileKind, walNameOfKey} from './segments'
@@ -31,7 +32,7 @@ export function planWalPruning(objects: ObjectInfo[], retainedBaseBackups: Backu
     if (name === undefined) {
       const ageMs = now.getTime() - object.lastModified.getTime()
       if (PARTIAL_WRITE.test(object.key) && ageMs > orphanGraceMs) {
-        plan.delete.push({key: object.key, sizeBytes: object.sizeBytes, reason: `unfinished WAL upload (age ${Math.round(ageMs / 60_000)} min)`})
+        plan.delete.push({key: object.key, sizeBytes: object.sizeBytes, reason: `unfinished WAL upload (age ${formatElapsed(ageMs)})`})
       }
 
       continue
@@ -62,12 +63,12 @@ export async function pruneWal(
   const plan = planWalPruning(objects, retainedBaseBackups, options.now ?? new Date(), options.orphanGraceMs)
   for (const entry of plan.delete) {
     if (!options.dryRun) await storage.delete(entry.key)
-    options.logger?.debug({event: 'prune.wal', key: entry.key, dryRun: Boolean(options.dryRun)}, 'pruned WAL')
+    options.logger?.debug({event: 'prune.wal', key: entry.key, dryRun: Boolean(options.dryRun)}, options.dryRun ? 'would delete WAL' : 'deleted WAL')
   }
 
   if (plan.delete.length > 0) {
     const summary = {event: 'prune.wal_summary', deleted: plan.delete.length, floor: plan.floor, dryRun: Boolean(options.dryRun)}
-    options.logger?.info(summary, `pruned ${plan.delete.length} WAL file(s)`)
+    options.logger?.info(summary, `${options.dryRun ? 'would delete' : 'deleted'} ${plan.delete.length} WAL file(s)`)
   }
 
   return plan

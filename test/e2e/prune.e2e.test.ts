@@ -26,6 +26,7 @@ describe('dbb prune (local storage)', () => {
     expect(JSON.parse(result.stdout)).toEqual({
       dryRun: false,
       kept: 1,
+      damaged: [],
       deleted: [{id: old.id, kind: 'backup', reason: 'older than 7 days (RETENTION_DAYS)', sizeBytes: old.sizeBytes}],
     })
     expect((await fs.readdir(dir)).sort()).toEqual([fresh.id, `${fresh.id}.meta.json`])

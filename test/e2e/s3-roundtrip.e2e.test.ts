@@ -54,7 +54,7 @@ describe('STORAGE_BACKEND=s3: backup run → list → download → restore, agai
     const s3Only = s3.dbbEnv({S3_PREFIX: 'roundtrip'})
     const list = await runCli(['backup', 'list', '--json'], s3Only)
     expect(list.code).toBe(0)
-    expect(JSON.parse(list.stdout)).toEqual([metadata])
+    expect(JSON.parse(list.stdout)).toEqual([{...metadata, status: 'ok'}])
 
     const copy = path.join(workDir, 'roundtrip.sql.gz')
     const download = await runCli(['backup', 'download', metadata.id, '-o', copy], s3Only)

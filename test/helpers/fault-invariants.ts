@@ -5,6 +5,7 @@ import * as path from 'node:path'
 
 import {runCli, tempDir} from './cli'
 import type {PgCluster} from './postgres'
+import {newestFirst as byIdNewestFirst} from '../../src/backup/metadata'
 
 /**
  * What every fault test of the reliability suite checks after the fault (issue 8): the backups
@@ -25,7 +26,8 @@ export async function listIds(storageEnv: Record<string, string | undefined>): P
 }
 
 export async function expectEarlierBackupsIntact(storageEnv: Record<string, string | undefined>, known: KnownBackup[]): Promise<void> {
-  const newestFirst = [...known].sort((a, b) => b.createdAt.localeCompare(a.createdAt) || b.id.localeCompare(a.id))
+  // The listing's order: by id (its second, then the -N of backups started within the same second).
+  const newestFirst = [...known].sort(byIdNewestFirst)
   const listed = await listIds(storageEnv)
   expect(listed.map((backup) => backup.id)).toEqual(newestFirst.map((backup) => backup.id))
 

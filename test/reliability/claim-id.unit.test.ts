@@ -1,6 +1,6 @@
 import {Readable} from 'node:stream'
 
-import {claimBackupId} from '../../src/backup/claim-id'
+import {claimBackupId, heartbeatInterval} from '../../src/backup/claim-id'
 import type {ObjectInfo, StorageBackend} from '../../src/storage/contract'
 
 /**
@@ -64,5 +64,23 @@ describe('claimBackupId', () => {
     const claim = await claimBackupId(store, 'backup', startedAt, 'sql')
     expect(claim.id).toBe('backup_20261121T030000Z-4.sql.gz')
     expect(store.keys()).toContainEqual(expect.stringMatching(/^backup_20261121T030000Z-4\.sql\.gz\.[0-9a-f]{16}\.partial$/))
+  })
+
+  it('refreshes the claim while held (the heartbeat prune honours), and release leaves none behind, even with a beat in flight', async () => {
+    const store = memoryStore()
+    const claim = await claimBackupId(store, 'backup', startedAt, 'sql', {heartbeatMs: 20})
+    const written = async () => (await store.stat(store.keys()[0]))!.lastModified.getTime()
+    const first = await written()
+    await new Promise((resolve) => setTimeout(resolve, 120))
+    expect(await written()).toBeGreaterThan(first)
+    await claim.release()
+    expect(store.keys()).toEqual([])
+    await new Promise((resolve) => setTimeout(resolve, 80))
+    expect(store.keys()).toEqual([])
+  })
+
+  it('a heartbeat interval is a quarter of ORPHAN_GRACE, at most a minute', () => {
+    expect(heartbeatInterval(24 * 3600 * 1000)).toBe(60_000)
+    expect(heartbeatInterval(2000)).toBe(500)
   })
 })

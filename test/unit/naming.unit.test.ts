@@ -21,7 +21,9 @@ describe('backup ids', () => {
   it('maps storage keys back to their backup id', () => {
     expect(backupIdOfKey('b_20261121T030405Z.sql.gz')).toBe('b_20261121T030405Z.sql.gz')
     expect(backupIdOfKey('b_20261121T030405Z.sql.gz.meta.json')).toBe('b_20261121T030405Z.sql.gz')
+    expect(backupIdOfKey('b_20261121T030405Z.sql.gz.meta.json.0a1b2c3d4e5f.partial')).toBe('b_20261121T030405Z.sql.gz')
     expect(backupIdOfKey('b_20261121T030405Z.sql.gz.00ff00ff00ff.partial')).toBe('b_20261121T030405Z.sql.gz')
+    expect(backupIdOfKey('b_20261121T030405Z.sql.gz.1122334455667788.partial.00ff00ff00ff.partial')).toBe('b_20261121T030405Z.sql.gz')
     expect(backupIdOfKey('wal/000000010000000000000001.gz')).toBeUndefined()
     expect(backupIdOfKey('README')).toBeUndefined()
   })

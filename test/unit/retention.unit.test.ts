@@ -94,4 +94,58 @@ describe('planRetention', () => {
       ['backup_20261101T000000Z.sql.gz', 'backup_20261102T000000Z.sql.gz.0a1b2c3d4e5f.partial', `${complete[0].id}.a1b2c3d4e5f6.partial`].sort(),
     )
   })
+
+  it('never deletes a damaged backup nor its objects, and a damaged newer backup does not weaken the floor', () => {
+    const complete = [backup(30), backup(40)]
+    const damaged = backup(1)
+    const objects = objectsFor([...complete, damaged])
+    const plan = planRetention(complete, objects, {...rules, backupsToRetain: 1}, NOW, 'backup', [damaged.id])
+    // The newest complete backup stays although the damaged one is newer and BACKUPS_TO_RETAIN is 1.
+    expect(ids(plan.keep)).toEqual(ids([backup(30)]))
+    expect(ids(plan.expire)).toEqual(ids([backup(40)]))
+    expect(plan.orphans).toEqual([])
+    expect(plan.damaged).toEqual([damaged.id])
+  })
+
+  it('does not count damaged backups towards BACKUPS_TO_RETAIN (it keeps more, never fewer)', () => {
+    const complete = [backup(0.2), backup(0.3)]
+    const damaged = [backup(0.1).id]
+    const plan = planRetention(complete, objectsFor(complete), {...rules, backupsToRetain: 2}, NOW, 'backup', damaged)
+    expect(ids(plan.keep)).toEqual(ids(complete))
+  })
+
+  it('a backup still running is no orphan: its old .partial stays while its claim is fresh', () => {
+    const running = 'backup_20261120T000000Z.sql.gz'
+    const old = new Date(NOW.getTime() - 2 * DAY)
+    const objects: ObjectInfo[] = [
+      {key: `${running}.0a1b2c3d4e5f.partial`, sizeBytes: 5000, lastModified: old},
+      {key: `${running}.1122334455667788.partial`, sizeBytes: 0, lastModified: new Date(NOW.getTime() - 1000)},
+    ]
+    expect(planRetention([], objects, rules, NOW, 'backup').orphans).toEqual([])
+    // Once the heartbeat stops (a crash), both go after the grace.
+    const later = new Date(NOW.getTime() + 2 * DAY)
+    expect(planRetention([], objects, rules, later, 'backup').orphans.map((orphan) => orphan.key).sort()).toEqual(objects.map((object) => object.key).sort())
+  })
+
+  it('counts and floors a type it does not know (written by a newer dbb) on its own: it is kept, never pushed out', () => {
+    const webhook = {...backup(50), type: 'incremental'}
+    const logical = [backup(1), backup(2)]
+    const plan = planRetention([webhook, ...logical], objectsFor([webhook, ...logical]), {...rules, backupsToRetain: 1}, NOW, 'backup')
+    expect(ids(plan.keep)).toEqual(ids([backup(1), webhook]))
+    expect(ids(plan.expire)).toEqual(ids([backup(2)]))
+  })
+
+  it('a partial write of a sidecar (a crash while writing it) is an orphan of its id, never left forever', () => {
+    const old = new Date(NOW.getTime() - 2 * DAY)
+    const complete = [backup(1)]
+    const objects: ObjectInfo[] = [
+      ...objectsFor(complete),
+      {key: `${complete[0].id}.meta.json.0a1b2c3d4e5f.partial`, sizeBytes: 5, lastModified: old},
+      {key: 'backup_20261101T000000Z.sql.gz', sizeBytes: 5, lastModified: old},
+      {key: 'backup_20261101T000000Z.sql.gz.meta.json.0a1b2c3d4e5f.partial', sizeBytes: 5, lastModified: old},
+    ]
+    expect(planRetention(complete, objects, rules, NOW, 'backup').orphans.map((orphan) => orphan.key).sort()).toEqual(
+      [`${complete[0].id}.meta.json.0a1b2c3d4e5f.partial`, 'backup_20261101T000000Z.sql.gz', 'backup_20261101T000000Z.sql.gz.meta.json.0a1b2c3d4e5f.partial'].sort(),
+    )
+  })
 })

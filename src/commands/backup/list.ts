@@ -1,19 +1,19 @@
 import {Flags} from '@oclif/core'
 
 import {DbbCommand} from '../../base-command'
-import {BackupMetadata, listBackups} from '../../backup/metadata'
-import {backupTable} from '../../backup/table'
+import {scanBackups} from '../../backup/metadata'
+import {ListedBackup, backupTable, listedBackups} from '../../backup/table'
 import {Section} from '../../config'
+import {EXIT_FAILURE} from '../../errors'
 import {settingFlags} from '../../settings'
 
 export default class BackupList extends DbbCommand<typeof BackupList> {
-  static override summary = 'List complete backups, newest first.'
-  static override description =
-    'Shows every backup in the storage location that has its verified sidecar (<id>.meta.json). Dumps without one (in progress, failed, crashed) are never listed. Needs no database settings.'
+  static override summary = 'List backups, newest first, with their status.'
+  static override description = `Shows every backup in the storage location: each id with a sidecar (<id>.meta.json). STATUS is ok for a complete, verified backup; damaged when its sidecar is not valid metadata or its dump is missing or of another size than recorded; unreadable when reading its sidecar failed (a storage error, permission denied). Damaged and unreadable backups are listed with their cause on stderr and make the command exit 1. Dumps without a sidecar (in progress, failed, crashed) are never listed. Needs no database settings.`
 
   static override examples = [
     {description: 'A table of backups', command: 'BACKUP_LOCAL_DIR=/var/backups/postgres <%= config.bin %> <%= command.id %>'},
-    {description: 'The metadata array, for scripts', command: '<%= config.bin %> <%= command.id %> --json'},
+    {description: 'The backups as JSON (each with a status), for scripts', command: '<%= config.bin %> <%= command.id %> --json'},
   ]
 
   static override flags = {
@@ -24,15 +24,22 @@ export default class BackupList extends DbbCommand<typeof BackupList> {
   static override configSections: readonly Section[] = ['storageBackend']
   static override usesStorage = true
 
-  public async run(): Promise<BackupMetadata[]> {
+  public async run(): Promise<ListedBackup[]> {
     const storage = await this.openStorage()
     try {
-      const backups = await listBackups(storage, {
-        type: this.flags.type as 'logical' | 'base' | undefined,
-        onInvalid: (id, error) => this.logger.warn({event: 'backup.invalid_sidecar', backupId: id, error: String(error)}, 'skipping unreadable sidecar'),
-      })
-      this.log(backupTable(backups))
-      return backups
+      const listing = await scanBackups(storage, {type: this.flags.type as 'logical' | 'base' | undefined})
+      this.log(backupTable(listing))
+      if (listing.damaged.length > 0) {
+        // The listing stays on stdout (and in --json); the failure is the exit code and one line per backup on stderr.
+        process.exitCode = EXIT_FAILURE
+        for (const entry of listing.damaged) {
+          this.logger.error({event: 'backup.damaged', backupId: entry.id, status: entry.status, cause: entry.cause}, `${entry.id} is ${entry.status}: ${entry.cause}`)
+        }
+
+        if (!this.jsonEnabled()) process.stderr.write(`Error: ${listing.damaged.length} backup(s) damaged or unreadable: ${listing.damaged.map(({id}) => id).join(', ')} (causes above)\n`)
+      }
+
+      return listedBackups(listing)
     } finally {
       await storage.close?.()
     }

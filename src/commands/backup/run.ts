@@ -77,7 +77,7 @@ Storage backends add their own flags (for local: --local-dir / BACKUP_LOCAL_DIR)
         this.log(`  took ${(metadata.durationMs / 1000).toFixed(1)} s, PostgreSQL ${metadata.pgVersion}, pg_dump ${metadata.pgDumpVersion}`)
       }
       if (pruned && pruned.deleted.length > 0) this.log(`  retention removed ${pruned.deleted.map((entry) => entry.id).join(', ')}`)
-      if (pruneError) this.warn(`retention failed (the backup itself succeeded): ${pruneError}`)
+      if (pruneError) this.warn(`retention could not finish (the backup itself succeeded): ${pruneError}`)
       return outcome
     } finally {
       progress.finish()

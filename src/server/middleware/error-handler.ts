@@ -31,6 +31,9 @@ const STATUS_BY_CODE: Record<string, {status: number; expose?: boolean}> = {
   NOT_FOUND: {status: 404},
   USAGE: {status: 400},
   STORAGE_UNAVAILABLE: {status: 503, expose: true},
+  // A backup whose sidecar could not be read may read on a retry; a damaged one will not.
+  BACKUP_UNREADABLE: {status: 503, expose: true},
+  BACKUP_DAMAGED: {status: 500, expose: true},
 }
 
 interface HttpErrorShape {

@@ -1,6 +1,7 @@
 import type {Context} from 'koa'
 
-import {listBackups, resolveBackup} from '../../backup/metadata'
+import {resolveBackup, scanBackups} from '../../backup/metadata'
+import {listedBackups} from '../../backup/table'
 import {isBackupId, parseBackupId} from '../../backup/naming'
 import {NotFoundError} from '../../errors'
 import {printableExcerpt} from '../../format'
@@ -12,12 +13,7 @@ export const API_PREFIX = '/api/v1'
 
 /** The API under /api/v1: every route needs the API token. */
 export function backupRoutes(deps: AppDependencies): Route[] {
-  const listOptions = {
-    prefix: deps.namePrefix,
-    cache: deps.sidecarCache,
-    onInvalid: (id: string, error: unknown) =>
-      deps.logger.warn({event: 'backup.invalid_sidecar', backupId: id, error: String(error)}, 'skipping unreadable sidecar'),
-  }
+  const listOptions = {prefix: deps.namePrefix, cache: deps.sidecarCache}
 
   return [
     {
@@ -48,7 +44,8 @@ export function backupRoutes(deps: AppDependencies): Route[] {
       path: `${API_PREFIX}/backups`,
       auth: 'token',
       async handler(ctx) {
-        ctx.body = await listBackups(deps.storage, listOptions)
+        // Damaged and unreadable backups are listed with their status and cause, never hidden.
+        ctx.body = listedBackups(await scanBackups(deps.storage, listOptions))
       },
     },
     {

@@ -1,4 +1,4 @@
-import {listBackups} from '../../backup/metadata'
+import {scanBackups} from '../../backup/metadata'
 import {VERSION} from '../../version'
 import type {AppDependencies} from '../app'
 import {runHealthChecks} from '../health'
@@ -29,7 +29,8 @@ export function publicRoutes(deps: AppDependencies): Route[] {
       path: '/info',
       auth: 'public',
       async handler(ctx) {
-        const [newest] = await listBackups(deps.storage, {prefix: deps.namePrefix, cache: deps.sidecarCache})
+        const {backups, damaged} = await scanBackups(deps.storage, {prefix: deps.namePrefix, cache: deps.sidecarCache})
+        const [newest] = backups
         const at = now()
         const inFlight = deps.jobs.inFlight()
         ctx.set('Cache-Control', 'no-store')
@@ -48,6 +49,8 @@ export function publicRoutes(deps: AppDependencies): Route[] {
             lastSuccessfulBackupAt: newest?.createdAt ?? null,
             lastSuccessfulBackupAgeSeconds: newest ? Math.max(0, Math.round((at.getTime() - Date.parse(newest.createdAt)) / 1000)) : null,
             jobInFlight: inFlight?.jobId ?? null,
+            // A damaged or unreadable backup (newer than the last successful one or not) is reported, never skipped silently.
+            damagedBackups: damaged.map(({id, status, cause}) => ({id, status, cause})),
           },
         }
       },
