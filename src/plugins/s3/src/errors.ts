@@ -5,12 +5,17 @@
  * the bucket and endpoint, never credentials, and carry no stack trace; the SDK error is the `cause`.
  */
 
+import {formatDuration} from './settings'
+
 export interface S3ErrorContext {
   bucket: string
   /** The endpoint as the user knows it: S3_ENDPOINT, or AWS S3 in the region. */
   endpoint: string
   /** What dbb was doing, e.g. `upload of backups/x.sql.gz`. */
   action: string
+  /** The time bounds in force, to say which one a timeout hit. */
+  connectTimeoutMs?: number
+  requestTimeoutMs?: number
 }
 
 interface SdkErrorShape {
@@ -74,6 +79,24 @@ export function isPreconditionFailed(error: unknown): boolean {
   return name === 'PreconditionFailed' || name === 'ConditionalRequestConflict' || httpStatus(error) === 412
 }
 
+/** Which time bound an SDK timeout hit: the connection, or silence while waiting for / reading an answer. */
+function timeoutKind(error: unknown): 'connect' | 'silence' | undefined {
+  const seen = new Set<unknown>()
+  const queue = [error]
+  while (queue.length > 0) {
+    const current = queue.shift() as SdkErrorShape | undefined
+    if (!current || typeof current !== 'object' || seen.has(current)) continue
+    seen.add(current)
+    const message = current.message ?? ''
+    if (/did not establish a connection|connect ETIMEDOUT/i.test(message)) return 'connect'
+    if (/timed out after \d+ ms of inactivity|exceeded the configured \d+ ms requestTimeout/i.test(message)) return 'silence'
+    if (current.cause) queue.push(current.cause)
+    if (Array.isArray(current.errors)) queue.push(...current.errors)
+  }
+
+  return undefined
+}
+
 /** Wraps an SDK error into one clear sentence (the SDK error kept as `cause`). */
 export function describeS3Error(error: unknown, context: S3ErrorContext): Error {
   const message = describeCause(error, context)
@@ -82,7 +105,16 @@ export function describeS3Error(error: unknown, context: S3ErrorContext): Error 
   return Object.assign(described, {code: s3ErrorName(error) ?? networkErrorCode(error), ...(status === undefined ? {} : {httpStatus: status})})
 }
 
-function describeCause(error: unknown, {bucket, endpoint}: S3ErrorContext): string {
+function describeCause(error: unknown, {bucket, endpoint, connectTimeoutMs, requestTimeoutMs}: S3ErrorContext): string {
+  const timeout = timeoutKind(error)
+  if (timeout === 'connect' && connectTimeoutMs !== undefined) {
+    return `cannot reach the S3 endpoint ${endpoint}: no connection within ${formatDuration(connectTimeoutMs)} (S3_CONNECT_TIMEOUT); check S3_ENDPOINT and the network`
+  }
+
+  if (timeout === 'silence' && requestTimeoutMs !== undefined) {
+    return `the S3 endpoint ${endpoint} stopped answering: nothing received for ${formatDuration(requestTimeoutMs)} (S3_REQUEST_TIMEOUT, each attempt); the gateway is hung or overloaded`
+  }
+
   const network = networkErrorCode(error)
   if (network) return `cannot reach the S3 endpoint ${endpoint}: ${NETWORK_CODES[network]} (${network}); check S3_ENDPOINT and the network`
   const name = s3ErrorName(error) ?? 'Error'

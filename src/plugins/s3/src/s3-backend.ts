@@ -10,19 +10,16 @@ import {Readable, addAbortSignal} from 'node:stream'
 
 import type {GetOptions, ObjectInfo, ProviderContext, PutOptions, StorageBackend} from '../../../storage/contract'
 import {S3ErrorContext, describeS3Error, httpStatus, isNotFoundError, s3ErrorName} from './errors'
+import {guardedBody} from './download'
 import {S3Options} from './settings'
 import {multipartPut} from './upload'
 
-/** Connect fast, fail fast: an unreachable endpoint is reported in seconds, not minutes of retries. */
-const CONNECTION_TIMEOUT_MS = 5000
 /**
- * Time for a server to start answering a request (for an UploadPart: after its body is sent), so a
- * hung server fails the job instead of hanging it. There is deliberately no socket idle timeout:
- * a download's reader may pause for minutes (`download | psql` while psql builds an index).
+ * Attempts per request (the SDK retries throttling, 5xx, resets and timeouts with backoff). Worst
+ * case for one request against a hung endpoint: MAX_ATTEMPTS × (S3_CONNECT_TIMEOUT +
+ * S3_REQUEST_TIMEOUT) plus backoff — 2 minutes with the defaults, instead of hanging.
  */
-const RESPONSE_TIMEOUT_MS = 15 * 60_000
 const MAX_ATTEMPTS = 3
-const HEALTH_TIMEOUT_MS = 20_000
 
 /**
  * Any S3-compatible object store. Keys map to `<S3_PREFIX>/<key>`; uploads stream through
@@ -32,6 +29,12 @@ export class S3Backend implements StorageBackend {
   readonly name = 's3'
   readonly location: string
   private readonly client: S3Client
+  /**
+   * Downloads use a client without the socket idle timeout: a download's reader may pause for
+   * minutes (psql building an index), which pauses the socket. The wait for the answer is bounded by
+   * requestTimeout (until the response headers), the body by guardedBody (silence while read).
+   */
+  private readonly downloadClient: S3Client
   private readonly endpointName: string
 
   constructor(
@@ -40,7 +43,7 @@ export class S3Backend implements StorageBackend {
   ) {
     this.location = `s3://${options.bucket}${options.prefix ? `/${options.prefix}` : ''}`
     this.endpointName = options.endpoint ?? `AWS S3 (${options.region})`
-    this.client = new S3Client({
+    const common = {
       region: options.region,
       endpoint: options.endpoint,
       forcePathStyle: options.forcePathStyle,
@@ -51,7 +54,14 @@ export class S3Backend implements StorageBackend {
       requestChecksumCalculation: options.checksums,
       responseChecksumValidation: options.checksums,
       maxAttempts: MAX_ATTEMPTS,
-      requestHandler: {connectionTimeout: CONNECTION_TIMEOUT_MS, requestTimeout: RESPONSE_TIMEOUT_MS, throwOnRequestTimeout: true},
+    }
+    // socketTimeout: silence on the socket (no byte sent or received) — covers a server that does not
+    // answer, and an upload the server stopped reading. requestTimeout would also bound a slow but
+    // flowing part upload, so it is not used for writes.
+    this.client = new S3Client({...common, requestHandler: {connectionTimeout: options.connectTimeoutMs, socketTimeout: options.requestTimeoutMs}})
+    this.downloadClient = new S3Client({
+      ...common,
+      requestHandler: {connectionTimeout: options.connectTimeoutMs, requestTimeout: options.requestTimeoutMs, throwOnRequestTimeout: true},
     })
   }
 
@@ -77,17 +87,18 @@ export class S3Backend implements StorageBackend {
   async get(key: string, options: GetOptions = {}): Promise<Readable> {
     const objectKey = this.objectKey(key)
     const range = options.start === undefined && options.end === undefined ? undefined : `bytes=${options.start ?? 0}-${options.end ?? ''}`
+    const context = this.context(`download of ${objectKey}`)
     try {
-      const response = await this.client.send(new GetObjectCommand({Bucket: this.options.bucket, Key: objectKey, Range: range}), {
+      const response = await this.downloadClient.send(new GetObjectCommand({Bucket: this.options.bucket, Key: objectKey, Range: range}), {
         abortSignal: options.signal,
       })
-      const stream = response.Body as Readable
+      const stream = guardedBody(response.Body as Readable, {idleTimeoutMs: this.options.requestTimeoutMs, what: `${context.action} from ${this.endpointName}`})
       return options.signal ? addAbortSignal(options.signal, stream) : stream
     } catch (error) {
       if (isNotFoundError(error)) throw notFound(key)
       // A range starting at the end of the object: nothing to read, as with a file.
       if (httpStatus(error) === 416 || s3ErrorName(error) === 'InvalidRange') return Readable.from([])
-      throw describeS3Error(error, this.context(`download of ${objectKey}`))
+      throw describeS3Error(error, context)
     }
   }
 
@@ -138,7 +149,8 @@ export class S3Backend implements StorageBackend {
 
   async health(): Promise<void> {
     const context = this.context(`access to bucket "${this.options.bucket}"`)
-    const abortSignal = AbortSignal.timeout(HEALTH_TIMEOUT_MS)
+    // One attempt's worth of time is plenty to see whether the bucket answers.
+    const abortSignal = AbortSignal.timeout(this.options.connectTimeoutMs + this.options.requestTimeoutMs)
     try {
       await this.client.send(new HeadBucketCommand({Bucket: this.options.bucket}), {abortSignal})
     } catch (error) {
@@ -157,6 +169,7 @@ export class S3Backend implements StorageBackend {
 
   async close(): Promise<void> {
     this.client.destroy()
+    this.downloadClient.destroy()
   }
 
   private objectKey(key: string): string {
@@ -165,7 +178,13 @@ export class S3Backend implements StorageBackend {
   }
 
   private context(action: string): S3ErrorContext {
-    return {bucket: this.options.bucket, endpoint: this.endpointName, action}
+    return {
+      bucket: this.options.bucket,
+      endpoint: this.endpointName,
+      action,
+      connectTimeoutMs: this.options.connectTimeoutMs,
+      requestTimeoutMs: this.options.requestTimeoutMs,
+    }
   }
 }
 
