@@ -41,6 +41,23 @@ export interface GetOptions {
   signal?: AbortSignal
 }
 
+/** Data a backend staged for a write that never finished (see `StorageBackend.sweep`). */
+export interface StagedLeftover {
+  /** The key the unfinished write was for (a backend may append its own detail, e.g. an upload id). */
+  key: string
+  /** When the write started; the sweep only touches leftovers started before `olderThan`. */
+  startedAt: Date
+  /** Bytes it holds, when the backend knows (0 when not). */
+  sizeBytes: number
+  /** What it is, for humans: `incomplete multipart upload`, `temp file`. */
+  kind: string
+}
+
+export interface SweepOptions {
+  /** true: report what would be removed, remove nothing. */
+  dryRun?: boolean
+}
+
 export interface StorageBackend {
   /** The provider name, e.g. `local`. */
   readonly name: string
@@ -64,6 +81,16 @@ export interface StorageBackend {
   health(): Promise<void>
   /** Releases connections and sockets. Optional. */
   close?(): Promise<void>
+  /**
+   * Removes what this backend staged for writes that never finished and that no key shows: an
+   * S3 store's incomplete multipart uploads (billed, invisible to `list`), a file system's temp
+   * files. Optional: a backend that stages nothing leaves it out. Called by `prune` with
+   * `olderThan` = now − ORPHAN_GRACE: a leftover started at or after `olderThan` may belong to a
+   * writer that is still running and MUST NOT be touched. Only leftovers under this backend's own
+   * location are considered. Returns what was removed (with `dryRun`, what would be); a store that
+   * cannot list its staged data resolves to `[]`. Errors reject as for any other operation.
+   */
+  sweep?(olderThan: Date, options?: SweepOptions): Promise<StagedLeftover[]>
 }
 
 /** One setting a backend reads: an environment variable, mirrored by a flag on the commands that use storage. */

@@ -1,5 +1,6 @@
-import {PutObjectCommand} from '@aws-sdk/client-s3'
+import {CreateMultipartUploadCommand, ListMultipartUploadsCommand, PutObjectCommand} from '@aws-sdk/client-s3'
 import {randomBytes} from 'node:crypto'
+import * as net from 'node:net'
 import {Readable} from 'node:stream'
 
 import {listBackups} from '../../src/backup/metadata'
@@ -207,6 +208,185 @@ export function s3BackendSuite(kind: string, capabilities: S3Capabilities, acqui
       }
     })
 
+    describe('time bounds (S3_CONNECT_TIMEOUT, S3_REQUEST_TIMEOUT)', () => {
+      const bounds = {S3_CONNECT_TIMEOUT: '1s', S3_REQUEST_TIMEOUT: '1s'}
+
+      it('an endpoint that accepts connections and never answers: every operation fails in seconds, naming it', async () => {
+        const silent = net.createServer(() => undefined)
+        await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve))
+        const endpoint = `http://127.0.0.1:${(silent.address() as net.AddressInfo).port}`
+        const storage = await backend(bounds, endpoint)
+        try {
+          const operations: [string, () => Promise<unknown>][] = [
+            ['list', () => listed(storage, '')],
+            ['stat', () => storage.stat('x.bin')],
+            ['get', () => storage.get('x.bin')],
+            ['put', () => storage.put('x.bin', Readable.from([Buffer.from('x')]))],
+            ['delete', () => storage.delete('x.bin')],
+            ['health', () => storage.health()],
+          ]
+          for (const [name, operation] of operations) {
+            const started = Date.now()
+            const error = await operation().then(() => undefined, (caught: Error) => caught)
+            expect([name, error?.message]).toEqual([name, expect.stringContaining(`${endpoint} stopped answering: nothing received for 1 s (S3_REQUEST_TIMEOUT`)])
+            // 3 attempts × 1 s, plus the SDK's backoff between them.
+            expect(Date.now() - started).toBeLessThan(12_000)
+          }
+        } finally {
+          await storage.close?.()
+          silent.close()
+        }
+      }, 90_000)
+
+      it('a server paused mid-download (SIGSTOP): the read fails within the bound, saying where and after how many bytes', async () => {
+        const data = randomBytes(24 * MIB)
+        const writer = await backend({S3_PREFIX: 'paused-get'})
+        await writer.put('big.bin', chunked(data, MIB))
+        const storage = await backend({S3_PREFIX: 'paused-get', ...bounds})
+        const body = await storage.get('big.bin')
+        let received = 0
+        const started = {at: 0}
+        try {
+          const error = await (async () => {
+            for await (const chunk of body) {
+              received += (chunk as Buffer).length
+              if (started.at === 0 && received > MIB) {
+                await server.pause()
+                started.at = Date.now()
+              }
+            }
+          })().then(() => undefined, (caught: Error) => caught)
+          expect(error?.message).toMatch(
+            new RegExp(`download of paused-get/big\\.bin from ${server.endpoint.replace(/\./g, '\\.')} stalled: no bytes for 1 s after [\\d,]+ bytes \\(S3_REQUEST_TIMEOUT\\)`),
+          )
+          expect(received).toBeLessThan(data.length)
+          expect(Date.now() - started.at).toBeLessThan(10_000)
+        } finally {
+          await server.resume()
+          await Promise.all([writer.close?.(), storage.close?.()])
+        }
+      }, 90_000)
+
+      it('a reader that pauses longer than the bound is no failure while the server is fine', async () => {
+        const data = randomBytes(12 * MIB)
+        const storage = await backend({S3_PREFIX: 'slow-reader', ...bounds})
+        await storage.put('big.bin', chunked(data, MIB))
+        const body = await storage.get('big.bin')
+        const chunks: Buffer[] = []
+        for await (const chunk of body) {
+          chunks.push(chunk as Buffer)
+          // psql building an index: nothing read for 2.5 × S3_REQUEST_TIMEOUT.
+          if (chunks.length === 2) await new Promise((resolve) => setTimeout(resolve, 2500))
+        }
+
+        expect(Buffer.concat(chunks).equals(data)).toBe(true)
+        await storage.close?.()
+      }, 60_000)
+
+      it('a server paused mid-upload (SIGSTOP): the put fails within the bound, naming the endpoint, and nothing is listed', async () => {
+        const storage = await backend({S3_PREFIX: 'paused-put', ...bounds})
+        let sent = 0
+        let pausedAt = 0
+        const source = new Readable({
+          read() {
+            if (sent >= 64 * MIB) {
+              this.push(null)
+              return
+            }
+
+            sent += MIB
+            if (sent === 8 * MIB) {
+              void server.pause().then(() => {
+                pausedAt = Date.now()
+                this.push(randomBytes(MIB))
+              })
+              return
+            }
+
+            this.push(randomBytes(MIB))
+          },
+        })
+        try {
+          const error = await storage.put('big.bin', source).then(() => undefined, (caught: Error) => caught)
+          expect(error?.message).toContain(`upload of paused-put/big.bin failed: the S3 endpoint ${server.endpoint} stopped answering`)
+          // The part in flight (3 attempts) and the abort of the upload (3 attempts), 1 s each, plus backoff.
+          expect(Date.now() - pausedAt).toBeLessThan(20_000)
+        } finally {
+          await server.resume()
+        }
+
+        await expect(storage.stat('big.bin')).resolves.toBeUndefined()
+        await storage.close?.()
+      }, 90_000)
+    })
+
+    describe('what the store does with If-None-Match (the README\'s conditional-write table)', () => {
+      it(`PutObject onto an existing key: ${capabilities.conditionalPut ? '412, the object is kept' : 'the header is ignored, the object replaced'}`, async () => {
+        const client = server.client()
+        const Key = `conditional-${prefixCounter}/single.bin`
+        await client.send(new PutObjectCommand({Bucket: server.bucket, Key, Body: 'first'}))
+        const outcome = await client.send(new PutObjectCommand({Bucket: server.bucket, Key, Body: 'second', IfNoneMatch: '*'})).then(
+          () => 'replaced',
+          (error: {$metadata?: {httpStatusCode?: number}}) => error.$metadata?.httpStatusCode,
+        )
+        expect(outcome).toBe(capabilities.conditionalPut ? 412 : 'replaced')
+      })
+
+      it(`CompleteMultipartUpload onto an existing key: ${capabilities.conditionalCompleteMultipart ? '412' : 'the header is ignored, the object replaced'}`, async () => {
+        const client = server.client()
+        const options = parseS3Settings(server.dbbEnv({S3_PREFIX: 'conditional-mp', S3_PART_SIZE: '5MiB'}))
+        await client.send(new PutObjectCommand({Bucket: server.bucket, Key: 'conditional-mp/multi.bin', Body: 'foreign'}))
+        // Straight to the multipart writer: put() checks existence first, which hides this when sequential.
+        const outcome = await multipartPut({
+          client,
+          options,
+          objectKey: 'conditional-mp/multi.bin',
+          key: 'multi.bin',
+          body: chunked(randomBytes(11 * MIB), MIB),
+          put: {overwrite: false},
+          describe: (cause) => cause as Error,
+          logger: quietLogger,
+        }).then(
+          () => 'replaced',
+          (error: {code?: string}) => error.code,
+        )
+        expect(outcome).toBe(capabilities.conditionalCompleteMultipart ? 'ALREADY_EXISTS' : 'replaced')
+      })
+    })
+
+    it(`sweep() ${capabilities.listMultipartUploads ? 'aborts incomplete multipart uploads older than the cut-off, never a younger one' : 'yields nothing where the store cannot list multipart uploads'}`, async () => {
+      const client = server.client()
+      const storage = (await backend({S3_PREFIX: 'sweep'})) as StorageBackend & Required<Pick<StorageBackend, 'sweep'>>
+      const outside = await backend({S3_PREFIX: 'sweep-other'})
+      const open = async (key: string) =>
+        (await client.send(new CreateMultipartUploadCommand({Bucket: server.bucket, Key: key}))).UploadId!
+      const uploads = () =>
+        client
+          .send(new ListMultipartUploadsCommand({Bucket: server.bucket}))
+          .then((page) => (page.Uploads ?? []).map((upload) => upload.Key!).sort())
+      if (!capabilities.listMultipartUploads) {
+        await expect(storage.sweep(new Date())).resolves.toEqual([])
+        return
+      }
+
+      await open('sweep/backup_20261121T030000Z.sql.gz')
+      await open('sweep-other/backup_20261121T030000Z.sql.gz')
+      await new Promise((resolve) => setTimeout(resolve, 1500))
+      const cutOff = new Date(Date.now() - 500)
+      await open('sweep/wal/young.gz')
+
+      await expect(storage.sweep(cutOff, {dryRun: true})).resolves.toEqual([
+        {key: 'backup_20261121T030000Z.sql.gz', startedAt: expect.any(Date), sizeBytes: 0, kind: 'incomplete multipart upload'},
+      ])
+      expect(await uploads()).toEqual(expect.arrayContaining(['sweep/backup_20261121T030000Z.sql.gz', 'sweep/wal/young.gz']))
+      await expect(storage.sweep(cutOff)).resolves.toEqual([expect.objectContaining({key: 'backup_20261121T030000Z.sql.gz'})])
+      const left = await uploads()
+      expect(left).not.toContain('sweep/backup_20261121T030000Z.sql.gz')
+      // The young one (a writer may still own it) and the one outside this backend's prefix stay.
+      expect(left).toEqual(expect.arrayContaining(['sweep/wal/young.gz', 'sweep-other/backup_20261121T030000Z.sql.gz']))
+      await Promise.all([storage.close?.(), outside.close?.()])
+    })
+
     describe('health() names what is wrong', () => {
       it('a missing bucket', async () => {
         const storage = await backend({S3_BUCKET: 'no-such-bucket'})
@@ -218,6 +398,12 @@ export function s3BackendSuite(kind: string, capabilities: S3Capabilities, acqui
         const error = await storage.health().catch((caught: Error) => caught)
         expect((error as Error).message).toMatch(/access key is not known to http:\/\/127\.0\.0\.1:\d+ \(InvalidAccessKeyId\); check AWS_ACCESS_KEY_ID/)
         expect((error as Error).message).not.toContain('wrong-secret-value')
+      })
+
+      it('a virtual-hosted bucket name that does not resolve (S3_FORCE_PATH_STYLE=false): names the host that failed', async () => {
+        const storage = await backend({S3_FORCE_PATH_STYLE: 'false'}, `http://localhost:${server.port}`)
+        await expect(storage.health()).rejects.toThrow(`the host name ${server.bucket}.localhost (the bucket as a subdomain, virtual-hosted style) was not found`)
+        await storage.close?.()
       })
 
       it('an unreachable endpoint, in seconds', async () => {

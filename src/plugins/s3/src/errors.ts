@@ -13,6 +13,9 @@ export interface S3ErrorContext {
   endpoint: string
   /** What dbb was doing, e.g. `upload of backups/x.sql.gz`. */
   action: string
+  /** Write options some stores reject with a bare 400, to name them when that happens. */
+  sse?: string
+  storageClass?: string
   /** The time bounds in force, to say which one a timeout hit. */
   connectTimeoutMs?: number
   requestTimeoutMs?: number
@@ -54,6 +57,24 @@ export function networkErrorCode(error: unknown): string | undefined {
     const inMessage = /\b(E[A-Z_]{4,})\b/.exec(current.message ?? '')?.[1]
     if (inMessage && NETWORK_CODES[inMessage]) return inMessage
     if (/socket hang up/i.test(current.message ?? '')) return 'ECONNRESET'
+    if (Array.isArray(current.errors)) queue.push(...current.errors)
+    if (current.cause) queue.push(current.cause)
+  }
+
+  return undefined
+}
+
+/** The host name a failed DNS lookup was for (Node's getaddrinfo errors carry it). */
+function failedHostname(error: unknown): string | undefined {
+  const seen = new Set<unknown>()
+  const queue = [error]
+  while (queue.length > 0) {
+    const current = queue.shift() as (SdkErrorShape & {hostname?: string}) | undefined
+    if (!current || typeof current !== 'object' || seen.has(current)) continue
+    seen.add(current)
+    if (typeof current.hostname === 'string') return current.hostname
+    const inMessage = /getaddrinfo \S+ (\S+)/.exec(current.message ?? '')?.[1]
+    if (inMessage) return inMessage
     if (Array.isArray(current.errors)) queue.push(...current.errors)
     if (current.cause) queue.push(current.cause)
   }
@@ -105,7 +126,23 @@ export function describeS3Error(error: unknown, context: S3ErrorContext): Error 
   return Object.assign(described, {code: s3ErrorName(error) ?? networkErrorCode(error), ...(status === undefined ? {} : {httpStatus: status})})
 }
 
-function describeCause(error: unknown, {bucket, endpoint, connectTimeoutMs, requestTimeoutMs}: S3ErrorContext): string {
+/**
+ * A store that does not offer server-side encryption or a storage class answers a bare 400
+ * (`InvalidRequest`, `InvalidArgument`) or 501 to the first write: name the setting that is the
+ * likely cause.
+ */
+function optionHint(name: string, status: number | undefined, context: S3ErrorContext): string {
+  const rejected = ['InvalidRequest', 'InvalidArgument', 'NotImplemented', 'InvalidEncryptionAlgorithmError'].includes(name) || status === 400 || status === 501
+  const inUse = [
+    context.sse === undefined ? undefined : `S3_SSE=${context.sse}`,
+    context.storageClass === undefined ? undefined : `S3_STORAGE_CLASS=${context.storageClass}`,
+  ].filter(Boolean)
+  if (!rejected || inUse.length === 0) return ''
+  return `; the store may not support ${inUse.join(' or ')}: unset ${inUse.length > 1 ? 'them' : 'it'} and try again`
+}
+
+function describeCause(error: unknown, context: S3ErrorContext): string {
+  const {bucket, endpoint, connectTimeoutMs, requestTimeoutMs} = context
   const timeout = timeoutKind(error)
   if (timeout === 'connect' && connectTimeoutMs !== undefined) {
     return `cannot reach the S3 endpoint ${endpoint}: no connection within ${formatDuration(connectTimeoutMs)} (S3_CONNECT_TIMEOUT); check S3_ENDPOINT and the network`
@@ -116,6 +153,16 @@ function describeCause(error: unknown, {bucket, endpoint, connectTimeoutMs, requ
   }
 
   const network = networkErrorCode(error)
+  if (network === 'ENOTFOUND' || network === 'EAI_AGAIN') {
+    // Virtual-hosted style puts the bucket into the host name: say which name failed.
+    const host = failedHostname(error)
+    if (host && host.startsWith(`${bucket}.`)) {
+      return `cannot reach the S3 endpoint ${endpoint}: the host name ${host} (the bucket as a subdomain, virtual-hosted style) was not found (${network}); set S3_FORCE_PATH_STYLE=true, or make ${host} resolve`
+    }
+
+    if (host) return `cannot reach the S3 endpoint ${endpoint}: the host name ${host} was not found (${network}); check S3_ENDPOINT and DNS`
+  }
+
   if (network) return `cannot reach the S3 endpoint ${endpoint}: ${NETWORK_CODES[network]} (${network}); check S3_ENDPOINT and the network`
   const name = s3ErrorName(error) ?? 'Error'
   const status = httpStatus(error)
@@ -156,6 +203,14 @@ function describeCause(error: unknown, {bucket, endpoint, connectTimeoutMs, requ
       return `${endpoint} does not implement a request dbb sent (NotImplemented); if the store does not support conditional writes (If-None-Match), set S3_CONDITIONAL_WRITES=false`
     }
 
+    case 'QuotaExceeded': {
+      return `the storage quota of bucket "${bucket}" at ${endpoint} is exceeded (QuotaExceeded); free space (dbb prune, a lower BACKUPS_TO_RETAIN) or raise the quota`
+    }
+
+    case 'InvalidStorageClass': {
+      return `${endpoint} does not offer the storage class in S3_STORAGE_CLASS (InvalidStorageClass); unset it or pick one the store offers`
+    }
+
     case 'NotFound': {
       return `bucket "${bucket}" does not exist at ${endpoint} (create it, or check S3_BUCKET and S3_ENDPOINT)`
     }
@@ -167,7 +222,7 @@ function describeCause(error: unknown, {bucket, endpoint, connectTimeoutMs, requ
       if (status === 301 && generic) return `bucket "${bucket}" is in another region than AWS_DEFAULT_REGION (HTTP 301); set AWS_DEFAULT_REGION to the bucket's region`
       const detail = (error as SdkErrorShape | undefined)?.message
       const text = detail && detail !== name && detail !== 'UnknownError' ? `${name}: ${detail}` : name
-      return `${text}${status ? ` (HTTP ${status})` : ''} from ${endpoint}`
+      return `${text}${status ? ` (HTTP ${status})` : ''} from ${endpoint}${optionHint(name, status, context)}`
     }
   }
 }

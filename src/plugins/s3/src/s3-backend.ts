@@ -1,14 +1,24 @@
 import {
+  AbortMultipartUploadCommand,
   DeleteObjectCommand,
   GetObjectCommand,
   HeadBucketCommand,
   HeadObjectCommand,
+  ListMultipartUploadsCommand,
   ListObjectsV2Command,
   S3Client,
 } from '@aws-sdk/client-s3'
 import {Readable, addAbortSignal} from 'node:stream'
 
-import type {GetOptions, ObjectInfo, ProviderContext, PutOptions, StorageBackend} from '../../../storage/contract'
+import type {
+  GetOptions,
+  ObjectInfo,
+  ProviderContext,
+  PutOptions,
+  StagedLeftover,
+  StorageBackend,
+  SweepOptions,
+} from '../../../storage/contract'
 import {S3ErrorContext, describeS3Error, httpStatus, isNotFoundError, s3ErrorName} from './errors'
 import {guardedBody} from './download'
 import {S3Options} from './settings'
@@ -147,23 +157,73 @@ export class S3Backend implements StorageBackend {
     }
   }
 
+  /**
+   * Aborts the incomplete multipart uploads under this backend's prefix that were initiated before
+   * `olderThan` (a SIGKILLed dbb leaves its upload behind: invisible to listings, its parts billed
+   * until aborted). A younger upload may belong to a running backup and is never touched. Stores
+   * that cannot list multipart uploads (NotImplemented, e.g. s3rver) yield nothing: a bucket
+   * lifecycle rule (AbortIncompleteMultipartUpload) is then the only cleanup.
+   */
+  async sweep(olderThan: Date, options: SweepOptions = {}): Promise<StagedLeftover[]> {
+    const base = this.options.prefix ? `${this.options.prefix}/` : ''
+    const context = this.context(`listing of incomplete multipart uploads in ${this.location}`)
+    const swept: StagedLeftover[] = []
+    let keyMarker: string | undefined
+    let uploadIdMarker: string | undefined
+    do {
+      let page
+      try {
+        page = await this.client.send(
+          new ListMultipartUploadsCommand({Bucket: this.options.bucket, Prefix: base, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker}),
+        )
+      } catch (error) {
+        if (isNotImplemented(error)) {
+          this.logger.debug({event: 's3.sweep_unsupported', endpoint: this.endpointName}, 'the store cannot list multipart uploads')
+          return swept
+        }
+
+        throw describeS3Error(error, context)
+      }
+
+      for (const upload of page.Uploads ?? []) {
+        const key = upload.Key?.slice(base.length)
+        if (!upload.Key?.startsWith(base) || !key || !upload.UploadId || !upload.Initiated) continue
+        if (upload.Initiated.getTime() >= olderThan.getTime()) continue
+        if (!options.dryRun) {
+          try {
+            await this.client.send(new AbortMultipartUploadCommand({Bucket: this.options.bucket, Key: upload.Key, UploadId: upload.UploadId}))
+          } catch (error) {
+            // Completed or aborted by someone else since the listing: gone either way.
+            if (s3ErrorName(error) !== 'NoSuchUpload') throw describeS3Error(error, this.context(`abort of the multipart upload of ${upload.Key}`))
+          }
+        }
+
+        swept.push({key, startedAt: upload.Initiated, sizeBytes: 0, kind: 'incomplete multipart upload'})
+      }
+
+      keyMarker = page.IsTruncated ? page.NextKeyMarker : undefined
+      uploadIdMarker = page.IsTruncated ? page.NextUploadIdMarker : undefined
+    } while (keyMarker)
+
+    return swept
+  }
+
   async health(): Promise<void> {
     const context = this.context(`access to bucket "${this.options.bucket}"`)
-    // One attempt's worth of time is plenty to see whether the bucket answers.
-    const abortSignal = AbortSignal.timeout(this.options.connectTimeoutMs + this.options.requestTimeoutMs)
     try {
-      await this.client.send(new HeadBucketCommand({Bucket: this.options.bucket}), {abortSignal})
+      // Bounded like every request: S3_CONNECT_TIMEOUT and S3_REQUEST_TIMEOUT per attempt.
+      await this.client.send(new HeadBucketCommand({Bucket: this.options.bucket}))
     } catch (error) {
       // HEAD responses have no body, so a 403 does not say why; a listing's error body does.
       if (httpStatus(error) === 403 || httpStatus(error) === 400) {
         const detail = await this.client
-          .send(new ListObjectsV2Command({Bucket: this.options.bucket, MaxKeys: 1, Prefix: this.options.prefix}), {abortSignal})
+          .send(new ListObjectsV2Command({Bucket: this.options.bucket, MaxKeys: 1, Prefix: this.options.prefix}))
           .then(() => undefined)
           .catch((listError: unknown) => listError)
         if (detail) throw describeS3Error(detail, context)
       }
 
-      throw describeS3Error(abortSignal.aborted ? Object.assign(new Error('timed out'), {name: 'TimeoutError'}) : error, context)
+      throw describeS3Error(error, context)
     }
   }
 
@@ -184,8 +244,15 @@ export class S3Backend implements StorageBackend {
       action,
       connectTimeoutMs: this.options.connectTimeoutMs,
       requestTimeoutMs: this.options.requestTimeoutMs,
+      sse: this.options.sse,
+      storageClass: this.options.storageClass,
     }
   }
+}
+
+function isNotImplemented(error: unknown): boolean {
+  const name = s3ErrorName(error)
+  return name === 'NotImplemented' || name === 'MethodNotAllowed' || httpStatus(error) === 501 || httpStatus(error) === 405
 }
 
 /** Same rule as the local backend: relative, `/`-separated, no empty, `.` or `..` segments. */

@@ -80,7 +80,9 @@ export async function multipartPut(request: MultipartPutRequest): Promise<{sizeB
       Key: request.objectKey,
       Body: counter,
       ContentType: put.contentType,
-      StorageClass: options.storageClass as never,
+      // Not for id claims (0 bytes) and sidecars (a few KB): infrequent-access classes bill each
+      // object as at least 128 KB for 30 days, and some stores reject classes on small writes.
+      StorageClass: (isSmallBookkeepingKey(request.objectKey) ? undefined : options.storageClass) as never,
       ServerSideEncryption: options.sse,
       SSEKMSKeyId: options.sseKmsKeyId,
       // Conditional write where the store supports it (AWS S3, MinIO, R2); stores that ignore the
@@ -108,6 +110,11 @@ export async function multipartPut(request: MultipartPutRequest): Promise<{sizeB
     put.signal?.removeEventListener('abort', onAbort)
     stopWatchingBody()
   }
+}
+
+/** dbb's own bookkeeping objects: id claims (`….partial`) and sidecars (`….meta.json`). */
+export function isSmallBookkeepingKey(objectKey: string): boolean {
+  return objectKey.endsWith('.partial') || objectKey.endsWith('.meta.json')
 }
 
 async function abortMultipart(request: MultipartPutRequest, uploadId: string | undefined): Promise<void> {
