@@ -1,6 +1,7 @@
 import {ListObjectsV2Command} from '@aws-sdk/client-s3'
 import {execFile} from 'node:child_process'
 import {createHash} from 'node:crypto'
+import * as net from 'node:net'
 import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
 import {promisify} from 'node:util'
@@ -131,6 +132,24 @@ export function s3RoundtripSuite(kind: string, capabilities: S3Capabilities, acq
       )
       expect(await objectKeys('crash')).toEqual([])
     }, 180_000)
+
+    it('backup list and check against an endpoint that accepts connections and never answers: fail in seconds, naming it', async () => {
+      const silent = net.createServer(() => undefined)
+      await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve))
+      const endpoint = `http://127.0.0.1:${(silent.address() as net.AddressInfo).port}`
+      try {
+        for (const command of [['backup', 'list'], ['check']]) {
+          const started = Date.now()
+          const result = await runCli(command, s3.dbbEnv({S3_PREFIX: 'hung', S3_CONNECT_TIMEOUT: '1s', S3_REQUEST_TIMEOUT: '1s'}, endpoint))
+          expect([command, result.code === 0]).toEqual([command, false])
+          expect(result.stderr).toContain(`the S3 endpoint ${endpoint} stopped answering: nothing received for 1 s (S3_REQUEST_TIMEOUT`)
+          // Before: 15 minutes per attempt, 3 attempts.
+          expect(Date.now() - started).toBeLessThan(30_000)
+        }
+      } finally {
+        silent.close()
+      }
+    }, 120_000)
 
     it('prune deletes both the dump and its sidecar', async () => {
       const env = {...cluster.dbbEnv('shop'), ...s3.dbbEnv({S3_PREFIX: 'prune'})}
