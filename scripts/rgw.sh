@@ -70,7 +70,6 @@ log_tails() {
   done
 }
 
-free_port() { node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }
 
 wait_for_port() {
   local port=$1 seconds=$2
