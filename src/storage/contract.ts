@@ -18,6 +18,12 @@ import type {Readable} from 'node:stream'
  *    `issues: [{variable, message, example}]`, reported to the user line by line, exit code 2;
  *  - anything else: an Error whose message names the cause in words an operator can act on,
  *    without secrets.
+ *
+ * Time: every operation of a networked backend fails within a bound it documents (as settings,
+ * e.g. the s3 backend's S3_CONNECT_TIMEOUT and S3_REQUEST_TIMEOUT): to connect, to the first byte
+ * of an answer, and between bytes while a transfer is under way — with a message naming the
+ * endpoint. A transfer is not cut while bytes flow, and a `get` stream whose reader stops reading
+ * (backpressure) is not cut for that: only silence while the reader is waiting counts.
  */
 
 export interface ObjectInfo {

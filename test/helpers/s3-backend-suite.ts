@@ -267,6 +267,27 @@ export function s3BackendSuite(kind: string, capabilities: S3Capabilities, acqui
         }
       }, 90_000)
 
+      it('a connection cut mid-download: says the connection to storage was lost, where, and after how many bytes', async () => {
+        const data = randomBytes(24 * MIB)
+        const writer = await backend({S3_PREFIX: 'cut-get'})
+        await writer.put('big.bin', chunked(data, MIB))
+        const proxy = await startRecordingProxy(() => server.port)
+        const storage = await backend({S3_PREFIX: 'cut-get'}, proxy.endpoint)
+        let received = 0
+        const error = await (async () => {
+          for await (const chunk of await storage.get('big.bin')) {
+            received += (chunk as Buffer).length
+            if (received > MIB) await proxy.close()
+          }
+        })().then(() => undefined, (caught: Error & {code?: string}) => caught)
+        expect(error?.message).toMatch(
+          new RegExp(`^download of cut-get/big\\.bin from ${proxy.endpoint.replace(/\./g, '\\.')} failed: the connection to storage was lost after [\\d,]+ bytes`),
+        )
+        expect(error).toMatchObject({code: 'STORAGE_CONNECTION_LOST'})
+        expect(received).toBeLessThan(data.length)
+        await Promise.all([writer.close?.(), storage.close?.()])
+      }, 60_000)
+
       it('a reader that pauses longer than the bound is no failure while the server is fine', async () => {
         const data = randomBytes(12 * MIB)
         const storage = await backend({S3_PREFIX: 'slow-reader', ...bounds})

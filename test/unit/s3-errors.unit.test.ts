@@ -17,6 +17,13 @@ describe('S3 error messages name the likely cause', () => {
     expect(describeS3Error(error, context).message).toBe('upload of backups/x.sql.gz failed: InvalidRequest (HTTP 400) from http://127.0.0.1:9000')
   })
 
+  it('a connection that breaks says the connection to storage was lost, where, and after how many bytes', () => {
+    const reset = Object.assign(new Error('read ECONNRESET'), {code: 'ECONNRESET'})
+    expect(describeS3Error(reset, {...context, bytesTransferred: 3_145_728}).message).toBe(
+      'upload of backups/x.sql.gz failed: the connection to storage was lost after 3,145,728 bytes: the S3 endpoint http://127.0.0.1:9000 closed it (connection reset, ECONNRESET); check the endpoint\'s health and the network',
+    )
+  })
+
   it('QuotaExceeded says what to do', () => {
     expect(describeS3Error(sdkError('QuotaExceeded', 403), context).message).toBe(
       'upload of backups/x.sql.gz failed: the storage quota of bucket "dbb-test" at http://127.0.0.1:9000 is exceeded (QuotaExceeded); free space (dbb prune, a lower BACKUPS_TO_RETAIN) or raise the quota',

@@ -13,6 +13,8 @@ export interface S3ErrorContext {
   endpoint: string
   /** What dbb was doing, e.g. `upload of backups/x.sql.gz`. */
   action: string
+  /** Bytes of the body sent or received before the failure, when known (for a lost connection). */
+  bytesTransferred?: number
   /** Write options some stores reject with a bare 400, to name them when that happens. */
   sse?: string
   storageClass?: string
@@ -161,6 +163,12 @@ function describeCause(error: unknown, context: S3ErrorContext): string {
     }
 
     if (host) return `cannot reach the S3 endpoint ${endpoint}: the host name ${host} was not found (${network}); check S3_ENDPOINT and DNS`
+  }
+
+  if (network === 'ECONNRESET' || network === 'EPIPE' || network === 'ECONNABORTED') {
+    // The connection was there and broke: not a setting to check, and not a user's Ctrl-C.
+    const after = context.bytesTransferred === undefined ? '' : ` after ${context.bytesTransferred.toLocaleString('en-US')} bytes`
+    return `the connection to storage was lost${after}: the S3 endpoint ${endpoint} closed it (${NETWORK_CODES[network]}, ${network}); check the endpoint's health and the network`
   }
 
   if (network) return `cannot reach the S3 endpoint ${endpoint}: ${NETWORK_CODES[network]} (${network}); check S3_ENDPOINT and the network`

@@ -89,7 +89,7 @@ export class S3Backend implements StorageBackend {
       key,
       body,
       put: options,
-      describe: (error) => describeS3Error(error, context),
+      describe: (error, bytesRead) => describeS3Error(error, {...context, bytesTransferred: bytesRead}),
       logger: this.logger,
     })
   }

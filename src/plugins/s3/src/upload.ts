@@ -14,7 +14,8 @@ export interface MultipartPutRequest {
   key: string
   body: Readable
   put: PutOptions
-  describe: (error: unknown) => Error
+  /** Describes an S3 failure; `bytesRead` is how much of the body had been taken when it happened. */
+  describe: (error: unknown, bytesRead: number) => Error
   logger: ProviderContext['logger']
   /** S3's limit of parts per upload; lower only in tests, to reach it with little data. */
   maxParts?: number
@@ -105,7 +106,7 @@ export async function multipartPut(request: MultipartPutRequest): Promise<{sizeB
       throw Object.assign(new Error(`${request.key} already exists`), {code: 'ALREADY_EXISTS'})
     }
 
-    throw s3ErrorName(error) === 'AbortError' && put.signal?.aborted ? abortError(put.signal) : request.describe(error)
+    throw s3ErrorName(error) === 'AbortError' && put.signal?.aborted ? abortError(put.signal) : request.describe(error, sizeBytes)
   } finally {
     put.signal?.removeEventListener('abort', onAbort)
     stopWatchingBody()
