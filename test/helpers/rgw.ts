@@ -151,7 +151,8 @@ export async function startRgw(): Promise<RgwCluster> {
           process.kill(await gatewayPid(), 'SIGSTOP')
         },
         async resume() {
-          process.kill(await gatewayPid(), 'SIGCONT')
+          // A gateway a test killed has nothing to continue.
+          if (await gatewayRunning()) process.kill(await gatewayPid(), 'SIGCONT')
         },
         async destroy() {
           // The bucket goes with the cluster (memstore); the gateway stays up for the other suites.

@@ -2,10 +2,15 @@ import {ListMultipartUploadsCommand} from '@aws-sdk/client-s3'
 import {randomBytes} from 'node:crypto'
 
 import {s3Provider} from '../../src/plugins/s3/src/index'
+import {runCli} from '../helpers/cli'
+import {backupSucceeds} from '../helpers/fault-invariants'
+import {PgCluster, startPostgres} from '../helpers/postgres'
+import {startRecordingProxy} from '../helpers/recording-proxy'
 import {RGW_CAPABILITIES, destroySharedRgw, sharedRgw} from '../helpers/rgw'
 import {s3BackendSuite} from '../helpers/s3-backend-suite'
 import {s3FaultsSuite} from '../helpers/s3-faults-suite'
 import {s3RoundtripSuite} from '../helpers/s3-roundtrip-suite'
+import {S3Server} from '../helpers/s3-server'
 import {chunked, listed} from '../helpers/storage-conformance'
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true'
@@ -49,4 +54,58 @@ describe('Ceph RGW only: a bucket quota', () => {
       await storage.close?.()
     }
   })
+})
+
+describe('Ceph RGW only: the gateway paused or killed mid-restore', () => {
+  let cluster: PgCluster
+  let server: S3Server
+
+  beforeAll(async () => {
+    ;[cluster, server] = await Promise.all([startPostgres(), sharedRgw().then((rgw) => rgw.bucket('dbb-restore'))])
+    await cluster.psql('CREATE DATABASE big')
+    await cluster.psql(
+      `CREATE TABLE blobs AS SELECT g AS id, md5(random()::text) || md5(random()::text) AS payload FROM generate_series(1, 200000) g`,
+      'big',
+    )
+    await backupSucceeds({...cluster.dbbEnv('big'), ...server.dbbEnv({S3_PREFIX: 'restore'})})
+  }, 300_000)
+
+  afterAll(async () => {
+    await server?.resume()
+    await server?.start()
+    await cluster?.destroy()
+  })
+
+  it.each([
+    ['paused (SIGSTOP)', 'pause'],
+    ['killed (SIGKILL)', 'kill'],
+  ])('gateway %s when the dump is requested: restore fails in seconds naming the endpoint; the target gets no rows', async (_label, fault) => {
+    const target = `drill_${fault}`
+    const proxy = await startRecordingProxy(() => server.port)
+    let faulted: Promise<void> | undefined
+    proxy.onRequest((request) => {
+      if (!faulted && request.method === 'GET' && /\/restore\/backup_\d{8}T\d{6}Z\.sql\.gz(\?|$)/.test(request.url)) {
+        faulted = fault === 'pause' ? server.pause() : server.stop()
+      }
+    })
+    const env = {
+      ...cluster.dbbEnv('big'),
+      ...server.dbbEnv({S3_PREFIX: 'restore', S3_CONNECT_TIMEOUT: '1s', S3_REQUEST_TIMEOUT: '2s'}, proxy.endpoint),
+    }
+    const started = Date.now()
+    const result = await runCli(['restore', 'latest', '--target-db', target, '--force'], env).finally(async () => {
+      await faulted
+      await server.resume()
+      await server.start()
+      await proxy.close()
+    })
+    expect(faulted).toBeDefined()
+    expect(result.code).not.toBe(0)
+    expect(result.stderr).toContain(proxy.endpoint)
+    expect(Date.now() - started).toBeLessThan(60_000)
+    const exists = (await cluster.psql(`SELECT count(*) FROM pg_database WHERE datname = '${target}'`)).trim()
+    if (exists === '1') {
+      expect((await cluster.psql(`SELECT count(*) FROM pg_tables WHERE tablename = 'blobs'`, target)).trim()).toBe('0')
+    }
+  }, 180_000)
 })
