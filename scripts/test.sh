@@ -22,6 +22,10 @@ if ! have_server || ! have_clients || ! id postgres >/dev/null 2>&1 || ! command
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql postgresql-client util-linux gzip >/dev/null
 fi
 
+# Ceph RADOS Gateway: the S3 suites run against it as well as s3rver (test/reliability/s3-rgw.e2e.test.ts).
+# Installed when missing; if that fails, the run fails here rather than skipping those tests.
+bash scripts/rgw.sh install
+
 # Install the locked versions when node_modules is missing or older than the lockfile. `npm install`
 # rather than `npm ci`: registries that only carry Linux builds of platform-specific optional
 # packages (as ours does) make npm leave the other platforms out of the lockfile, and `npm ci`

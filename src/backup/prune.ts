@@ -8,7 +8,8 @@ import {RetentionRules, planRetention} from './retention'
 
 export interface PruneEntry {
   id: string
-  kind: 'backup' | 'orphan' | 'wal'
+  /** `staged`: a backend's leftover of an unfinished write (an incomplete multipart upload), see StorageBackend.sweep. */
+  kind: 'backup' | 'orphan' | 'wal' | 'staged'
   reason: string
   sizeBytes: number
 }
@@ -65,6 +66,14 @@ export async function prune(
     const reason = `no backup owns it (age ${formatElapsed(orphan.ageMs)})`
     options.logger?.info({event: 'prune.orphan', key: orphan.key, dryRun}, dryRun ? 'would delete orphan object' : 'deleted orphan object')
     deleted.push({id: orphan.key, kind: 'orphan', reason, sizeBytes: orphan.sizeBytes})
+  }
+
+  // Unfinished writes the backend staged (e.g. multipart uploads of a killed run), past the same grace.
+  const now = options.now ?? new Date()
+  for (const leftover of (await storage.sweep?.(new Date(now.getTime() - options.rules.orphanGraceMs), {dryRun: options.dryRun})) ?? []) {
+    const reason = `${leftover.kind} started ${leftover.startedAt.toISOString()}, never finished`
+    options.logger?.info({event: 'prune.staged', key: leftover.key, dryRun: Boolean(options.dryRun)}, 'removed staged leftover')
+    deleted.push({id: leftover.key, kind: 'staged', reason, sizeBytes: leftover.sizeBytes})
   }
 
   // Archived WAL older than every retained base backup (of any prefix: WAL belongs to the cluster).

@@ -18,6 +18,12 @@ import type {Readable} from 'node:stream'
  *    `issues: [{variable, message, example}]`, reported to the user line by line, exit code 2;
  *  - anything else: an Error whose message names the cause in words an operator can act on,
  *    without secrets.
+ *
+ * Time: every operation of a networked backend fails within a bound it documents (as settings,
+ * e.g. the s3 backend's S3_CONNECT_TIMEOUT and S3_REQUEST_TIMEOUT): to connect, to the first byte
+ * of an answer, and between bytes while a transfer is under way — with a message naming the
+ * endpoint. A transfer is not cut while bytes flow, and a `get` stream whose reader stops reading
+ * (backpressure) is not cut for that: only silence while the reader is waiting counts.
  */
 
 export interface ObjectInfo {
@@ -39,6 +45,23 @@ export interface GetOptions {
   start?: number
   end?: number
   signal?: AbortSignal
+}
+
+/** Data a backend staged for a write that never finished (see `StorageBackend.sweep`). */
+export interface StagedLeftover {
+  /** The key the unfinished write was for (a backend may append its own detail, e.g. an upload id). */
+  key: string
+  /** When the write started; the sweep only touches leftovers started before `olderThan`. */
+  startedAt: Date
+  /** Bytes it holds, when the backend knows (0 when not). */
+  sizeBytes: number
+  /** What it is, for humans: `incomplete multipart upload`, `temp file`. */
+  kind: string
+}
+
+export interface SweepOptions {
+  /** true: report what would be removed, remove nothing. */
+  dryRun?: boolean
 }
 
 export interface StorageBackend {
@@ -64,6 +87,16 @@ export interface StorageBackend {
   health(): Promise<void>
   /** Releases connections and sockets. Optional. */
   close?(): Promise<void>
+  /**
+   * Removes what this backend staged for writes that never finished and that no key shows: an
+   * S3 store's incomplete multipart uploads (billed, invisible to `list`), a file system's temp
+   * files. Optional: a backend that stages nothing leaves it out. Called by `prune` with
+   * `olderThan` = now − ORPHAN_GRACE: a leftover started at or after `olderThan` may belong to a
+   * writer that is still running and MUST NOT be touched. Only leftovers under this backend's own
+   * location are considered. Returns what was removed (with `dryRun`, what would be); a store that
+   * cannot list its staged data resolves to `[]`. Errors reject as for any other operation.
+   */
+  sweep?(olderThan: Date, options?: SweepOptions): Promise<StagedLeftover[]>
 }
 
 /** One setting a backend reads: an environment variable, mirrored by a flag on the commands that use storage. */

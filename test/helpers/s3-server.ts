@@ -13,6 +13,9 @@ import {createInterface} from 'node:readline'
  * `stop()`/`start()` keep the port and the data, so a test can kill it mid-upload and look after.
  */
 export interface S3Server {
+  kind: 's3rver' | 'rgw'
+  /** What this server implements, so one suite asserts the behaviour of each store exactly. */
+  capabilities: S3Capabilities
   bucket: string
   port: number
   endpoint: string
@@ -26,7 +29,32 @@ export interface S3Server {
   start(): Promise<void>
   /** Kills the server process at once (like a crash or a network cut). */
   stop(): Promise<void>
+  /** SIGSTOP / SIGCONT: a server that keeps its connections open and answers nothing (a hung gateway). */
+  pause(): Promise<void>
+  resume(): Promise<void>
   destroy(): Promise<void>
+}
+
+export interface S3Capabilities {
+  /** A wrong secret is refused (SignatureDoesNotMatch). */
+  verifiesSignature: boolean
+  abortMultipartUpload: boolean
+  listMultipartUploads: boolean
+  /** `If-None-Match: *` on PutObject answers 412 when the key exists. */
+  conditionalPut: boolean
+  /** `If-None-Match: *` on CompleteMultipartUpload answers 412 when the key exists. */
+  conditionalCompleteMultipart: boolean
+  bucketQuota: boolean
+}
+
+/** s3rver 3.7.1 (see ../shared/HARNESS.md). */
+export const S3RVER_CAPABILITIES: S3Capabilities = {
+  verifiesSignature: false,
+  abortMultipartUpload: false,
+  listMultipartUploads: false,
+  conditionalPut: false,
+  conditionalCompleteMultipart: false,
+  bucketQuota: false,
 }
 
 const WRAPPER = path.join(__dirname, 's3rver-process.js')
@@ -55,6 +83,8 @@ export async function startS3Server(options: {bucket?: string} = {}): Promise<S3
   }
 
   const server: S3Server = {
+    kind: 's3rver',
+    capabilities: S3RVER_CAPABILITIES,
     bucket,
     get port() {
       return port
@@ -99,8 +129,15 @@ export async function startS3Server(options: {bucket?: string} = {}): Promise<S3
       running.kill('SIGKILL')
       await exited
     },
+    async pause() {
+      child?.kill('SIGSTOP')
+    },
+    async resume() {
+      child?.kill('SIGCONT')
+    },
     async destroy() {
       for (const client of clients) client.destroy()
+      await server.resume()
       await server.stop()
       await fs.rm(directory, {recursive: true, force: true})
     },

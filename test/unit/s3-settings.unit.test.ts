@@ -27,6 +27,8 @@ describe('s3 settings', () => {
       concurrency: 4,
       checksums: 'WHEN_REQUIRED',
       conditionalWrites: true,
+      connectTimeoutMs: 10_000,
+      requestTimeoutMs: 30_000,
     })
     const minio = parseS3Settings({S3_BUCKET: 'b1b', S3_ENDPOINT: 'http://minio:9000/', AWS_ACCESS_KEY_ID: 'k', AWS_SECRET_ACCESS_KEY: 's'})
     expect(minio).toMatchObject({endpoint: 'http://minio:9000', forcePathStyle: true, credentials: {accessKeyId: 'k', secretAccessKey: 's'}})

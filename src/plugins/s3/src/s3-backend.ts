@@ -1,28 +1,35 @@
 import {
+  AbortMultipartUploadCommand,
   DeleteObjectCommand,
   GetObjectCommand,
   HeadBucketCommand,
   HeadObjectCommand,
+  ListMultipartUploadsCommand,
   ListObjectsV2Command,
   S3Client,
 } from '@aws-sdk/client-s3'
 import {Readable, addAbortSignal} from 'node:stream'
 
-import type {GetOptions, ObjectInfo, ProviderContext, PutOptions, StorageBackend} from '../../../storage/contract'
+import type {
+  GetOptions,
+  ObjectInfo,
+  ProviderContext,
+  PutOptions,
+  StagedLeftover,
+  StorageBackend,
+  SweepOptions,
+} from '../../../storage/contract'
 import {S3ErrorContext, describeS3Error, httpStatus, isNotFoundError, s3ErrorName} from './errors'
+import {guardedBody} from './download'
 import {S3Options} from './settings'
 import {multipartPut} from './upload'
 
-/** Connect fast, fail fast: an unreachable endpoint is reported in seconds, not minutes of retries. */
-const CONNECTION_TIMEOUT_MS = 5000
 /**
- * Time for a server to start answering a request (for an UploadPart: after its body is sent), so a
- * hung server fails the job instead of hanging it. There is deliberately no socket idle timeout:
- * a download's reader may pause for minutes (`download | psql` while psql builds an index).
+ * Attempts per request (the SDK retries throttling, 5xx, resets and timeouts with backoff). Worst
+ * case for one request against a hung endpoint: MAX_ATTEMPTS × (S3_CONNECT_TIMEOUT +
+ * S3_REQUEST_TIMEOUT) plus backoff — 2 minutes with the defaults, instead of hanging.
  */
-const RESPONSE_TIMEOUT_MS = 15 * 60_000
 const MAX_ATTEMPTS = 3
-const HEALTH_TIMEOUT_MS = 20_000
 
 /**
  * Any S3-compatible object store. Keys map to `<S3_PREFIX>/<key>`; uploads stream through
@@ -32,6 +39,12 @@ export class S3Backend implements StorageBackend {
   readonly name = 's3'
   readonly location: string
   private readonly client: S3Client
+  /**
+   * Downloads use a client without the socket idle timeout: a download's reader may pause for
+   * minutes (psql building an index), which pauses the socket. The wait for the answer is bounded by
+   * requestTimeout (until the response headers), the body by guardedBody (silence while read).
+   */
+  private readonly downloadClient: S3Client
   private readonly endpointName: string
 
   constructor(
@@ -40,7 +53,7 @@ export class S3Backend implements StorageBackend {
   ) {
     this.location = `s3://${options.bucket}${options.prefix ? `/${options.prefix}` : ''}`
     this.endpointName = options.endpoint ?? `AWS S3 (${options.region})`
-    this.client = new S3Client({
+    const common = {
       region: options.region,
       endpoint: options.endpoint,
       forcePathStyle: options.forcePathStyle,
@@ -51,7 +64,14 @@ export class S3Backend implements StorageBackend {
       requestChecksumCalculation: options.checksums,
       responseChecksumValidation: options.checksums,
       maxAttempts: MAX_ATTEMPTS,
-      requestHandler: {connectionTimeout: CONNECTION_TIMEOUT_MS, requestTimeout: RESPONSE_TIMEOUT_MS, throwOnRequestTimeout: true},
+    }
+    // socketTimeout: silence on the socket (no byte sent or received) — covers a server that does not
+    // answer, and an upload the server stopped reading. requestTimeout would also bound a slow but
+    // flowing part upload, so it is not used for writes.
+    this.client = new S3Client({...common, requestHandler: {connectionTimeout: options.connectTimeoutMs, socketTimeout: options.requestTimeoutMs}})
+    this.downloadClient = new S3Client({
+      ...common,
+      requestHandler: {connectionTimeout: options.connectTimeoutMs, requestTimeout: options.requestTimeoutMs, throwOnRequestTimeout: true},
     })
   }
 
@@ -69,7 +89,7 @@ export class S3Backend implements StorageBackend {
       key,
       body,
       put: options,
-      describe: (error) => describeS3Error(error, context),
+      describe: (error, bytesRead) => describeS3Error(error, {...context, bytesTransferred: bytesRead}),
       logger: this.logger,
     })
   }
@@ -77,17 +97,18 @@ export class S3Backend implements StorageBackend {
   async get(key: string, options: GetOptions = {}): Promise<Readable> {
     const objectKey = this.objectKey(key)
     const range = options.start === undefined && options.end === undefined ? undefined : `bytes=${options.start ?? 0}-${options.end ?? ''}`
+    const context = this.context(`download of ${objectKey}`)
     try {
-      const response = await this.client.send(new GetObjectCommand({Bucket: this.options.bucket, Key: objectKey, Range: range}), {
+      const response = await this.downloadClient.send(new GetObjectCommand({Bucket: this.options.bucket, Key: objectKey, Range: range}), {
         abortSignal: options.signal,
       })
-      const stream = response.Body as Readable
+      const stream = guardedBody(response.Body as Readable, {idleTimeoutMs: this.options.requestTimeoutMs, what: `${context.action} from ${this.endpointName}`})
       return options.signal ? addAbortSignal(options.signal, stream) : stream
     } catch (error) {
       if (isNotFoundError(error)) throw notFound(key)
       // A range starting at the end of the object: nothing to read, as with a file.
       if (httpStatus(error) === 416 || s3ErrorName(error) === 'InvalidRange') return Readable.from([])
-      throw describeS3Error(error, this.context(`download of ${objectKey}`))
+      throw describeS3Error(error, context)
     }
   }
 
@@ -136,27 +157,79 @@ export class S3Backend implements StorageBackend {
     }
   }
 
+  /**
+   * Aborts the incomplete multipart uploads under this backend's prefix that were initiated before
+   * `olderThan` (a SIGKILLed dbb leaves its upload behind: invisible to listings, its parts billed
+   * until aborted). A younger upload may belong to a running backup and is never touched. Stores
+   * that cannot list multipart uploads (NotImplemented, e.g. s3rver) yield nothing: a bucket
+   * lifecycle rule (AbortIncompleteMultipartUpload) is then the only cleanup.
+   */
+  async sweep(olderThan: Date, options: SweepOptions = {}): Promise<StagedLeftover[]> {
+    const base = this.options.prefix ? `${this.options.prefix}/` : ''
+    const context = this.context(`listing of incomplete multipart uploads in ${this.location}`)
+    const swept: StagedLeftover[] = []
+    let keyMarker: string | undefined
+    let uploadIdMarker: string | undefined
+    do {
+      let page
+      try {
+        page = await this.client.send(
+          new ListMultipartUploadsCommand({Bucket: this.options.bucket, Prefix: base, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker}),
+        )
+      } catch (error) {
+        if (isNotImplemented(error)) {
+          this.logger.debug({event: 's3.sweep_unsupported', endpoint: this.endpointName}, 'the store cannot list multipart uploads')
+          return swept
+        }
+
+        throw describeS3Error(error, context)
+      }
+
+      for (const upload of page.Uploads ?? []) {
+        const key = upload.Key?.slice(base.length)
+        if (!upload.Key?.startsWith(base) || !key || !upload.UploadId || !upload.Initiated) continue
+        if (upload.Initiated.getTime() >= olderThan.getTime()) continue
+        if (!options.dryRun) {
+          try {
+            await this.client.send(new AbortMultipartUploadCommand({Bucket: this.options.bucket, Key: upload.Key, UploadId: upload.UploadId}))
+          } catch (error) {
+            // Completed or aborted by someone else since the listing: gone either way.
+            if (s3ErrorName(error) !== 'NoSuchUpload') throw describeS3Error(error, this.context(`abort of the multipart upload of ${upload.Key}`))
+          }
+        }
+
+        swept.push({key, startedAt: upload.Initiated, sizeBytes: 0, kind: 'incomplete multipart upload'})
+      }
+
+      keyMarker = page.IsTruncated ? page.NextKeyMarker : undefined
+      uploadIdMarker = page.IsTruncated ? page.NextUploadIdMarker : undefined
+    } while (keyMarker)
+
+    return swept
+  }
+
   async health(): Promise<void> {
     const context = this.context(`access to bucket "${this.options.bucket}"`)
-    const abortSignal = AbortSignal.timeout(HEALTH_TIMEOUT_MS)
     try {
-      await this.client.send(new HeadBucketCommand({Bucket: this.options.bucket}), {abortSignal})
+      // Bounded like every request: S3_CONNECT_TIMEOUT and S3_REQUEST_TIMEOUT per attempt.
+      await this.client.send(new HeadBucketCommand({Bucket: this.options.bucket}))
     } catch (error) {
       // HEAD responses have no body, so a 403 does not say why; a listing's error body does.
       if (httpStatus(error) === 403 || httpStatus(error) === 400) {
         const detail = await this.client
-          .send(new ListObjectsV2Command({Bucket: this.options.bucket, MaxKeys: 1, Prefix: this.options.prefix}), {abortSignal})
+          .send(new ListObjectsV2Command({Bucket: this.options.bucket, MaxKeys: 1, Prefix: this.options.prefix}))
           .then(() => undefined)
           .catch((listError: unknown) => listError)
         if (detail) throw describeS3Error(detail, context)
       }
 
-      throw describeS3Error(abortSignal.aborted ? Object.assign(new Error('timed out'), {name: 'TimeoutError'}) : error, context)
+      throw describeS3Error(error, context)
     }
   }
 
   async close(): Promise<void> {
     this.client.destroy()
+    this.downloadClient.destroy()
   }
 
   private objectKey(key: string): string {
@@ -165,8 +238,21 @@ export class S3Backend implements StorageBackend {
   }
 
   private context(action: string): S3ErrorContext {
-    return {bucket: this.options.bucket, endpoint: this.endpointName, action}
+    return {
+      bucket: this.options.bucket,
+      endpoint: this.endpointName,
+      action,
+      connectTimeoutMs: this.options.connectTimeoutMs,
+      requestTimeoutMs: this.options.requestTimeoutMs,
+      sse: this.options.sse,
+      storageClass: this.options.storageClass,
+    }
   }
+}
+
+function isNotImplemented(error: unknown): boolean {
+  const name = s3ErrorName(error)
+  return name === 'NotImplemented' || name === 'MethodNotAllowed' || httpStatus(error) === 501 || httpStatus(error) === 405
 }
 
 /** Same rule as the local backend: relative, `/`-separated, no empty, `.` or `..` segments. */

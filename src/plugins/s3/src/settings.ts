@@ -21,6 +21,15 @@ export const DEFAULT_PART_SIZE = 16 * MIB
 export const DEFAULT_CONCURRENCY = 4
 export const DEFAULT_PREFIX = 'backups'
 export const DEFAULT_REGION = 'eu-central-1'
+/**
+ * Time bounds of every request (see README "Time bounds"). Connect: TCP (and TLS) set-up. Request:
+ * the longest silence while dbb waits for the server — for the first byte of an answer (after the
+ * request body was sent) and between bytes of a transfer that is under way. Long transfers are not
+ * bounded as long as bytes flow; a download whose reader is busy (psql building an index) is not
+ * counted as silence.
+ */
+export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000
+export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000
 
 export const S3_SETTINGS: StorageSetting[] = [
   {env: 'S3_BUCKET', flag: 's3-bucket', summary: 'Bucket that holds the backups (storage "s3").', example: 'my-db-backups'},
@@ -63,6 +72,18 @@ export const S3_SETTINGS: StorageSetting[] = [
     example: 'false',
   },
   {
+    env: 'S3_CONNECT_TIMEOUT',
+    flag: 's3-connect-timeout',
+    summary: 'Longest wait to open a connection to the endpoint, e.g. 10s (default), 500ms, 1m.',
+    example: '10s',
+  },
+  {
+    env: 'S3_REQUEST_TIMEOUT',
+    flag: 's3-request-timeout',
+    summary: 'Longest silence from the endpoint: for an answer to start, and between bytes of a transfer (default 30s).',
+    example: '30s',
+  },
+  {
     env: 'S3_CHECKSUMS',
     flag: 's3-checksums',
     summary: 'when_required (default; works with every S3-compatible store) or when_supported (the SDK\'s extra CRC checksums).',
@@ -87,6 +108,8 @@ export interface S3Options {
   checksums: 'WHEN_REQUIRED' | 'WHEN_SUPPORTED'
   /** `If-None-Match: *` on writes that must not replace an object. */
   conditionalWrites: boolean
+  connectTimeoutMs: number
+  requestTimeoutMs: number
 }
 
 export interface SettingIssue {
@@ -169,6 +192,16 @@ export function parseS3Settings(settings: Readonly<Record<string, string | undef
   const checksums = (value('S3_CHECKSUMS') ?? 'when_required').toLowerCase()
   if (!['when_required', 'when_supported'].includes(checksums)) problem('S3_CHECKSUMS', 'must be when_required or when_supported')
 
+  const connectTimeoutMs = value('S3_CONNECT_TIMEOUT') === undefined ? DEFAULT_CONNECT_TIMEOUT_MS : parseDuration(value('S3_CONNECT_TIMEOUT') as string)
+  if (connectTimeoutMs === undefined || connectTimeoutMs < 100 || connectTimeoutMs > 600_000) {
+    problem('S3_CONNECT_TIMEOUT', 'must be a duration from 100ms to 10m, such as 10s')
+  }
+
+  const requestTimeoutMs = value('S3_REQUEST_TIMEOUT') === undefined ? DEFAULT_REQUEST_TIMEOUT_MS : parseDuration(value('S3_REQUEST_TIMEOUT') as string)
+  if (requestTimeoutMs === undefined || requestTimeoutMs < 100 || requestTimeoutMs > 3_600_000) {
+    problem('S3_REQUEST_TIMEOUT', 'must be a duration from 100ms to 1h, such as 30s')
+  }
+
   if (issues.length > 0) throw new StorageConfigError(issues)
   return {
     bucket: bucket as string,
@@ -184,6 +217,8 @@ export function parseS3Settings(settings: Readonly<Record<string, string | undef
     concurrency,
     checksums: checksums === 'when_supported' ? 'WHEN_SUPPORTED' : 'WHEN_REQUIRED',
     conditionalWrites: conditionalWrites ?? true,
+    connectTimeoutMs: connectTimeoutMs as number,
+    requestTimeoutMs: requestTimeoutMs as number,
   }
 }
 
@@ -194,6 +229,19 @@ function parseBoolean(text: string | undefined): boolean | undefined | null {
   if (['true', 'yes', '1', 'on'].includes(lower)) return true
   if (['false', 'no', '0', 'off'].includes(lower)) return false
   return null
+}
+
+const DURATION_UNITS: Record<string, number> = {ms: 1, s: 1000, m: 60_000, h: 3_600_000}
+
+/** `10s`, `500ms`, `2m`, `1h` (a bare number is seconds) → milliseconds; undefined when unreadable. */
+export function parseDuration(text: string): number | undefined {
+  const match = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)?$/i.exec(text.trim())
+  if (!match) return undefined
+  return Math.round(Number(match[1]) * DURATION_UNITS[(match[2] ?? 's').toLowerCase()])
+}
+
+export function formatDuration(ms: number): string {
+  return ms % 1000 === 0 ? `${ms / 1000} s` : `${ms} ms`
 }
 
 const UNITS: Record<string, number> = {'': 1, b: 1, kb: 1e3, mb: 1e6, gb: 1e9, kib: 1024, mib: MIB, gib: 1024 * MIB, k: 1024, m: MIB, g: 1024 * MIB}

@@ -14,7 +14,8 @@ export interface MultipartPutRequest {
   key: string
   body: Readable
   put: PutOptions
-  describe: (error: unknown) => Error
+  /** Describes an S3 failure; `bytesRead` is how much of the body had been taken when it happened. */
+  describe: (error: unknown, bytesRead: number) => Error
   logger: ProviderContext['logger']
   /** S3's limit of parts per upload; lower only in tests, to reach it with little data. */
   maxParts?: number
@@ -80,7 +81,9 @@ export async function multipartPut(request: MultipartPutRequest): Promise<{sizeB
       Key: request.objectKey,
       Body: counter,
       ContentType: put.contentType,
-      StorageClass: options.storageClass as never,
+      // Not for id claims (0 bytes) and sidecars (a few KB): infrequent-access classes bill each
+      // object as at least 128 KB for 30 days, and some stores reject classes on small writes.
+      StorageClass: (isSmallBookkeepingKey(request.objectKey) ? undefined : options.storageClass) as never,
       ServerSideEncryption: options.sse,
       SSEKMSKeyId: options.sseKmsKeyId,
       // Conditional write where the store supports it (AWS S3, MinIO, R2); stores that ignore the
@@ -103,11 +106,16 @@ export async function multipartPut(request: MultipartPutRequest): Promise<{sizeB
       throw Object.assign(new Error(`${request.key} already exists`), {code: 'ALREADY_EXISTS'})
     }
 
-    throw s3ErrorName(error) === 'AbortError' && put.signal?.aborted ? abortError(put.signal) : request.describe(error)
+    throw s3ErrorName(error) === 'AbortError' && put.signal?.aborted ? abortError(put.signal) : request.describe(error, sizeBytes)
   } finally {
     put.signal?.removeEventListener('abort', onAbort)
     stopWatchingBody()
   }
+}
+
+/** dbb's own bookkeeping objects: id claims (`….partial`) and sidecars (`….meta.json`). */
+export function isSmallBookkeepingKey(objectKey: string): boolean {
+  return objectKey.endsWith('.partial') || objectKey.endsWith('.meta.json')
 }
 
 async function abortMultipart(request: MultipartPutRequest, uploadId: string | undefined): Promise<void> {
