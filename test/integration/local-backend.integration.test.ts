@@ -1,5 +1,6 @@
 import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
+import {Readable} from 'node:stream'
 
 import {LocalBackend} from '../../src/plugins/local/src/local-backend'
 import {tempDir} from '../helpers/cli'
@@ -24,6 +25,14 @@ describe('local backend health', () => {
     await expect(new LocalBackend(missing).health()).rejects.toThrow(
       `backup directory ${missing} does not exist (create it, or set BACKUP_LOCAL_DIR to an existing directory)`,
     )
+  })
+
+  it('put never creates a missing root (an unmounted volume): it fails naming the directory, and nothing is written', async () => {
+    const missing = path.join(await freshDirectory(), 'not-mounted')
+    await expect(new LocalBackend(missing).put('wal/000000010000000000000001.gz', Readable.from([Buffer.from('x')]))).rejects.toThrow(
+      `backup directory ${missing} does not exist (check BACKUP_LOCAL_DIR)`,
+    )
+    await expect(fs.stat(missing)).rejects.toMatchObject({code: 'ENOENT'})
   })
 
   it('fails when the location is a file, not a directory', async () => {

@@ -26,6 +26,9 @@ export class LocalBackend implements StorageBackend {
 
   async put(key: string, body: Readable, options: PutOptions = {}): Promise<{sizeBytes: number}> {
     const finalPath = this.resolve(key)
+    // Subdirectories (wal/) are made on demand, the root never: a missing root is an unmounted
+    // volume, and creating it would archive onto the wrong disk (gone with the container) and exit 0.
+    await this.requireRoot()
     await fs.mkdir(path.dirname(finalPath), {recursive: true})
     const partialPath = `${finalPath}.${randomBytes(6).toString('hex')}${PARTIAL_SUFFIX}`
     try {
@@ -77,9 +80,7 @@ export class LocalBackend implements StorageBackend {
     const directoryPart = prefix.includes('/') ? prefix.slice(0, prefix.lastIndexOf('/')) : ''
     const start = directoryPart ? this.resolve(directoryPart) : this.root
     // A missing root is a misconfiguration, not an empty listing: saying "no backups" would hide it.
-    await fs.stat(this.root).catch((error: NodeJS.ErrnoException) => {
-      throw error.code === 'ENOENT' ? new Error(`backup directory ${this.root} does not exist (check BACKUP_LOCAL_DIR)`) : describeFsError(error, this.root)
-    })
+    await this.requireRoot()
     for await (const key of walk(start, directoryPart, prefix)) {
       if (!key.startsWith(prefix)) continue
       const info = await this.stat(key)
@@ -110,6 +111,12 @@ export class LocalBackend implements StorageBackend {
     } catch (error) {
       throw new Error(`backup directory ${this.root} is not writable: ${(error as NodeJS.ErrnoException).code ?? errorText(error)}`)
     }
+  }
+
+  private async requireRoot(): Promise<void> {
+    await fs.stat(this.root).catch((error: NodeJS.ErrnoException) => {
+      throw error.code === 'ENOENT' ? new Error(`backup directory ${this.root} does not exist (check BACKUP_LOCAL_DIR)`) : describeFsError(error, this.root)
+    })
   }
 
   /** Maps a key to a path inside the root, refusing anything that would resolve outside it. */
