@@ -30,8 +30,16 @@ describe('crash-point matrix: restore (real PostgreSQL, local storage)', () => {
 
   const env = () => ({...cluster.dbbEnv('shop'), BACKUP_LOCAL_DIR: storeDir})
   /** The target's state before each kill: the backup's rows, changed the same way every time. */
-  const diverge = () => cluster.psql(`DELETE FROM events WHERE id > 1000; UPDATE customers SET name = name || ' (changed)'; INSERT INTO events VALUES (-1, 'after the backup', 0, now())`, 'shop')
-  const rowsNow = () => fingerprint(cluster, 'shop').catch((error: Error) => ({unreadable: error.message.split('\n')[0]}))
+  const diverge = () => cluster.psql(`DELETE FROM events WHERE id > 1000; UPDATE customers SET name = name || ' (changed)'; INSERT INTO events VALUES (-1, 'after the backup', 0, '2026-06-01T00:00:00Z')`, 'shop')
+  /** The rows, sequence and view; without `serial`, which the fingerprint reads with nextval() and so advances. */
+  const rowsNow = async (): Promise<Record<string, string>> => {
+    try {
+      const {serial: _advanced, ...rows} = await fingerprint(cluster, 'shop')
+      return rows
+    } catch (error) {
+      return {unreadable: (error as Error).message.split('\n')[0]}
+    }
+  }
 
   beforeAll(async () => {
     cluster = await startPostgres()
@@ -40,14 +48,14 @@ describe('crash-point matrix: restore (real PostgreSQL, local storage)', () => {
     const backup = await runCli(['backup', 'run', '--json'], env())
     expect(backup.code).toBe(0)
     backupId = JSON.parse(backup.stdout).metadata.id
-    backupRows = await fingerprint(cluster, 'shop')
+    backupRows = await rowsNow()
     await diverge()
-    oldRows = await fingerprint(cluster, 'shop')
+    oldRows = await rowsNow()
     expect(oldRows).not.toEqual(backupRows)
 
     const clean = await runWithKill(['restore', backupId, '--force'], env())
     expect([clean.code, clean.code === 0 ? '' : clean.stderr]).toEqual([0, ''])
-    expect(await fingerprint(cluster, 'shop')).toEqual(backupRows)
+    expect(await rowsNow()).toEqual(backupRows)
     cleanMs = clean.durationMs
     phases = phaseEvents(clean)
     await diverge()
