@@ -35,6 +35,8 @@ export const RANDOM_POINTS = Number(process.env.CRASH_RANDOM_POINTS ?? 2)
 const ROWS = 150_000
 const SEGMENT_BYTES = 6 * 1024 * 1024
 const GRACE_PASSED_MS = 1200
+/** A case is 3–5 CLI runs (≈ 10 s on a quiet machine); generous, so a loaded machine is slow rather than failing. */
+const CASE_TIMEOUT_MS = 600_000
 
 const commandSeed = (command: Command) => CRASH_SEED + ['backup', 'prune', 'push', 'fetch'].indexOf(command)
 
@@ -112,7 +114,7 @@ export function describeCrashMatrix(name: string, createBackend: () => Promise<M
       await clean('push', () => runWithKill(['wal', 'push', pushed.file], backend.store.env))
       await clean('fetch', () => runWithKill(['wal', 'fetch', pushed.name, path.join(workDir, 'RECOVERYXLOG')], backend.store.env))
       await expectNoLeftovers(model, 'after clean runs')
-    }, 180_000)
+    }, 600_000)
 
     afterAll(async () => {
       await Promise.all([cluster?.destroy(), backend?.destroy()])
@@ -137,7 +139,7 @@ export function describeCrashMatrix(name: string, createBackend: () => Promise<M
       // The next scheduled backup: its own retention pass (ORPHAN_GRACE=1s) sweeps what the kill left.
       await nextBackupSucceeds(context, {ORPHAN_GRACE: '1s'})
       await expectNoLeftovers(model, context, {viaCli: false})
-    })
+    }, CASE_TIMEOUT_MS)
 
     it.each(pointsFor('prune'))('prune killed $label: no retained backup touched, nothing half-deleted listed, the next prune finishes the job', async ({label, point}) => {
       const context = `prune killed ${label}`
@@ -157,7 +159,7 @@ export function describeCrashMatrix(name: string, createBackend: () => Promise<M
       await pruneAfterGrace(context)
       const after = await expectNoLeftovers(model, context, {viaCli: false})
       expect([context, after.listed.filter((backup) => expiring.has(backup.id))]).toEqual([context, []])
-    })
+    }, CASE_TIMEOUT_MS)
 
     it.each(pointsFor('push'))('wal push killed $label: no partial segment under a final name, the re-push succeeds (idempotent)', async ({label, point}) => {
       const context = `wal push killed ${label}`
@@ -173,7 +175,7 @@ export function describeCrashMatrix(name: string, createBackend: () => Promise<M
       expect([context, (await model.store.keys()).includes(`wal/${segment.name}.gz`)]).toEqual([context, true])
       if (state.leftovers.length > 0) await pruneAfterGrace(context)
       await expectNoLeftovers(model, context, {viaCli: false})
-    })
+    }, CASE_TIMEOUT_MS)
 
     it.each(pointsFor('fetch'))('wal fetch killed $label: the destination never holds a partial file, the next fetch succeeds', async ({label, point}) => {
       const context = `wal fetch killed ${label}`
@@ -190,7 +192,7 @@ export function describeCrashMatrix(name: string, createBackend: () => Promise<M
       const again = await runCli(['wal', 'fetch', name, dest], backend.store.env)
       expect([context, 'next fetch', again.code, again.code === 0 ? '' : again.stderr]).toEqual([context, 'next fetch', 0, ''])
       expect([context, sha(await fs.readFile(dest))]).toEqual([context, sourceSha])
-    })
+    }, CASE_TIMEOUT_MS)
   })
 }
 
