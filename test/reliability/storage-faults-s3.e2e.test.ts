@@ -30,7 +30,7 @@ process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true'
 type FaultKind = '500' | 'reset' | 'stall'
 const KINDS: FaultKind[] = ['500', 'reset', 'stall']
 const SDK_ATTEMPTS = 3
-const RUN_TIMEOUT_MS = 60_000
+const RUN_TIMEOUT_MS = 120_000
 
 interface Outcome {
   index: number
@@ -157,7 +157,7 @@ describe('storage-fault matrix: S3 (every request index × 500 / reset / stall)'
       },
     })
     await recovers('backup run', model, ['backup', 'run', '--json'], {...cluster.dbbEnv('shop'), ...store.env})
-  }, 900_000)
+  }, 1_800_000)
 
   it('prune: each fault fails prune cleanly (exit 1) or is retried; the retained backup is never touched, an expired one is whole or gone', async () => {
     const store = s3Store(s3, 'm-prune')
@@ -180,7 +180,7 @@ describe('storage-fault matrix: S3 (every request index × 500 / reset / stall)'
     })
     await writeOldBackup(store, expired)
     await recovers('prune', model, ['prune', '--json'], store.env)
-  }, 900_000)
+  }, 1_800_000)
 
   it('wal push: each fault fails the push (exit 1, PostgreSQL retries) or is retried; no partial segment under its final name; the re-push succeeds', async () => {
     const store = s3Store(s3, 'm-push', {S3_PART_SIZE: '5MiB'})
@@ -203,7 +203,7 @@ describe('storage-fault matrix: S3 (every request index × 500 / reset / stall)'
       },
     })
     await recovers('wal push', model, ['wal', 'push', file], store.env)
-  }, 900_000)
+  }, 1_800_000)
 
   it('wal fetch: each fault fails the fetch or is retried; the destination never holds a partial segment', async () => {
     const store = s3Store(s3, 'm-fetch', {S3_PART_SIZE: '5MiB'})
@@ -232,7 +232,7 @@ describe('storage-fault matrix: S3 (every request index × 500 / reset / stall)'
     })
     fetchOutcomes.push(...outcomes)
     await recovers('wal fetch', model, ['wal', 'fetch', name, dest], store.env)
-  }, 900_000)
+  }, 1_800_000)
 
   /**
    * The restore_command contract: PostgreSQL reads exit 1–125 as "not in the archive" and ends
