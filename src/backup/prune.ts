@@ -54,6 +54,8 @@ export async function prune(
   for (const {backup, reason} of plan.expire) {
     if (!dryRun) {
       await storage.delete(sidecarKey(backup.id))
+      // The window this order exists for: the backup is no longer listed, its dump not yet deleted.
+      options.logger?.debug({event: 'prune.sidecar_deleted', backupId: backup.id}, 'sidecar deleted, deleting the dump')
       await storage.delete(backup.id)
     }
 

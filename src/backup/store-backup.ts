@@ -111,6 +111,8 @@ export async function storeBackup(
     stored = true
     log.info({event: 'backup.stored', sizeBytes: result.sizeBytes, sha256: result.sha256}, 'stored, verifying')
     await verifyStoredDump(storage, id, result, options.signal)
+    // A phase boundary of its own (the crash-point matrix kills here): stored and read back, no sidecar yet.
+    log.debug({event: 'backup.verified', sha256: result.sha256}, 'read back and verified, writing the sidecar')
     metadata = {
       id,
       type: recipe.type,
@@ -142,6 +144,7 @@ export async function storeBackup(
   }
 
   await releaseClaim(claim, log)
+  log.debug({event: 'backup.claim_released'}, 'id claim removed')
   if (options.prune === false) return {metadata}
   try {
     const pruned = await prune(storage, {prefix: deps.namePrefix, rules: deps.retention, logger: log})

@@ -51,6 +51,7 @@ export async function pushWal(storage: StorageBackend, filePath: string, options
 
     // The common re-push case (archiver retry after a crash) is found before uploading anything.
     if (await storage.stat(key)) return await compareWithArchived(storage, name, key, await hashFile(filePath), options)
+    options.logger?.debug({event: 'wal.push_uploading', wal: name, key}, `not archived yet, uploading ${name}`)
     const stored = await storeCompressed(storage, filePath, key, options.signal)
     options.logger?.info({event: 'wal.pushed', wal: name, sizeBytes: stored.sizeBytes, sha256: stored.sha256}, `archived ${name}`)
     return {name, key, outcome: 'stored', ...stored}
@@ -164,7 +165,7 @@ export async function fetchWal(
   storage: StorageBackend,
   name: string,
   destination: string,
-  options: {signal?: AbortSignal} = {},
+  options: {signal?: AbortSignal; logger?: Logger} = {},
 ): Promise<{sizeBytes: number}> {
   if (!isWalFileName(name)) {
     // PostgreSQL also asks for e.g. `RECOVERYHISTORY` targets by name only; anything else cannot be in the archive.
@@ -188,6 +189,8 @@ export async function fetchWal(
 
   try {
     await pipeline(source, createGunzip(), countTap, createWriteStream(partial, {mode: 0o600, flush: true}), {signal: options.signal})
+    // A phase boundary (the crash-point matrix kills here): complete and fsynced, not yet under its final name.
+    options.logger?.debug({event: 'wal.fetch_written', wal: name, partial, sizeBytes}, 'written to a temporary file, renaming')
     await fs.rename(partial, destination)
   } catch (error) {
     await fs.rm(partial, {force: true})

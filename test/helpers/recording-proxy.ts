@@ -18,9 +18,16 @@ export interface RecordedRequest {
 
 export interface InjectedFailure {
   match: (request: RecordedRequest) => boolean
-  status: number
-  code: string
-  message: string
+  /**
+   * `answer` (default): an S3 error response with status/code/message. `reset`: the connection is
+   * cut without an answer. `stall`: nothing is answered for `stallMs`, then the connection is cut
+   * (a hung server, bounded so tests stay bounded).
+   */
+  kind?: 'answer' | 'reset' | 'stall'
+  stallMs?: number
+  status?: number
+  code?: string
+  message?: string
   /** How many matching requests fail (default 1). */
   times?: number
 }
@@ -55,12 +62,20 @@ export async function startRecordingProxy(targetPort: () => number): Promise<Rec
     const failure = failures.find((candidate) => candidate.remaining > 0 && candidate.match(record))
     if (failure) {
       failure.remaining -= 1
+      if (failure.kind === 'reset' || failure.kind === 'stall') {
+        record.status = 0
+        const cut = () => incoming.socket.destroy()
+        if (failure.kind === 'reset') cut()
+        else setTimeout(cut, failure.stallMs ?? 1000).unref()
+        return
+      }
+
       // Read the request body first, as a server does, so the client sees the answer, not a reset.
       incoming.resume()
       incoming.on('end', () => {
-        record.status = failure.status
-        const body = `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${failure.code}</Code><Message>${failure.message}</Message></Error>`
-        outgoing.writeHead(failure.status, {'content-type': 'application/xml', 'content-length': Buffer.byteLength(body)}).end(body)
+        record.status = failure.status ?? 500
+        const body = `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${failure.code ?? 'InternalError'}</Code><Message>${failure.message ?? 'injected'}</Message></Error>`
+        outgoing.writeHead(record.status, {'content-type': 'application/xml', 'content-length': Buffer.byteLength(body)}).end(body)
       })
       return
     }

@@ -27,6 +27,14 @@ describe('local backend health', () => {
     )
   })
 
+  it('put never creates a missing root (an unmounted volume): it fails naming the directory, and nothing is written', async () => {
+    const missing = path.join(await freshDirectory(), 'not-mounted')
+    await expect(new LocalBackend(missing).put('wal/000000010000000000000001.gz', Readable.from([Buffer.from('x')]))).rejects.toThrow(
+      `backup directory ${missing} does not exist (check BACKUP_LOCAL_DIR)`,
+    )
+    await expect(fs.stat(missing)).rejects.toMatchObject({code: 'ENOENT'})
+  })
+
   it('fails when the location is a file, not a directory', async () => {
     const file = path.join(await freshDirectory(), 'file')
     await fs.writeFile(file, 'x')

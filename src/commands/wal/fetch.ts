@@ -32,7 +32,7 @@ dbb restore --type base writes this command into postgresql.auto.conf for you.`
   public async run(): Promise<{name: string; dest: string; found: boolean; sizeBytes?: number}> {
     const storage = await this.openStorage()
     try {
-      const {sizeBytes} = await fetchWal(storage, this.args.name, this.args.dest, {signal: this.interruptSignal()})
+      const {sizeBytes} = await fetchWal(storage, this.args.name, this.args.dest, {signal: this.interruptSignal(), logger: this.logger})
       this.logger.debug({event: 'wal.fetched', wal: this.args.name, sizeBytes}, `restored ${this.args.name}`)
       return {name: this.args.name, dest: this.args.dest, found: true, sizeBytes}
     } catch (error) {

@@ -36,6 +36,9 @@ export class LocalBackend implements StorageBackend {
 
   async put(key: string, body: Readable, options: PutOptions = {}): Promise<{sizeBytes: number}> {
     const finalPath = this.resolve(key)
+    // Subdirectories (wal/) are made on demand, the root never: a missing root is an unmounted
+    // volume, and creating it would archive onto the wrong disk (gone with the container) and exit 0.
+    await this.requireRoot()
     await makeDirectories(path.dirname(finalPath)).catch((error: unknown) => {
       throw describeFsError(error, this.root)
     })

@@ -1,0 +1,123 @@
+import * as fs from 'node:fs/promises'
+import * as path from 'node:path'
+
+import {runCli, tempDir} from '../helpers/cli'
+import {segmentName, writeSourceSegment} from '../helpers/crash-invariants'
+import {PgCluster, startPostgres} from '../helpers/postgres'
+import {seedDatabase} from '../helpers/seed'
+
+/**
+ * The exit-code contract of every command (README, "Exit codes"), one row per documented code:
+ * cron, CI, Kubernetes Jobs and PostgreSQL's archive_command/restore_command act on these numbers,
+ * so each is tested end to end through the built CLI. `wal fetch` is PostgreSQL's restore_command:
+ * 1 only for "not in the archive", every other failure above 125 (those rows are the separate
+ * "restore_command contract" test: they fail until the wal-fetch exit-code fix of issue 11 is merged).
+ */
+type Expected = number | '>125'
+
+interface Row {
+  command: string
+  situation: string
+  args: () => string[]
+  env: () => Record<string, string>
+  expected: Expected
+}
+
+describe('exit-code contract (README, "Exit codes")', () => {
+  let cluster: PgCluster
+  let dir: string
+  let work: string
+  let backupId: string
+  let segment: {name: string; file: string}
+  let conflicting: string
+
+  const storage = () => ({BACKUP_LOCAL_DIR: dir})
+  const db = () => ({...cluster.dbbEnv('shop'), ...storage()})
+  const missing = () => ({BACKUP_LOCAL_DIR: path.join(work, 'not-mounted')})
+  const freshChecks = () => ({...storage(), CHECK_BASE_BACKUP: 'false', CHECK_WAL: 'false'})
+
+  beforeAll(async () => {
+    cluster = await startPostgres()
+    await seedDatabase(cluster, 'shop', 500)
+    dir = await tempDir('dbb-exit-codes-')
+    work = await tempDir('dbb-exit-codes-work-')
+    const backup = await runCli(['backup', 'run', '--json'], db())
+    expect(backup.code).toBe(0)
+    backupId = JSON.parse(backup.stdout).metadata.id
+    const source = await writeSourceSegment(work, segmentName(7), 64 * 1024, 7)
+    segment = {name: segmentName(7), file: source.file}
+    expect((await runCli(['wal', 'push', segment.file], storage())).code).toBe(0)
+    // The same WAL file name with other content: what a second server archiving here would push.
+    await fs.mkdir(path.join(work, 'other'))
+    conflicting = (await writeSourceSegment(path.join(work, 'other'), segmentName(7), 64 * 1024, 8)).file
+  }, 120_000)
+
+  afterAll(async () => {
+    await cluster?.destroy()
+    await Promise.all([dir, work].filter(Boolean).map((d) => fs.rm(d, {recursive: true, force: true})))
+  })
+
+  const rows: Row[] = [
+    {command: 'backup run', situation: 'backup stored and verified', args: () => ['backup', 'run'], env: db, expected: 0},
+    {command: 'backup run', situation: 'the database refuses the password', args: () => ['backup', 'run'], env: () => ({...db(), DB_PASSWORD: 'wrong-password-0'}), expected: 1},
+    {command: 'backup run', situation: 'invalid setting', args: () => ['backup', 'run'], env: () => ({...db(), DB_PORT: 'not-a-port'}), expected: 2},
+    {command: 'backup list', situation: 'listed', args: () => ['backup', 'list'], env: storage, expected: 0},
+    {command: 'backup list', situation: 'storage unreadable (directory missing)', args: () => ['backup', 'list'], env: missing, expected: 1},
+    {command: 'backup list', situation: 'invalid setting', args: () => ['backup', 'list'], env: () => ({...storage(), STORAGE_BACKEND: 'no-such-backend'}), expected: 2},
+    {command: 'backup download', situation: 'downloaded and verified', args: () => ['backup', 'download', backupId, '-o', path.join(work, `dl-${Date.now()}`)], env: storage, expected: 0},
+    {command: 'backup download', situation: 'no such backup', args: () => ['backup', 'download', 'backup_20200101T000000Z.sql.gz', '-o', path.join(work, 'none')], env: storage, expected: 1},
+    {command: 'backup download', situation: 'malformed backup id', args: () => ['backup', 'download', '../etc/passwd', '-o', path.join(work, 'bad')], env: storage, expected: 2},
+    {command: 'prune', situation: 'retention applied', args: () => ['prune'], env: storage, expected: 0},
+    {command: 'prune', situation: 'storage unreadable (directory missing)', args: () => ['prune'], env: missing, expected: 1},
+    {command: 'prune', situation: 'invalid setting', args: () => ['prune'], env: () => ({...storage(), RETENTION_DAYS: '-1'}), expected: 2},
+    {command: 'restore', situation: 'restored (drill into a scratch database)', args: () => ['restore', backupId, '--target-db', 'drill', '--force'], env: db, expected: 0},
+    {command: 'restore', situation: 'no such backup', args: () => ['restore', 'backup_20200101T000000Z.sql.gz', '--force'], env: db, expected: 1},
+    {command: 'restore', situation: 'no terminal and no --force', args: () => ['restore', backupId], env: db, expected: 2},
+    {command: 'wal push', situation: 'archived', args: () => ['wal', 'push', segment.file], env: storage, expected: 0},
+    {command: 'wal push', situation: 'same name, other content (split-brain)', args: () => ['wal', 'push', conflicting], env: storage, expected: 1},
+    {command: 'wal push', situation: 'not a WAL file name', args: () => ['wal', 'push', path.join(work, 'notes.txt')], env: storage, expected: 2},
+    {command: 'wal fetch', situation: 'fetched', args: () => ['wal', 'fetch', segment.name, path.join(work, `RECOVERYXLOG-${Date.now()}`)], env: storage, expected: 0},
+    {command: 'wal fetch', situation: 'not in the archive', args: () => ['wal', 'fetch', segmentName(0xfff), path.join(work, 'RECOVERYXLOG-none')], env: storage, expected: 1},
+    {command: 'check', situation: 'the newest backup is fresh', args: () => ['check'], env: freshChecks, expected: 0},
+    {command: 'check', situation: 'no backup at all', args: () => ['check'], env: () => ({...freshChecks(), BACKUP_LOCAL_DIR: work}), expected: 1},
+    {command: 'check', situation: 'invalid setting', args: () => ['check'], env: () => ({...freshChecks(), CHECK_WAL: 'maybe'}), expected: 2},
+    {command: 'serve', situation: 'invalid setting (refuses to start)', args: () => ['serve'], env: () => ({...db(), HTTP_PORT: 'eighty'}), expected: 2},
+    {command: 'backends', situation: 'listed', args: () => ['backends'], env: () => ({}), expected: 0},
+  ]
+
+  /** PostgreSQL's restore_command reads 1–125 as "not in the archive": every other failure must exit above 125. */
+  const restoreCommandContract: Row[] = [
+    {command: 'wal fetch', situation: 'storage directory missing (volume not mounted)', args: () => ['wal', 'fetch', segment.name, path.join(work, 'RECOVERYXLOG-m')], env: missing, expected: '>125'},
+    {command: 'wal fetch', situation: 'invalid setting', args: () => ['wal', 'fetch', segment.name, path.join(work, 'RECOVERYXLOG-c')], env: () => ({...storage(), STORAGE_BACKEND: 'no-such-backend'}), expected: '>125'},
+    {command: 'wal fetch', situation: 'destination directory missing', args: () => ['wal', 'fetch', segment.name, path.join(work, 'no-dir', 'RECOVERYXLOG')], env: storage, expected: '>125'},
+  ]
+
+  const matches = (code: number | null, expected: Expected) => (expected === '>125' ? code !== null && code > 125 : code === expected)
+
+  it('every command has a row for each code the README documents for it', () => {
+    const byCommand = new Map<string, Set<Expected>>()
+    for (const row of [...rows, ...restoreCommandContract]) byCommand.set(row.command, (byCommand.get(row.command) ?? new Set()).add(row.expected))
+    expect(Object.fromEntries([...byCommand].map(([command, codes]) => [command, [...codes].map(String).sort()]))).toEqual({
+      'backup run': ['0', '1', '2'],
+      'backup list': ['0', '1', '2'],
+      'backup download': ['0', '1', '2'],
+      prune: ['0', '1', '2'],
+      restore: ['0', '1', '2'],
+      'wal push': ['0', '1', '2'],
+      'wal fetch': ['0', '1', '>125'],
+      check: ['0', '1', '2'],
+      serve: ['2'],
+      backends: ['0'],
+    })
+  })
+
+  it.each(rows)('$command, $situation: exit $expected', async ({args, env, expected}) => {
+    const result = await runCli(args(), env())
+    expect([result.code, matches(result.code, expected) ? 'as documented' : result.stderr]).toEqual([result.code, 'as documented'])
+  })
+
+  it.each(restoreCommandContract)('restore_command contract: $command, $situation: exit $expected (never 1–125)', async ({args, env, expected}) => {
+    const result = await runCli(args(), env())
+    expect([result.code, matches(result.code, expected) ? 'as documented' : `exit ${result.code}: ${result.stderr}`]).toEqual([result.code, 'as documented'])
+  })
+})
