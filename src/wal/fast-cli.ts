@@ -1,0 +1,147 @@
+import * as path from 'node:path'
+
+import {loadConfig} from '../config'
+import {ConfigError, DbbError, EXIT_FAILURE, EXIT_WAL_FETCH_FATAL, NotFoundError, asConfigError, errorMessage} from '../errors'
+import {createLogger} from '../logger'
+import type {StorageBackend, StorageProvider} from '../storage/contract'
+import {createBackend} from '../storage/registry'
+import {fetchWal, pushWal} from './archive'
+import {declareNotInArchive} from './fetch-exit'
+import {ensureUploader, lockSpool, queueWal, runUploader} from './spool'
+
+/**
+ * The archive_command / restore_command fast path. PostgreSQL runs `dbb wal push` once per
+ * segment, so its start-up cost is paid per 16 MiB of WAL: oclif's start (reading every plugin's
+ * manifest, the command's flag parser, the hook that discovers storage providers) was most of it.
+ * bin/run.js calls this for the exact forms PostgreSQL uses — `wal push [--async] <path>`,
+ * `wal fetch <name> <dest>`, and the detached `wal spool-upload` — with settings from the
+ * environment and the built-in backends (local, s3) loaded directly; anything else (a flag, --help,
+ * --json, a third-party storage plugin) returns undefined and runs through oclif as before. The
+ * work is the same library code the oclif commands call; only the start differs.
+ */
+
+export type FastInvocation =
+  | {command: 'push'; path: string; async: boolean}
+  | {command: 'fetch'; name: string; dest: string}
+  | {command: 'spool-upload'}
+
+export function fastInvocation(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): FastInvocation | undefined {
+  if (argv[0] !== 'wal' || builtInProvider(env.STORAGE_BACKEND) === undefined) return undefined
+  const rest = argv.slice(2)
+  const positional = rest.filter((arg) => !arg.startsWith('-'))
+  const flags = rest.filter((arg) => arg.startsWith('-'))
+  switch (argv[1]) {
+    case 'push': {
+      if (positional.length !== 1 || flags.some((flag) => flag !== '--async')) return undefined
+      return {command: 'push', path: positional[0], async: flags.includes('--async')}
+    }
+
+    case 'fetch': {
+      if (positional.length !== 2 || flags.length > 0) return undefined
+      return {command: 'fetch', name: positional[0], dest: positional[1]}
+    }
+
+    case 'spool-upload': {
+      if (rest.length > 0) return undefined
+      return {command: 'spool-upload'}
+    }
+
+    default: {
+      return undefined
+    }
+  }
+}
+
+function builtInProvider(name: string | undefined): (() => StorageProvider) | undefined {
+  switch (name === undefined || name.trim() === '' ? 'local' : name) {
+    case 'local': {
+      return () => (require('@dbb/storage-local') as {localProvider: StorageProvider}).localProvider
+    }
+
+    case 's3': {
+      return () => (require('@dbb/storage-s3') as {s3Provider: StorageProvider}).s3Provider
+    }
+
+    default: {
+      return undefined
+    }
+  }
+}
+
+/** The CLI entry (bin/run.js) a detached uploader is started with. */
+export const CLI_ENTRY = path.join(__dirname, '..', '..', 'bin', 'run.js')
+
+/** Runs the invocation; resolves to the exit code, having printed what the oclif command prints. */
+export async function runFast(invocation: FastInvocation, env: NodeJS.ProcessEnv = process.env): Promise<number> {
+  let storage: StorageBackend | undefined
+  try {
+    const config = loadConfig(['logging', 'storageBackend', 'walAsync'], env)
+    const logger = createLogger(config.logging)
+    const openStorage = async () => {
+      storage = await createBackend(builtInProvider(config.storageBackend)!(), env, {logger})
+      return storage
+    }
+
+    switch (invocation.command) {
+      case 'push': {
+        if (invocation.async) {
+          const spoolDir = requireSpoolDir(config.walAsync.spoolDir)
+          const result = await queueWal(invocation.path, {spoolDir, maxSegments: config.walAsync.maxSegments})
+          await ensureUploader(spoolDir, CLI_ENTRY)
+          process.stdout.write(`${result.outcome === 'queued' ? 'Queued' : 'Already queued (identical)'} ${result.name} in ${spoolDir} (${result.queuedFiles} waiting)\n`)
+          return 0
+        }
+
+        const backend = await openStorage()
+        const result = await pushWal(backend, invocation.path, {logger})
+        process.stdout.write(`${result.outcome === 'stored' ? 'Archived' : 'Already archived (identical)'} ${result.name} as ${result.key} in ${backend.location}\n`)
+        return 0
+      }
+
+      case 'fetch': {
+        try {
+          await fetchWal(await openStorage(), invocation.name, invocation.dest)
+          return 0
+        } catch (error) {
+          if (!(error instanceof NotFoundError)) throw error
+          logger.debug({event: 'wal.not_found', wal: invocation.name}, error.message)
+          declareNotInArchive()
+          return error.exitCode
+        }
+      }
+
+      case 'spool-upload': {
+        const spoolDir = requireSpoolDir(config.walAsync.spoolDir)
+        const release = await lockSpool(spoolDir)
+        if (!release) return 0
+        const controller = new AbortController()
+        process.once('SIGTERM', () => controller.abort())
+        process.once('SIGINT', () => controller.abort())
+        try {
+          const {stored} = await runUploader({storage: await openStorage(), spoolDir, parallel: config.walAsync.parallel, logger, signal: controller.signal, idleExitMs: 10_000})
+          logger.info({event: 'wal.spool_uploader_done', stored}, `spool uploader stored ${stored} files and is idle; exiting`)
+        } finally {
+          await release()
+        }
+
+        return 0
+      }
+    }
+
+    return EXIT_FAILURE
+  } catch (error) {
+    const known = asConfigError(error) ?? (error instanceof DbbError ? error : undefined)
+    const message = known ? known.message : errorMessage(error)
+    process.stderr.write(`${message.split('\n').map((line) => `Error: ${line}`).join('\n')}\n`)
+    // restore_command: every failure that is not a positive "no such object" is fatal (src/errors.ts).
+    if (invocation.command === 'fetch') return EXIT_WAL_FETCH_FATAL
+    return known?.exitCode ?? EXIT_FAILURE
+  } finally {
+    await (storage as StorageBackend | undefined)?.close?.()
+  }
+}
+
+function requireSpoolDir(spoolDir: string | undefined): string {
+  if (spoolDir) return path.resolve(spoolDir)
+  throw new ConfigError([{variable: 'WAL_SPOOL_DIR', message: 'is required by wal push --async (where segments wait for the uploader)', example: '/var/lib/dbb/wal-async'}])
+}
