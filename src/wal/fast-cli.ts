@@ -1,13 +1,12 @@
 import * as path from 'node:path'
 
-import {loadConfig} from '../config'
 import {ConfigError, DbbError, EXIT_FAILURE, EXIT_WAL_FETCH_FATAL, NotFoundError, asConfigError, errorMessage} from '../errors'
 import {createLogger} from '../logger'
 import type {StorageBackend, StorageProvider} from '../storage/contract'
 import {createBackend} from '../storage/registry'
 import {fetchWal, pushWal} from './archive'
 import {declareNotInArchive} from './fetch-exit'
-import {ensureUploader, lockSpool, queueWal, runUploader} from './spool'
+import {ensureUploader, lockSpool, queueWal, runUploader, takeUploadedMarker} from './spool'
 
 /**
  * The archive_command / restore_command fast path. PostgreSQL runs `dbb wal push` once per
@@ -23,7 +22,7 @@ import {ensureUploader, lockSpool, queueWal, runUploader} from './spool'
 export type FastInvocation =
   | {command: 'push'; path: string; async: boolean}
   | {command: 'fetch'; name: string; dest: string}
-  | {command: 'spool-upload'}
+  | {command: 'spool-upload'; walDir?: string}
 
 export function fastInvocation(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): FastInvocation | undefined {
   if (argv[0] !== 'wal' || builtInProvider(env.STORAGE_BACKEND) === undefined) return undefined
@@ -42,8 +41,8 @@ export function fastInvocation(argv: readonly string[], env: NodeJS.ProcessEnv =
     }
 
     case 'spool-upload': {
-      if (rest.length > 0) return undefined
-      return {command: 'spool-upload'}
+      if (positional.length > 1 || flags.length > 0) return undefined
+      return {command: 'spool-upload', walDir: positional[0]}
     }
 
     default: {
@@ -74,7 +73,15 @@ export const CLI_ENTRY = path.join(__dirname, '..', '..', 'bin', 'run.js')
 /** Runs the invocation; resolves to the exit code, having printed what the oclif command prints. */
 export async function runFast(invocation: FastInvocation, env: NodeJS.ProcessEnv = process.env): Promise<number> {
   let storage: StorageBackend | undefined
+  // The common async push: the uploader already stored this segment ahead (src/wal/spool.ts). That
+  // answer needs only the spool directory, so it is given before config validation loads zod.
+  if (invocation.command === 'push' && invocation.async && env.WAL_SPOOL_DIR?.trim() && (await takeUploadedMarker(path.resolve(env.WAL_SPOOL_DIR), path.basename(invocation.path)))) {
+    process.stdout.write(`Already stored by the uploader: ${path.basename(invocation.path)}\n`)
+    return 0
+  }
+
   try {
+    const {loadConfig} = require('../config') as typeof import('../config')
     const config = loadConfig(['logging', 'storageBackend', 'walAsync'], env)
     const logger = createLogger(config.logging)
     const openStorage = async () => {
@@ -87,8 +94,8 @@ export async function runFast(invocation: FastInvocation, env: NodeJS.ProcessEnv
         if (invocation.async) {
           const spoolDir = requireSpoolDir(config.walAsync.spoolDir)
           const result = await queueWal(invocation.path, {spoolDir, maxSegments: config.walAsync.maxSegments})
-          await ensureUploader(spoolDir, CLI_ENTRY)
-          process.stdout.write(`${result.outcome === 'queued' ? 'Queued' : 'Already queued (identical)'} ${result.name} in ${spoolDir} (${result.queuedFiles} waiting)\n`)
+          await ensureUploader(spoolDir, CLI_ENTRY, path.dirname(path.resolve(invocation.path)))
+          process.stdout.write(`${result.outcome === 'queued' ? 'Queued' : result.outcome === 'uploaded' ? 'Already stored by the uploader:' : 'Already queued (identical)'} ${result.name} in ${spoolDir} (${result.queuedFiles} waiting)\n`)
           return 0
         }
 
@@ -118,7 +125,7 @@ export async function runFast(invocation: FastInvocation, env: NodeJS.ProcessEnv
         process.once('SIGTERM', () => controller.abort())
         process.once('SIGINT', () => controller.abort())
         try {
-          const {stored} = await runUploader({storage: await openStorage(), spoolDir, parallel: config.walAsync.parallel, logger, signal: controller.signal, idleExitMs: 10_000})
+          const {stored} = await runUploader({storage: await openStorage(), spoolDir, parallel: config.walAsync.parallel, logger, signal: controller.signal, idleExitMs: 10_000, walDir: invocation.walDir})
           logger.info({event: 'wal.spool_uploader_done', stored}, `spool uploader stored ${stored} files and is idle; exiting`)
         } finally {
           await release()

@@ -24,6 +24,14 @@ import {isWalFileName} from './segments'
  * it survives everything pg_wal survives and is lost with it (a lost volume loses the newest WAL
  * either way); put it on another volume to survive that too.
  *
+ * Read-ahead (pgBackRest's async push does the same): the uploader also looks at
+ * `pg_wal/archive_status/*.ready` — segments PostgreSQL has finished and will hand to
+ * archive_command next — and stores those ahead of being asked. After storage holds one it leaves
+ * a marker `<spool>/uploaded/<name>`; the later `wal push --async <name>` finds the marker and
+ * answers at once, with no copy. A read-ahead segment is first copied out of pg_wal and used only
+ * if its `.ready` file still exists after the copy: until PostgreSQL sees the segment archived it
+ * never recycles it, so the copy is the segment's final content.
+ *
  * Bounded: when WAL_SPOOL_MAX_SEGMENTS files wait, the push fails (exit 1), PostgreSQL keeps the
  * segment in pg_wal and retries, so a storage outage is never "acknowledged and dropped" (unlike
  * pgBackRest's archive-push-queue-max, which drops WAL when full).
@@ -32,6 +40,8 @@ import {isWalFileName} from './segments'
 const PARTIAL_SUFFIX = '.dbb-partial'
 const LOCK_FILE = 'uploader.pid'
 const ERROR_FILE = 'uploader.error'
+const UPLOADED_DIR = 'uploaded'
+const AHEAD_DIR = 'ahead'
 
 export interface SpoolOptions {
   spoolDir: string
@@ -40,8 +50,24 @@ export interface SpoolOptions {
 
 export interface QueueResult {
   name: string
-  outcome: 'queued' | 'already-queued'
+  /** `uploaded`: the uploader had already stored it (read-ahead); nothing was copied. */
+  outcome: 'queued' | 'already-queued' | 'uploaded'
   queuedFiles: number
+}
+
+/**
+ * Whether the uploader already stored `name` ahead of the push (its marker exists); consumes the
+ * marker. Needs nothing but the spool directory, so the common `wal push --async` is a stat and an
+ * unlink.
+ */
+export async function takeUploadedMarker(spoolDir: string, name: string): Promise<boolean> {
+  if (!isWalFileName(name)) return false
+  try {
+    await fs.unlink(path.join(spoolDir, UPLOADED_DIR, name))
+    return true
+  } catch {
+    return false
+  }
 }
 
 /** The WAL files waiting in the spool, oldest name first (the order they are uploaded in). */
@@ -74,6 +100,7 @@ export async function queueWal(filePath: string, options: SpoolOptions): Promise
   }
 
   const {spoolDir} = options
+  if (await takeUploadedMarker(spoolDir, name)) return {name, outcome: 'uploaded', queuedFiles: (await spooledNames(spoolDir)).length}
   await fs.mkdir(spoolDir, {recursive: true, mode: 0o700})
   const target = path.join(spoolDir, name)
   const queued = await spooledNames(spoolDir)
@@ -171,11 +198,11 @@ export async function uploaderRunning(spoolDir: string): Promise<boolean> {
  * goes to `<spool>/uploader.log`, never to PostgreSQL's archiver pipe; it inherits the environment,
  * which holds the storage settings it needs.
  */
-export async function ensureUploader(spoolDir: string, cliEntry: string): Promise<void> {
+export async function ensureUploader(spoolDir: string, cliEntry: string, walDir?: string): Promise<void> {
   if (await uploaderRunning(spoolDir)) return
   const log = await fs.open(path.join(spoolDir, 'uploader.log'), 'a', 0o600)
   try {
-    const child = spawn(process.execPath, [cliEntry, 'wal', 'spool-upload'], {detached: true, stdio: ['ignore', log.fd, log.fd], env: process.env})
+    const child = spawn(process.execPath, [cliEntry, 'wal', 'spool-upload', ...(walDir ? [walDir] : [])], {detached: true, stdio: ['ignore', log.fd, log.fd], env: process.env})
     child.unref()
   } finally {
     await log.close()
@@ -190,6 +217,8 @@ export interface UploaderOptions {
   signal?: AbortSignal
   /** Exit after the spool stayed empty this long (a detached uploader); undefined: run until aborted (dbb serve). */
   idleExitMs?: number
+  /** pg_wal, whose archive_status/*.ready segments are stored ahead of their push (see above). */
+  walDir?: string
   /** Called after each file is stored and removed from the spool. */
   onStored?: (name: string) => void
 }
@@ -210,16 +239,28 @@ export async function runUploader(options: UploaderOptions): Promise<{stored: nu
   let backoffMs = 0
   let failed = false
 
-  const uploadOne = async (name: string) => {
-    const file = path.join(spoolDir, name)
+  const uploadOne = async (name: string, ahead: boolean) => {
+    let file = path.join(spoolDir, name)
     try {
+      if (ahead) {
+        const copy = await copyAhead(spoolDir, options.walDir!, name)
+        if (copy === undefined) return
+        file = copy
+      }
+
       const result = await pushWal(storage, file, {logger, signal})
+      if (ahead) {
+        await fs.writeFile(path.join(spoolDir, UPLOADED_DIR, name), '')
+        await syncDirectory(path.join(spoolDir, UPLOADED_DIR))
+      }
+
       await fs.rm(file, {force: true})
-      await syncDirectory(spoolDir)
+      if (!ahead) await syncDirectory(spoolDir)
       stored += 1
       options.onStored?.(name)
       logger?.debug({event: 'wal.spool_uploaded', wal: name, outcome: result.outcome}, `uploaded ${name} from the spool`)
     } catch (error) {
+      if (ahead) await fs.rm(file, {force: true})
       if (signal?.aborted) return
       failed = true
       const message = `${new Date().toISOString()} ${name}: ${errorMessage(error)}`
@@ -232,7 +273,11 @@ export async function runUploader(options: UploaderOptions): Promise<{stored: nu
 
   const running = new Set<Promise<void>>()
   while (!signal?.aborted) {
-    const waiting = (await spooledNames(spoolDir)).filter((name) => !inFlight.has(name))
+    const spooled = await spooledNames(spoolDir)
+    const ahead = options.walDir ? await readyAhead(spoolDir, options.walDir, new Set(spooled)) : []
+    const waiting = [...spooled.map((name) => ({name, ahead: false})), ...ahead.map((name) => ({name, ahead: true}))]
+      .filter(({name}) => !inFlight.has(name))
+      .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
     if (waiting.length === 0 && running.size === 0) {
       if (options.idleExitMs !== undefined && Date.now() - idleSince >= options.idleExitMs) break
       await sleep(100, signal)
@@ -240,10 +285,10 @@ export async function runUploader(options: UploaderOptions): Promise<{stored: nu
     }
 
     idleSince = Date.now()
-    for (const name of waiting) {
+    for (const {name, ahead: isAhead} of waiting) {
       if (running.size >= options.parallel) break
       inFlight.add(name)
-      const task = uploadOne(name).finally(() => running.delete(task))
+      const task = uploadOne(name, isAhead).finally(() => running.delete(task))
       running.add(task)
     }
 
@@ -262,6 +307,37 @@ export async function runUploader(options: UploaderOptions): Promise<{stored: nu
 
   await Promise.allSettled(running)
   return {stored}
+}
+
+/** Segments PostgreSQL marked ready to archive that are neither spooled nor already stored ahead. */
+async function readyAhead(spoolDir: string, walDir: string, spooled: Set<string>): Promise<string[]> {
+  const status = await fs.readdir(path.join(walDir, 'archive_status')).catch(() => [] as string[])
+  const ready = status.filter((entry) => entry.endsWith('.ready')).map((entry) => entry.slice(0, -'.ready'.length))
+  const uploadedDir = path.join(spoolDir, UPLOADED_DIR)
+  await fs.mkdir(uploadedDir, {recursive: true, mode: 0o700})
+  const uploaded = new Set(await fs.readdir(uploadedDir))
+  // Markers of segments PostgreSQL no longer lists as ready were consumed by a push that raced the uploader.
+  const readySet = new Set(ready)
+  for (const stale of uploaded) if (!readySet.has(stale)) await fs.rm(path.join(uploadedDir, stale), {force: true})
+  return ready.filter((name) => isWalFileName(name) && !spooled.has(name) && !uploaded.has(name))
+}
+
+/**
+ * Copies a ready segment out of pg_wal; returns the copy, or undefined when PostgreSQL archived it
+ * meanwhile (then it may have been recycled and the copy mixed old and new content: discarded).
+ */
+async function copyAhead(spoolDir: string, walDir: string, name: string): Promise<string | undefined> {
+  const aheadDir = path.join(spoolDir, AHEAD_DIR)
+  await fs.mkdir(aheadDir, {recursive: true, mode: 0o700})
+  const copy = path.join(aheadDir, name)
+  try {
+    await fs.copyFile(path.join(walDir, name), copy)
+    await fs.access(path.join(walDir, 'archive_status', `${name}.ready`))
+    return copy
+  } catch {
+    await fs.rm(copy, {force: true})
+    return undefined
+  }
 }
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {

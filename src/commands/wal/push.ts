@@ -1,3 +1,5 @@
+import * as path from 'node:path'
+
 import {Args, Flags} from '@oclif/core'
 
 import {DbbCommand} from '../../base-command'
@@ -38,8 +40,8 @@ In postgresql.conf:  archive_mode = on,  archive_command = 'dbb wal push %p'  (o
       const {spoolDir, maxSegments} = this.settings.walAsync
       if (!spoolDir) throw new ConfigError([{variable: 'WAL_SPOOL_DIR', message: 'is required by wal push --async', example: '/var/lib/dbb/wal-async'}])
       const queued = await queueWal(this.args.path, {spoolDir, maxSegments})
-      await ensureUploader(spoolDir, CLI_ENTRY)
-      this.log(`${queued.outcome === 'queued' ? 'Queued' : 'Already queued (identical)'} ${queued.name} in ${spoolDir} (${queued.queuedFiles} waiting)`)
+      await ensureUploader(spoolDir, CLI_ENTRY, path.dirname(path.resolve(this.args.path)))
+      this.log(`${queued.outcome === 'queued' ? 'Queued' : queued.outcome === 'uploaded' ? 'Already stored by the uploader:' : 'Already queued (identical)'} ${queued.name} in ${spoolDir} (${queued.queuedFiles} waiting)`)
       return queued
     }
 
