@@ -59,8 +59,9 @@ describe('asynchronous WAL archiving (real PostgreSQL, wal push --async)', () =>
     expect(backup.code).toBe(0)
 
     await run(pgbench, ['-n', '-c', '2', '-t', '1500', 'postgres'], {env: pgEnv})
+    await db.psql('SELECT pg_switch_wal()')
     await db.psql('CREATE TABLE marks (id int PRIMARY KEY, phase text); INSERT INTO marks SELECT g, $$before$$ FROM generate_series(1, 200) g')
-    const expected = await db.psql('SELECT sum(abalance) || $$/$$ || count(*) FROM pgbench_history')
+    const expected = await db.psql('SELECT sum(delta) || $$/$$ || count(*) FROM pgbench_history')
     const target = await db.psql('SELECT clock_timestamp()')
     await new Promise((resolve) => setTimeout(resolve, 50))
     await db.psql(`INSERT INTO marks SELECT g, 'after' FROM generate_series(201, 300) g`)
@@ -72,7 +73,7 @@ describe('asynchronous WAL archiving (real PostgreSQL, wal push --async)', () =>
     expect(stats).toBe(`0|${last}`)
     await waitFor('the spool to drain', async () => ((await fs.readdir(spoolDir)).some((entry) => /^[0-9A-F]{24}$/.test(entry)) ? undefined : true))
     const archived = (await archivedWal(storeDir)).filter((name) => /^[0-9A-F]{24}$/.test(name))
-    expect(archived.length).toBeGreaterThan(3)
+    expect(archived.length).toBeGreaterThanOrEqual(4)
 
     await db.stop()
     const restore = await runCli(['restore', '--type', 'base', 'latest', '--pgdata', db.dataDir, '--force', '--target-time', target], storageEnv())
@@ -80,6 +81,6 @@ describe('asynchronous WAL archiving (real PostgreSQL, wal push --async)', () =>
     await db.start()
     await waitForPromotion(db)
     expect(await db.psql('SELECT phase, count(*), min(id), max(id) FROM marks GROUP BY phase')).toBe('before|200|1|200')
-    expect(await db.psql('SELECT sum(abalance) || $$/$$ || count(*) FROM pgbench_history')).toBe(expected)
+    expect(await db.psql('SELECT sum(delta) || $$/$$ || count(*) FROM pgbench_history')).toBe(expected)
   })
 })
