@@ -112,6 +112,11 @@ const catalog = {
     summary: 'wal push --async: pushes fail (PostgreSQL retries) while this many files wait in the spool (default 64).',
     example: '64',
   },
+  WAL_PREFETCH: {
+    flag: 'wal-prefetch',
+    summary: 'wal fetch: segments downloaded ahead into WAL_SPOOL_DIR/fetch-queue while recovery replays (default 8; 0 off; needs WAL_SPOOL_DIR).',
+    example: '8',
+  },
   WAL_ASYNC_PARALLEL: {flag: 'wal-async-parallel', summary: 'wal push --async: segments the uploader stores at once (default 4).', example: '4'},
   BASE_BACKUP_INTERVAL_MINUTES: {
     flag: 'base-backup-interval-minutes',
@@ -182,6 +187,7 @@ const GROUPS: Partial<Record<SettingName, string>> = {
   WAL_SPOOL_DIR: 'WAL',
   WAL_SPOOL_MAX_SEGMENTS: 'WAL',
   WAL_ASYNC_PARALLEL: 'WAL',
+  WAL_PREFETCH: 'WAL',
   BASE_BACKUP_INTERVAL_MINUTES: 'CHECK',
   CHECKPOINT_TIMEOUT_SECONDS: 'CHECK',
   CHECK_BASE_BACKUP: 'CHECK',

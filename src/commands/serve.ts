@@ -27,7 +27,7 @@ On SIGTERM or SIGINT it stops accepting requests, lets a backup in flight finish
     ...settingFlags('COMPRESSION_LEVEL', 'COMPRESSION_THREADS'),
     ...settingFlags('API_TOKEN', 'HTTP_PORT', 'HTTP_HOST', 'SHUTDOWN_GRACE', 'BACKUP_INTERVAL', 'BACKUP_SCHEDULE', 'TZ'),
     ...ARCHIVING_FLAGS,
-    ...settingFlags('WAL_SPOOL_DIR', 'WAL_SPOOL_MAX_SEGMENTS', 'WAL_ASYNC_PARALLEL'),
+    ...settingFlags('WAL_SPOOL_DIR', 'WAL_SPOOL_MAX_SEGMENTS', 'WAL_ASYNC_PARALLEL', 'WAL_PREFETCH'),
   }
 
   static override configSections: readonly Section[] = ['database', 'namePrefix', 'retention', 'storageBackend', 'compression', 'server', 'schedule', ...ARCHIVING_SECTIONS, 'walAsync']

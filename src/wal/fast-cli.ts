@@ -1,3 +1,4 @@
+import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
 
 import {ConfigError, DbbError, EXIT_FAILURE, EXIT_WAL_FETCH_FATAL, NotFoundError, asConfigError, errorMessage} from '../errors'
@@ -6,6 +7,8 @@ import type {StorageBackend, StorageProvider} from '../storage/contract'
 import {createBackend} from '../storage/registry'
 import {fetchWal, pushWal} from './archive'
 import {declareNotInArchive} from './fetch-exit'
+import {prefetch, queueDirFor, startPrefetcher, takeQueued} from './prefetch'
+import {walFileKind} from './segments'
 import {ensureUploader, lockSpool, queueWal, runUploader, takeUploadedMarker} from './spool'
 
 /**
@@ -23,6 +26,7 @@ export type FastInvocation =
   | {command: 'push'; path: string; async: boolean}
   | {command: 'fetch'; name: string; dest: string}
   | {command: 'spool-upload'; walDir?: string}
+  | {command: 'prefetch'; name: string; segmentSize: number}
 
 export function fastInvocation(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): FastInvocation | undefined {
   if (argv[0] !== 'wal' || builtInProvider(env.STORAGE_BACKEND) === undefined) return undefined
@@ -38,6 +42,12 @@ export function fastInvocation(argv: readonly string[], env: NodeJS.ProcessEnv =
     case 'fetch': {
       if (positional.length !== 2 || flags.length > 0) return undefined
       return {command: 'fetch', name: positional[0], dest: positional[1]}
+    }
+
+    case 'prefetch': {
+      const segmentSize = Number(positional[1])
+      if (positional.length !== 2 || flags.length > 0 || !Number.isInteger(segmentSize) || segmentSize <= 0) return undefined
+      return {command: 'prefetch', name: positional[0], segmentSize}
     }
 
     case 'spool-upload': {
@@ -106,8 +116,13 @@ export async function runFast(invocation: FastInvocation, env: NodeJS.ProcessEnv
       }
 
       case 'fetch': {
+        const backend = await openStorage()
+        const {spoolDir, prefetch: prefetchCount} = config.walAsync
+        const queueDir = spoolDir && prefetchCount > 0 && walFileKind(invocation.name) === 'segment' ? queueDirFor(path.resolve(spoolDir), backend.location) : undefined
         try {
-          await fetchWal(await openStorage(), invocation.name, invocation.dest)
+          if (!(queueDir && (await takeQueued(queueDir, invocation.name, invocation.dest)))) await fetchWal(backend, invocation.name, invocation.dest)
+          // A segment's size is the server's wal_segment_size, which names the segments that follow.
+          if (queueDir) await startPrefetcher(CLI_ENTRY, invocation.name, (await fs.stat(invocation.dest)).size).catch(() => {})
           return 0
         } catch (error) {
           if (!(error instanceof NotFoundError)) throw error
@@ -115,6 +130,14 @@ export async function runFast(invocation: FastInvocation, env: NodeJS.ProcessEnv
           declareNotInArchive()
           return error.exitCode
         }
+      }
+
+      case 'prefetch': {
+        const {spoolDir, prefetch: count} = config.walAsync
+        if (!spoolDir || count === 0) return 0
+        const backend = await openStorage()
+        await prefetch({storage: backend, queueDir: queueDirFor(path.resolve(spoolDir), backend.location), name: invocation.name, count, segmentSize: invocation.segmentSize, logger})
+        return 0
       }
 
       case 'spool-upload': {

@@ -52,6 +52,7 @@ export const CORE_CASES: Record<SettingName, SettingCase> = {
   WAL_STREAMING_DIR: {freeText: 'a directory path; a missing or unwritable one fails when streaming starts (exit 1)'},
   WAL_SPOOL_DIR: {freeText: 'a directory path; created on first use, an unwritable one fails the push (exit 1, PostgreSQL retries)'},
   WAL_SPOOL_MAX_SEGMENTS: {malformed: ['many', '1.5'], outOfRange: ['0', '1000001']},
+  WAL_PREFETCH: {malformed: ['lots', '1.5'], outOfRange: ['-1', '257']},
   WAL_ASYNC_PARALLEL: {malformed: ['four', '2.5'], outOfRange: ['0', '65']},
   BASE_BACKUP_INTERVAL_MINUTES: {malformed: ['ten', '1.5'], outOfRange: ['0', '5256001']},
   CHECKPOINT_TIMEOUT_SECONDS: {malformed: ['x', '1e3'], outOfRange: ['0', '31536001']},
