@@ -8,7 +8,6 @@ import {createGunzip} from 'node:zlib'
 
 import {DEFAULT_COMPRESSION_LEVEL} from '../compress/defaults'
 import {createParallelGzip} from '../compress/parallel-gzip'
-
 import {NotFoundError, OperationError, UsageError, errorMessage, isAlreadyExists, isNotFound} from '../errors'
 import type {Logger} from '../logger'
 import type {StorageBackend} from '../storage/contract'
