@@ -1,5 +1,4 @@
 import pino, {Logger} from 'pino'
-import pretty from 'pino-pretty'
 
 import {REDACTED, redactSecrets} from './secrets'
 import {SETTING_NAMES, setting} from './settings'
@@ -45,6 +44,8 @@ export function createLogger({format, level = 'info', destination = 2, secretVar
     timestamp: pino.stdTimeFunctions.isoTime,
   }
   if (resolvedFormat === 'plain') {
+    // Loaded only for a terminal: archive_command runs once per WAL segment, and pino-pretty is ~30 modules.
+    const pretty = require('pino-pretty') as typeof import('pino-pretty')
     return pino(options, pretty({destination, sync: true, ignore: 'pid,hostname,service', translateTime: 'SYS:HH:MM:ss'}))
   }
 

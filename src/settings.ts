@@ -1,5 +1,3 @@
-import {Flags} from '@oclif/core'
-
 import {ConfigError, ConfigIssue} from './errors'
 import {fileVariable, readSecretFiles, registerSecret} from './secrets'
 
@@ -112,6 +110,22 @@ const catalog = {
     summary: 'Local spool directory for streamed WAL; keep it on a volume so restarts resume without gaps.',
     example: '/var/lib/dbb/wal-spool',
   },
+  WAL_SPOOL_DIR: {
+    flag: 'wal-spool-dir',
+    summary: 'wal push --async: directory where segments wait (copied and fsynced) for the uploader; on durable, local storage.',
+    example: '/var/lib/dbb/wal-async',
+  },
+  WAL_SPOOL_MAX_SEGMENTS: {
+    flag: 'wal-spool-max-segments',
+    summary: 'wal push --async: pushes fail (PostgreSQL retries) while this many files wait in the spool (default 64).',
+    example: '64',
+  },
+  WAL_PREFETCH: {
+    flag: 'wal-prefetch',
+    summary: 'wal fetch: segments downloaded ahead into WAL_SPOOL_DIR/fetch-queue while recovery replays (default 8; 0 off; needs WAL_SPOOL_DIR).',
+    example: '8',
+  },
+  WAL_ASYNC_PARALLEL: {flag: 'wal-async-parallel', summary: 'wal push --async: segments the uploader stores at once (default 4).', example: '4'},
   BASE_BACKUP_INTERVAL_MINUTES: {
     flag: 'base-backup-interval-minutes',
     summary: 'dbb check: the newest base backup may be this old, plus 5 minutes (default 10080).',
@@ -179,6 +193,10 @@ const GROUPS: Partial<Record<SettingName, string>> = {
   WAL_STREAMING: 'WAL',
   WAL_STREAMING_SLOT: 'WAL',
   WAL_STREAMING_DIR: 'WAL',
+  WAL_SPOOL_DIR: 'WAL',
+  WAL_SPOOL_MAX_SEGMENTS: 'WAL',
+  WAL_ASYNC_PARALLEL: 'WAL',
+  WAL_PREFETCH: 'WAL',
   BASE_BACKUP_INTERVAL_MINUTES: 'CHECK',
   CHECKPOINT_TIMEOUT_SECONDS: 'CHECK',
   CHECK_BASE_BACKUP: 'CHECK',
@@ -197,6 +215,9 @@ export function settingFlags(...names: SettingName[]) {
 }
 
 export function specToFlag(spec: SettingSpec, helpGroup?: string) {
+  // Required here, not at the top: the config module imports this catalog, and the WAL fast path
+  // (src/wal/fast-cli.ts) validates config without loading oclif.
+  const {Flags} = require('@oclif/core') as typeof import('@oclif/core')
   const summary = spec.secret ? `${spec.summary} Or ${fileVariable(spec.env)}: a file holding it.` : spec.summary
   return Flags.string({env: spec.env, summary, helpGroup, helpValue: spec.secret ? '<secret>' : spec.example})
 }

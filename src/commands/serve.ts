@@ -3,6 +3,7 @@ import {Section} from '../config'
 import {RunningService, startService} from '../server/service'
 import {settingFlags} from '../settings'
 import {ARCHIVING_FLAGS, ARCHIVING_SECTIONS, startArchivingService} from '../wal/sidecar-archiving'
+import {startSpoolService} from '../wal/spool-service'
 
 export default class Serve extends DbbCommand<typeof Serve> {
   static override summary = 'Run the sidecar: REST API, scheduled backups, /health, /info and /metrics.'
@@ -26,9 +27,10 @@ On SIGTERM or SIGINT it stops accepting requests, lets a backup in flight finish
     ...settingFlags('COMPRESSION_LEVEL', 'COMPRESSION_THREADS', 'BACKUP_NO_OWNER'),
     ...settingFlags('API_TOKEN', 'HTTP_PORT', 'HTTP_HOST', 'SHUTDOWN_GRACE', 'BACKUP_INTERVAL', 'BACKUP_SCHEDULE', 'TZ'),
     ...ARCHIVING_FLAGS,
+    ...settingFlags('WAL_SPOOL_DIR', 'WAL_SPOOL_MAX_SEGMENTS', 'WAL_ASYNC_PARALLEL', 'WAL_PREFETCH'),
   }
 
-  static override configSections: readonly Section[] = ['database', 'namePrefix', 'retention', 'storageBackend', 'compression', 'logicalDump', 'server', 'schedule', ...ARCHIVING_SECTIONS]
+  static override configSections: readonly Section[] = ['database', 'namePrefix', 'retention', 'storageBackend', 'compression', 'logicalDump', 'server', 'schedule', ...ARCHIVING_SECTIONS, 'walAsync']
   static override usesStorage = true
 
   public async run(): Promise<void> {
@@ -52,13 +54,14 @@ On SIGTERM or SIGINT it stops accepting requests, lets a backup in flight finish
       throw error
     }
 
+    // wal push --async: the spool uploader and its /metrics (off unless WAL_SPOOL_DIR is set).
+    const spool = startSpoolService({config: this.settings.walAsync, storage, logger: this.logger, registry: service.metrics.registry})
     await new Promise<void>((resolve) => {
       let stopping: Promise<void> | undefined
       const onSignal = (signal: NodeJS.Signals) => {
         if (!stopping) {
           // Archiving first: the service closes the storage that the last WAL uploads still need.
-          stopping = archiving
-            .stop(this.settings.server.shutdownGraceMs)
+          stopping = Promise.all([archiving.stop(this.settings.server.shutdownGraceMs), spool.stop()])
             .then(() => service.shutdown(`received ${signal}`))
             .then(resolve)
           return

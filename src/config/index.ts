@@ -11,6 +11,7 @@ import * as coreSections from './core'
 import {DatabaseConfig} from './core'
 import type {ConfigSection} from './fields'
 import * as serverSections from './server'
+import * as walAsyncSections from './wal-async'
 
 export type {CompressionConfig, DatabaseConfig, LogicalDumpConfig, LoggingConfig, RetentionConfig} from './core'
 export {DEFAULT_BACKUP_INTERVAL_MS} from './server'
@@ -37,6 +38,7 @@ const sections = {
   walStreaming: archivingSections.walStreaming,
   check: archivingSections.check,
   slack: archivingSections.slack,
+  walAsync: walAsyncSections.walAsync,
 }
 
 export type Section = keyof typeof sections
@@ -48,6 +50,7 @@ export type BaseBackupConfig = Config['baseBackup']
 export type WalStreamingConfig = Config['walStreaming']
 export type CheckConfig = Config['check']
 export type SlackConfig = Config['slack']
+export type WalAsyncConfig = Config['walAsync']
 
 /** The settings each section reads: what a command that needs the section must declare as flags. */
 export const SECTION_SETTINGS = Object.fromEntries(

@@ -64,6 +64,15 @@ export interface SweepOptions {
   dryRun?: boolean
 }
 
+export interface ListOptions {
+  /**
+   * Only keys that sort after this one (byte order of the full key), as S3's StartAfter: a caller
+   * that needs the tail of a large prefix (the newest WAL) lists that tail, not the whole prefix.
+   * Optional for backends: one that ignores it lists everything, so callers filter as well.
+   */
+  startAfter?: string
+}
+
 export interface StorageBackend {
   /** The provider name, e.g. `local`. */
   readonly name: string
@@ -80,7 +89,7 @@ export interface StorageBackend {
   /** Metadata of one object, or undefined when it does not exist. */
   stat(key: string): Promise<ObjectInfo | undefined>
   /** Every object whose key starts with `prefix` (`''` for all), in no particular order; pages lazily. */
-  list(prefix: string): AsyncIterable<ObjectInfo>
+  list(prefix: string, options?: ListOptions): AsyncIterable<ObjectInfo>
   /** Deletes `key`; deleting a missing key succeeds. */
   delete(key: string): Promise<void>
   /** Resolves when the location is reachable and writable; rejects with a message naming what is wrong. */

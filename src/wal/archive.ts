@@ -4,8 +4,10 @@ import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
 import {PassThrough, Writable} from 'node:stream'
 import {pipeline} from 'node:stream/promises'
-import {createGunzip, createGzip} from 'node:zlib'
+import {createGunzip} from 'node:zlib'
 
+import {DEFAULT_COMPRESSION_LEVEL} from '../compress/defaults'
+import {createParallelGzip} from '../compress/parallel-gzip'
 import {NotFoundError, OperationError, UsageError, errorMessage, isAlreadyExists, isNotFound} from '../errors'
 import type {Logger} from '../logger'
 import type {StorageBackend} from '../storage/contract'
@@ -95,7 +97,7 @@ async function storeCompressed(storage: StorageBackend, filePath: string, key: s
   signal?.addEventListener('abort', onAbort, {once: true})
   const body = new PassThrough()
   try {
-    const produce = pipeline(handle.createReadStream(), hashTap, createGzip({level: 6}), countTap, body, {signal: controller.signal}).catch(fail)
+    const produce = pipeline(handle.createReadStream({highWaterMark: 1024 * 1024}), hashTap, createParallelGzip({level: DEFAULT_COMPRESSION_LEVEL}), countTap, body, {signal: controller.signal}).catch(fail)
     const store = storage.put(key, body, {overwrite: false, signal: controller.signal, contentType: 'application/gzip'}).catch((error: unknown) => {
       fail(error)
       return undefined

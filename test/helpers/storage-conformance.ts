@@ -1,7 +1,7 @@
 import {createHash, randomBytes} from 'node:crypto'
 import {Readable} from 'node:stream'
 
-import type {StorageBackend} from '../../src/storage/contract'
+import type {ListOptions, StorageBackend} from '../../src/storage/contract'
 
 /**
  * ONE conformance suite for the storage contract (src/storage/contract.ts); every backend runs it
@@ -76,6 +76,21 @@ export function storageConformanceSuite(target: ConformanceTarget): void {
       expect(await listed(storage, 'wal/sub/')).toEqual({'wal/sub/lst_2': 5})
       expect(await listed(storage, 'lst_nothing')).toEqual({})
       expect(await listed(storage, '')).toMatchObject(objects)
+    })
+
+    it('lists only keys after startAfter (byte order), from inside or before the prefix', async () => {
+      for (const key of ['saf/000000010000000000000001', 'saf/000000010000000000000002', 'saf/000000020000000000000001', 'saf/00000002.history']) {
+        await storage.put(key, Readable.from([Buffer.from('x')]))
+      }
+
+      // '.' sorts before '0': a timeline's history file comes before its segments.
+      expect(Object.keys(await listed(storage, 'saf/', {startAfter: 'saf/000000010000000000000001'})).sort()).toEqual([
+        'saf/000000010000000000000002',
+        'saf/00000002.history',
+        'saf/000000020000000000000001',
+      ])
+      expect(Object.keys(await listed(storage, 'saf/', {startAfter: 'saf/00000002'})).sort()).toEqual(['saf/00000002.history', 'saf/000000020000000000000001'])
+      expect(Object.keys(await listed(storage, 'saf/', {startAfter: 'a'}))).toHaveLength(4)
     })
 
     it('deletes a key, and deleting a missing key succeeds', async () => {
@@ -162,9 +177,9 @@ export async function readAll(stream: Readable): Promise<Buffer> {
   return Buffer.concat(chunks)
 }
 
-export async function listed(storage: StorageBackend, prefix: string): Promise<Record<string, number>> {
+export async function listed(storage: StorageBackend, prefix: string, options?: ListOptions): Promise<Record<string, number>> {
   const result: Record<string, number> = {}
-  for await (const object of storage.list(prefix)) result[object.key] = object.sizeBytes
+  for await (const object of storage.list(prefix, options)) result[object.key] = object.sizeBytes
   return result
 }
 

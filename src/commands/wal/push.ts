@@ -1,9 +1,14 @@
-import {Args} from '@oclif/core'
+import * as path from 'node:path'
+
+import {Args, Flags} from '@oclif/core'
 
 import {DbbCommand} from '../../base-command'
 import {Section} from '../../config'
 import {settingFlags} from '../../settings'
+import {ConfigError} from '../../errors'
 import {PushResult, pushWal} from '../../wal/archive'
+import {CLI_ENTRY} from '../../wal/fast-cli'
+import {QueueResult, ensureUploader, queueWal} from '../../wal/spool'
 
 export default class WalPush extends DbbCommand<typeof WalPush> {
   static override summary = "Archive one WAL file into storage: PostgreSQL's archive_command."
@@ -11,7 +16,9 @@ export default class WalPush extends DbbCommand<typeof WalPush> {
 
 Every failure exits non-zero (1; 2 for a name that is not WAL): PostgreSQL keeps the segment and retries archive_command, so nothing is lost while storage is down.
 
-In postgresql.conf:  archive_mode = on,  archive_command = 'dbb wal push %p'. The storage settings (STORAGE_BACKEND, BACKUP_LOCAL_DIR or the S3 variables) come from the server's environment or from flags in the command.`
+With --async the file is only copied into the spool (WAL_SPOOL_DIR, fsynced) and a background uploader stores it; the exit is 0 once the copy is durable, and 1 while the spool holds WAL_SPOOL_MAX_SEGMENTS files (storage down or slow: PostgreSQL keeps the segment and retries).
+
+In postgresql.conf:  archive_mode = on,  archive_command = 'dbb wal push %p'  (or 'dbb wal push --async %p'). The storage settings (STORAGE_BACKEND, BACKUP_LOCAL_DIR or the S3 variables) come from the server's environment or from flags in the command.`
 
   static override examples = [
     {description: 'As archive_command (postgresql.conf)', command: "archive_command = '<%= config.bin %> <%= command.id %> %p'"},
@@ -22,11 +29,24 @@ In postgresql.conf:  archive_mode = on,  archive_command = 'dbb wal push %p'. Th
     path: Args.string({required: true, description: 'The WAL file (%p: relative to the data directory, where PostgreSQL runs the command).'}),
   }
 
-  static override flags = settingFlags('STORAGE_BACKEND')
-  static override configSections: readonly Section[] = ['storageBackend']
+  static override flags = {
+    ...settingFlags('STORAGE_BACKEND', 'WAL_SPOOL_DIR', 'WAL_SPOOL_MAX_SEGMENTS', 'WAL_ASYNC_PARALLEL'),
+    async: Flags.boolean({summary: 'Queue the file in WAL_SPOOL_DIR (durably) and let a background uploader store it.'}),
+  }
+
+  static override configSections: readonly Section[] = ['storageBackend', 'walAsync']
   static override usesStorage = true
 
-  public async run(): Promise<PushResult> {
+  public async run(): Promise<PushResult | QueueResult> {
+    if (this.flags.async) {
+      const {spoolDir, maxSegments} = this.settings.walAsync
+      if (!spoolDir) throw new ConfigError([{variable: 'WAL_SPOOL_DIR', message: 'is required by wal push --async', example: '/var/lib/dbb/wal-async'}])
+      const queued = await queueWal(this.args.path, {spoolDir, maxSegments})
+      await ensureUploader(spoolDir, CLI_ENTRY, path.dirname(path.resolve(this.args.path)))
+      this.log(`${queued.outcome === 'queued' ? 'Queued' : queued.outcome === 'uploaded' ? 'Already stored by the uploader:' : 'Already queued (identical)'} ${queued.name} in ${spoolDir} (${queued.queuedFiles} waiting)`)
+      return queued
+    }
+
     const storage = await this.openStorage()
     try {
       const result = await pushWal(storage, this.args.path, {logger: this.logger, signal: this.interruptSignal()})

@@ -5,7 +5,7 @@ import * as path from 'node:path'
 import {Readable, Writable, addAbortSignal} from 'node:stream'
 import {pipeline} from 'node:stream/promises'
 
-import type {GetOptions, ObjectInfo, PutOptions, StorageBackend} from '../../../storage/contract'
+import type {GetOptions, ListOptions, ObjectInfo, PutOptions, StorageBackend} from '../../../storage/contract'
 
 /** Suffix of in-progress writes. Listed (so prune can clean up after a crash), never a final name. */
 export const PARTIAL_SUFFIX = '.partial'
@@ -95,7 +95,7 @@ export class LocalBackend implements StorageBackend {
     }
   }
 
-  async *list(prefix: string): AsyncIterable<ObjectInfo> {
+  async *list(prefix: string, options: ListOptions = {}): AsyncIterable<ObjectInfo> {
     // Start from the deepest directory the prefix names, so listing `wal/` does not walk dumps.
     const directoryPart = prefix.includes('/') ? prefix.slice(0, prefix.lastIndexOf('/')) : ''
     const start = directoryPart ? this.resolve(directoryPart) : this.root
@@ -103,6 +103,8 @@ export class LocalBackend implements StorageBackend {
     await this.requireRoot()
     for await (const key of walk(start, directoryPart, prefix)) {
       if (!key.startsWith(prefix)) continue
+      // Skipped before the stat, which is what a listing of a large directory spends its time on.
+      if (options.startAfter !== undefined && key <= options.startAfter) continue
       const info = await this.stat(key)
       if (info) yield info
     }

@@ -12,6 +12,7 @@ import {Readable, addAbortSignal} from 'node:stream'
 
 import type {
   GetOptions,
+  ListOptions,
   ObjectInfo,
   ProviderContext,
   PutOptions,
@@ -123,14 +124,20 @@ export class S3Backend implements StorageBackend {
     }
   }
 
-  async *list(prefix: string): AsyncIterable<ObjectInfo> {
+  async *list(prefix: string, options: ListOptions = {}): AsyncIterable<ObjectInfo> {
     const base = this.options.prefix ? `${this.options.prefix}/` : ''
     let continuationToken: string | undefined
     do {
       let page
       try {
         page = await this.client.send(
-          new ListObjectsV2Command({Bucket: this.options.bucket, Prefix: `${base}${prefix}`, ContinuationToken: continuationToken}),
+          new ListObjectsV2Command({
+            Bucket: this.options.bucket,
+            Prefix: `${base}${prefix}`,
+            // Pages start after this key, so the tail of a 100,000-object prefix is a request or two.
+            StartAfter: options.startAfter === undefined ? undefined : `${base}${options.startAfter}`,
+            ContinuationToken: continuationToken,
+          }),
         )
       } catch (error) {
         throw describeS3Error(error, this.context(`listing of ${this.location}`))

@@ -1,0 +1,192 @@
+import * as fs from 'node:fs/promises'
+import * as path from 'node:path'
+
+import {ConfigError, DbbError, EXIT_FAILURE, EXIT_WAL_FETCH_FATAL, NotFoundError, asConfigError, errorMessage} from '../errors'
+import {createLogger} from '../logger'
+import type {StorageBackend, StorageProvider} from '../storage/contract'
+import {createBackend} from '../storage/registry'
+import {SETTING_NAMES, SettingSpec, resolveSettings, setting} from '../settings'
+import {fetchWal, pushWal} from './archive'
+import {declareNotInArchive} from './fetch-exit'
+import {prefetch, queueDirFor, startPrefetcher, takeQueued} from './prefetch'
+import {walFileKind} from './segments'
+import {ensureUploader, lockSpool, queueWal, runUploader, takeUploadedMarker} from './spool'
+
+/**
+ * The archive_command / restore_command fast path. PostgreSQL runs `dbb wal push` once per
+ * segment, so its start-up cost is paid per 16 MiB of WAL: oclif's start (reading every plugin's
+ * manifest, the command's flag parser, the hook that discovers storage providers) was most of it.
+ * bin/run.js calls this for the exact forms PostgreSQL uses — `wal push [--async] <path>`,
+ * `wal fetch <name> <dest>`, and the detached `wal spool-upload` — with settings from the
+ * environment and the built-in backends (local, s3) loaded directly; anything else (a flag, --help,
+ * --json, a third-party storage plugin) returns undefined and runs through oclif as before. The
+ * work is the same library code the oclif commands call; only the start differs.
+ */
+
+export type FastInvocation =
+  | {command: 'push'; path: string; async: boolean}
+  | {command: 'fetch'; name: string; dest: string}
+  | {command: 'spool-upload'; walDir?: string}
+  | {command: 'prefetch'; name: string; segmentSize: number}
+
+export function fastInvocation(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): FastInvocation | undefined {
+  if (argv[0] !== 'wal' || builtInProvider(env.STORAGE_BACKEND) === undefined) return undefined
+  const rest = argv.slice(2)
+  const positional = rest.filter((arg) => !arg.startsWith('-'))
+  const flags = rest.filter((arg) => arg.startsWith('-'))
+  switch (argv[1]) {
+    case 'push': {
+      if (positional.length !== 1 || flags.some((flag) => flag !== '--async')) return undefined
+      return {command: 'push', path: positional[0], async: flags.includes('--async')}
+    }
+
+    case 'fetch': {
+      if (positional.length !== 2 || flags.length > 0) return undefined
+      return {command: 'fetch', name: positional[0], dest: positional[1]}
+    }
+
+    case 'prefetch': {
+      const segmentSize = Number(positional[1])
+      if (positional.length !== 2 || flags.length > 0 || !Number.isInteger(segmentSize) || segmentSize <= 0) return undefined
+      return {command: 'prefetch', name: positional[0], segmentSize}
+    }
+
+    case 'spool-upload': {
+      if (positional.length > 1 || flags.length > 0) return undefined
+      return {command: 'spool-upload', walDir: positional[0]}
+    }
+
+    default: {
+      return undefined
+    }
+  }
+}
+
+function builtInProvider(name: string | undefined): (() => StorageProvider) | undefined {
+  switch (name === undefined || name.trim() === '' ? 'local' : name) {
+    case 'local': {
+      return () => (require('@dbb/storage-local') as {localProvider: StorageProvider}).localProvider
+    }
+
+    case 's3': {
+      return () => (require('@dbb/storage-s3') as {s3Provider: StorageProvider}).s3Provider
+    }
+
+    default: {
+      return undefined
+    }
+  }
+}
+
+/** The CLI entry (bin/run.js) a detached uploader is started with. */
+export const CLI_ENTRY = path.join(__dirname, '..', '..', 'bin', 'run.js')
+
+/** Runs the invocation; resolves to the exit code, having printed what the oclif command prints. */
+export async function runFast(invocation: FastInvocation, env: NodeJS.ProcessEnv = process.env): Promise<number> {
+  let storage: StorageBackend | undefined
+  // The common async push: the uploader already stored this segment ahead (src/wal/spool.ts). That
+  // answer needs only the spool directory, so it is given before config validation loads zod.
+  if (invocation.command === 'push' && invocation.async && env.WAL_SPOOL_DIR?.trim() && (await takeUploadedMarker(path.resolve(env.WAL_SPOOL_DIR), path.basename(invocation.path)))) {
+    process.stdout.write(`Already stored by the uploader: ${path.basename(invocation.path)}\n`)
+    return 0
+  }
+
+  try {
+    const {loadConfig} = require('../config') as typeof import('../config')
+    // The same resolution the oclif path does (src/settings.ts): X_FILE secrets read, every secret
+    // value registered for redaction — only the flags are missing, which fastInvocation rules out.
+    const provider = builtInProvider(env.STORAGE_BACKEND)!()
+    const settings = resolvedEnvironment([...SETTING_NAMES.map((name) => setting(name)), ...provider.settings], env)
+    const config = loadConfig(['logging', 'storageBackend', 'walAsync'], settings)
+    const logger = createLogger(config.logging)
+    const openStorage = async () => {
+      storage = await createBackend(provider, settings, {logger})
+      return storage
+    }
+
+    switch (invocation.command) {
+      case 'push': {
+        if (invocation.async) {
+          const spoolDir = requireSpoolDir(config.walAsync.spoolDir)
+          const result = await queueWal(invocation.path, {spoolDir, maxSegments: config.walAsync.maxSegments})
+          await ensureUploader(spoolDir, CLI_ENTRY, path.dirname(path.resolve(invocation.path)))
+          process.stdout.write(`${result.outcome === 'queued' ? 'Queued' : result.outcome === 'uploaded' ? 'Already stored by the uploader:' : 'Already queued (identical)'} ${result.name} in ${spoolDir} (${result.queuedFiles} waiting)\n`)
+          return 0
+        }
+
+        const backend = await openStorage()
+        const result = await pushWal(backend, invocation.path, {logger})
+        process.stdout.write(`${result.outcome === 'stored' ? 'Archived' : 'Already archived (identical)'} ${result.name} as ${result.key} in ${backend.location}\n`)
+        return 0
+      }
+
+      case 'fetch': {
+        const backend = await openStorage()
+        const {spoolDir, prefetch: prefetchCount} = config.walAsync
+        const queueDir = spoolDir && prefetchCount > 0 && walFileKind(invocation.name) === 'segment' ? queueDirFor(path.resolve(spoolDir), backend.location) : undefined
+        try {
+          if (!(queueDir && (await takeQueued(queueDir, invocation.name, invocation.dest)))) await fetchWal(backend, invocation.name, invocation.dest)
+          // A segment's size is the server's wal_segment_size, which names the segments that follow.
+          if (queueDir) await startPrefetcher(CLI_ENTRY, invocation.name, (await fs.stat(invocation.dest)).size).catch(() => {})
+          return 0
+        } catch (error) {
+          if (!(error instanceof NotFoundError)) throw error
+          logger.debug({event: 'wal.not_found', wal: invocation.name}, error.message)
+          declareNotInArchive()
+          return error.exitCode
+        }
+      }
+
+      case 'prefetch': {
+        const {spoolDir, prefetch: count} = config.walAsync
+        if (!spoolDir || count === 0) return 0
+        const backend = await openStorage()
+        await prefetch({storage: backend, queueDir: queueDirFor(path.resolve(spoolDir), backend.location), name: invocation.name, count, segmentSize: invocation.segmentSize, logger})
+        return 0
+      }
+
+      case 'spool-upload': {
+        const spoolDir = requireSpoolDir(config.walAsync.spoolDir)
+        const release = await lockSpool(spoolDir)
+        if (!release) return 0
+        const controller = new AbortController()
+        process.once('SIGTERM', () => controller.abort())
+        process.once('SIGINT', () => controller.abort())
+        try {
+          const {stored} = await runUploader({storage: await openStorage(), spoolDir, parallel: config.walAsync.parallel, logger, signal: controller.signal, idleExitMs: 10_000, walDir: invocation.walDir})
+          logger.info({event: 'wal.spool_uploader_done', stored}, `spool uploader stored ${stored} files and is idle; exiting`)
+        } finally {
+          await release()
+        }
+
+        return 0
+      }
+    }
+
+    return EXIT_FAILURE
+  } catch (error) {
+    const known = asConfigError(error) ?? (error instanceof DbbError ? error : undefined)
+    const message = known ? known.message : errorMessage(error)
+    process.stderr.write(`${message.split('\n').map((line) => `Error: ${line}`).join('\n')}\n`)
+    // restore_command: every failure that is not a positive "no such object" is fatal (src/errors.ts).
+    if (invocation.command === 'fetch') return EXIT_WAL_FETCH_FATAL
+    return known?.exitCode ?? EXIT_FAILURE
+  } finally {
+    await (storage as StorageBackend | undefined)?.close?.()
+  }
+}
+
+/** `env` with X_FILE secrets read in; a bad X_FILE is a ConfigError, as on the oclif path. */
+function resolvedEnvironment(specs: SettingSpec[], env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const asFlags = Object.fromEntries(specs.map((spec) => [spec.flag, env[spec.env]]))
+  const {values, issues} = resolveSettings(specs, asFlags, env)
+  if (issues.length > 0) throw new ConfigError(issues)
+  const resolved: NodeJS.ProcessEnv = {...env}
+  for (const [name, value] of Object.entries(values)) if (value !== undefined) resolved[name] = value
+  return resolved
+}
+
+function requireSpoolDir(spoolDir: string | undefined): string {
+  if (spoolDir) return path.resolve(spoolDir)
+  throw new ConfigError([{variable: 'WAL_SPOOL_DIR', message: 'is required by wal push --async (where segments wait for the uploader)', example: '/var/lib/dbb/wal-async'}])
+}

@@ -1,0 +1,354 @@
+import {spawn} from 'node:child_process'
+import {constants as fsConstants} from 'node:fs'
+import * as fs from 'node:fs/promises'
+import * as path from 'node:path'
+
+import {OperationError, UsageError, errorMessage, isNotFound} from '../errors'
+import type {Logger} from '../logger'
+import type {StorageBackend} from '../storage/contract'
+import {hashFile, pushWal} from './archive'
+import {isWalFileName} from './segments'
+
+/**
+ * Asynchronous archiving, after pgBackRest's archive-push-async: archive_command only QUEUES a
+ * segment in a local spool directory and returns; an uploader (a detached `dbb wal spool-upload`
+ * started by the push, or `dbb serve`) stores the queue into storage, several segments at once,
+ * oldest names first, and removes each from the spool only after storage holds it.
+ *
+ * What "durable" means before PostgreSQL is told "archived" (exit 0) and may recycle the segment:
+ * the spool holds a complete COPY under its final name — copied to `<name>.dbb-partial`, fsynced,
+ * renamed, and the spool directory fsynced — so a power loss after the acknowledgement still finds
+ * it. It is a copy, never a hard link: PostgreSQL recycles an archived segment by renaming its
+ * inode to a future segment name and overwriting it in place, which would overwrite a hard-linked
+ * spool entry too. The spool is then as durable as the disk it is on: on the same volume as pg_wal
+ * it survives everything pg_wal survives and is lost with it (a lost volume loses the newest WAL
+ * either way); put it on another volume to survive that too.
+ *
+ * Read-ahead (pgBackRest's async push does the same): the uploader also looks at
+ * `pg_wal/archive_status/*.ready` — segments PostgreSQL has finished and will hand to
+ * archive_command next — and stores those ahead of being asked. After storage holds one it leaves
+ * a marker `<spool>/uploaded/<name>`; the later `wal push --async <name>` finds the marker and
+ * answers at once, with no copy. A read-ahead segment is first copied out of pg_wal and used only
+ * if its `.ready` file still exists after the copy: until PostgreSQL sees the segment archived it
+ * never recycles it, so the copy is the segment's final content.
+ *
+ * Bounded: when WAL_SPOOL_MAX_SEGMENTS files wait, the push fails (exit 1), PostgreSQL keeps the
+ * segment in pg_wal and retries, so a storage outage is never "acknowledged and dropped" (unlike
+ * pgBackRest's archive-push-queue-max, which drops WAL when full).
+ */
+
+const PARTIAL_SUFFIX = '.dbb-partial'
+const LOCK_FILE = 'uploader.pid'
+const ERROR_FILE = 'uploader.error'
+const UPLOADED_DIR = 'uploaded'
+const AHEAD_DIR = 'ahead'
+
+export interface SpoolOptions {
+  spoolDir: string
+  maxSegments: number
+}
+
+export interface QueueResult {
+  name: string
+  /** `uploaded`: the uploader had already stored it (read-ahead); nothing was copied. */
+  outcome: 'queued' | 'already-queued' | 'uploaded'
+  queuedFiles: number
+}
+
+/**
+ * Whether the uploader already stored `name` ahead of the push (its marker exists); consumes the
+ * marker. Needs nothing but the spool directory, so the common `wal push --async` is a stat and an
+ * unlink.
+ */
+export async function takeUploadedMarker(spoolDir: string, name: string): Promise<boolean> {
+  if (!isWalFileName(name)) return false
+  try {
+    await fs.unlink(path.join(spoolDir, UPLOADED_DIR, name))
+    return true
+  } catch {
+    return false
+  }
+}
+
+/** The WAL files waiting in the spool, oldest name first (the order they are uploaded in). */
+export async function spooledNames(spoolDir: string): Promise<string[]> {
+  const entries = await fs.readdir(spoolDir).catch((error: unknown) => {
+    if (isNotFound(error)) return [] as string[]
+    throw error
+  })
+  return entries.filter((entry) => isWalFileName(entry)).sort()
+}
+
+/** Spool size for /metrics and logs. */
+export async function spoolStatus(spoolDir: string): Promise<{files: number; bytes: number; lastError?: string}> {
+  const names = await spooledNames(spoolDir)
+  let bytes = 0
+  for (const name of names) bytes += (await fs.stat(path.join(spoolDir, name)).catch(() => ({size: 0}))).size
+  const lastError = await fs.readFile(path.join(spoolDir, ERROR_FILE), 'utf8').catch(() => undefined)
+  return {files: names.length, bytes, lastError: lastError?.trim() || undefined}
+}
+
+/**
+ * `wal push --async`: makes `filePath` durable in the spool (see above) and returns. Re-queuing a
+ * file that is already spooled with identical content succeeds (PostgreSQL retries after a crash);
+ * different content fails, like the synchronous push's split-brain check.
+ */
+export async function queueWal(filePath: string, options: SpoolOptions): Promise<QueueResult> {
+  const name = path.basename(filePath)
+  if (!isWalFileName(name)) {
+    throw new UsageError(`${name} is not a WAL file name (expected a segment such as 000000010000000000000003, or a .history / .backup file)`)
+  }
+
+  const {spoolDir} = options
+  if (await takeUploadedMarker(spoolDir, name)) return {name, outcome: 'uploaded', queuedFiles: (await spooledNames(spoolDir)).length}
+  await fs.mkdir(spoolDir, {recursive: true, mode: 0o700})
+  const target = path.join(spoolDir, name)
+  const queued = await spooledNames(spoolDir)
+  if (queued.includes(name)) {
+    const [here, there] = await Promise.all([hashFile(filePath), hashFile(target)])
+    if (here !== there) {
+      throw new OperationError(`${name} is already queued in ${spoolDir} with different content; nothing was overwritten (two servers sharing one spool?)`)
+    }
+
+    return {name, outcome: 'already-queued', queuedFiles: queued.length}
+  }
+
+  if (queued.length >= options.maxSegments) {
+    const {lastError} = await spoolStatus(spoolDir)
+    throw new OperationError(
+      `the WAL spool ${spoolDir} is full (${queued.length} files waiting, WAL_SPOOL_MAX_SEGMENTS=${options.maxSegments}); ` +
+        `${name} stays in pg_wal and PostgreSQL will retry. ${lastError ? `The uploader's last error: ${lastError}` : 'The uploader has not reported an error yet.'}`,
+    )
+  }
+
+  const partial = `${target}${PARTIAL_SUFFIX}`
+  try {
+    // copyFile may clone or use copy_file_range; fsync the result either way, then publish it.
+    await fs.copyFile(filePath, partial, fsConstants.COPYFILE_FICLONE)
+    const handle = await fs.open(partial, 'r+')
+    try {
+      await handle.sync()
+    } finally {
+      await handle.close()
+    }
+
+    await fs.rename(partial, target)
+    await syncDirectory(spoolDir)
+  } catch (error) {
+    await fs.rm(partial, {force: true})
+    throw new OperationError(`queuing ${name} in ${spoolDir} failed: ${errorMessage(error)}`, {cause: error})
+  }
+
+  return {name, outcome: 'queued', queuedFiles: queued.length + 1}
+}
+
+async function syncDirectory(directory: string): Promise<void> {
+  const handle = await fs.open(directory, 'r')
+  try {
+    await handle.sync()
+  } finally {
+    await handle.close()
+  }
+}
+
+/**
+ * One uploader per spool, by a pid file created exclusively. A pid file whose process is gone (an
+ * uploader killed with SIGKILL) is stale and taken over. Returns a release function, or undefined
+ * when another live process holds the spool.
+ */
+export async function lockSpool(spoolDir: string): Promise<(() => Promise<void>) | undefined> {
+  await fs.mkdir(spoolDir, {recursive: true, mode: 0o700})
+  const lockPath = path.join(spoolDir, LOCK_FILE)
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      await fs.writeFile(lockPath, `${process.pid}\n`, {flag: 'wx'})
+      return async () => {
+        const owner = await fs.readFile(lockPath, 'utf8').catch(() => '')
+        if (Number(owner.trim()) === process.pid) await fs.rm(lockPath, {force: true})
+      }
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
+    }
+
+    if (await lockHolderAlive(lockPath)) return undefined
+    await fs.rm(lockPath, {force: true})
+  }
+
+  return undefined
+}
+
+async function lockHolderAlive(lockPath: string): Promise<boolean> {
+  const pid = Number((await fs.readFile(lockPath, 'utf8').catch(() => '')).trim())
+  if (!Number.isInteger(pid) || pid <= 0) return false
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
+/** Whether some process is uploading this spool now. */
+export async function uploaderRunning(spoolDir: string): Promise<boolean> {
+  return lockHolderAlive(path.join(spoolDir, LOCK_FILE))
+}
+
+/**
+ * Starts a detached `dbb wal spool-upload` unless an uploader already holds the spool. Its output
+ * goes to `<spool>/uploader.log`, never to PostgreSQL's archiver pipe; it inherits the environment,
+ * which holds the storage settings it needs.
+ */
+export async function ensureUploader(spoolDir: string, cliEntry: string, walDir?: string): Promise<void> {
+  if (await uploaderRunning(spoolDir)) return
+  const log = await fs.open(path.join(spoolDir, 'uploader.log'), 'a', 0o600)
+  try {
+    const child = spawn(process.execPath, [cliEntry, 'wal', 'spool-upload', ...(walDir ? [walDir] : [])], {detached: true, stdio: ['ignore', log.fd, log.fd], env: process.env})
+    child.unref()
+  } finally {
+    await log.close()
+  }
+}
+
+export interface UploaderOptions {
+  storage: StorageBackend
+  spoolDir: string
+  parallel: number
+  logger?: Logger
+  signal?: AbortSignal
+  /** Exit after the spool stayed empty this long (a detached uploader); undefined: run until aborted (dbb serve). */
+  idleExitMs?: number
+  /** pg_wal, whose archive_status/*.ready segments are stored ahead of their push (see above). */
+  walDir?: string
+  /** Called after each file is stored and removed from the spool. */
+  onStored?: (name: string) => void
+}
+
+/**
+ * Uploads the spool until idle (or aborted): up to `parallel` files at once, oldest names first.
+ * Each file goes through the synchronous push (idempotent, compares by sha256), and is deleted from
+ * the spool only after that resolved, so a SIGKILL at any point leaves it queued and the next
+ * uploader re-pushes it ("already archived", identical). A failure keeps the file, is written to
+ * `<spool>/uploader.error` (which a full-spool push reports to PostgreSQL's log) and retried with
+ * back-off.
+ */
+export async function runUploader(options: UploaderOptions): Promise<{stored: number}> {
+  const {spoolDir, storage, logger, signal} = options
+  const inFlight = new Set<string>()
+  let stored = 0
+  let idleSince = Date.now()
+  let backoffMs = 0
+  let failed = false
+
+  const uploadOne = async (name: string, ahead: boolean) => {
+    let file = path.join(spoolDir, name)
+    try {
+      if (ahead) {
+        const copy = await copyAhead(spoolDir, options.walDir!, name)
+        if (copy === undefined) return
+        file = copy
+      }
+
+      const result = await pushWal(storage, file, {logger, signal})
+      if (ahead) {
+        await fs.writeFile(path.join(spoolDir, UPLOADED_DIR, name), '')
+        await syncDirectory(path.join(spoolDir, UPLOADED_DIR))
+      }
+
+      await fs.rm(file, {force: true})
+      if (!ahead) await syncDirectory(spoolDir)
+      stored += 1
+      options.onStored?.(name)
+      logger?.debug({event: 'wal.spool_uploaded', wal: name, outcome: result.outcome}, `uploaded ${name} from the spool`)
+    } catch (error) {
+      if (ahead) await fs.rm(file, {force: true})
+      if (signal?.aborted) return
+      failed = true
+      const message = `${new Date().toISOString()} ${name}: ${errorMessage(error)}`
+      logger?.error({event: 'wal.spool_upload_failed', wal: name}, message)
+      await fs.writeFile(path.join(spoolDir, ERROR_FILE), `${message}\n`).catch(() => {})
+    } finally {
+      inFlight.delete(name)
+    }
+  }
+
+  const running = new Set<Promise<void>>()
+  while (!signal?.aborted) {
+    const spooled = await spooledNames(spoolDir)
+    const ahead = options.walDir ? await readyAhead(spoolDir, options.walDir, new Set(spooled)) : []
+    const waiting = [...spooled.map((name) => ({name, ahead: false})), ...ahead.map((name) => ({name, ahead: true}))]
+      .filter(({name}) => !inFlight.has(name))
+      .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
+    if (waiting.length === 0 && running.size === 0) {
+      if (options.idleExitMs !== undefined && Date.now() - idleSince >= options.idleExitMs) break
+      await sleep(100, signal)
+      continue
+    }
+
+    idleSince = Date.now()
+    for (const {name, ahead: isAhead} of waiting) {
+      if (running.size >= options.parallel) break
+      inFlight.add(name)
+      const task = uploadOne(name, isAhead).finally(() => running.delete(task))
+      running.add(task)
+    }
+
+    await Promise.race(running)
+    if (failed) {
+      // Storage is failing: finish what is in flight, then wait before trying again.
+      await Promise.all(running)
+      failed = false
+      backoffMs = Math.min(30_000, Math.max(500, backoffMs * 2))
+      await sleep(backoffMs, signal)
+    } else if (backoffMs > 0) {
+      backoffMs = 0
+      await fs.rm(path.join(spoolDir, ERROR_FILE), {force: true})
+    }
+  }
+
+  await Promise.allSettled(running)
+  return {stored}
+}
+
+/** Segments PostgreSQL marked ready to archive that are neither spooled nor already stored ahead. */
+async function readyAhead(spoolDir: string, walDir: string, spooled: Set<string>): Promise<string[]> {
+  const status = await fs.readdir(path.join(walDir, 'archive_status')).catch(() => [] as string[])
+  const ready = status.filter((entry) => entry.endsWith('.ready')).map((entry) => entry.slice(0, -'.ready'.length))
+  const uploadedDir = path.join(spoolDir, UPLOADED_DIR)
+  await fs.mkdir(uploadedDir, {recursive: true, mode: 0o700})
+  const uploaded = new Set(await fs.readdir(uploadedDir))
+  // Markers of segments PostgreSQL no longer lists as ready were consumed by a push that raced the uploader.
+  const readySet = new Set(ready)
+  for (const stale of uploaded) if (!readySet.has(stale)) await fs.rm(path.join(uploadedDir, stale), {force: true})
+  return ready.filter((name) => isWalFileName(name) && !spooled.has(name) && !uploaded.has(name))
+}
+
+/**
+ * Copies a ready segment out of pg_wal; returns the copy, or undefined when PostgreSQL archived it
+ * meanwhile (then it may have been recycled and the copy mixed old and new content: discarded).
+ */
+async function copyAhead(spoolDir: string, walDir: string, name: string): Promise<string | undefined> {
+  const aheadDir = path.join(spoolDir, AHEAD_DIR)
+  await fs.mkdir(aheadDir, {recursive: true, mode: 0o700})
+  const copy = path.join(aheadDir, name)
+  try {
+    await fs.copyFile(path.join(walDir, name), copy)
+    await fs.access(path.join(walDir, 'archive_status', `${name}.ready`))
+    return copy
+  } catch {
+    await fs.rm(copy, {force: true})
+    return undefined
+  }
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms)
+    function done() {
+      clearTimeout(timer)
+      signal?.removeEventListener('abort', done)
+      resolve()
+    }
+
+    signal?.addEventListener('abort', done, {once: true})
+  })
+}

@@ -1,0 +1,90 @@
+import {randomBytes} from 'node:crypto'
+import * as fs from 'node:fs/promises'
+import * as path from 'node:path'
+
+import {queueDirFor} from '../../src/wal/prefetch'
+import {runCli, tempDir} from '../helpers/cli'
+import {waitFor} from '../helpers/wal'
+
+/**
+ * wal fetch prefetch, with the real CLI and the real detached prefetcher on real local storage:
+ * later segments are queued verified, served by rename, a damaged one is never queued (PostgreSQL's
+ * own request for it exits 200) and does not disturb the others, and the queue of another archive
+ * is never served.
+ */
+describe('wal fetch prefetch', () => {
+  let workDir: string
+  let storeDir: string
+  let spoolDir: string
+  const contents = new Map<number, Buffer>()
+  const name = (n: number) => `0000000100000000000000${n.toString(16).toUpperCase().padStart(2, '0')}`
+  const env = () => ({BACKUP_LOCAL_DIR: storeDir, WAL_SPOOL_DIR: spoolDir, WAL_PREFETCH: '8'})
+  const fetch = (n: number, dest: string) => runCli(['wal', 'fetch', name(n), dest], env(), {cwd: workDir})
+
+  beforeAll(async () => {
+    workDir = await tempDir('dbb-prefetch-')
+    storeDir = path.join(workDir, 'store')
+    spoolDir = path.join(workDir, 'spool')
+    await fs.mkdir(storeDir)
+    await fs.mkdir(path.join(workDir, 'pg_wal'))
+    // 1 MiB "segments": the prefetcher learns the segment size from the file PostgreSQL asked for.
+    for (let n = 1; n <= 5; n++) {
+      const content = Buffer.concat([randomBytes(128 * 1024), Buffer.alloc(896 * 1024)])
+      contents.set(n, content)
+      await fs.writeFile(path.join(workDir, 'pg_wal', name(n)), content)
+      expect((await runCli(['wal', 'push', `pg_wal/${name(n)}`], {BACKUP_LOCAL_DIR: storeDir}, {cwd: workDir})).code).toBe(0)
+    }
+
+    // Segment 4 damaged in storage: its gzip data garbled after the header.
+    const damaged = path.join(storeDir, 'wal', `${name(4)}.gz`)
+    const bytes = await fs.readFile(damaged)
+    bytes.fill(0x55, 20, 400)
+    await fs.writeFile(damaged, bytes)
+  })
+
+  afterAll(async () => {
+    await fs.rm(workDir, {recursive: true, force: true})
+  })
+
+  it('queues the following segments verified, serves them, and a damaged one exits 200 without breaking the others', async () => {
+    const queueDir = queueDirFor(spoolDir, storeDir)
+    const first = await fetch(1, 'pg_wal/RECOVERYXLOG')
+    expect(first.code).toBe(0)
+    expect((await fs.readFile(path.join(workDir, 'pg_wal', 'RECOVERYXLOG'))).equals(contents.get(1)!)).toBe(true)
+    await waitFor(
+      'the prefetcher to queue 2, 3 and 5 and exit',
+      async () => {
+        const entries = (await fs.readdir(queueDir).catch(() => [] as string[])).sort()
+        return entries.join(',') === [name(2), name(3), name(5)].join(',') ? true : undefined
+      },
+      60_000,
+    )
+
+    for (const n of [2, 3]) {
+      const result = await fetch(n, `pg_wal/RECOVERYXLOG${n}`)
+      expect(result.code).toBe(0)
+      expect((await fs.readFile(path.join(workDir, 'pg_wal', `RECOVERYXLOG${n}`))).equals(contents.get(n)!)).toBe(true)
+    }
+
+    const damaged = await fetch(4, 'pg_wal/RECOVERYXLOG4')
+    expect(damaged.code).toBe(200)
+    expect(damaged.stderr).toMatch(/damaged/)
+    await expect(fs.stat(path.join(workDir, 'pg_wal', 'RECOVERYXLOG4'))).rejects.toThrow()
+
+    const fifth = await fetch(5, 'pg_wal/RECOVERYXLOG5')
+    expect(fifth.code).toBe(0)
+    expect((await fs.readFile(path.join(workDir, 'pg_wal', 'RECOVERYXLOG5'))).equals(contents.get(5)!)).toBe(true)
+
+    // The end of the archive is still a quiet exit 1.
+    expect((await fetch(6, 'pg_wal/RECOVERYXLOG6')).code).toBe(1)
+  }, 120_000)
+
+  it('never serves a queue entry of another archive (the queue is keyed by storage location)', async () => {
+    const otherQueue = queueDirFor(spoolDir, '/some/other/archive')
+    await fs.mkdir(otherQueue, {recursive: true})
+    await fs.writeFile(path.join(otherQueue, name(3)), randomBytes(1024))
+    const result = await fetch(3, 'pg_wal/OTHER')
+    expect(result.code).toBe(0)
+    expect((await fs.readFile(path.join(workDir, 'pg_wal', 'OTHER'))).equals(contents.get(3)!)).toBe(true)
+  }, 60_000)
+})

@@ -1,0 +1,154 @@
+import {ChildProcess} from 'node:child_process'
+import {randomBytes} from 'node:crypto'
+import * as fs from 'node:fs/promises'
+import * as path from 'node:path'
+import {gunzipSync} from 'node:zlib'
+
+import {runCli, startCli, tempDir} from '../helpers/cli'
+import {waitFor} from '../helpers/wal'
+
+/**
+ * The async spool's guarantees, with the real CLI and the real detached uploader: a segment is
+ * acknowledged only once durably spooled, a SIGKILLed uploader loses nothing and its re-upload is
+ * idempotent, and a full spool (storage down) fails the push so PostgreSQL retries — nothing is
+ * acknowledged and then dropped.
+ */
+describe('wal push --async spool', () => {
+  let workDir: string
+  let storeDir: string
+  let spoolDir: string
+  const children: ChildProcess[] = []
+
+  beforeEach(async () => {
+    workDir = await tempDir('dbb-spool-work-')
+    storeDir = path.join(workDir, 'store')
+    spoolDir = path.join(workDir, 'spool')
+    await fs.mkdir(path.join(workDir, 'pg_wal', 'archive_status'), {recursive: true})
+    await fs.mkdir(storeDir)
+  })
+
+  afterEach(async () => {
+    for (const child of children.splice(0)) child.kill('SIGKILL')
+    const pid = Number(await fs.readFile(path.join(spoolDir, 'uploader.pid'), 'utf8').catch(() => ''))
+    if (pid > 0) {
+      try {
+        process.kill(pid, 'SIGKILL')
+      } catch {
+        // already gone
+      }
+    }
+
+    await fs.rm(workDir, {recursive: true, force: true})
+  })
+
+  const segmentName = (n: number) => `0000000100000000000000${n.toString(16).toUpperCase().padStart(2, '0')}`
+  async function writeSegment(n: number): Promise<Buffer> {
+    const content = Buffer.concat([randomBytes(256 * 1024), Buffer.alloc(768 * 1024)])
+    await fs.writeFile(path.join(workDir, 'pg_wal', segmentName(n)), content)
+    return content
+  }
+
+  const spooled = async () => (await fs.readdir(spoolDir).catch(() => [] as string[])).filter((entry) => /^[0-9A-F]{24}$/.test(entry)).sort()
+  const stored = async (n: number) => gunzipSync(await fs.readFile(path.join(storeDir, 'wal', `${segmentName(n)}.gz`)))
+  const env = (extra: Record<string, string> = {}) => ({BACKUP_LOCAL_DIR: storeDir, WAL_SPOOL_DIR: spoolDir, ...extra})
+  const pushAsync = (n: number, extra: Record<string, string> = {}) => runCli(['wal', 'push', '--async', `pg_wal/${segmentName(n)}`], env(extra), {cwd: workDir})
+
+  it('SIGKILL of the uploader mid-spool loses nothing: the next push starts a new uploader, re-uploads are idempotent', async () => {
+    const contents = new Map<number, Buffer>()
+    for (let n = 1; n <= 6; n++) contents.set(n, await writeSegment(n))
+    // A segment stored earlier whose spool copy was never removed: an uploader killed between upload and removal.
+    const first = await runCli(['wal', 'push', `pg_wal/${segmentName(1)}`], {BACKUP_LOCAL_DIR: storeDir}, {cwd: workDir})
+    expect(first.code).toBe(0)
+    const firstStat = await fs.stat(path.join(storeDir, 'wal', `${segmentName(1)}.gz`))
+
+    // Queue everything with storage unreachable (a file where the directory should be), so the spool holds all six.
+    const blocked = path.join(workDir, 'blocked')
+    await fs.writeFile(blocked, '')
+    for (let n = 1; n <= 6; n++) expect((await pushAsync(n, {BACKUP_LOCAL_DIR: path.join(blocked, 'store')})).code).toBe(0)
+    expect(await spooled()).toEqual([1, 2, 3, 4, 5, 6].map(segmentName))
+    const pid = Number(await fs.readFile(path.join(spoolDir, 'uploader.pid'), 'utf8'))
+    process.kill(pid, 'SIGKILL')
+    await waitFor('the uploader to die', async () => {
+      try {
+        process.kill(pid, 0)
+        return undefined
+      } catch {
+        return true
+      }
+    })
+
+    // The stale pid file is taken over by the uploader the next push starts, now with working storage.
+    await writeSegment(7).then((content) => contents.set(7, content))
+    expect((await pushAsync(7)).code).toBe(0)
+    await waitFor('the spool to drain', async () => ((await spooled()).length === 0 ? true : undefined), 60_000)
+    for (const [n, content] of contents) expect((await stored(n)).equals(content)).toBe(true)
+    // Segment 1 was already stored: compared by content, not rewritten.
+    expect((await fs.stat(path.join(storeDir, 'wal', `${segmentName(1)}.gz`))).mtimeMs).toBe(firstStat.mtimeMs)
+  }, 120_000)
+
+  it('storage down: the spool fills to WAL_SPOOL_MAX_SEGMENTS, then pushes fail (exit 1, naming the cause) until storage is back', async () => {
+    const blocked = path.join(workDir, 'down')
+    await fs.writeFile(blocked, '')
+    const down = {BACKUP_LOCAL_DIR: path.join(blocked, 'store'), WAL_SPOOL_MAX_SEGMENTS: '2'}
+    const contents = new Map<number, Buffer>()
+    for (let n = 1; n <= 3; n++) contents.set(n, await writeSegment(n))
+    expect((await pushAsync(1, down)).code).toBe(0)
+    expect((await pushAsync(2, down)).code).toBe(0)
+    await waitFor('the uploader to report its failure', async () => ((await fs.readFile(path.join(spoolDir, 'uploader.error'), 'utf8').catch(() => '')) ? true : undefined))
+
+    const full = await pushAsync(3, down)
+    expect(full.code).toBe(1)
+    expect(full.stderr).toMatch(/spool .* is full \(2 files waiting, WAL_SPOOL_MAX_SEGMENTS=2\)/)
+    expect(full.stderr).toMatch(/PostgreSQL will retry/)
+    expect(full.stderr).toMatch(/uploader's last error: .*00000001000000000000000[12]/)
+    expect(await spooled()).toEqual([segmentName(1), segmentName(2)])
+
+    // Storage back (the uploader keeps its environment, so the directory it was given becomes usable).
+    await fs.rm(blocked)
+    await fs.mkdir(path.join(blocked, 'store'), {recursive: true})
+    await waitFor('the spool to drain', async () => ((await spooled()).length === 0 ? true : undefined), 60_000)
+    expect((await pushAsync(3, down)).code).toBe(0)
+    await waitFor('segment 3 stored', async () => ((await spooled()).length === 0 ? true : undefined), 60_000)
+    for (const [n, content] of contents) {
+      expect(gunzipSync(await fs.readFile(path.join(blocked, 'store', 'wal', `${segmentName(n)}.gz`))).equals(content)).toBe(true)
+    }
+  }, 120_000)
+
+  it('stores ready segments ahead of their push; the push then answers from the marker without copying', async () => {
+    const contents = new Map<number, Buffer>()
+    for (let n = 1; n <= 4; n++) {
+      contents.set(n, await writeSegment(n))
+      await fs.writeFile(path.join(workDir, 'pg_wal', 'archive_status', `${segmentName(n)}.ready`), '')
+    }
+
+    const uploader = startCli(['wal', 'spool-upload', path.join(workDir, 'pg_wal')], env(), {cwd: workDir})
+    children.push(uploader)
+    await waitFor('read-ahead of all four', async () => ((await fs.readdir(path.join(spoolDir, 'uploaded')).catch(() => [])).length === 4 ? true : undefined), 60_000)
+    for (let n = 1; n <= 4; n++) {
+      const push = await pushAsync(n)
+      expect(push.code).toBe(0)
+      expect(push.stdout).toMatch(/Already stored by the uploader/)
+      expect((await stored(n)).equals(contents.get(n)!)).toBe(true)
+    }
+
+    expect(await spooled()).toEqual([])
+    if (uploader.exitCode === null && uploader.signalCode === null) {
+      const exited = new Promise((resolve) => uploader.once('exit', resolve))
+      uploader.kill('SIGKILL')
+      await exited
+    }
+    // A different file under a name queued in the spool is refused, never overwritten.
+    await fs.writeFile(path.join(workDir, 'pg_wal', segmentName(9)), randomBytes(1024))
+    await fs.writeFile(path.join(spoolDir, segmentName(9)), randomBytes(1024))
+    const conflict = await pushAsync(9)
+    expect(conflict.code).toBe(1)
+    expect(conflict.stderr).toMatch(/already queued .* with different content/)
+  }, 120_000)
+
+  it('without WAL_SPOOL_DIR, --async is a configuration error (exit 2) and queues nothing', async () => {
+    await writeSegment(1)
+    const result = await runCli(['wal', 'push', '--async', `pg_wal/${segmentName(1)}`], {BACKUP_LOCAL_DIR: storeDir}, {cwd: workDir})
+    expect(result.code).toBe(2)
+    expect(result.stderr).toMatch(/WAL_SPOOL_DIR: is required/)
+  })
+})
