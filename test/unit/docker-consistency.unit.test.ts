@@ -29,11 +29,11 @@ const OTHER_IMAGES_VARIABLES: Record<string, Record<string, string>> = {
     POSTGRES_DB: 'postgres image: database created on first start',
     POSTGRES_PASSWORD_FILE: 'postgres image: superuser password read from a Docker secret',
   },
-  'minio/minio': {
+  'quay.io/minio/minio': {
     MINIO_ROOT_USER: 'MinIO: root access key',
     MINIO_ROOT_PASSWORD: 'MinIO: root secret key',
   },
-  'minio/mc': {MINIO_ROOT_PASSWORD: 'read by the bucket-creating shell command ($$MINIO_ROOT_PASSWORD)'},
+  'quay.io/minio/mc': {MINIO_ROOT_PASSWORD: 'read by the bucket-creating shell command ($$MINIO_ROOT_PASSWORD)'},
 }
 
 interface Instruction {
