@@ -291,4 +291,11 @@ describe('.github/workflows/docker.yml', () => {
     expect(publish?.with).toMatchObject({file: 'docker/Dockerfile', platforms: 'linux/amd64,linux/arm64'})
     expect(existsSync(path.join(ROOT, String(publish?.with?.file)))).toBe(true)
   })
+
+  it('pins every action to a release version, not a moving major tag', () => {
+    const workflow = parseYaml(read('.github/workflows/docker.yml'))
+    const uses = Object.values(workflow.jobs).flatMap((job) => (job as {steps: {uses?: string}[]}).steps.flatMap((step) => step.uses ?? []))
+    expect(uses.length).toBeGreaterThan(0)
+    expect(uses.filter((action) => !/@v\d+\.\d+\.\d+$/.test(action))).toEqual([])
+  })
 })
