@@ -6,7 +6,7 @@
 # Prints "N passed, N failed" last. Exit 0: all passed; 1: a check failed; 3: no engine could be
 # started (the reason is printed; .ci/run reports it and goes on).
 # Time (2 shared cores): first run ~10-20 min (debootstrap, stand-ins, cold image build); later runs
-# < 2 min, the image rebuilding in ~25 s after a source change. Every wait is bounded.
+# 1.5-4 min, the image rebuilding in ~25 s after a source change. Every wait is bounded.
 # The engine state and image cache live in $DBB_DOCKER_STATE (default ~/.cache/dbb-docker).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
