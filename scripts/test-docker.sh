@@ -1,0 +1,181 @@
+#!/usr/bin/env bash
+# npm run test:docker: builds docker/Dockerfile (unchanged) in a real Docker engine and runs the
+# compose walkthrough of docker-compose.local.yml plus the ways people run the image: backup via the
+# API, download, `docker exec … dbb restore`, `docker stop` during a backup, an arbitrary uid,
+# a read-only root filesystem, a 0444 pgpass secret, *_FILE secrets.
+# Prints "N passed, N failed" last. Exit 0: all passed; 1: a check failed; 3: no engine could be
+# started (the reason is printed; .ci/run reports it and goes on).
+# Time (2 shared cores): first run ~10-20 min (debootstrap, stand-ins, cold image build); later runs
+# 1.5-4 min, the image rebuilding in ~25 s after a source change. Every wait is bounded.
+# The engine state and image cache live in $DBB_DOCKER_STATE (default ~/.cache/dbb-docker).
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+export DBB_DOCKER_STATE=${DBB_DOCKER_STATE:-${XDG_CACHE_HOME:-$HOME/.cache}/dbb-docker}
+mkdir -p "$DBB_DOCKER_STATE"
+. "$ROOT/scripts/docker/engine.sh"
+. "$ROOT/scripts/docker/base-images.sh"
+
+PASSED=0 FAILED=0
+pass() { PASSED=$((PASSED + 1)); echo "  ok   $1"; }
+fail() { FAILED=$((FAILED + 1)); echo "  FAIL $1"; [ $# -gt 1 ] && echo "$2" | tail -15 | sed 's/^/       /'; }
+summary() { echo "$PASSED passed, $FAILED failed"; }
+
+PROJECT=dbbtest$$
+WORK=$(mktemp -d /tmp/dbb-docker-test.XXXXXX)
+COMPOSE() { docker-compose -p "$PROJECT" -f "$ROOT/docker-compose.local.yml" --project-directory "$WORK" "$@"; }
+cleanup() {
+  if [ -n "${ENGINE_UP:-}" ]; then
+    $DOCKER rm -f dbbtest-serve-files dbbtest-uid >/dev/null 2>&1
+    COMPOSE down -v --remove-orphans >/dev/null 2>&1
+  fi
+  rm -rf "$WORK"
+  engine_stop
+}
+trap cleanup EXIT
+
+if ! engine_start; then
+  echo "docker: NOT RUN: $ENGINE_PROBLEM"
+  exit 3
+fi
+ENGINE_UP=1
+SECONDS=0
+
+base_images || { fail "base images"; summary; exit 1; }
+
+# ---- the image, from docker/Dockerfile as it is in the tree ----
+IMAGE=dbb:local
+PG_CLIENT_SOURCE=${PG_CLIENT_SOURCE:-}
+if [ -z "$PG_CLIENT_SOURCE" ]; then
+  # apt.postgresql.org answers? Otherwise Debian's own client (the documented second way).
+  if timeout 10 bash -c 'exec 3<>/dev/tcp/apt.postgresql.org/443' 2>/dev/null; then PG_CLIENT_SOURCE=pgdg; else PG_CLIENT_SOURCE=debian; fi
+fi
+build_start=$SECONDS
+if out=$($DOCKER build --build-arg PG_CLIENT_SOURCE="$PG_CLIENT_SOURCE" -f "$ROOT/docker/Dockerfile" -t "$IMAGE" "$ROOT" 2>&1); then
+  size=$($DOCKER image inspect -f '{{.Size}}' "$IMAGE")
+  pass "image builds from docker/Dockerfile (PG_CLIENT_SOURCE=$PG_CLIENT_SOURCE, $((SECONDS - build_start)) s, $((size / 1000000)) MB)"
+else
+  fail "image builds from docker/Dockerfile" "$out"; summary; exit 1
+fi
+
+check() { # check NAME command…: passes when the command exits 0
+  local name=$1 out; shift
+  if out=$("$@" 2>&1); then pass "$name"; else fail "$name" "$out"; fi
+}
+# perl-base is Essential in Debian (in every Debian image); postgresql-client-common's Perl (perl,
+# perl-modules in /usr/share/perl) is what is left out.
+check "no Perl modules, npm or yarn in the image" bash -c "! $DOCKER run --rm --entrypoint sh $IMAGE -c 'ls -d /usr/share/perl/5* || command -v npm || command -v yarn'"
+check "dbb --version as the image's user" $DOCKER run --rm "$IMAGE" --version
+check "dbb --version under an arbitrary uid (--user 12345:0)" $DOCKER run --rm --user 12345:0 "$IMAGE" --version
+check "dbb backup list --help under an arbitrary uid, read-only root" $DOCKER run --rm --user 12345:0 --read-only "$IMAGE" backup list --help
+
+# ---- the compose walkthrough ----
+mkdir -p "$WORK/secrets" "$WORK/backups"
+chown 1000:0 "$WORK/backups"
+openssl rand -hex 16 | tr -d '\n' >"$WORK/secrets/db_password"
+printf 'db:5432:*:postgres:%s\n' "$(cat "$WORK/secrets/db_password")" >"$WORK/secrets/pgpass"
+chmod 0444 "$WORK/secrets/pgpass" "$WORK/secrets/db_password"   # root-owned, world-readable: a 0444 secret
+TOKEN=$(openssl rand -hex 32)
+HTTP_PORT=$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
+printf 'DBB_API_TOKEN=%s\nDBB_HTTP_PORT=%s\n' "$TOKEN" "$HTTP_PORT" >"$WORK/.env"
+API="http://127.0.0.1:$HTTP_PORT"
+AUTH="Authorization: Bearer $TOKEN"
+DBB=${PROJECT}_dbb_1
+DB=${PROJECT}_db_1
+
+check "docker-compose up (db healthy, dbb started)" COMPOSE up -d --no-build
+healthy=""
+for _ in $(seq 1 60); do
+  [ "$(curl -s -o /dev/null -w '%{http_code}' "$API/health")" = 200 ] && { healthy=1; break; }
+  sleep 1
+done
+if [ -n "$healthy" ]; then pass "GET /health answers 200 (PostgreSQL reached with the 0444 pgpass secret)"; else fail "GET /health answers 200" "$(COMPOSE logs --tail 20 2>&1)"; fi
+
+$DOCKER exec "$DB" psql -q -U postgres -d app -c "CREATE TABLE items (id int PRIMARY KEY, body text); INSERT INTO items SELECT g, md5(g::text) FROM generate_series(1, 5000) g" >/dev/null
+
+run_backup() { # POSTs a backup and waits for its job; prints the job's final JSON
+  local job status
+  job=$(curl -s -X POST -H "$AUTH" "$API/api/v1/backups" | node -pe 'JSON.parse(require("fs").readFileSync(0)).jobId')
+  for _ in $(seq 1 120); do
+    status=$(curl -s -H "$AUTH" "$API/api/v1/backups/jobs/$job")
+    case "$status" in *'"succeeded"'*|*'"failed"'*) echo "$status"; return 0 ;; esac
+    sleep 1
+  done
+  echo "$status"
+}
+job=$(run_backup)
+case "$job" in *'"succeeded"'*) pass "POST /api/v1/backups: the job succeeds" ;; *) fail "POST /api/v1/backups: the job succeeds" "$job" ;; esac
+
+code=$(curl -s -o "$WORK/latest.sql.gz" -w '%{http_code}' -H "$AUTH" "$API/api/v1/backups/latest/download")
+if [ "$code" = 200 ] && gzip -dc "$WORK/latest.sql.gz" | grep -q -a 'PostgreSQL database dump complete'; then
+  pass "GET /api/v1/backups/latest/download: a complete gzip'd pg_dump ($(stat -c %s "$WORK/latest.sql.gz") bytes)"
+else
+  fail "GET /api/v1/backups/latest/download" "HTTP $code"
+fi
+
+check "docker exec dbb restore latest --target-db restored" $DOCKER exec "$DBB" dbb restore latest --target-db restored --force
+rows=$($DOCKER exec "$DB" psql -tA -U postgres -d restored -c "SELECT count(*) FROM items" 2>&1)
+if [ "$rows" = 5000 ]; then pass "restored database has the 5000 rows"; else fail "restored database has the 5000 rows" "$rows"; fi
+
+# ---- docker stop during a backup: it finishes (or is cleaned up) before Docker's SIGKILL ----
+$DOCKER exec "$DB" psql -q -U postgres -d app -c "INSERT INTO items SELECT g, repeat(md5(g::text), 8) FROM generate_series(5001, 400000) g" >/dev/null
+before=$(ls "$WORK/backups" | grep -c -v '\.partial' )
+curl -s -X POST -H "$AUTH" "$API/api/v1/backups" >/dev/null
+for _ in $(seq 1 50); do ls "$WORK/backups" | grep -q '\.partial' && break; sleep 0.2; done
+in_flight=$(ls "$WORK/backups" | grep -c '\.partial')
+stop_timeout=$($DOCKER inspect -f '{{.Config.StopTimeout}}' "$DBB")
+if [ "${stop_timeout:-0}" -gt 30 ] 2>/dev/null; then
+  pass "compose's stop_grace_period reaches the container: docker stop waits $stop_timeout s (> SHUTDOWN_GRACE 30 s)"
+else
+  fail "compose's stop_grace_period reaches the container" "StopTimeout: $stop_timeout"
+fi
+stop_start=$SECONDS
+$DOCKER stop "$DBB" >/dev/null
+exit_code=$($DOCKER inspect -f '{{.State.ExitCode}}' "$DBB")
+leftovers=$(ls -a "$WORK/backups" | grep -E '\.partial|\.tmp' || true)
+after=$(ls "$WORK/backups" | grep -c -v '\.partial')
+if [ "$exit_code" != 137 ] && [ -z "$leftovers" ]; then
+  pass "docker stop during a backup (in flight: $in_flight): exit $exit_code after $((SECONDS - stop_start)) s, no .partial left, backups $before → $after"
+else
+  fail "docker stop during a backup" "exit $exit_code, leftovers: $leftovers"
+fi
+$DOCKER start "$DBB" >/dev/null
+
+# ---- arbitrary uid, read-only root, *_FILE secrets: the image as OpenShift/Kubernetes run it ----
+NET=${PROJECT}_default
+printf '%s' "$TOKEN" >"$WORK/secrets/api_token"
+chmod 0444 "$WORK/secrets/api_token"
+mkdir -p "$WORK/backups-uid" && chmod 0770 "$WORK/backups-uid" && chown 0:0 "$WORK/backups-uid"
+check "dbb backup run --user 12345:0 --read-only, DB_PASSWORD_FILE, group-0 writable /backups" \
+  $DOCKER run --rm --network "$NET" --user 12345:0 --read-only --tmpfs /tmp \
+    -e DB_HOST=db -e DB_NAME=app -e DB_USER=postgres -e DB_PASSWORD_FILE=/run/secrets/db_password \
+    -v "$WORK/secrets/db_password:/run/secrets/db_password:ro" -v "$WORK/backups-uid:/backups" \
+    "$IMAGE" backup run
+if ls "$WORK/backups-uid" | grep -q '\.sql\.gz$'; then pass "the arbitrary uid's backup is in /backups ($(ls "$WORK/backups-uid" | grep -c '\.sql\.gz$') file)"; else fail "the arbitrary uid's backup is in /backups" "$(ls -la "$WORK/backups-uid")"; fi
+
+SERVE_PORT=$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
+$DOCKER run -d --name dbbtest-serve-files --network "$NET" --user 12345:0 --read-only --tmpfs /tmp \
+  -p "127.0.0.1:$SERVE_PORT:8080" \
+  -e DB_HOST=db -e DB_NAME=app -e DB_USER=postgres -e STORAGE_BACKEND=local \
+  -e DB_PASSWORD_FILE=/run/secrets/db_password -e API_TOKEN_FILE=/run/secrets/api_token \
+  -v "$WORK/secrets/db_password:/run/secrets/db_password:ro" -v "$WORK/secrets/api_token:/run/secrets/api_token:ro" \
+  -v "$WORK/backups-uid:/backups" "$IMAGE" serve >/dev/null
+code=""
+for _ in $(seq 1 60); do
+  code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$SERVE_PORT/health"); [ "$code" = 200 ] && break; sleep 1
+done
+list=$(curl -s -o /dev/null -w '%{http_code}' -H "$AUTH" "http://127.0.0.1:$SERVE_PORT/api/v1/backups")
+denied=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer wrong-token-wrong-token" "http://127.0.0.1:$SERVE_PORT/api/v1/backups")
+if [ "$code" = 200 ] && [ "$list" = 200 ] && [ "$denied" = 401 ]; then
+  pass "dbb serve with API_TOKEN_FILE/DB_PASSWORD_FILE, uid 12345, read-only: /health 200, token 200, wrong token 401"
+else
+  fail "dbb serve with *_FILE secrets" "health $code, list $list, wrong token $denied; $($DOCKER logs --tail 10 dbbtest-serve-files 2>&1)"
+fi
+if $DOCKER inspect dbbtest-serve-files | grep -q -e "$TOKEN" -e "$(cat "$WORK/secrets/db_password")"; then
+  fail "no secret value in docker inspect"
+else
+  pass "no secret value in docker inspect"
+fi
+
+echo "docker: walkthrough took $SECONDS s"
+summary
+[ "$FAILED" -eq 0 ]
