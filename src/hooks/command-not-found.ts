@@ -1,0 +1,48 @@
+import {Hook, toConfiguredId} from '@oclif/core'
+
+import {EXIT_USAGE} from '../errors'
+
+/**
+ * `dbb bakup run`, `dbb help serve` spelled wrong: name the closest command and how to list them,
+ * exit 2 (bad usage). Unlike @oclif/plugin-not-found this never asks "run it instead?" — a typo
+ * must not turn into a backup or a restore the user did not type.
+ */
+const hook: Hook.CommandNotFound = async function (options) {
+  const visible = options.config.commands.filter((command) => !command.hidden)
+  const ids = [...visible.map((command) => command.id), ...visible.flatMap((command) => command.aliases)]
+  const typed = toConfiguredId(options.id, options.config)
+  const best = closest(options.id, ids)
+  const suggestion = best === undefined ? '' : ` Did you mean "${options.config.bin} ${toConfiguredId(best, options.config)}"?`
+  process.stderr.write(`Error: "${typed}" is not a ${options.config.bin} command.${suggestion}\nRun "${options.config.bin} help" for the list of commands.\n`)
+  process.exit(EXIT_USAGE)
+}
+
+/** The command id nearest to what was typed, when it is near enough to be a typo. */
+export function closest(typed: string, ids: string[]): string | undefined {
+  let best: {id: string; distance: number} | undefined
+  for (const id of ids) {
+    // Compare with as many words as were typed, so `bakup` matches `backup:run` through `backup`.
+    const words = Math.min(typed.split(':').length, id.split(':').length)
+    const prefix = id.split(':').slice(0, words).join(':')
+    const distance = Math.min(levenshtein(typed, id), levenshtein(typed.split(':').slice(0, words).join(':'), prefix) + 0.5)
+    if (best === undefined || distance < best.distance) best = {id, distance}
+  }
+
+  return best !== undefined && best.distance <= Math.max(2, typed.length / 3) ? best.id : undefined
+}
+
+function levenshtein(a: string, b: string): number {
+  let previous = Array.from({length: b.length + 1}, (_, index) => index)
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i]
+    for (let j = 1; j <= b.length; j++) {
+      current[j] = Math.min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1))
+    }
+
+    previous = current
+  }
+
+  return previous[b.length]
+}
+
+export default hook
