@@ -13,7 +13,12 @@ export function formatBytes(bytes: number): string {
 }
 
 export function formatAge(fromIso: string, now = new Date()): string {
-  const seconds = Math.max(0, Math.round((now.getTime() - Date.parse(fromIso)) / 1000))
+  return formatElapsed(now.getTime() - Date.parse(fromIso))
+}
+
+/** A span of time the way every age and duration is shown: 45s, 12m, 5h3m, 3d0h. */
+export function formatElapsed(milliseconds: number): string {
+  const seconds = Math.max(0, Math.round(milliseconds / 1000))
   if (seconds < 60) return `${seconds}s`
   if (seconds < 3600) return `${Math.floor(seconds / 60)}m`
   if (seconds < 86_400) return `${Math.floor(seconds / 3600)}h${Math.floor((seconds % 3600) / 60)}m`

@@ -1,3 +1,4 @@
+import {formatElapsed} from '../format'
 import type {Logger} from '../logger'
 import type {ObjectInfo, StorageBackend} from '../storage/contract'
 import {pruneWal} from '../wal/retention'
@@ -46,7 +47,7 @@ export async function prune(
 
   for (const orphan of plan.orphans) {
     if (!options.dryRun) await storage.delete(orphan.key)
-    const reason = `no complete backup owns it (age ${Math.round(orphan.ageMs / 60_000)} min)`
+    const reason = `no complete backup owns it (age ${formatElapsed(orphan.ageMs)})`
     options.logger?.info({event: 'prune.orphan', key: orphan.key, dryRun: Boolean(options.dryRun)}, 'removed orphan object')
     deleted.push({id: orphan.key, kind: 'orphan', reason, sizeBytes: orphan.sizeBytes})
   }

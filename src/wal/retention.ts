@@ -1,4 +1,5 @@
 import type {BackupMetadata} from '../backup/metadata'
+import {formatElapsed} from '../format'
 import type {Logger} from '../logger'
 import type {ObjectInfo, StorageBackend} from '../storage/contract'
 import {WAL_PREFIX, segmentPosition, walFileKind, walNameOfKey} from './segments'
@@ -31,7 +32,7 @@ export function planWalPruning(objects: ObjectInfo[], retainedBaseBackups: Backu
     if (name === undefined) {
       const ageMs = now.getTime() - object.lastModified.getTime()
       if (PARTIAL_WRITE.test(object.key) && ageMs > orphanGraceMs) {
-        plan.delete.push({key: object.key, sizeBytes: object.sizeBytes, reason: `unfinished WAL upload (age ${Math.round(ageMs / 60_000)} min)`})
+        plan.delete.push({key: object.key, sizeBytes: object.sizeBytes, reason: `unfinished WAL upload (age ${formatElapsed(ageMs)})`})
       }
 
       continue
