@@ -1,6 +1,7 @@
 import pino, {Logger} from 'pino'
 import pretty from 'pino-pretty'
 
+import {clearLiveLine} from './live-line'
 import {REDACTED, redactSecrets} from './secrets'
 import {SETTING_NAMES, setting} from './settings'
 
@@ -45,8 +46,24 @@ export function createLogger({format, level = 'info', destination = 2, secretVar
     timestamp: pino.stdTimeFunctions.isoTime,
   }
   if (resolvedFormat === 'plain') {
-    return pino(options, pretty({destination, sync: true, ignore: 'pid,hostname,service', translateTime: 'SYS:HH:MM:ss'}))
+    // For people: one line per event, the message alone; warnings and errors add their fields.
+    // The full structured events are what LOG_FORMAT=json is for. A progress line is cleared first.
+    return pino(
+      {...options, hooks: {streamWrite: (line: string) => (clearLiveLine(), redactSecrets(line))}},
+      pretty({destination, sync: true, translateTime: 'SYS:HH:MM:ss', hideObject: true, messageFormat: plainMessage}),
+    )
   }
 
   return pino(options, typeof destination === 'number' ? pino.destination({dest: destination, sync: true}) : destination)
+}
+
+const ENVELOPE = new Set(['level', 'time', 'msg', 'pid', 'hostname', 'service', 'event'])
+
+function plainMessage(log: Record<string, unknown>, messageKey: string): string {
+  const message = String(log[messageKey] ?? '')
+  if (typeof log.level !== 'number' || log.level < 40) return message
+  const fields = Object.entries(log)
+    .filter(([key]) => !ENVELOPE.has(key) && key !== messageKey)
+    .map(([key, value]) => `${key}=${typeof value === 'string' ? value : JSON.stringify(value)}`)
+  return fields.length === 0 ? message : `${message} (${fields.join(', ')})`
 }

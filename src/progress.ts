@@ -1,5 +1,6 @@
 import type {Logger} from './logger'
 import {formatBytes} from './format'
+import {clearLiveLine, drawLiveLine} from './live-line'
 
 export interface ProgressReporter {
   update(done: number, extra?: Record<string, number>): void
@@ -7,7 +8,8 @@ export interface ProgressReporter {
 }
 
 /**
- * Long work shows progress: on a terminal, one line rewritten in place (bytes, rate, elapsed);
+ * Long work shows progress: on a terminal, one line rewritten in place (bytes, rate, elapsed),
+ * cleared before every log line and when the work ends (src/live-line.ts);
  * elsewhere (containers, cron, CI) a structured log event every `intervalMs`.
  */
 export function createProgress(options: {
@@ -33,7 +35,7 @@ export function createProgress(options: {
     const rate = elapsedMs > 0 ? (latest / elapsedMs) * 1000 : 0
     if (interactive) {
       const extra = latestExtra.storedBytes === undefined ? '' : `, ${formatBytes(latestExtra.storedBytes)} stored`
-      stream.write(`\r\u001B[2K${options.label}: ${formatBytes(latest)}${extra}, ${formatBytes(rate)}/s, ${formatElapsed(elapsedMs)}`)
+      drawLiveLine(stream, `${options.label}: ${formatBytes(latest)}${extra}, ${formatBytes(rate)}/s, ${formatElapsed(elapsedMs)}`)
       drawn = true
     } else {
       options.logger.info(
@@ -53,11 +55,11 @@ export function createProgress(options: {
         render()
       }
     },
+    // The line goes away: the command's summary (or error) that follows carries the final numbers.
     finish() {
       if (interactive && drawn) {
-        render()
+        clearLiveLine()
         drawn = false
-        stream.write('\n')
       }
     },
   }

@@ -17,18 +17,31 @@ const hook: Hook.CommandNotFound = async function (options) {
   process.exit(EXIT_USAGE)
 }
 
-/** The command id nearest to what was typed, when it is near enough to be a typo. */
+/**
+ * The command id (or topic, for `dbb backups`) nearest to what was typed, when it is near enough
+ * to be a typo. What was typed is compared with each id and with the id cut to as many words.
+ */
 export function closest(typed: string, ids: string[]): string | undefined {
-  let best: {id: string; distance: number} | undefined
-  for (const id of ids) {
-    // Compare with as many words as were typed, so `bakup` matches `backup:run` through `backup`.
-    const words = Math.min(typed.split(':').length, id.split(':').length)
-    const prefix = id.split(':').slice(0, words).join(':')
-    const distance = Math.min(levenshtein(typed, id), levenshtein(typed.split(':').slice(0, words).join(':'), prefix) + 0.5)
-    if (best === undefined || distance < best.distance) best = {id, distance}
+  let best: {suggestion: string; distance: number} | undefined
+  // Ranked by distance plus penalties; accepted only when the spelling itself is near enough.
+  const consider = (suggestion: string, typo: number, head: string, penalty: number) => {
+    if (typo > Math.max(2, head.length / 3)) return
+    if (best === undefined || typo + penalty < best.distance) best = {suggestion, distance: typo + penalty}
   }
 
-  return best !== undefined && best.distance <= Math.max(2, typed.length / 3) ? best.id : undefined
+  // `dbb restor latest` arrives as the id restor:latest: trailing words may be arguments.
+  const typedWords = typed.split(':')
+  for (let words = typedWords.length; words >= 1; words--) {
+    const head = typedWords.slice(0, words).join(':')
+    const argumentPenalty = typedWords.length - words
+    for (const id of ids) {
+      consider(id, levenshtein(head, id), head, argumentPenalty)
+      const prefix = id.split(':').slice(0, words).join(':')
+      if (prefix !== id) consider(prefix, levenshtein(head, prefix), head, argumentPenalty + 0.5)
+    }
+  }
+
+  return best?.suggestion
 }
 
 function levenshtein(a: string, b: string): number {
