@@ -19,6 +19,8 @@ export function createProgress(options: {
   interactive?: boolean
   intervalMs?: number
   stream?: NodeJS.WriteStream
+  /** The size `update` counts towards, when known: adds percent and an ETA. */
+  totalBytes?: number
 }): ProgressReporter {
   const stream = options.stream ?? process.stderr
   const interactive = options.interactive ?? Boolean(stream.isTTY)
@@ -30,16 +32,25 @@ export function createProgress(options: {
   let latestExtra: Record<string, number> = {}
   let drawn = false
 
+  const total = options.totalBytes !== undefined && options.totalBytes > 0 ? options.totalBytes : undefined
+  const percent = () => (total ? Math.min(100, Math.floor((latest / total) * 100)) : 0)
+  /** ` of 4.3 MB (42%, 00:12 left)` when the total is known. */
+  const share = (rate: number) => {
+    if (!total) return ''
+    const left = rate > 0 && latest < total ? `, ${formatElapsed(((total - latest) / rate) * 1000)} left` : ''
+    return ` of ${formatBytes(total)} (${percent()}%${left})`
+  }
+
   const render = () => {
     const elapsedMs = Date.now() - started
     const rate = elapsedMs > 0 ? (latest / elapsedMs) * 1000 : 0
     if (interactive) {
       const extra = latestExtra.storedBytes === undefined ? '' : `, ${formatBytes(latestExtra.storedBytes)} stored`
-      drawLiveLine(stream, `${options.label}: ${formatBytes(latest)}${extra}, ${formatBytes(rate)}/s, ${formatElapsed(elapsedMs)}`)
+      drawLiveLine(stream, `${options.label}: ${formatBytes(latest)}${extra}${share(rate)}, ${formatBytes(rate)}/s, ${formatElapsed(elapsedMs)}`)
       drawn = true
     } else {
       options.logger.info(
-        {event: options.event, bytes: latest, ...latestExtra, elapsedMs, bytesPerSecond: Math.round(rate)},
+        {event: options.event, bytes: latest, ...latestExtra, ...(total ? {totalBytes: total, percent: percent()} : {}), elapsedMs, bytesPerSecond: Math.round(rate)},
         `${options.label}: ${formatBytes(latest)}`,
       )
     }

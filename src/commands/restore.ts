@@ -88,7 +88,7 @@ On a terminal it shows what it is about to do and counts down 5 seconds (Ctrl-C 
     )
     if (!this.flags.force) await countdown(process.stderr, signal)
 
-    const verifying = createProgress({label: `verifying ${backup.id}`, logger: this.logger, event: 'restore.verify_progress'})
+    const verifying = createProgress({label: `verifying ${backup.id}`, logger: this.logger, event: 'restore.verify_progress', totalBytes: backup.sizeBytes})
     // Created when the import starts, so its rate counts import time only.
     let restoring: ProgressReporter | undefined
     try {
@@ -102,7 +102,7 @@ On a terminal it shows what it is about to do and counts down 5 seconds (Ctrl-C 
           onProgress: ({readBytes, restoredBytes}) => restoring?.update(restoredBytes, {readBytes}),
           onStep: (step) => {
             if (step === 'verified') verifying.finish()
-            else restoring = createProgress({label: `restoring into ${target}`, logger: this.logger, event: 'restore.progress'})
+            else restoring = createProgress({label: `restoring into ${target}`, logger: this.logger, event: 'restore.progress', totalBytes: backup.uncompressedBytes})
           },
         },
       )

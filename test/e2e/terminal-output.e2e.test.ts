@@ -50,5 +50,11 @@ describe('terminal output', () => {
     expect(screen).not.toMatch(/^\s+backupId: /m)
     const visibleLines = screen.split(/\r?\n/).filter((line) => line.replaceAll(/\r\u001B\[2K[^\r\n]*?(?=\r|$)/g, '').trim() !== '')
     expect(visibleLines.length).toBeLessThanOrEqual(8)
+
+    // The restore of that backup shows percent and time left, and also ends with its summary alone.
+    const restore = await onTerminal(['restore', 'latest', '--target-db', 'shop_copy', '--force'], {...cluster.dbbEnv('shop'), BACKUP_LOCAL_DIR: dir})
+    expect([restore.code, restore.stdout.slice(-300)]).toEqual([0, expect.stringContaining('Restored backup_')])
+    expect(restore.stdout).toMatch(/\r\u001B\[2Krestoring into shop_copy: [\d.]+ [kMG]?B of [\d.]+ [kMG]?B \(\d+%/)
+    expect(restore.stdout.slice(restore.stdout.indexOf('Restored backup_'))).not.toMatch(/restoring into|verifying backup_/)
   })
 })

@@ -28,6 +28,14 @@ describe('progress', () => {
     expect(output).toMatch(/backing up: 3\.0 MB, 600\.0 kB stored, [\d.]+ \w+\/s, 00:00\r\u001B\[2K$/)
   })
 
+  it('shows percent and time left when the total is known (restore)', () => {
+    const {stream, text} = captureStream(true)
+    const progress = createProgress({label: 'restoring into app', logger: createLogger({level: 'silent'}), event: 'x', stream, intervalMs: 0, totalBytes: 4_000_000})
+    progress.update(1_000_000)
+    expect(text()).toMatch(/restoring into app: 1\.0 MB of 4\.0 MB \(25%(, \d\d:\d\d left)?\), [\d.]+ \w*B\/s, 00:00$/)
+    progress.finish()
+  })
+
   it('a plain log line clears the live line first; the next update draws it again', () => {
     const {stream, text} = captureStream(true)
     const log = captureStream(false)
