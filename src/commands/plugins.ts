@@ -1,6 +1,6 @@
-import {DbbCommand} from '../../base-command'
-import {renderTable} from '../../format'
-import {discoverProviders} from '../../storage/registry'
+import {DbbCommand} from '../base-command'
+import {renderTable} from '../format'
+import {discoverProviders} from '../storage/registry'
 
 interface PluginInfo {
   name: string
