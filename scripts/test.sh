@@ -1,42 +1,16 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian/Ubuntu machine or a developer's: installs what is
-# missing (PostgreSQL server and client binaries via apt-get, npm packages), builds, runs jest.
+# missing (PostgreSQL server and client binaries via apt-get, npm packages; scripts/install-deps.sh),
+# builds, runs jest.
 # Extra arguments go to jest, e.g. `npm test -- test/unit`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-have_server() { ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || [ -n "${PG_BIN_DIR:-}" ]; }
-have_clients() { command -v psql >/dev/null && command -v pg_dump >/dev/null && command -v pg_basebackup >/dev/null; }
-
-if ! have_server || ! have_clients || ! id postgres >/dev/null 2>&1 || ! command -v runuser >/dev/null; then
-  echo "==> installing PostgreSQL (server binaries for the test clusters, client tools for dbb)"
-  sudo=""
-  if [ "$(id -u)" != 0 ]; then
-    command -v sudo >/dev/null || { echo "PostgreSQL is missing and this is not root: install postgresql and postgresql-client" >&2; exit 1; }
-    sudo=sudo
-  fi
-  # Debian's package would create and start a default cluster on port 5432; the tests make their own.
-  $sudo mkdir -p /etc/postgresql-common/createcluster.d
-  echo "create_main_cluster = false" | $sudo tee /etc/postgresql-common/createcluster.d/dbb-tests.conf >/dev/null
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql postgresql-client util-linux gzip >/dev/null
-fi
+bash scripts/install-deps.sh
 
 # Ceph RADOS Gateway: the S3 suites run against it as well as s3rver (test/reliability/s3-rgw.e2e.test.ts).
 # Installed when missing; if that fails, the run fails here rather than skipping those tests.
 bash scripts/rgw.sh install
-
-# Install the locked versions when node_modules is missing or older than the lockfile. `npm install`
-# rather than `npm ci`: registries that only carry Linux builds of platform-specific optional
-# packages (as ours does) make npm leave the other platforms out of the lockfile, and `npm ci`
-# then refuses the lockfile as out of sync. `npm install` installs the same locked versions.
-if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  echo "==> installing npm packages"
-  npm install --no-audit --no-fund
-fi
-
-echo "==> building"
-npm run build --silent
 
 # ts-jest only transpiles test files; type errors in tests and the benchmark are caught here.
 echo "==> type-checking tests and the benchmark"

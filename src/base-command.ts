@@ -1,7 +1,7 @@
 import {Command, Errors, Interfaces} from '@oclif/core'
 
 import {Config, Section, loadConfig} from './config'
-import {ConfigError, ConfigIssue, DbbError, EXIT_FAILURE, asConfigError, errorMessage} from './errors'
+import {ConfigError, ConfigIssue, DbbError, EXIT_FAILURE, EXIT_USAGE, asConfigError, errorMessage} from './errors'
 import {Logger, createLogger} from './logger'
 import {redactSecrets} from './secrets'
 import type {StorageBackend, StorageSetting} from './storage/contract'
@@ -71,11 +71,11 @@ export abstract class DbbCommand<T extends typeof Command> extends Command {
       issues.push(...error.issues)
     }
 
-    this.logger = createLogger({...this.settings?.logging, secretVariables: known.filter((spec) => spec.secret).map((spec) => spec.env)})
+    this.logger = createLogger({...this.settings?.logging, format: this.logFormat(), secretVariables: known.filter((spec) => spec.secret).map((spec) => spec.env)})
     this.registry?.problems.forEach((problem) => this.logger.warn({event: 'storage.plugin_problem'}, problem))
     if (this.registry) {
       try {
-        const provider = selectProvider(this.registry, this.settings?.storageBackend ?? this.settingValues.STORAGE_BACKEND ?? 'local')
+        const provider = selectProvider(this.registry, this.settings?.storageBackend ?? this.settingValues.STORAGE_BACKEND?.trim().toLowerCase() ?? 'local')
         this.storage = await createBackend(provider, this.settingValues, {logger: this.logger})
       } catch (error) {
         const configError = asConfigError(error)
@@ -112,23 +112,50 @@ export abstract class DbbCommand<T extends typeof Command> extends Command {
     const known = configError ?? (error instanceof DbbError ? error : undefined)
     const {failureExitCode} = this.ctor as typeof DbbCommand
     // oclif's own errors (unknown flag, missing argument) already carry exit code 2 and a hint.
-    if (known === undefined && failureExitCode === undefined && (error instanceof Errors.CLIError || isOclifError(error))) {
+    // (A command with its own failure code — wal fetch: PostgreSQL's restore_command — maps those too.)
+    const oclifError = known === undefined && (error instanceof Errors.CLIError || isOclifError(error))
+    if (oclifError && failureExitCode === undefined) {
       error.message = redactSecrets(error.message)
-      return super.catch(error)
+      if (this.jsonEnabled() || this.logFormat() !== 'json') return super.catch(error)
     }
 
-    const exit = failureExitCode ?? known?.exitCode ?? EXIT_FAILURE
+    const exit = failureExitCode ?? (oclifError ? ((error as {oclif?: {exit?: number}}).oclif?.exit ?? EXIT_USAGE) : (known?.exitCode ?? EXIT_FAILURE))
+    const code = oclifError ? 'USAGE' : (known?.code ?? 'FAILED')
     // A secret's value inside any error text (a plugin's exception, a driver's message) is replaced.
     const message = redactSecrets(known ? known.message : errorMessage(error))
     process.exitCode = exit
     if (this.jsonEnabled()) {
-      this.logJson({error: known?.code ?? 'FAILED', message, exitCode: exit})
+      this.logJson({error: code, message, exitCode: exit})
     } else {
       // Printed as is, not through oclif's renderer, which wraps at 80 columns: one problem per line, greppable in logs.
-      process.stderr.write(`${message.split('\n').map((line) => `Error: ${line}`).join('\n')}\n`)
+      // (oclif's own messages are one error and a hint: only the first line is the error.)
+      const lines = message.split('\n').map((line, index) => (oclifError && index > 0 ? line : `Error: ${line}`))
+      process.stderr.write(`${lines.join('\n')}\n`)
+      this.logFailureEvent({code, message, exit, issues: configError?.issues})
     }
 
     return undefined
+  }
+
+  /**
+   * With JSON logs, a failed run ends with one `command.failed` event (after any event of the
+   * operation itself), so a log pipeline sees every failure — a bad setting before the logger
+   * existed included — and its exit code, not only a plain `Error:` line.
+   */
+  private logFailureEvent(failure: {code: string; message: string; exit: number; issues?: ConfigIssue[]}): void {
+    if (this.logFormat() !== 'json') return
+    const logger = this.logger ?? createLogger({format: 'json'})
+    logger.error(
+      {event: 'command.failed', command: this.id?.replaceAll(':', ' '), error: failure.code, exitCode: failure.exit, ...(failure.issues ? {issues: failure.issues} : {})},
+      failure.message,
+    )
+  }
+
+  /** The log format in effect, also when the settings failed to load (then LOG_FORMAT as given, if valid). */
+  private logFormat(): 'json' | 'plain' {
+    const given = this.settings?.logging?.format ?? (this.settingValues.LOG_FORMAT ?? process.env.LOG_FORMAT)?.trim()
+    if (given === 'json' || given === 'plain') return given
+    return process.stderr.isTTY ? 'plain' : 'json'
   }
 
   protected override toErrorJson(error: unknown): unknown {

@@ -16,7 +16,7 @@ export function formatAge(fromIso: string, now = new Date()): string {
   return formatElapsed(now.getTime() - Date.parse(fromIso))
 }
 
-/** A duration as the backup table shows ages: `42s`, `17m`, `5h3m`, `3d0h`. */
+/** A span of time the way every age and duration is shown: 45s, 12m, 5h3m, 3d0h. */
 export function formatElapsed(milliseconds: number): string {
   const seconds = Math.max(0, Math.round(milliseconds / 1000))
   if (seconds < 60) return `${seconds}s`

@@ -1,5 +1,6 @@
 import pino, {Logger} from 'pino'
 
+import {clearLiveLine} from './live-line'
 import {REDACTED, redactSecrets} from './secrets'
 import {SETTING_NAMES, setting} from './settings'
 
@@ -44,10 +45,26 @@ export function createLogger({format, level = 'info', destination = 2, secretVar
     timestamp: pino.stdTimeFunctions.isoTime,
   }
   if (resolvedFormat === 'plain') {
+    // For people: one line per event, the message alone; warnings and errors add their fields.
+    // The full structured events are what LOG_FORMAT=json is for. A progress line is cleared first.
     // Loaded only for a terminal: archive_command runs once per WAL segment, and pino-pretty is ~30 modules.
     const pretty = require('pino-pretty') as typeof import('pino-pretty')
-    return pino(options, pretty({destination, sync: true, ignore: 'pid,hostname,service', translateTime: 'SYS:HH:MM:ss'}))
+    return pino(
+      {...options, hooks: {streamWrite: (line: string) => (clearLiveLine(), redactSecrets(line))}},
+      pretty({destination, sync: true, translateTime: 'SYS:HH:MM:ss', hideObject: true, messageFormat: plainMessage}),
+    )
   }
 
   return pino(options, typeof destination === 'number' ? pino.destination({dest: destination, sync: true}) : destination)
+}
+
+const ENVELOPE = new Set(['level', 'time', 'msg', 'pid', 'hostname', 'service', 'event'])
+
+function plainMessage(log: Record<string, unknown>, messageKey: string): string {
+  const message = String(log[messageKey] ?? '')
+  if (typeof log.level !== 'number' || log.level < 40) return message
+  const fields = Object.entries(log)
+    .filter(([key]) => !ENVELOPE.has(key) && key !== messageKey)
+    .map(([key, value]) => `${key}=${typeof value === 'string' ? value : JSON.stringify(value)}`)
+  return fields.length === 0 ? message : `${message} (${fields.join(', ')})`
 }

@@ -1,5 +1,6 @@
 import type {Logger} from './logger'
-import {formatBytes} from './format'
+import {formatBytes, formatElapsed} from './format'
+import {clearLiveLine, drawLiveLine} from './live-line'
 
 export interface ProgressReporter {
   update(done: number, extra?: Record<string, number>): void
@@ -7,7 +8,8 @@ export interface ProgressReporter {
 }
 
 /**
- * Long work shows progress: on a terminal, one line rewritten in place (bytes, rate, elapsed);
+ * Long work shows progress: on a terminal, one line rewritten in place (bytes, rate, elapsed),
+ * cleared before every log line and when the work ends (src/live-line.ts);
  * elsewhere (containers, cron, CI) a structured log event every `intervalMs`.
  */
 export function createProgress(options: {
@@ -40,7 +42,7 @@ export function createProgress(options: {
       const extra = latestExtra.storedBytes === undefined ? '' : `, ${formatBytes(latestExtra.storedBytes)} stored`
       const share = fraction === undefined ? '' : ` of ${formatBytes(total!)} (${(fraction * 100).toFixed(1)} %)`
       const eta = etaMs === undefined ? '' : `, ETA ${formatElapsed(etaMs)}`
-      stream.write(`\r\u001B[2K${options.label}: ${formatBytes(latest)}${share}${extra}, ${formatBytes(rate)}/s, ${formatElapsed(elapsedMs)}${eta}`)
+      drawLiveLine(stream, `${options.label}: ${formatBytes(latest)}${share}${extra}, ${formatBytes(rate)}/s, ${formatElapsed(elapsedMs)}${eta}`)
       drawn = true
     } else {
       const known = fraction === undefined ? {} : {totalBytes: total, percent: Math.round(fraction * 1000) / 10, ...(etaMs === undefined ? {} : {etaSeconds: Math.round(etaMs / 1000)})}
@@ -61,17 +63,13 @@ export function createProgress(options: {
         render()
       }
     },
+    // The line goes away: the command's summary (or error) that follows carries the final numbers.
     finish() {
       if (interactive && drawn) {
-        render()
+        clearLiveLine()
         drawn = false
-        stream.write('\n')
       }
     },
   }
 }
 
-function formatElapsed(milliseconds: number): string {
-  const seconds = Math.floor(milliseconds / 1000)
-  return `${String(Math.floor(seconds / 60)).padStart(2, '0')}:${String(seconds % 60).padStart(2, '0')}`
-}

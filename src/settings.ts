@@ -20,7 +20,7 @@ export interface SettingSpec {
 const catalog = {
   DB_HOST: {flag: 'db-host', summary: 'PostgreSQL host name or address.', example: 'db.internal'},
   DB_PORT: {flag: 'db-port', summary: 'PostgreSQL port (default 5432).', example: '5432'},
-  DB_NAME: {flag: 'db-name', summary: 'Database to back up.', example: 'app'},
+  DB_NAME: {flag: 'db-name', summary: 'The database: the one backup run dumps, and the one restore replaces (unless --target-db).', example: 'app'},
   DB_USER: {flag: 'db-user', summary: 'PostgreSQL user (default postgres).', example: 'postgres'},
   DB_PASSWORD: {
     flag: 'db-password',

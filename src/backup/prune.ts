@@ -1,7 +1,7 @@
+import {formatElapsed} from '../format'
 import type {Logger} from '../logger'
 import type {ObjectInfo, StorageBackend} from '../storage/contract'
 import {pruneWal} from '../wal/retention'
-import {formatElapsed} from '../format'
 import {BackupMetadata, DamagedBackup, scanBackups} from './metadata'
 import {sidecarKey} from './naming'
 import {RetentionRules, planRetention} from './retention'

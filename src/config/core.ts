@@ -80,8 +80,11 @@ export const retention = defineSection(
 
 export const storageBackend = defineSection(
   {
+    // Backend names are lowercase; STORAGE_BACKEND=S3 means s3 (one spelling reaches the registry).
     STORAGE_BACKEND: z
       .string()
+      .trim()
+      .toLowerCase()
       .regex(/^[a-z0-9][a-z0-9-]*$/, {message: 'must be a backend name such as local or s3'})
       .default('local'),
   },

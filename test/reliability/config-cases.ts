@@ -30,7 +30,8 @@ export const CORE_CASES: Record<SettingName, SettingCase> = {
   RETENTION_DAYS: {malformed: ['seven', '1.5', '-1'], outOfRange: ['36501']},
   BACKUPS_TO_RETAIN: {malformed: ['many', '2.5'], outOfRange: ['0', '1000001']},
   ORPHAN_GRACE: {malformed: ['soon', '30', '24 hours please'], outOfRange: ['0s', '-1h']},
-  STORAGE_BACKEND: {malformed: ['Local', 's3!', '../local']},
+  // Case does not matter (STORAGE_BACKEND=S3 is s3); failure-events.e2e.test.ts covers that.
+  STORAGE_BACKEND: {malformed: ['s3!', '../local', 'lo cal']},
   LOG_FORMAT: {malformed: ['xml', 'JSON ']},
   LOG_LEVEL: {malformed: ['loud', 'verbose']},
   API_TOKEN: {required: true, outOfRange: ['short-token', 'x'.repeat(15)]},
