@@ -333,7 +333,8 @@ async function carryOver(database: DatabaseConfig, session: RestoreSession, plan
       maintenanceClient: session.client,
       stagingName: plan.names.staging,
       backup: plan.backup,
-      profile: plan.fidelity.profile,
+      // --owner makes that role the owner of the new database (createStagingDatabase); the rest carries over.
+      profile: plan.owner !== undefined && plan.fidelity.profile ? {...plan.fidelity.profile, owner: plan.owner} : plan.fidelity.profile,
       applyOptions: {skipComment: true},
     })
     for (const part of [report.functionPrivileges, report.profile]) {

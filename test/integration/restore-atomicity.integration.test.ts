@@ -184,33 +184,53 @@ describe('restoreLogical: the target is always the old database or the complete 
     await oldTarget('atomic')
     const backup = await resolveBackup(storage, FIRST)
     const {staging} = restoreDatabaseNames('atomic')
-    // Holding the staging database's pg_database row makes the swap wait on its second RENAME, after the first one ran.
-    const blocker = new Client({host: cluster.host, port: cluster.port, user: cluster.user, password: cluster.password, database: 'postgres'})
-    await blocker.connect()
-    const running = restore({backup, targetDatabase: 'atomic'})
-    running.catch(() => {})
-    try {
-      for (let attempt = 0; (await cluster.psql(`SELECT count(*) FROM pg_database WHERE datname = ${literal(staging)}`)) !== '1'; attempt++) {
-        if (attempt > 100) throw new Error('no staging database appeared')
+    // The swap is held between its two RENAMEs by a lock on the staging database's pg_database row.
+    // That row is also written by the carry-over step just before the swap, so the lock is taken
+    // only once the carry-over has passed it: the old target has a per-role setting, and session A's
+    // uncommitted setting for the same role holds the carry-over at that (later) step while session B
+    // takes the row lock; A then lets go, the carry-over finishes and the swap runs into B's lock.
+    await cluster.psql(`ALTER ROLE weak IN DATABASE atomic SET work_mem = '2MB'`)
+    const session = (database: string) => {
+      const client = new Client({host: cluster.host, port: cluster.port, user: cluster.user, password: cluster.password, database})
+      client.on('error', () => {})
+      return client
+    }
+
+    const holdCarryOver = session('postgres')
+    const holdSwap = session('postgres')
+    await Promise.all([holdCarryOver.connect(), holdSwap.connect()])
+    const waitFor = async (sql: string, what: string) => {
+      let found = ''
+      for (let attempt = 0; (found = await cluster.psql(sql)) === ''; attempt++) {
+        if (attempt > 1200) throw new Error(`never saw ${what}`)
         await sleep(50)
       }
 
-      await blocker.query('BEGIN')
-      await blocker.query(`ALTER DATABASE ${quoted(staging)} CONNECTION LIMIT 7`)
-      const swapper = `SELECT pid FROM pg_stat_activity WHERE application_name = 'dbb' AND wait_event_type = 'Lock' AND query LIKE 'ALTER DATABASE %RENAME TO%'`
-      let pid = ''
-      for (let attempt = 0; (pid = await cluster.psql(swapper)) === ''; attempt++) {
-        if (attempt > 600) throw new Error('the swap never reached its second RENAME')
-        await sleep(50)
-      }
+      return found
+    }
+
+    const running = restore({backup, targetDatabase: 'atomic'})
+    running.catch(() => {})
+    try {
+      await waitFor(`SELECT datname FROM pg_database WHERE datname = ${literal(staging)}`, 'the staging database')
+      await holdCarryOver.query('BEGIN')
+      await holdCarryOver.query(`ALTER ROLE weak IN DATABASE ${quoted(staging)} SET work_mem = '1MB'`)
+      await waitFor(`SELECT pid FROM pg_stat_activity WHERE application_name = 'dbb' AND wait_event_type = 'Lock' AND query LIKE 'ALTER ROLE %'`, 'the carry-over waiting')
+      await holdSwap.query('BEGIN')
+      await holdSwap.query(`ALTER DATABASE ${quoted(staging)} CONNECTION LIMIT 7`)
+      await holdCarryOver.query('ROLLBACK')
+      const pid = await waitFor(
+        `SELECT pid FROM pg_stat_activity WHERE application_name = 'dbb' AND wait_event_type = 'Lock' AND query LIKE 'ALTER DATABASE %RENAME TO%'`,
+        'the swap at its second RENAME',
+      )
 
       // Inside the swap, the old target is already renamed — but only in the swap's uncommitted transaction.
       expect(await cluster.psql(`SELECT count(*) FROM pg_database WHERE datname = 'atomic'`)).toBe('1')
       await cluster.psql(`SELECT pg_terminate_backend(${pid})`)
-      await blocker.query('ROLLBACK')
+      await holdSwap.query('ROLLBACK')
       await expect(running).rejects.toThrow(/the swap was rolled back, database "atomic" is unchanged[\s\S]*database "atomic" was not changed/)
     } finally {
-      await blocker.end()
+      await Promise.all([holdCarryOver.end().catch(() => {}), holdSwap.end().catch(() => {})])
     }
 
     expect(await tablesIn('atomic')).toBe('old_contents')
