@@ -51,7 +51,8 @@ A backup whose sidecar exists but cannot be read (storage error, invalid JSON) o
 
       if (result.damaged.length > 0) {
         process.exitCode = EXIT_FAILURE
-        if (!this.jsonEnabled()) process.stderr.write(`Error: ${describeDamaged(result.damaged)}\n`)
+        // On stderr with --json too: stdout stays the result, the reason for the exit code is still said.
+        process.stderr.write(`Error: ${describeDamaged(result.damaged)}\n`)
       }
 
       return result

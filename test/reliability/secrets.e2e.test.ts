@@ -100,7 +100,7 @@ describe('secrets never leak (real PostgreSQL, real S3-protocol server, a local 
 
     const slack = await startSlackStandIn()
     try {
-      const check = await run(['check'], {...s3Env(), SLACK_TOKEN: SECRETS.slackToken, SLACK_API_URL: `${slack.url}/api`})
+      const check = await run(['check'], {...s3Env(), SLACK_TOKEN: SECRETS.slackToken, SLACK_API_URL: `${slack.url}/api`, CHECK_BASE_BACKUP: 'true'})
       expect(check.code).toBe(1)
       // The token went where it belongs, and only there.
       expect(slack.authorizations).toContain(`Bearer ${SECRETS.slackToken}`)

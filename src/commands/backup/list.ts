@@ -36,7 +36,7 @@ export default class BackupList extends DbbCommand<typeof BackupList> {
           this.logger.error({event: 'backup.damaged', backupId: entry.id, status: entry.status, cause: entry.cause}, `${entry.id} is ${entry.status}: ${entry.cause}`)
         }
 
-        if (!this.jsonEnabled()) process.stderr.write(`Error: ${listing.damaged.length} backup(s) damaged or unreadable: ${listing.damaged.map(({id}) => id).join(', ')} (causes above)\n`)
+        process.stderr.write(`Error: ${listing.damaged.length} backup(s) damaged or unreadable: ${listing.damaged.map(({id}) => id).join(', ')} (causes above)\n`)
       }
 
       return listedBackups(listing)
