@@ -178,8 +178,8 @@ function storageReadFailure(error: unknown, id: string, bytes: number): Error {
   if (error instanceof AbortedError || (error as {name?: string}).name === 'AbortError') return error as Error
   const code = (error as {code?: string}).code ?? ''
   const message = errorMessage(error)
-  // Node reports a cut HTTP response as "aborted" (ECONNRESET): say what it means, not what it is called.
-  const connectionLost = ['ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ECONNABORTED', 'ERR_STREAM_PREMATURE_CLOSE'].includes(code) || /^(aborted|socket hang up|premature close)$/i.test(message)
+  // Node reports a cut HTTP response as "aborted" (ECONNRESET), the s3 backend as STORAGE_CONNECTION_LOST: say what it means.
+  const connectionLost = ['STORAGE_CONNECTION_LOST', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ECONNABORTED', 'ERR_STREAM_PREMATURE_CLOSE'].includes(code) || /^(aborted|socket hang up|premature close)$/i.test(message)
   const what = connectionLost ? `the connection to storage was lost after ${bytes} bytes reading ${id}` : `reading ${id} from storage failed after ${bytes} bytes`
   return new StorageReadError(`${what}: ${message}${code && !message.includes(code) ? ` (${code})` : ''}`, {cause: error})
 }

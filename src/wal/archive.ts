@@ -11,6 +11,7 @@ import {createParallelGzip} from '../compress/parallel-gzip'
 import {NotFoundError, OperationError, UsageError, errorMessage, isAlreadyExists, isNotFound} from '../errors'
 import type {Logger} from '../logger'
 import type {StorageBackend} from '../storage/contract'
+import {trackTemporaryFile} from './fetch-exit'
 import {isWalFileName, walFileKind, walKey} from './segments'
 import {requireSameCluster, systemIdentifierOfFile} from './system-identifier'
 
@@ -189,6 +190,7 @@ export async function fetchWal(
     }
   }
 
+  const untrack = trackTemporaryFile(partial)
   try {
     await pipeline(source, createGunzip(), countTap, createWriteStream(partial, {mode: 0o600, flush: true}), {signal: options.signal})
     // A phase boundary (the crash-point matrix kills here): complete and fsynced, not yet under its final name.
@@ -197,6 +199,8 @@ export async function fetchWal(
   } catch (error) {
     await fs.rm(partial, {force: true})
     throw new OperationError(`fetching ${name} from ${storage.location} failed: ${describeFetchError(error, destination)}`, {cause: error})
+  } finally {
+    untrack()
   }
 
   return {sizeBytes}

@@ -1,3 +1,5 @@
+import {rmSync} from 'node:fs'
+
 import {EXIT_WAL_FETCH_FATAL, EXIT_WAL_NOT_IN_ARCHIVE} from '../errors'
 
 /**
@@ -10,6 +12,14 @@ import {EXIT_WAL_FETCH_FATAL, EXIT_WAL_NOT_IN_ARCHIVE} from '../errors'
  */
 let notInArchiveDeclared = false
 let installed = false
+/** Temporary files a fetch is writing into pg_wal: removed if the process dies of a fatal error mid-write. */
+const temporaryFiles = new Set<string>()
+
+/** While a fetch writes `file` (a `.dbb-partial` beside its destination), a fatal exit removes it. */
+export function trackTemporaryFile(file: string): () => void {
+  temporaryFiles.add(file)
+  return () => temporaryFiles.delete(file)
+}
 
 /** Called by wal fetch when, and only when, storage answered NOT_FOUND for the requested file. */
 export function declareNotInArchive(): void {
@@ -29,6 +39,8 @@ export function guardWalFetchExit(): void {
   installed = true
   const fatal = (what: string) => (error: unknown) => {
     process.stderr.write(`Error: dbb wal fetch: ${what}: ${error instanceof Error ? error.message : String(error)}\n`)
+    // An exception can end the process mid-write: leave nothing half-written in pg_wal.
+    for (const file of temporaryFiles) rmSync(file, {force: true})
     process.exit(EXIT_WAL_FETCH_FATAL)
   }
 
