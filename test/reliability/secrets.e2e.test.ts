@@ -35,16 +35,16 @@ describe('secrets never leak (real PostgreSQL, real S3-protocol server, a local 
 
   /** Records the command line of every descendant of `root` while it runs (polling /proc every 5 ms). */
   function watchDescendants(root: number): Promise<void> {
-    const seen = new Set<number>()
+    // Keyed by pid and command line: a child caught between fork and exec still shows its parent's
+    // command line, and must be read again once it has become psql or pg_dump.
+    const seen = new Set<string>()
     const visit = async (pid: number): Promise<void> => {
       const children = (await fs.readFile(`/proc/${pid}/task/${pid}/children`, 'utf8').catch(() => '')).trim().split(/\s+/).filter(Boolean).map(Number)
       for (const child of children) {
-        if (!seen.has(child)) {
-          const cmdline = (await fs.readFile(`/proc/${child}/cmdline`, 'utf8').catch(() => '')).replaceAll('\0', ' ').trim()
-          if (cmdline) {
-            seen.add(child)
-            commandLines.push(cmdline)
-          }
+        const cmdline = (await fs.readFile(`/proc/${child}/cmdline`, 'utf8').catch(() => '')).replaceAll('\0', ' ').trim()
+        if (cmdline && !seen.has(`${child} ${cmdline}`)) {
+          seen.add(`${child} ${cmdline}`)
+          commandLines.push(cmdline)
         }
 
         await visit(child)
