@@ -158,3 +158,13 @@ export function spawnChild(
   const extra = options.env ?? {}
   return spawn(command, nonInteractive(args, extra), {env: childEnvironment(extra), stdio: options.stdio, signal: options.signal})
 }
+
+/**
+ * Starts dbb itself (`node <cliEntry> args…`), detached, as the WAL spool uploader and the fetch
+ * prefetcher are. The one child that gets dbb's whole environment: it is dbb, and it needs the
+ * same settings (storage credentials included) as the process that starts it.
+ */
+export function spawnDetachedDbb(cliEntry: string, args: string[], output: number | 'ignore' = 'ignore'): void {
+  const child = spawn(process.execPath, [cliEntry, ...args], {detached: true, stdio: ['ignore', output, output], env: process.env})
+  child.unref()
+}

@@ -174,11 +174,29 @@ export async function cleanLeftovers(database: DatabaseConfig, session: Client, 
   return result
 }
 
+/**
+ * The connection limit a staging database is created with. CREATE DATABASE cannot carry a comment,
+ * and a kill while it runs still commits it (the server finishes the command before it notices
+ * the closed connection): the limit, set in the same statement, is what still says "dbb made this"
+ * when the marker comment never came. The import needs a handful of connections; the carry-over
+ * step sets the real limit before the swap.
+ */
+export const STAGING_CONNECTION_LIMIT = 9973
+
 /** CREATE DATABASE from template0 (objects someone added to template1 would collide with the dump's own), then its marker. */
 export async function createStagingDatabase(client: Client, name: string, options: {owner?: string; marker: LeftoverMarker}): Promise<void> {
   const owner = options.owner === undefined ? '' : ` OWNER ${escapeIdentifier(options.owner)}`
-  await client.query(`CREATE DATABASE ${escapeIdentifier(name)} TEMPLATE template0${owner}`)
+  await client.query(`CREATE DATABASE ${escapeIdentifier(name)} TEMPLATE template0${owner} CONNECTION LIMIT ${STAGING_CONNECTION_LIMIT}`)
   await client.query(`COMMENT ON DATABASE ${escapeIdentifier(name)} IS ${escapeLiteral(leftoverComment(options.marker))}`)
+}
+
+/** This restore's own staging name, created by a restore killed before it could write the marker comment. */
+export async function isUnmarkedStaging(client: Client, name: string): Promise<boolean> {
+  const {rows} = await client.query<{limit: number; comment: string | null}>(
+    `SELECT datconnlimit AS limit, shobj_description(oid, 'pg_database') AS comment FROM pg_database WHERE datname = $1`,
+    [name],
+  )
+  return rows.length === 1 && rows[0].limit === STAGING_CONNECTION_LIMIT && rows[0].comment === null
 }
 
 export async function databaseComment(client: Client, name: string): Promise<string | null> {

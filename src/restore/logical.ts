@@ -1,5 +1,5 @@
 import {setTimeout as sleep} from 'node:timers/promises'
-import type {Client} from 'pg'
+import {type Client, escapeIdentifier} from 'pg'
 
 import {toolVersion} from '../backup/child-process'
 import {BackupMetadata, restoreSupport} from '../backup/metadata'
@@ -10,6 +10,7 @@ import type {Logger} from '../logger'
 import type {StorageBackend} from '../storage/contract'
 import {
   CleanedLeftovers,
+  isUnmarkedStaging,
   LeftoverMarker,
   RestoreDatabaseNames,
   cleanLeftovers,
@@ -288,6 +289,13 @@ async function openRestoreSession(database: DatabaseConfig, target: string): Pro
 /** Stage: drop what crashed restores left (never one in use), then create the marked staging database. */
 async function stage(deps: LogicalRestoreDependencies, session: RestoreSession, plan: LogicalRestorePlan, marker: LeftoverMarker): Promise<CleanedLeftovers> {
   const cleaned = await cleanLeftovers(deps.database, session.client, session.databaseName)
+  // This target's lock is held, so a database under this restore's own staging name that was
+  // created with the staging connection limit and never got its marker is a killed restore's.
+  if (await isUnmarkedStaging(session.client, plan.names.staging)) {
+    await dropDatabase(session.client, plan.names.staging)
+    cleaned.dropped.push(plan.names.staging)
+  }
+
   const {rows} = await session.client.query('SELECT 1 FROM pg_database WHERE datname = $1', [plan.names.staging])
   if (rows.length > 0) {
     throw new OperationError(
@@ -342,6 +350,8 @@ async function carryOver(database: DatabaseConfig, session: RestoreSession, plan
     }
 
     if (report.profile) log.info({event: 'restore.carried_over', items: report.profile.applied, from: plan.fidelity.profileSource}, 'database properties carried over')
+    // Without a profile (a backup older than their recording, into a new name) the staging limit must not stay.
+    else await session.client.query(`ALTER DATABASE ${escapeIdentifier(plan.names.staging)} CONNECTION LIMIT -1`)
   } finally {
     await stagingClient.end().catch(() => {})
   }

@@ -1,4 +1,3 @@
-import {spawn} from 'node:child_process'
 import {createHash} from 'node:crypto'
 import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
@@ -9,6 +8,7 @@ import type {StorageBackend} from '../storage/contract'
 import {fetchWal} from './archive'
 import {lockSpool} from './spool'
 import {walFileKind} from './segments'
+import {spawnDetachedDbb} from '../backup/child-process'
 
 /**
  * `wal fetch` prefetch (pgBackRest's archive-get queue): when PostgreSQL asks for segment N, a
@@ -68,8 +68,7 @@ export async function takeQueued(queueDir: string, name: string, destination: st
 
 /** Starts a detached prefetcher for the segments after `name`, unless one runs for this queue. */
 export async function startPrefetcher(cliEntry: string, name: string, segmentSize: number): Promise<void> {
-  const child = spawn(process.execPath, [cliEntry, 'wal', 'prefetch', name, String(segmentSize)], {detached: true, stdio: 'ignore', env: process.env})
-  child.unref()
+  spawnDetachedDbb(cliEntry, ['wal', 'prefetch', name, String(segmentSize)])
 }
 
 /**

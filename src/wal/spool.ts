@@ -1,4 +1,3 @@
-import {spawn} from 'node:child_process'
 import {constants as fsConstants} from 'node:fs'
 import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
@@ -8,6 +7,7 @@ import type {Logger} from '../logger'
 import type {StorageBackend} from '../storage/contract'
 import {hashFile, pushWal} from './archive'
 import {isWalFileName} from './segments'
+import {spawnDetachedDbb} from '../backup/child-process'
 
 /**
  * Asynchronous archiving, after pgBackRest's archive-push-async: archive_command only QUEUES a
@@ -202,8 +202,7 @@ export async function ensureUploader(spoolDir: string, cliEntry: string, walDir?
   if (await uploaderRunning(spoolDir)) return
   const log = await fs.open(path.join(spoolDir, 'uploader.log'), 'a', 0o600)
   try {
-    const child = spawn(process.execPath, [cliEntry, 'wal', 'spool-upload', ...(walDir ? [walDir] : [])], {detached: true, stdio: ['ignore', log.fd, log.fd], env: process.env})
-    child.unref()
+    spawnDetachedDbb(cliEntry, ['wal', 'spool-upload', ...(walDir ? [walDir] : [])], log.fd)
   } finally {
     await log.close()
   }

@@ -85,6 +85,8 @@ export const STORAGE_CASES: Record<string, SettingCase> = {
   S3_UPLOAD_CONCURRENCY: {malformed: ['many', '2.5'], outOfRange: ['0', '65']},
   S3_CONDITIONAL_WRITES: {malformed: ['maybe', 'sometimes']},
   S3_CHECKSUMS: {malformed: ['always', 'crc32']},
+  S3_CONNECT_TIMEOUT: {malformed: ['soon', 'ten seconds'], outOfRange: ['1ms', '11m']},
+  S3_REQUEST_TIMEOUT: {malformed: ['soon', 'ten seconds'], outOfRange: ['1ms', '2h']},
 }
 
 /** Every bad value of a case, labelled. */
