@@ -125,7 +125,8 @@ export async function runFast(invocation: FastInvocation, env: NodeJS.ProcessEnv
         const {spoolDir, prefetch: prefetchCount} = config.walAsync
         const queueDir = spoolDir && prefetchCount > 0 && walFileKind(invocation.name) === 'segment' ? queueDirFor(path.resolve(spoolDir), backend.location) : undefined
         try {
-          if (!(queueDir && (await takeQueued(queueDir, invocation.name, invocation.dest)))) await fetchWal(backend, invocation.name, invocation.dest)
+          if (!(queueDir && (await takeQueued(queueDir, invocation.name, invocation.dest)))) await fetchWal(backend, invocation.name, invocation.dest, {logger})
+          logger.debug({event: 'wal.fetched', wal: invocation.name}, `restored ${invocation.name}`)
           // A segment's size is the server's wal_segment_size, which names the segments that follow.
           if (queueDir) await startPrefetcher(CLI_ENTRY, invocation.name, (await fs.stat(invocation.dest)).size).catch(() => {})
           return 0

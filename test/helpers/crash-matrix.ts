@@ -199,4 +199,7 @@ export function describeCrashMatrix(name: string, createBackend: () => Promise<M
 /** A leftover of a crashed run (an id claim of an old backup id), for prune's orphan sweep to find. */
 async function plantOrphan(store: TestStore): Promise<void> {
   await store.write(`backup_20200101T000000Z.sql.gz.${Date.now().toString(16).padStart(16, '0')}.partial`, Buffer.alloc(0))
+  // Older than the 1 s ORPHAN_GRACE the prune runs use, however fast the next command starts
+  // (S3 cannot backdate an object, so the leftover is made old by waiting).
+  await new Promise((resolve) => setTimeout(resolve, 1500))
 }
