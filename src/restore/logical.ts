@@ -109,62 +109,29 @@ export async function planLogicalRestore(database: DatabaseConfig, options: Logi
     throw refuse(errorMessage(error))
   })
   try {
-    const {rows} = await client.query<{user: string; superuser: boolean; createdb: boolean; signal: boolean; version: string}>(
-      `SELECT current_user AS user, r.rolsuper AS superuser, r.rolcreatedb AS createdb,
-              pg_has_role(current_user, 'pg_signal_backend', 'MEMBER') AS signal, current_setting('server_version') AS version
-         FROM pg_roles r WHERE r.rolname = current_user`,
-    )
-    const me = rows[0]
-    if (!me.superuser && !me.createdb) {
-      throw refuse(`user "${me.user}" may not create databases, and a restore imports into a new staging database (grant it: ALTER ROLE ${me.user} CREATEDB)`)
-    }
-
-    const existing = await client.query<{owner: string; mine: boolean}>(
-      `SELECT pg_get_userbyid(datdba) AS owner, pg_has_role(current_user, datdba, 'USAGE') AS mine FROM pg_database WHERE datname = $1`,
-      [target],
-    )
-    const targetExists = (existing.rowCount ?? 0) > 0
-    const targetOwner = existing.rows[0]?.owner
-    if (targetExists && !me.superuser && !existing.rows[0].mine) {
-      throw refuse(`database "${target}" belongs to "${targetOwner}", and only its owner or a superuser may rename it away (run the restore as "${targetOwner}" or a superuser)`)
-    }
-
-    if (targetExists && !me.superuser && !me.signal) {
-      throw refuse(
-        `user "${me.user}" may not terminate other roles' sessions on "${target}", which the swap needs ` +
-          `(grant it: GRANT pg_signal_backend TO ${me.user}, or run as a superuser)`,
-      )
-    }
-
-    if (options.owner !== undefined) {
-      const role = await client.query<{member: boolean}>(`SELECT pg_has_role(current_user, oid, 'USAGE') AS member FROM pg_roles WHERE rolname = $1`, [options.owner])
-      if (role.rowCount === 0) throw refuse(`--owner: role "${options.owner}" does not exist`)
-      if (!role.rows[0].member) throw refuse(`--owner: user "${me.user}" is not a member of role "${options.owner}" (with INHERIT), so it cannot create objects as it nor rename its database (grant it: GRANT "${options.owner}" TO ${me.user})`)
-    }
-
-    const taken = await client.query<{datname: string}>('SELECT datname FROM pg_database WHERE datname = ANY($1)', [[names.staging, names.previous]])
-    const takenNames = new Set(taken.rows.map((row) => row.datname))
-    if (options.keepPrevious && takenNames.has(names.previous)) {
-      throw refuse(`--keep-previous: database "${names.previous}" already exists (a copy kept by an earlier restore?); drop or rename it first`)
-    }
-
+    // The permission, role and version checks are src/restore/preflight.ts's; what is the restore
+    // engine's own (the names it needs) is checked here.
     const fidelity = await planRestoreFidelity(client, {backup, targetDatabase: target, psqlVersion, ownerRole: options.owner})
-    if (!fidelity.preflight.ok) {
-      throw refuse(fidelity.preflight.problems.map((problem) => `${problem.message}${problem.fix ? ` (${problem.fix})` : ''}`).join('; '))
+    const problems = fidelity.preflight.problems.map((problem) => `${problem.message}${problem.fix ? ` (${problem.fix})` : ''}`)
+    if (options.keepPrevious) {
+      const taken = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [names.previous])
+      if ((taken.rowCount ?? 0) > 0) problems.push(`--keep-previous: database "${names.previous}" already exists (a copy kept by an earlier restore?); drop or rename it first`)
     }
 
+    if (problems.length > 0) throw refuse(problems.join('; '))
+    const {facts} = fidelity.preflight
     const leftovers = await client.query<{datname: string}>(`SELECT datname FROM pg_database WHERE datname ~ '_dbb_(staging|replaced)_[0-9a-f]{8}$' ORDER BY datname`)
     return {
       backup,
       names,
-      targetExists,
-      targetOwner,
+      targetExists: facts.targetExists,
+      targetOwner: facts.targetOwner,
       keepPrevious: Boolean(options.keepPrevious),
       owner: options.owner,
-      user: me.user,
-      superuser: me.superuser,
+      user: facts.user,
+      superuser: facts.superuser,
       psqlVersion,
-      serverVersion: me.version.split(' ')[0],
+      serverVersion: facts.serverVersion,
       leftovers: leftovers.rows.map((row) => row.datname),
       fidelity,
     }

@@ -23,6 +23,7 @@ export type PreflightCode =
   | 'PROFILE_ROLES_MISSING'
   | 'SECURITY_DEFINER_AS_SUPERUSER'
   | 'OWNER_ROLE_MISSING'
+  | 'OWNER_ROLE_NOT_HELD'
   | 'OWNER_ROLE_WITH_OWNERS'
   | 'DISK_SPACE_HINT'
 
@@ -77,7 +78,7 @@ export async function preflight(client: ClientBase, input: PreflightInput): Prom
   const target = (
     await client.query<{owner: string; may_own: boolean; size: string | null; other_sessions: number; superuser_sessions: number}>(
       `SELECT pg_get_userbyid(d.datdba) AS owner,
-              pg_has_role(current_user, d.datdba, 'MEMBER') AS may_own,
+              pg_has_role(current_user, d.datdba, 'USAGE') AS may_own,
               CASE WHEN has_database_privilege(d.oid, 'CONNECT') THEN pg_database_size(d.oid)::text END AS size,
               (SELECT count(*)::int FROM pg_stat_activity a WHERE a.datid = d.oid AND a.usename IS DISTINCT FROM current_user) AS other_sessions,
               (SELECT count(*)::int FROM pg_stat_activity a JOIN pg_roles r ON r.oid = a.usesysid
@@ -130,6 +131,13 @@ export async function preflight(client: ClientBase, input: PreflightInput): Prom
   const missingRoles = [...wanted].filter((role) => !existing.has(role)).sort()
   if (input.ownerRole && !existing.has(input.ownerRole)) {
     problems.push({code: 'OWNER_ROLE_MISSING', message: `--owner ${input.ownerRole}: no such role on this server`, fix: `CREATE ROLE ${quoteRole(input.ownerRole)}, or name an existing role`})
+  } else if (input.ownerRole && !me.superuser && !(await holdsRole(client, input.ownerRole))) {
+    // The import runs as that role and the new database is created owned by it, then renamed: all need its privileges.
+    problems.push({
+      code: 'OWNER_ROLE_NOT_HELD',
+      message: `--owner ${input.ownerRole}: ${me.user} is not a member of it (with INHERIT), so it can neither create objects as it nor rename its database`,
+      fix: `GRANT ${quoteRole(input.ownerRole)} TO ${quoteRole(me.user)}`,
+    })
   }
 
   const dumpMissing = missingRoles.filter((role) => role !== input.ownerRole)
@@ -268,6 +276,11 @@ async function rolesNotHeldBy(client: ClientBase, member: string, roles: string[
     [member, roles],
   )
   return rows.map((row) => row.rolname)
+}
+
+async function holdsRole(client: ClientBase, role: string): Promise<boolean> {
+  const {rows} = await client.query<{held: boolean}>(`SELECT pg_has_role(current_user, $1, 'USAGE') AS held`, [role])
+  return rows[0]?.held === true
 }
 
 async function roleIsSuperuser(client: ClientBase, role: string | undefined): Promise<boolean | undefined> {

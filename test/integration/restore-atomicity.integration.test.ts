@@ -270,12 +270,15 @@ describe('restoreLogical: the target is always the old database or the complete 
     const backup = await resolveBackup(storage, FIRST)
     await oldTarget('someone_elses')
     await expect(restore({backup, targetDatabase: 'weak_target'}, backend, {user: 'weak', password: 'weak-pw'})).rejects.toThrow(
-      /preflight: user "weak" may not create databases, and a restore imports into a new staging database \(grant it: ALTER ROLE weak CREATEDB\); nothing was changed/,
+      /preflight: weak may not create databases: the restore imports into a new database first \(as a superuser: ALTER ROLE weak CREATEDB\); nothing was changed/,
     )
     await expect(restore({backup, targetDatabase: 'someone_elses'}, backend, {user: 'restorer', password: 'restorer-pw'})).rejects.toThrow(
-      /preflight: database "someone_elses" belongs to "postgres", and only its owner or a superuser may rename it away/,
+      /preflight: database "someone_elses" is owned by postgres; restorer can neither rename nor drop it \(restore as postgres or a superuser/,
     )
-    await expect(restore({backup, targetDatabase: 'someone_elses', owner: 'nobody_here'}, backend)).rejects.toThrow(/preflight: --owner: role "nobody_here" does not exist/)
+    await expect(restore({backup, targetDatabase: 'someone_elses', owner: 'nobody_here'}, backend)).rejects.toThrow(/preflight: --owner nobody_here: no such role on this server/)
+    await expect(restore({backup, targetDatabase: 'restorer_new', owner: 'app_owner'}, backend, {user: 'restorer', password: 'restorer-pw'})).rejects.toThrow(
+      /preflight: --owner app_owner: restorer is not a member of it \(with INHERIT\)/,
+    )
     expect(counter.gets).toBe(0)
     expect(await tablesIn('someone_elses')).toBe('old_contents')
     expect(await cluster.psql(`SELECT count(*) FROM pg_database WHERE datname = 'weak_target'`)).toBe('0')
