@@ -4,7 +4,6 @@ import {Readable} from 'node:stream'
 import {setTimeout as sleep} from 'node:timers/promises'
 import {promisify} from 'node:util'
 import {gzipSync} from 'node:zlib'
-import {Client} from 'pg'
 
 import {resolveBackup} from '../../src/backup/metadata'
 import type {DatabaseConfig} from '../../src/config'
@@ -17,6 +16,7 @@ import type {StorageBackend} from '../../src/storage/contract'
 import {tempDir} from '../helpers/cli'
 import {writeCraftedBackup} from '../helpers/crafted-backup'
 import {PgCluster, startPostgres} from '../helpers/postgres'
+import {holdSwapBetweenRenames, prepareSwapHold} from '../helpers/hold-swap'
 
 /** Enough statements that part of the gzip stream decompresses to complete, executable SQL. */
 const TWO_HALVES = [
@@ -184,55 +184,19 @@ describe('restoreLogical: the target is always the old database or the complete 
     await oldTarget('atomic')
     const backup = await resolveBackup(storage, FIRST)
     const {staging} = restoreDatabaseNames('atomic')
-    // The swap is held between its two RENAMEs by a lock on the staging database's pg_database row.
-    // That row is also written by the carry-over step just before the swap, so the lock is taken
-    // only once the carry-over has passed it: the old target has a per-role setting, and session A's
-    // uncommitted setting for the same role holds the carry-over at that (later) step while session B
-    // takes the row lock; A then lets go, the carry-over finishes and the swap runs into B's lock.
-    await cluster.psql(`ALTER ROLE weak IN DATABASE atomic SET work_mem = '2MB'`)
-    const session = (database: string) => {
-      const client = new Client({host: cluster.host, port: cluster.port, user: cluster.user, password: cluster.password, database})
-      client.on('error', () => {})
-      return client
-    }
-
-    const holdCarryOver = session('postgres')
-    const holdSwap = session('postgres')
-    await Promise.all([holdCarryOver.connect(), holdSwap.connect()])
-    const waitFor = async (sql: string, what: string) => {
-      let found = ''
-      for (let attempt = 0; (found = await cluster.psql(sql)) === ''; attempt++) {
-        if (attempt > 1200) throw new Error(`never saw ${what}`)
-        await sleep(50)
-      }
-
-      return found
-    }
-
+    await prepareSwapHold(cluster, 'atomic')
     const running = restore({backup, targetDatabase: 'atomic'})
     running.catch(() => {})
+    const hold = await holdSwapBetweenRenames(cluster, staging)
     try {
-      await waitFor(`SELECT datname FROM pg_database WHERE datname = ${literal(staging)}`, 'the staging database')
-      await holdCarryOver.query('BEGIN')
-      await holdCarryOver.query(`ALTER ROLE weak IN DATABASE ${quoted(staging)} SET work_mem = '1MB'`)
-      await waitFor(`SELECT pid FROM pg_stat_activity WHERE application_name = 'dbb' AND wait_event_type = 'Lock' AND query LIKE 'ALTER ROLE %'`, 'the carry-over waiting')
-      await holdSwap.query('BEGIN')
-      await holdSwap.query(`ALTER DATABASE ${quoted(staging)} CONNECTION LIMIT 7`)
-      await holdCarryOver.query('ROLLBACK')
-      const pid = await waitFor(
-        `SELECT pid FROM pg_stat_activity WHERE application_name = 'dbb' AND wait_event_type = 'Lock' AND query LIKE 'ALTER DATABASE %RENAME TO%'`,
-        'the swap at its second RENAME',
-      )
-
       // Inside the swap, the old target is already renamed — but only in the swap's uncommitted transaction.
       expect(await cluster.psql(`SELECT count(*) FROM pg_database WHERE datname = 'atomic'`)).toBe('1')
-      await cluster.psql(`SELECT pg_terminate_backend(${pid})`)
-      await holdSwap.query('ROLLBACK')
-      await expect(running).rejects.toThrow(/the swap was rolled back, database "atomic" is unchanged[\s\S]*database "atomic" was not changed/)
+      await cluster.psql(`SELECT pg_terminate_backend(${hold.swapperPid})`)
     } finally {
-      await Promise.all([holdCarryOver.end().catch(() => {}), holdSwap.end().catch(() => {})])
+      await hold.release()
     }
 
+    await expect(running).rejects.toThrow(/the swap was rolled back, database "atomic" is unchanged[\s\S]*database "atomic" was not changed/)
     expect(await tablesIn('atomic')).toBe('old_contents')
     expect(await cluster.psql('SELECT id FROM old_contents', 'atomic')).toBe('42')
     expect(await dbbDatabases()).toEqual([])

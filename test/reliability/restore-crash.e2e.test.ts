@@ -10,6 +10,7 @@ import {collect, runCli, startCli, tempDir} from '../helpers/cli'
 import {PgCluster, startPostgres} from '../helpers/postgres'
 import {S3Server, startS3Server} from '../helpers/s3-server'
 import {fingerprint, seedDatabase} from '../helpers/seed'
+import {holdSwapBetweenRenames, prepareSwapHold} from '../helpers/hold-swap'
 
 /**
  * Restore v2's promise under the faults a user cannot prevent: `kill -9` of dbb (the built CLI) at
@@ -123,37 +124,14 @@ describe('dbb restore: SIGKILL and cut connections never leave a half-restored t
   it('local: SIGKILL inside the swap transaction (between its two renames) leaves exactly the old database', async () => {
     const old = await changeShop()
     const {staging} = restoreDatabaseNames('shop')
-    // The swap is held between its two RENAMEs by a lock on the staging database's pg_database row,
-    // taken once the carry-over step (which writes that row too, just before the swap) has passed
-    // it: session A's uncommitted per-role setting holds the carry-over at that later step while
-    // session B takes the row lock; A then lets go and the swap runs into B's lock.
-    await cluster.psql(`DO $$BEGIN CREATE ROLE crash_probe; EXCEPTION WHEN duplicate_object THEN NULL; END$$`)
-    await cluster.psql(`ALTER ROLE crash_probe IN DATABASE shop SET work_mem = '2MB'`)
-    const session = () => new Client({host: cluster.host, port: cluster.port, user: cluster.user, password: cluster.password, database: 'postgres'})
-    const holdCarryOver = session()
-    const holdSwap = session()
-    await Promise.all([holdCarryOver.connect(), holdSwap.connect()])
-    const waitFor = async (sql: string, what: string) => {
-      for (let attempt = 0; (await cluster.psql(sql)) === '0'; attempt++) {
-        if (attempt > 1200) throw new Error(`never saw ${what}`)
-        await sleep(50)
-      }
-    }
-
+    await prepareSwapHold(cluster, 'shop')
+    const {child, done} = await restoreUntil(localEnv(), 'restore.staged')
+    const hold = await holdSwapBetweenRenames(cluster, staging)
     try {
-      const {child, done} = await restoreUntil(localEnv(), 'restore.staged')
-      await holdCarryOver.query('BEGIN')
-      await holdCarryOver.query(`ALTER ROLE crash_probe IN DATABASE "${staging}" SET work_mem = '1MB'`)
-      await waitFor(`SELECT count(*) FROM pg_stat_activity WHERE application_name = 'dbb' AND wait_event_type = 'Lock' AND query LIKE 'ALTER ROLE %'`, 'the carry-over waiting')
-      await holdSwap.query('BEGIN')
-      await holdSwap.query(`ALTER DATABASE "${staging}" CONNECTION LIMIT 7`)
-      await holdCarryOver.query('ROLLBACK')
-      await waitFor(`SELECT count(*) FROM pg_stat_activity WHERE application_name = 'dbb' AND wait_event_type = 'Lock' AND query LIKE 'ALTER DATABASE %RENAME TO%'`, 'the swap at its second RENAME')
       child.kill('SIGKILL')
       await done
-      await holdSwap.query('ROLLBACK')
     } finally {
-      await Promise.all([holdCarryOver.end().catch(() => {}), holdSwap.end().catch(() => {})])
+      await hold.release()
     }
 
     expect(await expectOldOrNewThenRecovery(localEnv(), old)).toBe('old')
