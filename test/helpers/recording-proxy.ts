@@ -21,10 +21,13 @@ export interface InjectedFailure {
   /**
    * `answer` (default): an S3 error response with status/code/message. `reset`: the connection is
    * cut without an answer. `stall`: nothing is answered for `stallMs`, then the connection is cut
-   * (a hung server, bounded so tests stay bounded).
+   * (a hung server, bounded so tests stay bounded). `cut`: the request is forwarded, and the
+   * answer's connection is cut once `afterBytes` of its body have gone through (a connection lost
+   * mid-download).
    */
-  kind?: 'answer' | 'reset' | 'stall'
+  kind?: 'answer' | 'reset' | 'stall' | 'cut'
   stallMs?: number
+  afterBytes?: number
   status?: number
   code?: string
   message?: string
@@ -60,7 +63,7 @@ export async function startRecordingProxy(targetPort: () => number): Promise<Rec
     outgoing.once('close', () => (inFlight -= 1))
     for (const listener of listeners) listener(record)
     const failure = failures.find((candidate) => candidate.remaining > 0 && candidate.match(record))
-    if (failure) {
+    if (failure && failure.kind !== 'cut') {
       failure.remaining -= 1
       if (failure.kind === 'reset' || failure.kind === 'stall') {
         record.status = 0
@@ -85,8 +88,29 @@ export async function startRecordingProxy(targetPort: () => number): Promise<Rec
       (response) => {
         record.status = response.statusCode
         outgoing.writeHead(response.statusCode ?? 502, response.headers)
-        response.pipe(outgoing)
         response.on('error', () => outgoing.destroy())
+        if (failure?.kind !== 'cut') {
+          response.pipe(outgoing)
+          return
+        }
+
+        failure.remaining -= 1
+        const afterBytes = failure.afterBytes ?? 0
+        let sent = 0
+        response.on('data', (chunk: Buffer) => {
+          if (sent + chunk.length > afterBytes) {
+            outgoing.write(chunk.subarray(0, afterBytes - sent))
+            // 0, as for a reset: no complete answer reached the client.
+            record.status = 0
+            response.destroy()
+            outgoing.socket?.destroy()
+            return
+          }
+
+          sent += chunk.length
+          outgoing.write(chunk)
+        })
+        response.on('end', () => outgoing.end())
       },
     )
     // The server is gone: cut the client's connection too, as a dead server would.
