@@ -47,38 +47,38 @@ const NETWORK_CODES: Record<string, string> = {
 
 /** The system error code of a network failure, looking through AggregateError and causes. */
 export function networkErrorCode(error: unknown): string | undefined {
-  const seen = new Set<unknown>()
-  const queue = [error]
-  while (queue.length > 0) {
-    const current = queue.shift() as SdkErrorShape | undefined
-    if (!current || typeof current !== 'object' || seen.has(current)) continue
-    seen.add(current)
+  for (const current of errorChain(error)) {
     if (current.code && NETWORK_CODES[current.code]) return current.code
     if (current.name === 'TimeoutError') return 'ETIMEDOUT'
     // Errors that crossed a realm boundary (e.g. under jest) reach us flattened into a message.
     const inMessage = /\b(E[A-Z_]{4,})\b/.exec(current.message ?? '')?.[1]
     if (inMessage && NETWORK_CODES[inMessage]) return inMessage
     if (/socket hang up/i.test(current.message ?? '')) return 'ECONNRESET'
-    if (Array.isArray(current.errors)) queue.push(...current.errors)
-    if (current.cause) queue.push(current.cause)
   }
 
   return undefined
 }
 
-/** The host name a failed DNS lookup was for (Node's getaddrinfo errors carry it). */
-function failedHostname(error: unknown): string | undefined {
+/** The error and everything behind it (AggregateError's `errors`, `cause`), breadth first, each once. */
+function* errorChain(error: unknown): Generator<SdkErrorShape & {hostname?: string}> {
   const seen = new Set<unknown>()
   const queue = [error]
   while (queue.length > 0) {
     const current = queue.shift() as (SdkErrorShape & {hostname?: string}) | undefined
     if (!current || typeof current !== 'object' || seen.has(current)) continue
     seen.add(current)
+    yield current
+    if (Array.isArray(current.errors)) queue.push(...current.errors)
+    if (current.cause) queue.push(current.cause)
+  }
+}
+
+/** The host name a failed DNS lookup was for (Node's getaddrinfo errors carry it). */
+function failedHostname(error: unknown): string | undefined {
+  for (const current of errorChain(error)) {
     if (typeof current.hostname === 'string') return current.hostname
     const inMessage = /getaddrinfo \S+ (\S+)/.exec(current.message ?? '')?.[1]
     if (inMessage) return inMessage
-    if (Array.isArray(current.errors)) queue.push(...current.errors)
-    if (current.cause) queue.push(current.cause)
   }
 
   return undefined
@@ -104,17 +104,10 @@ export function isPreconditionFailed(error: unknown): boolean {
 
 /** Which time bound an SDK timeout hit: the connection, or silence while waiting for / reading an answer. */
 function timeoutKind(error: unknown): 'connect' | 'silence' | undefined {
-  const seen = new Set<unknown>()
-  const queue = [error]
-  while (queue.length > 0) {
-    const current = queue.shift() as SdkErrorShape | undefined
-    if (!current || typeof current !== 'object' || seen.has(current)) continue
-    seen.add(current)
+  for (const current of errorChain(error)) {
     const message = current.message ?? ''
     if (/did not establish a connection|connect ETIMEDOUT/i.test(message)) return 'connect'
     if (/timed out after \d+ ms of inactivity|exceeded the configured \d+ ms requestTimeout/i.test(message)) return 'silence'
-    if (current.cause) queue.push(current.cause)
-    if (Array.isArray(current.errors)) queue.push(...current.errors)
   }
 
   return undefined
