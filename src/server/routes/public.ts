@@ -49,8 +49,9 @@ export function publicRoutes(deps: AppDependencies): Route[] {
             lastSuccessfulBackupAt: newest?.createdAt ?? null,
             lastSuccessfulBackupAgeSeconds: newest ? Math.max(0, Math.round((at.getTime() - Date.parse(newest.createdAt)) / 1000)) : null,
             jobInFlight: inFlight?.jobId ?? null,
-            // A damaged or unreadable backup (newer than the last successful one or not) is reported, never skipped silently.
-            damagedBackups: damaged.map(({id, status, cause}) => ({id, status, cause})),
+            // A damaged or unreadable backup is reported, never skipped silently. Its cause (paths, uids,
+            // backend messages) is for the token holder: GET /api/v1/backups carries it.
+            damagedBackups: damaged.map(({id, status}) => ({id, status})),
           },
         }
       },
