@@ -34,7 +34,10 @@ export function describePlan(plan: LogicalRestorePlan, database: DatabaseConfig,
   const {carryOver, preflight} = plan.fidelity
   if (carryOver.willCarryOver.length > 0) lines.push(`  carry     from ${carryOver.from}: ${carryOver.willCarryOver.join('; ')}`)
   for (const line of carryOver.willNotCarryOver) lines.push(`  not       ${line}`)
-  for (const warning of preflight.warnings) lines.push(`  WARNING   ${warning.message}${warning.fix ? ` (${warning.fix})` : ''}`)
+  // The space estimate is information for every restore; the other findings are worth a warning.
+  for (const warning of preflight.warnings) {
+    lines.push(`  ${warning.code === 'DISK_SPACE_HINT' ? 'space   ' : 'WARNING '}  ${warning.message}${warning.fix ? ` (${warning.fix})` : ''}`)
+  }
   if (plan.leftovers.length > 0) lines.push(`  leftovers of earlier restores (dropped unless a restore is using them): ${plan.leftovers.map((name) => `"${name}"`).join(', ')}`)
   return lines.join('\n')
 }
