@@ -8,7 +8,7 @@ import type {StorageBackend} from '../storage/contract'
 import type {JobRegistry} from './jobs'
 import type {ServiceMetrics} from './metrics'
 import {accessLog} from './middleware/access-log'
-import {requireApiToken} from './middleware/auth'
+import {type TokenGuessLimit, requireApiToken} from './middleware/auth'
 import {errorHandler} from './middleware/error-handler'
 import {backupRoutes} from './routes/backups'
 import {publicRoutes} from './routes/public'
@@ -33,6 +33,8 @@ export interface AppDependencies {
   schedule: {describe(): ScheduleDescription; nextRunAt(): Date | undefined}
   /** True once shutdown has begun: new backups are refused with 503. */
   isShuttingDown?: () => boolean
+  /** Wrong tokens one client address may send before it is locked out (default TOKEN_GUESS_LIMIT). */
+  tokenGuessLimit?: TokenGuessLimit
   /** Per-check limit of /health (default 5 s). */
   healthTimeoutMs?: number
   now?: () => Date
@@ -55,6 +57,7 @@ export function declaredRoutes(deps: AppDependencies): Route[] {
  *  3. 405/OPTIONS answers for a known path asked with another method (after everything below);
  *  4. the routes, each behind the token check when it declares `auth: 'token'` (routes/route.ts):
  *     auth belongs to the route, not to a path prefix, so no spelling of a path sidesteps it;
+ *     an address that sends too many wrong tokens is locked out (middleware/auth.ts);
  *  5. whatever no route served needs the token too before it learns 404/405, except a public path.
  * Storage failures in the routes are 503s with the backend's message (storage-outages.ts).
  */
@@ -68,7 +71,7 @@ export function createApp(deps: AppDependencies): ServiceApp {
   })
 
   const routes = declaredRoutes({...deps, storage: markingOutages(deps.storage)})
-  const authenticate = requireApiToken(deps.apiToken)
+  const authenticate = requireApiToken(deps.apiToken, {limit: deps.tokenGuessLimit, logger: deps.logger})
   const router = routerFor(routes, authenticate)
 
   app.use(accessLog(deps.logger))
@@ -77,7 +80,8 @@ export function createApp(deps: AppDependencies): ServiceApp {
     // The listener is closed at shutdown, but keep-alive connections can still carry requests:
     // refuse them and close the connection, so clients move on to another instance.
     if (!deps.isShuttingDown?.()) return next()
-    ctx.throw(503, 'the service is shutting down', {expose: true, headers: {Connection: 'close'}})
+    // Another replica, or this one restarted, answers within seconds.
+    ctx.throw(503, 'the service is shutting down', {expose: true, headers: {Connection: 'close', 'Retry-After': '5'}})
   })
   app.use(router.allowedMethods())
   app.use(router.routes())

@@ -5,6 +5,7 @@ import {loadConfig} from '../../src/config'
 import {Logger, createLogger} from '../../src/logger'
 import {LocalBackend} from '../../src/plugins/local/src/local-backend'
 import {ServiceApp, createApp} from '../../src/server/app'
+import type {TokenGuessLimit} from '../../src/server/middleware/auth'
 import {JobRegistry, JobWork} from '../../src/server/jobs'
 import {ServiceMetrics} from '../../src/server/metrics'
 import {RunningService, startService} from '../../src/server/service'
@@ -118,7 +119,7 @@ export async function startApiService(
  */
 export async function serveApp(
   storage: StorageBackend,
-  options: {token: string; logger: Logger; work?: JobWork},
+  options: {token: string; logger: Logger; work?: JobWork; tokenGuessLimit?: TokenGuessLimit},
 ): Promise<{app: ServiceApp; base: string; port: number; close: () => Promise<void>}> {
   const app = createApp({
     apiToken: options.token,
@@ -133,6 +134,7 @@ export async function serveApp(
     pgDumpVersion: '15.18',
     schedule: {describe: () => ({kind: 'interval', interval: 'PT24H', intervalSeconds: 86_400}), nextRunAt: () => undefined},
     healthTimeoutMs: 2000,
+    tokenGuessLimit: options.tokenGuessLimit,
   })
   const server = app.listen(0, '127.0.0.1')
   await new Promise((resolve) => server.once('listening', resolve))

@@ -42,6 +42,8 @@ describe('storage outages over the REST API are 503 with the cause', () => {
       const response = await fetch(`${base}${route}`, {headers: AUTH})
       const text = await response.text()
       expect([route, response.status]).toEqual([route, 503])
+      // Clients (and proxies) learn when to try again.
+      expect([route, response.headers.get('retry-after')]).toEqual([route, '30'])
       expect([route, JSON.parse(text)]).toEqual([route, {error: 'STORAGE_UNAVAILABLE', message: expect.stringMatching(messagePattern)}])
       for (const secret of secrets) expect(text).not.toContain(secret)
     }

@@ -19,6 +19,7 @@ const CODES: Record<number, string> = {
   405: 'METHOD_NOT_ALLOWED',
   409: 'CONFLICT',
   416: 'RANGE_NOT_SATISFIABLE',
+  429: 'TOO_MANY_REQUESTS',
   503: 'SERVICE_UNAVAILABLE',
 }
 
@@ -27,6 +28,12 @@ const CODES: Record<number, string> = {
  * clients. A storage outage says what the backend reported (secret-free by the storage contract):
  * the client is told the truth (503, try later), not a masked 500.
  */
+/**
+ * Every 503 tells clients when to try again (RFC 9110 §10.2.3): a storage outage or an unreadable
+ * sidecar may pass; a handler that knows better sets its own Retry-After.
+ */
+const RETRY_AFTER_UNAVAILABLE_SECONDS = 30
+
 const STATUS_BY_CODE: Record<string, {status: number; expose?: boolean}> = {
   NOT_FOUND: {status: 404},
   USAGE: {status: 400},
@@ -69,6 +76,7 @@ export function errorHandler(logger: Logger): Middleware {
 
       ctx.status = status
       if (error.headers) ctx.set(error.headers)
+      if (status === 503 && !ctx.response.has('Retry-After')) ctx.set('Retry-After', String(RETRY_AFTER_UNAVAILABLE_SECONDS))
       ctx.body = {
         error: masked ? (CODES[status] ?? 'INTERNAL_ERROR') : codeOf(error, status),
         message: masked ? 'internal error (details are in the server log)' : redactSecrets(error.message),
