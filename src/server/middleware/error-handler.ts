@@ -76,7 +76,7 @@ export function errorHandler(logger: Logger): Middleware {
 
       ctx.status = status
       if (error.headers) ctx.set(error.headers)
-      if (status === 503 && !ctx.response.has('Retry-After')) ctx.set('Retry-After', String(RETRY_AFTER_UNAVAILABLE_SECONDS))
+      if (status === 503 && !ctx.response.get('Retry-After')) ctx.set('Retry-After', String(RETRY_AFTER_UNAVAILABLE_SECONDS))
       ctx.body = {
         error: masked ? (CODES[status] ?? 'INTERNAL_ERROR') : codeOf(error, status),
         message: masked ? 'internal error (details are in the server log)' : redactSecrets(error.message),
