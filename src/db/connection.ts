@@ -95,6 +95,19 @@ export async function connect(database: DatabaseConfig, overrides: {database?: s
   return client
 }
 
+/**
+ * A session that holds an advisory lock must outlive its idle periods: a server or role with
+ * `idle_session_timeout` (PostgreSQL 14+) or `idle_in_transaction_session_timeout` would end it
+ * while the work it guards runs elsewhere (psql importing), and the lock would go with it — letting
+ * a second restore or a leftover cleaner in. Both settings are user-settable, so no privilege is
+ * needed; idle_session_timeout does not exist before 14 and must not be named there.
+ */
+export async function keepSessionForLocks(client: Client): Promise<void> {
+  const {rows} = await client.query<{version: string}>("SELECT current_setting('server_version_num') AS version")
+  await client.query('SET idle_in_transaction_session_timeout = 0')
+  if (Number(rows[0].version) >= 140_000) await client.query('SET idle_session_timeout = 0')
+}
+
 /** node-postgres' and libpq's words for "the server asked for a password and there was none". */
 function isPasswordRequired(error: unknown): boolean {
   return /password must be a string|no password supplied|password authentication failed/i.test(errorMessage(error))

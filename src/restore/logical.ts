@@ -4,7 +4,7 @@ import {type Client, escapeIdentifier} from 'pg'
 import {toolVersion} from '../backup/child-process'
 import {BackupMetadata, restoreSupport} from '../backup/metadata'
 import type {DatabaseConfig} from '../config'
-import {connect, libpqEnvironment} from '../db/connection'
+import {connect, keepSessionForLocks, libpqEnvironment} from '../db/connection'
 import {AbortedError, OperationError, UsageError, errorMessage} from '../errors'
 import type {Logger} from '../logger'
 import type {StorageBackend} from '../storage/contract'
@@ -231,6 +231,10 @@ async function openRestoreSession(database: DatabaseConfig, target: string): Pro
     throw new OperationError(`${errorMessage(error)}; ${UNCHANGED(target)}`)
   })
   client.on('error', () => {})
+  await keepSessionForLocks(client).catch(async (error: unknown) => {
+    await client.end().catch(() => {})
+    throw new OperationError(`${errorMessage(error)}; ${UNCHANGED(target)}`)
+  })
   // A restore killed a moment ago holds the lock until its server session notices the closed connection: wait briefly.
   let locked = await tryRestoreLock(client, target)
   for (let attempt = 0; !locked && attempt < 20; attempt++) {

@@ -154,6 +154,23 @@ describe('dbb restore (real PostgreSQL, local storage)', () => {
     }
   })
 
+  it("keeps its lock session through a server's idle_session_timeout shorter than the import, and completes", async () => {
+    const craftedDir = await tempDir()
+    // The import runs 1.5 s while the lock session waits idle; the role's timeout is 300 ms.
+    const slowImport = `CREATE TABLE slow (id int);\nSELECT pg_sleep(1.5);\nINSERT INTO slow VALUES (1), (2);\n`
+    await cluster.psql(`ALTER ROLE "${cluster.user}" SET idle_session_timeout = '300ms'`)
+    try {
+      const crafted = await writeCraftedBackup(craftedDir, slowImport)
+      const result = await runCli(['restore', crafted.id, '--target-db', 'idle_target', '--force'], {...env, BACKUP_LOCAL_DIR: craftedDir})
+      expect([result.code, result.stderr]).toEqual([0, expect.anything()])
+      expect(await cluster.psql('SELECT count(*) FROM slow', 'idle_target')).toBe('2')
+      expect(await leftovers()).toEqual([])
+    } finally {
+      await cluster.psql(`ALTER ROLE "${cluster.user}" RESET idle_session_timeout`)
+      await fs.rm(craftedDir, {recursive: true, force: true})
+    }
+  })
+
   it('leaves the target exactly as it was when the SQL fails half-way: exit 1, psql error line shown, staging dropped', async () => {
     const craftedDir = await tempDir()
     try {
