@@ -6,7 +6,7 @@ import {Logger, createLogger} from './logger'
 import {redactSecrets} from './secrets'
 import type {StorageBackend, StorageSetting} from './storage/contract'
 import {ProviderRegistry, allProviderSettings, createBackend, discoverProviders, selectProvider} from './storage/registry'
-import {SETTING_NAMES, SettingSpec, resolveSettings, setting, settingFlags, specToFlag} from './settings'
+import {EVERY_COMMAND, SETTING_NAMES, SettingSpec, resolveSettings, setting, settingFlagsFor, specToFlag} from './settings'
 
 export type CommandFlags<T extends typeof Command> = Interfaces.InferredFlags<(typeof DbbCommand)['baseFlags'] & T['flags']>
 export type CommandArgs<T extends typeof Command> = Interfaces.InferredArgs<T['args']>
@@ -19,7 +19,7 @@ export type CommandArgs<T extends typeof Command> = Interfaces.InferredArgs<T['a
  */
 export abstract class DbbCommand<T extends typeof Command> extends Command {
   static override enableJsonFlag = true
-  static override baseFlags = settingFlags('LOG_FORMAT', 'LOG_LEVEL')
+  static override baseFlags = settingFlagsFor(EVERY_COMMAND)
   /** Config sections this command validates at start. */
   static configSections: readonly Section[] = []
   /** Whether the command opens the storage backend (and so accepts the backends' flags). */

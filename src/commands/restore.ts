@@ -11,7 +11,7 @@ import {BASE_RESTORE_FLAGS, runBaseRestore} from '../restore/base-cli'
 import {countdown, describePlan, requireConfirmation} from '../restore/confirm'
 import {checkDatabaseName} from '../restore/database'
 import {RestoreOutcome, executeLogicalRestore, planLogicalRestore} from '../restore/logical'
-import {DATABASE_SETTINGS, setting, settingFlags, valuesByVariable} from '../settings'
+import {DATABASE_SETTINGS, setting, settingFlagsFor, valuesByVariable} from '../settings'
 import type {StorageBackend} from '../storage/contract'
 
 export default class Restore extends DbbCommand<typeof Restore> {
@@ -34,7 +34,7 @@ On a terminal it shows what it is about to do and counts down 5 seconds (Ctrl-C 
   }
 
   static override flags = {
-    ...settingFlags('DB_HOST', 'DB_PORT', 'DB_NAME', 'DB_USER', 'DB_PASSWORD', 'BACKUP_NAME_PREFIX', 'STORAGE_BACKEND'),
+    ...settingFlagsFor('restore'),
     'target-db': Flags.string({
       summary: 'Restore into this database instead of DB_NAME (created when missing).',
       helpValue: 'NAME',
