@@ -426,7 +426,7 @@ export const SETTINGS = {
     example: '64',
     // 64 segments of 16 MiB: 1 GiB of WAL may wait for storage before pushes start failing.
     default: '64',
-    commands: ['wal push', 'serve'],
+    commands: ['wal push', 'wal spool-upload', 'serve'],
     value: (f) => f.intInRange(1, 1_000_000),
   },
   WAL_ASYNC_PARALLEL: {
@@ -444,7 +444,8 @@ export const SETTINGS = {
     summary: 'wal fetch: segments downloaded ahead into WAL_SPOOL_DIR/fetch-queue while recovery replays (0 off; needs WAL_SPOOL_DIR).',
     example: '8',
     default: '8',
-    commands: ['serve'],
+    // wal push and spool-upload validate the whole walAsync section (as the WAL fast path does from the environment).
+    commands: ['wal push', 'wal spool-upload', 'serve'],
     value: (f) => f.intInRange(0, 256),
   },
 
