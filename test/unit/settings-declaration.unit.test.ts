@@ -236,3 +236,24 @@ describe('README configuration tables (generated: npm run docs:settings)', () =>
     expect(table.split('\n')[2]).toBe('| `X` | `--x` | &lt;slot&gt; | a \\| b &lt;prefix&gt; |')
   })
 })
+
+describe('misspelt variables', () => {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const {misspeltSettings} = require('../../src/settings-typos') as typeof import('../../src/settings-typos')
+  const known = [...SETTING_NAMES, 'DB_PASSWORD_FILE', 'BACKUP_LOCAL_DIR']
+
+  it('names a near miss with the setting it is close to, ignoring case', () => {
+    expect(misspeltSettings({DB_PASWORD: 'x', LOG_LEVL: 'x', db_host: 'x', COMPRESSION_LEVLE: 'x', DB_PASSWORD_FIEL: 'x'}, known)).toEqual([
+      {variable: 'COMPRESSION_LEVLE', suggestion: 'COMPRESSION_LEVEL'},
+      {variable: 'DB_PASSWORD_FIEL', suggestion: 'DB_PASSWORD_FILE'},
+      {variable: 'DB_PASWORD', suggestion: 'DB_PASSWORD'},
+      {variable: 'LOG_LEVL', suggestion: 'LOG_LEVEL'},
+      {variable: 'db_host', suggestion: 'DB_HOST'},
+    ])
+  })
+
+  it('leaves exact names and the usual unrelated variables alone', () => {
+    const usual = {PATH: '', HOME: '', HOSTNAME: '', LANG: '', TZ: '', PGPASSWORD: '', PGPASSFILE: '', PGHOST: '', NODE_OPTIONS: '', UV_THREADPOOL_SIZE: '', AWS_REGION: '', AWS_PROFILE: '', SHELL: '', TERM: ''}
+    expect(misspeltSettings({...usual, ...Object.fromEntries(known.map((name) => [name, 'x']))}, known)).toEqual([])
+  })
+})
