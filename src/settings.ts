@@ -658,5 +658,3 @@ export function resolveSettings(
 
   return {values, issues: fromFiles.issues}
 }
-
-export const DATABASE_SETTINGS: SettingName[] = ['DB_HOST', 'DB_PORT', 'DB_NAME', 'DB_USER', 'DB_PASSWORD']
