@@ -27,7 +27,24 @@ import {fileVariable, readSecretFiles, registerSecret} from './secrets'
  * config (or add a section there and to the commands' `configSections`), add a bad-value case in
  * test/reliability/config-cases.ts, run `npm run build && npm run docs:settings`, and commit the
  * README and oclif.manifest.json. The tests in test/unit/settings-declaration.unit.test.ts say
- * what is missing.
+ * what is missing. An entry, complete:
+ *
+ *   NOTIFY_TIMEOUT: {
+ *     flag: 'notify-timeout',
+ *     group: 'NOTIFY',
+ *     summary: 'Longest wait for one notification target.',
+ *     example: '10s',
+ *     default: '10s',
+ *     commands: ['backup run', 'serve'],
+ *     value: (f) => f.duration,
+ *   },
+ *
+ * Porting a setting written in the earlier style (a catalog entry `{flag, summary, example}`, a
+ * GROUPS line, `X: schema.default(v)` in a section object, `settingFlags('X')` in commands): the
+ * catalog entry gains `group`, `commands` (the commands that had `settingFlags('X')`), `value`
+ * (the schema without `.default`/`.optional`) and `default` (v as a string) or `required: true`
+ * (for `requiredText()`); the section lists 'X' among its names; `settingFlags(…)` lines go (a
+ * command's flags are `settingFlagsFor('<command id>')`); "(default …)" leaves the summary.
  *
  * Schemas are functions of the field helpers (src/config/fields.ts), called only when config is
  * validated: this module must not load zod, because `dbb wal push --async` answers PostgreSQL
