@@ -1,3 +1,4 @@
+import type {Interfaces} from '@oclif/core'
 import type {z} from 'zod'
 
 import {DEFAULT_COMPRESSION_LEVEL} from './compress/defaults'
@@ -69,9 +70,12 @@ export type CommandId =
 /** `commands: '*'`: a base flag of every dbb command (src/base-command.ts). */
 export const EVERY_COMMAND = '*'
 
+export type FlagChar = Interfaces.AlphabetLowercase | Interfaces.AlphabetUppercase
+
 export interface SettingDeclaration {
   flag: string
-  char?: string
+  /** A one-letter flag (`-d`), rarely worth it: every setting also has its variable. */
+  char?: FlagChar
   /** Heading of the flag in `--help`, and which README table lists it. */
   group: string
   /** One line, plain text, no default (that is `default`/`defaultText`). */
@@ -99,7 +103,7 @@ export interface SettingDeclaration {
 export interface SettingSpec {
   env: string
   flag: string
-  char?: string
+  char?: FlagChar
   summary: string
   example: string
   secret?: boolean
@@ -631,7 +635,7 @@ export function specToFlag(spec: SettingSpec, helpGroup?: string) {
     summary: helpSummary(spec),
     helpGroup,
     helpValue: spec.secret ? '<secret>' : spec.example,
-    ...(spec.char ? {char: spec.char as 'a'} : {}),
+    ...(spec.char ? {char: spec.char} : {}),
   })
 }
 
