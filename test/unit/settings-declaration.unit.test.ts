@@ -43,7 +43,6 @@ function sectionsOf(name: SettingName): Section[] {
 }
 
 function commandClass(id: CommandId): {configSections: readonly Section[]} {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
   return require(path.join(ROOT, 'src', 'commands', ...id.split(' '))).default
 }
 
@@ -240,7 +239,6 @@ describe('README configuration tables (generated: npm run docs:settings)', () =>
 })
 
 describe('misspelt variables', () => {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
   const {misspeltSettings} = require('../../src/settings-typos') as typeof import('../../src/settings-typos')
   const known = [...SETTING_NAMES, 'DB_PASSWORD_FILE', 'BACKUP_LOCAL_DIR']
 
