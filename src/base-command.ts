@@ -3,10 +3,11 @@ import {Command, Errors, Interfaces} from '@oclif/core'
 import {Config, Section, loadConfig} from './config'
 import {ConfigError, ConfigIssue, DbbError, EXIT_FAILURE, EXIT_USAGE, asConfigError, errorMessage} from './errors'
 import {Logger, createLogger} from './logger'
-import {redactSecrets} from './secrets'
+import {fileVariable, redactSecrets} from './secrets'
 import type {StorageBackend, StorageSetting} from './storage/contract'
 import {ProviderRegistry, allProviderSettings, createBackend, discoverProviders, selectProvider} from './storage/registry'
-import {SETTING_NAMES, SettingSpec, resolveSettings, setting, settingFlags, specToFlag} from './settings'
+import {EVERY_COMMAND, SETTING_NAMES, SettingSpec, resolveSettings, setting, settingFlagsFor, specToFlag} from './settings'
+import {misspeltSettings} from './settings-typos'
 
 export type CommandFlags<T extends typeof Command> = Interfaces.InferredFlags<(typeof DbbCommand)['baseFlags'] & T['flags']>
 export type CommandArgs<T extends typeof Command> = Interfaces.InferredArgs<T['args']>
@@ -19,7 +20,7 @@ export type CommandArgs<T extends typeof Command> = Interfaces.InferredArgs<T['a
  */
 export abstract class DbbCommand<T extends typeof Command> extends Command {
   static override enableJsonFlag = true
-  static override baseFlags = settingFlags('LOG_FORMAT', 'LOG_LEVEL')
+  static override baseFlags = settingFlagsFor(EVERY_COMMAND)
   /** Config sections this command validates at start. */
   static configSections: readonly Section[] = []
   /** Whether the command opens the storage backend (and so accepts the backends' flags). */
@@ -73,6 +74,10 @@ export abstract class DbbCommand<T extends typeof Command> extends Command {
 
     this.logger = createLogger({...this.settings?.logging, format: this.logFormat(), secretVariables: known.filter((spec) => spec.secret).map((spec) => spec.env)})
     this.registry?.problems.forEach((problem) => this.logger.warn({event: 'storage.plugin_problem'}, problem))
+    for (const {variable, suggestion} of misspeltSettings(process.env, [...known.map((spec) => spec.env), ...known.filter((spec) => spec.secret).map((spec) => fileVariable(spec.env))])) {
+      this.logger.warn({event: 'setting.misspelt', variable, suggestion}, `${variable} is not a dbb setting and is ignored; did you mean ${suggestion}?`)
+    }
+
     if (this.registry) {
       try {
         const provider = selectProvider(this.registry, this.settings?.storageBackend ?? this.settingValues.STORAGE_BACKEND?.trim().toLowerCase() ?? 'local')

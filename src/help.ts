@@ -1,5 +1,6 @@
 import {Command, Config, Help} from '@oclif/core'
 
+import {helpSummary} from './settings'
 import {discoverProviders} from './storage/registry'
 
 /**
@@ -21,7 +22,7 @@ export default class DbbHelp extends Help {
       const width = Math.max(...provider.settings.map((spec) => `--${spec.flag}=${spec.secret ? '<secret>' : spec.example}`.length))
       for (const spec of provider.settings) {
         const flag = `--${spec.flag}=${spec.secret ? '<secret>' : spec.example}`
-        lines.push(`  ${flag.padEnd(width)}  ${spec.summary}${spec.secret ? ` Or ${spec.env}_FILE.` : ''} (env: ${spec.env})`)
+        lines.push(`  ${flag.padEnd(width)}  ${helpSummary(spec)} (env: ${spec.env})`)
       }
     } else {
       lines.push(`STORAGE FLAGS: STORAGE_BACKEND="${requested}" is not installed (installed: ${[...registry.providers.keys()].sort().join(', ')}); run ${this.config.bin} backends`)

@@ -1,225 +1,642 @@
+import type {Interfaces} from '@oclif/core'
+import type {z} from 'zod'
+
+import {DEFAULT_COMPRESSION_LEVEL} from './compress/defaults'
 import {ConfigError, ConfigIssue} from './errors'
 import {fileVariable, readSecretFiles, registerSecret} from './secrets'
 
 /**
- * Every setting dbb reads, in one catalog: the environment variable, the flag that mirrors it,
- * and an example of a valid value for error messages. Commands pick the settings they use with
- * `settingFlags(...)`, so each is declared statically (oclif's manifest and `--help` see it) and
- * bound to its variable with `env:`. Values stay strings here; src/config/ validates and types
- * them, so every problem is reported with the variable's name, not the flag parser's wording.
+ * Every setting dbb reads, each declared ONCE, here: its environment variable (the key), the flag
+ * that mirrors it, the help group, a one-line summary (and, where a command needs other words,
+ * `summaryFor`), an example for error messages and `--help`, whether it is secret, its default,
+ * which commands take it, and the zod schema of a value. Everything else is derived from the entry:
+ *
+ *  - each command's oclif flags: `settingFlagsFor('backup run')` (bound to the variable with `env:`;
+ *    `--help` shows the summary, `X_FILE` for secrets and the declared default);
+ *  - config parsing: src/config/ sections name the settings they read (`defineSection(['DB_HOST',
+ *    …], finish)`) and get each one's schema with its default applied (src/config/fields.ts
+ *    `settingField`): a declared default is parsed by the same schema as a user's value;
+ *  - secrets: `secret: true` gives `X_FILE`, redaction in logs, errors and `--json` output;
+ *  - the README's configuration tables: `npm run docs:settings` rewrites them between
+ *    `<!-- settings … -->` / `<!-- settingsstop -->` markers (src/settings-docs.ts); a unit test
+ *    fails when the README is stale.
+ *
+ * HOW TO ADD A SETTING: add one entry below (variable as key; `commands` lists the command ids,
+ * `'*'` for every command; `value` returns the zod schema of a present, non-blank value; give
+ * `default` as a user would type it, or `defaultText` when the default is computed in code, or
+ * `required: true`). Then name the variable in the src/config/ section that turns it into typed
+ * config (or add a section there and to the commands' `configSections`), add a bad-value case in
+ * test/reliability/config-cases.ts, run `npm run build && npm run docs:settings`, and commit the
+ * README and oclif.manifest.json. The tests in test/unit/settings-declaration.unit.test.ts say
+ * what is missing. An entry, complete:
+ *
+ *   NOTIFY_TIMEOUT: {
+ *     flag: 'notify-timeout',
+ *     group: 'NOTIFY',
+ *     summary: 'Longest wait for one notification target.',
+ *     example: '10s',
+ *     default: '10s',
+ *     commands: ['backup run', 'serve'],
+ *     value: (f) => f.duration,
+ *   },
+ *
+ * Porting a setting written in the earlier style (a catalog entry `{flag, summary, example}`, a
+ * GROUPS line, `X: schema.default(v)` in a section object, `settingFlags('X')` in commands): the
+ * catalog entry gains `group`, `commands` (the commands that had `settingFlags('X')`), `value`
+ * (the schema without `.default`/`.optional`) and `default` (v as a string) or `required: true`
+ * (for `requiredText()`); the section lists 'X' among its names; `settingFlags(…)` lines go (a
+ * command's flags are `settingFlagsFor('<command id>')`); "(default …)" leaves the summary.
+ *
+ * Schemas are functions of the field helpers (src/config/fields.ts), called only when config is
+ * validated: this module must not load zod, because `dbb wal push --async` answers PostgreSQL
+ * before it validates anything (src/wal/fast-cli.ts), and zod costs ~0.1 s per start.
  */
+
+type Fields = typeof import('./config/fields')
+
+/** Commands that take settings, as users type them. */
+export type CommandId =
+  | 'backup run'
+  | 'backup list'
+  | 'backup download'
+  | 'prune'
+  | 'restore'
+  | 'serve'
+  | 'check'
+  | 'wal push'
+  | 'wal fetch'
+  | 'wal spool-upload'
+
+/** `commands: '*'`: a base flag of every dbb command (src/base-command.ts). */
+export const EVERY_COMMAND = '*'
+
+export type FlagChar = Interfaces.AlphabetLowercase | Interfaces.AlphabetUppercase
+
+export interface SettingDeclaration {
+  flag: string
+  /** A one-letter flag (`-d`), rarely worth it: every setting also has its variable. */
+  char?: FlagChar
+  /** Heading of the flag in `--help`, and which README table lists it. */
+  group: string
+  /** One line, plain text, no default (that is `default`/`defaultText`). */
+  summary: string
+  /** Other words for some commands (`--db-name`: "Database to back up" vs "… to restore into"). */
+  summaryFor?: Partial<Record<CommandId, string>>
+  /** A valid value, shown in `--help` and in error messages (`example: DB_PORT=5432`). */
+  example: string
+  /** Applied when unset (or blank) and validated by `value` like any given value; shown in help and README. */
+  default?: string
+  /** When the default is computed in code (the cores available, the terminal): what it is, in words. */
+  defaultText?: string
+  /** Unset is an error ("is required") wherever a section reads it. */
+  required?: true
+  /** Never logged or echoed; may come from the file `X_FILE` names. */
+  secret?: true
+  commands: readonly CommandId[] | typeof EVERY_COMMAND
+  /** The schema of a present, non-blank value (a string from env or flag). */
+  value: (fields: Fields) => z.ZodType<unknown, string>
+  /** More for the README's Meaning column (markdown), after the summary. */
+  docs?: string
+}
+
+/** A setting as help, `dbb backends`, resolution and the README see it: core's or a storage plugin's. */
 export interface SettingSpec {
   env: string
   flag: string
+  char?: FlagChar
   summary: string
   example: string
-  /** Never logged or echoed back. */
   secret?: boolean
+  default?: string
+  defaultText?: string
+  required?: boolean
+  docs?: string
 }
 
-const catalog = {
-  DB_HOST: {flag: 'db-host', summary: 'PostgreSQL host name or address.', example: 'db.internal'},
-  DB_PORT: {flag: 'db-port', summary: 'PostgreSQL port (default 5432).', example: '5432'},
-  DB_NAME: {flag: 'db-name', summary: 'The database: the one backup run dumps, and the one restore replaces (unless --target-db).', example: 'app'},
-  DB_USER: {flag: 'db-user', summary: 'PostgreSQL user (default postgres).', example: 'postgres'},
+const BACKUP_COMMANDS = ['backup run', 'serve'] as const
+const STORAGE_COMMANDS = ['backup run', 'backup list', 'backup download', 'prune', 'restore', 'serve', 'check', 'wal push', 'wal fetch', 'wal spool-upload'] as const
+
+/** `dbb serve`'s logical backup interval when BACKUP_SCHEDULE is unset (src/config/server.ts). */
+export const DEFAULT_BACKUP_INTERVAL = '24h'
+const MIN_API_TOKEN_LENGTH = 16
+
+export const SETTINGS = {
+  // ---- DATABASE
+  DB_HOST: {
+    flag: 'db-host',
+    group: 'DATABASE',
+    summary: 'PostgreSQL host name or address.',
+    example: 'db.internal',
+    required: true,
+    commands: ['backup run', 'restore', 'serve'],
+    value: (f) => f.z.string(),
+  },
+  DB_PORT: {
+    flag: 'db-port',
+    group: 'DATABASE',
+    summary: 'PostgreSQL port.',
+    example: '5432',
+    default: '5432',
+    commands: ['backup run', 'restore', 'serve'],
+    value: (f) => f.intInRange(1, 65_535),
+  },
+  DB_NAME: {
+    flag: 'db-name',
+    group: 'DATABASE',
+    summary: 'The database: the one backup run dumps, and the one restore replaces (unless --target-db).',
+    summaryFor: {
+      'backup run': 'Database to back up (pg_dump; --type base backs up the whole cluster).',
+      serve: 'Database to back up.',
+      restore: 'Database to restore into, replacing it (unless --target-db).',
+    },
+    example: 'app',
+    required: true,
+    commands: ['backup run', 'restore', 'serve'],
+    value: (f) => f.z.string().max(63, {message: 'must be at most 63 characters (the PostgreSQL identifier limit)'}),
+  },
+  DB_USER: {
+    flag: 'db-user',
+    group: 'DATABASE',
+    summary: 'PostgreSQL user.',
+    example: 'postgres',
+    default: 'postgres',
+    commands: ['backup run', 'restore', 'serve'],
+    value: (f) => f.z.string(),
+  },
   DB_PASSWORD: {
     flag: 'db-password',
+    group: 'DATABASE',
     summary: 'Password; else PGPASSWORD, else a pgpass file (PGPASSFILE, /run/secrets/pgpass, ~/.pgpass).',
     example: '<secret>',
     secret: true,
+    commands: ['backup run', 'restore', 'serve'],
+    value: (f) => f.z.string(),
+    docs: 'See [Secrets and passwords](#secrets-and-passwords).',
   },
-  BACKUP_NAME_PREFIX: {flag: 'name-prefix', summary: 'Prefix of backup ids (default backup).', example: 'backup'},
-  RETENTION_DAYS: {
-    flag: 'retention-days',
-    summary: 'Delete backups older than this many days; 0 keeps them regardless of age (default 7).',
-    example: '7',
-  },
-  BACKUPS_TO_RETAIN: {flag: 'backups-to-retain', summary: 'Keep at most this many newest backups.', example: '14'},
-  ORPHAN_GRACE: {
-    flag: 'orphan-grace',
-    summary: 'Age after which a dump without a sidecar (a crashed backup) is deleted by prune (default 24h).',
-    example: '24h',
-  },
-  STORAGE_BACKEND: {
-    flag: 'storage',
-    summary: 'Storage backend: local, s3, or any installed backend plugin (default local).',
-    example: 'local',
-  },
-  LOG_FORMAT: {
-    flag: 'log-format',
-    summary: 'json or plain (default: plain on a terminal, json otherwise).',
-    example: 'json',
-  },
-  LOG_LEVEL: {flag: 'log-level', summary: 'trace, debug, info, warn, error (default info).', example: 'info'},
-  API_TOKEN: {
-    flag: 'api-token',
-    summary: 'Bearer token the REST API of dbb serve requires (at least 16 characters; openssl rand -hex 32).',
-    example: '$(openssl rand -hex 32)',
-    secret: true,
-  },
-  HTTP_PORT: {flag: 'http-port', summary: 'Port dbb serve listens on (default 8080; 0 picks a free port).', example: '8080'},
-  HTTP_HOST: {flag: 'http-host', summary: 'Address dbb serve listens on (default 0.0.0.0).', example: '0.0.0.0'},
-  SHUTDOWN_GRACE: {
-    flag: 'shutdown-grace',
-    summary: 'On SIGTERM, how long an in-flight backup may run before it is aborted (default 30s).',
-    example: '30s',
-  },
-  BACKUP_INTERVAL: {
-    flag: 'backup-interval',
-    summary: 'Scheduled backups this long after the last successful one (default 24h, at least 1m; PT24H, P1D, 12h, 30m).',
-    example: '24h',
-  },
-  BACKUP_SCHEDULE: {
-    flag: 'backup-schedule',
-    summary: 'Scheduled backups by cron expression instead of an interval, e.g. "0 3 * * *".',
-    example: '"0 3 * * *"',
-  },
-  TZ: {flag: 'timezone', summary: 'IANA time zone of BACKUP_SCHEDULE (default: the system time zone).', example: 'Europe/Berlin'},
-  BASE_BACKUP_WAL_METHOD: {
-    flag: 'base-wal-method',
-    summary: 'WAL in base backups: fetch (self-contained, default) or none (relies on the WAL archive).',
-    example: 'fetch',
-  },
-  COMPRESSION_LEVEL: {
-    flag: 'compression-level',
-    summary: 'gzip level of dumps: 1 fastest … 9 smallest (default 1; see README "Performance and compression settings").',
-    example: '1',
-  },
-  COMPRESSION_THREADS: {
-    flag: 'compression-threads',
-    summary: 'Blocks compressed in parallel (default: the cores available, at most UV_THREADPOOL_SIZE - 1).',
-    example: '2',
+
+  // ---- BACKUP
+  BACKUP_NAME_PREFIX: {
+    flag: 'name-prefix',
+    group: 'BACKUP',
+    summary: 'Prefix of backup ids: <prefix>_<UTC yyyyMMddTHHmmssZ>.sql.gz.',
+    example: 'backup',
+    default: 'backup',
+    commands: ['backup run', 'prune', 'restore', 'serve', 'check'],
+    value: (f) =>
+      f.z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/, {
+        message: 'must start with a letter or digit and contain only letters, digits, "_" and "-" (at most 64)',
+      }),
   },
   BACKUP_NO_OWNER: {
     flag: 'backup-no-owner',
-    summary: 'Dump without owners and GRANT/REVOKE (pg_dump --no-owner --no-privileges), for managed services whose roles differ (default false).',
+    group: 'BACKUP',
+    summary: 'Dump without owners and GRANT/REVOKE (pg_dump --no-owner --no-privileges), for managed services whose roles differ.',
     example: 'true',
+    default: 'false',
+    commands: BACKUP_COMMANDS,
+    value: (f) => f.boolean(),
+    docs: 'See [Ownership and privileges](#ownership-and-privileges).',
   },
-  BASE_BACKUP_CHECKPOINT: {flag: 'base-checkpoint', summary: 'Checkpoint before a base backup: fast (default) or spread.', example: 'fast'},
+
+  // ---- RETENTION
+  RETENTION_DAYS: {
+    flag: 'retention-days',
+    group: 'RETENTION',
+    summary: 'Delete backups older than this many days; 0 keeps them regardless of age.',
+    example: '7',
+    default: '7',
+    commands: ['backup run', 'prune', 'serve'],
+    value: (f) => f.intInRange(0, 36_500),
+  },
+  BACKUPS_TO_RETAIN: {
+    flag: 'backups-to-retain',
+    group: 'RETENTION',
+    summary: 'Keep at most this many newest backups.',
+    example: '14',
+    commands: ['backup run', 'prune', 'serve'],
+    value: (f) => f.intInRange(1, 1_000_000),
+  },
+  ORPHAN_GRACE: {
+    flag: 'orphan-grace',
+    group: 'RETENTION',
+    summary: 'Age after which leftovers of failed or crashed backups (a dump without a sidecar) are deleted by prune.',
+    example: '24h',
+    default: '24h',
+    commands: ['backup run', 'prune', 'serve'],
+    value: (f) => f.duration,
+    docs: 'Durations: `30m`, `24h`, `PT6H`, `P1D`.',
+  },
+
+  // ---- STORAGE
+  STORAGE_BACKEND: {
+    flag: 'storage',
+    group: 'STORAGE',
+    summary: 'Storage backend: local, s3, or any installed backend plugin (dbb backends); case does not matter.',
+    example: 'local',
+    default: 'local',
+    commands: STORAGE_COMMANDS,
+    // Backend names are lowercase; STORAGE_BACKEND=S3 means s3 (one spelling reaches the registry).
+    value: (f) =>
+      f.z
+        .string()
+        .trim()
+        .toLowerCase()
+        .regex(/^[a-z0-9][a-z0-9-]*$/, {message: 'must be a backend name such as local or s3'}),
+    docs: 'Each backend adds its own settings (below, and `dbb backends`).',
+  },
+
+  // ---- LOGGING
+  LOG_FORMAT: {
+    flag: 'log-format',
+    group: 'LOGGING',
+    summary: 'json (pino) or plain.',
+    example: 'json',
+    defaultText: 'plain on a terminal, else json',
+    commands: EVERY_COMMAND,
+    value: (f) => f.z.enum(['json', 'plain'], {message: 'must be json or plain'}),
+  },
+  LOG_LEVEL: {
+    flag: 'log-level',
+    group: 'LOGGING',
+    summary: 'trace, debug, info, warn, error, fatal or silent.',
+    example: 'info',
+    default: 'info',
+    commands: EVERY_COMMAND,
+    value: (f) =>
+      f.z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], {
+        message: 'must be one of trace, debug, info, warn, error, fatal, silent',
+      }),
+  },
+
+  // ---- SERVER (dbb serve)
+  API_TOKEN: {
+    flag: 'api-token',
+    group: 'SERVER',
+    summary: 'Bearer token the REST API of dbb serve requires (at least 16 characters; openssl rand -hex 32).',
+    example: '$(openssl rand -hex 32)',
+    required: true,
+    secret: true,
+    commands: ['serve'],
+    value: (f) =>
+      f.z.string().refine((token) => token.length >= MIN_API_TOKEN_LENGTH, {
+        message: `must be at least ${MIN_API_TOKEN_LENGTH} characters; generate one with: openssl rand -hex 32`,
+      }),
+    docs: 'Guards `/api/v1/*`.',
+  },
+  HTTP_PORT: {
+    flag: 'http-port',
+    group: 'SERVER',
+    summary: 'Port dbb serve listens on (0 picks a free port, logged at start).',
+    example: '8080',
+    default: '8080',
+    commands: ['serve'],
+    value: (f) => f.intInRange(0, 65_535),
+  },
+  HTTP_HOST: {
+    flag: 'http-host',
+    group: 'SERVER',
+    summary: 'Address dbb serve listens on.',
+    example: '0.0.0.0',
+    default: '0.0.0.0',
+    commands: ['serve'],
+    value: (f) => f.z.string(),
+  },
+  SHUTDOWN_GRACE: {
+    flag: 'shutdown-grace',
+    group: 'SERVER',
+    summary: 'On SIGTERM or SIGINT, how long an in-flight backup may run before it is aborted.',
+    example: '30s',
+    default: '30s',
+    commands: ['serve'],
+    value: (f) => f.duration,
+  },
+
+  // ---- SCHEDULE (dbb serve; dbb check reads them for the logical backup's age)
+  BACKUP_INTERVAL: {
+    flag: 'backup-interval',
+    group: 'SCHEDULE',
+    summary: 'Scheduled backups this long after the last successful one (at least 1m; PT24H, P1D, 12h, 30m).',
+    example: '24h',
+    // Not `default`: it applies only when BACKUP_SCHEDULE is unset (src/config/server.ts).
+    defaultText: `${DEFAULT_BACKUP_INTERVAL} (when BACKUP_SCHEDULE is unset)`,
+    commands: ['serve', 'check'],
+    value: (f) => f.scheduleInterval,
+  },
+  BACKUP_SCHEDULE: {
+    flag: 'backup-schedule',
+    group: 'SCHEDULE',
+    summary: 'Scheduled backups by cron expression instead of an interval, e.g. "0 3 * * *"; not together with BACKUP_INTERVAL.',
+    example: '"0 3 * * *"',
+    commands: ['serve', 'check'],
+    value: (f) => f.z.string(),
+    docs: 'A 6th leading field means seconds, and must name a single second.',
+  },
+  TZ: {
+    flag: 'timezone',
+    group: 'SCHEDULE',
+    summary: 'IANA time zone of BACKUP_SCHEDULE and BASE_BACKUP_SCHEDULE.',
+    example: 'Europe/Berlin',
+    defaultText: 'the system time zone',
+    commands: ['serve', 'check'],
+    // Only read with a cron schedule: a container's TZ must not stop an interval-scheduled serve.
+    value: (f) => f.z.string(),
+  },
+
+  // ---- COMPRESSION
+  COMPRESSION_LEVEL: {
+    flag: 'compression-level',
+    group: 'COMPRESSION',
+    summary: 'gzip level of dumps: 1 fastest … 9 smallest.',
+    example: '1',
+    default: String(DEFAULT_COMPRESSION_LEVEL),
+    commands: BACKUP_COMMANDS,
+    value: (f) => f.intInRange(1, 9),
+    docs: 'See the trade-off below.',
+  },
+  COMPRESSION_THREADS: {
+    flag: 'compression-threads',
+    group: 'COMPRESSION',
+    summary: 'Blocks compressed in parallel.',
+    example: '2',
+    defaultText: 'the cores available, at most UV_THREADPOOL_SIZE - 1',
+    commands: BACKUP_COMMANDS,
+    value: (f) => f.intInRange(1, 256),
+  },
+
+  // ---- BASE BACKUP
+  BASE_BACKUP_WAL_METHOD: {
+    flag: 'base-wal-method',
+    group: 'BASE BACKUP',
+    summary: 'WAL in base backups: fetch (the backup includes the WAL it needs and restores on its own) or none (relies on the WAL archive).',
+    example: 'fetch',
+    default: 'fetch',
+    commands: BACKUP_COMMANDS,
+    value: (f) => f.z.enum(['fetch', 'none'], {message: 'must be fetch or none'}),
+    docs: 'With `none` the server waits until the archive has the WAL.',
+  },
+  BASE_BACKUP_CHECKPOINT: {
+    flag: 'base-checkpoint',
+    group: 'BASE BACKUP',
+    summary: 'Checkpoint before a base backup: fast (starts at once) or spread (spreads its I/O).',
+    example: 'fast',
+    default: 'fast',
+    commands: BACKUP_COMMANDS,
+    value: (f) => f.z.enum(['fast', 'spread'], {message: 'must be fast or spread'}),
+  },
   BASE_BACKUP_INTERVAL: {
     flag: 'base-backup-interval',
-    summary: 'dbb serve: a base backup this long after the last one (e.g. 7d); off unless this or BASE_BACKUP_SCHEDULE is set.',
+    group: 'BASE BACKUP',
+    summary: 'dbb serve: a base backup this long after the last one (e.g. 7d).',
     example: '7d',
+    defaultText: 'off (unless BASE_BACKUP_SCHEDULE)',
+    commands: ['serve'],
+    value: (f) => f.scheduleInterval,
   },
-  BASE_BACKUP_SCHEDULE: {flag: 'base-backup-schedule', summary: 'dbb serve: base backups by cron expression, e.g. "0 2 * * 0".', example: '"0 2 * * 0"'},
-  CHECK_INTERVAL: {flag: 'check-interval', summary: 'dbb serve: run the dbb check this often and alert Slack on failure (off when unset).', example: '15m'},
-  WAL_STREAMING: {flag: 'wal-streaming', summary: 'Stream WAL with pg_receivewal instead of archive_command (dbb serve; default false).', example: 'true'},
-  WAL_STREAMING_SLOT: {flag: 'wal-streaming-slot', summary: 'Replication slot pg_receivewal uses (created if missing; default dbb).', example: 'dbb'},
+  BASE_BACKUP_SCHEDULE: {
+    flag: 'base-backup-schedule',
+    group: 'BASE BACKUP',
+    summary: 'dbb serve: base backups by cron expression, e.g. "0 2 * * 0" (TZ applies); not together with BASE_BACKUP_INTERVAL.',
+    example: '"0 2 * * 0"',
+    defaultText: 'off',
+    commands: ['serve'],
+    value: (f) => f.z.string(),
+  },
+
+  // ---- WAL STREAMING (dbb serve)
+  WAL_STREAMING: {
+    flag: 'wal-streaming',
+    group: 'WAL STREAMING',
+    summary: 'dbb serve: stream WAL with pg_receivewal instead of archive_command.',
+    example: 'true',
+    default: 'false',
+    commands: ['serve'],
+    value: (f) => f.boolean(),
+  },
+  WAL_STREAMING_SLOT: {
+    flag: 'wal-streaming-slot',
+    group: 'WAL STREAMING',
+    summary: 'Replication slot pg_receivewal uses (created if missing).',
+    example: 'dbb',
+    default: 'dbb',
+    commands: ['serve'],
+    value: (f) => f.z.string().regex(/^[a-z0-9_]{1,63}$/, {message: 'must be lowercase letters, digits and "_" (a replication slot name)'}),
+  },
   WAL_STREAMING_DIR: {
     flag: 'wal-streaming-dir',
+    group: 'WAL STREAMING',
     summary: 'Local spool directory for streamed WAL; keep it on a volume so restarts resume without gaps.',
     example: '/var/lib/dbb/wal-spool',
+    defaultText: '$TMPDIR/dbb-wal-spool-<slot>',
+    commands: ['serve'],
+    value: (f) => f.z.string(),
   },
+
+  // ---- WAL ASYNC (wal push --async, wal fetch prefetch)
   WAL_SPOOL_DIR: {
     flag: 'wal-spool-dir',
-    summary: 'wal push --async: directory where segments wait (copied and fsynced) for the uploader; on durable, local storage.',
+    group: 'WAL ASYNC',
+    summary: 'wal push --async: directory where segments wait (copied and fsynced) for the uploader; on durable, local storage writable by the server\'s user.',
     example: '/var/lib/dbb/wal-async',
+    commands: ['wal push', 'wal spool-upload', 'serve'],
+    value: (f) => f.z.string(),
   },
   WAL_SPOOL_MAX_SEGMENTS: {
     flag: 'wal-spool-max-segments',
-    summary: 'wal push --async: pushes fail (PostgreSQL retries) while this many files wait in the spool (default 64).',
+    group: 'WAL ASYNC',
+    summary: 'wal push --async: pushes fail (PostgreSQL retries) while this many files wait in the spool.',
     example: '64',
+    // 64 segments of 16 MiB: 1 GiB of WAL may wait for storage before pushes start failing.
+    default: '64',
+    commands: ['wal push', 'wal spool-upload', 'serve'],
+    value: (f) => f.intInRange(1, 1_000_000),
+  },
+  WAL_ASYNC_PARALLEL: {
+    flag: 'wal-async-parallel',
+    group: 'WAL ASYNC',
+    summary: 'wal push --async: segments the uploader stores at once.',
+    example: '4',
+    default: '4',
+    commands: ['wal push', 'wal spool-upload', 'serve'],
+    value: (f) => f.intInRange(1, 64),
   },
   WAL_PREFETCH: {
     flag: 'wal-prefetch',
-    summary: 'wal fetch: segments downloaded ahead into WAL_SPOOL_DIR/fetch-queue while recovery replays (default 8; 0 off; needs WAL_SPOOL_DIR).',
+    group: 'WAL ASYNC',
+    summary: 'wal fetch: segments downloaded ahead into WAL_SPOOL_DIR/fetch-queue while recovery replays (0 off; needs WAL_SPOOL_DIR).',
     example: '8',
+    default: '8',
+    // wal push and spool-upload validate the whole walAsync section (as the WAL fast path does from the environment).
+    commands: ['wal push', 'wal spool-upload', 'serve'],
+    value: (f) => f.intInRange(0, 256),
   },
-  WAL_ASYNC_PARALLEL: {flag: 'wal-async-parallel', summary: 'wal push --async: segments the uploader stores at once (default 4).', example: '4'},
+
+  // ---- CHECK (dbb check; dbb serve runs it every CHECK_INTERVAL)
+  CHECK_INTERVAL: {
+    flag: 'check-interval',
+    group: 'CHECK',
+    summary: 'dbb serve: run the dbb check this often (e.g. 15m) and alert Slack on failure.',
+    example: '15m',
+    defaultText: 'off',
+    commands: ['serve'],
+    value: (f) => f.duration,
+  },
   BASE_BACKUP_INTERVAL_MINUTES: {
     flag: 'base-backup-interval-minutes',
-    summary: 'dbb check: the newest base backup may be this old, plus 5 minutes (default 10080).',
+    group: 'CHECK',
+    summary: 'dbb check: the newest base backup may be this old, plus 5 minutes.',
     example: '10080',
+    default: '10080',
+    commands: ['check', 'serve'],
+    value: (f) => f.intInRange(1, 5_256_000),
   },
   CHECKPOINT_TIMEOUT_SECONDS: {
     flag: 'checkpoint-timeout-seconds',
-    summary: "dbb check: the newest archived WAL may be this old, plus 2 minutes (default 300; the server's archive_timeout/checkpoint_timeout).",
+    group: 'CHECK',
+    summary: "dbb check: the newest archived WAL may be this old, plus 2 minutes (the server's archive_timeout/checkpoint_timeout).",
     example: '300',
+    default: '300',
+    commands: ['check', 'serve'],
+    value: (f) => f.intInRange(1, 31_536_000),
   },
   CHECK_BASE_BACKUP: {
     flag: 'check-base-backup',
-    summary: 'dbb check: check the base backup age; unset: only once a base backup or archived WAL exists (true forces, false turns off).',
+    group: 'CHECK',
+    summary: 'dbb check: check the base backup age; true requires it, false turns it off.',
     example: 'false',
+    defaultText: 'unset: checked once a base backup or archived WAL exists',
+    commands: ['check', 'serve'],
+    value: (f) => f.boolean(),
   },
   CHECK_WAL: {
     flag: 'check-wal',
-    summary: 'dbb check: check archived WAL (age and the chain from the newest base backup); unset: only once a base backup or WAL exists.',
+    group: 'CHECK',
+    summary: 'dbb check: check archived WAL (age and the chain from the newest base backup); true requires it, false turns it off.',
     example: 'false',
+    defaultText: 'unset: checked once a base backup or archived WAL exists',
+    commands: ['check', 'serve'],
+    value: (f) => f.boolean(),
   },
-  CHECK_LOGICAL_BACKUP: {flag: 'check-logical-backup', summary: 'dbb check: check the logical backup age (default true).', example: 'false'},
-  SLACK_TOKEN: {flag: 'slack-token', summary: 'Slack bot token (chat.postMessage) for failed checks.', example: '<secret>', secret: true},
-  SLACK_WEBHOOK_URL: {flag: 'slack-webhook-url', summary: 'Slack incoming-webhook URL, instead of a token.', example: '<secret>', secret: true},
-  SLACK_CHANNEL: {flag: 'slack-channel', summary: 'Slack channel for alerts (default sysadmin).', example: 'sysadmin'},
-  SLACK_MESSAGE_SUFFIX: {flag: 'slack-message-suffix', summary: 'Appended to every Slack alert, e.g. the environment name.', example: '(production)'},
-  SLACK_API_URL: {flag: 'slack-api-url', summary: "Slack's Web API base URL (default https://slack.com/api).", example: 'https://slack.com/api'},
-} as const satisfies Record<string, Omit<SettingSpec, 'env'>>
+  CHECK_LOGICAL_BACKUP: {
+    flag: 'check-logical-backup',
+    group: 'CHECK',
+    summary: 'dbb check: check the logical backup age (one BACKUP_INTERVAL, or the gap between two BACKUP_SCHEDULE runs, plus 5 minutes); false turns it off.',
+    example: 'false',
+    default: 'true',
+    commands: ['check', 'serve'],
+    value: (f) => f.boolean(),
+  },
 
-export type SettingName = keyof typeof catalog
+  // ---- SLACK (alerts of dbb check and dbb serve)
+  SLACK_TOKEN: {
+    flag: 'slack-token',
+    group: 'SLACK',
+    summary: 'Slack bot token (chat.postMessage) for failed checks.',
+    example: '<secret>',
+    secret: true,
+    commands: ['check', 'serve'],
+    value: (f) => f.z.string(),
+  },
+  SLACK_WEBHOOK_URL: {
+    flag: 'slack-webhook-url',
+    group: 'SLACK',
+    summary: 'Slack incoming-webhook URL, instead of a token.',
+    example: '<secret>',
+    secret: true,
+    commands: ['check', 'serve'],
+    value: (f) => f.httpUrl,
+  },
+  SLACK_CHANNEL: {
+    flag: 'slack-channel',
+    group: 'SLACK',
+    summary: 'Slack channel for alerts.',
+    example: 'sysadmin',
+    default: 'sysadmin',
+    commands: ['check', 'serve'],
+    value: (f) => f.z.string(),
+  },
+  SLACK_MESSAGE_SUFFIX: {
+    flag: 'slack-message-suffix',
+    group: 'SLACK',
+    summary: 'Appended to every Slack alert, e.g. the environment name.',
+    example: '(production)',
+    commands: ['check', 'serve'],
+    value: (f) => f.z.string(),
+  },
+  SLACK_API_URL: {
+    flag: 'slack-api-url',
+    group: 'SLACK',
+    summary: "Slack's Web API base URL (tests, proxies).",
+    example: 'https://slack.com/api',
+    default: 'https://slack.com/api',
+    commands: ['check', 'serve'],
+    value: (f) => f.httpUrl,
+  },
+} as const satisfies Record<string, SettingDeclaration>
 
-export const SETTING_NAMES = Object.keys(catalog) as SettingName[]
+export type SettingName = keyof typeof SETTINGS
 
+export const SETTING_NAMES = Object.keys(SETTINGS) as SettingName[]
+
+const declarations: Record<SettingName, SettingDeclaration> = SETTINGS
+
+export function declaration(name: SettingName): SettingDeclaration {
+  return declarations[name]
+}
+
+/** The setting as help, resolution and docs see it (no schema, no command list). */
 export function setting(name: SettingName): SettingSpec {
-  return {env: name, ...catalog[name]}
+  const {flag, char, summary, example, secret, default: fallback, defaultText, required, docs} = declarations[name]
+  return {env: name, flag, char, summary, example, secret, default: fallback, defaultText, required, docs}
 }
 
-const GROUPS: Partial<Record<SettingName, string>> = {
-  DB_HOST: 'DATABASE',
-  DB_PORT: 'DATABASE',
-  DB_NAME: 'DATABASE',
-  DB_USER: 'DATABASE',
-  DB_PASSWORD: 'DATABASE',
-  BACKUP_NAME_PREFIX: 'BACKUP',
-  RETENTION_DAYS: 'RETENTION',
-  BACKUPS_TO_RETAIN: 'RETENTION',
-  ORPHAN_GRACE: 'RETENTION',
-  STORAGE_BACKEND: 'STORAGE',
-  LOG_FORMAT: 'LOGGING',
-  LOG_LEVEL: 'LOGGING',
-  API_TOKEN: 'SERVER',
-  HTTP_PORT: 'SERVER',
-  HTTP_HOST: 'SERVER',
-  SHUTDOWN_GRACE: 'SERVER',
-  BACKUP_INTERVAL: 'SCHEDULE',
-  BACKUP_SCHEDULE: 'SCHEDULE',
-  TZ: 'SCHEDULE',
-  COMPRESSION_LEVEL: 'COMPRESSION',
-  COMPRESSION_THREADS: 'COMPRESSION',
-  BACKUP_NO_OWNER: 'BACKUP',
-  BASE_BACKUP_WAL_METHOD: 'BASE BACKUP',
-  BASE_BACKUP_CHECKPOINT: 'BASE BACKUP',
-  BASE_BACKUP_INTERVAL: 'BASE BACKUP',
-  BASE_BACKUP_SCHEDULE: 'BASE BACKUP',
-  CHECK_INTERVAL: 'CHECK',
-  WAL_STREAMING: 'WAL',
-  WAL_STREAMING_SLOT: 'WAL',
-  WAL_STREAMING_DIR: 'WAL',
-  WAL_SPOOL_DIR: 'WAL',
-  WAL_SPOOL_MAX_SEGMENTS: 'WAL',
-  WAL_ASYNC_PARALLEL: 'WAL',
-  WAL_PREFETCH: 'WAL',
-  BASE_BACKUP_INTERVAL_MINUTES: 'CHECK',
-  CHECKPOINT_TIMEOUT_SECONDS: 'CHECK',
-  CHECK_BASE_BACKUP: 'CHECK',
-  CHECK_WAL: 'CHECK',
-  CHECK_LOGICAL_BACKUP: 'CHECK',
-  SLACK_TOKEN: 'SLACK',
-  SLACK_WEBHOOK_URL: 'SLACK',
-  SLACK_CHANNEL: 'SLACK',
-  SLACK_MESSAGE_SUFFIX: 'SLACK',
-  SLACK_API_URL: 'SLACK',
+/** Whether `command` takes the setting as a flag ('*': the base flags every command has). */
+export function takesSetting(name: SettingName, command: CommandId | typeof EVERY_COMMAND): boolean {
+  const {commands} = declarations[name]
+  return commands === EVERY_COMMAND ? command === EVERY_COMMAND : command !== EVERY_COMMAND && commands.includes(command)
 }
 
-/** oclif string flags, bound to their environment variables, for the given settings. */
-export function settingFlags(...names: SettingName[]) {
-  return Object.fromEntries(names.map((name) => [catalog[name].flag, specToFlag(setting(name), GROUPS[name])]))
+/** The settings a command takes, in declaration order. */
+export function settingsOf(command: CommandId | typeof EVERY_COMMAND): SettingName[] {
+  return SETTING_NAMES.filter((name) => takesSetting(name, command))
+}
+
+/**
+ * The oclif flags of the settings `command` declares (`'*'`: the base flags of every command), in
+ * declaration order, each bound to its variable. A command writes `static flags = {...settingFlagsFor('prune'), …}`.
+ */
+export function settingFlagsFor(command: CommandId | typeof EVERY_COMMAND) {
+  return Object.fromEntries(
+    settingsOf(command).map((name) => {
+      const {summaryFor, group} = declarations[name]
+      const own = command === EVERY_COMMAND ? undefined : summaryFor?.[command]
+      return [declarations[name].flag, specToFlag({...setting(name), summary: own ?? declarations[name].summary}, group)]
+    }),
+  )
+}
+
+/** The default as shown to people: the declared value, or the words for a computed one; undefined when none. */
+export function defaultLabel(spec: SettingSpec): string | undefined {
+  return spec.default ?? spec.defaultText
+}
+
+/** The one-line help of a setting: its summary, where a secret may come from, and its default. */
+export function helpSummary(spec: SettingSpec): string {
+  const file = spec.secret ? ` Or ${fileVariable(spec.env)}: a file holding it.` : ''
+  const fallback = defaultLabel(spec)
+  return `${spec.summary}${file}${fallback === undefined ? '' : ` [default: ${fallback}]`}`
 }
 
 export function specToFlag(spec: SettingSpec, helpGroup?: string) {
   // Required here, not at the top: the config module imports this catalog, and the WAL fast path
   // (src/wal/fast-cli.ts) validates config without loading oclif.
   const {Flags} = require('@oclif/core') as typeof import('@oclif/core')
-  const summary = spec.secret ? `${spec.summary} Or ${fileVariable(spec.env)}: a file holding it.` : spec.summary
-  return Flags.string({env: spec.env, summary, helpGroup, helpValue: spec.secret ? '<secret>' : spec.example})
+  return Flags.string({
+    env: spec.env,
+    summary: helpSummary(spec),
+    helpGroup,
+    helpValue: spec.secret ? '<secret>' : spec.example,
+    ...(spec.char ? {char: spec.char} : {}),
+  })
 }
 
 /**
@@ -262,7 +679,3 @@ export function resolveSettings(
 
   return {values, issues: fromFiles.issues}
 }
-
-export const LOGGING_SETTINGS: SettingName[] = ['LOG_FORMAT', 'LOG_LEVEL']
-export const DATABASE_SETTINGS: SettingName[] = ['DB_HOST', 'DB_PORT', 'DB_NAME', 'DB_USER', 'DB_PASSWORD']
-export const RETENTION_SETTINGS: SettingName[] = ['RETENTION_DAYS', 'BACKUPS_TO_RETAIN', 'ORPHAN_GRACE']

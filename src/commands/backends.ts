@@ -1,12 +1,13 @@
 import {DbbCommand} from '../base-command'
 import {renderTable} from '../format'
+import {defaultLabel, helpSummary} from '../settings'
 import {discoverProviders} from '../storage/registry'
 
 interface BackendInfo {
   name: string
   summary: string
   plugin: string
-  settings: {env: string; flag: string; summary: string; example: string}[]
+  settings: {env: string; flag: string; summary: string; example: string; default?: string; required?: true}[]
 }
 
 export default class Backends extends DbbCommand<typeof Backends> {
@@ -28,14 +29,24 @@ export default class Backends extends DbbCommand<typeof Backends> {
         name: provider.name,
         summary: provider.summary,
         plugin: registry.plugins.get(provider.name) ?? '',
-        settings: provider.settings.map(({env, flag, summary, example, secret}) => ({env, flag, summary, example: secret ? '<secret>' : example})),
+        settings: provider.settings.map((spec) => ({
+          env: spec.env,
+          flag: spec.flag,
+          summary: spec.summary,
+          example: spec.secret ? '<secret>' : spec.example,
+          // Only when declared: a plugin that declares neither keeps the shape it had.
+          ...(defaultLabel(spec) === undefined ? {} : {default: defaultLabel(spec)}),
+          ...(spec.required ? {required: true as const} : {}),
+        })),
       }))
+    const provider = (name: string) => registry.providers.get(name)?.settings ?? []
     for (const backend of backends) {
       this.log(`${backend.name} — ${backend.summary} (plugin ${backend.plugin})`)
       this.log(
         renderTable(
           ['VARIABLE', 'FLAG', 'EXAMPLE', 'MEANING'],
-          backend.settings.map((setting) => [setting.env, `--${setting.flag}`, setting.example, setting.summary]),
+          // The same one-line help as the flag's in `--help` (X_FILE for secrets, the declared default).
+          provider(backend.name).map((spec) => [spec.env, `--${spec.flag}`, spec.secret ? '<secret>' : spec.example, helpSummary(spec)]),
         )
           .split('\n')
           .map((line) => `  ${line}`)

@@ -4,7 +4,7 @@ import {SlackOutcome, notifySlack, slackConfigured} from '../check/slack'
 import {Section} from '../config'
 import {EXIT_FAILURE} from '../errors'
 import {renderTable} from '../format'
-import {settingFlags} from '../settings'
+import {settingFlagsFor} from '../settings'
 
 export default class Check extends DbbCommand<typeof Check> {
   static override summary = 'Check that backups and archived WAL are fresh and complete; exit 1 (and alert Slack) when not.'
@@ -19,11 +19,7 @@ When a check fails and SLACK_TOKEN or SLACK_WEBHOOK_URL is set, a message naming
     {description: 'Only WAL and base backups, alerting Slack', command: 'CHECK_LOGICAL_BACKUP=false SLACK_TOKEN=xoxb-… SLACK_MESSAGE_SUFFIX="(production)" <%= config.bin %> <%= command.id %> --json'},
   ]
 
-  static override flags = {
-    ...settingFlags('STORAGE_BACKEND', 'BACKUP_NAME_PREFIX', 'BACKUP_INTERVAL', 'BACKUP_SCHEDULE', 'TZ'),
-    ...settingFlags('BASE_BACKUP_INTERVAL_MINUTES', 'CHECKPOINT_TIMEOUT_SECONDS', 'CHECK_BASE_BACKUP', 'CHECK_WAL', 'CHECK_LOGICAL_BACKUP'),
-    ...settingFlags('SLACK_TOKEN', 'SLACK_WEBHOOK_URL', 'SLACK_CHANNEL', 'SLACK_MESSAGE_SUFFIX', 'SLACK_API_URL'),
-  }
+  static override flags = settingFlagsFor('check')
 
   static override configSections: readonly Section[] = ['storageBackend', 'namePrefix', 'schedule', 'check', 'slack']
   static override usesStorage = true

@@ -5,7 +5,7 @@ import {PruneResult, describeDamaged, prune} from '../backup/prune'
 import {Section} from '../config'
 import {EXIT_FAILURE} from '../errors'
 import {formatBytes, renderTable} from '../format'
-import {settingFlags} from '../settings'
+import {settingFlagsFor} from '../settings'
 
 export default class Prune extends DbbCommand<typeof Prune> {
   static override summary = 'Delete backups outside the retention rules, and leftovers of failed backups.'
@@ -19,7 +19,7 @@ A backup whose sidecar exists but cannot be read (storage error, invalid JSON) o
   ]
 
   static override flags = {
-    ...settingFlags('BACKUP_NAME_PREFIX', 'RETENTION_DAYS', 'BACKUPS_TO_RETAIN', 'ORPHAN_GRACE', 'STORAGE_BACKEND'),
+    ...settingFlagsFor('prune'),
     'dry-run': Flags.boolean({summary: 'Print what would be deleted without deleting anything.'}),
   }
 

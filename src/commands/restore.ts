@@ -3,7 +3,7 @@ import {Args, Flags} from '@oclif/core'
 import {DbbCommand} from '../base-command'
 import {BackupMetadata, resolveBackup, scanBackups} from '../backup/metadata'
 import {backupTable} from '../backup/table'
-import {DatabaseConfig, Section, loadConfig} from '../config'
+import {DatabaseConfig, SECTION_SETTINGS, Section, loadConfig} from '../config'
 import {formatBytes} from '../format'
 import {createProgress} from '../progress'
 import type {BaseRestoreOutcome} from '../restore/base'
@@ -11,7 +11,7 @@ import {BASE_RESTORE_FLAGS, runBaseRestore} from '../restore/base-cli'
 import {countdown, describePlan, requireConfirmation} from '../restore/confirm'
 import {checkDatabaseName} from '../restore/database'
 import {RestoreOutcome, executeLogicalRestore, planLogicalRestore} from '../restore/logical'
-import {DATABASE_SETTINGS, setting, settingFlags, valuesByVariable} from '../settings'
+import {setting, settingFlagsFor, valuesByVariable} from '../settings'
 import type {StorageBackend} from '../storage/contract'
 
 export default class Restore extends DbbCommand<typeof Restore> {
@@ -34,7 +34,7 @@ On a terminal it shows what it is about to do and counts down 5 seconds (Ctrl-C 
   }
 
   static override flags = {
-    ...settingFlags('DB_HOST', 'DB_PORT', 'DB_NAME', 'DB_USER', 'DB_PASSWORD', 'BACKUP_NAME_PREFIX', 'STORAGE_BACKEND'),
+    ...settingFlagsFor('restore'),
     'target-db': Flags.string({
       summary: 'Restore into this database instead of DB_NAME (created when missing).',
       helpValue: 'NAME',
@@ -120,7 +120,7 @@ On a terminal it shows what it is about to do and counts down 5 seconds (Ctrl-C 
   /** DB_* settings, validated now; --target-db replaces DB_NAME (and stands in for it when DB_NAME is unset). */
   private databaseConfig(target: string | undefined): DatabaseConfig {
     const values = valuesByVariable(
-      DATABASE_SETTINGS.map((name) => setting(name)),
+      SECTION_SETTINGS.database.map((name) => setting(name)),
       this.flags,
     )
     return loadConfig(['database'], {...values, DB_NAME: target ?? values.DB_NAME}).database

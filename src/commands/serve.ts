@@ -1,8 +1,8 @@
 import {DbbCommand} from '../base-command'
 import {Section} from '../config'
 import {RunningService, startService} from '../server/service'
-import {settingFlags} from '../settings'
-import {ARCHIVING_FLAGS, ARCHIVING_SECTIONS, startArchivingService} from '../wal/sidecar-archiving'
+import {settingFlagsFor} from '../settings'
+import {ARCHIVING_SECTIONS, startArchivingService} from '../wal/sidecar-archiving'
 import {startSpoolService} from '../wal/spool-service'
 
 export default class Serve extends DbbCommand<typeof Serve> {
@@ -21,14 +21,7 @@ On SIGTERM or SIGINT it stops accepting requests, lets a backup in flight finish
   ]
 
   static override enableJsonFlag = false
-  static override flags = {
-    ...settingFlags('DB_HOST', 'DB_PORT', 'DB_NAME', 'DB_USER', 'DB_PASSWORD', 'BACKUP_NAME_PREFIX'),
-    ...settingFlags('RETENTION_DAYS', 'BACKUPS_TO_RETAIN', 'ORPHAN_GRACE', 'STORAGE_BACKEND'),
-    ...settingFlags('COMPRESSION_LEVEL', 'COMPRESSION_THREADS', 'BACKUP_NO_OWNER'),
-    ...settingFlags('API_TOKEN', 'HTTP_PORT', 'HTTP_HOST', 'SHUTDOWN_GRACE', 'BACKUP_INTERVAL', 'BACKUP_SCHEDULE', 'TZ'),
-    ...ARCHIVING_FLAGS,
-    ...settingFlags('WAL_SPOOL_DIR', 'WAL_SPOOL_MAX_SEGMENTS', 'WAL_ASYNC_PARALLEL', 'WAL_PREFETCH'),
-  }
+  static override flags = settingFlagsFor('serve')
 
   static override configSections: readonly Section[] = ['database', 'namePrefix', 'retention', 'storageBackend', 'compression', 'logicalDump', 'server', 'schedule', ...ARCHIVING_SECTIONS, 'walAsync']
   static override usesStorage = true

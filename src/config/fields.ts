@@ -2,9 +2,15 @@ import {Cron} from 'croner'
 import {z} from 'zod'
 
 import {parseDuration} from '../duration'
-import type {SettingName} from '../settings'
+import {SETTINGS, SettingName, declaration} from '../settings'
 
-/** Field schemas shared by the config sections. Values arrive as strings (env or flag); blank ones were dropped. */
+/**
+ * Field schemas for the declarations in src/settings.ts (each entry's `value` receives this
+ * module), and how a config section reads declared settings. Values arrive as strings (env or
+ * flag); blank ones were dropped.
+ */
+
+export {z} from 'zod'
 
 export const intInRange = (min: number, max: number) =>
   z
@@ -35,10 +41,8 @@ export const scheduleInterval = duration.refine((milliseconds) => milliseconds >
   message: 'must be at least 1 minute (a backup schedule more frequent than that starts backups back to back; use e.g. 1h or 24h)',
 })
 
-export const requiredText = () => z.string({error: (issue) => (issue.input === undefined ? 'is required' : 'must be text')})
-
 /** true/false (also yes/no, 1/0, on/off); z.coerce.boolean would read "false" as true. */
-export const flag = (fallback: boolean) => z.stringbool({error: 'must be true or false'}).default(fallback)
+export const boolean = () => z.stringbool({error: 'must be true or false'})
 
 export const httpUrl = z.url({protocol: /^https?$/, error: 'must be an http(s) URL'})
 
@@ -94,13 +98,38 @@ export interface ConfigSection<T> {
   schema: z.ZodType<T>
 }
 
+type Declared = typeof SETTINGS
+type ValueSchema<N extends SettingName> = ReturnType<Declared[N]['value']>
+/** What a section sees of a setting: the parsed value, never undefined when it has a default or is required. */
+export type SettingValue<N extends SettingName> = Declared[N] extends {default: string} | {required: true}
+  ? z.output<ValueSchema<N>>
+  : z.output<ValueSchema<N>> | undefined
+
 /**
- * A section: a zod object keyed by variable name, and how it becomes typed config (`finish`
- * adds cross-field rules and the transform). Its variables are the object's keys, declared once.
+ * The field of a declared setting: its value schema, with the declared default parsed by that same
+ * schema when unset (zod's prefault), or "is required" when unset and required, else optional.
  */
-export function defineSection<Shape extends z.ZodRawShape, T>(
-  shape: Shape,
-  finish: (object: z.ZodObject<Shape>) => z.ZodType<T>,
+export function settingField(name: SettingName): z.ZodType {
+  const {value, default: fallback, required} = declaration(name)
+  const schema = value(fieldHelpers()) as z.ZodType<unknown, string>
+  if (fallback !== undefined) return schema.prefault(fallback)
+  if (required) return z.string({error: 'is required'}).pipe(schema)
+  return schema.optional()
+}
+
+/**
+ * A section: the declared settings it reads, and how they become typed config (`finish` adds
+ * cross-field rules and the transform). The schemas and defaults come from src/settings.ts.
+ */
+export function defineSection<const N extends SettingName, T>(
+  names: readonly N[],
+  finish: (object: z.ZodType<{[K in N]: SettingValue<K>}>) => z.ZodType<T>,
 ): ConfigSection<T> {
-  return {settings: Object.keys(shape) as SettingName[], schema: finish(z.object(shape))}
+  const object = z.object(Object.fromEntries(names.map((name) => [name, settingField(name)])))
+  return {settings: [...names], schema: finish(object as unknown as z.ZodType<{[K in N]: SettingValue<K>}>)}
+}
+
+/** This module, as the declarations' `value` functions receive it. */
+function fieldHelpers(): typeof import('./fields') {
+  return require('./fields') as typeof import('./fields')
 }

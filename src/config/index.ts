@@ -18,8 +18,9 @@ export {DEFAULT_BACKUP_INTERVAL_MS} from './server'
 export type {ScheduleConfig, ServerConfig} from './server'
 
 /**
- * One place for configuration: zod schemas keyed by environment variable (core.ts, server.ts,
- * archiving.ts), validated once at the start of a command into a frozen, typed config. Each
+ * One place for configuration: sections (core.ts, server.ts, archiving.ts, wal-async.ts) that read
+ * settings declared in src/settings.ts (schema and default come from the declaration), validated
+ * once at the start of a command into a frozen, typed config. Each
  * command asks only for the sections it uses (`backup list` needs no database settings). Every
  * problem becomes one line naming the variable, what is wrong, and an example (see ConfigError).
  */

@@ -44,7 +44,7 @@ export function closest(typed: string, ids: string[]): string | undefined {
   return best?.suggestion
 }
 
-function levenshtein(a: string, b: string): number {
+export function levenshtein(a: string, b: string): number {
   let previous = Array.from({length: b.length + 1}, (_, index) => index)
   for (let i = 1; i <= a.length; i++) {
     const current = [i]

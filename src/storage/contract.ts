@@ -108,13 +108,25 @@ export interface StorageBackend {
   sweep?(olderThan: Date, options?: SweepOptions): Promise<StagedLeftover[]>
 }
 
-/** One setting a backend reads: an environment variable, mirrored by a flag on the commands that use storage. */
+/**
+ * One setting a backend reads: an environment variable, mirrored by a flag on the commands that use
+ * storage. Core derives the flag, `--help`, `dbb backends` and the README table from it; the
+ * backend applies its own default in `create`, and declares it here so people see it (a test
+ * checks that setting a declared `default` explicitly changes nothing).
+ */
 export interface StorageSetting {
   env: string
   flag: string
+  /** One line; no default in it (that is `default` / `defaultText`). */
   summary: string
   example: string
   secret?: boolean
+  /** The value used when unset, as a user would write it (`16MiB`). */
+  default?: string
+  /** A default that depends on something else, in words (`true when S3_ENDPOINT is set, else false`). */
+  defaultText?: string
+  /** Unset is an error when this backend is selected. */
+  required?: boolean
 }
 
 export interface ProviderContext {

@@ -7,7 +7,6 @@ import {errorMessage} from '../errors'
 import type {Logger} from '../logger'
 import {JobRegistry} from '../server/jobs'
 import {Scheduler, SchedulerClock, systemClock} from '../server/scheduler'
-import {settingFlags} from '../settings'
 import type {StorageBackend} from '../storage/contract'
 import {WalStreamer, defaultSpoolDir} from './streamer'
 
@@ -143,12 +142,5 @@ export async function startArchivingService(options: {
   }
 }
 
-/** What `dbb serve` adds for continuous archiving: its settings as flags, and the config sections they validate. */
-export const ARCHIVING_FLAGS = {
-  ...settingFlags('BASE_BACKUP_INTERVAL', 'BASE_BACKUP_SCHEDULE', 'BASE_BACKUP_WAL_METHOD', 'BASE_BACKUP_CHECKPOINT'),
-  ...settingFlags('WAL_STREAMING', 'WAL_STREAMING_SLOT', 'WAL_STREAMING_DIR', 'CHECK_INTERVAL'),
-  ...settingFlags('BASE_BACKUP_INTERVAL_MINUTES', 'CHECKPOINT_TIMEOUT_SECONDS', 'CHECK_BASE_BACKUP', 'CHECK_WAL', 'CHECK_LOGICAL_BACKUP'),
-  ...settingFlags('SLACK_TOKEN', 'SLACK_WEBHOOK_URL', 'SLACK_CHANNEL', 'SLACK_MESSAGE_SUFFIX', 'SLACK_API_URL'),
-}
-
+/** The config sections continuous archiving adds to `dbb serve` (its settings' flags are declared in src/settings.ts). */
 export const ARCHIVING_SECTIONS: readonly Section[] = ['baseBackup', 'archiving', 'walStreaming', 'check', 'slack']

@@ -69,6 +69,27 @@ describe('configuration errors', () => {
     })
   })
 
+  it('a misspelt variable is not silently ignored: a warning names it and the setting it is close to, never its value', async () => {
+    const dir = await tempDir()
+    const result = await runCli(['backup', 'list', '--json'], {BACKUP_LOCAL_DIR: dir, DB_PASWORD: 'Typo-Secret-5d1e', RETENTION_DAY: '3', backup_name_prefix: 'x', BACKUP_LOCAL_DIRR: dir})
+    expect(result.code).toBe(0)
+    const warnings = result.stderr
+      .split('\n')
+      .filter((line) => line.includes('"event":"setting.misspelt"'))
+      .map((line) => JSON.parse(line) as {variable: string; suggestion: string; msg: string})
+    expect(warnings.map(({variable, suggestion}) => [variable, suggestion])).toEqual([
+      ['BACKUP_LOCAL_DIRR', 'BACKUP_LOCAL_DIR'],
+      ['DB_PASWORD', 'DB_PASSWORD'],
+      ['RETENTION_DAY', 'RETENTION_DAYS'],
+      ['backup_name_prefix', 'BACKUP_NAME_PREFIX'],
+    ])
+    expect(warnings[1].msg).toBe('DB_PASWORD is not a dbb setting and is ignored; did you mean DB_PASSWORD?')
+    expect(result.stderr).not.toContain('Typo-Secret-5d1e')
+
+    const exact = await runCli(['backup', 'list', '--json'], {BACKUP_LOCAL_DIR: dir, DB_PASSWORD_FILE: '', RETENTION_DAYS: '3'})
+    expect(exact.stderr).not.toContain('setting.misspelt')
+  })
+
   it('an unknown flag is a usage error (exit 2)', async () => {
     const result = await runCli(['backup', 'list', '--no-such-flag'])
     expect(result.code).toBe(2)

@@ -40,10 +40,11 @@ describe('help and suggestions', () => {
     const restore = await runCli(['restore', '--help'])
     expect(restore.code).toBe(0)
     expect(restore.stdout).not.toContain('Database to back up')
-    expect(restore.stdout).toMatch(/--db-name=app +\[env: DB_NAME\] The database: the one backup run dumps,\s+and the one restore replaces \(unless --target-db\)/)
+    expect(restore.stdout).toMatch(/--db-name=app +\[env: DB_NAME\] Database to restore into, replacing it\s+\(unless --target-db\)/)
 
     const backup = await runCli(['backup', 'run', '--help'])
     expect(backup.stdout.split('\n')[0]).toMatch(/logical .*--type base/)
+    expect(backup.stdout).toMatch(/--db-name=app +\[env: DB_NAME\] Database to back up/)
   })
 
   it('the help of a storage command lists the selected backend’s flags and points to dbb backends', async () => {

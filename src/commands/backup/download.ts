@@ -8,7 +8,7 @@ import {Section} from '../../config'
 import {UsageError} from '../../errors'
 import {formatBytes} from '../../format'
 import {createProgress} from '../../progress'
-import {settingFlags} from '../../settings'
+import {settingFlagsFor} from '../../settings'
 
 export default class BackupDownload extends DbbCommand<typeof BackupDownload> {
   static override summary = 'Download a backup to a file or stdout, verifying its sha256 on the way.'
@@ -28,7 +28,7 @@ export default class BackupDownload extends DbbCommand<typeof BackupDownload> {
   }
 
   static override flags = {
-    ...settingFlags('STORAGE_BACKEND'),
+    ...settingFlagsFor('backup download'),
     output: Flags.string({char: 'o', summary: 'File to write, or - for stdout (default: the backup id in the current directory).'}),
     force: Flags.boolean({summary: 'Overwrite the output file if it exists.'}),
   }

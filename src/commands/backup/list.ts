@@ -5,7 +5,7 @@ import {scanBackups} from '../../backup/metadata'
 import {ListedBackup, backupTable, listedBackups} from '../../backup/table'
 import {Section} from '../../config'
 import {EXIT_FAILURE} from '../../errors'
-import {settingFlags} from '../../settings'
+import {settingFlagsFor} from '../../settings'
 
 export default class BackupList extends DbbCommand<typeof BackupList> {
   static override summary = 'List backups, newest first, with their status.'
@@ -17,7 +17,7 @@ export default class BackupList extends DbbCommand<typeof BackupList> {
   ]
 
   static override flags = {
-    ...settingFlags('STORAGE_BACKEND'),
+    ...settingFlagsFor('backup list'),
     type: Flags.string({options: ['logical', 'base'], summary: 'Only backups of this type (logical: pg_dump; base: pg_basebackup).'}),
   }
 

@@ -7,7 +7,7 @@ import {StreamProgress} from '../../backup/pipeline'
 import {formatBytes} from '../../format'
 import {createProgress} from '../../progress'
 import {Section} from '../../config'
-import {settingFlags} from '../../settings'
+import {settingFlagsFor} from '../../settings'
 
 export default class BackupRun extends DbbCommand<typeof BackupRun> {
   static override summary = 'Take a backup now — logical (pg_dump of DB_NAME, the default) or --type base (pg_basebackup of the cluster) — verified, then apply retention.'
@@ -24,10 +24,7 @@ With --type base, pg_basebackup of the whole cluster is streamed the same way, f
   ]
 
   static override flags = {
-    ...settingFlags('DB_HOST', 'DB_PORT', 'DB_NAME', 'DB_USER', 'DB_PASSWORD', 'BACKUP_NAME_PREFIX'),
-    ...settingFlags('RETENTION_DAYS', 'BACKUPS_TO_RETAIN', 'ORPHAN_GRACE', 'STORAGE_BACKEND'),
-    ...settingFlags('BASE_BACKUP_WAL_METHOD', 'BASE_BACKUP_CHECKPOINT'),
-    ...settingFlags('COMPRESSION_LEVEL', 'COMPRESSION_THREADS', 'BACKUP_NO_OWNER'),
+    ...settingFlagsFor('backup run'),
     type: Flags.string({
       options: ['logical', 'base'],
       default: 'logical',

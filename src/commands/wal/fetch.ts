@@ -3,7 +3,7 @@ import {Args} from '@oclif/core'
 import {DbbCommand} from '../../base-command'
 import {Section} from '../../config'
 import {EXIT_WAL_FETCH_FATAL, NotFoundError} from '../../errors'
-import {settingFlags} from '../../settings'
+import {settingFlagsFor} from '../../settings'
 import {fetchWal} from '../../wal/archive'
 import {declareNotInArchive} from '../../wal/fetch-exit'
 
@@ -24,7 +24,7 @@ dbb restore --type base writes this command into postgresql.auto.conf for you.`
     dest: Args.string({required: true, description: 'Where to write it (%p).'}),
   }
 
-  static override flags = settingFlags('STORAGE_BACKEND')
+  static override flags = settingFlagsFor('wal fetch')
   static override configSections: readonly Section[] = ['storageBackend']
   static override usesStorage = true
   static override failureExitCode = EXIT_WAL_FETCH_FATAL

@@ -4,7 +4,7 @@ import {Args, Flags} from '@oclif/core'
 
 import {DbbCommand} from '../../base-command'
 import {Section} from '../../config'
-import {settingFlags} from '../../settings'
+import {settingFlagsFor} from '../../settings'
 import {ConfigError} from '../../errors'
 import {PushResult, pushWal} from '../../wal/archive'
 import {CLI_ENTRY} from '../../wal/fast-cli'
@@ -30,7 +30,7 @@ In postgresql.conf:  archive_mode = on,  archive_command = 'dbb wal push %p'  (o
   }
 
   static override flags = {
-    ...settingFlags('STORAGE_BACKEND', 'WAL_SPOOL_DIR', 'WAL_SPOOL_MAX_SEGMENTS', 'WAL_ASYNC_PARALLEL'),
+    ...settingFlagsFor('wal push'),
     async: Flags.boolean({summary: 'Queue the file in WAL_SPOOL_DIR (durably) and let a background uploader store it.'}),
   }
 

@@ -3,7 +3,7 @@ import {Args} from '@oclif/core'
 import {DbbCommand} from '../../base-command'
 import {Section} from '../../config'
 import {ConfigError} from '../../errors'
-import {settingFlags} from '../../settings'
+import {settingFlagsFor} from '../../settings'
 import {lockSpool, runUploader} from '../../wal/spool'
 
 export default class WalSpoolUpload extends DbbCommand<typeof WalSpoolUpload> {
@@ -15,7 +15,7 @@ export default class WalSpoolUpload extends DbbCommand<typeof WalSpoolUpload> {
     walDir: Args.string({required: false, description: 'pg_wal of the server, whose ready segments are stored ahead of their push.'}),
   }
 
-  static override flags = settingFlags('STORAGE_BACKEND', 'WAL_SPOOL_DIR', 'WAL_ASYNC_PARALLEL')
+  static override flags = settingFlagsFor('wal spool-upload')
   static override configSections: readonly Section[] = ['storageBackend', 'walAsync']
   static override usesStorage = true
 

@@ -20,8 +20,9 @@ export const localProvider: StorageProvider = {
     {
       env: 'BACKUP_LOCAL_DIR',
       flag: 'local-dir',
-      summary: 'Directory that holds the backups (storage "local").',
+      summary: 'Directory that holds the backups (storage "local"); must exist and be writable.',
       example: '/var/backups/postgres',
+      required: true,
     },
   ],
   async create(settings) {
