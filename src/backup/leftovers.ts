@@ -25,13 +25,13 @@ export interface RemovedLeftover {
  * `staleAfterMs(heartbeat)`, the heartbeat being the interval its claim recorded (a live writer
  * rewrites its claim at that interval, however long pg_dump waits on a lock). An id without a
  * claim gets the longest interval a writer uses. Ages are measured on the store's own clock (a
- * probe object's timestamp), so a host whose clock is off cannot mistake a live writer for a dead one.
+ * probe object's timestamp, see storeClock), so a host whose clock is off cannot mistake a live writer for a dead one.
  *
  * A complete backup (its sidecar exists) loses only its stray `.partial` objects; an incomplete
  * id loses everything under it, as prune would after ORPHAN_GRACE.
  */
 export async function removeLeftovers(storage: StorageBackend, options: {prefix: string; logger?: Logger}): Promise<RemovedLeftover[]> {
-  const storeNow = await storeClock(storage)
+  const storeNow = await storeClock(storage, options.prefix)
   const byId = new Map<string, ObjectInfo[]>()
   for await (const object of storage.list(`${options.prefix}_`)) {
     const id = backupIdOfKey(object.key)
@@ -112,10 +112,15 @@ async function heartbeatOf(storage: StorageBackend, objects: ObjectInfo[]): Prom
   return heartbeat ?? MAX_HEARTBEAT_MS
 }
 
-/** "Now" as the store stamps writes: the timestamp of a probe object, written and removed here. */
-async function storeClock(storage: StorageBackend): Promise<number> {
-  const probe = `.dbb-clock-${randomBytes(6).toString('hex')}`
-  await storage.put(probe, Readable.from([Buffer.alloc(0)]), {overwrite: true, contentType: 'application/octet-stream'})
+/**
+ * "Now" as the store stamps writes: the timestamp of a probe object, written and removed here. The
+ * probe is shaped as the claim of a year-1 backup id that beats every millisecond, so one left by a
+ * kill between its write and its delete is a dead run's leftover like any other: the next start
+ * cleanup (or prune) removes it.
+ */
+async function storeClock(storage: StorageBackend, prefix: string): Promise<number> {
+  const probe = `${prefix}_00010101T000000Z.sql.gz.${randomBytes(8).toString('hex')}.partial`
+  await storage.put(probe, Readable.from([Buffer.from(JSON.stringify({heartbeatMs: 1}))]), {overwrite: true, contentType: 'application/json'})
   try {
     const written = await storage.stat(probe)
     if (!written) throw new Error(`the probe ${probe} was written but is not there`)

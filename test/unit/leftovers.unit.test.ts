@@ -92,6 +92,17 @@ describe('removeLeftovers (the start cleanup)', () => {
     expect(s.keys()).toEqual([DEAD, `${DEAD}.meta.json`, claim('other_20261201T020000Z.sql.gz'), 'wal/000000010000000000000001.0123456789abcdef.partial'].sort())
   })
 
+  it('the clock probe leaves nothing behind, and one a kill left (a year-1 claim beating every ms) is removed by the next start', async () => {
+    const s = clockedStore()
+    await removeLeftovers(s.store, {prefix: 'backup'})
+    expect(s.keys()).toEqual([])
+    const stray = 'backup_00010101T000000Z.sql.gz.0123456789abcdef.partial'
+    await s.write(stray, JSON.stringify({heartbeatMs: 1}))
+    s.advance(staleAfterMs(1) + 1)
+    expect((await removeLeftovers(s.store, {prefix: 'backup'})).map((entry) => entry.key)).toEqual([stray])
+    expect(s.keys()).toEqual([])
+  })
+
   it('ages are measured on the store’s clock: a host whose clock runs an hour ahead removes nothing fresh', async () => {
     const s = clockedStore()
     await s.write(claim(LIVE), JSON.stringify({heartbeatMs: 500}))
