@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 
 # The supported Node, as for `npm test` (installed from the npm registry when this machine's is older).
 . scripts/node-runtime.sh
+echo "==> Node $(node --version) ($(command -v node))"
 
 bash scripts/install-deps.sh
 
