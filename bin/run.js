@@ -11,7 +11,7 @@ if ((process.argv[2] === 'wal' && process.argv[3] === 'fetch') || process.argv[2
   }
 }
 
-// The AWS SDK warns on every start under Node 20 (it moves to Node 22 in 2027); dbb pins the SDK.
+// The AWS SDK warns when it deems the Node version old; dbb pins the SDK and its Node (package.json engines).
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true'
 // Compression runs on libuv's thread pool (src/compress), sized once, at its first use: give it a
 // thread per core plus one for file I/O, unless the operator chose a size.

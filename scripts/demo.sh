@@ -7,6 +7,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The supported Node, as for `npm test` (installed from the npm registry when this machine's is older).
+. scripts/node-runtime.sh
+echo "==> Node $(node --version) ($(command -v node))"
+
 bash scripts/install-deps.sh
 
 if [ -n "${PG_BIN_DIR:-}" ]; then

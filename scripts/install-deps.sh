@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Installs what dbb needs on a fresh Debian/Ubuntu machine or a developer's, skipping what is there:
+# the supported Node (scripts/node-runtime.sh),
 # the PostgreSQL server binaries (for throwaway clusters) and client tools (for dbb) via apt-get,
 # the npm packages, and the build. Used by `npm test` (scripts/test.sh) and `npm run demo`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Node first: npm install and the build run on the supported version (a no-op when the caller set it up).
+. scripts/node-runtime.sh
 
 have_server() { ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || [ -n "${PG_BIN_DIR:-}" ]; }
 have_clients() { command -v psql >/dev/null && command -v pg_dump >/dev/null && command -v pg_basebackup >/dev/null; }

@@ -6,6 +6,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The supported Node (package.json engines), installed from the npm registry when this machine's is
+# older, first on PATH for everything below: the build, jest, the CLI under test and its children.
+. scripts/node-runtime.sh
+echo "==> Node $(node --version) ($(command -v node))"
+
 bash scripts/install-deps.sh
 
 # Ceph RADOS Gateway: the S3 suites run against it as well as s3rver (test/reliability/s3-rgw.e2e.test.ts).

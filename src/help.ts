@@ -1,6 +1,7 @@
-import {Command, Config, Help} from '@oclif/core'
+import {Command, Config, Errors, Help} from '@oclif/core'
 
 import {helpSummary} from './settings'
+import {reportUnknownCommand} from './hooks/command-not-found'
 import {discoverProviders} from './storage/registry'
 
 /**
@@ -10,6 +11,17 @@ import {discoverProviders} from './storage/registry'
  * that uses storage this lists the selected backend's settings and points to `dbb backends`.
  */
 export default class DbbHelp extends Help {
+  /** `dbb help serv`: the same answer as a typo of the command itself (closest command, exit 2), not oclif's bare "not found". */
+  public override async showHelp(argv: string[]): Promise<void> {
+    try {
+      await super.showHelp(argv)
+    } catch (error) {
+      const unknown = error instanceof Errors.CLIError ? /^Command (.+) not found\.$/.exec(error.message) : null
+      if (!unknown) throw error
+      reportUnknownCommand(unknown[1], this.config, true)
+    }
+  }
+
   public override async showCommandHelp(command: Command.Loadable): Promise<void> {
     await super.showCommandHelp(command)
     if ((command as {usesStorage?: boolean}).usesStorage !== true) return

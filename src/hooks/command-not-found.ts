@@ -1,19 +1,27 @@
-import {Hook, toConfiguredId} from '@oclif/core'
+import {Hook, Interfaces, toConfiguredId} from '@oclif/core'
 
 import {EXIT_USAGE} from '../errors'
 
 /**
- * `dbb bakup run`, `dbb help serve` spelled wrong: name the closest command and how to list them,
+ * `dbb bakup run`, `dbb help serv` (through src/help.ts): name the closest command and how to list them,
  * exit 2 (bad usage). Unlike @oclif/plugin-not-found this never asks "run it instead?" — a typo
  * must not turn into a backup or a restore the user did not type.
  */
 const hook: Hook.CommandNotFound = async function (options) {
-  const visible = options.config.commands.filter((command) => !command.hidden)
+  reportUnknownCommand(options.id, options.config)
+}
+
+/**
+ * Says that `id` (as oclif spells it, `bakup:run`) is no command, names the closest one, and exits 2.
+ * `help` is true for `dbb help <typo>`: the suggestion is then the help of the closest command.
+ */
+export function reportUnknownCommand(id: string, config: Interfaces.Config, help = false): never {
+  const visible = config.commands.filter((command) => !command.hidden)
   const ids = [...visible.map((command) => command.id), ...visible.flatMap((command) => command.aliases)]
-  const typed = toConfiguredId(options.id, options.config)
-  const best = closest(options.id, ids)
-  const suggestion = best === undefined ? '' : ` Did you mean "${options.config.bin} ${toConfiguredId(best, options.config)}"?`
-  process.stderr.write(`Error: "${typed}" is not a ${options.config.bin} command.${suggestion}\nRun "${options.config.bin} help" for the list of commands.\n`)
+  const typed = toConfiguredId(id, config)
+  const best = closest(id, ids)
+  const suggestion = best === undefined ? '' : ` Did you mean "${config.bin} ${help ? 'help ' : ''}${toConfiguredId(best, config)}"?`
+  process.stderr.write(`Error: "${typed}" is not a ${config.bin} command.${suggestion}\nRun "${config.bin} help" for the list of commands.\n`)
   process.exit(EXIT_USAGE)
 }
 

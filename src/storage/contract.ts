@@ -62,6 +62,13 @@ export interface StagedLeftover {
 export interface SweepOptions {
   /** true: report what would be removed, remove nothing. */
   dryRun?: boolean
+  /**
+   * When given, only leftovers whose key it accepts are removed and returned; the others are left
+   * alone whatever their age. The cleanup at the start of a run (src/backup/leftovers.ts) passes
+   * the keys of writers it knows are dead, with `olderThan` = now: a backend that implements
+   * `sweep` MUST honour it, or it would abort a live writer's upload.
+   */
+  only?: (key: string) => boolean
 }
 
 export interface ListOptions {

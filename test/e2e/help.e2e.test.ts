@@ -22,6 +22,21 @@ describe('help and suggestions', () => {
     expect(result.stderr).not.toContain('help:serve')
   })
 
+  it('dbb help with a typo names the closest command’s help and exits 2, as a typo of the command does', async () => {
+    const serv = await runCli(['help', 'serv'])
+    expect(serv.code).toBe(2)
+    expect(serv.stderr).toBe('Error: "serv" is not a dbb command. Did you mean "dbb help serve"?\nRun "dbb help" for the list of commands.\n')
+    expect(serv.stdout).toBe('')
+
+    const twoWords = await runCli(['help', 'bakup', 'run'])
+    expect(twoWords.code).toBe(2)
+    expect(twoWords.stderr).toContain('Did you mean "dbb help backup run"?')
+
+    const nonsense = await runCli(['help', 'frobnicate'])
+    expect(nonsense.code).toBe(2)
+    expect(nonsense.stderr).toBe('Error: "frobnicate" is not a dbb command.\nRun "dbb help" for the list of commands.\n')
+  })
+
   it('a typo names the closest command and exits 2 without running anything', async () => {
     const typo = await runCli(['bakup', 'run'])
     expect(typo.code).toBe(2)

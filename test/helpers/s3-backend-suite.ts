@@ -395,6 +395,14 @@ export function s3BackendSuite(kind: string, capabilities: S3Capabilities, acqui
       await new Promise((resolve) => setTimeout(resolve, 1500))
       const cutOff = new Date(Date.now() - 500)
       await open('sweep/wal/young.gz')
+      await open('sweep/backup_20261121T040000Z.sql.gz')
+
+      // `only` (the start cleanup's dead writers): that key alone, whatever the cut-off; the others stay.
+      await expect(storage.sweep(new Date(Date.now() + 60_000), {only: (key) => key === 'backup_20261121T040000Z.sql.gz'})).resolves.toEqual([
+        expect.objectContaining({key: 'backup_20261121T040000Z.sql.gz'}),
+      ])
+      expect(await uploads()).not.toContain('sweep/backup_20261121T040000Z.sql.gz')
+      expect(await uploads()).toEqual(expect.arrayContaining(['sweep/backup_20261121T030000Z.sql.gz', 'sweep/wal/young.gz']))
 
       await expect(storage.sweep(cutOff, {dryRun: true})).resolves.toEqual([
         {key: 'backup_20261121T030000Z.sql.gz', startedAt: expect.any(Date), sizeBytes: 0, kind: 'incomplete multipart upload'},

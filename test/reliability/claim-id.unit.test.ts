@@ -1,6 +1,6 @@
 import {Readable} from 'node:stream'
 
-import {claimBackupId, heartbeatInterval} from '../../src/backup/claim-id'
+import {LEGACY_HEARTBEAT_MS, claimBackupId, claimHeartbeatMs, claimedIdOf, heartbeatInterval, staleAfterMs} from '../../src/backup/claim-id'
 import type {ObjectInfo, StorageBackend} from '../../src/storage/contract'
 
 /**
@@ -10,19 +10,28 @@ import type {ObjectInfo, StorageBackend} from '../../src/storage/contract'
  */
 function memoryStore(): StorageBackend & {keys: () => string[]} {
   const objects = new Map<string, Date>()
+  const bodies = new Map<string, Buffer>()
   const tick = () => new Promise((resolve) => setImmediate(resolve))
   return {
     name: 'memory',
     location: 'memory://',
     keys: () => [...objects.keys()].sort(),
     async put(key, body) {
-      for await (const _chunk of body) await tick()
+      const chunks: Buffer[] = []
+      for await (const chunk of body) {
+        chunks.push(Buffer.from(chunk))
+        await tick()
+      }
+
       await tick()
       objects.set(key, new Date())
+      bodies.set(key, Buffer.concat(chunks))
       return {sizeBytes: 0}
     },
-    async get() {
-      return Readable.from([])
+    async get(key) {
+      const body = bodies.get(key)
+      if (!objects.has(key) || !body) throw Object.assign(new Error(`no such object: ${key}`), {code: 'NOT_FOUND'})
+      return Readable.from([body])
     },
     async stat(key) {
       await tick()
@@ -79,8 +88,26 @@ describe('claimBackupId', () => {
     expect(store.keys()).toEqual([])
   })
 
-  it('a heartbeat interval is a quarter of ORPHAN_GRACE, at most a minute', () => {
-    expect(heartbeatInterval(24 * 3600 * 1000)).toBe(60_000)
+  it('a heartbeat interval is a quarter of ORPHAN_GRACE, at most 10 s; a writer is stale after three missed beats', () => {
+    expect(heartbeatInterval(24 * 3600 * 1000)).toBe(10_000)
     expect(heartbeatInterval(2000)).toBe(500)
+    expect(staleAfterMs(10_000)).toBe(32_000)
+    expect(staleAfterMs(500)).toBe(3_500)
+  })
+
+  it('the claim records its heartbeat interval; a claim without one (older dbb) counts as refreshed every minute', async () => {
+    const store = memoryStore()
+    const claim = await claimBackupId(store, 'backup', startedAt, 'sql', {heartbeatMs: 750})
+    const [key] = store.keys()
+    expect(claimedIdOf(key)).toBe(claim.id)
+    expect(await claimHeartbeatMs(store, key)).toBe(750)
+    await claim.release()
+    expect(await claimHeartbeatMs(store, key)).toBeUndefined()
+
+    await store.put('backup_20261121T030000Z.sql.gz.00ff00ff00ff00ff.partial', Readable.from([]))
+    expect(await claimHeartbeatMs(store, 'backup_20261121T030000Z.sql.gz.00ff00ff00ff00ff.partial')).toBe(LEGACY_HEARTBEAT_MS)
+    // A local store's temp write of a claim, and a dump's temp file, are not claims.
+    expect(claimedIdOf('backup_20261121T030000Z.sql.gz.00ff00ff00ff00ff.partial.0123456789ab.partial')).toBeUndefined()
+    expect(claimedIdOf('backup_20261121T030000Z.sql.gz.0123456789ab.partial')).toBeUndefined()
   })
 })

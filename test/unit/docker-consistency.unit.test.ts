@@ -16,7 +16,7 @@ import {freePort} from '../helpers/postgres'
  * and runs them in a real engine): the commands, the settings catalog, the installed storage providers, the HTTP routes.
  */
 
-// The s3 provider's create() loads the AWS SDK, which warns about Node 20 when it loads.
+// The s3 provider's create() loads the AWS SDK, which warns about old Node versions when it loads.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true'
 
 const ROOT = path.resolve(__dirname, '..', '..')

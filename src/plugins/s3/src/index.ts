@@ -10,8 +10,8 @@ export const s3Provider: StorageProvider = {
   settings: S3_SETTINGS,
   async create(settings, context): Promise<StorageBackend> {
     const options = parseS3Settings(settings)
-    // The SDK is pinned to a release that supports Node 20; its "Node 22 needed after January
-    // 2027" warning on every command is not something a dbb user can act on.
+    // The SDK is pinned exactly (package.json); its Node-version warnings, should a future pin
+    // print one, are not something a dbb user can act on.
     process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true'
     // The AWS SDK takes a noticeable time to load; the hook runs on every command, so it is
     // loaded only here, when s3 is the selected backend.

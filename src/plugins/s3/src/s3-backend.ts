@@ -196,6 +196,7 @@ export class S3Backend implements StorageBackend {
         const key = upload.Key?.slice(base.length)
         if (!upload.Key?.startsWith(base) || !key || !upload.UploadId || !upload.Initiated) continue
         if (upload.Initiated.getTime() >= olderThan.getTime()) continue
+        if (options.only && !options.only(key)) continue
         if (!options.dryRun) {
           try {
             await this.client.send(new AbortMultipartUploadCommand({Bucket: this.options.bucket, Key: upload.Key, UploadId: upload.UploadId}))
