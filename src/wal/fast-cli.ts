@@ -8,7 +8,8 @@ import {createBackend} from '../storage/registry'
 import {SETTING_NAMES, SettingSpec, resolveSettings, setting} from '../settings'
 import {fetchWal, pushWal} from './archive'
 import {declareNotInArchive} from './fetch-exit'
-import {prefetch, queueDirFor, startPrefetcher, takeQueued} from './prefetch'
+import {notePrefetchWanted, queueDirFor, storageIdentity} from './foreground'
+import {prefetch, startPrefetcher, takeQueued} from './prefetch'
 import {walFileKind} from './segments'
 import {ensureUploader, lockSpool, queueWal, runUploader, takeUploadedMarker} from './spool'
 
@@ -86,7 +87,7 @@ export async function runFast(invocation: FastInvocation, env: NodeJS.ProcessEnv
   let storage: StorageBackend | undefined
   // The common async push: the uploader already stored this segment ahead (src/wal/spool.ts). That
   // answer needs only the spool directory, so it is given before config validation loads zod.
-  if (invocation.command === 'push' && invocation.async && env.WAL_SPOOL_DIR?.trim() && (await takeUploadedMarker(path.resolve(env.WAL_SPOOL_DIR), path.basename(invocation.path)))) {
+  if (invocation.command === 'push' && invocation.async && env.WAL_SPOOL_DIR?.trim() && (await takeUploadedMarker(path.resolve(env.WAL_SPOOL_DIR), invocation.path))) {
     process.stdout.write(`Already stored by the uploader: ${path.basename(invocation.path)}\n`)
     return 0
   }
@@ -123,12 +124,20 @@ export async function runFast(invocation: FastInvocation, env: NodeJS.ProcessEnv
       case 'fetch': {
         const backend = await openStorage()
         const {spoolDir, prefetch: prefetchCount} = config.walAsync
-        const queueDir = spoolDir && prefetchCount > 0 && walFileKind(invocation.name) === 'segment' ? queueDirFor(path.resolve(spoolDir), backend.location) : undefined
+        const queueDir = spoolDir && prefetchCount > 0 && walFileKind(invocation.name) === 'segment' ? queueDirFor(path.resolve(spoolDir), storageIdentity(env)) : undefined
         try {
           if (!(queueDir && (await takeQueued(queueDir, invocation.name, invocation.dest)))) await fetchWal(backend, invocation.name, invocation.dest, {logger})
           logger.debug({event: 'wal.fetched', wal: invocation.name}, `restored ${invocation.name}`)
           // A segment's size is the server's wal_segment_size, which names the segments that follow.
-          if (queueDir) await startPrefetcher(CLI_ENTRY, invocation.name, (await fs.stat(invocation.dest)).size).catch(() => {})
+          if (queueDir) {
+            const segmentSize = (await fs.stat(invocation.dest)).size
+            try {
+              notePrefetchWanted(queueDir, invocation.name, segmentSize, (name, size) => startPrefetcher(CLI_ENTRY, name, size))
+            } catch (error) {
+              logger.debug({event: 'wal.prefetch_not_started', error: errorMessage(error)}, 'the prefetcher could not be told or started')
+            }
+          }
+
           return 0
         } catch (error) {
           if (!(error instanceof NotFoundError)) throw error
@@ -142,13 +151,13 @@ export async function runFast(invocation: FastInvocation, env: NodeJS.ProcessEnv
         const {spoolDir, prefetch: count} = config.walAsync
         if (!spoolDir || count === 0) return 0
         const backend = await openStorage()
-        await prefetch({storage: backend, queueDir: queueDirFor(path.resolve(spoolDir), backend.location), name: invocation.name, count, segmentSize: invocation.segmentSize, logger})
+        await prefetch({storage: backend, queueDir: queueDirFor(path.resolve(spoolDir), storageIdentity(env)), name: invocation.name, count, segmentSize: invocation.segmentSize, logger})
         return 0
       }
 
       case 'spool-upload': {
         const spoolDir = requireSpoolDir(config.walAsync.spoolDir)
-        const release = await lockSpool(spoolDir)
+        const release = await lockSpool(spoolDir, invocation.walDir === undefined ? undefined : path.resolve(invocation.walDir))
         if (!release) return 0
         const controller = new AbortController()
         process.once('SIGTERM', () => controller.abort())

@@ -29,7 +29,7 @@ describe('wal push --async spool', () => {
 
   afterEach(async () => {
     for (const child of children.splice(0)) child.kill('SIGKILL')
-    const pid = Number(await fs.readFile(path.join(spoolDir, 'uploader.pid'), 'utf8').catch(() => ''))
+    const pid = Number((await fs.readFile(path.join(spoolDir, 'uploader.pid'), 'utf8').catch(() => '')).split('\n')[0])
     if (pid > 0) {
       try {
         process.kill(pid, 'SIGKILL')
@@ -66,7 +66,7 @@ describe('wal push --async spool', () => {
     await fs.writeFile(blocked, '')
     for (let n = 1; n <= 6; n++) expect((await pushAsync(n, {BACKUP_LOCAL_DIR: path.join(blocked, 'store')})).code).toBe(0)
     expect(await spooled()).toEqual([1, 2, 3, 4, 5, 6].map(segmentName))
-    const pid = Number(await fs.readFile(path.join(spoolDir, 'uploader.pid'), 'utf8'))
+    const pid = Number((await fs.readFile(path.join(spoolDir, 'uploader.pid'), 'utf8')).split('\n')[0])
     process.kill(pid, 'SIGKILL')
     await waitFor('the uploader to die', async () => {
       try {

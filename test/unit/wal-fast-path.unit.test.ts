@@ -1,5 +1,6 @@
 import {fastInvocation} from '../../src/wal/fast-cli'
-import {nextSegmentNames, queueDirFor} from '../../src/wal/prefetch'
+import {queueDirFor, storageIdentity} from '../../src/wal/foreground'
+import {nextSegmentNames} from '../../src/wal/prefetch'
 
 describe('the archive_command / restore_command fast path (src/wal/fast-cli.ts)', () => {
   it('takes exactly the forms PostgreSQL runs, with built-in backends', () => {
@@ -35,8 +36,12 @@ describe('prefetch naming (src/wal/prefetch.ts)', () => {
     expect(nextSegmentNames('00000002.history', 3, 16 * 1024 * 1024)).toEqual([])
   })
 
-  it('keys the queue by archive', () => {
-    expect(queueDirFor('/spool', '/var/backups/a')).not.toBe(queueDirFor('/spool', '/var/backups/b'))
-    expect(queueDirFor('/spool', 's3://bucket/x')).toMatch(/^\/spool\/fetch-queue\/[0-9a-f]{16}$/)
+  it('keys the queue by the storage settings that say where WAL is read from', () => {
+    const queue = (env: NodeJS.ProcessEnv) => queueDirFor('/spool', storageIdentity(env))
+    expect(queue({BACKUP_LOCAL_DIR: '/var/backups/a'})).not.toBe(queue({BACKUP_LOCAL_DIR: '/var/backups/b'}))
+    expect(queue({BACKUP_LOCAL_DIR: '/var/backups/a'})).toBe(queue({BACKUP_LOCAL_DIR: '/var/backups/a/', STORAGE_BACKEND: 'local', LOG_LEVEL: 'debug'}))
+    expect(queue({STORAGE_BACKEND: 's3', S3_BUCKET: 'b', S3_PREFIX: 'x'})).not.toBe(queue({STORAGE_BACKEND: 's3', S3_BUCKET: 'b', S3_PREFIX: 'y'}))
+    expect(queue({STORAGE_BACKEND: 's3', S3_BUCKET: 'b', S3_ENDPOINT: 'http://one'})).not.toBe(queue({STORAGE_BACKEND: 's3', S3_BUCKET: 'b', S3_ENDPOINT: 'http://two'}))
+    expect(queue({STORAGE_BACKEND: 's3', S3_BUCKET: 'b'})).toMatch(/^\/spool\/fetch-queue\/[0-9a-f]{16}$/)
   })
 })
