@@ -18,9 +18,13 @@ if ((process.argv[2] === 'wal' && process.argv[3] === 'fetch') || process.argv[2
     process.exit(200)
   }
 
-  if (walForm && process.argv.length === 6 && !process.argv[4].startsWith('-') && !process.argv[5].startsWith('-')) {
+  // The storage flags dbb restore writes into restore_command become the variables they set, for
+  // this process and the prefetcher it starts (src/wal/fetch-args.ts).
+  const fetchArgs = process.argv[3] === 'fetch' ? require('../dist/wal/fetch-args').parseWalFetchArgs(process.argv.slice(4)) : undefined
+  if (fetchArgs) Object.assign(process.env, fetchArgs.overrides)
+  if (fetchArgs && ['', 'local', 's3'].includes((process.env.STORAGE_BACKEND ?? '').trim())) {
     const startPrefetcher = (name, segmentSize) => require('../dist/backup/child-process').spawnDetachedDbb(__filename, ['wal', 'prefetch', name, String(segmentSize)])
-    const code = require('../dist/wal/foreground').fetchFromQueue(process.argv[4], process.argv[5], process.env, startPrefetcher)
+    const code = require('../dist/wal/foreground').fetchFromQueue(fetchArgs.name, fetchArgs.destination, process.env, startPrefetcher)
     if (code !== undefined) process.exit(code)
   }
 }

@@ -8,6 +8,7 @@ import {createBackend} from '../storage/registry'
 import {SETTING_NAMES, SettingSpec, resolveSettings, setting} from '../settings'
 import {fetchWal, pushWal} from './archive'
 import {declareNotInArchive} from './fetch-exit'
+import {parseWalFetchArgs} from './fetch-args'
 import {notePrefetchWanted, queueDirFor, storageIdentity} from './foreground'
 import {prefetch, startPrefetcher, takeQueued} from './prefetch'
 import {walFileKind} from './segments'
@@ -26,11 +27,18 @@ import {ensureUploader, lockSpool, queueWal, runUploader, takeUploadedMarker} fr
 
 export type FastInvocation =
   | {command: 'push'; path: string; async: boolean}
-  | {command: 'fetch'; name: string; dest: string}
+  | {command: 'fetch'; name: string; dest: string; overrides?: Record<string, string>}
   | {command: 'spool-upload'; walDir?: string}
   | {command: 'prefetch'; name: string; segmentSize: number}
 
 export function fastInvocation(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): FastInvocation | undefined {
+  if (argv[0] === 'wal' && argv[1] === 'fetch') {
+    // restore_command as dbb restore writes it carries the storage settings as flags.
+    const fetchArgs = parseWalFetchArgs(argv.slice(2))
+    if (!fetchArgs || builtInProvider({...env, ...fetchArgs.overrides}.STORAGE_BACKEND) === undefined) return undefined
+    return {command: 'fetch', name: fetchArgs.name, dest: fetchArgs.destination, overrides: fetchArgs.overrides}
+  }
+
   if (argv[0] !== 'wal' || builtInProvider(env.STORAGE_BACKEND) === undefined) return undefined
   const rest = argv.slice(2)
   const positional = rest.filter((arg) => !arg.startsWith('-'))
@@ -39,11 +47,6 @@ export function fastInvocation(argv: readonly string[], env: NodeJS.ProcessEnv =
     case 'push': {
       if (positional.length !== 1 || flags.some((flag) => flag !== '--async')) return undefined
       return {command: 'push', path: positional[0], async: flags.includes('--async')}
-    }
-
-    case 'fetch': {
-      if (positional.length !== 2 || flags.length > 0) return undefined
-      return {command: 'fetch', name: positional[0], dest: positional[1]}
     }
 
     case 'prefetch': {
@@ -83,7 +86,8 @@ function builtInProvider(name: string | undefined): (() => StorageProvider) | un
 export const CLI_ENTRY = path.join(__dirname, '..', '..', 'bin', 'run.js')
 
 /** Runs the invocation; resolves to the exit code, having printed what the oclif command prints. */
-export async function runFast(invocation: FastInvocation, env: NodeJS.ProcessEnv = process.env): Promise<number> {
+export async function runFast(invocation: FastInvocation, givenEnv: NodeJS.ProcessEnv = process.env): Promise<number> {
+  const env = invocation.command === 'fetch' && invocation.overrides ? {...givenEnv, ...invocation.overrides} : givenEnv
   let storage: StorageBackend | undefined
   // The common async push: the uploader already stored this segment ahead (src/wal/spool.ts). That
   // answer needs only the spool directory, so it is given before config validation loads zod.

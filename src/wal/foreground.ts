@@ -190,6 +190,8 @@ export function fetchFromQueue(name: string, destination: string, env: NodeJS.Pr
     return undefined
   }
 
+  // PostgreSQL writes a restore_command's output into its log: where an operator sees prefetch working.
+  process.stdout.write(`Restored ${name} from the prefetch queue\n`)
   try {
     notePrefetchWanted(queueDir, name, fs.statSync(destination).size, start)
   } catch {

@@ -10,7 +10,16 @@ describe('the archive_command / restore_command fast path (src/wal/fast-cli.ts)'
       command: 'fetch',
       name: '000000010000000000000003',
       dest: 'pg_wal/RECOVERYXLOG',
+      overrides: {},
     })
+    // The restore_command dbb restore writes: storage settings as flags, which become their variables.
+    expect(fastInvocation(['wal', 'fetch', '--storage', 'local', '--local-dir', '/backups', '000000010000000000000003', 'pg_wal/RECOVERYXLOG'], {})).toEqual({
+      command: 'fetch',
+      name: '000000010000000000000003',
+      dest: 'pg_wal/RECOVERYXLOG',
+      overrides: {STORAGE_BACKEND: 'local', BACKUP_LOCAL_DIR: '/backups'},
+    })
+    expect(fastInvocation(['wal', 'fetch', '--storage=s3', '--s3-bucket', 'b', 'X', 'Y'], {})).toMatchObject({overrides: {STORAGE_BACKEND: 's3', S3_BUCKET: 'b'}})
     expect(fastInvocation(['wal', 'spool-upload', '/data/pg_wal'], {})).toEqual({command: 'spool-upload', walDir: '/data/pg_wal'})
     expect(fastInvocation(['wal', 'prefetch', '000000010000000000000003', '16777216'], {})).toEqual({command: 'prefetch', name: '000000010000000000000003', segmentSize: 16_777_216})
   })
@@ -21,7 +30,9 @@ describe('the archive_command / restore_command fast path (src/wal/fast-cli.ts)'
     expect(fastInvocation(['wal', 'push', '--help'], {})).toBeUndefined()
     expect(fastInvocation(['wal', 'push'], {})).toBeUndefined()
     expect(fastInvocation(['wal', 'fetch', 'X'], {})).toBeUndefined()
-    expect(fastInvocation(['wal', 'fetch', 'X', 'Y', '--storage', 'local'], {})).toBeUndefined()
+    expect(fastInvocation(['wal', 'fetch', 'X', 'Y', '--json'], {})).toBeUndefined()
+    expect(fastInvocation(['wal', 'fetch', '--local-dir'], {})).toBeUndefined()
+    expect(fastInvocation(['wal', 'fetch', '--storage', 'azure', 'X', 'Y'], {})).toBeUndefined()
     expect(fastInvocation(['backup', 'run'], {})).toBeUndefined()
     expect(fastInvocation(['wal', 'push', 'pg_wal/X'], {STORAGE_BACKEND: 'azure'})).toBeUndefined()
     expect(fastInvocation(['wal', 'prefetch', 'X', 'big'], {})).toBeUndefined()
