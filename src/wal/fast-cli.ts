@@ -19,10 +19,12 @@ import {ensureUploader, lockSpool, queueWal, runUploader, takeUploadedMarker} fr
  * segment, so its start-up cost is paid per 16 MiB of WAL: oclif's start (reading every plugin's
  * manifest, the command's flag parser, the hook that discovers storage providers) was most of it.
  * bin/run.js calls this for the exact forms PostgreSQL uses — `wal push [--async] <path>`,
- * `wal fetch <name> <dest>`, and the detached `wal spool-upload` — with settings from the
- * environment and the built-in backends (local, s3) loaded directly; anything else (a flag, --help,
- * --json, a third-party storage plugin) returns undefined and runs through oclif as before. The
- * work is the same library code the oclif commands call; only the start differs.
+ * `wal fetch [storage flags] <name> <dest>` (src/wal/fetch-args.ts: the form dbb restore writes),
+ * and the detached `wal spool-upload` / `wal prefetch` — with settings from the environment and the
+ * built-in backends (local, s3) loaded directly; anything else (another flag, --help, --json, a
+ * third-party storage plugin) returns undefined and runs through oclif as before. The work is the
+ * same library code the oclif commands call; only the start differs. Before this, bin/run.js has
+ * already tried the answers that need no config at all (src/wal/foreground.ts).
  */
 
 export type FastInvocation =
