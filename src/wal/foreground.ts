@@ -120,6 +120,8 @@ export function pushFromReadAhead(walPath: string, env: NodeJS.ProcessEnv, waitM
       return 0
     }
 
+    // A marker that is there but vouches for another file will not change: no use waiting.
+    if (fs.existsSync(uploadedMarkerPath(spoolDir, name))) return undefined
     // Wait only for an uploader that is reading ahead this very pg_wal and is not failing.
     const lock = uploaderLock(spoolDir)
     const worthWaiting = lock !== undefined && lock.readAheadDir === walDir && processAlive(lock.pid) && !fs.existsSync(path.join(spoolDir, ERROR_FILE))

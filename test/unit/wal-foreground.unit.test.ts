@@ -44,7 +44,12 @@ describe('WAL foreground (src/wal/foreground.ts)', () => {
     recordMarker()
     const later = new Date(Date.now() + 5000)
     fs.utimesSync(walPath(), later, later)
-    expect(pushFromReadAhead(walPath(), {WAL_SPOOL_DIR: spoolDir}, 0)).toBeUndefined()
+    // Not even waited for, with a live uploader reading ahead here: a mismatching marker will not change.
+    fs.writeFileSync(path.join(spoolDir, 'uploader.pid'), `${process.pid}\n${walDir}\n`)
+    const started = Date.now()
+    expect(pushFromReadAhead(walPath(), {WAL_SPOOL_DIR: spoolDir}, 3000)).toBeUndefined()
+    expect(Date.now() - started).toBeLessThan(2000)
+    fs.rmSync(path.join(spoolDir, 'uploader.pid'))
     fs.writeFileSync(marker(), '')
     expect(takeMatchingMarker(spoolDir, walPath())).toBe(false)
   })
