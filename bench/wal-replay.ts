@@ -112,7 +112,7 @@ async function main(): Promise<void> {
     )
   } finally {
     await cluster.destroy()
-    for (const dir of [...dirs, storeDir, spoolDir, fetchSpool]) await fs.rm(dir, {recursive: true, force: true})
+    for (const dir of [...dirs, ...dirs.map((dir) => `${dir}.log`), storeDir, spoolDir, fetchSpool]) await fs.rm(dir, {recursive: true, force: true})
   }
 }
 
