@@ -44,6 +44,27 @@ async function storedCount(storeDir: string): Promise<number> {
   return entries.filter((entry) => /^[0-9A-F]{24}\.gz$/.test(entry)).length
 }
 
+/** Stops the detached uploader (it outlives the measurement by its idle time) so its spool can be removed. */
+async function stopUploader(spoolDir: string): Promise<void> {
+  const pid = Number((await fs.readFile(path.join(spoolDir, 'uploader.pid'), 'utf8').catch(() => '')).split('\n')[0])
+  if (!(pid > 0)) return
+  try {
+    process.kill(pid, 'SIGTERM')
+  } catch {
+    return
+  }
+
+  for (let waited = 0; waited < 10_000; waited += 100) {
+    try {
+      process.kill(pid, 0)
+    } catch {
+      return
+    }
+
+    await sleep(100)
+  }
+}
+
 async function freshDirs(label: string): Promise<{storeDir: string; spoolDir: string}> {
   const storeDir = await makeServerOwnedDir(`dbb-bench-wal-${label}-store-`)
   const spoolDir = await makeServerOwnedDir(`dbb-bench-wal-${label}-spool-`)
@@ -71,6 +92,7 @@ async function sustained(cluster: PgCluster, mode: Mode, backlogMb: number): Pro
 
   const seconds = Number(process.hrtime.bigint() - started) / 1e9
   await setArchiveCommand(cluster, '')
+  await stopUploader(spoolDir)
   await fs.rm(storeDir, {recursive: true, force: true})
   await fs.rm(spoolDir, {recursive: true, force: true})
   return {segments: firstReady, seconds, mbPerSecond: (firstReady * SEGMENT_BYTES) / 1024 / 1024 / seconds}
@@ -94,6 +116,7 @@ async function lagUnderPgbench(cluster: PgCluster, mode: Mode, seconds: number):
   await bench
   const bytes = Number(await cluster.psql(`SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '${before}')`))
   await setArchiveCommand(cluster, '')
+  await stopUploader(spoolDir)
   await fs.rm(storeDir, {recursive: true, force: true})
   await fs.rm(spoolDir, {recursive: true, force: true})
   return {walMbPerSecond: bytes / 1024 / 1024 / seconds, medianLag: median(lags.map((lag) => Math.max(0, lag))), maxLag: Math.max(0, ...lags)}

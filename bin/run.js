@@ -1,4 +1,12 @@
 #!/usr/bin/env node
+// archive_command / restore_command answered by the background (src/wal/foreground.ts): a segment
+// the spool uploader already stored ahead, or one the prefetcher already queued. Those answers
+// load nothing else, because PostgreSQL starts this process once per 16 MiB of WAL.
+const walForm = process.argv[2] === 'wal' && ['', 'local', 's3'].includes((process.env.STORAGE_BACKEND ?? '').trim())
+if (walForm && process.argv[3] === 'push' && process.argv[4] === '--async' && process.argv.length === 6) {
+  const code = require('../dist/wal/foreground').pushFromReadAhead(process.argv[5], process.env)
+  if (code !== undefined) process.exit(code)
+}
 // restore_command contract first, before anything that could fail loads: `dbb wal fetch` never exits
 // 1–125 unless storage said "no such object" (src/wal/fetch-exit.ts). 200 is EXIT_WAL_FETCH_FATAL of
 // src/errors.ts, repeated here only for when dist/ cannot be loaded (test/unit/wal-fetch-exit.unit.test.ts keeps them equal).
@@ -8,6 +16,16 @@ if ((process.argv[2] === 'wal' && process.argv[3] === 'fetch') || process.argv[2
   } catch (error) {
     process.stderr.write(`Error: dbb wal fetch cannot start: ${error.message}\n`)
     process.exit(200)
+  }
+
+  // The storage flags dbb restore writes into restore_command become the variables they set, for
+  // this process and the prefetcher it starts (src/wal/fetch-args.ts).
+  const fetchArgs = process.argv[3] === 'fetch' ? require('../dist/wal/fetch-args').parseWalFetchArgs(process.argv.slice(4)) : undefined
+  if (fetchArgs) Object.assign(process.env, fetchArgs.overrides)
+  if (fetchArgs && ['', 'local', 's3'].includes((process.env.STORAGE_BACKEND ?? '').trim())) {
+    const startPrefetcher = (name, segmentSize) => require('../dist/backup/child-process').spawnDetachedDbb(__filename, ['wal', 'prefetch', name, String(segmentSize)])
+    const code = require('../dist/wal/foreground').fetchFromQueue(fetchArgs.name, fetchArgs.destination, process.env, startPrefetcher)
+    if (code !== undefined) process.exit(code)
   }
 }
 

@@ -7,6 +7,7 @@ import {VERSION} from '../version'
 import type {ObjectInfo, StorageBackend} from '../storage/contract'
 import {databaseProfileSchema, dumpPrivilegesSchema} from './database-profile'
 import {SIDECAR_SUFFIX, isBackupId, parseBackupId, sidecarKey} from './naming'
+import {WAL_PREFIX} from '../wal/segments'
 
 /**
  * The sidecar `<id>.meta.json`: written only after the dump is stored and verified, so its
@@ -117,6 +118,20 @@ export interface ListOptions {
 const SIDECAR_READ_CONCURRENCY = 16
 
 /**
+ * Every key of the location except archived WAL: backups are never under `wal/`, which can hold
+ * 100,000 segments (two key ranges around it; on S3 the WAL pages are never requested).
+ */
+async function* listBesideWal(storage: StorageBackend): AsyncGenerator<ObjectInfo> {
+  for (const range of [{endBefore: WAL_PREFIX}, {startAfter: AFTER_WAL_KEYS}]) {
+    // Backends may ignore the range (optional in the contract): each key is taken from one range only.
+    for await (const object of storage.list('', range)) if (range.endBefore ? object.key < WAL_PREFIX : object.key > AFTER_WAL_KEYS) yield object
+  }
+}
+
+/** Sorts after every archived WAL key (their characters are hex digits, letters, '.', '-'). */
+const AFTER_WAL_KEYS = `${WAL_PREFIX}~`
+
+/**
  * Every backup in storage, newest first (by id: the listing knows that without reading a
  * sidecar). A backup is an id whose sidecar exists: complete when the sidecar reads, is valid,
  * and its dump exists with the recorded size; otherwise damaged or unreadable — a read error is
@@ -125,7 +140,7 @@ const SIDECAR_READ_CONCURRENCY = 16
  */
 export async function scanBackups(storage: StorageBackend, options: ListOptions = {}): Promise<BackupListing> {
   const objects = new Map<string, ObjectInfo>()
-  for await (const object of options.objects ?? storage.list(options.prefix ? `${options.prefix}_` : '')) objects.set(object.key, object)
+  for await (const object of options.objects ?? (options.prefix ? storage.list(`${options.prefix}_`) : listBesideWal(storage))) objects.set(object.key, object)
   const ids = [...objects.keys()]
     .filter((key) => key.endsWith(SIDECAR_SUFFIX))
     .map((key) => key.slice(0, -SIDECAR_SUFFIX.length))

@@ -97,15 +97,22 @@ export async function runChecks(
     backups.filter((backup) => backup.type === type).sort((a, b) => finishedAt(b).getTime() - finishedAt(a).getTime())[0]
   const candidate = (backup: BackupMetadata | undefined): Candidate | undefined => backup && {name: backup.id, at: finishedAt(backup)}
 
+  const newestBase = newestBackup('base')
   const walFiles: {name: string; at: Date}[] = []
   if (config.wal !== false || config.baseBackup === undefined) {
-    for await (const object of storage.list(WAL_PREFIX)) {
+    // What the checks below read is the newest base backup's chain: its first segment and every key
+    // after it (later segments of its timeline, then the later timelines with their .history files,
+    // which sort after it). Listing from there keeps a check of a long archive at one or two list
+    // requests (S3 StartAfter). Without such a backup the whole prefix is listed (the newest segment
+    // can be anywhere).
+    const first = newestBase?.firstWalSegment !== undefined && walFileKind(newestBase.firstWalSegment) === 'segment' ? newestBase.firstWalSegment : undefined
+    const startAfter = first === undefined ? undefined : `${WAL_PREFIX}${first}`
+    for await (const object of storage.list(WAL_PREFIX, startAfter === undefined ? {} : {startAfter})) {
       const name = walNameOfKey(object.key)
-      if (name) walFiles.push({name, at: object.lastModified})
+      if (name && (startAfter === undefined || object.key > startAfter)) walFiles.push({name, at: object.lastModified})
     }
   }
 
-  const newestBase = newestBackup('base')
   const pitrInUse = Boolean(options.pitrConfigured) || newestBase !== undefined || damaged.some((entry) => entry.type === 'base') || walFiles.length > 0
   const walMaxAgeMs = config.checkpointTimeoutMs + WAL_MARGIN_MS
   const baseCheck =

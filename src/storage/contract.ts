@@ -78,6 +78,12 @@ export interface ListOptions {
    * Optional for backends: one that ignores it lists everything, so callers filter as well.
    */
   startAfter?: string
+  /**
+   * Only keys that sort before this one (byte order of the full key): with startAfter, a range.
+   * A backend whose listing is ordered (S3) stops paging there, so a range inside a large prefix
+   * costs what the range holds. Optional for backends, like startAfter: callers filter as well.
+   */
+  endBefore?: string
 }
 
 export interface StorageBackend {

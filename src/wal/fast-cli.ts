@@ -8,7 +8,9 @@ import {createBackend} from '../storage/registry'
 import {SETTING_NAMES, SettingSpec, resolveSettings, setting} from '../settings'
 import {fetchWal, pushWal} from './archive'
 import {declareNotInArchive} from './fetch-exit'
-import {prefetch, queueDirFor, startPrefetcher, takeQueued} from './prefetch'
+import {parseWalFetchArgs} from './fetch-args'
+import {notePrefetchWanted, queueDirFor, storageIdentity} from './foreground'
+import {prefetch, startPrefetcher, takeQueued} from './prefetch'
 import {walFileKind} from './segments'
 import {ensureUploader, lockSpool, queueWal, runUploader, takeUploadedMarker} from './spool'
 
@@ -17,19 +19,28 @@ import {ensureUploader, lockSpool, queueWal, runUploader, takeUploadedMarker} fr
  * segment, so its start-up cost is paid per 16 MiB of WAL: oclif's start (reading every plugin's
  * manifest, the command's flag parser, the hook that discovers storage providers) was most of it.
  * bin/run.js calls this for the exact forms PostgreSQL uses — `wal push [--async] <path>`,
- * `wal fetch <name> <dest>`, and the detached `wal spool-upload` — with settings from the
- * environment and the built-in backends (local, s3) loaded directly; anything else (a flag, --help,
- * --json, a third-party storage plugin) returns undefined and runs through oclif as before. The
- * work is the same library code the oclif commands call; only the start differs.
+ * `wal fetch [storage flags] <name> <dest>` (src/wal/fetch-args.ts: the form dbb restore writes),
+ * and the detached `wal spool-upload` / `wal prefetch` — with settings from the environment and the
+ * built-in backends (local, s3) loaded directly; anything else (another flag, --help, --json, a
+ * third-party storage plugin) returns undefined and runs through oclif as before. The work is the
+ * same library code the oclif commands call; only the start differs. Before this, bin/run.js has
+ * already tried the answers that need no config at all (src/wal/foreground.ts).
  */
 
 export type FastInvocation =
   | {command: 'push'; path: string; async: boolean}
-  | {command: 'fetch'; name: string; dest: string}
+  | {command: 'fetch'; name: string; dest: string; overrides?: Record<string, string>}
   | {command: 'spool-upload'; walDir?: string}
   | {command: 'prefetch'; name: string; segmentSize: number}
 
 export function fastInvocation(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): FastInvocation | undefined {
+  if (argv[0] === 'wal' && argv[1] === 'fetch') {
+    // restore_command as dbb restore writes it carries the storage settings as flags.
+    const fetchArgs = parseWalFetchArgs(argv.slice(2))
+    if (!fetchArgs || builtInProvider({...env, ...fetchArgs.overrides}.STORAGE_BACKEND) === undefined) return undefined
+    return {command: 'fetch', name: fetchArgs.name, dest: fetchArgs.destination, overrides: fetchArgs.overrides}
+  }
+
   if (argv[0] !== 'wal' || builtInProvider(env.STORAGE_BACKEND) === undefined) return undefined
   const rest = argv.slice(2)
   const positional = rest.filter((arg) => !arg.startsWith('-'))
@@ -38,11 +49,6 @@ export function fastInvocation(argv: readonly string[], env: NodeJS.ProcessEnv =
     case 'push': {
       if (positional.length !== 1 || flags.some((flag) => flag !== '--async')) return undefined
       return {command: 'push', path: positional[0], async: flags.includes('--async')}
-    }
-
-    case 'fetch': {
-      if (positional.length !== 2 || flags.length > 0) return undefined
-      return {command: 'fetch', name: positional[0], dest: positional[1]}
     }
 
     case 'prefetch': {
@@ -82,11 +88,12 @@ function builtInProvider(name: string | undefined): (() => StorageProvider) | un
 export const CLI_ENTRY = path.join(__dirname, '..', '..', 'bin', 'run.js')
 
 /** Runs the invocation; resolves to the exit code, having printed what the oclif command prints. */
-export async function runFast(invocation: FastInvocation, env: NodeJS.ProcessEnv = process.env): Promise<number> {
+export async function runFast(invocation: FastInvocation, givenEnv: NodeJS.ProcessEnv = process.env): Promise<number> {
+  const env = invocation.command === 'fetch' && invocation.overrides ? {...givenEnv, ...invocation.overrides} : givenEnv
   let storage: StorageBackend | undefined
   // The common async push: the uploader already stored this segment ahead (src/wal/spool.ts). That
   // answer needs only the spool directory, so it is given before config validation loads zod.
-  if (invocation.command === 'push' && invocation.async && env.WAL_SPOOL_DIR?.trim() && (await takeUploadedMarker(path.resolve(env.WAL_SPOOL_DIR), path.basename(invocation.path)))) {
+  if (invocation.command === 'push' && invocation.async && env.WAL_SPOOL_DIR?.trim() && (await takeUploadedMarker(path.resolve(env.WAL_SPOOL_DIR), invocation.path))) {
     process.stdout.write(`Already stored by the uploader: ${path.basename(invocation.path)}\n`)
     return 0
   }
@@ -123,12 +130,20 @@ export async function runFast(invocation: FastInvocation, env: NodeJS.ProcessEnv
       case 'fetch': {
         const backend = await openStorage()
         const {spoolDir, prefetch: prefetchCount} = config.walAsync
-        const queueDir = spoolDir && prefetchCount > 0 && walFileKind(invocation.name) === 'segment' ? queueDirFor(path.resolve(spoolDir), backend.location) : undefined
+        const queueDir = spoolDir && prefetchCount > 0 && walFileKind(invocation.name) === 'segment' ? queueDirFor(path.resolve(spoolDir), storageIdentity(env)) : undefined
         try {
           if (!(queueDir && (await takeQueued(queueDir, invocation.name, invocation.dest)))) await fetchWal(backend, invocation.name, invocation.dest, {logger})
           logger.debug({event: 'wal.fetched', wal: invocation.name}, `restored ${invocation.name}`)
           // A segment's size is the server's wal_segment_size, which names the segments that follow.
-          if (queueDir) await startPrefetcher(CLI_ENTRY, invocation.name, (await fs.stat(invocation.dest)).size).catch(() => {})
+          if (queueDir) {
+            const segmentSize = (await fs.stat(invocation.dest)).size
+            try {
+              notePrefetchWanted(queueDir, invocation.name, segmentSize, (name, size) => startPrefetcher(CLI_ENTRY, name, size))
+            } catch (error) {
+              logger.debug({event: 'wal.prefetch_not_started', error: errorMessage(error)}, 'the prefetcher could not be told or started')
+            }
+          }
+
           return 0
         } catch (error) {
           if (!(error instanceof NotFoundError)) throw error
@@ -142,13 +157,13 @@ export async function runFast(invocation: FastInvocation, env: NodeJS.ProcessEnv
         const {spoolDir, prefetch: count} = config.walAsync
         if (!spoolDir || count === 0) return 0
         const backend = await openStorage()
-        await prefetch({storage: backend, queueDir: queueDirFor(path.resolve(spoolDir), backend.location), name: invocation.name, count, segmentSize: invocation.segmentSize, logger})
+        await prefetch({storage: backend, queueDir: queueDirFor(path.resolve(spoolDir), storageIdentity(env)), name: invocation.name, count, segmentSize: invocation.segmentSize, logger})
         return 0
       }
 
       case 'spool-upload': {
         const spoolDir = requireSpoolDir(config.walAsync.spoolDir)
-        const release = await lockSpool(spoolDir)
+        const release = await lockSpool(spoolDir, invocation.walDir === undefined ? undefined : path.resolve(invocation.walDir))
         if (!release) return 0
         const controller = new AbortController()
         process.once('SIGTERM', () => controller.abort())

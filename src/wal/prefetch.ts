@@ -1,4 +1,3 @@
-import {createHash} from 'node:crypto'
 import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
 
@@ -6,6 +5,7 @@ import {NotFoundError, errorMessage} from '../errors'
 import type {Logger} from '../logger'
 import type {StorageBackend} from '../storage/contract'
 import {fetchWal} from './archive'
+import {PREFETCH_PID_FILE, WANTED_FILE} from './foreground'
 import {lockSpool} from './spool'
 import {walFileKind} from './segments'
 import {spawnDetachedDbb} from '../backup/child-process'
@@ -13,23 +13,30 @@ import {spawnDetachedDbb} from '../backup/child-process'
 /**
  * `wal fetch` prefetch (pgBackRest's archive-get queue): when PostgreSQL asks for segment N, a
  * detached `dbb wal prefetch N <segment size>` downloads N+1 … N+k into a local queue, so the next
- * restore_command calls are a rename instead of a download and replay is not download-bound.
+ * restore_command calls are a rename (src/wal/foreground.ts, which loads nothing else) instead of a
+ * download, and replay is not download-bound.
+ *
+ * One prefetcher per queue (a pid file), long-lived: every fetch writes the segment recovery asked
+ * for into `<queue>/wanted`, and the prefetcher keeps the window after it filled, dropping what
+ * falls behind; it exits after WANTED_IDLE_EXIT_MS without a new request. So a replay of thousands
+ * of segments starts one prefetcher, not one per segment.
  *
  * A queued file is complete and verified: it is written by the same fetch as restore_command
  * (decompressed, the gzip trailer's CRC and length checked, temp file renamed only when whole).
  * A segment that fails to download (damaged, storage error) is simply not queued: PostgreSQL's
  * own request for it then goes to storage and gets the real answer (exit 200 for a damaged copy),
  * while the segments before it are served as usual. Queue entries are keyed by the full file name,
- * which holds the timeline, and the queue lives in a directory named after the storage location,
- * so a file from another timeline, or another archive, is never served.
+ * which holds the timeline, and the queue lives in a directory named after the storage settings
+ * (storageIdentity), so a file from another timeline, or another archive, is never served.
  */
 
-const PID_FILE = 'uploader.pid'
+export {queueDirFor} from './foreground'
 
-/** The queue directory for one archive: `<WAL_SPOOL_DIR>/fetch-queue/<hash of the storage location>`. */
-export function queueDirFor(spoolDir: string, storageLocation: string): string {
-  return path.join(spoolDir, 'fetch-queue', createHash('sha256').update(storageLocation).digest('hex').slice(0, 16))
-}
+/** The prefetcher exits when recovery asked for nothing new this long. */
+const WANTED_IDLE_EXIT_MS = 10_000
+/** How often it looks at `wanted`; also how long it waits before asking again past the end of the archive. */
+const POLL_MS = 20
+const END_OF_ARCHIVE_RETRY_MS = 1000
 
 /** The `count` segment names after `name` on its timeline, for segments of `segmentSize` bytes. */
 export function nextSegmentNames(name: string, count: number, segmentSize: number): string[] {
@@ -66,14 +73,23 @@ export async function takeQueued(queueDir: string, name: string, destination: st
   return true
 }
 
-/** Starts a detached prefetcher for the segments after `name`, unless one runs for this queue. */
-export async function startPrefetcher(cliEntry: string, name: string, segmentSize: number): Promise<void> {
+/** Starts a detached prefetcher for the segments after `name` (the caller checked none runs). */
+export function startPrefetcher(cliEntry: string, name: string, segmentSize: number): void {
   spawnDetachedDbb(cliEntry, ['wal', 'prefetch', name, String(segmentSize)])
 }
 
+async function readWanted(queueDir: string): Promise<{name: string; segmentSize: number} | undefined> {
+  const text = await fs.readFile(path.join(queueDir, WANTED_FILE), 'utf8').catch(() => '')
+  const [name, size] = text.trim().split(' ')
+  const segmentSize = Number(size)
+  return walFileKind(name ?? '') === 'segment' && Number.isInteger(segmentSize) && segmentSize > 0 ? {name, segmentSize} : undefined
+}
+
 /**
- * The prefetcher: drops queue entries outside the window after `name` (consumed or stale), then
- * downloads the missing ones, two at a time, stopping at the end of the archive.
+ * The prefetcher: keeps the `count` segments after the one recovery asked for last queued,
+ * downloading two at a time; drops queue entries outside that window (consumed or stale); stops
+ * asking past the end of the archive until recovery moves on (or a second passed: a standby's
+ * archive grows); exits when recovery has asked for nothing new for a while.
  */
 export async function prefetch(options: {
   storage: StorageBackend
@@ -82,42 +98,59 @@ export async function prefetch(options: {
   count: number
   segmentSize: number
   logger?: Logger
+  idleExitMs?: number
 }): Promise<{fetched: number}> {
   const {storage, queueDir, logger} = options
   await fs.mkdir(queueDir, {recursive: true, mode: 0o700})
   const release = await lockSpool(queueDir)
   if (!release) return {fetched: 0}
   let fetched = 0
+  let wanted = (await readWanted(queueDir)) ?? {name: options.name, segmentSize: options.segmentSize}
+  let lastRequestAt = Date.now()
+  // Per window: names that failed (not retried until recovery moves on) and the end of the archive.
+  const failed = new Set<string>()
+  let endOfArchive: {name: string; at: number} | undefined
   try {
-    const wanted = nextSegmentNames(options.name, options.count, options.segmentSize)
-    const keep = new Set(wanted)
-    for (const entry of await fs.readdir(queueDir)) {
-      if (entry !== PID_FILE && !keep.has(entry)) await fs.rm(path.join(queueDir, entry), {force: true})
-    }
+    while (Date.now() - lastRequestAt < (options.idleExitMs ?? WANTED_IDLE_EXIT_MS)) {
+      const window = nextSegmentNames(wanted.name, options.count, wanted.segmentSize)
+      const keep = new Set(window)
+      // Nothing is being downloaded here, so a `.dbb-partial` is a killed prefetcher's leftover: removed too.
+      const entries = await fs.readdir(queueDir)
+      for (const entry of entries) {
+        if (entry !== PREFETCH_PID_FILE && !entry.startsWith(WANTED_FILE) && !keep.has(entry)) await fs.rm(path.join(queueDir, entry), {force: true})
+      }
 
-    const present = new Set(await fs.readdir(queueDir))
-    const missing = wanted.filter((name) => !present.has(name))
-    let endOfArchive = false
-    const worker = async () => {
-      while (!endOfArchive) {
-        const name = missing.shift()
-        if (name === undefined) return
-        try {
-          await fetchWal(storage, name, path.join(queueDir, name))
-          fetched += 1
-        } catch (error) {
-          if (error instanceof NotFoundError) {
-            endOfArchive = true
-            return
+      const present = new Set(entries)
+      if (endOfArchive && Date.now() - endOfArchive.at > END_OF_ARCHIVE_RETRY_MS) endOfArchive = undefined
+      const missing = window.filter((name) => !present.has(name) && !failed.has(name) && !(endOfArchive && name >= endOfArchive.name))
+      const worker = async () => {
+        for (let name = missing.shift(); name !== undefined; name = missing.shift()) {
+          if (endOfArchive && name >= endOfArchive.name) return
+          try {
+            await fetchWal(storage, name, path.join(queueDir, name))
+            fetched += 1
+          } catch (error) {
+            if (error instanceof NotFoundError) {
+              if (!endOfArchive || name < endOfArchive.name) endOfArchive = {name, at: Date.now()}
+              return
+            }
+
+            // Not queued: PostgreSQL's own request for it will get storage's answer.
+            failed.add(name)
+            logger?.warn({event: 'wal.prefetch_failed', wal: name, error: errorMessage(error)}, `prefetching ${name} failed`)
           }
-
-          // Not queued: PostgreSQL's own request for it will get storage's answer.
-          logger?.warn({event: 'wal.prefetch_failed', wal: name, error: errorMessage(error)}, `prefetching ${name} failed`)
         }
       }
-    }
 
-    await Promise.all([worker(), worker()])
+      if (missing.length > 0) await Promise.all([worker(), worker()])
+      else await new Promise((resolve) => setTimeout(resolve, POLL_MS))
+      const next = await readWanted(queueDir)
+      if (next && next.name !== wanted.name) {
+        wanted = next
+        lastRequestAt = Date.now()
+        failed.clear()
+      }
+    }
   } finally {
     await release()
   }

@@ -2,7 +2,8 @@ import type {BackupMetadata} from '../backup/metadata'
 import {formatElapsed} from '../format'
 import type {Logger} from '../logger'
 import type {ObjectInfo, StorageBackend} from '../storage/contract'
-import {WAL_PREFIX, segmentPosition, walFileKind, walNameOfKey} from './segments'
+import {historyFileName} from './chain'
+import {WAL_PREFIX, segmentPosition, walFileKind, walKey, walNameOfKey} from './segments'
 
 export interface WalPrunePlan {
   /** The first segment the oldest retained base backup needs; undefined when no base backup is retained. */
@@ -59,7 +60,8 @@ export async function pruneWal(
   options: {dryRun?: boolean; now?: Date; orphanGraceMs: number; logger?: Logger},
 ): Promise<WalPrunePlan> {
   const objects: ObjectInfo[] = []
-  for await (const object of storage.list(WAL_PREFIX)) objects.push(object)
+  const {floor} = planWalPruning([], retainedBaseBackups, options.now ?? new Date(), options.orphanGraceMs)
+  for await (const object of walBeforeFloor(storage, floor)) objects.push(object)
   const plan = planWalPruning(objects, retainedBaseBackups, options.now ?? new Date(), options.orphanGraceMs)
   for (const entry of plan.delete) {
     if (!options.dryRun) await storage.delete(entry.key)
@@ -72,4 +74,31 @@ export async function pruneWal(
   }
 
   return plan
+}
+
+/**
+ * The archived WAL keys prune has to look at: on each timeline, those before `floor`. Keys sort by
+ * timeline, then position, so that is one key range per timeline (startAfter/endBefore: on S3 one
+ * list request per timeline plus one per 1,000 keys in the range, however long the retained rest of
+ * the archive is). The timelines are found as PostgreSQL finds them: timeline 1, then each timeline
+ * whose `.history` file is archived, probing upward until one is missing. Without a floor nothing
+ * but abandoned uploads can be deleted, and those are looked for everywhere. Not looked at: an
+ * abandoned upload (`<name>.gz.<random>.partial`, local backend) at or after the floor, left until
+ * the floor passes it, and segments of a timeline whose history file is gone (kept).
+ */
+export async function* walBeforeFloor(storage: StorageBackend, floor: string | undefined): AsyncGenerator<ObjectInfo> {
+  const floorPosition = floor === undefined ? undefined : segmentPosition(floor)
+  if (floorPosition === undefined) {
+    yield* storage.list(WAL_PREFIX)
+    return
+  }
+
+  for (let timeline = 1; timeline === 1 || (await storage.stat(walKey(historyFileName(timeline)))) !== undefined; timeline++) {
+    const timelinePrefix = `${WAL_PREFIX}${historyFileName(timeline).slice(0, 8)}`
+    const range = {startAfter: timelinePrefix, endBefore: `${timelinePrefix}${floorPosition}`}
+    for await (const object of storage.list(timelinePrefix, range)) {
+      // Backends may ignore the range (it is optional in the contract): filter here too.
+      if (object.key > range.startAfter && object.key < range.endBefore) yield object
+    }
+  }
 }

@@ -8,6 +8,7 @@ import type {StorageBackend} from '../storage/contract'
 import {hashFile, pushWal} from './archive'
 import {isWalFileName} from './segments'
 import {spawnDetachedDbb} from '../backup/child-process'
+import {fileIdentity, processAlive, takeMatchingMarker, uploadedMarkerPath, uploaderLock} from './foreground'
 
 /**
  * Asynchronous archiving, after pgBackRest's archive-push-async: archive_command only QUEUES a
@@ -28,9 +29,13 @@ import {spawnDetachedDbb} from '../backup/child-process'
  * `pg_wal/archive_status/*.ready` — segments PostgreSQL has finished and will hand to
  * archive_command next — and stores those ahead of being asked. After storage holds one it leaves
  * a marker `<spool>/uploaded/<name>`; the later `wal push --async <name>` finds the marker and
- * answers at once, with no copy. A read-ahead segment is first copied out of pg_wal and used only
- * if its `.ready` file still exists after the copy: until PostgreSQL sees the segment archived it
- * never recycles it, so the copy is the segment's final content.
+ * answers at once, with no copy (src/wal/foreground.ts, which loads nothing else). A read-ahead
+ * segment is first copied out of pg_wal and used only if its `.ready` file still exists after the
+ * copy and the file's identity (device, inode, size, mtime, ctime) is the same after the copy as
+ * before: until PostgreSQL sees the segment archived it never recycles it, so the copy is the
+ * segment's final content. The marker records that identity, and the push acknowledges from it only
+ * when the file PostgreSQL names is still that file: a segment renamed (recycled) or written after
+ * the copy is never acknowledged from the stale copy; the push then spools its present content.
  *
  * Bounded: when WAL_SPOOL_MAX_SEGMENTS files wait, the push fails (exit 1), PostgreSQL keeps the
  * segment in pg_wal and retries, so a storage outage is never "acknowledged and dropped" (unlike
@@ -42,6 +47,7 @@ const LOCK_FILE = 'uploader.pid'
 const ERROR_FILE = 'uploader.error'
 const UPLOADED_DIR = 'uploaded'
 const AHEAD_DIR = 'ahead'
+const IDLE_POLL_MS = 20
 
 export interface SpoolOptions {
   spoolDir: string
@@ -56,18 +62,11 @@ export interface QueueResult {
 }
 
 /**
- * Whether the uploader already stored `name` ahead of the push (its marker exists); consumes the
- * marker. Needs nothing but the spool directory, so the common `wal push --async` is a stat and an
- * unlink.
+ * Whether the uploader already stored the file at `filePath` ahead of the push: its marker exists
+ * and records this very file (src/wal/foreground.ts, fileIdentity); consumes the marker.
  */
-export async function takeUploadedMarker(spoolDir: string, name: string): Promise<boolean> {
-  if (!isWalFileName(name)) return false
-  try {
-    await fs.unlink(path.join(spoolDir, UPLOADED_DIR, name))
-    return true
-  } catch {
-    return false
-  }
+export async function takeUploadedMarker(spoolDir: string, filePath: string): Promise<boolean> {
+  return isWalFileName(path.basename(filePath)) && takeMatchingMarker(spoolDir, filePath)
 }
 
 /** The WAL files waiting in the spool, oldest name first (the order they are uploaded in). */
@@ -100,7 +99,7 @@ export async function queueWal(filePath: string, options: SpoolOptions): Promise
   }
 
   const {spoolDir} = options
-  if (await takeUploadedMarker(spoolDir, name)) return {name, outcome: 'uploaded', queuedFiles: (await spooledNames(spoolDir)).length}
+  if (await takeUploadedMarker(spoolDir, filePath)) return {name, outcome: 'uploaded', queuedFiles: (await spooledNames(spoolDir)).length}
   await fs.mkdir(spoolDir, {recursive: true, mode: 0o700})
   const target = path.join(spoolDir, name)
   const queued = await spooledNames(spoolDir)
@@ -156,15 +155,15 @@ async function syncDirectory(directory: string): Promise<void> {
  * uploader killed with SIGKILL) is stale and taken over. Returns a release function, or undefined
  * when another live process holds the spool.
  */
-export async function lockSpool(spoolDir: string): Promise<(() => Promise<void>) | undefined> {
+export async function lockSpool(spoolDir: string, readAheadDir?: string): Promise<(() => Promise<void>) | undefined> {
   await fs.mkdir(spoolDir, {recursive: true, mode: 0o700})
   const lockPath = path.join(spoolDir, LOCK_FILE)
   for (let attempt = 0; attempt < 3; attempt++) {
     try {
-      await fs.writeFile(lockPath, `${process.pid}\n`, {flag: 'wx'})
+      // The second line tells a waiting push which pg_wal this uploader reads ahead (src/wal/foreground.ts).
+      await fs.writeFile(lockPath, `${process.pid}\n${readAheadDir ?? ''}\n`, {flag: 'wx'})
       return async () => {
-        const owner = await fs.readFile(lockPath, 'utf8').catch(() => '')
-        if (Number(owner.trim()) === process.pid) await fs.rm(lockPath, {force: true})
+        if (uploaderLock(spoolDir)?.pid === process.pid) await fs.rm(lockPath, {force: true})
       }
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
@@ -178,14 +177,8 @@ export async function lockSpool(spoolDir: string): Promise<(() => Promise<void>)
 }
 
 async function lockHolderAlive(lockPath: string): Promise<boolean> {
-  const pid = Number((await fs.readFile(lockPath, 'utf8').catch(() => '')).trim())
-  if (!Number.isInteger(pid) || pid <= 0) return false
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM'
-  }
+  const lock = uploaderLock(path.dirname(lockPath))
+  return lock !== undefined && processAlive(lock.pid)
 }
 
 /** Whether some process is uploading this spool now. */
@@ -241,16 +234,20 @@ export async function runUploader(options: UploaderOptions): Promise<{stored: nu
   const uploadOne = async (name: string, ahead: boolean) => {
     let file = path.join(spoolDir, name)
     try {
+      let identity: string | undefined
       if (ahead) {
         const copy = await copyAhead(spoolDir, options.walDir!, name)
         if (copy === undefined) return
-        file = copy
+        ;({file, identity} = copy)
       }
 
       const result = await pushWal(storage, file, {logger, signal})
-      if (ahead) {
-        await fs.writeFile(path.join(spoolDir, UPLOADED_DIR, name), '')
-        await syncDirectory(path.join(spoolDir, UPLOADED_DIR))
+      if (identity !== undefined) {
+        // Written whole under a temporary name, then renamed: a push never reads half a marker. Not
+        // fsynced: a marker lost in a crash only sends that push down the spooling path.
+        const marker = uploadedMarkerPath(spoolDir, name)
+        await fs.writeFile(`${marker}.tmp`, `${identity}\n`)
+        await fs.rename(`${marker}.tmp`, marker)
       }
 
       await fs.rm(file, {force: true})
@@ -279,7 +276,8 @@ export async function runUploader(options: UploaderOptions): Promise<{stored: nu
       .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
     if (waiting.length === 0 && running.size === 0) {
       if (options.idleExitMs !== undefined && Date.now() - idleSince >= options.idleExitMs) break
-      await sleep(100, signal)
+      // PostgreSQL runs archive_command right after it marks a segment ready, and that push waits for us.
+      await sleep(IDLE_POLL_MS, signal)
       continue
     }
 
@@ -317,22 +315,27 @@ async function readyAhead(spoolDir: string, walDir: string, spooled: Set<string>
   const uploaded = new Set(await fs.readdir(uploadedDir))
   // Markers of segments PostgreSQL no longer lists as ready were consumed by a push that raced the uploader.
   const readySet = new Set(ready)
-  for (const stale of uploaded) if (!readySet.has(stale)) await fs.rm(path.join(uploadedDir, stale), {force: true})
+  for (const stale of uploaded) if (isWalFileName(stale) && !readySet.has(stale)) await fs.rm(path.join(uploadedDir, stale), {force: true})
   return ready.filter((name) => isWalFileName(name) && !spooled.has(name) && !uploaded.has(name))
 }
 
 /**
- * Copies a ready segment out of pg_wal; returns the copy, or undefined when PostgreSQL archived it
- * meanwhile (then it may have been recycled and the copy mixed old and new content: discarded).
+ * Copies a ready segment out of pg_wal; returns the copy and the source file's identity, or
+ * undefined when PostgreSQL archived it meanwhile or the file changed during the copy (then it may
+ * have been recycled and the copy mixed old and new content: discarded).
  */
-async function copyAhead(spoolDir: string, walDir: string, name: string): Promise<string | undefined> {
+async function copyAhead(spoolDir: string, walDir: string, name: string): Promise<{file: string; identity: string} | undefined> {
   const aheadDir = path.join(spoolDir, AHEAD_DIR)
   await fs.mkdir(aheadDir, {recursive: true, mode: 0o700})
   const copy = path.join(aheadDir, name)
+  const source = path.join(walDir, name)
   try {
-    await fs.copyFile(path.join(walDir, name), copy)
+    const before = fileIdentity(await fs.stat(source, {bigint: true}))
+    await fs.copyFile(source, copy)
+    const after = fileIdentity(await fs.stat(source, {bigint: true}))
     await fs.access(path.join(walDir, 'archive_status', `${name}.ready`))
-    return copy
+    if (before !== after) throw new Error(`${name} changed while it was copied`)
+    return {file: copy, identity: after}
   } catch {
     await fs.rm(copy, {force: true})
     return undefined

@@ -35,7 +35,7 @@ describe('asynchronous WAL archiving (real PostgreSQL, wal push --async)', () =>
   afterEach(async () => {
     await cluster?.destroy()
     // The detached uploader exits on its own once the spool stays empty; stop it now if it still runs.
-    const pid = Number(await fs.readFile(path.join(spoolDir, 'uploader.pid'), 'utf8').catch(() => ''))
+    const pid = Number((await fs.readFile(path.join(spoolDir, 'uploader.pid'), 'utf8').catch(() => '')).split('\n')[0])
     if (pid > 0) {
       try {
         process.kill(pid, 'SIGTERM')

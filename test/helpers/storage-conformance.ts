@@ -91,6 +91,10 @@ export function storageConformanceSuite(target: ConformanceTarget): void {
       ])
       expect(Object.keys(await listed(storage, 'saf/', {startAfter: 'saf/00000002'})).sort()).toEqual(['saf/00000002.history', 'saf/000000020000000000000001'])
       expect(Object.keys(await listed(storage, 'saf/', {startAfter: 'a'}))).toHaveLength(4)
+      // endBefore bounds the range from above; with startAfter, one timeline's segments before a position.
+      expect(Object.keys(await listed(storage, 'saf/', {endBefore: 'saf/00000002'})).sort()).toEqual(['saf/000000010000000000000001', 'saf/000000010000000000000002'])
+      expect(Object.keys(await listed(storage, 'saf/', {startAfter: 'saf/00000001', endBefore: 'saf/000000010000000000000002'}))).toEqual(['saf/000000010000000000000001'])
+      expect(Object.keys(await listed(storage, 'saf/', {startAfter: 'saf/00000002', endBefore: 'saf/00000002'}))).toEqual([])
     })
 
     it('deletes a key, and deleting a missing key succeeds', async () => {

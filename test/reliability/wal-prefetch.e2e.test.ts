@@ -2,7 +2,7 @@ import {randomBytes} from 'node:crypto'
 import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
 
-import {queueDirFor} from '../../src/wal/prefetch'
+import {queueDirFor, storageIdentity} from '../../src/wal/foreground'
 import {runCli, tempDir} from '../helpers/cli'
 import {waitFor} from '../helpers/wal'
 
@@ -47,14 +47,14 @@ describe('wal fetch prefetch', () => {
   })
 
   it('queues the following segments verified, serves them, and a damaged one exits 200 without breaking the others', async () => {
-    const queueDir = queueDirFor(spoolDir, storeDir)
+    const queueDir = queueDirFor(spoolDir, storageIdentity({BACKUP_LOCAL_DIR: storeDir}))
     const first = await fetch(1, 'pg_wal/RECOVERYXLOG')
     expect(first.code).toBe(0)
     expect((await fs.readFile(path.join(workDir, 'pg_wal', 'RECOVERYXLOG'))).equals(contents.get(1)!)).toBe(true)
     await waitFor(
-      'the prefetcher to queue 2, 3 and 5 and exit',
+      'the prefetcher to queue 2, 3 and 5',
       async () => {
-        const entries = (await fs.readdir(queueDir).catch(() => [] as string[])).sort()
+        const entries = (await fs.readdir(queueDir).catch(() => [] as string[])).filter((entry) => /^[0-9A-F]{24}$/.test(entry)).sort()
         return entries.join(',') === [name(2), name(3), name(5)].join(',') ? true : undefined
       },
       60_000,
@@ -79,8 +79,8 @@ describe('wal fetch prefetch', () => {
     expect((await fetch(6, 'pg_wal/RECOVERYXLOG6')).code).toBe(1)
   }, 120_000)
 
-  it('never serves a queue entry of another archive (the queue is keyed by storage location)', async () => {
-    const otherQueue = queueDirFor(spoolDir, '/some/other/archive')
+  it('never serves a queue entry of another archive (the queue is keyed by the storage settings)', async () => {
+    const otherQueue = queueDirFor(spoolDir, storageIdentity({BACKUP_LOCAL_DIR: '/some/other/archive'}))
     await fs.mkdir(otherQueue, {recursive: true})
     await fs.writeFile(path.join(otherQueue, name(3)), randomBytes(1024))
     const result = await fetch(3, 'pg_wal/OTHER')

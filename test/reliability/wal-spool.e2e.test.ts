@@ -29,7 +29,7 @@ describe('wal push --async spool', () => {
 
   afterEach(async () => {
     for (const child of children.splice(0)) child.kill('SIGKILL')
-    const pid = Number(await fs.readFile(path.join(spoolDir, 'uploader.pid'), 'utf8').catch(() => ''))
+    const pid = Number((await fs.readFile(path.join(spoolDir, 'uploader.pid'), 'utf8').catch(() => '')).split('\n')[0])
     if (pid > 0) {
       try {
         process.kill(pid, 'SIGKILL')
@@ -66,7 +66,7 @@ describe('wal push --async spool', () => {
     await fs.writeFile(blocked, '')
     for (let n = 1; n <= 6; n++) expect((await pushAsync(n, {BACKUP_LOCAL_DIR: path.join(blocked, 'store')})).code).toBe(0)
     expect(await spooled()).toEqual([1, 2, 3, 4, 5, 6].map(segmentName))
-    const pid = Number(await fs.readFile(path.join(spoolDir, 'uploader.pid'), 'utf8'))
+    const pid = Number((await fs.readFile(path.join(spoolDir, 'uploader.pid'), 'utf8')).split('\n')[0])
     process.kill(pid, 'SIGKILL')
     await waitFor('the uploader to die', async () => {
       try {
@@ -143,6 +143,47 @@ describe('wal push --async spool', () => {
     const conflict = await pushAsync(9)
     expect(conflict.code).toBe(1)
     expect(conflict.stderr).toMatch(/already queued .* with different content/)
+  }, 120_000)
+
+  it('a segment recycled or rewritten in pg_wal after the read-ahead stored it is never acknowledged from the stale copy', async () => {
+    const original = new Map<number, Buffer>()
+    for (let n = 1; n <= 2; n++) {
+      original.set(n, await writeSegment(n))
+      await fs.writeFile(path.join(workDir, 'pg_wal', 'archive_status', `${segmentName(n)}.ready`), '')
+    }
+
+    const uploader = startCli(['wal', 'spool-upload', path.join(workDir, 'pg_wal')], env(), {cwd: workDir})
+    children.push(uploader)
+    await waitFor('read-ahead of both', async () => ((await fs.readdir(path.join(spoolDir, 'uploaded')).catch(() => [])).length === 2 ? true : undefined), 60_000)
+    const exited = new Promise((resolve) => uploader.once('exit', resolve))
+    uploader.kill('SIGKILL')
+    await exited
+
+    // Segment 1 recycled: another file renamed onto its name (what PostgreSQL does to reuse a segment), new content.
+    const recycled = Buffer.concat([randomBytes(256 * 1024), Buffer.alloc(768 * 1024)])
+    await fs.writeFile(path.join(workDir, 'pg_wal', 'recycle.tmp'), recycled)
+    await fs.rename(path.join(workDir, 'pg_wal', 'recycle.tmp'), path.join(workDir, 'pg_wal', segmentName(1)))
+    // Segment 2 rewritten in place with the same bytes: its mtime moves, so the marker no longer vouches for it either.
+    await new Promise((resolve) => setTimeout(resolve, 20))
+    await fs.writeFile(path.join(workDir, 'pg_wal', segmentName(2)), original.get(2)!)
+
+    // Segment 1: not answered from the marker; its present content is spooled durably instead.
+    const push1 = await pushAsync(1)
+    expect(push1.code).toBe(0)
+    expect(push1.stdout).not.toMatch(/Already stored by the uploader/)
+    expect(push1.stdout).toMatch(/Queued/)
+    // Segment 2: the stale marker is not used either. The uploader push 1 started may read segment 2
+    // ahead again (its .ready is still there) and vouch for the rewritten file after comparing it
+    // with storage (identical): then "already stored", else spooled. Either way storage holds its bytes.
+    const push2 = await pushAsync(2)
+    expect(push2.code).toBe(0)
+    await waitFor('segment 2 to leave the spool', async () => (!(await spooled()).includes(segmentName(2)) ? true : undefined), 60_000)
+    // Segment 1's spooled copy differs from the stored one: the uploader refuses to overwrite (loudly) and keeps it spooled.
+    await waitFor('the conflict on segment 1 to be reported', async () => ((await fs.readFile(path.join(spoolDir, 'uploader.error'), 'utf8').catch(() => '')).includes('different content') ? true : undefined), 60_000)
+    expect(await spooled()).toEqual([segmentName(1)])
+    expect((await fs.readFile(path.join(spoolDir, segmentName(1)))).equals(recycled)).toBe(true)
+    expect((await stored(1)).equals(original.get(1)!)).toBe(true)
+    expect((await stored(2)).equals(original.get(2)!)).toBe(true)
   }, 120_000)
 
   it('without WAL_SPOOL_DIR, --async is a configuration error (exit 2) and queues nothing', async () => {

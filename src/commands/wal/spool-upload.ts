@@ -1,3 +1,5 @@
+import * as path from 'node:path'
+
 import {Args} from '@oclif/core'
 
 import {DbbCommand} from '../../base-command'
@@ -22,7 +24,7 @@ export default class WalSpoolUpload extends DbbCommand<typeof WalSpoolUpload> {
   public async run(): Promise<{stored: number}> {
     const {spoolDir, parallel} = this.settings.walAsync
     if (!spoolDir) throw new ConfigError([{variable: 'WAL_SPOOL_DIR', message: 'is required by wal spool-upload', example: '/var/lib/dbb/wal-async'}])
-    const release = await lockSpool(spoolDir)
+    const release = await lockSpool(spoolDir, this.args.walDir === undefined ? undefined : path.resolve(this.args.walDir))
     if (!release) return {stored: 0}
     const storage = await this.openStorage()
     try {

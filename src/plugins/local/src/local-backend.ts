@@ -105,6 +105,7 @@ export class LocalBackend implements StorageBackend {
       if (!key.startsWith(prefix)) continue
       // Skipped before the stat, which is what a listing of a large directory spends its time on.
       if (options.startAfter !== undefined && key <= options.startAfter) continue
+      if (options.endBefore !== undefined && key >= options.endBefore) continue
       const info = await this.stat(key)
       if (info) yield info
     }

@@ -147,6 +147,8 @@ export class S3Backend implements StorageBackend {
         const key = object.Key?.slice(base.length)
         // Folder placeholders (`dir/`) and odd keys some tools create are not objects of ours.
         if (!key || !object.Key?.startsWith(base) || !isSafeKey(key)) continue
+        // S3 lists in UTF-8 byte order: past endBefore, no later page holds a key of the range.
+        if (options.endBefore !== undefined && Buffer.compare(Buffer.from(key), Buffer.from(options.endBefore)) >= 0) return
         yield {key, sizeBytes: object.Size ?? 0, lastModified: object.LastModified ?? new Date(0)}
       }
 

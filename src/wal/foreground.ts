@@ -1,0 +1,204 @@
+import {createHash} from 'node:crypto'
+import * as fs from 'node:fs'
+import * as path from 'node:path'
+
+/**
+ * The foreground of archive_command and restore_command when the background already did the work:
+ * PostgreSQL runs one process per WAL segment, and at 16 MiB a segment a 100 MB/s server starts six
+ * of them a second, one after the other. A Node start is most of a call's cost (BENCHMARKS.md
+ * "WAL archiving"), so these two answers load nothing but `fs`, `path` and `crypto` (bin/run.js
+ * requires this file before anything else) and use synchronous calls; every other case returns
+ * undefined and the caller goes on to the full fast path (src/wal/fast-cli.ts), which loads the
+ * config, the logger and the storage backend.
+ *
+ *  - `wal push --async <pg_wal/N>`: the spool uploader's read-ahead (src/wal/spool.ts) stored N in
+ *    storage before PostgreSQL asked and left a marker `<spool>/uploaded/N` holding the identity of
+ *    the pg_wal file it copied (device, inode, size, mtime and ctime, equal before and after the
+ *    copy). The push exits 0 only if the file PostgreSQL names now has that same identity: the same
+ *    inode, never renamed (recycling renames), never written since (writes move mtime). A marker
+ *    that does not match is not used; the full path then spools the file's present content. While
+ *    an uploader doing read-ahead on this pg_wal runs, the push waits for the marker a bounded
+ *    time (the uploader usually has the segment in flight: it is the oldest `.ready` one).
+ *  - `wal fetch N <dest>`: the prefetcher (src/wal/prefetch.ts) already put N in the queue,
+ *    verified and complete: one rename hands it to PostgreSQL; the prefetcher is told which segment
+ *    recovery reached, so it keeps the queue ahead.
+ */
+
+/** A WAL segment name; .history/.backup/.partial files are rare and take the full path. */
+const SEGMENT = /^[0-9A-F]{24}$/
+const UPLOADED_DIR = 'uploaded'
+const LOCK_FILE = 'uploader.pid'
+const ERROR_FILE = 'uploader.error'
+/** The prefetcher reads which segment recovery asked for last from this file in its queue. */
+export const WANTED_FILE = 'wanted'
+export const PREFETCH_PID_FILE = 'uploader.pid'
+/** Default of WAL_PREFETCH (src/config/wal-async.ts), read here without loading the config module. */
+const DEFAULT_PREFETCH = 8
+/**
+ * How long a push waits for the read-ahead to store its segment. The uploader works oldest first,
+ * so it normally has this segment in flight; past this (storage slow or down) the push spools the
+ * segment itself, which is what keeps PostgreSQL going during an outage.
+ */
+const READ_AHEAD_WAIT_MS = 5000
+const POLL_MS = 10
+
+/** The identity of a file as the read-ahead records it in its marker. */
+export function fileIdentity(stats: fs.BigIntStats): string {
+  return [stats.dev, stats.ino, stats.size, stats.mtimeNs, stats.ctimeNs].join(' ')
+}
+
+/** The identity of the file at `filePath` now, or undefined if it is gone. */
+export function currentIdentity(filePath: string): string | undefined {
+  try {
+    return fileIdentity(fs.statSync(filePath, {bigint: true}))
+  } catch {
+    return undefined
+  }
+}
+
+export function uploadedMarkerPath(spoolDir: string, name: string): string {
+  return path.join(spoolDir, UPLOADED_DIR, name)
+}
+
+/**
+ * Whether storage holds exactly the file at `walPath` according to the read-ahead's marker (see
+ * above); consumes a matching marker. A marker for another file under the same name is left alone.
+ */
+export function takeMatchingMarker(spoolDir: string, walPath: string): boolean {
+  const marker = uploadedMarkerPath(spoolDir, path.basename(walPath))
+  let recorded: string
+  try {
+    recorded = fs.readFileSync(marker, 'utf8').trim()
+  } catch {
+    return false
+  }
+
+  if (recorded === '' || recorded !== currentIdentity(walPath)) return false
+  fs.rmSync(marker, {force: true})
+  return true
+}
+
+/** The first line of the spool's lock file: the uploader's pid; the second: the pg_wal it reads ahead ('' for none). */
+export function uploaderLock(spoolDir: string): {pid: number; readAheadDir: string} | undefined {
+  let text: string
+  try {
+    text = fs.readFileSync(path.join(spoolDir, LOCK_FILE), 'utf8')
+  } catch {
+    return undefined
+  }
+
+  const [pidLine, readAheadDir = ''] = text.split('\n')
+  const pid = Number(pidLine.trim())
+  return Number.isInteger(pid) && pid > 0 ? {pid, readAheadDir: readAheadDir.trim()} : undefined
+}
+
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
+const sleeper = new Int32Array(new SharedArrayBuffer(4))
+function sleepSync(ms: number): void {
+  Atomics.wait(sleeper, 0, 0, ms)
+}
+
+/** `wal push --async <walPath>` answered from the read-ahead; undefined: take the full path. */
+export function pushFromReadAhead(walPath: string, env: NodeJS.ProcessEnv, waitMs = READ_AHEAD_WAIT_MS): number | undefined {
+  const spool = env.WAL_SPOOL_DIR?.trim()
+  const name = path.basename(walPath)
+  if (!spool || !SEGMENT.test(name)) return undefined
+  const spoolDir = path.resolve(spool)
+  const walDir = path.dirname(path.resolve(walPath))
+  const deadline = Date.now() + waitMs
+  for (;;) {
+    if (takeMatchingMarker(spoolDir, walPath)) {
+      process.stdout.write(`Already stored by the uploader: ${name}\n`)
+      return 0
+    }
+
+    // A marker that is there but vouches for another file will not change: no use waiting.
+    if (fs.existsSync(uploadedMarkerPath(spoolDir, name))) return undefined
+    // Wait only for an uploader that is reading ahead this very pg_wal and is not failing.
+    const lock = uploaderLock(spoolDir)
+    const worthWaiting = lock !== undefined && lock.readAheadDir === walDir && processAlive(lock.pid) && !fs.existsSync(path.join(spoolDir, ERROR_FILE))
+    if (!worthWaiting || Date.now() >= deadline || !fs.existsSync(walPath)) return undefined
+    sleepSync(POLL_MS)
+  }
+}
+
+/**
+ * What identifies the archive a prefetch queue belongs to: the storage settings in the environment
+ * that say where WAL is read from. The queue is keyed by it, so a queue filled from one archive is
+ * never served to a restore_command reading another; the prefetcher runs with the environment of
+ * the fetch that started it, so both compute the same key.
+ */
+export function storageIdentity(env: NodeJS.ProcessEnv): string {
+  const backend = env.STORAGE_BACKEND?.trim() || 'local'
+  const localDir = env.BACKUP_LOCAL_DIR?.trim()
+  const parts = [
+    `backend=${backend}`,
+    `local=${localDir ? path.resolve(localDir) : ''}`,
+    ...['S3_ENDPOINT', 'S3_REGION', 'S3_BUCKET', 'S3_PREFIX'].map((variable) => `${variable}=${env[variable]?.trim() ?? ''}`),
+  ]
+  return parts.join('\n')
+}
+
+/** The queue directory for one archive: `<WAL_SPOOL_DIR>/fetch-queue/<hash of its storage identity>`. */
+export function queueDirFor(spoolDir: string, identity: string): string {
+  return path.join(spoolDir, 'fetch-queue', createHash('sha256').update(identity).digest('hex').slice(0, 16))
+}
+
+/** WAL_PREFETCH as a count; undefined when it is not a plain count (the full path reports the error). */
+export function prefetchCount(env: NodeJS.ProcessEnv): number | undefined {
+  const raw = env.WAL_PREFETCH?.trim()
+  if (raw === undefined || raw === '') return DEFAULT_PREFETCH
+  return /^\d{1,3}$/.test(raw) ? Number(raw) : undefined
+}
+
+/** The prefetch queue a fetch in this environment uses, or undefined when prefetch is off. */
+export function prefetchQueue(name: string, env: NodeJS.ProcessEnv): string | undefined {
+  const spool = env.WAL_SPOOL_DIR?.trim()
+  const count = prefetchCount(env)
+  if (!spool || !count || !SEGMENT.test(name)) return undefined
+  return queueDirFor(path.resolve(spool), storageIdentity(env))
+}
+
+/**
+ * Tells the prefetcher of `queueDir` that recovery asked for `name` (it keeps the segments after it
+ * queued) and starts one if none runs. `start` spawns it (bin/run.js and fast-cli pass the one
+ * spawn module's helper).
+ */
+export function notePrefetchWanted(queueDir: string, name: string, segmentSize: number, start: (name: string, segmentSize: number) => void): void {
+  fs.mkdirSync(queueDir, {recursive: true, mode: 0o700})
+  const wanted = path.join(queueDir, WANTED_FILE)
+  fs.writeFileSync(`${wanted}.tmp`, `${name} ${segmentSize}\n`)
+  fs.renameSync(`${wanted}.tmp`, wanted)
+  const lock = uploaderLock(queueDir)
+  if (lock === undefined || !processAlive(lock.pid)) start(name, segmentSize)
+}
+
+/** `wal fetch <name> <dest>` answered from the prefetch queue; undefined: take the full path. */
+export function fetchFromQueue(name: string, destination: string, env: NodeJS.ProcessEnv, start: (name: string, segmentSize: number) => void): number | undefined {
+  const queueDir = prefetchQueue(name, env)
+  if (queueDir === undefined) return undefined
+  try {
+    fs.renameSync(path.join(queueDir, name), destination)
+  } catch {
+    // Not queued (or the queue is on another filesystem): the full path fetches it from storage.
+    return undefined
+  }
+
+  // PostgreSQL writes a restore_command's output into its log: where an operator sees prefetch working.
+  process.stdout.write(`Restored ${name} from the prefetch queue\n`)
+  try {
+    notePrefetchWanted(queueDir, name, fs.statSync(destination).size, start)
+  } catch {
+    // The segment is delivered; a prefetcher that cannot be told or started only costs speed.
+  }
+
+  return 0
+}

@@ -1,0 +1,96 @@
+import * as fs from 'node:fs'
+import * as os from 'node:os'
+import * as path from 'node:path'
+
+import {fetchFromQueue, fileIdentity, prefetchQueue, pushFromReadAhead, takeMatchingMarker} from '../../src/wal/foreground'
+
+/** The no-config answers of archive_command / restore_command (src/wal/foreground.ts), on real files. */
+describe('WAL foreground (src/wal/foreground.ts)', () => {
+  let dir: string
+  let walDir: string
+  let spoolDir: string
+  const name = '000000010000000000000007'
+  const walPath = () => path.join(walDir, name)
+  const marker = () => path.join(spoolDir, 'uploaded', name)
+  const recordMarker = () => fs.writeFileSync(marker(), `${fileIdentity(fs.statSync(walPath(), {bigint: true}))}\n`)
+
+  beforeEach(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dbb-foreground-'))
+    walDir = path.join(dir, 'pg_wal')
+    spoolDir = path.join(dir, 'spool')
+    fs.mkdirSync(walDir)
+    fs.mkdirSync(path.join(spoolDir, 'uploaded'), {recursive: true})
+    fs.writeFileSync(walPath(), Buffer.alloc(64 * 1024, 7))
+  })
+
+  afterEach(() => fs.rmSync(dir, {recursive: true, force: true}))
+
+  it('acknowledges from a marker that records this very file, and consumes it', () => {
+    recordMarker()
+    expect(pushFromReadAhead(walPath(), {WAL_SPOOL_DIR: spoolDir}, 0)).toBe(0)
+    expect(fs.existsSync(marker())).toBe(false)
+    // Consumed: a second push of the same name no longer finds it.
+    expect(pushFromReadAhead(walPath(), {WAL_SPOOL_DIR: spoolDir}, 0)).toBeUndefined()
+  })
+
+  it('never acknowledges from a marker of another file under the name: renamed onto it, or written since', () => {
+    recordMarker()
+    const recycled = path.join(walDir, 'recycled')
+    fs.writeFileSync(recycled, Buffer.alloc(64 * 1024, 7))
+    fs.renameSync(recycled, walPath())
+    expect(takeMatchingMarker(spoolDir, walPath())).toBe(false)
+    expect(fs.existsSync(marker())).toBe(true)
+
+    recordMarker()
+    const later = new Date(Date.now() + 5000)
+    fs.utimesSync(walPath(), later, later)
+    // Not even waited for, with a live uploader reading ahead here: a mismatching marker will not change.
+    fs.writeFileSync(path.join(spoolDir, 'uploader.pid'), `${process.pid}\n${walDir}\n`)
+    const started = Date.now()
+    expect(pushFromReadAhead(walPath(), {WAL_SPOOL_DIR: spoolDir}, 3000)).toBeUndefined()
+    expect(Date.now() - started).toBeLessThan(2000)
+    fs.rmSync(path.join(spoolDir, 'uploader.pid'))
+    fs.writeFileSync(marker(), '')
+    expect(takeMatchingMarker(spoolDir, walPath())).toBe(false)
+  })
+
+  it('waits only for a live uploader that reads ahead this pg_wal and reports no error', () => {
+    const wait = (lock: string | undefined, error = false) => {
+      fs.rmSync(path.join(spoolDir, 'uploader.pid'), {force: true})
+      fs.rmSync(path.join(spoolDir, 'uploader.error'), {force: true})
+      if (lock !== undefined) fs.writeFileSync(path.join(spoolDir, 'uploader.pid'), lock)
+      if (error) fs.writeFileSync(path.join(spoolDir, 'uploader.error'), 'storage down\n')
+      const started = Date.now()
+      expect(pushFromReadAhead(walPath(), {WAL_SPOOL_DIR: spoolDir}, 1500)).toBeUndefined()
+      return Date.now() - started
+    }
+
+    expect(wait(undefined)).toBeLessThan(1000)
+    expect(wait(`${process.pid}\n/some/other/pg_wal\n`)).toBeLessThan(1000)
+    expect(wait(`${process.pid}\n${walDir}\n`, true)).toBeLessThan(1000)
+    expect(wait(`999999999\n${walDir}\n`)).toBeLessThan(1000)
+    expect(wait(`${process.pid}\n${walDir}\n`)).toBeGreaterThanOrEqual(1500)
+  })
+
+  it('takes only segment names, and only with WAL_SPOOL_DIR set', () => {
+    recordMarker()
+    expect(pushFromReadAhead(walPath(), {}, 0)).toBeUndefined()
+    expect(pushFromReadAhead(path.join(walDir, '00000002.history'), {WAL_SPOOL_DIR: spoolDir}, 0)).toBeUndefined()
+  })
+
+  it('serves a queued segment by rename and tells the prefetcher where recovery is; a miss is left to the full path', () => {
+    const env = {WAL_SPOOL_DIR: spoolDir, BACKUP_LOCAL_DIR: path.join(dir, 'store')}
+    const queue = prefetchQueue(name, env)!
+    fs.mkdirSync(queue, {recursive: true})
+    fs.writeFileSync(path.join(queue, name), Buffer.alloc(1024 * 1024, 1))
+    const started: [string, number][] = []
+    const dest = path.join(walDir, 'RECOVERYXLOG')
+    expect(fetchFromQueue(name, dest, env, (wanted, size) => started.push([wanted, size]))).toBe(0)
+    expect(fs.readFileSync(dest).equals(Buffer.alloc(1024 * 1024, 1))).toBe(true)
+    expect(fs.readFileSync(path.join(queue, 'wanted'), 'utf8')).toBe(`${name} ${1024 * 1024}\n`)
+    expect(started).toEqual([[name, 1024 * 1024]])
+    expect(fetchFromQueue('000000010000000000000008', dest, env, () => {})).toBeUndefined()
+    expect(prefetchQueue(name, {...env, WAL_PREFETCH: '0'})).toBeUndefined()
+    expect(prefetchQueue(name, {...env, WAL_PREFETCH: 'lots'})).toBeUndefined()
+  })
+})
