@@ -21,7 +21,8 @@ export default class DbbHelp extends Help {
       const width = Math.max(...provider.settings.map((spec) => `--${spec.flag}=${spec.secret ? '<secret>' : spec.example}`.length))
       for (const spec of provider.settings) {
         const flag = `--${spec.flag}=${spec.secret ? '<secret>' : spec.example}`
-        lines.push(`  ${flag.padEnd(width)}  ${spec.summary}${spec.secret ? ` Or ${spec.env}_FILE.` : ''} (env: ${spec.env})`)
+        const fallback = spec.required ? ' Required.' : spec.default === undefined ? '' : ` Default: ${spec.default}.`
+        lines.push(`  ${flag.padEnd(width)}  ${spec.summary}${fallback}${spec.secret ? ` Or ${spec.env}_FILE.` : ''} (env: ${spec.env})`)
       }
     } else {
       lines.push(`STORAGE FLAGS: STORAGE_BACKEND="${requested}" is not installed (installed: ${[...registry.providers.keys()].sort().join(', ')}); run ${this.config.bin} backends`)

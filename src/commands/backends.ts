@@ -6,7 +6,8 @@ interface BackendInfo {
   name: string
   summary: string
   plugin: string
-  settings: {env: string; flag: string; summary: string; example: string}[]
+  contractVersion: number
+  settings: {env: string; flag: string; summary: string; example: string; default?: string; required: boolean; secret: boolean}[]
 }
 
 export default class Backends extends DbbCommand<typeof Backends> {
@@ -28,14 +29,29 @@ export default class Backends extends DbbCommand<typeof Backends> {
         name: provider.name,
         summary: provider.summary,
         plugin: registry.plugins.get(provider.name) ?? '',
-        settings: provider.settings.map(({env, flag, summary, example, secret}) => ({env, flag, summary, example: secret ? '<secret>' : example})),
+        contractVersion: provider.contractVersion ?? 1,
+        settings: provider.settings.map((spec) => ({
+          env: spec.env,
+          flag: spec.flag,
+          summary: spec.summary,
+          example: spec.secret ? '<secret>' : spec.example,
+          ...(spec.default === undefined ? {} : {default: spec.secret ? '<secret>' : spec.default}),
+          required: spec.required === true,
+          secret: spec.secret === true,
+        })),
       }))
     for (const backend of backends) {
       this.log(`${backend.name} — ${backend.summary} (plugin ${backend.plugin})`)
       this.log(
         renderTable(
-          ['VARIABLE', 'FLAG', 'EXAMPLE', 'MEANING'],
-          backend.settings.map((setting) => [setting.env, `--${setting.flag}`, setting.example, setting.summary]),
+          ['VARIABLE', 'FLAG', 'DEFAULT', 'EXAMPLE', 'MEANING'],
+          backend.settings.map((setting) => [
+            setting.env + (setting.secret ? ' (secret)' : ''),
+            `--${setting.flag}`,
+            setting.required ? 'required' : (setting.default ?? '—'),
+            setting.example,
+            setting.summary,
+          ]),
         )
           .split('\n')
           .map((line) => `  ${line}`)

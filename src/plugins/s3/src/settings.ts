@@ -1,4 +1,5 @@
-import type {StorageSetting} from '../../../storage/contract'
+import {storageConfigError} from '@dbb/storage-contract'
+import type {SettingIssue, StorageSetting} from '@dbb/storage-contract'
 
 /**
  * The s3 backend's settings: declared here (core turns them into flags of every storage command)
@@ -32,8 +33,8 @@ export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000
 export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000
 
 export const S3_SETTINGS: StorageSetting[] = [
-  {env: 'S3_BUCKET', flag: 's3-bucket', summary: 'Bucket that holds the backups (storage "s3").', example: 'my-db-backups'},
-  {env: 'S3_PREFIX', flag: 's3-prefix', summary: 'Key prefix inside the bucket; "/" for the bucket root (default backups).', example: 'prod/app'},
+  {env: 'S3_BUCKET', flag: 's3-bucket', summary: 'Bucket that holds the backups.', example: 'my-db-backups', required: true},
+  {env: 'S3_PREFIX', flag: 's3-prefix', summary: 'Key prefix inside the bucket; "/" for the bucket root.', example: 'prod/app', default: DEFAULT_PREFIX},
   {
     env: 'S3_ENDPOINT',
     flag: 's3-endpoint',
@@ -46,7 +47,7 @@ export const S3_SETTINGS: StorageSetting[] = [
     summary: 'Path-style addressing (bucket in the path): true or false (default true when S3_ENDPOINT is set).',
     example: 'true',
   },
-  {env: 'AWS_DEFAULT_REGION', flag: 'aws-region', summary: 'Region of the bucket (default eu-central-1).', example: 'eu-central-1'},
+  {env: 'AWS_DEFAULT_REGION', flag: 'aws-region', summary: 'Region of the bucket.', example: 'eu-central-1', default: DEFAULT_REGION},
   {
     env: 'AWS_ACCESS_KEY_ID',
     flag: 'aws-access-key-id',
@@ -61,33 +62,38 @@ export const S3_SETTINGS: StorageSetting[] = [
   {
     env: 'S3_PART_SIZE',
     flag: 's3-part-size',
-    summary: 'Multipart part size, 5MiB to 5GiB (default 16MiB); the largest dump is 10,000 parts.',
+    summary: 'Multipart part size, 5MiB to 5GiB; the largest dump is 10,000 parts.',
     example: '64MiB',
+    default: '16MiB',
   },
-  {env: 'S3_UPLOAD_CONCURRENCY', flag: 's3-upload-concurrency', summary: 'Parts uploaded in parallel, 1 to 64 (default 4).', example: '4'},
+  {env: 'S3_UPLOAD_CONCURRENCY', flag: 's3-upload-concurrency', summary: 'Parts uploaded in parallel, 1 to 64.', example: '8', default: String(DEFAULT_CONCURRENCY)},
   {
     env: 'S3_CONDITIONAL_WRITES',
     flag: 's3-conditional-writes',
-    summary: 'Send If-None-Match so a backup never replaces another: true (default) or false for stores that reject it.',
+    summary: 'Send If-None-Match so a backup never replaces another: true, or false for stores that reject it.',
     example: 'false',
+    default: 'true',
   },
   {
     env: 'S3_CONNECT_TIMEOUT',
     flag: 's3-connect-timeout',
-    summary: 'Longest wait to open a connection to the endpoint, e.g. 10s (default), 500ms, 1m.',
-    example: '10s',
+    summary: 'Longest wait to open a connection to the endpoint, e.g. 10s, 500ms, 1m.',
+    example: '5s',
+    default: '10s',
   },
   {
     env: 'S3_REQUEST_TIMEOUT',
     flag: 's3-request-timeout',
-    summary: 'Longest silence from the endpoint: for an answer to start, and between bytes of a transfer (default 30s).',
-    example: '30s',
+    summary: 'Longest silence from the endpoint: for an answer to start, and between bytes of a transfer.',
+    example: '1m',
+    default: '30s',
   },
   {
     env: 'S3_CHECKSUMS',
     flag: 's3-checksums',
-    summary: 'when_required (default; works with every S3-compatible store) or when_supported (the SDK\'s extra CRC checksums).',
-    example: 'when_required',
+    summary: 'when_required (works with every S3-compatible store) or when_supported (the SDK\'s extra CRC checksums).',
+    example: 'when_supported',
+    default: 'when_required',
   },
 ]
 
@@ -112,22 +118,9 @@ export interface S3Options {
   requestTimeoutMs: number
 }
 
-export interface SettingIssue {
-  variable: string
-  message: string
-  example?: string
-}
-
-export class StorageConfigError extends Error {
-  override readonly name = 'StorageConfigError'
-  constructor(readonly issues: SettingIssue[]) {
-    super(issues.map((issue) => `${issue.variable}: ${issue.message}`).join('\n'))
-  }
-}
-
 const exampleOf = (variable: string) => S3_SETTINGS.find((spec) => spec.env === variable)?.example
 
-/** Validates the settings (keyed by variable, blank ones absent); throws one StorageConfigError listing every problem. */
+/** Validates the settings (keyed by variable, blank ones absent); throws one StorageConfigError (storageConfigError) listing every problem. */
 export function parseS3Settings(settings: Readonly<Record<string, string | undefined>>): S3Options {
   const issues: SettingIssue[] = []
   const problem = (variable: string, message: string) => issues.push({variable, message, example: exampleOf(variable)})
@@ -202,7 +195,7 @@ export function parseS3Settings(settings: Readonly<Record<string, string | undef
     problem('S3_REQUEST_TIMEOUT', 'must be a duration from 100ms to 1h, such as 30s')
   }
 
-  if (issues.length > 0) throw new StorageConfigError(issues)
+  if (issues.length > 0) throw storageConfigError(issues)
   return {
     bucket: bucket as string,
     prefix,
