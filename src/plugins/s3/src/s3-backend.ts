@@ -8,7 +8,7 @@ import {
   ListObjectsV2Command,
   S3Client,
 } from '@aws-sdk/client-s3'
-import {Readable, addAbortSignal} from 'node:stream'
+import {Readable, Transform, addAbortSignal, pipeline} from 'node:stream'
 
 import {alreadyExists, assertSafeKey, isSafeKey, notFound} from '@dbb/storage-contract'
 import type {
@@ -118,7 +118,8 @@ export class S3Backend implements StorageBackend {
       const response = await this.downloadClient.send(new GetObjectCommand({Bucket: this.options.bucket, Key: objectKey, Range: range}), {
         abortSignal: options.signal,
       })
-      const stream = guardedBody(response.Body as Readable, {idleTimeoutMs: this.options.requestTimeoutMs, what: `${context.action} from ${this.endpointName}`})
+      let stream = guardedBody(response.Body as Readable, {idleTimeoutMs: this.options.requestTimeoutMs, what: `${context.action} from ${this.endpointName}`})
+      if (range) stream = exactRange(stream, options, response.ContentRange)
       return options.signal ? addAbortSignal(options.signal, stream) : stream
     } catch (error) {
       if (isNotFoundError(error)) throw notFound(key)
@@ -270,6 +271,38 @@ export class S3Backend implements StorageBackend {
       storageClass: this.options.storageClass,
     }
   }
+}
+
+/**
+ * The bytes asked for, also from a store that answers a range wrongly: one that ignores Range (a
+ * 200 with the whole object, no Content-Range) or widens it (s3rver answers `bytes=0-0` with the
+ * whole object: it reads an end of 0 as "no end"). Content-Range says what was sent; the surplus is
+ * skipped or cut here.
+ */
+function exactRange(stream: Readable, requested: GetOptions, contentRange: string | undefined): Readable {
+  const sent = /^bytes (\d+)-(\d+)\//.exec(contentRange ?? '')
+  const sentStart = sent ? Number(sent[1]) : 0
+  const sentEnd = sent ? Number(sent[2]) : Number.POSITIVE_INFINITY
+  let skip = Math.max(0, (requested.start ?? 0) - sentStart)
+  let remaining = requested.end === undefined ? Number.POSITIVE_INFINITY : requested.end - Math.max(requested.start ?? 0, sentStart) + 1
+  if (skip === 0 && (requested.end === undefined || sentEnd <= requested.end)) return stream
+  const exact = new Transform({
+      transform(chunk: Buffer, _encoding, callback) {
+        let part = chunk
+        if (skip > 0) {
+          const skipped = Math.min(skip, part.length)
+          part = part.subarray(skipped)
+          skip -= skipped
+        }
+
+        if (part.length > remaining) part = part.subarray(0, remaining)
+        remaining -= part.length
+        callback(null, part.length > 0 ? part : undefined)
+      },
+  })
+  // pipeline, not pipe: an error of the body (a timeout, a reset) reaches the reader.
+  pipeline(stream, exact, () => undefined)
+  return exact
 }
 
 function isNotImplemented(error: unknown): boolean {
