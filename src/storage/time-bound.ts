@@ -62,7 +62,7 @@ export function withTimeBound(backend: StorageBackend, options: {plugin: string;
         const watched = watchConsumption(body, limitMs, () => {
           const error = timeout(`the write of ${key} (it stopped taking data)`)
           controller.abort(error)
-          watched.stream.destroy(error)
+          destroyWith(watched.stream, error)
           reject(error)
         })
         backend.put(key, watched.stream, {...putOptions, signal}).then(
@@ -133,8 +133,9 @@ function watchConsumption(source: Readable, limitMs: number, onStall: () => void
     destroy(error, callback) {
       disarm()
       detach()
-      // The backend gave up (or failed): the producer stops too, as a pipeline would.
-      if (error && !source.destroyed) source.destroy(error)
+      // The backend gave up (or failed): the producer stops too, with the same error, as a
+      // pipeline would (the caller's pipeline then reports the backend's error first).
+      if (error && !source.destroyed) destroyWith(source, error)
       callback(error)
     },
   })
@@ -210,6 +211,12 @@ function idleGuard(source: Readable, limitMs: number, timeout: () => Error): Rea
   source.once('error', (error) => guarded.destroy(error))
   source.pause()
   return guarded
+}
+
+/** Destroys with the error when someone listens for it; otherwise without, so an unobserved stream does not crash the process. */
+function destroyWith(stream: Readable, error: Error): void {
+  if (stream.listenerCount('error') > 0) stream.destroy(error)
+  else stream.destroy()
 }
 
 function formatSeconds(ms: number): string {
