@@ -86,11 +86,12 @@ describe('a backend plugin from the template, outside the repository, through a 
     const storeDir = path.join(work, 'store')
     await fs.mkdir(storeDir)
     const dbbEnv = {...cluster.dbbEnv('shop'), STORAGE_BACKEND: 'example', EXAMPLE_DIR: storeDir}
-    const before = await fingerprint(cluster, 'shop')
     const backup = JSON.parse((await sh('dbb', ['backup', 'run', '--json'], work, dbbEnv)).stdout)
     expect(backup.metadata.sizeBytes).toBeGreaterThan(0)
+    // Taken after the backup: the fingerprint reads a sequence's next value, which moves it.
+    const before = await fingerprint(cluster, 'shop')
     await cluster.psql('DELETE FROM customers; DELETE FROM events WHERE id > 100', 'shop')
-    expect(await fingerprint(cluster, 'shop')).not.toEqual(before)
+    expect(await cluster.psql('SELECT count(*) FROM events', 'shop')).toBe('100')
     const restore = JSON.parse((await sh('dbb', ['restore', 'latest', '--force', '--json'], work, dbbEnv)).stdout)
     expect(restore).toMatchObject({id: backup.metadata.id, database: 'shop'})
     expect(await fingerprint(cluster, 'shop')).toEqual(before)
