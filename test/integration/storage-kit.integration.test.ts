@@ -1,7 +1,9 @@
 import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
 
+import {LocalBackend} from '../../src/plugins/local/src/local-backend'
 import type {StorageBackend, StorageProvider} from '../../src/storage/contract'
+import {withTimeBound} from '../../src/storage/time-bound'
 import {ROOT, tempDir} from '../helpers/cli'
 import {storageConformanceSuite} from '../helpers/storage-conformance'
 
@@ -36,4 +38,19 @@ storageConformanceSuite({
   async leaveLeftover(backend, key) {
     await fs.writeFile(path.join(directories.get(backend)!, `.tmp-${Date.now()}-0a1b2c3d4e5f-${encodeURIComponent(key)}`), 'half a backup')
   },
+})
+
+/** What commands use is the backend wrapped in core's time bound: the wrapper must keep every rule. */
+storageConformanceSuite({
+  name: 'local, through core\'s time bound (src/storage/time-bound.ts)',
+  async create() {
+    const directory = await tempDir('dbb-bounded-')
+    const backend = withTimeBound(new LocalBackend(directory), {plugin: '@dbb/storage-local'})
+    directories.set(backend, directory)
+    return backend
+  },
+  async destroy(backend) {
+    await fs.rm(directories.get(backend)!, {recursive: true, force: true})
+  },
+  atomicNoOverwrite: true,
 })
