@@ -8,6 +8,7 @@ import {s3Provider} from '../../src/plugins/s3/src/index'
 import {parseS3Settings} from '../../src/plugins/s3/src/settings'
 import {multipartPut} from '../../src/plugins/s3/src/upload'
 import type {StorageBackend} from '../../src/storage/contract'
+import {withTimeBound} from '../../src/storage/time-bound'
 import {freePort} from './postgres'
 import {RecordingProxy, startRecordingProxy} from './recording-proxy'
 import {S3Capabilities, S3Server} from './s3-server'
@@ -64,6 +65,14 @@ export function s3BackendSuite(kind: string, capabilities: S3Capabilities, acqui
       : undefined,
     // One 5 MiB part in flight: the declared bound is 3 × 1.5 s + 5 s + 5 s.
     unresponsive: (endpoint) => backend({S3_CONNECT_TIMEOUT: '500ms', S3_REQUEST_TIMEOUT: '1s', S3_UPLOAD_CONCURRENCY: '1'}, endpoint.url),
+  })
+
+  // What commands use: the backend inside core's time bound, which must keep every rule.
+  storageConformanceSuite({
+    name: `s3 (${kind}) through core's time bound`,
+    create: async () => withTimeBound(await backend(), {plugin: '@dbb/storage-s3'}),
+    bytesBeforeFailure: 12 * MIB,
+    atomicNoOverwrite: capabilities.conditionalPut && capabilities.conditionalCompleteMultipart,
   })
 
   describe(`s3 backend against ${kind}`, () => {
