@@ -81,7 +81,7 @@ export abstract class DbbCommand<T extends typeof Command> extends Command {
     if (this.registry) {
       try {
         const provider = selectProvider(this.registry, this.settings?.storageBackend ?? this.settingValues.STORAGE_BACKEND?.trim().toLowerCase() ?? 'local')
-        this.storage = await createBackend(provider, this.settingValues, {logger: this.logger})
+        this.storage = await createBackend(provider, this.settingValues, {logger: this.logger}, this.registry.plugins.get(provider.name))
       } catch (error) {
         const configError = asConfigError(error)
         if (!configError) throw error

@@ -52,6 +52,15 @@ export function formatIssue({variable, message, example}: ConfigIssue): string {
   return `${variable}: ${message}${example === undefined ? '' : ` (example: ${variable}=${example})`}`
 }
 
+/**
+ * An installed storage plugin that does not keep the storage contract (create() returned a backend
+ * without list(), …): the installation must change, as with bad configuration, so exit code 2.
+ */
+export class StoragePluginError extends DbbError {
+  override readonly exitCode = EXIT_USAGE
+  override readonly code = 'STORAGE_PLUGIN_INVALID'
+}
+
 /** The command was called wrongly (bad argument), exit code 2. */
 export class UsageError extends DbbError {
   override readonly exitCode = EXIT_USAGE

@@ -7,7 +7,8 @@ interface BackendInfo {
   name: string
   summary: string
   plugin: string
-  settings: {env: string; flag: string; summary: string; example: string; default?: string; required?: true}[]
+  contractVersion: number
+  settings: {env: string; flag: string; summary: string; example: string; default?: string; required: boolean; secret: boolean}[]
 }
 
 export default class Backends extends DbbCommand<typeof Backends> {
@@ -29,14 +30,15 @@ export default class Backends extends DbbCommand<typeof Backends> {
         name: provider.name,
         summary: provider.summary,
         plugin: registry.plugins.get(provider.name) ?? '',
+        contractVersion: provider.contractVersion ?? 1,
         settings: provider.settings.map((spec) => ({
           env: spec.env,
           flag: spec.flag,
           summary: spec.summary,
           example: spec.secret ? '<secret>' : spec.example,
-          // Only when declared: a plugin that declares neither keeps the shape it had.
-          ...(defaultLabel(spec) === undefined ? {} : {default: defaultLabel(spec)}),
-          ...(spec.required ? {required: true as const} : {}),
+          ...(defaultLabel(spec) === undefined ? {} : {default: spec.secret ? '<secret>' : defaultLabel(spec)}),
+          required: spec.required === true,
+          secret: spec.secret === true,
         })),
       }))
     const provider = (name: string) => registry.providers.get(name)?.settings ?? []

@@ -17,10 +17,12 @@ interface PluginInfo {
 export default class Plugins extends DbbCommand<typeof Plugins> {
   static override summary = 'List the plugins: the built-in storage backends and those installed or linked.'
   static override description =
-    'Storage backends are oclif plugins: local and s3 are built in (core); others are added with `plugins install <npm package>` or `plugins link <dir>`. `dbb backends` shows each backend\'s settings.'
+    'Storage backends are oclif plugins: local and s3 are built in (core); others are added with `plugins install <name>` (a short name such as `webdav` means the npm package @dbb/storage-webdav if it exists, else dbb-storage-webdav), `plugins install file:<path to a .tgz>`, or `plugins link <dir>`, and removed with `plugins uninstall <package>`. `dbb backends` shows each backend\'s settings.'
 
   static override examples = [
     {description: 'The plugins', command: '<%= config.bin %> <%= command.id %>'},
+    {description: 'Install the backend published as dbb-storage-webdav', command: '<%= config.bin %> plugins install webdav'},
+    {description: 'Install a backend from a tarball (npm pack)', command: '<%= config.bin %> plugins install file:/tmp/dbb-storage-example-0.1.0.tgz'},
     {description: 'Add a backend from a directory', command: '<%= config.bin %> plugins link ./dbb-storage-example'},
   ]
 

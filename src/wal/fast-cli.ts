@@ -107,7 +107,7 @@ export async function runFast(invocation: FastInvocation, givenEnv: NodeJS.Proce
     const config = loadConfig(['logging', 'storageBackend', 'walAsync'], settings)
     const logger = createLogger(config.logging)
     const openStorage = async () => {
-      storage = await createBackend(provider, settings, {logger})
+      storage = await createBackend(provider, settings, {logger}, `@dbb/storage-${provider.name}`)
       return storage
     }
 

@@ -8,6 +8,7 @@ import {s3Provider} from '../../src/plugins/s3/src/index'
 import {parseS3Settings} from '../../src/plugins/s3/src/settings'
 import {multipartPut} from '../../src/plugins/s3/src/upload'
 import type {StorageBackend} from '../../src/storage/contract'
+import {withTimeBound} from '../../src/storage/time-bound'
 import {freePort} from './postgres'
 import {RecordingProxy, startRecordingProxy} from './recording-proxy'
 import {S3Capabilities, S3Server} from './s3-server'
@@ -50,7 +51,26 @@ export function s3BackendSuite(kind: string, capabilities: S3Capabilities, acqui
   // 12 MiB before a failure: with 5 MiB parts a multipart upload with two parts is under way.
   storageConformanceSuite({
     name: `s3 (${kind})`,
+    provider: s3Provider,
     create: () => backend(),
+    bytesBeforeFailure: 12 * MIB,
+    atomicNoOverwrite: capabilities.conditionalPut && capabilities.conditionalCompleteMultipart,
+    sweeps: true,
+    // s3rver cannot list multipart uploads, so its sweep finds nothing to remove.
+    leaveLeftover: capabilities.listMultipartUploads
+      ? async (storage, key) => {
+          const prefix = storage.location.slice(`s3://${server.bucket}/`.length)
+          await server.client().send(new CreateMultipartUploadCommand({Bucket: server.bucket, Key: `${prefix}/${key}`}))
+        }
+      : undefined,
+    // One 5 MiB part in flight: the declared bound is 3 × 1.5 s + 5 s + 5 s.
+    unresponsive: (endpoint) => backend({S3_CONNECT_TIMEOUT: '500ms', S3_REQUEST_TIMEOUT: '1s', S3_UPLOAD_CONCURRENCY: '1'}, endpoint.url),
+  })
+
+  // What commands use: the backend inside core's time bound, which must keep every rule.
+  storageConformanceSuite({
+    name: `s3 (${kind}) through core's time bound`,
+    create: async () => withTimeBound(await backend(), {plugin: '@dbb/storage-s3'}),
     bytesBeforeFailure: 12 * MIB,
     atomicNoOverwrite: capabilities.conditionalPut && capabilities.conditionalCompleteMultipart,
   })

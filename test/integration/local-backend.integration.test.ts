@@ -2,6 +2,7 @@ import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
 import {Readable} from 'node:stream'
 
+import {localProvider} from '../../src/plugins/local/src'
 import {LocalBackend} from '../../src/plugins/local/src/local-backend'
 import {tempDir} from '../helpers/cli'
 import {storageConformanceSuite} from '../helpers/storage-conformance'
@@ -17,7 +18,7 @@ afterAll(async () => {
   await Promise.all(directories.map((directory) => fs.rm(directory, {recursive: true, force: true})))
 })
 
-storageConformanceSuite({name: 'local', create: async () => new LocalBackend(await freshDirectory()), atomicNoOverwrite: true})
+storageConformanceSuite({name: 'local', provider: localProvider, create: async () => new LocalBackend(await freshDirectory()), atomicNoOverwrite: true})
 
 describe('local backend health', () => {
   it('fails with a message naming the missing directory and what to do', async () => {

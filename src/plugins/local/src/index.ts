@@ -1,19 +1,16 @@
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 
-import type {StorageProvider} from '../../../storage/contract'
+import {defineStorageProvider, storageConfigError} from '@dbb/storage-contract'
+import type {StorageProvider} from '@dbb/storage-contract'
 import {LocalBackend} from './local-backend'
 
-export {LocalBackend, isSafeKey, PARTIAL_SUFFIX} from './local-backend'
+export {isSafeKey} from '@dbb/storage-contract'
+export {LocalBackend, PARTIAL_SUFFIX} from './local-backend'
 
-class StorageConfigError extends Error {
-  override readonly name = 'StorageConfigError'
-  constructor(readonly issues: {variable: string; message: string; example?: string}[]) {
-    super(issues.map((issue) => `${issue.variable}: ${issue.message}`).join('\n'))
-  }
-}
+const EXAMPLE_DIR = '/var/backups/postgres'
 
-export const localProvider: StorageProvider = {
+export const localProvider: StorageProvider = defineStorageProvider({
   name: 'local',
   summary: 'A directory on a local or mounted filesystem (a Docker volume, NFS, a PVC).',
   settings: [
@@ -27,20 +24,16 @@ export const localProvider: StorageProvider = {
   ],
   async create(settings) {
     const directory = settings.BACKUP_LOCAL_DIR
-    if (!directory) {
-      throw new StorageConfigError([
-        {variable: 'BACKUP_LOCAL_DIR', message: 'is required with STORAGE_BACKEND=local', example: '/var/backups/postgres'},
-      ])
-    }
+    if (!directory) throw storageConfigError([{variable: 'BACKUP_LOCAL_DIR', message: 'is required with STORAGE_BACKEND=local', example: EXAMPLE_DIR}])
 
     const root = path.resolve(directory)
     if (fs.existsSync(root) && !fs.statSync(root).isDirectory()) {
-      throw new StorageConfigError([{variable: 'BACKUP_LOCAL_DIR', message: `${root} is not a directory`, example: '/var/backups/postgres'}])
+      throw storageConfigError([{variable: 'BACKUP_LOCAL_DIR', message: `${root} is not a directory`, example: EXAMPLE_DIR}])
     }
 
     return new LocalBackend(root)
   },
-}
+})
 
 /** The oclif hook (`dbb:storage-provider`): answers with this plugin's provider. */
 const hook = async (): Promise<StorageProvider> => localProvider

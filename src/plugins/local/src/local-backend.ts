@@ -5,7 +5,8 @@ import * as path from 'node:path'
 import {Readable, Writable, addAbortSignal} from 'node:stream'
 import {pipeline} from 'node:stream/promises'
 
-import type {GetOptions, ListOptions, ObjectInfo, PutOptions, StorageBackend} from '../../../storage/contract'
+import {alreadyExists, assertSafeKey, notFound} from '@dbb/storage-contract'
+import type {GetOptions, ListOptions, ObjectInfo, PutOptions, StorageBackend} from '@dbb/storage-contract'
 
 /** Suffix of in-progress writes. Listed (so prune can clean up after a crash), never a final name. */
 export const PARTIAL_SUFFIX = '.partial'
@@ -150,14 +151,9 @@ export class LocalBackend implements StorageBackend {
 
   /** Maps a key to a path inside the root, refusing anything that would resolve outside it. */
   private resolve(key: string): string {
-    if (!isSafeKey(key)) throw Object.assign(new Error(`invalid storage key "${key}"`), {code: 'INVALID_KEY'})
+    assertSafeKey(key)
     return path.join(this.root, ...key.split('/'))
   }
-}
-
-export function isSafeKey(key: string): boolean {
-  if (key.length === 0 || key.length > 1024 || key.includes('\0') || key.includes('\\')) return false
-  return key.split('/').every((segment) => segment !== '' && segment !== '.' && segment !== '..')
 }
 
 /** Keys under `directory`; subdirectories that cannot hold a key starting with `prefix` are not entered (listing backups never walks wal/). */
@@ -219,14 +215,6 @@ async function fsyncDirectory(directory: string): Promise<void> {
   } finally {
     await handle.close()
   }
-}
-
-function notFound(key: string): Error {
-  return Object.assign(new Error(`${key} not found`), {code: 'NOT_FOUND'})
-}
-
-function alreadyExists(key: string): Error {
-  return Object.assign(new Error(`${key} already exists`), {code: 'ALREADY_EXISTS'})
 }
 
 function errorText(error: unknown): string {

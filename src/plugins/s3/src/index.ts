@@ -1,10 +1,11 @@
-import type {StorageBackend, StorageProvider} from '../../../storage/contract'
+import {defineStorageProvider} from '@dbb/storage-contract'
+import type {StorageBackend, StorageProvider} from '@dbb/storage-contract'
 import {S3_SETTINGS, parseS3Settings} from './settings'
 
-export {S3_SETTINGS, StorageConfigError, parseByteSize, parseS3Settings} from './settings'
+export {S3_SETTINGS, parseByteSize, parseS3Settings} from './settings'
 export type {S3Options} from './settings'
 
-export const s3Provider: StorageProvider = {
+export const s3Provider: StorageProvider = defineStorageProvider({
   name: 's3',
   summary: 'AWS S3 or any S3-compatible object store (MinIO, Ceph, R2, Hetzner, …), multipart streaming uploads.',
   settings: S3_SETTINGS,
@@ -18,7 +19,7 @@ export const s3Provider: StorageProvider = {
     const {S3Backend} = await import('./s3-backend')
     return new S3Backend(options, context.logger)
   },
-}
+})
 
 /** The oclif hook (`dbb:storage-provider`): answers with this plugin's provider. */
 const hook = async (): Promise<StorageProvider> => s3Provider

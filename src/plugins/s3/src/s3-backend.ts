@@ -8,8 +8,9 @@ import {
   ListObjectsV2Command,
   S3Client,
 } from '@aws-sdk/client-s3'
-import {Readable, addAbortSignal} from 'node:stream'
+import {Readable, Transform, addAbortSignal, pipeline} from 'node:stream'
 
+import {alreadyExists, assertSafeKey, isSafeKey, notFound} from '@dbb/storage-contract'
 import type {
   GetOptions,
   ListOptions,
@@ -19,7 +20,7 @@ import type {
   StagedLeftover,
   StorageBackend,
   SweepOptions,
-} from '../../../storage/contract'
+} from '@dbb/storage-contract'
 import {S3ErrorContext, describeS3Error, httpStatus, isNotFoundError, s3ErrorName} from './errors'
 import {guardedBody} from './download'
 import {S3Options} from './settings'
@@ -31,6 +32,10 @@ import {multipartPut} from './upload'
  * S3_REQUEST_TIMEOUT) plus backoff — 2 minutes with the defaults, instead of hanging.
  */
 const MAX_ATTEMPTS = 3
+/** The SDK's retry backoff between attempts stays under this (exponential from 100 ms, 3 attempts). */
+const BACKOFF_ALLOWANCE_MS = 5_000
+/** The slowest upload rate the time bound allows for: lib-storage holds up to concurrency × part size while it sends. */
+const MIN_UPLOAD_BYTES_PER_SECOND = 1024 * 1024
 
 /**
  * Any S3-compatible object store. Keys map to `<S3_PREFIX>/<key>`; uploads stream through
@@ -39,6 +44,12 @@ const MAX_ATTEMPTS = 3
 export class S3Backend implements StorageBackend {
   readonly name = 's3'
   readonly location: string
+  /**
+   * The contract's time bound: every attempt of a request fails after S3_CONNECT_TIMEOUT plus
+   * S3_REQUEST_TIMEOUT of silence; during an upload, the body waits while the buffered parts
+   * (concurrency × part size) are sent, allowed at 1 MiB/s. 3 min 14 s with the defaults.
+   */
+  readonly timeBoundMs: number
   private readonly client: S3Client
   /**
    * Downloads use a client without the socket idle timeout: a download's reader may pause for
@@ -54,6 +65,10 @@ export class S3Backend implements StorageBackend {
   ) {
     this.location = `s3://${options.bucket}${options.prefix ? `/${options.prefix}` : ''}`
     this.endpointName = options.endpoint ?? `AWS S3 (${options.region})`
+    this.timeBoundMs =
+      MAX_ATTEMPTS * (options.connectTimeoutMs + options.requestTimeoutMs) +
+      BACKOFF_ALLOWANCE_MS +
+      Math.ceil((options.partSize * options.concurrency * 1000) / MIN_UPLOAD_BYTES_PER_SECOND)
     const common = {
       region: options.region,
       endpoint: options.endpoint,
@@ -103,7 +118,8 @@ export class S3Backend implements StorageBackend {
       const response = await this.downloadClient.send(new GetObjectCommand({Bucket: this.options.bucket, Key: objectKey, Range: range}), {
         abortSignal: options.signal,
       })
-      const stream = guardedBody(response.Body as Readable, {idleTimeoutMs: this.options.requestTimeoutMs, what: `${context.action} from ${this.endpointName}`})
+      let stream = guardedBody(response.Body as Readable, {idleTimeoutMs: this.options.requestTimeoutMs, what: `${context.action} from ${this.endpointName}`})
+      if (range) stream = exactRange(stream, options, response.ContentRange)
       return options.signal ? addAbortSignal(options.signal, stream) : stream
     } catch (error) {
       if (isNotFoundError(error)) throw notFound(key)
@@ -243,7 +259,7 @@ export class S3Backend implements StorageBackend {
   }
 
   private objectKey(key: string): string {
-    if (!isSafeKey(key)) throw Object.assign(new Error(`invalid storage key "${key}"`), {code: 'INVALID_KEY'})
+    assertSafeKey(key)
     return this.options.prefix ? `${this.options.prefix}/${key}` : key
   }
 
@@ -260,21 +276,39 @@ export class S3Backend implements StorageBackend {
   }
 }
 
+/**
+ * The bytes asked for, also from a store that answers a range wrongly: one that ignores Range (a
+ * 200 with the whole object, no Content-Range) or widens it (s3rver answers `bytes=0-0` with the
+ * whole object: it reads an end of 0 as "no end"). Content-Range says what was sent; the surplus is
+ * skipped or cut here.
+ */
+function exactRange(stream: Readable, requested: GetOptions, contentRange: string | undefined): Readable {
+  const sent = /^bytes (\d+)-(\d+)\//.exec(contentRange ?? '')
+  const sentStart = sent ? Number(sent[1]) : 0
+  const sentEnd = sent ? Number(sent[2]) : Number.POSITIVE_INFINITY
+  let skip = Math.max(0, (requested.start ?? 0) - sentStart)
+  let remaining = requested.end === undefined ? Number.POSITIVE_INFINITY : requested.end - Math.max(requested.start ?? 0, sentStart) + 1
+  if (skip === 0 && (requested.end === undefined || sentEnd <= requested.end)) return stream
+  const exact = new Transform({
+      transform(chunk: Buffer, _encoding, callback) {
+        let part = chunk
+        if (skip > 0) {
+          const skipped = Math.min(skip, part.length)
+          part = part.subarray(skipped)
+          skip -= skipped
+        }
+
+        if (part.length > remaining) part = part.subarray(0, remaining)
+        remaining -= part.length
+        callback(null, part.length > 0 ? part : undefined)
+      },
+  })
+  // pipeline, not pipe: an error of the body (a timeout, a reset) reaches the reader.
+  pipeline(stream, exact, () => undefined)
+  return exact
+}
+
 function isNotImplemented(error: unknown): boolean {
   const name = s3ErrorName(error)
   return name === 'NotImplemented' || name === 'MethodNotAllowed' || httpStatus(error) === 501 || httpStatus(error) === 405
-}
-
-/** Same rule as the local backend: relative, `/`-separated, no empty, `.` or `..` segments. */
-export function isSafeKey(key: string): boolean {
-  if (key.length === 0 || key.length > 1024 || key.includes('\0') || key.includes('\\')) return false
-  return key.split('/').every((segment) => segment !== '' && segment !== '.' && segment !== '..')
-}
-
-function notFound(key: string): Error {
-  return Object.assign(new Error(`${key} not found`), {code: 'NOT_FOUND'})
-}
-
-export function alreadyExists(key: string): Error {
-  return Object.assign(new Error(`${key} already exists`), {code: 'ALREADY_EXISTS'})
 }

@@ -1,4 +1,5 @@
-import type {StorageSetting} from '../../../storage/contract'
+import {storageConfigError} from '@dbb/storage-contract'
+import type {SettingIssue, StorageSetting} from '@dbb/storage-contract'
 
 /**
  * The s3 backend's settings: declared here (core turns them into flags of every storage command)
@@ -125,22 +126,9 @@ export interface S3Options {
   requestTimeoutMs: number
 }
 
-export interface SettingIssue {
-  variable: string
-  message: string
-  example?: string
-}
-
-export class StorageConfigError extends Error {
-  override readonly name = 'StorageConfigError'
-  constructor(readonly issues: SettingIssue[]) {
-    super(issues.map((issue) => `${issue.variable}: ${issue.message}`).join('\n'))
-  }
-}
-
 const exampleOf = (variable: string) => S3_SETTINGS.find((spec) => spec.env === variable)?.example
 
-/** Validates the settings (keyed by variable, blank ones absent); throws one StorageConfigError listing every problem. */
+/** Validates the settings (keyed by variable, blank ones absent); throws one StorageConfigError (storageConfigError) listing every problem. */
 export function parseS3Settings(settings: Readonly<Record<string, string | undefined>>): S3Options {
   const issues: SettingIssue[] = []
   const problem = (variable: string, message: string) => issues.push({variable, message, example: exampleOf(variable)})
@@ -215,7 +203,7 @@ export function parseS3Settings(settings: Readonly<Record<string, string | undef
     problem('S3_REQUEST_TIMEOUT', 'must be a duration from 100ms to 1h, such as 30s')
   }
 
-  if (issues.length > 0) throw new StorageConfigError(issues)
+  if (issues.length > 0) throw storageConfigError(issues)
   return {
     bucket: bucket as string,
     prefix,

@@ -2,7 +2,7 @@ import {AbortMultipartUploadCommand, S3Client} from '@aws-sdk/client-s3'
 import {Upload} from '@aws-sdk/lib-storage'
 import {Readable, Transform, finished} from 'node:stream'
 
-import type {ProviderContext, PutOptions} from '../../../storage/contract'
+import type {ProviderContext, PutOptions} from '@dbb/storage-contract'
 import {isPreconditionFailed, networkErrorCode, s3ErrorName} from './errors'
 import {MAX_PARTS, S3Options, formatMiB} from './settings'
 
