@@ -102,7 +102,7 @@ const catalog = {
     example: '7d',
   },
   BASE_BACKUP_SCHEDULE: {flag: 'base-backup-schedule', summary: 'dbb serve: base backups by cron expression, e.g. "0 2 * * 0".', example: '"0 2 * * 0"'},
-  CHECK_INTERVAL: {flag: 'check-interval', summary: 'dbb serve: run the dbb check this often and alert Slack on failure (off when unset).', example: '15m'},
+  CHECK_INTERVAL: {flag: 'check-interval', summary: 'dbb serve: run the dbb check this often and notify on failure (off when unset).', example: '15m'},
   WAL_STREAMING: {flag: 'wal-streaming', summary: 'Stream WAL with pg_receivewal instead of archive_command (dbb serve; default false).', example: 'true'},
   WAL_STREAMING_SLOT: {flag: 'wal-streaming-slot', summary: 'Replication slot pg_receivewal uses (created if missing; default dbb).', example: 'dbb'},
   WAL_STREAMING_DIR: {
@@ -147,11 +147,36 @@ const catalog = {
     example: 'false',
   },
   CHECK_LOGICAL_BACKUP: {flag: 'check-logical-backup', summary: 'dbb check: check the logical backup age (default true).', example: 'false'},
-  SLACK_TOKEN: {flag: 'slack-token', summary: 'Slack bot token (chat.postMessage) for failed checks.', example: '<secret>', secret: true},
-  SLACK_WEBHOOK_URL: {flag: 'slack-webhook-url', summary: 'Slack incoming-webhook URL, instead of a token.', example: '<secret>', secret: true},
-  SLACK_CHANNEL: {flag: 'slack-channel', summary: 'Slack channel for alerts (default sysadmin).', example: 'sysadmin'},
-  SLACK_MESSAGE_SUFFIX: {flag: 'slack-message-suffix', summary: 'Appended to every Slack alert, e.g. the environment name.', example: '(production)'},
-  SLACK_API_URL: {flag: 'slack-api-url', summary: "Slack's Web API base URL (default https://slack.com/api).", example: 'https://slack.com/api'},
+  // --- Notifications (src/notify, src/config/notify.ts; h-notify) ---
+  NOTIFY_URLS: {
+    flag: 'notify-urls',
+    summary: 'Where notifications go, comma-separated URLs: slack://, slack+https://, webhook+https://, healthchecks+https://, smtp://, smtps:// (README "Notifications").',
+    example: 'slack://xoxb-…@alerts,healthchecks+https://hc-ping.com/<uuid>',
+    secret: true,
+  },
+  NOTIFY_WEBHOOK_SECRET: {
+    flag: 'notify-webhook-secret',
+    summary: 'Key of the X-Dbb-Signature-256 HMAC-SHA256 header on webhook+ deliveries (at least 16 characters).',
+    example: '$(openssl rand -hex 32)',
+    secret: true,
+  },
+  NOTIFY_ON_SUCCESS: {flag: 'notify-on-success', summary: 'Also notify good news: backup.succeeded, drill.passed (default false).', example: 'true'},
+  NOTIFY_TIMEOUT: {
+    flag: 'notify-timeout',
+    summary: 'Limit of one delivery attempt (3 attempts at most); a command waits at most this long for deliveries before it exits (default 10s).',
+    example: '10s',
+  },
+  NOTIFY_REMINDER_INTERVAL: {
+    flag: 'notify-reminder-interval',
+    summary: 'dbb serve: repeat a still-failing check or stalled WAL archiving this often (default 24h).',
+    example: '6h',
+  },
+  SLACK_TOKEN: {flag: 'slack-token', summary: 'Alias: a Slack bot token (chat.postMessage), same as NOTIFY_URLS=slack://<token>@<SLACK_CHANNEL>.', example: '<secret>', secret: true},
+  SLACK_WEBHOOK_URL: {flag: 'slack-webhook-url', summary: 'Alias: a Slack incoming-webhook URL, same as NOTIFY_URLS=slack+https://….', example: '<secret>', secret: true},
+  SLACK_CHANNEL: {flag: 'slack-channel', summary: 'Slack channel of SLACK_TOKEN/SLACK_WEBHOOK_URL (default sysadmin).', example: 'sysadmin'},
+  SLACK_MESSAGE_SUFFIX: {flag: 'slack-message-suffix', summary: 'Appended to every message of SLACK_TOKEN/SLACK_WEBHOOK_URL, e.g. the environment name.', example: '(production)'},
+  SLACK_API_URL: {flag: 'slack-api-url', summary: "Slack's Web API base URL for SLACK_TOKEN (default https://slack.com/api).", example: 'https://slack.com/api'},
+  // --- end of notifications ---
 } as const satisfies Record<string, Omit<SettingSpec, 'env'>>
 
 export type SettingName = keyof typeof catalog
@@ -202,6 +227,12 @@ const GROUPS: Partial<Record<SettingName, string>> = {
   CHECK_BASE_BACKUP: 'CHECK',
   CHECK_WAL: 'CHECK',
   CHECK_LOGICAL_BACKUP: 'CHECK',
+  // --- Notifications (h-notify) ---
+  NOTIFY_URLS: 'NOTIFICATIONS',
+  NOTIFY_WEBHOOK_SECRET: 'NOTIFICATIONS',
+  NOTIFY_ON_SUCCESS: 'NOTIFICATIONS',
+  NOTIFY_TIMEOUT: 'NOTIFICATIONS',
+  NOTIFY_REMINDER_INTERVAL: 'NOTIFICATIONS',
   SLACK_TOKEN: 'SLACK',
   SLACK_WEBHOOK_URL: 'SLACK',
   SLACK_CHANNEL: 'SLACK',
@@ -262,6 +293,20 @@ export function resolveSettings(
 
   return {values, issues: fromFiles.issues}
 }
+
+/** The notification settings (src/config/notify.ts): what a command that notifies declares (`...settingFlags(...NOTIFY_SETTINGS)`). */
+export const NOTIFY_SETTINGS: SettingName[] = [
+  'NOTIFY_URLS',
+  'NOTIFY_WEBHOOK_SECRET',
+  'NOTIFY_ON_SUCCESS',
+  'NOTIFY_TIMEOUT',
+  'NOTIFY_REMINDER_INTERVAL',
+  'SLACK_TOKEN',
+  'SLACK_WEBHOOK_URL',
+  'SLACK_CHANNEL',
+  'SLACK_MESSAGE_SUFFIX',
+  'SLACK_API_URL',
+]
 
 export const LOGGING_SETTINGS: SettingName[] = ['LOG_FORMAT', 'LOG_LEVEL']
 export const DATABASE_SETTINGS: SettingName[] = ['DB_HOST', 'DB_PORT', 'DB_NAME', 'DB_USER', 'DB_PASSWORD']

@@ -5,7 +5,8 @@ import {PruneResult, describeDamaged, prune} from '../backup/prune'
 import {Section} from '../config'
 import {EXIT_FAILURE} from '../errors'
 import {formatBytes, renderTable} from '../format'
-import {settingFlags} from '../settings'
+import {retentionRefused} from '../notify/backup-events'
+import {NOTIFY_SETTINGS, settingFlags} from '../settings'
 
 export default class Prune extends DbbCommand<typeof Prune> {
   static override summary = 'Delete backups outside the retention rules, and leftovers of failed backups.'
@@ -20,10 +21,11 @@ A backup whose sidecar exists but cannot be read (storage error, invalid JSON) o
 
   static override flags = {
     ...settingFlags('BACKUP_NAME_PREFIX', 'RETENTION_DAYS', 'BACKUPS_TO_RETAIN', 'ORPHAN_GRACE', 'STORAGE_BACKEND'),
+    ...settingFlags(...NOTIFY_SETTINGS),
     'dry-run': Flags.boolean({summary: 'Print what would be deleted without deleting anything.'}),
   }
 
-  static override configSections: readonly Section[] = ['namePrefix', 'retention', 'storageBackend']
+  static override configSections: readonly Section[] = ['namePrefix', 'retention', 'storageBackend', 'notify']
   static override usesStorage = true
 
   public async run(): Promise<PruneResult> {
@@ -51,6 +53,7 @@ A backup whose sidecar exists but cannot be read (storage error, invalid JSON) o
 
       if (result.damaged.length > 0) {
         process.exitCode = EXIT_FAILURE
+        this.notify(retentionRefused(storage.location, result.damaged))
         // On stderr with --json too: stdout stays the result, the reason for the exit code is still said.
         process.stderr.write(`Error: ${describeDamaged(result.damaged)}\n`)
       }

@@ -1,6 +1,6 @@
 import {z} from 'zod'
 
-import {cronProblem, defineSection, duration, flag, httpUrl, intInRange, isTimeZone, scheduleInterval} from './fields'
+import {cronProblem, defineSection, duration, flag, intInRange, isTimeZone, scheduleInterval} from './fields'
 import type {ScheduleConfig} from './server'
 
 /** Sections of continuous archiving (src/wal, src/backup/base-backup.ts, src/check). */
@@ -41,24 +41,6 @@ export const check = defineSection(
       baseBackup: data.CHECK_BASE_BACKUP,
       wal: data.CHECK_WAL,
       logicalBackup: data.CHECK_LOGICAL_BACKUP,
-    })),
-)
-
-export const slack = defineSection(
-  {
-    SLACK_TOKEN: z.string().optional(),
-    SLACK_WEBHOOK_URL: httpUrl.optional(),
-    SLACK_CHANNEL: z.string().default('sysadmin'),
-    SLACK_MESSAGE_SUFFIX: z.string().optional(),
-    SLACK_API_URL: httpUrl.default('https://slack.com/api'),
-  },
-  (object) =>
-    object.transform((data) => ({
-      token: data.SLACK_TOKEN,
-      webhookUrl: data.SLACK_WEBHOOK_URL,
-      channel: data.SLACK_CHANNEL.replace(/^#/, ''),
-      messageSuffix: data.SLACK_MESSAGE_SUFFIX,
-      apiUrl: data.SLACK_API_URL.replace(/\/+$/, ''),
     })),
 )
 

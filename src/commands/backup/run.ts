@@ -7,7 +7,9 @@ import {StreamProgress} from '../../backup/pipeline'
 import {formatBytes} from '../../format'
 import {createProgress} from '../../progress'
 import {Section} from '../../config'
-import {settingFlags} from '../../settings'
+import {errorMessage} from '../../errors'
+import {backupFinishedEvents, backupStarted} from '../../notify/backup-events'
+import {NOTIFY_SETTINGS, settingFlags} from '../../settings'
 
 export default class BackupRun extends DbbCommand<typeof BackupRun> {
   static override summary = 'Take a backup now — logical (pg_dump of DB_NAME, the default) or --type base (pg_basebackup of the cluster) — verified, then apply retention.'
@@ -28,6 +30,7 @@ With --type base, pg_basebackup of the whole cluster is streamed the same way, f
     ...settingFlags('RETENTION_DAYS', 'BACKUPS_TO_RETAIN', 'ORPHAN_GRACE', 'STORAGE_BACKEND'),
     ...settingFlags('BASE_BACKUP_WAL_METHOD', 'BASE_BACKUP_CHECKPOINT'),
     ...settingFlags('COMPRESSION_LEVEL', 'COMPRESSION_THREADS', 'BACKUP_NO_OWNER'),
+    ...settingFlags(...NOTIFY_SETTINGS),
     type: Flags.string({
       options: ['logical', 'base'],
       default: 'logical',
@@ -40,10 +43,25 @@ With --type base, pg_basebackup of the whole cluster is streamed the same way, f
     }),
   }
 
-  static override configSections: readonly Section[] = ['database', 'namePrefix', 'retention', 'storageBackend', 'baseBackup', 'compression', 'logicalDump']
+  static override configSections: readonly Section[] = ['database', 'namePrefix', 'retention', 'storageBackend', 'baseBackup', 'compression', 'logicalDump', 'notify']
   static override usesStorage = true
 
   public async run(): Promise<BackupOutcome> {
+    const storage = await this.openStorage()
+    const facts = {type: this.flags.type === 'base' ? ('base' as const) : ('logical' as const), location: storage.location, triggeredBy: 'cli'}
+    this.notify(backupStarted(facts))
+    try {
+      const outcome = await this.backup()
+      for (const event of backupFinishedEvents(facts, {outcome})) this.notify(event)
+      return outcome
+    } catch (error) {
+      // The exit code stays the backup's: the notification is sent (bounded) on the way out.
+      for (const event of backupFinishedEvents(facts, {error: errorMessage(error)})) this.notify(event)
+      throw error
+    }
+  }
+
+  private async backup(): Promise<BackupOutcome> {
     const storage = await this.openStorage()
     const progress = createProgress({label: 'backing up', logger: this.logger, event: 'backup.progress'})
     try {
