@@ -14,8 +14,9 @@ export const notify = defineSection(
     NOTIFY_URLS: z.string().optional(),
     NOTIFY_WEBHOOK_SECRET: z.string().min(16, {message: 'must be at least 16 characters (openssl rand -hex 32)'}).optional(),
     NOTIFY_ON_SUCCESS: flag(false),
-    NOTIFY_TIMEOUT: duration.default(10_000),
-    NOTIFY_REMINDER_INTERVAL: duration.default(24 * 3600 * 1000),
+    // A command waits this long at exit for deliveries: minutes would hold up a cron job.
+    NOTIFY_TIMEOUT: duration.refine((ms) => ms <= 5 * 60_000, {message: 'must be at most 5m (one delivery attempt; a command waits this long at exit)'}).default(10_000),
+    NOTIFY_REMINDER_INTERVAL: duration.refine((ms) => ms >= 60_000, {message: 'must be at least 1m (a reminder more often than that is noise)'}).default(24 * 3600 * 1000),
     // The older Slack-only variables: an alias for one slack:// target.
     SLACK_TOKEN: z.string().optional(),
     SLACK_WEBHOOK_URL: httpUrl.optional(),
