@@ -49,10 +49,10 @@ export const PAYLOAD_SCHEMA = 'dbb.notification/v1'
 export const notificationPayload = z
   .object({
     schema: z.literal(PAYLOAD_SCHEMA).describe('Payload schema and version; fields are only added within a version'),
-    id: z.uuid().describe('Unique per event, the same on every retry of it: deduplicate on it'),
+    id: z.string().meta({format: 'uuid', description: 'Unique per event, the same on every retry of it: deduplicate on it'}),
     kind: z.enum(NOTIFICATION_KIND_NAMES).describe('What happened'),
     severity: z.enum(['info', 'warning', 'error']),
-    time: z.iso.datetime().describe('When the event happened (UTC, ISO 8601)'),
+    time: z.string().meta({format: 'date-time', description: 'When the event happened (UTC, ISO 8601)'}),
     host: z.string().describe('Host name of the machine (or pod) dbb runs on'),
     summary: z.string().describe('One line for people'),
     details: z.record(z.string(), z.union([z.string(), z.number(), z.boolean(), z.null()])).describe('Facts of the event, e.g. backupId, location, error, failures'),

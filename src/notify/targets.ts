@@ -57,7 +57,7 @@ export function parseTargetUrl(entry: string, position: number): Target {
   const problem = (message: string) => new TargetUrlError(`entry ${position} (${scheme}://): ${message}`)
   switch (scheme) {
     case 'slack': {
-      const channel = (url.searchParams.get('channel') ?? url.hostname).replace(/^#/, '')
+      const channel = (url.searchParams.get('channel') ?? safeDecode(url.hostname)).replace(/^#/, '')
       if (!username) throw problem('needs the bot token before @, e.g. slack://xoxb-…@alerts')
       if (!channel) throw problem('needs a channel after @, e.g. slack://xoxb-…@alerts')
       const api = url.searchParams.get('api') ?? DEFAULT_SLACK_API

@@ -3,6 +3,7 @@ import * as path from 'node:path'
 
 import {collect, runCli, startCli, tempDir} from '../helpers/cli'
 import {signatureValid, startReceiver, startSmtpReceiver} from '../helpers/notify-receivers'
+import {writeLocalBackup} from '../helpers/fake-backups'
 import {PgCluster, startPostgres} from '../helpers/postgres'
 import {waitFor} from '../helpers/serve'
 
@@ -120,6 +121,23 @@ describe('notifications (built CLI, real PostgreSQL, real receivers)', () => {
     expect(hanging.received.map((request) => JSON.parse(request.body).kind)).toContain('backup.succeeded')
     expect(result.stderr).toMatch(/"event":"notify.failed".*"error":"(timed out after 2s|abandoned[^"]*)"/)
     expect(elapsed).toBeLessThan(15_000)
+  })
+
+  it('retention refuses to delete a damaged backup: dbb prune exits 1 and retention.refused names it', async () => {
+    const hooks = await receiver()
+    const dir = await tempDir('dbb-notify-prune-')
+    cleanups.push(() => fs.rm(dir, {recursive: true, force: true}))
+    const old = new Date(Date.now() - 30 * 24 * 3600 * 1000)
+    const damaged = await writeLocalBackup(dir, old)
+    await fs.writeFile(path.join(dir, `${damaged.id}.meta.json`), '{"id": "trunc')
+    await writeLocalBackup(dir, new Date(Date.now() - 3600 * 1000))
+    const result = await runCli(['prune'], {BACKUP_LOCAL_DIR: dir, NOTIFY_URLS: `webhook+${hooks.url}/${HOOK_TOKEN}`})
+    expect(result.code).toBe(1)
+    expect(hooks.received).toHaveLength(1)
+    const payload = JSON.parse(hooks.received[0].body)
+    expect(payload).toMatchObject({kind: 'retention.refused', severity: 'warning', details: {backupIds: damaged.id, location: dir}})
+    expect(payload.summary).toContain(`${damaged.id} (damaged`)
+    expect(await fs.readdir(dir)).toContain(damaged.id)
   })
 
   it('dbb serve: a scheduled backup that fails and one that succeeds reach the webhook; /metrics counts the deliveries', async () => {
