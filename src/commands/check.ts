@@ -58,12 +58,14 @@ When a check fails, a check.failed notification naming the failing checks goes t
     if (!report.ok) {
       const failures = describeFailures(report)
       this.logger.warn({event: 'check.failed', failures}, `backup check failed: ${failures.join('; ')}`)
-      // Awaited (each delivery is bounded by NOTIFY_TIMEOUT and its retries): the result is part of the report.
-      notifications = (await this.notifier?.deliver({
+      // Waited for, as at any command's exit at most NOTIFY_TIMEOUT (settle abandons the rest): the results are part of the report.
+      const delivery = this.notifier?.deliver({
         kind: 'check.failed',
         summary: `dbb check failed for ${report.location}: ${failures.join('; ')}`,
         details: {location: report.location, failures: failures.join('; ')},
-      })) ?? []
+      })
+      await this.notifier?.settle()
+      notifications = (await delivery) ?? []
       for (const result of notifications) this.log(result.ok ? `Notified ${result.url}.` : `Notification to ${result.url} failed: ${result.error}`)
       process.exitCode = EXIT_FAILURE
     }

@@ -47,3 +47,15 @@ export function backupFinishedEvents(facts: BackupRunFacts, result: {outcome?: B
   if (damaged.length > 0) events.push(retentionRefused(facts.location, damaged))
   return events
 }
+
+/**
+ * A restore drill's result, for the drill module (`dbb drill`, serve's DRILL_SCHEDULE) to emit:
+ * `notifier.emit(drillFinished({backupId, location, passed, reason, durationMs}))`.
+ * drill.passed is opt-in (NOTIFY_ON_SUCCESS); `reason` must be secret-free (errorMessage()).
+ */
+export function drillFinished(result: {backupId: string; location: string; passed: boolean; reason?: string; durationMs?: number}): NotificationEvent {
+  const details = {backupId: result.backupId, location: result.location, durationMs: result.durationMs ?? null, reason: result.reason ?? null}
+  return result.passed
+    ? {kind: 'drill.passed', summary: `restore drill of ${result.backupId} passed${result.durationMs === undefined ? '' : ` (restored in ${(result.durationMs / 1000).toFixed(1)} s)`}`, details}
+    : {kind: 'drill.failed', summary: `restore drill of ${result.backupId} failed: ${result.reason ?? 'unknown reason'}`, details}
+}

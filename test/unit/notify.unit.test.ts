@@ -5,7 +5,8 @@ import {z} from 'zod'
 
 import {loadConfig} from '../../src/config'
 import {ConfigError} from '../../src/errors'
-import {NOTIFICATION_KINDS, notificationPayload} from '../../src/notify/events'
+import {drillFinished} from '../../src/notify/backup-events'
+import {NOTIFICATION_KINDS, buildPayload, notificationPayload} from '../../src/notify/events'
 import {AlertState} from '../../src/notify/notifier'
 import {signature, targetWants} from '../../src/notify/senders'
 import {parseTargetUrl} from '../../src/notify/targets'
@@ -66,6 +67,20 @@ describe('events', () => {
     expect(kinds.filter((kind) => targetWants(hc, kind))).toEqual(['backup.started', 'backup.succeeded', 'backup.failed', 'notify.test'])
     expect(kinds.filter((kind) => targetWants(hook, kind))).toEqual(kinds.filter((kind) => kind !== 'backup.started'))
     expect(kinds).toEqual(expect.arrayContaining(['drill.failed', 'drill.passed', 'wal.stalled', 'retention.refused', 'check.failed']))
+  })
+
+  it('drill results (for the restore-drill module): drill.failed always, drill.passed opt-in; both valid payloads', () => {
+    const failed = drillFinished({backupId: 'backup_20261202T030000Z.sql.gz', location: '/backups', passed: false, reason: 'table orders: 10 rows, expected 12', durationMs: 4200})
+    expect(failed).toEqual({
+      kind: 'drill.failed',
+      summary: 'restore drill of backup_20261202T030000Z.sql.gz failed: table orders: 10 rows, expected 12',
+      details: {backupId: 'backup_20261202T030000Z.sql.gz', location: '/backups', durationMs: 4200, reason: 'table orders: 10 rows, expected 12'},
+    })
+    const passed = drillFinished({backupId: 'b', location: '/backups', passed: true, durationMs: 1500})
+    expect(passed.summary).toBe('restore drill of b passed (restored in 1.5 s)')
+    expect([NOTIFICATION_KINDS['drill.failed'].optIn, NOTIFICATION_KINDS['drill.passed'].optIn]).toEqual([false, true])
+    expect(notificationPayload.safeParse(buildPayload(failed)).success).toBe(true)
+    expect(notificationPayload.safeParse(buildPayload(passed)).success).toBe(true)
   })
 
   it('the signature is GitHub-style sha256=<hex HMAC of the raw body>', () => {

@@ -15,7 +15,9 @@ export default class BackupRun extends DbbCommand<typeof BackupRun> {
   static override summary = 'Take a backup now — logical (pg_dump of DB_NAME, the default) or --type base (pg_basebackup of the cluster) — verified, then apply retention.'
   static override description = `Streams pg_dump (owners and privileges included unless BACKUP_NO_OWNER=true; the database's own properties and the roles the dump names are recorded in the sidecar) through gzip into the storage backend without a temporary file, reads the stored dump back to verify its size, sha256 and gzip integrity, and only then writes the <id>.meta.json sidecar that makes the backup exist. A failure or Ctrl-C removes what was written. Restore with stock tools: gunzip -c <id> | psql.
 
-With --type base, pg_basebackup of the whole cluster is streamed the same way, for point-in-time recovery with archived WAL (dbb wal push).`
+With --type base, pg_basebackup of the whole cluster is streamed the same way, for point-in-time recovery with archived WAL (dbb wal push).
+
+Notifications (NOTIFY_URLS): backup.failed, backup.succeeded with NOTIFY_ON_SUCCESS=true, healthchecks start/success/fail pings, retention.refused when retention keeps a damaged backup. They never change the exit code; the command waits for them at most NOTIFY_TIMEOUT before it exits.`
 
   static override examples = [
     {
