@@ -129,6 +129,8 @@ export abstract class DbbCommand<T extends typeof Command> extends Command {
   }
 
   public override async catch(error: Error & {exitCode?: number}): Promise<unknown> {
+    // Deliveries first (bounded, see finally): the command.failed event stays the last line of a failed run.
+    await this.notifier?.settle()
     const configError = asConfigError(error)
     const known = configError ?? (error instanceof DbbError ? error : undefined)
     const {failureExitCode} = this.ctor as typeof DbbCommand

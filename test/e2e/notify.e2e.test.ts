@@ -115,6 +115,8 @@ describe('notifications (built CLI, real PostgreSQL, real receivers)', () => {
     expect(webhook.body).not.toContain('wrong-password-e2e')
     expect(hooks.received.filter((request) => request.url.startsWith('/hc-uuid-0002')).map((request) => request.url)).toEqual(['/hc-uuid-0002/start', '/hc-uuid-0002/fail'])
     expect(result.stderr).toMatch(/"event":"notify.delivered"/)
+    // Deliveries are logged before it: a failed run still ends with its command.failed event.
+    expect(JSON.parse(result.stderr.trim().split('\n').at(-1)!)).toMatchObject({event: 'command.failed', exitCode: 1})
     expect(result.stderr).not.toContain(HOOK_TOKEN)
   })
 
