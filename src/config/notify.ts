@@ -4,6 +4,20 @@ import {NotifyConfig} from '../notify/notifier'
 import {DEFAULT_SLACK_API, Target, TargetUrlError, parseTargetUrl, slackAliasTarget, splitUrls} from '../notify/targets'
 import {defineSection, duration, flag, httpUrl} from './fields'
 
+/** NOTIFY_URLS: comma-separated target URLs, each parsed (and its credentials registered as secrets). */
+const notifyUrls = z.string().transform((value, ctx) => {
+  const targets: Target[] = []
+  splitUrls(value).forEach((entry, index) => {
+    try {
+      targets.push(parseTargetUrl(entry, index + 1))
+    } catch (error) {
+      if (!(error instanceof TargetUrlError)) throw error
+      ctx.addIssue({code: 'custom', message: error.message})
+    }
+  })
+  return targets
+})
+
 /**
  * Notifications (src/notify): the targets in NOTIFY_URLS, plus the older SLACK_* variables as an
  * alias for one slack:// target. Each URL is parsed here, so a malformed one fails at start
@@ -11,7 +25,8 @@ import {defineSection, duration, flag, httpUrl} from './fields'
  */
 export const notify = defineSection(
   {
-    NOTIFY_URLS: z.string().optional(),
+    // Parsed as a field, so a bad URL is reported together with the section's other problems.
+    NOTIFY_URLS: notifyUrls.optional(),
     NOTIFY_WEBHOOK_SECRET: z.string().min(16, {message: 'must be at least 16 characters (openssl rand -hex 32)'}).optional(),
     NOTIFY_ON_SUCCESS: flag(false),
     // A command waits this long at exit for deliveries: minutes would hold up a cron job.
@@ -25,16 +40,8 @@ export const notify = defineSection(
     SLACK_API_URL: httpUrl.default(DEFAULT_SLACK_API),
   },
   (object) =>
-    object.transform((data, ctx): NotifyConfig => {
-      const targets: Target[] = []
-      splitUrls(data.NOTIFY_URLS ?? '').forEach((entry, index) => {
-        try {
-          targets.push(parseTargetUrl(entry, index + 1))
-        } catch (error) {
-          if (!(error instanceof TargetUrlError)) throw error
-          ctx.addIssue({code: 'custom', path: ['NOTIFY_URLS'], message: error.message})
-        }
-      })
+    object.transform((data): NotifyConfig => {
+      const targets: Target[] = [...(data.NOTIFY_URLS ?? [])]
       const alias = slackAliasTarget({
         token: data.SLACK_TOKEN,
         webhookUrl: data.SLACK_WEBHOOK_URL,
