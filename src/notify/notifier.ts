@@ -108,9 +108,11 @@ export class Notifier {
     let error = ''
     while (attempts < MAX_ATTEMPTS) {
       attempts++
-      const signal = AbortSignal.any([this.stop.signal, timeoutSignal(this.config.timeoutMs)])
+      const timeout = timeoutSignal(this.config.timeoutMs)
+      const signal = AbortSignal.any([this.stop.signal, timeout.signal])
       try {
         await send(target, payload, {signal, timeoutMs: this.config.timeoutMs, webhookSecret: this.config.webhookSecret})
+        timeout.clear()
         const result: DeliveryResult = {...base, ok: true, attempts, durationMs: Date.now() - started}
         this.counter?.inc({target: target.kind, outcome: 'delivered'})
         this.logger.info({event: 'notify.delivered', target: target.kind, url: target.display, kind: payload.kind, attempts, durationMs: result.durationMs}, `${payload.kind} delivered to ${target.display}`)
@@ -118,6 +120,7 @@ export class Notifier {
       } catch (caught) {
         error = errorMessage(caught instanceof DeliveryError ? caught : new Error(reasonText(caught)))
         const retryable = caught instanceof DeliveryError ? caught.retryable : true
+        timeout.clear()
         if (!retryable || attempts >= MAX_ATTEMPTS || this.stop.signal.aborted) break
         this.logger.debug({event: 'notify.retry', target: target.kind, url: target.display, kind: payload.kind, attempt: attempts, error}, 'notification attempt failed; retrying')
         try {
@@ -136,12 +139,12 @@ export class Notifier {
   }
 }
 
-/** AbortSignal.timeout with a message that says what happened. */
-function timeoutSignal(ms: number): AbortSignal {
+/** AbortSignal.timeout with a message that says what happened, and a way to drop its timer once the attempt is over. */
+function timeoutSignal(ms: number): {signal: AbortSignal; clear: () => void} {
   const controller = new AbortController()
   const timer = setTimeout(() => controller.abort(new Error(`timed out after ${formatMs(ms)}`)), ms)
   timer.unref()
-  return controller.signal
+  return {signal: controller.signal, clear: () => clearTimeout(timer)}
 }
 
 function formatMs(ms: number): string {
