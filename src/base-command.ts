@@ -4,6 +4,8 @@ import {Config, Section, loadConfig} from './config'
 import {ConfigError, ConfigIssue, DbbError, EXIT_FAILURE, EXIT_USAGE, asConfigError, errorMessage} from './errors'
 import {Logger, createLogger} from './logger'
 import {fileVariable, redactSecrets} from './secrets'
+import type {NotificationEvent} from './notify/events'
+import {Notifier} from './notify/notifier'
 import type {StorageBackend, StorageSetting} from './storage/contract'
 import {ProviderRegistry, allProviderSettings, createBackend, discoverProviders, selectProvider} from './storage/registry'
 import {EVERY_COMMAND, SETTING_NAMES, SettingSpec, resolveSettings, setting, settingFlagsFor, specToFlag} from './settings'
@@ -39,6 +41,8 @@ export abstract class DbbCommand<T extends typeof Command> extends Command {
   private storage?: StorageBackend
   private storageSettings: StorageSetting[] = []
   private settingValues: Record<string, string | undefined> = {}
+  /** The notification layer, for commands that declare the 'notify' section (src/notify). */
+  protected notifier?: Notifier
 
   public override async init(): Promise<void> {
     await super.init()
@@ -90,6 +94,23 @@ export abstract class DbbCommand<T extends typeof Command> extends Command {
     }
 
     if (issues.length > 0) throw new ConfigError(issues)
+    if (this.settings.notify) this.notifier = new Notifier(this.settings.notify, this.logger)
+  }
+
+  /** Tells people (NOTIFY_URLS): returns at once, never throws; the command waits for deliveries at exit (see finally). */
+  protected notify(event: NotificationEvent): void {
+    this.notifier?.emit(event)
+  }
+
+  /**
+   * Deliveries still in flight get at most NOTIFY_TIMEOUT after the command's work is done; then
+   * the command exits with the code its work earned. A notification never changes it.
+   */
+  public override async finally(error: Error | undefined): Promise<unknown> {
+    const exitCode = process.exitCode
+    await this.notifier?.settle()
+    process.exitCode = exitCode
+    return super.finally(error)
   }
 
   /** The backend STORAGE_BACKEND names, validated at start. */
@@ -113,6 +134,8 @@ export abstract class DbbCommand<T extends typeof Command> extends Command {
   }
 
   public override async catch(error: Error & {exitCode?: number}): Promise<unknown> {
+    // Deliveries first (bounded, see finally): the command.failed event stays the last line of a failed run.
+    await this.notifier?.settle()
     const configError = asConfigError(error)
     const known = configError ?? (error instanceof DbbError ? error : undefined)
     const {failureExitCode} = this.ctor as typeof DbbCommand

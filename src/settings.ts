@@ -66,6 +66,7 @@ export type CommandId =
   | 'wal push'
   | 'wal fetch'
   | 'wal spool-upload'
+  | 'notify test'
 
 /** `commands: '*'`: a base flag of every dbb command (src/base-command.ts). */
 export const EVERY_COMMAND = '*'
@@ -119,6 +120,9 @@ const STORAGE_COMMANDS = ['backup run', 'backup list', 'backup download', 'prune
 /** `dbb serve`'s logical backup interval when BACKUP_SCHEDULE is unset (src/config/server.ts). */
 export const DEFAULT_BACKUP_INTERVAL = '24h'
 const MIN_API_TOKEN_LENGTH = 16
+
+/** The commands that send notifications (src/notify): each takes every notification setting. */
+const NOTIFY_COMMANDS: readonly CommandId[] = ['backup run', 'check', 'prune', 'serve', 'notify test']
 
 export const SETTINGS = {
   // ---- DATABASE
@@ -474,7 +478,7 @@ export const SETTINGS = {
   CHECK_INTERVAL: {
     flag: 'check-interval',
     group: 'CHECK',
-    summary: 'dbb serve: run the dbb check this often (e.g. 15m) and alert Slack on failure.',
+    summary: 'dbb serve: run the dbb check this often (e.g. 15m) and notify on failure (NOTIFY_URLS).',
     example: '15m',
     defaultText: 'off',
     commands: ['serve'],
@@ -526,40 +530,88 @@ export const SETTINGS = {
     value: (f) => f.boolean(),
   },
 
+  // ---- NOTIFICATIONS (src/notify; the URL list is parsed in src/config/notify.ts)
+  NOTIFY_URLS: {
+    flag: 'notify-urls',
+    group: 'NOTIFICATIONS',
+    summary: 'Where notifications go, comma-separated URLs: slack://, slack+https://, webhook+https://, healthchecks+https://, smtp://, smtps:// (README "Notifications").',
+    example: 'slack://xoxb-…@alerts,healthchecks+https://hc-ping.com/<uuid>',
+    secret: true,
+    commands: NOTIFY_COMMANDS,
+    value: (f) => f.z.string(),
+  },
+  NOTIFY_WEBHOOK_SECRET: {
+    flag: 'notify-webhook-secret',
+    group: 'NOTIFICATIONS',
+    summary: 'Key of the X-Dbb-Signature-256 HMAC-SHA256 header on webhook+ deliveries (at least 16 characters).',
+    example: '$(openssl rand -hex 32)',
+    secret: true,
+    commands: NOTIFY_COMMANDS,
+    value: (f) => f.z.string().min(16, {message: 'must be at least 16 characters (openssl rand -hex 32)'}),
+  },
+  NOTIFY_ON_SUCCESS: {
+    flag: 'notify-on-success',
+    group: 'NOTIFICATIONS',
+    summary: 'Also notify good news: backup.succeeded, drill.passed.',
+    example: 'true',
+    default: 'false',
+    commands: NOTIFY_COMMANDS,
+    value: (f) => f.boolean(),
+  },
+  NOTIFY_TIMEOUT: {
+    flag: 'notify-timeout',
+    group: 'NOTIFICATIONS',
+    summary: 'Limit of one delivery attempt (3 attempts at most); a command waits at most this long for deliveries before it exits.',
+    example: '10s',
+    default: '10s',
+    commands: NOTIFY_COMMANDS,
+    // A command waits this long at exit for deliveries: minutes would hold up a cron job.
+    value: (f) => f.duration.refine((ms) => ms <= 5 * 60_000, {message: 'must be at most 5m (one delivery attempt; a command waits this long at exit)'}),
+  },
+  NOTIFY_REMINDER_INTERVAL: {
+    flag: 'notify-reminder-interval',
+    group: 'NOTIFICATIONS',
+    summary: 'dbb serve: repeat a still-failing check or stalled WAL archiving this often.',
+    example: '6h',
+    default: '24h',
+    commands: NOTIFY_COMMANDS,
+    value: (f) => f.duration.refine((ms) => ms >= 60_000, {message: 'must be at least 1m (a reminder more often than that is noise)'}),
+  },
+
   // ---- SLACK (alerts of dbb check and dbb serve)
   SLACK_TOKEN: {
     flag: 'slack-token',
     group: 'SLACK',
-    summary: 'Slack bot token (chat.postMessage) for failed checks.',
+    summary: 'Alias: a Slack bot token (chat.postMessage), same as NOTIFY_URLS=slack://<token>@<SLACK_CHANNEL>.',
     example: '<secret>',
     secret: true,
-    commands: ['check', 'serve'],
+    commands: NOTIFY_COMMANDS,
     value: (f) => f.z.string(),
   },
   SLACK_WEBHOOK_URL: {
     flag: 'slack-webhook-url',
     group: 'SLACK',
-    summary: 'Slack incoming-webhook URL, instead of a token.',
+    summary: 'Alias: a Slack incoming-webhook URL, same as NOTIFY_URLS=slack+https://….',
     example: '<secret>',
     secret: true,
-    commands: ['check', 'serve'],
+    commands: NOTIFY_COMMANDS,
     value: (f) => f.httpUrl,
   },
   SLACK_CHANNEL: {
     flag: 'slack-channel',
     group: 'SLACK',
-    summary: 'Slack channel for alerts.',
+    summary: 'Slack channel of SLACK_TOKEN/SLACK_WEBHOOK_URL.',
     example: 'sysadmin',
     default: 'sysadmin',
-    commands: ['check', 'serve'],
+    commands: NOTIFY_COMMANDS,
     value: (f) => f.z.string(),
   },
   SLACK_MESSAGE_SUFFIX: {
     flag: 'slack-message-suffix',
     group: 'SLACK',
-    summary: 'Appended to every Slack alert, e.g. the environment name.',
+    summary: 'Appended to every message of SLACK_TOKEN/SLACK_WEBHOOK_URL, e.g. the environment name.',
     example: '(production)',
-    commands: ['check', 'serve'],
+    commands: NOTIFY_COMMANDS,
     value: (f) => f.z.string(),
   },
   SLACK_API_URL: {
@@ -568,7 +620,7 @@ export const SETTINGS = {
     summary: "Slack's Web API base URL (tests, proxies).",
     example: 'https://slack.com/api',
     default: 'https://slack.com/api',
-    commands: ['check', 'serve'],
+    commands: NOTIFY_COMMANDS,
     value: (f) => f.httpUrl,
   },
 } as const satisfies Record<string, SettingDeclaration>

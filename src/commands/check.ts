@@ -1,30 +1,30 @@
 import {DbbCommand} from '../base-command'
 import {CheckReport, describeFailures, formatSeconds, logicalBackupIntervalMs, runChecks} from '../check/checks'
-import {SlackOutcome, notifySlack, slackConfigured} from '../check/slack'
 import {Section} from '../config'
 import {EXIT_FAILURE} from '../errors'
 import {renderTable} from '../format'
 import {settingFlagsFor} from '../settings'
+import type {DeliveryResult} from '../notify/notifier'
 
 export default class Check extends DbbCommand<typeof Check> {
-  static override summary = 'Check that backups and archived WAL are fresh and complete; exit 1 (and alert Slack) when not.'
+  static override summary = 'Check that backups and archived WAL are fresh and complete; exit 1 (and notify) when not.'
   static override description = `For monitoring and cron. Passes when the newest base backup finished within BASE_BACKUP_INTERVAL_MINUTES + 5 minutes, the newest archived WAL segment arrived within CHECKPOINT_TIMEOUT_SECONDS + 2 minutes, every WAL segment from the newest base backup's first one to the newest archived one is there (following its timeline and the timelines that branch from it; the first missing one is named), and the newest logical backup finished within the logical backup interval (BACKUP_INTERVAL or BACKUP_SCHEDULE) + 5 minutes.
 
 Base backups and WAL are checked once either exists in storage; before that they are "not configured" and do not fail (a logical-only setup passes). CHECK_BASE_BACKUP=true / CHECK_WAL=true require them from the start; CHECK_BASE_BACKUP=false, CHECK_WAL=false, CHECK_LOGICAL_BACKUP=false turn single checks off. Reads storage only.
 
-When a check fails and SLACK_TOKEN or SLACK_WEBHOOK_URL is set, a message naming the failing checks goes to SLACK_CHANNEL. A Slack failure is logged; the exit code still reports the checks.`
+When a check fails, a check.failed notification naming the failing checks goes to every target in NOTIFY_URLS (and SLACK_TOKEN / SLACK_WEBHOOK_URL); each delivery's result is printed (--json: "notifications"). A failed delivery is logged; the exit code still reports the checks.`
 
   static override examples = [
     {description: 'A table of checks; exit code 1 when one fails', command: 'BACKUP_LOCAL_DIR=/var/backups/postgres <%= config.bin %> <%= command.id %>'},
-    {description: 'Only WAL and base backups, alerting Slack', command: 'CHECK_LOGICAL_BACKUP=false SLACK_TOKEN=xoxb-… SLACK_MESSAGE_SUFFIX="(production)" <%= config.bin %> <%= command.id %> --json'},
+    {description: 'Only WAL and base backups, alerting Slack and a webhook', command: 'CHECK_LOGICAL_BACKUP=false NOTIFY_URLS=slack://xoxb-…@ops,webhook+https://hooks.example.com/dbb <%= config.bin %> <%= command.id %> --json'},
   ]
 
   static override flags = settingFlagsFor('check')
 
-  static override configSections: readonly Section[] = ['storageBackend', 'namePrefix', 'schedule', 'check', 'slack']
+  static override configSections: readonly Section[] = ['storageBackend', 'namePrefix', 'schedule', 'check', 'notify']
   static override usesStorage = true
 
-  public async run(): Promise<CheckReport & {slack: SlackOutcome | null}> {
+  public async run(): Promise<CheckReport & {notifications: DeliveryResult[]}> {
     const storage = await this.openStorage()
     let report: CheckReport
     try {
@@ -50,18 +50,22 @@ When a check fails and SLACK_TOKEN or SLACK_WEBHOOK_URL is set, a message naming
         ]),
       ),
     )
-    let slack: SlackOutcome | null = null
+    let notifications: DeliveryResult[] = []
     if (!report.ok) {
       const failures = describeFailures(report)
       this.logger.warn({event: 'check.failed', failures}, `backup check failed: ${failures.join('; ')}`)
-      if (slackConfigured(this.settings.slack)) {
-        slack = await notifySlack(this.settings.slack, `:rotating_light: dbb check failed for ${report.location}: ${failures.join('; ')}`, this.logger)
-        this.log(slack.sent ? `Alert sent to Slack #${slack.channel}.` : `Slack alert not sent: ${slack.error}`)
-      }
-
+      // Waited for, as at any command's exit at most NOTIFY_TIMEOUT (settle abandons the rest): the results are part of the report.
+      const delivery = this.notifier?.deliver({
+        kind: 'check.failed',
+        summary: `dbb check failed for ${report.location}: ${failures.join('; ')}`,
+        details: {location: report.location, failures: failures.join('; ')},
+      })
+      await this.notifier?.settle()
+      notifications = (await delivery) ?? []
+      for (const result of notifications) this.log(result.ok ? `Notified ${result.url}.` : `Notification to ${result.url} failed: ${result.error}`)
       process.exitCode = EXIT_FAILURE
     }
 
-    return {...report, slack}
+    return {...report, notifications}
   }
 }

@@ -6,6 +6,7 @@ import {Section} from '../config'
 import {EXIT_FAILURE} from '../errors'
 import {formatBytes, renderTable} from '../format'
 import {settingFlagsFor} from '../settings'
+import {retentionRefused} from '../notify/backup-events'
 
 export default class Prune extends DbbCommand<typeof Prune> {
   static override summary = 'Delete backups outside the retention rules, and leftovers of failed backups.'
@@ -23,7 +24,7 @@ A backup whose sidecar exists but cannot be read (storage error, invalid JSON) o
     'dry-run': Flags.boolean({summary: 'Print what would be deleted without deleting anything.'}),
   }
 
-  static override configSections: readonly Section[] = ['namePrefix', 'retention', 'storageBackend']
+  static override configSections: readonly Section[] = ['namePrefix', 'retention', 'storageBackend', 'notify']
   static override usesStorage = true
 
   public async run(): Promise<PruneResult> {
@@ -51,6 +52,7 @@ A backup whose sidecar exists but cannot be read (storage error, invalid JSON) o
 
       if (result.damaged.length > 0) {
         process.exitCode = EXIT_FAILURE
+        this.notify(retentionRefused(storage.location, result.damaged))
         // On stderr with --json too: stdout stays the result, the reason for the exit code is still said.
         process.stderr.write(`Error: ${describeDamaged(result.damaged)}\n`)
       }

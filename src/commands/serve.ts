@@ -30,8 +30,10 @@ On SIGTERM or SIGINT it stops accepting requests, lets a backup in flight finish
   public async run(): Promise<void> {
     const storage = await this.openStorage()
     let service: RunningService
-    // WAL streaming, base backup schedule, scheduled checks and Slack alerts (each off unless configured).
-    const archiving = await startArchivingService({config: this.settings, storage, logger: this.logger}).catch(async (error: unknown) => {
+    // One notifier for the whole service: backups, base backups, checks and WAL (NOTIFY_URLS; off when none).
+    const notifier = this.notifier!
+    // WAL streaming, base backup schedule and scheduled checks (each off unless configured).
+    const archiving = await startArchivingService({config: this.settings, storage, logger: this.logger, notifier}).catch(async (error: unknown) => {
       await storage.close?.()
       throw error
     })
@@ -40,7 +42,7 @@ On SIGTERM or SIGINT it stops accepting requests, lets a backup in flight finish
         config: this.settings,
         storage,
         logger: this.logger,
-        onScheduledBackupFailed: (job) => void archiving.scheduledBackupFailed('logical', job.errorMessage),
+        notifier,
       })
     } catch (error) {
       await archiving.stop()
@@ -60,6 +62,7 @@ On SIGTERM or SIGINT it stops accepting requests, lets a backup in flight finish
           // Archiving first: the service closes the storage that the last WAL uploads still need.
           stopping = Promise.all([archiving.stop(this.settings.server.shutdownGraceMs), spool.stop()])
             .then(() => service.shutdown(`received ${signal}`))
+            .then(() => notifier.settle())
             .then(resolve)
           return
         }

@@ -22,16 +22,6 @@ export const check = defineSection(['BASE_BACKUP_INTERVAL_MINUTES', 'CHECKPOINT_
   })),
 )
 
-export const slack = defineSection(['SLACK_TOKEN', 'SLACK_WEBHOOK_URL', 'SLACK_CHANNEL', 'SLACK_MESSAGE_SUFFIX', 'SLACK_API_URL'], (object) =>
-  object.transform((data) => ({
-    token: data.SLACK_TOKEN,
-    webhookUrl: data.SLACK_WEBHOOK_URL,
-    channel: data.SLACK_CHANNEL.replace(/^#/, ''),
-    messageSuffix: data.SLACK_MESSAGE_SUFFIX,
-    apiUrl: data.SLACK_API_URL.replace(/\/+$/, ''),
-  })),
-)
-
 /** `dbb serve`'s base backup schedule and check interval. */
 export const archiving = defineSection(['BASE_BACKUP_INTERVAL', 'BASE_BACKUP_SCHEDULE', 'TZ', 'CHECK_INTERVAL'], (object) =>
   object

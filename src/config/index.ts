@@ -8,6 +8,7 @@ import {registerSecret} from '../secrets'
 import {SettingName, setting} from '../settings'
 import * as archivingSections from './archiving'
 import * as coreSections from './core'
+import * as notifySections from './notify'
 import {DatabaseConfig} from './core'
 import type {ConfigSection} from './fields'
 import * as serverSections from './server'
@@ -38,7 +39,8 @@ const sections = {
   archiving: archivingSections.archiving,
   walStreaming: archivingSections.walStreaming,
   check: archivingSections.check,
-  slack: archivingSections.slack,
+  // Notifications (src/notify): NOTIFY_* and the SLACK_* aliases.
+  notify: notifySections.notify,
   walAsync: walAsyncSections.walAsync,
 }
 
@@ -50,7 +52,7 @@ export type ArchivingConfig = Config['archiving']
 export type BaseBackupConfig = Config['baseBackup']
 export type WalStreamingConfig = Config['walStreaming']
 export type CheckConfig = Config['check']
-export type SlackConfig = Config['slack']
+export type NotifySettings = Config['notify']
 export type WalAsyncConfig = Config['walAsync']
 
 /** The settings each section reads: what a command that needs the section must declare as flags. */

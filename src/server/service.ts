@@ -7,10 +7,12 @@ import {runLogicalBackup} from '../backup/run-backup'
 import type {Config} from '../config'
 import {errorMessage} from '../errors'
 import type {Logger} from '../logger'
+import {backupFinishedEvents, backupStarted} from '../notify/backup-events'
+import type {Notifier} from '../notify/notifier'
 import {createProgress} from '../progress'
 import type {StorageBackend} from '../storage/contract'
 import {createApp} from './app'
-import {Job, JobRegistry, JobWork} from './jobs'
+import {JobRegistry, JobWork} from './jobs'
 import {HealthReport, HealthTargets, runHealthChecks} from './health'
 import {ServiceMetrics} from './metrics'
 import type {Route} from './routes/route'
@@ -25,8 +27,8 @@ export interface ServiceOptions {
   clock?: SchedulerClock
   /** Per-check limit of /health. */
   healthTimeoutMs?: number
-  /** Called when a scheduled backup fails (dbb serve alerts Slack from here). */
-  onScheduledBackupFailed?: (job: Readonly<Job>) => void
+  /** Tells people about each backup job (started, succeeded, failed; retention refusals) and counts deliveries in /metrics. */
+  notifier?: Notifier
 }
 
 export interface RunningService {
@@ -60,6 +62,8 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
   const sidecarCache = new Map<string, BackupMetadata>()
   const newest = await newestBackup(storage, config.namePrefix, sidecarCache, logger)
   const metrics = new ServiceMetrics()
+  const {notifier} = options
+  notifier?.attachMetrics(metrics.registry)
   metrics.recordExistingBackup(newest)
 
   const work: JobWork = ({job, signal, logger: jobLogger, idClaimed}) => {
@@ -79,9 +83,13 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
   const jobs = new JobRegistry({
     work,
     logger,
-    onStart: () => metrics.jobStarted(),
+    onStart: (job) => {
+      metrics.jobStarted()
+      notifier?.emit(backupStarted({type: 'logical', location: storage.location, triggeredBy: job.triggeredBy}))
+    },
     onFinish: (job, outcome) => {
-      if (job.status === 'failed' && job.triggeredBy === 'scheduler') options.onScheduledBackupFailed?.(job)
+      const facts = {type: 'logical' as const, location: storage.location, triggeredBy: job.triggeredBy}
+      for (const event of backupFinishedEvents(facts, {outcome, error: job.errorMessage ?? undefined, backupId: job.backupId})) notifier?.emit(event)
       metrics.jobFinished(job, outcome?.metadata)
       if (job.status === 'succeeded' && job.finishedAt) scheduler?.backupSucceeded(new Date(job.finishedAt))
       if (job.status === 'failed' && job.finishedAt) scheduler?.backupFailed(new Date(job.finishedAt))

@@ -1,10 +1,11 @@
 import {runBaseBackup} from '../backup/base-backup'
 import {listBackups} from '../backup/metadata'
 import {describeFailures, logicalBackupIntervalMs, runChecks} from '../check/checks'
-import {notifySlack, slackConfigured} from '../check/slack'
 import type {Config, Section} from '../config'
 import {errorMessage} from '../errors'
 import type {Logger} from '../logger'
+import {backupFinishedEvents, backupStarted} from '../notify/backup-events'
+import {AlertState, Notifier} from '../notify/notifier'
 import {JobRegistry} from '../server/jobs'
 import {Scheduler, SchedulerClock, systemClock} from '../server/scheduler'
 import type {StorageBackend} from '../storage/contract'
@@ -12,7 +13,7 @@ import {WalStreamer, defaultSpoolDir} from './streamer'
 
 export type ArchivingServiceConfig = Pick<
   Config,
-  'database' | 'namePrefix' | 'retention' | 'schedule' | 'baseBackup' | 'archiving' | 'walStreaming' | 'check' | 'slack'
+  'database' | 'namePrefix' | 'retention' | 'schedule' | 'baseBackup' | 'archiving' | 'walStreaming' | 'check' | 'notify'
 > &
   Partial<Pick<Config, 'compression'>>
 
@@ -20,10 +21,8 @@ export interface ArchivingService {
   streamer?: WalStreamer
   /** Base backup jobs (their own single-flight lock, independent of logical backups). */
   baseBackups?: {jobs: JobRegistry; scheduler: Scheduler}
-  /** Runs the staleness checks now (and alerts on failure); what CHECK_INTERVAL triggers. */
+  /** Runs the staleness checks now (and notifies on a change); what CHECK_INTERVAL triggers. */
   checkNow(): Promise<void>
-  /** Alerts Slack about a scheduled backup that failed (the logical scheduler calls this too). */
-  scheduledBackupFailed(kind: 'logical' | 'base', error: string | null): Promise<void>
   /** Stops the schedules, lets a base backup in flight finish within graceMs (else aborts it), stops streaming after a last upload. */
   stop(graceMs?: number): Promise<void>
 }
@@ -31,24 +30,25 @@ export interface ArchivingService {
 /**
  * The continuous-archiving parts of `dbb serve`, each off unless configured: WAL streaming
  * (WAL_STREAMING=true), scheduled base backups (BASE_BACKUP_INTERVAL or BASE_BACKUP_SCHEDULE),
- * scheduled checks (CHECK_INTERVAL) and Slack alerts when a check or a scheduled backup fails.
+ * scheduled checks (CHECK_INTERVAL), and their notifications (src/notify): a base backup's outcome,
+ * a failing check and stalled WAL archiving (once per change of state, then every
+ * NOTIFY_REMINDER_INTERVAL while it lasts).
  */
 export async function startArchivingService(options: {
   config: ArchivingServiceConfig
   storage: StorageBackend
   logger: Logger
   clock?: SchedulerClock
+  /** Default: one built from config.notify. */
+  notifier?: Notifier
 }): Promise<ArchivingService> {
   const {config, storage} = options
   const logger = options.logger.child({component: 'archiving'})
   const clock = options.clock ?? systemClock
-  const alert = async (text: string) => {
-    if (slackConfigured(config.slack)) await notifySlack(config.slack, text, logger)
-  }
-
-  const scheduledBackupFailed = async (kind: 'logical' | 'base', error: string | null) => {
-    await alert(`:rotating_light: scheduled ${kind} backup failed on ${storage.location}: ${error ?? 'unknown error'}`)
-  }
+  const notifier = options.notifier ?? new Notifier(config.notify, logger)
+  // The WAL age has its own alert (wal.stalled); check.failed covers the other checks, so one stall is told once.
+  const walAlert = new AlertState(config.notify.reminderMs)
+  const checksAlert = new AlertState(config.notify.reminderMs)
 
   let streamer: WalStreamer | undefined
   if (config.walStreaming.enabled) {
@@ -71,10 +71,12 @@ export async function startArchivingService(options: {
           {database: config.database, storage, namePrefix: config.namePrefix, retention: config.retention, logger: jobLogger, baseBackup: config.baseBackup, compression: config.compression},
           {triggeredBy: job.triggeredBy, signal},
         ),
-      onFinish: (job) => {
+      onStart: (job) => notifier.emit(backupStarted({type: 'base', location: storage.location, triggeredBy: job.triggeredBy})),
+      onFinish: (job, outcome) => {
         if (job.status === 'succeeded' && job.finishedAt) scheduler.backupSucceeded(new Date(job.finishedAt))
         if (job.status === 'failed' && job.finishedAt) scheduler.backupFailed(new Date(job.finishedAt))
-        if (job.status === 'failed') void scheduledBackupFailed('base', job.errorMessage)
+        const facts = {type: 'base' as const, location: storage.location, triggeredBy: job.triggeredBy}
+        for (const event of backupFinishedEvents(facts, {outcome, error: job.errorMessage ?? undefined, backupId: job.backupId})) notifier.emit(event)
       },
     })
     const [newest] = await listBackups(storage, {prefix: config.namePrefix, type: 'base'}).catch(() => [])
@@ -98,17 +100,34 @@ export async function startArchivingService(options: {
         // This server takes base backups or streams WAL: both are expected before the first one is stored.
         pitrConfigured: config.archiving.baseBackupSchedule !== undefined || config.walStreaming.enabled,
       })
-      if (report.ok) {
-        logger.info({event: 'check.passed'}, 'backup check passed')
-        return
-      }
-
-      const failures = describeFailures(report)
-      logger.warn({event: 'check.failed', failures}, `backup check failed: ${failures.join('; ')}`)
-      await alert(`:rotating_light: dbb check failed for ${report.location}: ${failures.join('; ')}`)
+      const wal = report.checks.find((check) => check.name === 'wal')
+      noteWal(wal?.status === 'fail' ? wal.message : undefined, report.location)
+      const failures = describeFailures({...report, checks: report.checks.filter((check) => check.name !== 'wal')})
+      if (report.ok) logger.info({event: 'check.passed'}, 'backup check passed')
+      else logger.warn({event: 'check.failed', failures: describeFailures(report)}, `backup check failed: ${describeFailures(report).join('; ')}`)
+      noteChecks(failures.length > 0 ? failures.join('; ') : undefined, report.location)
     } catch (error) {
       logger.error({event: 'check.error', error: errorMessage(error)}, 'backup check could not run')
-      await alert(`:rotating_light: dbb check could not run on ${storage.location}: ${errorMessage(error)}`)
+      noteChecks(`the check could not run: ${errorMessage(error)}`, storage.location)
+    }
+  }
+
+  /** wal.stalled on the change to failing, again every NOTIFY_REMINDER_INTERVAL, wal.recovered when it passes again. */
+  const noteWal = (problem: string | undefined, location: string) => {
+    const change = walAlert.update(problem !== undefined, clock.now())
+    if (change === 'recovered') notifier.emit({kind: 'wal.recovered', summary: `WAL archiving on ${location} is current again`, details: {location}})
+    else if (change) {
+      const prefix = change === 'reminder' ? 'still: ' : ''
+      notifier.emit({kind: 'wal.stalled', summary: `${prefix}WAL archiving stalled on ${location}: ${problem}`, details: {location, error: problem ?? null, reminder: change === 'reminder'}})
+    }
+  }
+
+  const noteChecks = (problem: string | undefined, location: string) => {
+    const change = checksAlert.update(problem !== undefined, clock.now())
+    if (change === 'recovered') notifier.emit({kind: 'check.recovered', summary: `dbb check passes again for ${location}`, details: {location}})
+    else if (change) {
+      const prefix = change === 'reminder' ? 'still: ' : ''
+      notifier.emit({kind: 'check.failed', summary: `${prefix}dbb check failed for ${location}: ${problem}`, details: {location, failures: problem ?? null, reminder: change === 'reminder'}})
     }
   }
 
@@ -127,7 +146,6 @@ export async function startArchivingService(options: {
     streamer,
     baseBackups,
     checkNow,
-    scheduledBackupFailed,
     async stop(graceMs = 30_000) {
       stopped = true
       cancelCheck?.()
@@ -138,9 +156,10 @@ export async function startArchivingService(options: {
       }
 
       await streamer?.stop()
+      if (!options.notifier) await notifier.settle()
     },
   }
 }
 
 /** The config sections continuous archiving adds to `dbb serve` (its settings' flags are declared in src/settings.ts). */
-export const ARCHIVING_SECTIONS: readonly Section[] = ['baseBackup', 'archiving', 'walStreaming', 'check', 'slack']
+export const ARCHIVING_SECTIONS: readonly Section[] = ['baseBackup', 'archiving', 'walStreaming', 'check', 'notify']

@@ -119,7 +119,10 @@ describe('dbb check (real backups and WAL in local storage, a local Slack stand-
         ['wal', 'fail'],
         ['logical-backup', 'off'],
       ])
-      expect(report.slack).toEqual({sent: true, via: 'token', channel: 'ops-alerts'})
+      // SLACK_TOKEN is an alias of slack://<token>@<SLACK_CHANNEL>: one delivery, its URL without the token.
+      expect(report.notifications).toEqual([
+        {target: 'slack', url: 'slack://…@ops-alerts', event: 'check.failed', ok: true, attempts: 1, durationMs: expect.any(Number)},
+      ])
 
       expect(slack.received).toHaveLength(1)
       const [message] = slack.received
@@ -144,15 +147,19 @@ describe('dbb check (real backups and WAL in local storage, a local Slack stand-
       const base = {BACKUP_LOCAL_DIR: storeDir, CHECKPOINT_TIMEOUT_SECONDS: '60', CHECK_BASE_BACKUP: 'false', CHECK_LOGICAL_BACKUP: 'false'}
       const refused = await runCli(['check', '--json'], {...base, SLACK_TOKEN: token, SLACK_API_URL: `${slack.url}/api`})
       expect(refused.code).toBe(1)
-      expect(JSON.parse(refused.stdout).slack).toMatchObject({sent: false, error: 'Slack answered channel_not_found'})
-      expect(refused.stderr).toMatch(/"event":"slack.failed"/)
+      // A Slack API refusal is final (no retry); the check's exit code is unchanged.
+      expect(JSON.parse(refused.stdout).notifications).toEqual([expect.objectContaining({target: 'slack', ok: false, attempts: 1, error: 'Slack answered channel_not_found'})])
+      expect(refused.stderr).toMatch(/"event":"notify.failed"/)
 
       const webhook = await runCli(['check'], {...base, SLACK_WEBHOOK_URL: `${slack.url}/hook`})
       expect(webhook.code).toBe(1)
       expect(webhook.stdout).toMatch(/wal\s+FAIL/)
-      expect(webhook.stdout).toMatch(/Slack alert not sent: HTTP 500/)
+      expect(webhook.stdout).toMatch(/Notification to slack\+http:\/\/127\.0\.0\.1:\d+\/… failed: HTTP 500: internal_error/)
+      // HTTP 500 is worth a retry: three attempts in all.
       expect(slack.received.map((entry) => [entry.url, entry.body.channel, entry.authorization])).toEqual([
         ['/api/chat.postMessage', 'sysadmin', `Bearer ${token}`],
+        ['/hook', 'sysadmin', undefined],
+        ['/hook', 'sysadmin', undefined],
         ['/hook', 'sysadmin', undefined],
       ])
       expect(webhook.stdout + webhook.stderr).not.toContain(`${slack.url}/hook`)

@@ -3,6 +3,7 @@ import * as path from 'node:path'
 
 import {runCli, tempDir} from '../helpers/cli'
 import {segmentName, writeSourceSegment} from '../helpers/crash-invariants'
+import {startReceiver} from '../helpers/notify-receivers'
 import {PgCluster, startPostgres} from '../helpers/postgres'
 import {seedDatabase} from '../helpers/seed'
 
@@ -30,6 +31,8 @@ describe('exit-code contract (README, "Exit codes")', () => {
   let backupId: string
   let segment: {name: string; file: string}
   let conflicting: string
+  let receiver: Awaited<ReturnType<typeof startReceiver>>
+  let closedUrl: string
 
   const storage = () => ({BACKUP_LOCAL_DIR: dir})
   const db = () => ({...cluster.dbbEnv('shop'), ...storage()})
@@ -50,9 +53,14 @@ describe('exit-code contract (README, "Exit codes")', () => {
     // The same WAL file name with other content: what a second server archiving here would push.
     await fs.mkdir(path.join(work, 'other'))
     conflicting = (await writeSourceSegment(path.join(work, 'other'), segmentName(7), 64 * 1024, 8)).file
+    receiver = await startReceiver()
+    const closed = await startReceiver()
+    await closed.close()
+    closedUrl = closed.url
   }, 120_000)
 
   afterAll(async () => {
+    await receiver?.close()
     await cluster?.destroy()
     await Promise.all([dir, work].filter(Boolean).map((d) => fs.rm(d, {recursive: true, force: true})))
   })
@@ -83,6 +91,9 @@ describe('exit-code contract (README, "Exit codes")', () => {
     {command: 'check', situation: 'invalid setting', args: () => ['check'], env: () => ({...freshChecks(), CHECK_WAL: 'maybe'}), expected: 2},
     {command: 'serve', situation: 'invalid setting (refuses to start)', args: () => ['serve'], env: () => ({...db(), HTTP_PORT: 'eighty'}), expected: 2},
     {command: 'backends', situation: 'listed', args: () => ['backends'], env: () => ({}), expected: 0},
+    {command: 'notify test', situation: 'every target accepted', args: () => ['notify', 'test'], env: () => ({NOTIFY_URLS: `webhook+${receiver.url}/hook`}), expected: 0},
+    {command: 'notify test', situation: 'a target is unreachable', args: () => ['notify', 'test'], env: () => ({NOTIFY_URLS: `webhook+${receiver.url}/hook,webhook+${closedUrl}/gone`, NOTIFY_TIMEOUT: '2s'}), expected: 1},
+    {command: 'notify test', situation: 'no target configured', args: () => ['notify', 'test'], env: () => ({}), expected: 2},
   ]
 
   /** PostgreSQL's restore_command reads 1–125 as "not in the archive": every other failure must exit above 125. */
@@ -108,6 +119,7 @@ describe('exit-code contract (README, "Exit codes")', () => {
       check: ['0', '1', '2'],
       serve: ['2'],
       backends: ['0'],
+      'notify test': ['0', '1', '2'],
     })
   })
 

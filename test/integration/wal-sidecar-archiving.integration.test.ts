@@ -48,7 +48,7 @@ describe('scheduled base backups, scheduled checks and Slack alerts (real Postgr
   })
 
   const config = (values: Record<string, string>) =>
-    loadConfig(['database', 'namePrefix', 'retention', 'schedule', 'baseBackup', 'archiving', 'walStreaming', 'check', 'slack'], {
+    loadConfig(['database', 'namePrefix', 'retention', 'schedule', 'baseBackup', 'archiving', 'walStreaming', 'check', 'notify'], {
       ...cluster.dbbEnv(),
       SLACK_TOKEN: 'xoxb-archiving-test',
       SLACK_API_URL: slackUrl,
@@ -74,15 +74,18 @@ describe('scheduled base backups, scheduled checks and Slack alerts (real Postgr
     service = await start({BASE_BACKUP_INTERVAL: '7d', DB_PASSWORD: 'wrong-password', BACKUP_NAME_PREFIX: 'failing'})
     await waitFor('the Slack alert', async () => (messages.length > 0 ? true : undefined))
     expect(messages[0].channel).toBe('sysadmin')
-    expect(messages[0].text).toMatch(/scheduled base backup failed on .*password authentication failed/)
+    expect(messages[0].text).toMatch(/base backup failed \(scheduler\) on .*password authentication failed/)
     expect(messages[0].text).not.toContain('wrong-password')
   })
 
-  it('runs the check every CHECK_INTERVAL and alerts on failure', async () => {
+  it('runs the check every CHECK_INTERVAL; a stalled WAL archive is told once (wal.stalled), not on every check', async () => {
     service = await start({CHECK_INTERVAL: '1s', CHECK_WAL: 'true', CHECK_LOGICAL_BACKUP: 'false', SLACK_CHANNEL: '#db-alerts', SLACK_MESSAGE_SUFFIX: '[test]'})
     await waitFor('the Slack alert', async () => (messages.length > 0 ? true : undefined), 10_000)
     expect(messages[0]).toMatchObject({channel: 'db-alerts'})
-    expect(messages[0].text).toMatch(/dbb check failed .*wal: no archived WAL segment found/)
+    expect(messages[0].text).toMatch(/WAL archiving stalled on .*: no archived WAL segment found/)
     expect(messages[0].text.endsWith(' [test]')).toBe(true)
+    // Three more checks run and still fail: no further message before NOTIFY_REMINDER_INTERVAL (24h).
+    await new Promise((resolve) => setTimeout(resolve, 3500))
+    expect(messages).toHaveLength(1)
   })
 })

@@ -8,12 +8,16 @@ import {formatBytes} from '../../format'
 import {createProgress} from '../../progress'
 import {Section} from '../../config'
 import {settingFlagsFor} from '../../settings'
+import {errorMessage} from '../../errors'
+import {backupFinishedEvents, backupStarted} from '../../notify/backup-events'
 
 export default class BackupRun extends DbbCommand<typeof BackupRun> {
   static override summary = 'Take a backup now — logical (pg_dump of DB_NAME, the default) or --type base (pg_basebackup of the cluster) — verified, then apply retention.'
   static override description = `Streams pg_dump (owners and privileges included unless BACKUP_NO_OWNER=true; the database's own properties and the roles the dump names are recorded in the sidecar) through gzip into the storage backend without a temporary file, reads the stored dump back to verify its size, sha256 and gzip integrity, and only then writes the <id>.meta.json sidecar that makes the backup exist. A failure or Ctrl-C removes what was written. Restore with stock tools: gunzip -c <id> | psql.
 
-With --type base, pg_basebackup of the whole cluster is streamed the same way, for point-in-time recovery with archived WAL (dbb wal push).`
+With --type base, pg_basebackup of the whole cluster is streamed the same way, for point-in-time recovery with archived WAL (dbb wal push).
+
+Notifications (NOTIFY_URLS): backup.failed, backup.succeeded with NOTIFY_ON_SUCCESS=true, healthchecks start/success/fail pings, retention.refused when retention keeps a damaged backup. They never change the exit code; the command waits for them at most NOTIFY_TIMEOUT before it exits.`
 
   static override examples = [
     {
@@ -37,10 +41,25 @@ With --type base, pg_basebackup of the whole cluster is streamed the same way, f
     }),
   }
 
-  static override configSections: readonly Section[] = ['database', 'namePrefix', 'retention', 'storageBackend', 'baseBackup', 'compression', 'logicalDump']
+  static override configSections: readonly Section[] = ['database', 'namePrefix', 'retention', 'storageBackend', 'baseBackup', 'compression', 'logicalDump', 'notify']
   static override usesStorage = true
 
   public async run(): Promise<BackupOutcome> {
+    const storage = await this.openStorage()
+    const facts = {type: this.flags.type === 'base' ? ('base' as const) : ('logical' as const), location: storage.location, triggeredBy: 'cli'}
+    this.notify(backupStarted(facts))
+    try {
+      const outcome = await this.backup()
+      for (const event of backupFinishedEvents(facts, {outcome})) this.notify(event)
+      return outcome
+    } catch (error) {
+      // The exit code stays the backup's: the notification is sent (bounded) on the way out.
+      for (const event of backupFinishedEvents(facts, {error: errorMessage(error)})) this.notify(event)
+      throw error
+    }
+  }
+
+  private async backup(): Promise<BackupOutcome> {
     const storage = await this.openStorage()
     const progress = createProgress({label: 'backing up', logger: this.logger, event: 'backup.progress'})
     try {
