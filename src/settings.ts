@@ -40,6 +40,22 @@ const catalog = {
     summary: 'Age after which a dump without a sidecar (a crashed backup) is deleted by prune (default 24h).',
     example: '24h',
   },
+  // Tiered retention (issue 20; prodrigestivill's names and semantics, see src/backup/retention-tiers.ts).
+  BACKUP_KEEP_DAYS: {
+    flag: 'keep-days',
+    summary: 'Also keep the newest backup of each of the last N days (UTC), whatever RETENTION_DAYS/BACKUPS_TO_RETAIN say (default off).',
+    example: '7',
+  },
+  BACKUP_KEEP_WEEKS: {
+    flag: 'keep-weeks',
+    summary: 'Also keep the newest backup of each ISO week for N × 7 + 1 days (default off).',
+    example: '4',
+  },
+  BACKUP_KEEP_MONTHS: {
+    flag: 'keep-months',
+    summary: 'Also keep the newest backup of each month for N × 31 + 1 days (default off).',
+    example: '6',
+  },
   STORAGE_BACKEND: {
     flag: 'storage',
     summary: 'Storage backend: local, s3, or any installed backend plugin (default local).',
@@ -172,6 +188,9 @@ const GROUPS: Partial<Record<SettingName, string>> = {
   RETENTION_DAYS: 'RETENTION',
   BACKUPS_TO_RETAIN: 'RETENTION',
   ORPHAN_GRACE: 'RETENTION',
+  BACKUP_KEEP_DAYS: 'RETENTION',
+  BACKUP_KEEP_WEEKS: 'RETENTION',
+  BACKUP_KEEP_MONTHS: 'RETENTION',
   STORAGE_BACKEND: 'STORAGE',
   LOG_FORMAT: 'LOGGING',
   LOG_LEVEL: 'LOGGING',
@@ -265,4 +284,4 @@ export function resolveSettings(
 
 export const LOGGING_SETTINGS: SettingName[] = ['LOG_FORMAT', 'LOG_LEVEL']
 export const DATABASE_SETTINGS: SettingName[] = ['DB_HOST', 'DB_PORT', 'DB_NAME', 'DB_USER', 'DB_PASSWORD']
-export const RETENTION_SETTINGS: SettingName[] = ['RETENTION_DAYS', 'BACKUPS_TO_RETAIN', 'ORPHAN_GRACE']
+export const RETENTION_SETTINGS: SettingName[] = ['RETENTION_DAYS', 'BACKUPS_TO_RETAIN', 'ORPHAN_GRACE', 'BACKUP_KEEP_DAYS', 'BACKUP_KEEP_WEEKS', 'BACKUP_KEEP_MONTHS']

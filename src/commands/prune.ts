@@ -9,7 +9,7 @@ import {settingFlags} from '../settings'
 
 export default class Prune extends DbbCommand<typeof Prune> {
   static override summary = 'Delete backups outside the retention rules, and leftovers of failed backups.'
-  static override description = `Deletes backups (with this BACKUP_NAME_PREFIX) older than RETENTION_DAYS and beyond the BACKUPS_TO_RETAIN newest, but never the most recent complete backup. Also removes objects that belong to no backup (a dump without its sidecar, a partial write after a crash) once nothing was written under their id for ORPHAN_GRACE (a running backup refreshes its claim, so it is never swept).
+  static override description = `Deletes backups (with this BACKUP_NAME_PREFIX) older than RETENTION_DAYS and beyond the BACKUPS_TO_RETAIN newest, but never the most recent complete backup. BACKUP_KEEP_DAYS/WEEKS/MONTHS also keep the newest backup of each recent day, ISO week and month (prodrigestivill's rules); --dry-run lists each kept backup with the rules that keep it. Also removes objects that belong to no backup (a dump without its sidecar, a partial write after a crash) once nothing was written under their id for ORPHAN_GRACE (a running backup refreshes its claim, so it is never swept).
 
 A backup whose sidecar exists but cannot be read (storage error, invalid JSON) or whose dump is missing or of another size is damaged: it is never deleted and does not count towards BACKUPS_TO_RETAIN; archived WAL is kept while a base backup is unreadable. The rest is pruned, each damaged backup is reported, and the command exits 1.`
 
@@ -20,6 +20,7 @@ A backup whose sidecar exists but cannot be read (storage error, invalid JSON) o
 
   static override flags = {
     ...settingFlags('BACKUP_NAME_PREFIX', 'RETENTION_DAYS', 'BACKUPS_TO_RETAIN', 'ORPHAN_GRACE', 'STORAGE_BACKEND'),
+    ...settingFlags('BACKUP_KEEP_DAYS', 'BACKUP_KEEP_WEEKS', 'BACKUP_KEEP_MONTHS'),
     'dry-run': Flags.boolean({summary: 'Print what would be deleted without deleting anything.'}),
   }
 
@@ -47,6 +48,11 @@ A backup whose sidecar exists but cannot be read (storage error, invalid JSON) o
             result.deleted.map((entry) => [entry.id, entry.kind, formatBytes(entry.sizeBytes), entry.reason]),
           ),
         )
+      }
+
+      if (result.dryRun && result.keptBackups.length > 0) {
+        this.log(`\nKept, and why:`)
+        this.log(renderTable(['ID', 'KEPT BECAUSE'], result.keptBackups.map((entry) => [entry.id, entry.reasons.join('; ')])))
       }
 
       if (result.damaged.length > 0) {

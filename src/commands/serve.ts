@@ -24,6 +24,7 @@ On SIGTERM or SIGINT it stops accepting requests, lets a backup in flight finish
   static override flags = {
     ...settingFlags('DB_HOST', 'DB_PORT', 'DB_NAME', 'DB_USER', 'DB_PASSWORD', 'BACKUP_NAME_PREFIX'),
     ...settingFlags('RETENTION_DAYS', 'BACKUPS_TO_RETAIN', 'ORPHAN_GRACE', 'STORAGE_BACKEND'),
+    ...settingFlags('BACKUP_KEEP_DAYS', 'BACKUP_KEEP_WEEKS', 'BACKUP_KEEP_MONTHS'),
     ...settingFlags('COMPRESSION_LEVEL', 'COMPRESSION_THREADS', 'BACKUP_NO_OWNER'),
     ...settingFlags('API_TOKEN', 'HTTP_PORT', 'HTTP_HOST', 'SHUTDOWN_GRACE', 'BACKUP_INTERVAL', 'BACKUP_SCHEDULE', 'TZ'),
     ...ARCHIVING_FLAGS,

@@ -22,6 +22,10 @@ export interface RetentionConfig {
   retentionDays: number
   backupsToRetain?: number
   orphanGraceMs: number
+  // Tiered retention (issue 20), see src/backup/retention-tiers.ts.
+  keepDays?: number
+  keepWeeks?: number
+  keepMonths?: number
 }
 
 export interface LoggingConfig {
@@ -71,10 +75,21 @@ export const retention = defineSection(
     RETENTION_DAYS: intInRange(0, 36_500).default(7),
     BACKUPS_TO_RETAIN: intInRange(1, 1_000_000).optional(),
     ORPHAN_GRACE: duration.default(24 * 3600 * 1000),
+    // Tiered retention (issue 20): unset or 0 turns a tier off.
+    BACKUP_KEEP_DAYS: intInRange(0, 36_500).optional(),
+    BACKUP_KEEP_WEEKS: intInRange(0, 5_200).optional(),
+    BACKUP_KEEP_MONTHS: intInRange(0, 1_200).optional(),
   },
   (object) =>
     object.transform(
-      (data): RetentionConfig => ({retentionDays: data.RETENTION_DAYS, backupsToRetain: data.BACKUPS_TO_RETAIN, orphanGraceMs: data.ORPHAN_GRACE}),
+      (data): RetentionConfig => ({
+        retentionDays: data.RETENTION_DAYS,
+        backupsToRetain: data.BACKUPS_TO_RETAIN,
+        orphanGraceMs: data.ORPHAN_GRACE,
+        keepDays: data.BACKUP_KEEP_DAYS,
+        keepWeeks: data.BACKUP_KEEP_WEEKS,
+        keepMonths: data.BACKUP_KEEP_MONTHS,
+      }),
     ),
 )
 

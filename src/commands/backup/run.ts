@@ -26,6 +26,7 @@ With --type base, pg_basebackup of the whole cluster is streamed the same way, f
   static override flags = {
     ...settingFlags('DB_HOST', 'DB_PORT', 'DB_NAME', 'DB_USER', 'DB_PASSWORD', 'BACKUP_NAME_PREFIX'),
     ...settingFlags('RETENTION_DAYS', 'BACKUPS_TO_RETAIN', 'ORPHAN_GRACE', 'STORAGE_BACKEND'),
+    ...settingFlags('BACKUP_KEEP_DAYS', 'BACKUP_KEEP_WEEKS', 'BACKUP_KEEP_MONTHS'),
     ...settingFlags('BASE_BACKUP_WAL_METHOD', 'BASE_BACKUP_CHECKPOINT'),
     ...settingFlags('COMPRESSION_LEVEL', 'COMPRESSION_THREADS', 'BACKUP_NO_OWNER'),
     type: Flags.string({
