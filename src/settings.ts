@@ -56,6 +56,22 @@ const catalog = {
     summary: 'Also keep the newest backup of each month for N × 31 + 1 days (default off).',
     example: '6',
   },
+  // Several databases and cluster globals (issue 20).
+  DB_NAMES: {
+    flag: 'db-names',
+    summary: 'Back up several databases per run, each with its own ids, retention and latest: names separated by commas, or all (every connectable, non-template database). Unset: DB_NAME alone.',
+    example: 'app,billing',
+  },
+  BACKUP_GLOBALS: {
+    flag: 'backup-globals',
+    summary: 'Store the cluster globals (roles, memberships, tablespaces: pg_dumpall --globals-only) with each run (default: true with DB_NAMES, false without).',
+    example: 'true',
+  },
+  GLOBALS_NO_ROLE_PASSWORDS: {
+    flag: 'globals-no-role-passwords',
+    summary: 'Dump globals without role passwords (pg_dumpall --no-role-passwords), for managed services that forbid reading pg_authid (default false).',
+    example: 'true',
+  },
   STORAGE_BACKEND: {
     flag: 'storage',
     summary: 'Storage backend: local, s3, or any installed backend plugin (default local).',
@@ -192,6 +208,9 @@ const GROUPS: Partial<Record<SettingName, string>> = {
   BACKUP_KEEP_WEEKS: 'RETENTION',
   BACKUP_KEEP_MONTHS: 'RETENTION',
   STORAGE_BACKEND: 'STORAGE',
+  DB_NAMES: 'DATABASE',
+  BACKUP_GLOBALS: 'BACKUP',
+  GLOBALS_NO_ROLE_PASSWORDS: 'BACKUP',
   LOG_FORMAT: 'LOGGING',
   LOG_LEVEL: 'LOGGING',
   API_TOKEN: 'SERVER',

@@ -137,3 +137,46 @@ export const compression = defineSection(
 export const logicalDump = defineSection({BACKUP_NO_OWNER: flag(false)}, (object) =>
   object.transform((data): LogicalDumpConfig => ({noOwner: data.BACKUP_NO_OWNER})),
 )
+
+// Several databases and cluster globals (issue 20): DB_NAMES, BACKUP_GLOBALS, GLOBALS_NO_ROLE_PASSWORDS.
+
+export interface DatabasesConfig {
+  /** DB_NAMES: the databases of one run, or `all` (every connectable non-template database); undefined: DB_NAME alone, as before. */
+  names?: string[] | 'all'
+  /** BACKUP_GLOBALS: store pg_dumpall --globals-only with each run (default: on with DB_NAMES, off without). */
+  globals: boolean
+  /** GLOBALS_NO_ROLE_PASSWORDS: pg_dumpall --no-role-passwords (managed services forbid reading pg_authid). */
+  noRolePasswords: boolean
+}
+
+const databaseList = z.string().transform((text, ctx): string[] | 'all' => {
+  if (text.trim().toLowerCase() === 'all') return 'all'
+  const names = text.split(',').map((name) => name.trim())
+  const problem = names.some((name) => name === '')
+    ? 'has an empty name (write names separated by single commas, e.g. app,billing)'
+    : names.some((name) => name.toLowerCase() === 'all')
+      ? 'mixes "all" with names (either all, or a list of names)'
+      : names.find((name) => Buffer.byteLength(name) > 63 || name.includes('\0'))
+        ? `"${names.find((name) => Buffer.byteLength(name) > 63 || name.includes('\0'))?.slice(0, 70)}" is not a PostgreSQL database name (at most 63 bytes, no NUL)`
+        : new Set(names).size === names.length
+          ? undefined
+          : `names a database twice (${names.find((name, index) => names.indexOf(name) !== index)})`
+  if (problem) {
+    ctx.addIssue({code: 'custom', message: problem})
+    return z.NEVER
+  }
+
+  return names
+})
+
+export const databases = defineSection(
+  {
+    DB_NAMES: databaseList.optional(),
+    BACKUP_GLOBALS: z.stringbool({error: 'must be true or false'}).optional(),
+    GLOBALS_NO_ROLE_PASSWORDS: flag(false),
+  },
+  (object) =>
+    object.transform(
+      (data): DatabasesConfig => ({names: data.DB_NAMES, globals: data.BACKUP_GLOBALS ?? data.DB_NAMES !== undefined, noRolePasswords: data.GLOBALS_NO_ROLE_PASSWORDS}),
+    ),
+)

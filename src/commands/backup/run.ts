@@ -3,6 +3,9 @@ import {Flags} from '@oclif/core'
 import {DbbCommand} from '../../base-command'
 import {runBaseBackup} from '../../backup/base-backup'
 import {BackupOutcome, runLogicalBackup} from '../../backup/run-backup'
+import {MultiBackupOutcome, describeRun, runDatabaseBackups} from '../../backup/run-databases'
+import {explainGlobalsFailure, runGlobalsBackup} from '../../backup/globals'
+import {EXIT_PARTIAL_FAILURE, errorMessage} from '../../errors'
 import {StreamProgress} from '../../backup/pipeline'
 import {formatBytes} from '../../format'
 import {createProgress} from '../../progress'
@@ -29,6 +32,7 @@ With --type base, pg_basebackup of the whole cluster is streamed the same way, f
     ...settingFlags('BACKUP_KEEP_DAYS', 'BACKUP_KEEP_WEEKS', 'BACKUP_KEEP_MONTHS'),
     ...settingFlags('BASE_BACKUP_WAL_METHOD', 'BASE_BACKUP_CHECKPOINT'),
     ...settingFlags('COMPRESSION_LEVEL', 'COMPRESSION_THREADS', 'BACKUP_NO_OWNER'),
+    ...settingFlags('DB_NAMES', 'BACKUP_GLOBALS', 'GLOBALS_NO_ROLE_PASSWORDS'),
     type: Flags.string({
       options: ['logical', 'base'],
       default: 'logical',
@@ -41,10 +45,10 @@ With --type base, pg_basebackup of the whole cluster is streamed the same way, f
     }),
   }
 
-  static override configSections: readonly Section[] = ['database', 'namePrefix', 'retention', 'storageBackend', 'baseBackup', 'compression', 'logicalDump']
+  static override configSections: readonly Section[] = ['database', 'namePrefix', 'retention', 'storageBackend', 'baseBackup', 'compression', 'logicalDump', 'databases']
   static override usesStorage = true
 
-  public async run(): Promise<BackupOutcome> {
+  public async run(): Promise<(BackupOutcome & {globalsError?: string}) | MultiBackupOutcome> {
     const storage = await this.openStorage()
     const progress = createProgress({label: 'backing up', logger: this.logger, event: 'backup.progress'})
     try {
@@ -63,11 +67,32 @@ With --type base, pg_basebackup of the whole cluster is streamed the same way, f
         signal: this.interruptSignal(),
         onProgress: ({sourceBytes, storedBytes}: StreamProgress) => progress.update(sourceBytes, {storedBytes}),
       }
+      const {databases} = this.settings
+      if (this.flags.type !== 'base' && databases.names !== undefined) {
+        const multi = await runDatabaseBackups(deps, databases, options)
+        progress.finish()
+        this.reportRun(multi, storage.location)
+        return multi
+      }
+
+      // DB_NAME alone, as before; with BACKUP_GLOBALS=true the globals are stored first (its failure fails the run, exit 3).
+      const globalsError =
+        this.flags.type !== 'base' && databases.globals
+          ? await runGlobalsBackup(deps, options, databases).then(
+              ({metadata}) => (this.log(`Globals ${metadata.id} stored in ${storage.location}`), undefined),
+              (error: unknown) => explainGlobalsFailure(errorMessage(error)),
+            )
+          : undefined
       const outcome =
         this.flags.type === 'base'
           ? await runBaseBackup({...deps, baseBackup: this.settings.baseBackup}, options)
           : await runLogicalBackup(deps, options)
       progress.finish()
+      if (globalsError !== undefined) {
+        process.exitCode = EXIT_PARTIAL_FAILURE
+        process.stderr.write(`Error: the globals (pg_dumpall --globals-only) could not be stored: ${globalsError}\n`)
+      }
+
       const {metadata, pruned, pruneError} = outcome
       this.log(`Backup ${metadata.id} stored in ${storage.location}`)
       this.log(`  size ${formatBytes(metadata.sizeBytes)} (${formatBytes(metadata.uncompressedBytes ?? 0)} of ${metadata.type === 'base' ? 'tar' : 'SQL'}), sha256 ${metadata.sha256}`)
@@ -79,10 +104,24 @@ With --type base, pg_basebackup of the whole cluster is streamed the same way, f
       }
       if (pruned && pruned.deleted.length > 0) this.log(`  retention removed ${pruned.deleted.map((entry) => entry.id).join(', ')}`)
       if (pruneError) this.warn(`retention could not finish (the backup itself succeeded): ${pruneError}`)
-      return outcome
+      return globalsError === undefined ? outcome : {...outcome, globalsError}
     } finally {
       progress.finish()
       await storage.close?.()
+    }
+  }
+
+  /** One line per part; a failure also on stderr and as the exit code (3 partial, 1 nothing stored), the results stay on stdout / in --json. */
+  private reportRun(outcome: MultiBackupOutcome, location: string): void {
+    for (const result of [...(outcome.globals ? [outcome.globals] : []), ...outcome.databases]) {
+      const what = result.database === null ? 'globals' : `database "${result.database}"`
+      this.log(result.status === 'succeeded' ? `${what}: ${result.backupId} stored in ${location} (${formatBytes(result.sizeBytes ?? 0)})` : `${what}: FAILED — ${result.error}`)
+      if (result.pruneError) this.warn(`retention for ${what} could not finish (the backup itself succeeded): ${result.pruneError}`)
+    }
+
+    if (outcome.exitCode !== 0) {
+      process.exitCode = outcome.exitCode
+      process.stderr.write(`Error: ${describeRun(outcome)}\n`)
     }
   }
 }
