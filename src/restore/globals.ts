@@ -194,11 +194,20 @@ export interface GlobalsPlan {
   skipped: string[]
 }
 
+// Each statement must match one of these shapes in full (not just its start): a crafted file cannot
+// smuggle a second command into a statement dbb applies.
 const IDENT = String.raw`(?:"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)`
+const LITERAL = String.raw`(?:'(?:[^']|'')*')`
+const SETTING_VALUE = String.raw`(?:${LITERAL}|[A-Za-z0-9_.+-]+)`
+const SETTING = String.raw`(?:SET [A-Za-z_][A-Za-z0-9_.]* (?:TO|=) ${SETTING_VALUE}(?:, ${SETTING_VALUE})*|RESET (?:ALL|[A-Za-z_][A-Za-z0-9_.]*))`
+const SESSION_SETTING = new RegExp(String.raw`^SET [a-z_]+ (?:=|TO) ${SETTING_VALUE}$`)
 const CREATE_ROLE = new RegExp(String.raw`^CREATE ROLE (${IDENT})$`, 's')
-const ROLE_STATEMENT = new RegExp(String.raw`^(?:ALTER ROLE (${IDENT}) (?:WITH |SET |RESET )|COMMENT ON ROLE (${IDENT}) IS |SECURITY LABEL (?:FOR ${IDENT} )?ON ROLE (${IDENT}) IS )`, 's')
-const ROLE_IN_DATABASE = new RegExp(String.raw`^ALTER ROLE (${IDENT}) IN DATABASE (${IDENT}) (?:SET|RESET) `, 's')
-const GRANT_ROLE = new RegExp(String.raw`^GRANT (${IDENT}(?:, ${IDENT})*) TO (${IDENT})((?: WITH [A-Z ]+?(?: TRUE| FALSE| OPTION)?)*)(?: GRANTED BY ${IDENT})?$`, 's')
+const ROLE_STATEMENT = new RegExp(
+  String.raw`^(?:ALTER ROLE (${IDENT}) WITH(?: [A-Z]+| CONNECTION LIMIT -?\d+| PASSWORD ${LITERAL}| VALID UNTIL ${LITERAL})+|ALTER ROLE (${IDENT}) ${SETTING}|COMMENT ON ROLE (${IDENT}) IS ${LITERAL}|SECURITY LABEL (?:FOR ${IDENT} )?ON ROLE (${IDENT}) IS (?:${LITERAL}|NULL))$`,
+  's',
+)
+const ROLE_IN_DATABASE = new RegExp(String.raw`^ALTER ROLE (${IDENT}) IN DATABASE (${IDENT}) ${SETTING}$`, 's')
+const GRANT_ROLE = new RegExp(String.raw`^GRANT (${IDENT}(?:, ${IDENT})*) TO (${IDENT})((?: WITH (?:ADMIN|INHERIT|SET) (?:OPTION|TRUE|FALSE))*)(?: GRANTED BY ${IDENT})?$`, 's')
 const TABLESPACE = /^(?:CREATE|ALTER) TABLESPACE |^(?:GRANT|REVOKE) .* ON TABLESPACE |^COMMENT ON TABLESPACE /s
 
 export function unquoteIdent(ident: string): string {
@@ -212,7 +221,7 @@ export function planGlobals(statements: string[], roles: Set<string>, databases:
   const exists = (role: string) => roles.has(role) || created.has(role)
   const memberships: string[] = []
   for (const statement of statements) {
-    if (/^SET [a-z_]+ (?:=|TO) /i.test(statement)) {
+    if (SESSION_SETTING.test(statement)) {
       plan.apply.push({sql: statement, label: 'a session setting'})
       continue
     }
@@ -241,7 +250,7 @@ export function planGlobals(statements: string[], roles: Set<string>, databases:
 
     const roleStatement = ROLE_STATEMENT.exec(statement)
     if (roleStatement) {
-      const role = unquoteIdent(roleStatement[1] ?? roleStatement[2] ?? roleStatement[3])
+      const role = unquoteIdent(roleStatement[1] ?? roleStatement[2] ?? roleStatement[3] ?? roleStatement[4])
       // Existing roles are never altered: their passwords, attributes, settings and comments stay as they are.
       if (created.has(role)) plan.apply.push({sql: statement, label: `attributes of role ${role}`})
       continue

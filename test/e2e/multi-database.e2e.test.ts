@@ -80,7 +80,7 @@ describe('several databases per run (DB_NAMES), globals, restore onto a new serv
     expect(ids.app).toMatch(/^backup_app_\d{8}T\d{6}Z\.sql\.gz$/)
     expect(ids.my_bill).toMatch(/^backup_my-5fbill_\d{8}T\d{6}Z\.sql\.gz$/)
     expect(ids['café']).toMatch(/^backup_caf-c3-a9_\d{8}T\d{6}Z\.sql\.gz$/)
-    for (const [database, id] of Object.entries(ids)) {
+    for (const [database, id] of Object.entries(ids) as [string, string][]) {
       const prefix = parseBackupId(id)?.prefix as string
       expect(decodeDatabaseName(prefix.slice(prefix.lastIndexOf('_') + 1))).toBe(database)
     }
