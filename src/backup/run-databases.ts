@@ -2,6 +2,7 @@ import type {DatabasesConfig} from '../config'
 import {withClient} from '../db/connection'
 import {AbortedError, EXIT_FAILURE, EXIT_PARTIAL_FAILURE, OperationError, errorMessage} from '../errors'
 import {explainGlobalsFailure, runGlobalsBackup} from './globals'
+import type {BackupMetadata} from './metadata'
 import {MAX_PREFIX_LENGTH, databasePrefix} from './naming'
 import {BackupDependencies, BackupOptions, BackupOutcome, runLogicalBackup} from './run-backup'
 
@@ -30,6 +31,8 @@ export interface MultiBackupOutcome {
 export interface MultiBackupHooks {
   /** Called as each part starts and ends (the job of `dbb serve` shows them while it runs). */
   onPart?: (results: MultiBackupOutcome) => void
+  /** Each backup stored (the globals', each database's), with its sidecar metadata. */
+  onStored?: (metadata: BackupMetadata) => void
 }
 
 /**
@@ -52,14 +55,14 @@ export async function runDatabaseBackups(
   log.info({event: 'backup.run_started', databases: plan.map(({database}) => database), globals: settings.globals}, `backing up ${plan.length} database(s)${settings.globals ? ' and the cluster globals' : ''}`)
 
   if (settings.globals) {
-    outcome.globals = await part(null, () => runGlobalsBackup(deps, options, {noRolePasswords: settings.noRolePasswords}), options, explainGlobalsFailure)
+    outcome.globals = await part(null, () => runGlobalsBackup(deps, options, {noRolePasswords: settings.noRolePasswords}), options, hooks, explainGlobalsFailure)
     hooks.onPart?.(outcome)
   }
 
   for (const {database, problem} of plan) {
     const result = problem
       ? failed(database, problem)
-      : await part(database, () => runLogicalBackup({...deps, database: {...deps.database, database}, namePrefix: databasePrefix(deps.namePrefix, database)}, options), options)
+      : await part(database, () => runLogicalBackup({...deps, database: {...deps.database, database}, namePrefix: databasePrefix(deps.namePrefix, database)}, options), options, hooks)
     if (problem) log.error({event: 'backup.failed', database, error: problem}, `backup of ${database} failed`)
     outcome.databases.push(result)
     hooks.onPart?.(outcome)
@@ -83,10 +86,17 @@ export function describeRun(outcome: MultiBackupOutcome): string {
   return `${failures.length} of ${parts.length} backup(s) of this run failed (the others are stored): ${failures.map((result) => `${result.database === null ? 'globals' : `database "${result.database}"`}: ${result.error}`).join('; ')}`
 }
 
-async function part(database: string | null, work: () => Promise<BackupOutcome>, options: BackupOptions, explain: (message: string) => string = (message) => message): Promise<RunPartResult> {
+async function part(
+  database: string | null,
+  work: () => Promise<BackupOutcome>,
+  options: BackupOptions,
+  hooks: MultiBackupHooks,
+  explain: (message: string) => string = (message) => message,
+): Promise<RunPartResult> {
   if (options.signal?.aborted) throw new AbortedError('backup run interrupted')
   try {
     const {metadata, pruneError} = await work()
+    hooks.onStored?.(metadata)
     return {database, status: 'succeeded', backupId: metadata.id, sizeBytes: metadata.sizeBytes, error: null, pruneError: pruneError ?? null}
   } catch (error) {
     // An interruption ends the run (what this part wrote is already removed); anything else is this part's failure.

@@ -26,12 +26,13 @@ On SIGTERM or SIGINT it stops accepting requests, lets a backup in flight finish
     ...settingFlags('RETENTION_DAYS', 'BACKUPS_TO_RETAIN', 'ORPHAN_GRACE', 'STORAGE_BACKEND'),
     ...settingFlags('BACKUP_KEEP_DAYS', 'BACKUP_KEEP_WEEKS', 'BACKUP_KEEP_MONTHS'),
     ...settingFlags('COMPRESSION_LEVEL', 'COMPRESSION_THREADS', 'BACKUP_NO_OWNER'),
+    ...settingFlags('DB_NAMES', 'BACKUP_GLOBALS', 'GLOBALS_NO_ROLE_PASSWORDS'),
     ...settingFlags('API_TOKEN', 'HTTP_PORT', 'HTTP_HOST', 'SHUTDOWN_GRACE', 'BACKUP_INTERVAL', 'BACKUP_SCHEDULE', 'TZ'),
     ...ARCHIVING_FLAGS,
     ...settingFlags('WAL_SPOOL_DIR', 'WAL_SPOOL_MAX_SEGMENTS', 'WAL_ASYNC_PARALLEL', 'WAL_PREFETCH'),
   }
 
-  static override configSections: readonly Section[] = ['database', 'namePrefix', 'retention', 'storageBackend', 'compression', 'logicalDump', 'server', 'schedule', ...ARCHIVING_SECTIONS, 'walAsync']
+  static override configSections: readonly Section[] = ['database', 'namePrefix', 'retention', 'storageBackend', 'compression', 'logicalDump', 'server', 'schedule', ...ARCHIVING_SECTIONS, 'walAsync', 'databases']
   static override usesStorage = true
 
   public async run(): Promise<void> {
