@@ -5,6 +5,7 @@ import {toolVersion} from '../backup/child-process'
 import {BackupMetadata, listBackups} from '../backup/metadata'
 import {runLogicalBackup} from '../backup/run-backup'
 import {describeRun, runDatabaseBackups} from '../backup/run-databases'
+import {explainGlobalsFailure, runGlobalsBackup} from '../backup/globals'
 import type {Config} from '../config'
 import {OperationError, errorMessage} from '../errors'
 import type {Logger} from '../logger'
@@ -72,7 +73,18 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
       onIdClaimed: idClaimed,
       onProgress: ({sourceBytes, storedBytes}: {sourceBytes: number; storedBytes: number}) => progress.update(sourceBytes, {storedBytes}),
     }
-    if (config.databases?.names === undefined) return runLogicalBackup(deps, options)
+    if (config.databases?.names === undefined) {
+      if (!config.databases?.globals) return runLogicalBackup(deps, options)
+      // DB_NAME alone with BACKUP_GLOBALS=true: the globals first, as `backup run` does; their failure fails the job once the dump is stored.
+      const globalsError = await runGlobalsBackup(deps, options, config.databases).then(
+        () => undefined,
+        (error: unknown) => explainGlobalsFailure(errorMessage(error)),
+      )
+      const outcome = await runLogicalBackup(deps, options)
+      if (globalsError !== undefined) throw new OperationError(`${outcome.metadata.id} is stored, but the globals (pg_dumpall --globals-only) could not be: ${globalsError}`)
+      return outcome
+    }
+
     // DB_NAMES: one job for the whole run, its per-database results on the job; any part failing fails the job.
     let newest: BackupMetadata | undefined
     const outcome = await runDatabaseBackups(deps, config.databases, options, {onPart: (run) => reportRun?.(run), onStored: (metadata) => (newest = metadata)})

@@ -199,6 +199,17 @@ describe('several databases per run (DB_NAMES), globals, restore onto a new serv
     expect(next.code).toBe(0)
   }, 120_000)
 
+  it('DB_NAME alone keeps its ids; BACKUP_GLOBALS=true adds the globals beside it', async () => {
+    const plain = await runCli(['backup', 'run', '--json'], {...env, DB_NAME: 'app'})
+    expect(plain.code).toBe(0)
+    expect(JSON.parse(plain.stdout).metadata.id).toMatch(/^backup_\d{8}T\d{6}Z\.sql\.gz$/)
+    const withGlobals = await runCli(['backup', 'run', '--json'], {...env, DB_NAME: 'app', BACKUP_GLOBALS: 'true'})
+    expect(withGlobals.code).toBe(0)
+    const ids = (await listed(dir)).map((entry) => [entry.type, entry.database])
+    // A globals sidecar's database is the one dbb connected to (DB_NAME).
+    expect(ids.sort()).toEqual([['globals', 'app'], ['logical', 'app'], ['logical', 'app']].sort())
+  }, 60_000)
+
   it('bad DB_NAMES exits 2 naming the variable, before anything is written', async () => {
     for (const value of ['app,,billing', 'app,all', 'app,app']) {
       const result = await runCli(['backup', 'run'], {...env, DB_NAMES: value})

@@ -16,6 +16,8 @@ export default class BackupRun extends DbbCommand<typeof BackupRun> {
   static override summary = 'Take a backup now — logical (pg_dump of DB_NAME, the default) or --type base (pg_basebackup of the cluster) — verified, then apply retention.'
   static override description = `Streams pg_dump (owners and privileges included unless BACKUP_NO_OWNER=true; the database's own properties and the roles the dump names are recorded in the sidecar) through gzip into the storage backend without a temporary file, reads the stored dump back to verify its size, sha256 and gzip integrity, and only then writes the <id>.meta.json sidecar that makes the backup exist. A failure or Ctrl-C removes what was written. Restore with stock tools: gunzip -c <id> | psql.
 
+With DB_NAMES (app,billing or all), each database is backed up in turn under its own ids (<prefix>_<encoded name>_<timestamp>), retention and latest, after the cluster globals (pg_dumpall --globals-only; BACKUP_GLOBALS); a database that fails does not stop the others, and the run exits 3 (1 when nothing was stored).
+
 With --type base, pg_basebackup of the whole cluster is streamed the same way, for point-in-time recovery with archived WAL (dbb wal push).`
 
   static override examples = [
@@ -24,6 +26,7 @@ With --type base, pg_basebackup of the whole cluster is streamed the same way, f
       command: 'DB_HOST=localhost DB_NAME=app DB_USER=postgres DB_PASSWORD=… BACKUP_LOCAL_DIR=/var/backups/postgres <%= config.bin %> <%= command.id %>',
     },
     {description: 'Machine-readable result, no retention', command: '<%= config.bin %> <%= command.id %> --json --no-prune'},
+    {description: 'Two databases and the roles, one run', command: 'DB_NAME=postgres DB_NAMES=app,billing <%= config.bin %> <%= command.id %> --json'},
   ]
 
   static override flags = {
