@@ -3,6 +3,7 @@ import {Flags} from '@oclif/core'
 import {DbbCommand} from '../base-command'
 import {PruneResult, describeDamaged, prune} from '../backup/prune'
 import {Section} from '../config'
+import {databasePrefix, globalsPrefix} from '../backup/naming'
 import {EXIT_FAILURE} from '../errors'
 import {formatBytes, renderTable} from '../format'
 import {settingFlags} from '../settings'
@@ -16,12 +17,15 @@ A backup whose sidecar exists but cannot be read (storage error, invalid JSON) o
   static override examples = [
     {description: 'See what would be deleted', command: '<%= config.bin %> <%= command.id %> --dry-run'},
     {description: 'Keep 14 days, at most 10 backups', command: 'RETENTION_DAYS=14 BACKUPS_TO_RETAIN=10 <%= config.bin %> <%= command.id %>'},
+    {description: 'One database of DB_NAMES, explaining what each tier keeps', command: 'BACKUP_KEEP_WEEKS=4 <%= config.bin %> <%= command.id %> --db billing --dry-run'},
   ]
 
   static override flags = {
     ...settingFlags('BACKUP_NAME_PREFIX', 'RETENTION_DAYS', 'BACKUPS_TO_RETAIN', 'ORPHAN_GRACE', 'STORAGE_BACKEND'),
     ...settingFlags('BACKUP_KEEP_DAYS', 'BACKUP_KEEP_WEEKS', 'BACKUP_KEEP_MONTHS'),
     'dry-run': Flags.boolean({summary: 'Print what would be deleted without deleting anything.'}),
+    db: Flags.string({summary: "DB_NAMES backups: prune this database's backups (its own prefix) instead of BACKUP_NAME_PREFIX's.", helpValue: 'NAME', exclusive: ['globals']}),
+    globals: Flags.boolean({summary: 'Prune the stored cluster globals (BACKUP_GLOBALS) instead of BACKUP_NAME_PREFIX\'s backups.'}),
   }
 
   static override configSections: readonly Section[] = ['namePrefix', 'retention', 'storageBackend']
@@ -31,7 +35,7 @@ A backup whose sidecar exists but cannot be read (storage error, invalid JSON) o
     const storage = await this.openStorage()
     try {
       const result = await prune(storage, {
-        prefix: this.settings.namePrefix,
+        prefix: this.flags.globals ? globalsPrefix(this.settings.namePrefix) : this.flags.db === undefined ? this.settings.namePrefix : databasePrefix(this.settings.namePrefix, this.flags.db),
         rules: this.settings.retention,
         dryRun: this.flags['dry-run'],
         logger: this.logger,

@@ -192,7 +192,7 @@ describe('several databases per run (DB_NAMES), globals, restore onto a new serv
     expect(afterKill.filter((entry) => entry.database === 'my_bill')).toEqual([])
     // The killed run's claim for my_bill is an orphan: prune removes it after ORPHAN_GRACE; the next run is OK.
     await new Promise((resolve) => setTimeout(resolve, 1500))
-    const pruned = await runCli(['prune', '--json'], {BACKUP_LOCAL_DIR: dir, BACKUP_NAME_PREFIX: 'backup_my-5fbill', ORPHAN_GRACE: '1s', RETENTION_DAYS: '0'})
+    const pruned = await runCli(['prune', '--db', 'my_bill', '--json'], {BACKUP_LOCAL_DIR: dir, ORPHAN_GRACE: '1s', RETENTION_DAYS: '0'})
     expect(pruned.code).toBe(0)
     expect((await fs.readdir(dir)).filter((name) => name.startsWith('backup_my-5fbill'))).toEqual([])
     const next = await runCli(['backup', 'run', '--json'], {...env, DB_NAMES: 'app,my_bill', BACKUP_GLOBALS: 'false'})
