@@ -152,6 +152,9 @@ describe('several databases per run (DB_NAMES), globals, restore onto a new serv
     const denied = await runCli(['backup', 'run', '--json'], {...env, DB_USER: 'plain_user', DB_PASSWORD: 'plain-user-pw', DB_NAMES: 'app'})
     expect(denied.code).toBe(3)
     expect((JSON.parse(denied.stdout) as RunJson).globals?.error).toContain('GLOBALS_NO_ROLE_PASSWORDS=true')
+    // The failed globals left nothing: the two earlier globals are listed, and no file of any failed part remains.
+    expect((await listed(dir)).filter((entry) => entry.type === 'globals')).toHaveLength(2)
+    expect((await fs.readdir(dir)).filter((name) => name.endsWith('.partial'))).toEqual([])
   }, 120_000)
 
   it('a pg_dump killed mid-stream fails its database only; SIGKILL of dbb between two databases leaves the first listed and nothing of the second', async () => {
