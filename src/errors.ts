@@ -7,6 +7,11 @@ import {redactSecrets} from './secrets'
  */
 export const EXIT_FAILURE = 1
 export const EXIT_USAGE = 2
+/**
+ * `backup run` with DB_NAMES: some of the run's backups (a database, the globals) failed and the
+ * others are stored and listed. 1 when none could be stored. (Issue 20.)
+ */
+export const EXIT_PARTIAL_FAILURE = 3
 
 /**
  * `dbb wal fetch` is PostgreSQL's restore_command, which reads exit codes 1–125 as "this file is

@@ -122,6 +122,9 @@ export const DEFAULT_BACKUP_INTERVAL = '24h'
 const MIN_API_TOKEN_LENGTH = 16
 
 /** The commands that send notifications (src/notify): each takes every notification setting. */
+/** The commands that apply retention (src/backup/retention.ts). */
+const RETENTION_COMMANDS: readonly CommandId[] = ['backup run', 'prune', 'serve']
+
 const NOTIFY_COMMANDS: readonly CommandId[] = ['backup run', 'check', 'prune', 'serve', 'notify test']
 
 export const SETTINGS = {
@@ -229,6 +232,64 @@ export const SETTINGS = {
     commands: ['backup run', 'prune', 'serve'],
     value: (f) => f.duration,
     docs: 'Durations: `30m`, `24h`, `PT6H`, `P1D`.',
+  },
+
+  // Tiered retention (issue 20; prodrigestivill's names and semantics, see src/backup/retention-tiers.ts).
+  BACKUP_KEEP_DAYS: {
+    flag: 'keep-days',
+    group: 'RETENTION',
+    summary: 'Also keep the newest backup of each of the last N days (UTC), whatever RETENTION_DAYS/BACKUPS_TO_RETAIN say; 0 is off.',
+    example: '7',
+    defaultText: 'off',
+    commands: RETENTION_COMMANDS,
+    value: (f) => f.intInRange(0, 36_500),
+  },
+  BACKUP_KEEP_WEEKS: {
+    flag: 'keep-weeks',
+    group: 'RETENTION',
+    summary: 'Also keep the newest backup of each ISO week for N × 7 + 1 days; 0 is off.',
+    example: '4',
+    defaultText: 'off',
+    commands: RETENTION_COMMANDS,
+    value: (f) => f.intInRange(0, 5_200),
+  },
+  BACKUP_KEEP_MONTHS: {
+    flag: 'keep-months',
+    group: 'RETENTION',
+    summary: 'Also keep the newest backup of each month for N × 31 + 1 days; 0 is off.',
+    example: '6',
+    defaultText: 'off',
+    commands: RETENTION_COMMANDS,
+    value: (f) => f.intInRange(0, 1_200),
+  },
+
+  // Several databases and cluster globals (issue 20; src/config/core.ts parses the list).
+  DB_NAMES: {
+    flag: 'db-names',
+    group: 'DATABASE',
+    summary: 'Back up several databases per run, each with its own ids, retention and latest: names separated by commas, or all (every connectable, non-template database).',
+    example: 'app,billing',
+    defaultText: 'DB_NAME alone',
+    commands: ['backup run', 'serve'],
+    value: (f) => f.z.string(),
+  },
+  BACKUP_GLOBALS: {
+    flag: 'backup-globals',
+    group: 'BACKUP',
+    summary: 'Store the cluster globals (roles, memberships, tablespaces: pg_dumpall --globals-only) with each run.',
+    example: 'true',
+    defaultText: 'true with DB_NAMES, false without',
+    commands: ['backup run', 'serve'],
+    value: (f) => f.boolean(),
+  },
+  GLOBALS_NO_ROLE_PASSWORDS: {
+    flag: 'globals-no-role-passwords',
+    group: 'BACKUP',
+    summary: 'Dump globals without role passwords (pg_dumpall --no-role-passwords), for managed services that forbid reading pg_authid.',
+    example: 'true',
+    default: 'false',
+    commands: ['backup run', 'serve'],
+    value: (f) => f.boolean(),
   },
 
   // ---- STORAGE

@@ -108,7 +108,7 @@ export interface BackupListing {
 export interface ListOptions {
   /** Only backups with this name prefix. */
   prefix?: string
-  type?: 'logical' | 'base'
+  type?: 'logical' | 'base' | 'globals'
   /** Sidecars are immutable: a long-running process passes one Map to skip re-reading them. */
   cache?: Map<string, BackupMetadata>
   /** The objects under the prefix, when the caller has just listed them: saves listing again. */

@@ -1,9 +1,13 @@
 /**
  * Backup ids: `<prefix>_<UTC yyyyMMddTHHmmssZ>[-N].sql.gz`. The timestamp sorts lexically; `-N`
  * (2, 3, …) separates backups started within the same second. Ids are also storage keys, so the
- * pattern is strict: anything else (`..`, `/`, NUL, absurd lengths) is not an id.
+ * pattern is strict: anything else (`..`, `/`, NUL, absurd lengths) is not an id. The prefix may
+ * be longer than BACKUP_NAME_PREFIX allows (64): with DB_NAMES it carries the encoded database
+ * name (see databasePrefix); ids stay at most MAX_ID_LENGTH so every temporary name a backend
+ * derives from one (`<id>.meta.json.<random>.partial`, …) fits a 255-byte file name.
  */
-export const BACKUP_ID_PATTERN = /^([A-Za-z0-9][A-Za-z0-9_-]{0,63})_(\d{8}T\d{6}Z)(?:-(\d{1,4}))?\.(sql|tar)\.gz$/
+export const BACKUP_ID_PATTERN = /^([A-Za-z0-9][A-Za-z0-9_-]{0,159})_(\d{8}T\d{6}Z)(?:-(\d{1,4}))?\.(sql|tar)\.gz$/
+export const MAX_ID_LENGTH = 200
 export const SIDECAR_SUFFIX = '.meta.json'
 
 export interface ParsedBackupId {
@@ -20,7 +24,7 @@ export function parseBackupId(id: string): ParsedBackupId | undefined {
 }
 
 export function isBackupId(id: string): boolean {
-  return id.length <= 128 && BACKUP_ID_PATTERN.test(id)
+  return id.length <= MAX_ID_LENGTH && BACKUP_ID_PATTERN.test(id)
 }
 
 export function sidecarKey(id: string): string {
@@ -58,4 +62,55 @@ export function backupIdOfKey(key: string): string | undefined {
   const written = key.replace(/(\.[0-9a-f]+\.partial)+$/, '')
   const candidates = [written, written.endsWith(SIDECAR_SUFFIX) ? written.slice(0, -SIDECAR_SUFFIX.length) : '']
   return candidates.find((candidate) => candidate && isBackupId(candidate))
+}
+
+// Several databases (DB_NAMES, issue 20): the database is part of the name prefix.
+
+/** Longest prefix an id may have (BACKUP_ID_PATTERN): a database whose encoded name makes it longer cannot be backed up under DB_NAMES. */
+export const MAX_PREFIX_LENGTH = 160
+
+/**
+ * A database name as it appears in ids: letters and digits as they are, every other byte of its
+ * UTF-8 form as `-` and two lowercase hex digits (`my_app` → `my-5fapp`, `café` → `caf-c3-a9`).
+ * Reversible (decodeDatabaseName) and injective, and never contains `_`, so the database is always
+ * the part of the prefix after its last `_`: `<BACKUP_NAME_PREFIX>_<encoded>_<timestamp>.sql.gz`
+ * cannot be confused with another database's ids, nor with ids of another BACKUP_NAME_PREFIX.
+ */
+export function encodeDatabaseName(name: string): string {
+  return [...Buffer.from(name, 'utf8')].map((byte) => (isAlphanumeric(byte) ? String.fromCharCode(byte) : `-${byte.toString(16).padStart(2, '0')}`)).join('')
+}
+
+/** The inverse of encodeDatabaseName; undefined for text it cannot have produced. */
+export function decodeDatabaseName(encoded: string): string | undefined {
+  if (!/^(?:[A-Za-z0-9]|-[0-9a-f]{2})+$/.test(encoded)) return undefined
+  const bytes: number[] = []
+  for (let index = 0; index < encoded.length; ) {
+    if (encoded[index] === '-') {
+      bytes.push(Number.parseInt(encoded.slice(index + 1, index + 3), 16))
+      index += 3
+    } else {
+      bytes.push(encoded.charCodeAt(index))
+      index += 1
+    }
+  }
+
+  const name = Buffer.from(bytes).toString('utf8')
+  return encodeDatabaseName(name) === encoded ? name : undefined
+}
+
+/** The name prefix of one database's backups under DB_NAMES: retention and `latest` apply per prefix, so per database. */
+export function databasePrefix(namePrefix: string, database: string): string {
+  return `${namePrefix}_${encodeDatabaseName(database)}`
+}
+
+/**
+ * The name prefix of the cluster's globals (pg_dumpall --globals-only): `-globals` is no database
+ * encoding (a `-` is always followed by two hex digits there), so no database can take it.
+ */
+export function globalsPrefix(namePrefix: string): string {
+  return `${namePrefix}_-globals`
+}
+
+function isAlphanumeric(byte: number): boolean {
+  return (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5a) || (byte >= 0x61 && byte <= 0x7a)
 }

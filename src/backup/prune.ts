@@ -19,6 +19,8 @@ export interface PruneResult {
   /** Deleted, or with --dry-run, what would be. */
   deleted: PruneEntry[]
   kept: number
+  /** Each kept backup and the rules that keep it (the newest-complete floor, BACKUP_KEEP_*, RETENTION_DAYS/BACKUPS_TO_RETAIN). */
+  keptBackups: {id: string; reasons: string[]}[]
   /** Backups kept because they are damaged or unreadable; any makes the prune command fail. */
   damaged: DamagedBackup[]
   /** Why archived WAL was left alone this time, when it was. */
@@ -92,7 +94,8 @@ export async function prune(
     for (const entry of wal.delete) deleted.push({id: entry.key, kind: 'wal', reason: entry.reason, sizeBytes: entry.sizeBytes})
   }
 
-  return {dryRun, deleted, kept: plan.keep.length, damaged: listing.damaged, walSkipped}
+  const keptBackups = plan.keep.map((backup) => ({id: backup.id, reasons: plan.keptBecause[backup.id] ?? []}))
+  return {dryRun, deleted, kept: plan.keep.length, keptBackups, damaged: listing.damaged, walSkipped}
 }
 
 /** One line naming every damaged or unreadable backup and why, for errors and warnings. */

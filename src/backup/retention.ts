@@ -1,8 +1,9 @@
 import type {ObjectInfo} from '../storage/contract'
 import type {BackupMetadata} from './metadata'
 import {backupIdOfKey, parseBackupId} from './naming'
+import {RetentionTiers, tierKeepReasons} from './retention-tiers'
 
-export interface RetentionRules {
+export interface RetentionRules extends RetentionTiers {
   /** Older than this many days expires; 0 turns the age rule off. */
   retentionDays: number
   /** Keep at most this many newest backups. */
@@ -19,6 +20,8 @@ export interface RetentionPlan {
   /** Backups that are damaged or unreadable: never deleted, whatever their age (their objects are not orphans either). */
   damaged: string[]
   expire: {backup: BackupMetadata; reason: string}[]
+  /** Why each kept backup is kept (the floor, a tier, today's rules), by id: what `prune --dry-run` explains. */
+  keptBecause: Record<string, string[]>
   orphans: {key: string; sizeBytes: number; ageMs: number}[]
 }
 
@@ -44,8 +47,13 @@ export function planRetention(
 ): RetentionPlan {
   const mine = backups.filter((backup) => parseBackupId(backup.id)?.prefix === prefix)
   const ordered = [...mine].sort((a, b) => b.createdAt.localeCompare(a.createdAt) || b.id.localeCompare(a.id))
-  const plan: RetentionPlan = {keep: [], damaged: damaged.filter((id) => parseBackupId(id)?.prefix === prefix), expire: [], orphans: []}
+  const plan: RetentionPlan = {keep: [], damaged: damaged.filter((id) => parseBackupId(id)?.prefix === prefix), expire: [], keptBecause: {}, orphans: []}
   const seenOfType = new Map<string, number>()
+  const tierReasons = new Map<string, string[]>()
+  for (const type of new Set(ordered.map((backup) => backup.type))) {
+    for (const [id, reasons] of tierKeepReasons(ordered.filter((backup) => backup.type === type), rules, now)) tierReasons.set(id, reasons)
+  }
+
   for (const backup of ordered) {
     const index = seenOfType.get(backup.type) ?? 0
     seenOfType.set(backup.type, index + 1)
@@ -58,8 +66,16 @@ export function planRetention(
       reason = `older than ${rules.retentionDays} days (RETENTION_DAYS)`
     }
 
-    if (reason) plan.expire.push({backup, reason})
-    else plan.keep.push(backup)
+    const tiers = tierReasons.get(backup.id) ?? []
+    if (reason && tiers.length === 0) {
+      plan.expire.push({backup, reason})
+      continue
+    }
+
+    plan.keep.push(backup)
+    const floor = index === 0 ? [`newest complete ${backup.type} backup (never deleted)`] : []
+    const current = index > 0 && !reason ? [currentRulesReason(rules)] : []
+    plan.keptBecause[backup.id] = [...floor, ...tiers, ...current]
   }
 
   // An object is an orphan only when nothing under its id was written within the grace: a backup
@@ -84,4 +100,13 @@ export function planRetention(
   }
 
   return plan
+}
+
+/** What keeps a backup that today's rules (RETENTION_DAYS, BACKUPS_TO_RETAIN) do not expire. */
+function currentRulesReason(rules: RetentionRules): string {
+  const parts = [
+    rules.retentionDays > 0 ? `within ${rules.retentionDays} days (RETENTION_DAYS)` : 'RETENTION_DAYS=0 keeps every age',
+    ...(rules.backupsToRetain === undefined ? [] : [`among the ${rules.backupsToRetain} newest (BACKUPS_TO_RETAIN)`]),
+  ]
+  return parts.join(', ')
 }

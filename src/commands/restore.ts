@@ -12,6 +12,9 @@ import {countdown, describePlan, requireConfirmation} from '../restore/confirm'
 import {checkDatabaseName} from '../restore/database'
 import {RestoreOutcome, executeLogicalRestore, planLogicalRestore} from '../restore/logical'
 import {setting, settingFlagsFor, valuesByVariable} from '../settings'
+import {GlobalsRestoreResult, resolveGlobals, restoreGlobals} from '../restore/globals'
+import {GLOBALS_TYPE} from '../backup/globals'
+import {databasePrefix} from '../backup/naming'
 import type {StorageBackend} from '../storage/contract'
 
 export default class Restore extends DbbCommand<typeof Restore> {
@@ -23,6 +26,15 @@ On a terminal it shows what it is about to do and counts down 5 seconds (Ctrl-C 
   static override examples = [
     {description: 'List the backups', command: '<%= config.bin %> <%= command.id %>'},
     {description: 'Replace DB_NAME with the newest backup, after a 5-second countdown', command: '<%= config.bin %> <%= command.id %> latest'},
+    {
+      description: 'DB_NAMES: the newest backup of the database "billing", into "billing"',
+      command: '<%= config.bin %> <%= command.id %> latest --db billing',
+    },
+    {
+      description: 'Onto a new server: create the missing roles from the stored globals, then restore "app"',
+      command: '<%= config.bin %> <%= command.id %> latest --db app --globals --force',
+    },
+    {description: 'Only create the missing roles (from the newest globals)', command: '<%= config.bin %> <%= command.id %> --globals'},
     {
       description: 'A restore drill into a scratch database, unattended',
       command: '<%= config.bin %> <%= command.id %> backup_20261121T030000Z.sql.gz --target-db app_drill --force --json',
@@ -39,6 +51,14 @@ On a terminal it shows what it is about to do and counts down 5 seconds (Ctrl-C 
       summary: 'Restore into this database instead of DB_NAME (created when missing).',
       helpValue: 'NAME',
     }),
+    db: Flags.string({
+      summary: "DB_NAMES backups: this database's backups (latest is its newest), restored into it unless --target-db.",
+      helpValue: 'NAME',
+    }),
+    globals: Flags.boolean({
+      summary:
+        'First create the roles (and their memberships) of the stored cluster globals that this server lacks; existing roles are never changed. Alone: only that.',
+    }),
     force: Flags.boolean({summary: 'Start without the 5-second countdown; required when stdin is not a terminal.'}),
     'keep-previous': Flags.boolean({
       summary: 'Keep the replaced database as <target>_dbb_previous_<hash> instead of dropping it (roll back by renaming it back).',
@@ -54,8 +74,9 @@ On a terminal it shows what it is about to do and counts down 5 seconds (Ctrl-C 
   static override configSections: readonly Section[] = ['namePrefix', 'storageBackend']
   static override usesStorage = true
 
-  public async run(): Promise<BackupMetadata[] | RestoreOutcome | BaseRestoreOutcome> {
+  public async run(): Promise<BackupMetadata[] | RestoreOutcome | BaseRestoreOutcome | GlobalsRestoreResult | (RestoreOutcome & {globals: GlobalsRestoreResult})> {
     const reference = this.args.backup
+    if (this.flags.globals && this.flags.type !== 'base') return this.restoreWithGlobals(reference)
     if (this.flags.type === 'base' && reference !== undefined) {
       const storage = await this.openStorage()
       try {
@@ -66,7 +87,7 @@ On a terminal it shows what it is about to do and counts down 5 seconds (Ctrl-C 
       }
     }
 
-    const target = this.flags['target-db'] === undefined ? undefined : checkDatabaseName(this.flags['target-db'])
+    const target = this.targetDatabase()
     const database = reference === undefined ? undefined : this.databaseConfig(target)
     const storage = await this.openStorage()
     try {
@@ -84,11 +105,51 @@ On a terminal it shows what it is about to do and counts down 5 seconds (Ctrl-C 
     }
   }
 
+  /** --target-db, else --db (a DB_NAMES database restores into itself), else DB_NAME. */
+  private targetDatabase(): string | undefined {
+    const given = this.flags['target-db'] ?? this.flags.db
+    return given === undefined ? undefined : checkDatabaseName(given)
+  }
+
+  /** Whose backups `latest` means: --db's, else BACKUP_NAME_PREFIX's. */
+  private backupPrefix(): string {
+    return this.flags.db === undefined ? this.settings.namePrefix : databasePrefix(this.settings.namePrefix, this.flags.db)
+  }
+
+  /**
+   * --globals: the missing roles first (alone, when no database backup is named or the one named
+   * is a globals backup), then the database restore as usual. Roles are created before the plan and
+   * its countdown, because the plan's preflight refuses a dump whose roles are missing; they are only
+   * ever added, never changed.
+   */
+  private async restoreWithGlobals(reference: string | undefined): Promise<GlobalsRestoreResult | (RestoreOutcome & {globals: GlobalsRestoreResult})> {
+    const database = this.databaseConfig(this.targetDatabase())
+    const storage = await this.openStorage()
+    try {
+      const signal = this.interruptSignal()
+      const named = reference === undefined || reference === 'latest' ? undefined : await resolveBackup(storage, reference)
+      const globalsOnly = reference === undefined || named?.type === GLOBALS_TYPE
+      const backup = globalsOnly ? undefined : (named ?? (await resolveBackup(storage, 'latest', {prefix: this.backupPrefix(), type: 'logical'})))
+      if (backup) requireConfirmation({force: this.flags.force, interactive: Boolean(process.stdin.isTTY), target: database.database})
+      const globalsBackup = await resolveGlobals(storage, this.settings.namePrefix, globalsOnly ? named?.id : undefined, backup)
+      const globals = await restoreGlobals({database, storage, logger: this.logger}, globalsBackup, signal)
+      this.logToStderr(
+        `Globals ${globals.backupId}: created ${globals.created.length} role(s)${globals.created.length > 0 ? ` (${globals.created.join(', ')})` : ''}; ` +
+          `${globals.existing.length} existing role(s) left unchanged${globals.granted.length > 0 ? `; granted ${globals.granted.join(', ')}` : ''}`,
+      )
+      for (const line of globals.skipped) this.logToStderr(`  skipped: ${line}`)
+      if (!backup) return globals
+      return {...(await this.restore(storage, backup.id, database)), globals}
+    } finally {
+      await storage.close?.()
+    }
+  }
+
   private async restore(storage: StorageBackend, reference: string, database: DatabaseConfig): Promise<RestoreOutcome> {
     const target = database.database
     requireConfirmation({force: this.flags.force, interactive: Boolean(process.stdin.isTTY), target})
     const signal = this.interruptSignal()
-    const backup = await resolveBackup(storage, reference, {prefix: this.settings.namePrefix, type: 'logical'})
+    const backup = await resolveBackup(storage, reference, {prefix: this.backupPrefix(), type: 'logical'})
     const options = {backup, targetDatabase: target, keepPrevious: this.flags['keep-previous'], owner: this.flags.owner, signal}
     // Preflight before the plan: the plan says what will happen to what exists, and a refusal comes before the countdown.
     const plan = await planLogicalRestore(database, options)

@@ -24,6 +24,10 @@ export interface RetentionConfig {
   retentionDays: number
   backupsToRetain?: number
   orphanGraceMs: number
+  // Tiered retention (issue 20), see src/backup/retention-tiers.ts.
+  keepDays?: number
+  keepWeeks?: number
+  keepMonths?: number
 }
 
 export interface LoggingConfig {
@@ -50,9 +54,17 @@ export const database = defineSection(['DB_HOST', 'DB_PORT', 'DB_NAME', 'DB_USER
 
 export const namePrefix = defineSection(['BACKUP_NAME_PREFIX'], (object) => object.transform((data) => data.BACKUP_NAME_PREFIX))
 
-export const retention = defineSection(['RETENTION_DAYS', 'BACKUPS_TO_RETAIN', 'ORPHAN_GRACE'], (object) =>
+export const retention = defineSection(['RETENTION_DAYS', 'BACKUPS_TO_RETAIN', 'ORPHAN_GRACE', 'BACKUP_KEEP_DAYS', 'BACKUP_KEEP_WEEKS', 'BACKUP_KEEP_MONTHS'], (object) =>
   object.transform(
-    (data): RetentionConfig => ({retentionDays: data.RETENTION_DAYS, backupsToRetain: data.BACKUPS_TO_RETAIN, orphanGraceMs: data.ORPHAN_GRACE}),
+    (data): RetentionConfig => ({
+      retentionDays: data.RETENTION_DAYS,
+      backupsToRetain: data.BACKUPS_TO_RETAIN,
+      orphanGraceMs: data.ORPHAN_GRACE,
+      // Tiered retention (issue 20): unset or 0 turns a tier off.
+      keepDays: data.BACKUP_KEEP_DAYS,
+      keepWeeks: data.BACKUP_KEEP_WEEKS,
+      keepMonths: data.BACKUP_KEEP_MONTHS,
+    }),
   ),
 )
 
@@ -75,4 +87,45 @@ export const compression = defineSection(['COMPRESSION_LEVEL', 'COMPRESSION_THRE
 
 export const logicalDump = defineSection(['BACKUP_NO_OWNER'], (object) =>
   object.transform((data): LogicalDumpConfig => ({noOwner: data.BACKUP_NO_OWNER})),
+)
+
+// Several databases and cluster globals (issue 20): DB_NAMES, BACKUP_GLOBALS, GLOBALS_NO_ROLE_PASSWORDS.
+
+export interface DatabasesConfig {
+  /** DB_NAMES: the databases of one run, or `all` (every connectable non-template database); undefined: DB_NAME alone, as before. */
+  names?: string[] | 'all'
+  /** BACKUP_GLOBALS: store pg_dumpall --globals-only with each run (default: on with DB_NAMES, off without). */
+  globals: boolean
+  /** GLOBALS_NO_ROLE_PASSWORDS: pg_dumpall --no-role-passwords (managed services forbid reading pg_authid). */
+  noRolePasswords: boolean
+}
+
+/** DB_NAMES as a list, or why it is not one. */
+export function parseDatabaseList(text: string): {names: string[] | 'all'} | {problem: string} {
+  if (text.trim().toLowerCase() === 'all') return {names: 'all'}
+  const names = text.split(',').map((name) => name.trim())
+  const invalid = names.find((name) => Buffer.byteLength(name) > 63 || name.includes('\0'))
+  const problem = names.some((name) => name === '')
+    ? 'has an empty name (write names separated by single commas, e.g. app,billing)'
+    : names.some((name) => name.toLowerCase() === 'all')
+      ? 'mixes "all" with names (either all, or a list of names)'
+      : invalid !== undefined
+        ? `"${invalid.slice(0, 70)}" is not a PostgreSQL database name (at most 63 bytes, no NUL)`
+        : new Set(names).size === names.length
+          ? undefined
+          : `names a database twice (${names.find((name, index) => names.indexOf(name) !== index)})`
+  return problem === undefined ? {names} : {problem}
+}
+
+export const databases = defineSection(['DB_NAMES', 'BACKUP_GLOBALS', 'GLOBALS_NO_ROLE_PASSWORDS'], (object) =>
+  object.transform((data, ctx): DatabasesConfig => {
+    let names: string[] | 'all' | undefined
+    if (data.DB_NAMES !== undefined) {
+      const parsed = parseDatabaseList(data.DB_NAMES)
+      if ('problem' in parsed) ctx.addIssue({code: 'custom', path: ['DB_NAMES'], message: parsed.problem})
+      else names = parsed.names
+    }
+
+    return {names, globals: data.BACKUP_GLOBALS ?? data.DB_NAMES !== undefined, noRolePasswords: data.GLOBALS_NO_ROLE_PASSWORDS}
+  }),
 )

@@ -14,7 +14,7 @@ import type {ConfigSection} from './fields'
 import * as serverSections from './server'
 import * as walAsyncSections from './wal-async'
 
-export type {CompressionConfig, DatabaseConfig, LogicalDumpConfig, LoggingConfig, RetentionConfig} from './core'
+export type {CompressionConfig, DatabaseConfig, DatabasesConfig, LogicalDumpConfig, LoggingConfig, RetentionConfig} from './core'
 export {DEFAULT_BACKUP_INTERVAL_MS} from './server'
 export type {ScheduleConfig, ServerConfig} from './server'
 
@@ -42,6 +42,8 @@ const sections = {
   // Notifications (src/notify): NOTIFY_* and the SLACK_* aliases.
   notify: notifySections.notify,
   walAsync: walAsyncSections.walAsync,
+  // Several databases and cluster globals (issue 20).
+  databases: coreSections.databases,
 }
 
 export type Section = keyof typeof sections

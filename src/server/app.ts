@@ -23,6 +23,8 @@ export interface AppDependencies {
   database: DatabaseConfig
   /** Backups of this service are the ones with this name prefix (several databases may share a location). */
   namePrefix: string
+  /** DB_NAMES: the backups are those of every `<namePrefix>_<database>` prefix (and the globals); `?db=NAME` picks one database. */
+  severalDatabases?: boolean
   retention: RetentionRules
   jobs: JobRegistry
   metrics: ServiceMetrics

@@ -1,6 +1,7 @@
 import {randomUUID} from 'node:crypto'
 
 import type {BackupOutcome} from '../backup/run-backup'
+import type {MultiBackupOutcome} from '../backup/run-databases'
 import {errorMessage} from '../errors'
 import type {Logger} from '../logger'
 
@@ -18,6 +19,8 @@ export interface Job {
   errorMessage: string | null
   /** Known once the backup's id is claimed, while it runs; a failed job keeps it (nothing is stored under it). */
   backupId: string | null
+  /** DB_NAMES runs only: each database's (and the globals') result, updated as each part ends. */
+  run?: Pick<MultiBackupOutcome, 'status' | 'globals' | 'databases'>
 }
 
 export interface JobContext {
@@ -27,6 +30,8 @@ export interface JobContext {
   logger: Logger
   /** Reports the backup id as soon as it is claimed, so the running job shows it. */
   idClaimed(backupId: string): void
+  /** DB_NAMES runs: the per-database results so far. */
+  reportRun?(outcome: MultiBackupOutcome): void
 }
 
 /** The work a job does: one backup. Injected, so the registry is tested without PostgreSQL. */
@@ -83,7 +88,7 @@ export class JobRegistry {
 
   get(jobId: string): Job | undefined {
     const job = this.jobs.get(jobId)
-    return job && {...job}
+    return job && copyJob(job)
   }
 
   /** The queued or running job, if any. */
@@ -93,7 +98,7 @@ export class JobRegistry {
 
   /** Newest first. */
   list(): Job[] {
-    return [...this.jobs.values()].reverse().map((job) => ({...job}))
+    return [...this.jobs.values()].reverse().map(copyJob)
   }
 
   /** Aborts the job in flight; its backup cleans up what it wrote. */
@@ -132,7 +137,13 @@ export class JobRegistry {
     logger.info({event: 'job.started'}, 'backup job started')
     let outcome: BackupOutcome | undefined
     try {
-      outcome = await this.options.work({job: {...job}, signal, logger, idClaimed: (backupId) => (job.backupId = backupId)})
+      outcome = await this.options.work({
+        job: {...job},
+        signal,
+        logger,
+        idClaimed: (backupId) => (job.backupId = backupId),
+        reportRun: ({status, globals, databases}) => (job.run = structuredClone({status, globals, databases})),
+      })
       job.status = 'succeeded'
       job.backupId = outcome.metadata.id
     } catch (error) {
@@ -160,4 +171,9 @@ export class JobRegistry {
     // always the newest, so eviction never drops it.
     while (this.jobs.size > this.capacity) this.jobs.delete(this.jobs.keys().next().value as string)
   }
+}
+
+/** A snapshot for callers: the per-database results are copied too, so a reader never sees them change. */
+function copyJob(job: Job): Job {
+  return job.run ? {...job, run: structuredClone(job.run)} : {...job}
 }

@@ -4,8 +4,10 @@ import type {AddressInfo} from 'node:net'
 import {toolVersion} from '../backup/child-process'
 import {BackupMetadata, listBackups} from '../backup/metadata'
 import {runLogicalBackup} from '../backup/run-backup'
+import {describeRun, runDatabaseBackups} from '../backup/run-databases'
+import {explainGlobalsFailure, runGlobalsBackup} from '../backup/globals'
 import type {Config} from '../config'
-import {errorMessage} from '../errors'
+import {OperationError, errorMessage} from '../errors'
 import type {Logger} from '../logger'
 import {backupFinishedEvents, backupStarted} from '../notify/backup-events'
 import type {Notifier} from '../notify/notifier'
@@ -18,7 +20,7 @@ import {ServiceMetrics} from './metrics'
 import type {Route} from './routes/route'
 import {Scheduler, SchedulerClock} from './scheduler'
 
-export type ServiceConfig = Pick<Config, 'database' | 'namePrefix' | 'retention' | 'server' | 'schedule'> & Partial<Pick<Config, 'compression' | 'logicalDump'>>
+export type ServiceConfig = Pick<Config, 'database' | 'namePrefix' | 'retention' | 'server' | 'schedule'> & Partial<Pick<Config, 'compression' | 'logicalDump' | 'databases'>>
 
 export interface ServiceOptions {
   config: ServiceConfig
@@ -60,23 +62,39 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
   const {config, storage, logger} = options
   const pgDumpVersion = await toolVersion('pg_dump')
   const sidecarCache = new Map<string, BackupMetadata>()
-  const newest = await newestBackup(storage, config.namePrefix, sidecarCache, logger)
+  const newest = await newestBackup(storage, config.namePrefix, sidecarCache, logger, config.databases?.names !== undefined)
   const metrics = new ServiceMetrics()
   const {notifier} = options
   notifier?.attachMetrics(metrics.registry)
   metrics.recordExistingBackup(newest)
 
-  const work: JobWork = ({job, signal, logger: jobLogger, idClaimed}) => {
+  const work: JobWork = async ({job, signal, logger: jobLogger, idClaimed, reportRun}) => {
     const progress = createProgress({label: 'backing up', logger: jobLogger, event: 'backup.progress', interactive: false})
-    return runLogicalBackup(
-      {database: config.database, storage, namePrefix: config.namePrefix, retention: config.retention, compression: config.compression, logicalDump: config.logicalDump, logger: jobLogger},
-      {
-        triggeredBy: job.triggeredBy,
-        signal,
-        onIdClaimed: idClaimed,
-        onProgress: ({sourceBytes, storedBytes}) => progress.update(sourceBytes, {storedBytes}),
-      },
-    )
+    const deps = {database: config.database, storage, namePrefix: config.namePrefix, retention: config.retention, compression: config.compression, logicalDump: config.logicalDump, logger: jobLogger}
+    const options = {
+      triggeredBy: job.triggeredBy,
+      signal,
+      onIdClaimed: idClaimed,
+      onProgress: ({sourceBytes, storedBytes}: {sourceBytes: number; storedBytes: number}) => progress.update(sourceBytes, {storedBytes}),
+    }
+    if (config.databases?.names === undefined) {
+      if (!config.databases?.globals) return runLogicalBackup(deps, options)
+      // DB_NAME alone with BACKUP_GLOBALS=true: the globals first, as `backup run` does; their failure fails the job once the dump is stored.
+      const globalsError = await runGlobalsBackup(deps, options, config.databases).then(
+        () => undefined,
+        (error: unknown) => explainGlobalsFailure(errorMessage(error)),
+      )
+      const outcome = await runLogicalBackup(deps, options)
+      if (globalsError !== undefined) throw new OperationError(`${outcome.metadata.id} is stored, but the globals (pg_dumpall --globals-only) could not be: ${globalsError}`)
+      return outcome
+    }
+
+    // DB_NAMES: one job for the whole run, its per-database results on the job; any part failing fails the job.
+    let newest: BackupMetadata | undefined
+    const outcome = await runDatabaseBackups(deps, config.databases, options, {onPart: (run) => reportRun?.(run), onStored: (metadata) => (newest = metadata)})
+    reportRun?.(outcome)
+    if (outcome.exitCode !== 0 || !newest) throw new OperationError(newest ? describeRun(outcome) : 'DB_NAMES matched no database to back up')
+    return {metadata: newest}
   }
 
   let scheduler: Scheduler | undefined
@@ -109,6 +127,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
     storage,
     database: config.database,
     namePrefix: config.namePrefix,
+    severalDatabases: config.databases?.names !== undefined,
     retention: config.retention,
     jobs,
     metrics,
@@ -162,8 +181,11 @@ async function newestBackup(
   prefix: string,
   cache: Map<string, BackupMetadata>,
   logger: Logger,
+  severalDatabases = false,
 ): Promise<BackupMetadata | undefined> {
   try {
+    // DB_NAMES: each database has its own prefix `<prefix>_<name>`; the scheduler counts from the newest of any.
+    if (severalDatabases) return (await listBackups(storage, {cache})).find((backup) => backup.id.startsWith(`${prefix}_`))
     const [newest] = await listBackups(storage, {prefix, cache})
     return newest
   } catch (error) {

@@ -69,6 +69,7 @@ describe('exit-code contract (README, "Exit codes")', () => {
     {command: 'backup run', situation: 'backup stored and verified', args: () => ['backup', 'run'], env: db, expected: 0},
     {command: 'backup run', situation: 'the database refuses the password', args: () => ['backup', 'run'], env: () => ({...db(), DB_PASSWORD: 'wrong-password-0'}), expected: 1},
     {command: 'backup run', situation: 'invalid setting', args: () => ['backup', 'run'], env: () => ({...db(), DB_PORT: 'not-a-port'}), expected: 2},
+    {command: 'backup run', situation: 'DB_NAMES: one database missing, the other stored', args: () => ['backup', 'run'], env: () => ({...db(), DB_NAMES: 'shop,no_such_db', BACKUP_GLOBALS: 'false'}), expected: 3},
     {command: 'backup list', situation: 'listed', args: () => ['backup', 'list'], env: storage, expected: 0},
     {command: 'backup list', situation: 'storage unreadable (directory missing)', args: () => ['backup', 'list'], env: missing, expected: 1},
     {command: 'backup list', situation: 'invalid setting', args: () => ['backup', 'list'], env: () => ({...storage(), STORAGE_BACKEND: 'no-such-backend'}), expected: 2},
@@ -109,7 +110,7 @@ describe('exit-code contract (README, "Exit codes")', () => {
     const byCommand = new Map<string, Set<Expected>>()
     for (const row of [...rows, ...restoreCommandContract]) byCommand.set(row.command, (byCommand.get(row.command) ?? new Set()).add(row.expected))
     expect(Object.fromEntries([...byCommand].map(([command, codes]) => [command, [...codes].map(String).sort()]))).toEqual({
-      'backup run': ['0', '1', '2'],
+      'backup run': ['0', '1', '2', '3'],
       'backup list': ['0', '1', '2'],
       'backup download': ['0', '1', '2'],
       prune: ['0', '1', '2'],

@@ -26,6 +26,7 @@ describe('dbb prune (local storage)', () => {
     expect(JSON.parse(result.stdout)).toEqual({
       dryRun: false,
       kept: 1,
+      keptBackups: [{id: fresh.id, reasons: ['newest complete logical backup (never deleted)']}],
       damaged: [],
       deleted: [{id: old.id, kind: 'backup', reason: 'older than 7 days (RETENTION_DAYS)', sizeBytes: old.sizeBytes}],
     })

@@ -1,7 +1,7 @@
 import type {AddressInfo} from 'node:net'
 import {Writable} from 'node:stream'
 
-import {loadConfig} from '../../src/config'
+import {DatabasesConfig, loadConfig} from '../../src/config'
 import {Logger, createLogger} from '../../src/logger'
 import {LocalBackend} from '../../src/plugins/local/src/local-backend'
 import {ServiceApp, createApp} from '../../src/server/app'
@@ -96,7 +96,7 @@ export async function startApiService(
   cluster: PgCluster,
   database: string,
   backupDir: string,
-  options: {token: string; logger: Logger; healthTimeoutMs?: number},
+  options: {token: string; logger: Logger; healthTimeoutMs?: number; databases?: DatabasesConfig},
 ): Promise<RunningService> {
   const settings = loadConfig(['database'], cluster.dbbEnv(database))
   return startService({
@@ -106,6 +106,7 @@ export async function startApiService(
       retention: {retentionDays: 7, orphanGraceMs: 24 * 3600 * 1000},
       server: {apiToken: options.token, port: 0, host: '127.0.0.1', shutdownGraceMs: 5000},
       schedule: {kind: 'cron', expression: '0 3 1 1 *', timezone: 'UTC'},
+      databases: options.databases,
     },
     storage: new LocalBackend(backupDir),
     logger: options.logger,

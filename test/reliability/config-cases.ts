@@ -30,6 +30,13 @@ export const CORE_CASES: Record<SettingName, SettingCase> = {
   RETENTION_DAYS: {malformed: ['seven', '1.5', '-1'], outOfRange: ['36501']},
   BACKUPS_TO_RETAIN: {malformed: ['many', '2.5'], outOfRange: ['0', '1000001']},
   ORPHAN_GRACE: {malformed: ['soon', '30', '24 hours please'], outOfRange: ['0s', '-1h']},
+  // Tiered retention (issue 20).
+  BACKUP_KEEP_DAYS: {malformed: ['week', '1.5', '-1'], outOfRange: ['36501']},
+  BACKUP_KEEP_WEEKS: {malformed: ['four', '2.5'], outOfRange: ['5201']},
+  BACKUP_KEEP_MONTHS: {malformed: ['six', '0.5'], outOfRange: ['1201']},
+  DB_NAMES: {malformed: ['app,,billing', ',app', 'app,all', 'app,app', 'x'.repeat(64)]},
+  BACKUP_GLOBALS: {malformed: ['maybe', 'roles']},
+  GLOBALS_NO_ROLE_PASSWORDS: {malformed: ['maybe', 'nopasswords']},
   // Case does not matter (STORAGE_BACKEND=S3 is s3); failure-events.e2e.test.ts covers that.
   STORAGE_BACKEND: {malformed: ['s3!', '../local', 'lo cal']},
   LOG_FORMAT: {malformed: ['xml', 'JSON ']},

@@ -3,17 +3,21 @@ import {Flags} from '@oclif/core'
 import {DbbCommand} from '../../base-command'
 import {runBaseBackup} from '../../backup/base-backup'
 import {BackupOutcome, runLogicalBackup} from '../../backup/run-backup'
+import {MultiBackupOutcome, describeRun, runDatabaseBackups} from '../../backup/run-databases'
+import {explainGlobalsFailure, runGlobalsBackup} from '../../backup/globals'
+import {EXIT_PARTIAL_FAILURE, errorMessage} from '../../errors'
 import {StreamProgress} from '../../backup/pipeline'
 import {formatBytes} from '../../format'
 import {createProgress} from '../../progress'
 import {Section} from '../../config'
 import {settingFlagsFor} from '../../settings'
-import {errorMessage} from '../../errors'
 import {backupFinishedEvents, backupStarted} from '../../notify/backup-events'
 
 export default class BackupRun extends DbbCommand<typeof BackupRun> {
   static override summary = 'Take a backup now — logical (pg_dump of DB_NAME, the default) or --type base (pg_basebackup of the cluster) — verified, then apply retention.'
   static override description = `Streams pg_dump (owners and privileges included unless BACKUP_NO_OWNER=true; the database's own properties and the roles the dump names are recorded in the sidecar) through gzip into the storage backend without a temporary file, reads the stored dump back to verify its size, sha256 and gzip integrity, and only then writes the <id>.meta.json sidecar that makes the backup exist. A failure or Ctrl-C removes what was written. Restore with stock tools: gunzip -c <id> | psql.
+
+With DB_NAMES (app,billing or all), each database is backed up in turn under its own ids (<prefix>_<encoded name>_<timestamp>), retention and latest, after the cluster globals (pg_dumpall --globals-only; BACKUP_GLOBALS); a database that fails does not stop the others, and the run exits 3 (1 when nothing was stored).
 
 With --type base, pg_basebackup of the whole cluster is streamed the same way, for point-in-time recovery with archived WAL (dbb wal push).
 
@@ -25,6 +29,7 @@ Notifications (NOTIFY_URLS): backup.failed, backup.succeeded with NOTIFY_ON_SUCC
       command: 'DB_HOST=localhost DB_NAME=app DB_USER=postgres DB_PASSWORD=… BACKUP_LOCAL_DIR=/var/backups/postgres <%= config.bin %> <%= command.id %>',
     },
     {description: 'Machine-readable result, no retention', command: '<%= config.bin %> <%= command.id %> --json --no-prune'},
+    {description: 'Two databases and the roles, one run', command: 'DB_NAME=postgres DB_NAMES=app,billing <%= config.bin %> <%= command.id %> --json'},
   ]
 
   static override flags = {
@@ -41,16 +46,26 @@ Notifications (NOTIFY_URLS): backup.failed, backup.succeeded with NOTIFY_ON_SUCC
     }),
   }
 
-  static override configSections: readonly Section[] = ['database', 'namePrefix', 'retention', 'storageBackend', 'baseBackup', 'compression', 'logicalDump', 'notify']
+  static override configSections: readonly Section[] = ['database', 'namePrefix', 'retention', 'storageBackend', 'baseBackup', 'compression', 'logicalDump', 'databases', 'notify']
   static override usesStorage = true
 
-  public async run(): Promise<BackupOutcome> {
+  public async run(): Promise<(BackupOutcome & {globalsError?: string}) | MultiBackupOutcome> {
     const storage = await this.openStorage()
     const facts = {type: this.flags.type === 'base' ? ('base' as const) : ('logical' as const), location: storage.location, triggeredBy: 'cli'}
     this.notify(backupStarted(facts))
     try {
       const outcome = await this.backup()
-      for (const event of backupFinishedEvents(facts, {outcome})) this.notify(event)
+      if ('databases' in outcome) {
+        // Several databases: one event for the run, failed when any part failed (its exit code says which way).
+        const failed = [...(outcome.globals ? [outcome.globals] : []), ...outcome.databases].filter((part) => part.status !== 'succeeded')
+        // A run that stored every part succeeds (healthchecks' success ping answers its start ping).
+        if (failed.length > 0) this.notify(backupFinishedEvents(facts, {error: describeRun(outcome)})[0])
+        else this.notify({kind: 'backup.succeeded', summary: `${describeRun(outcome)} on ${storage.location}`, details: {...facts, backupId: null}})
+        return outcome
+      }
+
+      const events = outcome.globalsError === undefined ? backupFinishedEvents(facts, {outcome}) : backupFinishedEvents(facts, {error: `the globals could not be stored: ${outcome.globalsError}`})
+      for (const event of events) this.notify(event)
       return outcome
     } catch (error) {
       // The exit code stays the backup's: the notification is sent (bounded) on the way out.
@@ -59,7 +74,7 @@ Notifications (NOTIFY_URLS): backup.failed, backup.succeeded with NOTIFY_ON_SUCC
     }
   }
 
-  private async backup(): Promise<BackupOutcome> {
+  private async backup(): Promise<(BackupOutcome & {globalsError?: string}) | MultiBackupOutcome> {
     const storage = await this.openStorage()
     const progress = createProgress({label: 'backing up', logger: this.logger, event: 'backup.progress'})
     try {
@@ -78,11 +93,32 @@ Notifications (NOTIFY_URLS): backup.failed, backup.succeeded with NOTIFY_ON_SUCC
         signal: this.interruptSignal(),
         onProgress: ({sourceBytes, storedBytes}: StreamProgress) => progress.update(sourceBytes, {storedBytes}),
       }
+      const {databases} = this.settings
+      if (this.flags.type !== 'base' && databases.names !== undefined) {
+        const multi = await runDatabaseBackups(deps, databases, options)
+        progress.finish()
+        this.reportRun(multi, storage.location)
+        return multi
+      }
+
+      // DB_NAME alone, as before; with BACKUP_GLOBALS=true the globals are stored first (its failure fails the run, exit 3).
+      const globalsError =
+        this.flags.type !== 'base' && databases.globals
+          ? await runGlobalsBackup(deps, options, databases).then(
+              ({metadata}) => (this.log(`Globals ${metadata.id} stored in ${storage.location}`), undefined),
+              (error: unknown) => explainGlobalsFailure(errorMessage(error)),
+            )
+          : undefined
       const outcome =
         this.flags.type === 'base'
           ? await runBaseBackup({...deps, baseBackup: this.settings.baseBackup}, options)
           : await runLogicalBackup(deps, options)
       progress.finish()
+      if (globalsError !== undefined) {
+        process.exitCode = EXIT_PARTIAL_FAILURE
+        process.stderr.write(`Error: the globals (pg_dumpall --globals-only) could not be stored: ${globalsError}\n`)
+      }
+
       const {metadata, pruned, pruneError} = outcome
       this.log(`Backup ${metadata.id} stored in ${storage.location}`)
       this.log(`  size ${formatBytes(metadata.sizeBytes)} (${formatBytes(metadata.uncompressedBytes ?? 0)} of ${metadata.type === 'base' ? 'tar' : 'SQL'}), sha256 ${metadata.sha256}`)
@@ -94,10 +130,24 @@ Notifications (NOTIFY_URLS): backup.failed, backup.succeeded with NOTIFY_ON_SUCC
       }
       if (pruned && pruned.deleted.length > 0) this.log(`  retention removed ${pruned.deleted.map((entry) => entry.id).join(', ')}`)
       if (pruneError) this.warn(`retention could not finish (the backup itself succeeded): ${pruneError}`)
-      return outcome
+      return globalsError === undefined ? outcome : {...outcome, globalsError}
     } finally {
       progress.finish()
       await storage.close?.()
+    }
+  }
+
+  /** One line per part; a failure also on stderr and as the exit code (3 partial, 1 nothing stored), the results stay on stdout / in --json. */
+  private reportRun(outcome: MultiBackupOutcome, location: string): void {
+    for (const result of [...(outcome.globals ? [outcome.globals] : []), ...outcome.databases]) {
+      const what = result.database === null ? 'globals' : `database "${result.database}"`
+      this.log(result.status === 'succeeded' ? `${what}: ${result.backupId} stored in ${location} (${formatBytes(result.sizeBytes ?? 0)})` : `${what}: FAILED — ${result.error}`)
+      if (result.pruneError) this.warn(`retention for ${what} could not finish (the backup itself succeeded): ${result.pruneError}`)
+    }
+
+    if (outcome.exitCode !== 0) {
+      process.exitCode = outcome.exitCode
+      process.stderr.write(`Error: ${describeRun(outcome)}\n`)
     }
   }
 }

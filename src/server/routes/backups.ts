@@ -1,8 +1,8 @@
 import type {Context} from 'koa'
 
-import {resolveBackup, scanBackups} from '../../backup/metadata'
+import {BackupListing, ListOptions, resolveBackup, scanBackups} from '../../backup/metadata'
 import {listedBackups} from '../../backup/table'
-import {isBackupId, parseBackupId} from '../../backup/naming'
+import {databasePrefix, isBackupId, parseBackupId} from '../../backup/naming'
 import {NotFoundError} from '../../errors'
 import {printableExcerpt} from '../../format'
 import type {AppDependencies} from '../app'
@@ -14,6 +14,9 @@ export const API_PREFIX = '/api/v1'
 /** The API under /api/v1: every route needs the API token. */
 export function backupRoutes(deps: AppDependencies): Route[] {
   const listOptions = {prefix: deps.namePrefix, cache: deps.sidecarCache}
+  // DB_NAMES (issue 20): `?db=NAME` is one database's backups (its latest, its downloads); without it the list holds every database's.
+  const optionsFor = (ctx: Context): ListOptions & {prefix: string} =>
+    typeof ctx.query.db === 'string' ? {...listOptions, prefix: databasePrefix(deps.namePrefix, ctx.query.db)} : listOptions
 
   return [
     {
@@ -45,7 +48,7 @@ export function backupRoutes(deps: AppDependencies): Route[] {
       auth: 'token',
       async handler(ctx) {
         // Damaged and unreadable backups are listed with their status and cause, never hidden.
-        ctx.body = listedBackups(await scanBackups(deps.storage, listOptions))
+        ctx.body = listedBackups(await listFor(ctx, deps, optionsFor(ctx)))
       },
     },
     {
@@ -72,7 +75,7 @@ export function backupRoutes(deps: AppDependencies): Route[] {
       path: `${API_PREFIX}/backups/latest`,
       auth: 'token',
       async handler(ctx) {
-        ctx.body = await resolveBackup(deps.storage, 'latest', listOptions)
+        ctx.body = await resolveBackup(deps.storage, 'latest', optionsFor(ctx))
       },
     },
     {
@@ -80,7 +83,7 @@ export function backupRoutes(deps: AppDependencies): Route[] {
       path: `${API_PREFIX}/backups/:id/download`,
       auth: 'token',
       async handler(ctx) {
-        await download(ctx, ctx.params.id, deps, listOptions)
+        await download(ctx, ctx.params.id, deps, optionsFor(ctx))
       },
     },
   ]
@@ -100,7 +103,7 @@ async function download(ctx: Context, reference: string, deps: AppDependencies, 
   }
 
   const backup = await resolveBackup(deps.storage, reference, listOptions)
-  if (parseBackupId(backup.id)?.prefix !== deps.namePrefix) throw new NotFoundError(`backup ${reference} not found`)
+  if (!ownedPrefix(parseBackupId(backup.id)?.prefix, deps)) throw new NotFoundError(`backup ${reference} not found`)
   const etag = `"${backup.sha256}"`
   const size = backup.sizeBytes
   ctx.set('ETag', etag)
@@ -129,4 +132,17 @@ async function download(ctx: Context, reference: string, deps: AppDependencies, 
 
 function matchesEtag(header: string, etag: string): boolean {
   return header !== '' && (header.trim() === '*' || header.split(',').some((candidate) => candidate.trim().replace(/^W\//, '') === etag))
+}
+
+/** The backups GET /backups lists: this prefix's; with DB_NAMES and no `?db`, those of every database (and the globals) too. */
+async function listFor(ctx: Context, deps: AppDependencies, options: ListOptions & {prefix: string}): Promise<BackupListing> {
+  if (!deps.severalDatabases || typeof ctx.query.db === 'string') return scanBackups(deps.storage, options)
+  const all = await scanBackups(deps.storage, {cache: deps.sidecarCache})
+  const mine = (entry: {id: string}) => ownedPrefix(parseBackupId(entry.id)?.prefix, deps)
+  return {backups: all.backups.filter(mine), damaged: all.damaged.filter(mine)}
+}
+
+/** Whether a backup of this prefix is this service's: its own prefix, or with DB_NAMES one of its databases' (or globals') prefixes. */
+function ownedPrefix(prefix: string | undefined, deps: AppDependencies): boolean {
+  return prefix === deps.namePrefix || (Boolean(deps.severalDatabases) && prefix !== undefined && prefix.startsWith(`${deps.namePrefix}_`))
 }
