@@ -188,7 +188,7 @@ export const SETTINGS = {
     summary: 'Prefix of backup ids: <prefix>_<UTC yyyyMMddTHHmmssZ>.sql.gz.',
     example: 'backup',
     default: 'backup',
-    commands: ['backup run', 'prune', 'restore', 'serve', 'check'],
+    commands: ['backup run', 'backup list', 'prune', 'restore', 'serve', 'check'],
     value: (f) =>
       f.z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/, {
         message: 'must start with a letter or digit and contain only letters, digits, "_" and "-" (at most 64)',
