@@ -95,6 +95,20 @@ const catalog = {
     summary: 'Dump without owners and GRANT/REVOKE (pg_dump --no-owner --no-privileges), for managed services whose roles differ (default false).',
     example: 'true',
   },
+  // --- restore drills (issue 19) ---
+  BACKUP_RECORD_CHECKSUMS: {
+    flag: 'backup-record-checksums',
+    summary: 'Record a checksum of every table\'s rows besides its row count, for restore drills to compare (reads every row once more; default false).',
+    example: 'true',
+  },
+  DRILL_DB_HOST: {flag: 'drill-db-host', summary: 'Server restore drills restore on (default DB_HOST); a dbb_drill_<hash> database is created and dropped there.', example: 'drills.internal'},
+  DRILL_DB_PORT: {flag: 'drill-db-port', summary: 'Port of the drill server (default DB_PORT).', example: '5432'},
+  DRILL_DB_USER: {flag: 'drill-db-user', summary: 'User on the drill server; needs CREATEDB (default DB_USER).', example: 'postgres'},
+  DRILL_DB_PASSWORD: {flag: 'drill-db-password', summary: 'Password on the drill server (default: as for DB_USER).', example: '<secret>', secret: true},
+  DRILL_INTERVAL: {flag: 'drill-interval', summary: 'dbb serve: drill the newest logical backup this often (off unless this or DRILL_SCHEDULE is set).', example: '7d'},
+  DRILL_SCHEDULE: {flag: 'drill-schedule', summary: 'dbb serve: drills by cron expression instead, e.g. "0 5 * * 0".', example: '"0 5 * * 0"'},
+  DRILL_MAX_AGE: {flag: 'drill-max-age', summary: 'dbb check: the last passed drill may be this old (default 8d; checked once any drill ran).', example: '8d'},
+  // --- end restore drills ---
   BASE_BACKUP_CHECKPOINT: {flag: 'base-checkpoint', summary: 'Checkpoint before a base backup: fast (default) or spread.', example: 'fast'},
   BASE_BACKUP_INTERVAL: {
     flag: 'base-backup-interval',
@@ -185,6 +199,14 @@ const GROUPS: Partial<Record<SettingName, string>> = {
   COMPRESSION_LEVEL: 'COMPRESSION',
   COMPRESSION_THREADS: 'COMPRESSION',
   BACKUP_NO_OWNER: 'BACKUP',
+  BACKUP_RECORD_CHECKSUMS: 'BACKUP',
+  DRILL_DB_HOST: 'DRILL',
+  DRILL_DB_PORT: 'DRILL',
+  DRILL_DB_USER: 'DRILL',
+  DRILL_DB_PASSWORD: 'DRILL',
+  DRILL_INTERVAL: 'DRILL',
+  DRILL_SCHEDULE: 'DRILL',
+  DRILL_MAX_AGE: 'DRILL',
   BASE_BACKUP_WAL_METHOD: 'BASE BACKUP',
   BASE_BACKUP_CHECKPOINT: 'BASE BACKUP',
   BASE_BACKUP_INTERVAL: 'BASE BACKUP',
@@ -263,6 +285,7 @@ export function resolveSettings(
   return {values, issues: fromFiles.issues}
 }
 
+export const DRILL_SETTINGS: SettingName[] = ['DRILL_DB_HOST', 'DRILL_DB_PORT', 'DRILL_DB_USER', 'DRILL_DB_PASSWORD', 'DRILL_INTERVAL', 'DRILL_SCHEDULE', 'DRILL_MAX_AGE', 'TZ']
 export const LOGGING_SETTINGS: SettingName[] = ['LOG_FORMAT', 'LOG_LEVEL']
 export const DATABASE_SETTINGS: SettingName[] = ['DB_HOST', 'DB_PORT', 'DB_NAME', 'DB_USER', 'DB_PASSWORD']
 export const RETENTION_SETTINGS: SettingName[] = ['RETENTION_DAYS', 'BACKUPS_TO_RETAIN', 'ORPHAN_GRACE']

@@ -1,9 +1,10 @@
 import type {ClientBase} from 'pg'
 
 import {requireClientForServer} from '../db/client-version'
-import {libpqEnvironment, withClient} from '../db/connection'
-import {OperationError, errorMessage} from '../errors'
+import {connect, libpqEnvironment, withClient} from '../db/connection'
+import {AbortedError, OperationError, errorMessage} from '../errors'
 import {spawnTool, toolVersion} from './child-process'
+import {DumpSnapshot, contentsRecordSchema, exportSnapshotWithRecord} from './contents-record'
 import {DatabaseProfile, DumpPrivileges, captureDatabaseProfile, captureDumpPrivileges, databaseProfileSchema, dumpPrivilegesSchema} from './database-profile'
 import {BackupDependencies, BackupOptions, BackupOutcome, storeBackup} from './store-backup'
 
@@ -29,24 +30,60 @@ export function pgDumpArgs(noOwner: boolean): string[] {
  */
 export async function runLogicalBackup(deps: BackupDependencies, options: BackupOptions): Promise<BackupOutcome> {
   const noOwner = deps.logicalDump?.noOwner ?? false
-  return storeBackup(deps, options, async () => {
-    const [source, pgDumpVersion] = await Promise.all([
-      withClient(deps.database, (client) => describeSource(client, deps.database.database, noOwner)).catch((error: unknown) => {
-        throw new OperationError(errorMessage(error))
-      }),
-      toolVersion('pg_dump'),
-    ])
-    const {pgVersion, databaseProfile, privileges} = source
-    requireClientForServer('pg_dump', pgDumpVersion, pgVersion)
-    return {
-      type: 'logical',
-      kind: 'sql',
-      commandName: 'pg_dump',
-      start: (_id, signal) => spawnTool('pg_dump', pgDumpArgs(noOwner), libpqEnvironment(deps.database), signal),
-      sidecarFields: () => ({database: deps.database.database, pgVersion, pgDumpVersion, format: 'plain', databaseProfile, privileges}),
-      context: {database: deps.database.database, pgVersion, pgDumpVersion, ownersAndPrivileges: !noOwner},
-    }
+  // Held from before pg_dump starts until it exits (or the backup fails earlier): see contents-record.ts.
+  let snapshot: DumpSnapshot | undefined
+  try {
+    return await storeBackup(deps, options, async () => {
+      const [source, pgDumpVersion] = await Promise.all([
+        withClient(deps.database, (client) => describeSource(client, deps.database.database, noOwner)).catch((error: unknown) => {
+          throw new OperationError(errorMessage(error))
+        }),
+        toolVersion('pg_dump'),
+      ])
+      const {pgVersion, databaseProfile, privileges} = source
+      requireClientForServer('pg_dump', pgDumpVersion, pgVersion)
+      snapshot = await openDumpSnapshot(deps, options.signal)
+      const {id: snapshotId, record} = snapshot
+      const release = snapshot.release
+      return {
+        type: 'logical',
+        kind: 'sql',
+        commandName: 'pg_dump',
+        start: (_id, signal) => {
+          const tool = spawnTool('pg_dump', [...pgDumpArgs(noOwner), `--snapshot=${snapshotId}`], libpqEnvironment(deps.database), signal)
+          void tool.exited.finally(release)
+          return tool
+        },
+        sidecarFields: () => ({database: deps.database.database, pgVersion, pgDumpVersion, format: 'plain', databaseProfile, privileges, contents: record}),
+        context: {database: deps.database.database, pgVersion, pgDumpVersion, ownersAndPrivileges: !noOwner, tables: record.tables.length, recordMs: record.captureMs},
+      }
+    })
+  } finally {
+    await snapshot?.release()
+  }
+}
+
+/**
+ * The snapshot pg_dump dumps, exported by a session of dbb's own, and what a restore of it must
+ * contain, counted in that same snapshot (src/backup/contents-record.ts). Checked against the
+ * sidecar schema before pg_dump starts, like the other recorded facts.
+ */
+async function openDumpSnapshot(deps: BackupDependencies, signal?: AbortSignal): Promise<DumpSnapshot> {
+  const client = await connect(deps.database).catch((error: unknown) => {
+    throw new OperationError(errorMessage(error))
   })
+  const snapshot = await exportSnapshotWithRecord(client, {checksums: deps.logicalDump?.recordChecksums ?? false}).catch((error: unknown) => {
+    throw new OperationError(`recording the database's contents failed: ${errorMessage(error)}`)
+  })
+  try {
+    contentsRecordSchema.parse(snapshot.record)
+    if (signal?.aborted) throw new AbortedError('backup interrupted')
+  } catch (error) {
+    await snapshot.release()
+    throw error
+  }
+
+  return snapshot
 }
 
 interface SourceFacts {

@@ -32,6 +32,9 @@ export interface LoggingConfig {
 export interface LogicalDumpConfig {
   /** pg_dump --no-owner --no-privileges: objects restored belong to whoever restores them (see README "Ownership and privileges"). */
   noOwner: boolean
+  // --- restore drills (issue 19) ---
+  /** Record a per-table checksum of the rows besides the row count (src/backup/contents-record.ts). */
+  recordChecksums?: boolean
 }
 
 export interface CompressionConfig {
@@ -119,6 +122,6 @@ export const compression = defineSection(
       .transform((data): CompressionConfig => ({level: data.COMPRESSION_LEVEL, threads: data.COMPRESSION_THREADS ?? defaultCompressionThreads()})),
 )
 
-export const logicalDump = defineSection({BACKUP_NO_OWNER: flag(false)}, (object) =>
-  object.transform((data): LogicalDumpConfig => ({noOwner: data.BACKUP_NO_OWNER})),
+export const logicalDump = defineSection({BACKUP_NO_OWNER: flag(false), BACKUP_RECORD_CHECKSUMS: flag(false)}, (object) =>
+  object.transform((data): LogicalDumpConfig => ({noOwner: data.BACKUP_NO_OWNER, recordChecksums: data.BACKUP_RECORD_CHECKSUMS})),
 )

@@ -8,6 +8,7 @@ import {registerSecret} from '../secrets'
 import {SettingName, setting} from '../settings'
 import * as archivingSections from './archiving'
 import * as coreSections from './core'
+import * as drillSections from './drill'
 import {DatabaseConfig} from './core'
 import type {ConfigSection} from './fields'
 import * as serverSections from './server'
@@ -16,6 +17,8 @@ import * as walAsyncSections from './wal-async'
 export type {CompressionConfig, DatabaseConfig, LogicalDumpConfig, LoggingConfig, RetentionConfig} from './core'
 export {DEFAULT_BACKUP_INTERVAL_MS} from './server'
 export type {ScheduleConfig, ServerConfig} from './server'
+export type {DrillConfig} from './drill'
+export {drillServer} from './drill'
 
 /**
  * One place for configuration: zod schemas keyed by environment variable (core.ts, server.ts,
@@ -39,6 +42,8 @@ const sections = {
   check: archivingSections.check,
   slack: archivingSections.slack,
   walAsync: walAsyncSections.walAsync,
+  // restore drills (issue 19)
+  drill: drillSections.drill,
 }
 
 export type Section = keyof typeof sections
