@@ -1,6 +1,7 @@
 import {Readable} from 'node:stream'
 import {z} from 'zod'
 
+import {DRILL_SUFFIX} from '../backup/naming'
 import {errorMessage, isNotFound} from '../errors'
 import type {StorageBackend} from '../storage/contract'
 
@@ -10,7 +11,7 @@ import type {StorageBackend} from '../storage/contract'
  * dropped, so a result exists only for a drill that finished. Lenient like the backup sidecar: a
  * newer dbb's fields are kept, an unreadable result reads as "never drilled" in listings.
  */
-export const DRILL_SUFFIX = '.drill.json'
+export {DRILL_SUFFIX}
 
 export const drillDifferenceSchema = z.object({
   kind: z.string(),
