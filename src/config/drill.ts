@@ -41,7 +41,11 @@ export const drill = defineSection(
           return
         }
 
-        if (data.TZ !== undefined && !isTimeZone(data.TZ)) return
+        if (data.TZ !== undefined && !isTimeZone(data.TZ)) {
+          ctx.addIssue({code: 'custom', path: ['TZ'], message: 'is not an IANA time zone name'})
+          return
+        }
+
         const problem = cronProblem(data.DRILL_SCHEDULE, data.TZ)
         if (problem) ctx.addIssue({code: 'custom', path: ['DRILL_SCHEDULE'], message: problem})
       })

@@ -3,7 +3,8 @@ import {z} from 'zod'
 
 import {DRILL_SUFFIX} from '../backup/naming'
 import {errorMessage, isNotFound} from '../errors'
-import type {StorageBackend} from '../storage/contract'
+import {BackupListing, ListOptions, scanBackups} from '../backup/metadata'
+import type {ObjectInfo, StorageBackend} from '../storage/contract'
 
 /**
  * The drill sidecar `<id>.drill.json`: the last drill's verdict on one backup, stored next to it
@@ -92,4 +93,27 @@ export async function drillStates(storage: StorageBackend, ids: string[], existi
     }),
   )
   return states
+}
+
+/** A backup's last drill as listings show it. */
+export interface ListedDrill {
+  status: DrillState
+  finishedAt?: string
+  restoreMs?: number
+}
+
+export type BackupDrills = ReadonlyMap<string, ListedDrill>
+
+/**
+ * scanBackups with each backup's last drill: one listing of the objects serves both, and a drill
+ * result is read only for backups the listing shows one for (on S3 each read is a request).
+ */
+export async function scanWithDrills(storage: StorageBackend, options: ListOptions = {}): Promise<{listing: BackupListing; drills: BackupDrills}> {
+  const objects: ObjectInfo[] = []
+  for await (const object of storage.list(options.prefix ? `${options.prefix}_` : '')) objects.push(object)
+  const listing = await scanBackups(storage, {...options, objects})
+  const states = await drillStates(storage, listing.backups.map(({id}) => id), new Set(objects.map(({key}) => key)))
+  const drills = new Map<string, ListedDrill>()
+  for (const [id, {state, result}] of states) drills.set(id, result ? {status: state, finishedAt: result.finishedAt, restoreMs: result.restoreMs} : {status: state})
+  return {listing, drills}
 }

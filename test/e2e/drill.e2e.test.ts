@@ -173,4 +173,19 @@ describe('dbb drill (real PostgreSQL, local storage)', () => {
     expect(await scratchDatabases()).toEqual([])
     expect(await shop()).toEqual(shopBefore)
   })
+
+  it('shows each backup\'s last drill in backup list (DRILL column, --json) and checks its age in dbb check', async () => {
+    const list = await runCli(['backup', 'list'], {BACKUP_LOCAL_DIR: backupDir})
+    expect(list.code).toBe(0)
+    const row = (id: string) => list.stdout.split('\n').find((line) => line.startsWith(id)) ?? ''
+    expect(list.stdout.split('\n')[0]).toMatch(/\bDRILL\s*$/)
+    expect(row(backupId)).toMatch(/\spassed\s*$/)
+    expect(row('backup_20260102T000000Z.sql.gz')).toMatch(/\sfailed\s*$/)
+    expect(row('backup_20260105T000000Z.sql.gz')).toMatch(/\snever\s*$/)
+    const json = JSON.parse((await runCli(['backup', 'list', '--json'], {BACKUP_LOCAL_DIR: backupDir})).stdout)
+    expect(json.find((entry: {id: string}) => entry.id === backupId).drill).toMatchObject({status: 'passed', restoreMs: expect.any(Number)})
+
+    const check = JSON.parse((await runCli(['check', '--json'], {BACKUP_LOCAL_DIR: backupDir, DRILL_MAX_AGE: '1h'})).stdout)
+    expect(check.checks.find((entry: {name: string}) => entry.name === 'drill')).toMatchObject({status: 'pass', newest: 'backup_20260107T000000Z.sql.gz'})
+  })
 })

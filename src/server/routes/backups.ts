@@ -1,6 +1,7 @@
 import type {Context} from 'koa'
 
-import {resolveBackup, scanBackups} from '../../backup/metadata'
+import {resolveBackup} from '../../backup/metadata'
+import {scanWithDrills} from '../../drill/result'
 import {listedBackups} from '../../backup/table'
 import {isBackupId, parseBackupId} from '../../backup/naming'
 import {NotFoundError} from '../../errors'
@@ -45,7 +46,8 @@ export function backupRoutes(deps: AppDependencies): Route[] {
       auth: 'token',
       async handler(ctx) {
         // Damaged and unreadable backups are listed with their status and cause, never hidden.
-        ctx.body = listedBackups(await scanBackups(deps.storage, listOptions))
+        const {listing, drills} = await scanWithDrills(deps.storage, listOptions)
+        ctx.body = listedBackups(listing, drills)
       },
     },
     {
