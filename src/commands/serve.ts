@@ -28,9 +28,10 @@ On SIGTERM or SIGINT it stops accepting requests, lets a backup in flight finish
     ...settingFlags('API_TOKEN', 'HTTP_PORT', 'HTTP_HOST', 'SHUTDOWN_GRACE', 'BACKUP_INTERVAL', 'BACKUP_SCHEDULE', 'TZ'),
     ...ARCHIVING_FLAGS,
     ...settingFlags('WAL_SPOOL_DIR', 'WAL_SPOOL_MAX_SEGMENTS', 'WAL_ASYNC_PARALLEL', 'WAL_PREFETCH'),
+    ...settingFlags('DRILL_DB_HOST', 'DRILL_DB_PORT', 'DRILL_DB_USER', 'DRILL_DB_PASSWORD', 'DRILL_INTERVAL', 'DRILL_SCHEDULE', 'DRILL_MAX_AGE'),
   }
 
-  static override configSections: readonly Section[] = ['database', 'namePrefix', 'retention', 'storageBackend', 'compression', 'logicalDump', 'server', 'schedule', ...ARCHIVING_SECTIONS, 'walAsync']
+  static override configSections: readonly Section[] = ['database', 'namePrefix', 'retention', 'storageBackend', 'compression', 'logicalDump', 'server', 'schedule', ...ARCHIVING_SECTIONS, 'walAsync', 'drill']
   static override usesStorage = true
 
   public async run(): Promise<void> {

@@ -3,8 +3,10 @@ import {randomUUID} from 'node:crypto'
 import type {BackupOutcome} from '../backup/run-backup'
 import {errorMessage} from '../errors'
 import type {Logger} from '../logger'
+import type {JobLease} from './job-lock'
 
-export type JobStatus = 'queued' | 'running' | 'succeeded' | 'failed'
+/** `skipped`: another dbb replica took this slot's backup (src/server/job-lock.ts); not a failure. */
+export type JobStatus = 'queued' | 'running' | 'succeeded' | 'failed' | 'skipped'
 export type JobTrigger = 'scheduler' | 'api'
 
 /** A backup job as the API reports it. Times are ISO-8601 strings; null until known. */
@@ -27,7 +29,12 @@ export interface JobContext {
   logger: Logger
   /** Reports the backup id as soon as it is claimed, so the running job shows it. */
   idClaimed(backupId: string): void
+  /** The replica job lock, when the starter already holds it (an API request); the work releases it. */
+  lease?: JobLease
 }
+
+/** Thrown by a job's work when there is nothing to do: the job ends `skipped`, with this as its message. */
+export class JobSkippedError extends Error {}
 
 /** The work a job does: one backup. Injected, so the registry is tested without PostgreSQL. */
 export type JobWork = (context: JobContext) => Promise<BackupOutcome>
@@ -62,7 +69,7 @@ export class JobRegistry {
     this.now = options.now ?? (() => new Date())
   }
 
-  start(triggeredBy: JobTrigger): StartResult {
+  start(triggeredBy: JobTrigger, lease?: JobLease): StartResult {
     if (this.current) return {started: false, running: {...this.current.job}}
     const job: Job = {
       jobId: randomUUID(),
@@ -76,7 +83,7 @@ export class JobRegistry {
     }
     this.remember(job)
     const controller = new AbortController()
-    const done = this.execute(job, controller.signal)
+    const done = this.execute(job, controller.signal, lease)
     this.current = {job, controller, done}
     return {started: true, job: {...job}}
   }
@@ -121,7 +128,7 @@ export class JobRegistry {
     }
   }
 
-  private async execute(job: Job, signal: AbortSignal): Promise<void> {
+  private async execute(job: Job, signal: AbortSignal, lease?: JobLease): Promise<void> {
     // Let start() return the job as queued before any work (and any synchronous failure) happens.
     await Promise.resolve()
     const logger = this.options.logger.child({jobId: job.jobId, triggeredBy: job.triggeredBy})
@@ -132,11 +139,11 @@ export class JobRegistry {
     logger.info({event: 'job.started'}, 'backup job started')
     let outcome: BackupOutcome | undefined
     try {
-      outcome = await this.options.work({job: {...job}, signal, logger, idClaimed: (backupId) => (job.backupId = backupId)})
+      outcome = await this.options.work({job: {...job}, signal, logger, idClaimed: (backupId) => (job.backupId = backupId), lease})
       job.status = 'succeeded'
       job.backupId = outcome.metadata.id
     } catch (error) {
-      job.status = 'failed'
+      job.status = error instanceof JobSkippedError ? 'skipped' : 'failed'
       job.errorMessage = errorMessage(error)
     }
 
@@ -146,6 +153,7 @@ export class JobRegistry {
     this.current = undefined
     const summary = {event: 'job.finished', status: job.status, backupId: job.backupId, durationMs: job.durationMs}
     if (job.status === 'succeeded') logger.info(summary, 'backup job succeeded')
+    else if (job.status === 'skipped') logger.info({...summary, reason: job.errorMessage}, `backup job skipped: ${job.errorMessage}`)
     else logger.error({...summary, error: job.errorMessage}, 'backup job failed')
     try {
       this.options.onFinish?.(job, outcome)

@@ -7,6 +7,7 @@ import {isBackupId, parseBackupId} from '../../backup/naming'
 import {NotFoundError} from '../../errors'
 import {printableExcerpt} from '../../format'
 import type {AppDependencies} from '../app'
+import type {Job} from '../jobs'
 import {decideRange} from '../range'
 import type {Route} from './route'
 
@@ -21,18 +22,22 @@ export function backupRoutes(deps: AppDependencies): Route[] {
       method: 'POST',
       path: `${API_PREFIX}/backups`,
       auth: 'token',
-      handler(ctx) {
-        const result = deps.jobs.start('api')
-        if (!result.started) {
-          const {jobId} = result.running
+      async handler(ctx) {
+        const conflict = (message: string, running: Job | null) => {
           ctx.status = 409
-          ctx.body = {
-            error: 'BACKUP_IN_PROGRESS',
-            message: `a backup is already in flight (job ${jobId}); follow it at ${API_PREFIX}/backups/jobs/${jobId}`,
-            jobId,
-            job: result.running,
-          }
-          return
+          ctx.body = {error: 'BACKUP_IN_PROGRESS', message, jobId: running?.jobId ?? null, job: running}
+        }
+
+        const running = deps.jobs.inFlight()
+        if (running) return conflict(`a backup is already in flight (job ${running.jobId}); follow it at ${API_PREFIX}/backups/jobs/${running.jobId}`, running)
+        // Across replicas: the job lock is taken before answering, and handed to the job (src/server/job-lock.ts).
+        const lease = await deps.jobLock?.tryAcquireForRequest()
+        if (lease === 'held') return conflict(busyElsewhere(deps), null)
+        const result = deps.jobs.start('api', lease)
+        if (!result.started) {
+          await lease?.release()
+          const {jobId} = result.running
+          return conflict(`a backup is already in flight (job ${jobId}); follow it at ${API_PREFIX}/backups/jobs/${jobId}`, result.running)
         }
 
         ctx.status = 202
@@ -86,6 +91,13 @@ export function backupRoutes(deps: AppDependencies): Route[] {
       },
     },
   ]
+}
+
+/** The replica job lock is held by another session: a drill of this service, or any job of another replica. */
+export function busyElsewhere(deps: AppDependencies): string {
+  const drill = deps.drills?.inFlight()
+  if (drill) return `a restore drill is running here (job ${drill.jobId}); backups and drills of a database never overlap: try again when it has finished`
+  return 'another dbb replica is running a backup or drill of this database; try again when it has finished'
 }
 
 /**
