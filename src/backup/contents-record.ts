@@ -94,32 +94,29 @@ export async function captureContents(client: ClientBase, options: {checksums: b
  * The session that holds the exported snapshot: REPEATABLE READ, read-only, opened before pg_dump
  * starts and kept open (idle in transaction, which the server must not time out) until
  * `release()`, after pg_dump has exited — pg_dump imports the snapshot when it connects, and the
- * exporting transaction must still be open then.
+ * exporting transaction must still be open then. `capture()` counts in that snapshot, while
+ * pg_dump dumps it: the counts are the dump's, whatever commits meanwhile.
  */
 export interface DumpSnapshot {
   id: string
-  record: ContentsRecord
+  capture(options: {checksums: boolean}): Promise<ContentsRecord>
   release(): Promise<void>
 }
 
-export async function exportSnapshotWithRecord(client: Client, options: {checksums: boolean}): Promise<DumpSnapshot> {
+export async function exportSnapshot(client: Client): Promise<DumpSnapshot> {
   client.on('error', () => {})
   try {
     await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY')
     await client.query('SET LOCAL idle_in_transaction_session_timeout = 0')
     await client.query('SET LOCAL statement_timeout = 0')
     const {rows} = await client.query<{snapshot: string}>('SELECT pg_export_snapshot() AS snapshot')
-    const record = await captureContents(client, options)
     let released: Promise<void> | undefined
     return {
       id: rows[0].snapshot,
-      record,
+      capture: (options) => captureContents(client, options),
       release() {
-        released ??= client
-          .query('ROLLBACK')
-          .catch(() => {})
-          .then(() => client.end())
-          .catch(() => {})
+        // end() also stops a count still running (an aborted backup).
+        released ??= client.end().catch(() => {})
         return released
       },
     }

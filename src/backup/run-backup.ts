@@ -4,7 +4,7 @@ import {requireClientForServer} from '../db/client-version'
 import {connect, libpqEnvironment, withClient} from '../db/connection'
 import {AbortedError, OperationError, errorMessage} from '../errors'
 import {spawnTool, toolVersion} from './child-process'
-import {DumpSnapshot, contentsRecordSchema, exportSnapshotWithRecord} from './contents-record'
+import {ContentsRecord, DumpSnapshot, contentsRecordSchema, exportSnapshot} from './contents-record'
 import {DatabaseProfile, DumpPrivileges, captureDatabaseProfile, captureDumpPrivileges, databaseProfileSchema, dumpPrivilegesSchema} from './database-profile'
 import {BackupDependencies, BackupOptions, BackupOutcome, storeBackup} from './store-backup'
 
@@ -43,19 +43,45 @@ export async function runLogicalBackup(deps: BackupDependencies, options: Backup
       const {pgVersion, databaseProfile, privileges} = source
       requireClientForServer('pg_dump', pgDumpVersion, pgVersion)
       snapshot = await openDumpSnapshot(deps, options.signal)
-      const {id: snapshotId, record} = snapshot
-      const release = snapshot.release
+      const {id: snapshotId, release} = snapshot
+      const capture = snapshot.capture
+      let record: ContentsRecord | undefined
       return {
         type: 'logical',
         kind: 'sql',
         commandName: 'pg_dump',
         start: (_id, signal) => {
           const tool = spawnTool('pg_dump', [...pgDumpArgs(noOwner), `--snapshot=${snapshotId}`], libpqEnvironment(deps.database), signal)
-          void tool.exited.finally(release)
-          return tool
+          // Counted in pg_dump's snapshot while it dumps (after the id is claimed: a table lock that
+          // holds pg_dump up holds the count up too). The dump is complete only with its record:
+          // the exit gate waits for both, and a failed count fails the backup.
+          const counted = capture({checksums: deps.logicalDump?.recordChecksums ?? false}).then(
+            (captured) => {
+              record = contentsRecordSchema.parse(captured)
+            },
+            (error: unknown) => {
+              throw new OperationError(`recording the database's contents failed: ${errorMessage(error)}`)
+            },
+          )
+          void Promise.allSettled([tool.exited, counted]).then(release)
+          const exited = tool.exited.then(async (status) => {
+            // pg_dump failed or was killed: its status is the cause; a count still waiting is stopped.
+            if (status.code !== 0) {
+              counted.catch(() => {})
+              await release()
+              return status
+            }
+
+            await counted
+            return status
+          })
+          return {...tool, exited}
         },
-        sidecarFields: () => ({database: deps.database.database, pgVersion, pgDumpVersion, format: 'plain', databaseProfile, privileges, contents: record}),
-        context: {database: deps.database.database, pgVersion, pgDumpVersion, ownersAndPrivileges: !noOwner, tables: record.tables.length, recordMs: record.captureMs},
+        sidecarFields: () => {
+          if (!record) throw new OperationError('the contents record is missing')
+          return {database: deps.database.database, pgVersion, pgDumpVersion, format: 'plain', databaseProfile, privileges, contents: record}
+        },
+        context: {database: deps.database.database, pgVersion, pgDumpVersion, ownersAndPrivileges: !noOwner},
       }
     })
   } finally {
@@ -64,23 +90,19 @@ export async function runLogicalBackup(deps: BackupDependencies, options: Backup
 }
 
 /**
- * The snapshot pg_dump dumps, exported by a session of dbb's own, and what a restore of it must
- * contain, counted in that same snapshot (src/backup/contents-record.ts). Checked against the
- * sidecar schema before pg_dump starts, like the other recorded facts.
+ * The snapshot pg_dump dumps, exported by a session of dbb's own, in which what a restore of it
+ * must contain is counted (src/backup/contents-record.ts).
  */
 async function openDumpSnapshot(deps: BackupDependencies, signal?: AbortSignal): Promise<DumpSnapshot> {
   const client = await connect(deps.database).catch((error: unknown) => {
     throw new OperationError(errorMessage(error))
   })
-  const snapshot = await exportSnapshotWithRecord(client, {checksums: deps.logicalDump?.recordChecksums ?? false}).catch((error: unknown) => {
-    throw new OperationError(`recording the database's contents failed: ${errorMessage(error)}`)
+  const snapshot = await exportSnapshot(client).catch((error: unknown) => {
+    throw new OperationError(`exporting a snapshot for pg_dump failed: ${errorMessage(error)}`)
   })
-  try {
-    contentsRecordSchema.parse(snapshot.record)
-    if (signal?.aborted) throw new AbortedError('backup interrupted')
-  } catch (error) {
+  if (signal?.aborted) {
     await snapshot.release()
-    throw error
+    throw new AbortedError('backup interrupted')
   }
 
   return snapshot

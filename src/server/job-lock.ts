@@ -114,3 +114,40 @@ export function slotTaken(schedule: ScheduleConfig, newest: {createdAt: string; 
   if (schedule.kind === 'interval') return startedAt + newest.durationMs > firedAt - schedule.intervalMs + SLOT_TOLERANCE_MS
   return startedAt >= firedAt - SLOT_TOLERANCE_MS
 }
+
+export type ReplicaStart<J> = {started: true; job: J} | {started: false; running: J} | {started: false; held: true}
+
+/**
+ * The API's single-flight rule across replicas: a local job in flight answers at once; otherwise
+ * the job lock is taken before the job starts (and handed to it). Requests that arrive while one
+ * is taking the lock wait for it and get its job, so 100 simultaneous POSTs still yield exactly
+ * one job and 99 answers naming it.
+ */
+export function startAcrossReplicas<J, A = void>(
+  lock: JobLock | undefined,
+  local: () => J | undefined,
+  start: (lease: JobLease | undefined, argument: A) => {started: true; job: J} | {started: false; running: J},
+): (argument: A) => Promise<ReplicaStart<J>> {
+  let pending: Promise<ReplicaStart<J>> | undefined
+  return async (argument: A) => {
+    const running = local()
+    if (running) return {started: false, running}
+    if (pending) {
+      const first = await pending
+      return first.started ? {started: false, running: first.job} : first
+    }
+
+    pending = (async (): Promise<ReplicaStart<J>> => {
+      const lease = await lock?.tryAcquireForRequest()
+      if (lease === 'held') return {started: false, held: true}
+      const result = start(lease, argument)
+      if (!result.started) await lease?.release()
+      return result
+    })()
+    try {
+      return await pending
+    } finally {
+      pending = undefined
+    }
+  }
+}

@@ -7,7 +7,7 @@ import {isBackupId, parseBackupId} from '../../backup/naming'
 import {NotFoundError} from '../../errors'
 import {printableExcerpt} from '../../format'
 import type {AppDependencies} from '../app'
-import type {Job} from '../jobs'
+import {startAcrossReplicas} from '../job-lock'
 import {decideRange} from '../range'
 import type {Route} from './route'
 
@@ -16,6 +16,8 @@ export const API_PREFIX = '/api/v1'
 /** The API under /api/v1: every route needs the API token. */
 export function backupRoutes(deps: AppDependencies): Route[] {
   const listOptions = {prefix: deps.namePrefix, cache: deps.sidecarCache}
+  // Across replicas: the job lock is taken before answering, and handed to the job (src/server/job-lock.ts).
+  const startBackup = startAcrossReplicas(deps.jobLock, () => deps.jobs.inFlight(), (lease) => deps.jobs.start('api', lease))
 
   return [
     {
@@ -23,21 +25,19 @@ export function backupRoutes(deps: AppDependencies): Route[] {
       path: `${API_PREFIX}/backups`,
       auth: 'token',
       async handler(ctx) {
-        const conflict = (message: string, running: Job | null) => {
-          ctx.status = 409
-          ctx.body = {error: 'BACKUP_IN_PROGRESS', message, jobId: running?.jobId ?? null, job: running}
-        }
-
-        const running = deps.jobs.inFlight()
-        if (running) return conflict(`a backup is already in flight (job ${running.jobId}); follow it at ${API_PREFIX}/backups/jobs/${running.jobId}`, running)
-        // Across replicas: the job lock is taken before answering, and handed to the job (src/server/job-lock.ts).
-        const lease = await deps.jobLock?.tryAcquireForRequest()
-        if (lease === 'held') return conflict(busyElsewhere(deps), null)
-        const result = deps.jobs.start('api', lease)
+        const result = await startBackup(undefined)
         if (!result.started) {
-          await lease?.release()
-          const {jobId} = result.running
-          return conflict(`a backup is already in flight (job ${jobId}); follow it at ${API_PREFIX}/backups/jobs/${jobId}`, result.running)
+          ctx.status = 409
+          ctx.body =
+            'held' in result
+              ? {error: 'BACKUP_IN_PROGRESS', message: busyElsewhere(deps), jobId: null, job: null}
+              : {
+                  error: 'BACKUP_IN_PROGRESS',
+                  message: `a backup is already in flight (job ${result.running.jobId}); follow it at ${API_PREFIX}/backups/jobs/${result.running.jobId}`,
+                  jobId: result.running.jobId,
+                  job: result.running,
+                }
+          return
         }
 
         ctx.status = 202

@@ -7,6 +7,9 @@ import {NotFoundError} from '../../errors'
 import {printableExcerpt} from '../../format'
 import type {AppDependencies} from '../app'
 import {API_PREFIX, busyElsewhere} from './backups'
+import type {DrillJob} from '../drills'
+import {startAcrossReplicas} from '../job-lock'
+import type {Job} from '../jobs'
 import type {Route} from './route'
 
 /**
@@ -15,23 +18,22 @@ import type {Route} from './route'
  */
 export function drillRoutes(deps: AppDependencies): Route[] {
   const listOptions = {prefix: deps.namePrefix, cache: deps.sidecarCache}
-  const start = async (ctx: Context, reference: string) => {
-    const {drills} = deps
-    if (!drills) ctx.throw(503, 'restore drills are not available in this service', {code: 'DRILLS_UNAVAILABLE'})
-    const conflict = (message: string, jobId: string | null) => {
-      ctx.status = 409
-      ctx.body = {error: 'JOB_IN_PROGRESS', message, jobId}
-    }
-
-    const running = drills.inFlight() ?? deps.jobs.inFlight()
-    if (running) return conflict(`a ${'kind' in running ? 'drill' : 'backup'} is already in flight here (job ${running.jobId})`, running.jobId)
-    const lease = await deps.jobLock?.tryAcquireForRequest()
-    if (lease === 'held') return conflict(busyElsewhere(deps), null)
-
-    const result = drills.start('api', reference, lease)
+  const startDrill = startAcrossReplicas<DrillJob | Job, string>(
+    deps.jobLock,
+    () => deps.drills?.inFlight() ?? deps.jobs.inFlight(),
+    (lease, reference) => deps.drills!.start('api', reference, lease),
+  )
+  const start = async (ctx: Context, wanted: string) => {
+    if (!deps.drills) ctx.throw(503, 'restore drills are not available in this service', {code: 'DRILLS_UNAVAILABLE'})
+    const result = await startDrill(wanted)
     if (!result.started) {
-      await lease?.release()
-      return conflict(`a drill is already in flight (job ${result.running.jobId})`, result.running.jobId)
+      ctx.status = 409
+      const running = 'held' in result ? undefined : result.running
+      const what = running && 'kind' in running ? 'drill' : 'backup'
+      ctx.body = running
+        ? {error: 'JOB_IN_PROGRESS', message: `a ${what} is already in flight here (job ${running.jobId}); backups and drills of a database never overlap`, jobId: running.jobId}
+        : {error: 'JOB_IN_PROGRESS', message: busyElsewhere(deps), jobId: null}
+      return
     }
 
     ctx.status = 202
