@@ -1,6 +1,8 @@
 import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
 
+import {EXIT_DRILL_FAILED} from '../../src/errors'
+import {writeCraftedBackup} from '../helpers/crafted-backup'
 import {runCli, tempDir} from '../helpers/cli'
 import {segmentName, writeSourceSegment} from '../helpers/crash-invariants'
 import {PgCluster, startPostgres} from '../helpers/postgres'
@@ -22,6 +24,8 @@ interface Row {
   env: () => Record<string, string>
   expected: Expected
 }
+
+const UNRESTORABLE = 'backup_20200102T000000Z.sql.gz'
 
 describe('exit-code contract (README, "Exit codes")', () => {
   let cluster: PgCluster
@@ -50,6 +54,8 @@ describe('exit-code contract (README, "Exit codes")', () => {
     // The same WAL file name with other content: what a second server archiving here would push.
     await fs.mkdir(path.join(work, 'other'))
     conflicting = (await writeSourceSegment(path.join(work, 'other'), segmentName(7), 64 * 1024, 8)).file
+    // A complete, verified backup whose SQL fails half-way: what a drill must call failed (pruned by the prune rows after it).
+    await writeCraftedBackup(dir, 'CREATE TABLE t (id int);\nINSERT INTO no_such_table VALUES (1);\n', {id: UNRESTORABLE})
   }, 120_000)
 
   afterAll(async () => {
@@ -67,6 +73,10 @@ describe('exit-code contract (README, "Exit codes")', () => {
     {command: 'backup download', situation: 'downloaded and verified', args: () => ['backup', 'download', backupId, '-o', path.join(work, `dl-${Date.now()}`)], env: storage, expected: 0},
     {command: 'backup download', situation: 'no such backup', args: () => ['backup', 'download', 'backup_20200101T000000Z.sql.gz', '-o', path.join(work, 'none')], env: storage, expected: 1},
     {command: 'backup download', situation: 'malformed backup id', args: () => ['backup', 'download', '../etc/passwd', '-o', path.join(work, 'bad')], env: storage, expected: 2},
+    {command: 'drill', situation: 'passed', args: () => ['drill', backupId], env: db, expected: 0},
+    {command: 'drill', situation: 'failed: the dump does not restore', args: () => ['drill', UNRESTORABLE], env: db, expected: EXIT_DRILL_FAILED},
+    {command: 'drill', situation: 'no such backup', args: () => ['drill', 'backup_20200101T000000Z.sql.gz'], env: db, expected: 1},
+    {command: 'drill', situation: 'malformed backup id', args: () => ['drill', '../etc/passwd'], env: db, expected: 2},
     {command: 'prune', situation: 'retention applied', args: () => ['prune'], env: storage, expected: 0},
     {command: 'prune', situation: 'storage unreadable (directory missing)', args: () => ['prune'], env: missing, expected: 1},
     {command: 'prune', situation: 'invalid setting', args: () => ['prune'], env: () => ({...storage(), RETENTION_DAYS: '-1'}), expected: 2},
@@ -101,6 +111,7 @@ describe('exit-code contract (README, "Exit codes")', () => {
       'backup run': ['0', '1', '2'],
       'backup list': ['0', '1', '2'],
       'backup download': ['0', '1', '2'],
+      drill: ['0', '1', '2', String(EXIT_DRILL_FAILED)],
       prune: ['0', '1', '2'],
       restore: ['0', '1', '2'],
       'wal push': ['0', '1', '2'],

@@ -145,6 +145,10 @@ describe('REST routes under every spelling (real HTTP, real PostgreSQL, local st
         'token GET /api/v1/backups/jobs/:jobId',
         'token GET /api/v1/backups/latest',
         'token POST /api/v1/backups',
+        'token GET /api/v1/backups/:id/drill',
+        'token POST /api/v1/backups/:id/drill',
+        'token GET /api/v1/drills/jobs/:jobId',
+        'token POST /api/v1/drills',
       ].sort(),
     )
   })
@@ -203,7 +207,7 @@ describe('REST routes under every spelling (real HTTP, real PostgreSQL, local st
 
     // Bounded, and not vacuous: every route got its spellings.
     expect(checked).toBeGreaterThan(paths.length * METHODS.length * 20 * 3)
-  })
+  }, 300_000) // 13 routes × every spelling × 3 requests; drills started by POST spellings run meanwhile
 
   it('serves the canonical download with the token, and HEAD of it with the same headers and no body', async () => {
     const get = await request('GET', '/api/v1/backups/latest/download', {Authorization: `Bearer ${TOKEN}`})

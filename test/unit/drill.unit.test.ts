@@ -5,6 +5,7 @@ import {backupIdOfKey} from '../../src/backup/naming'
 import {planRetention} from '../../src/backup/retention'
 import type {DrillState} from '../../src/drill/result'
 import {SCRATCH_NAME, scratchDatabaseName} from '../../src/drill/scratch'
+import {slotTaken} from '../../src/server/job-lock'
 
 const record = (overrides: Partial<ContentsRecord> = {}): ContentsRecord => ({
   tables: [
@@ -102,5 +103,24 @@ describe('backupIdOfKey', () => {
   it('counts a drill result as its backup\'s object (an orphan once the backup is gone)', () => {
     expect(backupIdOfKey('backup_20261121T030000Z.sql.gz.drill.json')).toBe('backup_20261121T030000Z.sql.gz')
     expect(backupIdOfKey('backup_20261121T030000Z.sql.gz.drill.json.0a1b.partial')).toBe('backup_20261121T030000Z.sql.gz')
+  })
+})
+
+describe('slotTaken (replicas: a scheduled job finds its slot served by another replica)', () => {
+  const fired = Date.parse('2026-11-21T03:00:01Z')
+  const backupAt = (iso: string, durationMs = 5000) => ({createdAt: iso, durationMs})
+
+  it('cron: a backup that started at the firing, or up to 30 s before, serves the slot; the previous slot\'s does not', () => {
+    const cron = {kind: 'cron' as const, expression: '0 3 * * *'}
+    expect(slotTaken(cron, backupAt('2026-11-21T03:00:00Z'), fired)).toBe(true)
+    expect(slotTaken(cron, backupAt('2026-11-21T02:59:40Z'), fired)).toBe(true)
+    expect(slotTaken(cron, backupAt('2026-11-20T03:00:00Z'), fired)).toBe(false)
+    expect(slotTaken(cron, undefined, fired)).toBe(false)
+  })
+
+  it('interval: a backup less than one interval (minus 30 s) old serves it; the one the interval counts from does not', () => {
+    const interval = {kind: 'interval' as const, intervalMs: 3600_000}
+    expect(slotTaken(interval, backupAt('2026-11-21T02:59:50Z'), fired)).toBe(true)
+    expect(slotTaken(interval, backupAt('2026-11-21T01:59:56Z'), fired)).toBe(false)
   })
 })
