@@ -1,6 +1,10 @@
+import {execFileSync} from 'node:child_process'
 import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
 
+import {Client} from 'pg'
+
+import {exportSnapshot} from '../../src/backup/contents-record'
 import {scratchDatabaseName} from '../../src/drill/scratch'
 import {EXIT_DRILL_FAILED} from '../../src/errors'
 import {collect, runCli, startCli, tempDir} from '../helpers/cli'
@@ -67,6 +71,22 @@ describe('dbb drill (real PostgreSQL, local storage)', () => {
     expect(sidecar.contents.largeObjects).toBe(3)
     const sequences = sidecar.contents.sequences.map((sequence: {name: string; lastValue: string}) => `${sequence.name}=${sequence.lastValue}`)
     expect(sequences).toEqual(expect.arrayContaining(['invoice_number=1004', 'customers_id_seq=3', 'Bestellungen 注文_id_seq=7']))
+  })
+
+  it('does not change the dump: pg_dump in the exported snapshot writes the same SQL as without it', async () => {
+    const client = new Client({host: cluster.host, port: cluster.port, user: cluster.user, password: cluster.password, database: 'shop'})
+    await client.connect()
+    const snapshot = await exportSnapshot(client)
+    try {
+      const env = {...process.env, PGHOST: cluster.host, PGPORT: String(cluster.port), PGUSER: cluster.user, PGPASSWORD: cluster.password, PGDATABASE: 'shop'}
+      // Every patched pg_dump writes a random \restrict key: the only line that may differ.
+      const dump = (args: string[]) => execFileSync('pg_dump', args, {env, maxBuffer: 64 * 1024 * 1024}).toString('utf8').replace(/^\\(un)?restrict \S+$/gm, '')
+      const withSnapshot = dump([`--snapshot=${snapshot.id}`])
+      expect(withSnapshot).toContain('Bestellungen 注文')
+      expect(withSnapshot).toEqual(dump([]))
+    } finally {
+      await snapshot.release()
+    }
   })
 
   it('passes for a real backup: exit 0, the result stored next to the backup, the scratch database dropped, the source untouched', async () => {
