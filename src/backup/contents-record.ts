@@ -99,6 +99,8 @@ export async function captureContents(client: ClientBase, options: {checksums: b
  */
 export interface DumpSnapshot {
   id: string
+  /** The exporting session's backend pid: a count waiting on a lock ends only when the server ends it. */
+  pid: number
   capture(options: {checksums: boolean}): Promise<ContentsRecord>
   release(): Promise<void>
 }
@@ -109,10 +111,13 @@ export async function exportSnapshot(client: Client): Promise<DumpSnapshot> {
     await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY')
     await client.query('SET LOCAL idle_in_transaction_session_timeout = 0')
     await client.query('SET LOCAL statement_timeout = 0')
-    const {rows} = await client.query<{snapshot: string}>('SELECT pg_export_snapshot() AS snapshot')
+    // Named apart from pg_dump's own session (both are dbb's), for operators reading pg_stat_activity.
+    await client.query("SET LOCAL application_name = 'dbb contents record'")
+    const {rows} = await client.query<{snapshot: string; pid: number}>('SELECT pg_export_snapshot() AS snapshot, pg_backend_pid() AS pid')
     let released: Promise<void> | undefined
     return {
       id: rows[0].snapshot,
+      pid: rows[0].pid,
       capture: (options) => captureContents(client, options),
       release() {
         // end() also stops a count still running (an aborted backup).

@@ -43,7 +43,7 @@ export async function runLogicalBackup(deps: BackupDependencies, options: Backup
       const {pgVersion, databaseProfile, privileges} = source
       requireClientForServer('pg_dump', pgDumpVersion, pgVersion)
       snapshot = await openDumpSnapshot(deps, options.signal)
-      const {id: snapshotId, release} = snapshot
+      const {id: snapshotId, pid: snapshotPid, release} = snapshot
       const capture = snapshot.capture
       let record: ContentsRecord | undefined
       return {
@@ -68,6 +68,8 @@ export async function runLogicalBackup(deps: BackupDependencies, options: Backup
             // pg_dump failed or was killed: its status is the cause; a count still waiting is stopped.
             if (status.code !== 0) {
               counted.catch(() => {})
+              // A count waiting on a lock (as pg_dump was) does not notice its connection closing: end it on the server.
+              await withClient(deps.database, (client) => client.query('SELECT pg_terminate_backend($1)', [snapshotPid])).catch(() => {})
               await release()
               return status
             }

@@ -1,6 +1,7 @@
 import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
 
+import {compactUtc} from '../../src/backup/naming'
 import {EXIT_DRILL_FAILED} from '../../src/errors'
 import {writeCraftedBackup} from '../helpers/crafted-backup'
 import {runCli, tempDir} from '../helpers/cli'
@@ -25,8 +26,6 @@ interface Row {
   expected: Expected
 }
 
-const UNRESTORABLE = 'backup_20200102T000000Z.sql.gz'
-
 describe('exit-code contract (README, "Exit codes")', () => {
   let cluster: PgCluster
   let dir: string
@@ -34,6 +33,7 @@ describe('exit-code contract (README, "Exit codes")', () => {
   let backupId: string
   let segment: {name: string; file: string}
   let conflicting: string
+  let unrestorable: string
 
   const storage = () => ({BACKUP_LOCAL_DIR: dir})
   const db = () => ({...cluster.dbbEnv('shop'), ...storage()})
@@ -54,8 +54,11 @@ describe('exit-code contract (README, "Exit codes")', () => {
     // The same WAL file name with other content: what a second server archiving here would push.
     await fs.mkdir(path.join(work, 'other'))
     conflicting = (await writeSourceSegment(path.join(work, 'other'), segmentName(7), 64 * 1024, 8)).file
-    // A complete, verified backup whose SQL fails half-way: what a drill must call failed (pruned by the prune rows after it).
-    await writeCraftedBackup(dir, 'CREATE TABLE t (id int);\nINSERT INTO no_such_table VALUES (1);\n', {id: UNRESTORABLE})
+    // A complete, verified backup whose SQL fails half-way: what a drill must call failed. An hour
+    // older than the real one: not the newest (the check rows), not expired (the retention rows).
+    const anHourAgo = new Date(Date.now() - 3600_000)
+    unrestorable = `backup_${compactUtc(anHourAgo)}.sql.gz`
+    await writeCraftedBackup(dir, 'CREATE TABLE t (id int);\nINSERT INTO no_such_table VALUES (1);\n', {id: unrestorable, createdAt: anHourAgo.toISOString()})
   }, 120_000)
 
   afterAll(async () => {
@@ -74,7 +77,7 @@ describe('exit-code contract (README, "Exit codes")', () => {
     {command: 'backup download', situation: 'no such backup', args: () => ['backup', 'download', 'backup_20200101T000000Z.sql.gz', '-o', path.join(work, 'none')], env: storage, expected: 1},
     {command: 'backup download', situation: 'malformed backup id', args: () => ['backup', 'download', '../etc/passwd', '-o', path.join(work, 'bad')], env: storage, expected: 2},
     {command: 'drill', situation: 'passed', args: () => ['drill', backupId], env: db, expected: 0},
-    {command: 'drill', situation: 'failed: the dump does not restore', args: () => ['drill', UNRESTORABLE], env: db, expected: EXIT_DRILL_FAILED},
+    {command: 'drill', situation: 'failed: the dump does not restore', args: () => ['drill', unrestorable], env: db, expected: EXIT_DRILL_FAILED},
     {command: 'drill', situation: 'no such backup', args: () => ['drill', 'backup_20200101T000000Z.sql.gz'], env: db, expected: 1},
     {command: 'drill', situation: 'malformed backup id', args: () => ['drill', '../etc/passwd'], env: db, expected: 2},
     {command: 'prune', situation: 'retention applied', args: () => ['prune'], env: storage, expected: 0},
