@@ -52,7 +52,12 @@ export async function runDrill(deps: DrillDependencies, options: DrillOptions): 
   const backup = await resolveBackup(storage, options.reference, {prefix: deps.namePrefix, type: 'logical'})
   const unsupported = restoreSupport(backup)
   if (unsupported) throw new OperationError(unsupported)
-  if (backup.type !== 'logical') throw new UsageError(`${backup.id} is a ${backup.type} backup; drills restore logical (SQL) dumps`)
+  if (backup.type !== 'logical') {
+    throw new UsageError(
+      `${backup.id} is a ${backup.type} backup: this dbb drills logical (SQL) dumps only; ` +
+        `to prove a base backup, restore it into a scratch data directory with dbb restore --type base and start a server on it`,
+    )
+  }
   if (backup.format !== 'plain') throw new OperationError(`${backup.id} is in format ${backup.format}; this dbb drills plain SQL dumps`)
   options.onBackup?.(backup)
 
