@@ -208,4 +208,23 @@ describe('dbb drill (real PostgreSQL, local storage)', () => {
     const check = JSON.parse((await runCli(['check', '--json'], {BACKUP_LOCAL_DIR: backupDir, DRILL_MAX_AGE: '1h'})).stdout)
     expect(check.checks.find((entry: {name: string}) => entry.name === 'drill')).toMatchObject({status: 'pass', newest: 'backup_20260107T000000Z.sql.gz'})
   })
+
+  it('with BACKUP_RECORD_CHECKSUMS, records a checksum per table and fails a drill whose rows differ in content, not only in number', async () => {
+    const backup = await runCli(['backup', 'run', '--json', '--no-prune'], {...env, BACKUP_RECORD_CHECKSUMS: 'true'})
+    expect(backup.code).toBe(0)
+    const {id} = JSON.parse(backup.stdout).metadata
+    const sidecarPath = path.join(backupDir, `${id}.meta.json`)
+    const sidecar = JSON.parse(await fs.readFile(sidecarPath, 'utf8'))
+    expect(sidecar.contents.checksums).toBe(true)
+    for (const table of sidecar.contents.tables) expect(table.checksum).toMatch(/^-?\d+$/)
+    expect((await runCli(['drill', id], env)).code).toBe(0)
+
+    // Same row count, other contents: what only a checksum sees.
+    const customers = sidecar.contents.tables.find((table: {name: string}) => table.name === 'customers')
+    customers.checksum = String(BigInt(customers.checksum) + 1n)
+    await fs.writeFile(sidecarPath, JSON.stringify(sidecar))
+    const tampered = await runCli(['drill', id], env)
+    expect(tampered.code).toBe(EXIT_DRILL_FAILED)
+    expect(tampered.stdout).toMatch(/public\.customers: expected checksum -?\d+, restored checksum -?\d+/)
+  })
 })
