@@ -76,10 +76,6 @@ describe('exit-code contract (README, "Exit codes")', () => {
     {command: 'backup download', situation: 'downloaded and verified', args: () => ['backup', 'download', backupId, '-o', path.join(work, `dl-${Date.now()}`)], env: storage, expected: 0},
     {command: 'backup download', situation: 'no such backup', args: () => ['backup', 'download', 'backup_20200101T000000Z.sql.gz', '-o', path.join(work, 'none')], env: storage, expected: 1},
     {command: 'backup download', situation: 'malformed backup id', args: () => ['backup', 'download', '../etc/passwd', '-o', path.join(work, 'bad')], env: storage, expected: 2},
-    {command: 'drill', situation: 'passed', args: () => ['drill', backupId], env: db, expected: 0},
-    {command: 'drill', situation: 'failed: the dump does not restore', args: () => ['drill', unrestorable], env: db, expected: EXIT_DRILL_FAILED},
-    {command: 'drill', situation: 'no such backup', args: () => ['drill', 'backup_20200101T000000Z.sql.gz'], env: db, expected: 1},
-    {command: 'drill', situation: 'malformed backup id', args: () => ['drill', '../etc/passwd'], env: db, expected: 2},
     {command: 'prune', situation: 'retention applied', args: () => ['prune'], env: storage, expected: 0},
     {command: 'prune', situation: 'storage unreadable (directory missing)', args: () => ['prune'], env: missing, expected: 1},
     {command: 'prune', situation: 'invalid setting', args: () => ['prune'], env: () => ({...storage(), RETENTION_DAYS: '-1'}), expected: 2},
@@ -94,6 +90,11 @@ describe('exit-code contract (README, "Exit codes")', () => {
     {command: 'check', situation: 'the newest backup is fresh', args: () => ['check'], env: freshChecks, expected: 0},
     {command: 'check', situation: 'no backup at all', args: () => ['check'], env: () => ({...freshChecks(), BACKUP_LOCAL_DIR: work}), expected: 1},
     {command: 'check', situation: 'invalid setting', args: () => ['check'], env: () => ({...freshChecks(), CHECK_WAL: 'maybe'}), expected: 2},
+    // After the check rows: the failed drill below makes dbb check's drill check fail, as it should.
+    {command: 'drill', situation: 'passed', args: () => ['drill', backupId], env: db, expected: 0},
+    {command: 'drill', situation: 'failed: the dump does not restore', args: () => ['drill', unrestorable], env: db, expected: EXIT_DRILL_FAILED},
+    {command: 'drill', situation: 'no such backup', args: () => ['drill', 'backup_20200101T000000Z.sql.gz'], env: db, expected: 1},
+    {command: 'drill', situation: 'malformed backup id', args: () => ['drill', '../etc/passwd'], env: db, expected: 2},
     {command: 'serve', situation: 'invalid setting (refuses to start)', args: () => ['serve'], env: () => ({...db(), HTTP_PORT: 'eighty'}), expected: 2},
     {command: 'backends', situation: 'listed', args: () => ['backends'], env: () => ({}), expected: 0},
   ]
