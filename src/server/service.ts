@@ -218,6 +218,7 @@ function startDrills(context: {config: ServiceConfig; storage: StorageBackend; l
         // The scheduler reads only `started` and the job id of what it gets back.
         trigger: () => jobs.start('scheduler') as unknown as StartResult,
         logger: logger.child({component: 'drill-scheduler'}),
+        what: 'drill',
         clock: context.clock,
         lastSuccessAt: last ? new Date(last.finishedAt) : undefined,
       })

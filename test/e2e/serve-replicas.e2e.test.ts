@@ -1,7 +1,7 @@
 import {ChildProcess} from 'node:child_process'
 import * as fs from 'node:fs/promises'
 
-import {collect, startCli, tempDir} from '../helpers/cli'
+import {collect, runCli, startCli, tempDir} from '../helpers/cli'
 import {PgCluster, freePort, holdTableLock, startPostgres} from '../helpers/postgres'
 import {seedDatabase} from '../helpers/seed'
 import {jsonOf, waitFor} from '../helpers/serve'
@@ -136,5 +136,17 @@ describe('two dbb serve replicas, one database, one storage (real PostgreSQL)', 
     } finally {
       if (!released) await unlock()
     }
+  })
+
+  it('DRILL_INTERVAL: serve drills the newest backup at once when it was never drilled, and stores the result', async () => {
+    const backup = await runCli(['backup', 'run', '--json', '--no-prune'], {...cluster.dbbEnv('shop'), BACKUP_LOCAL_DIR: backupDir})
+    expect(backup.code).toBe(0)
+    const {id} = JSON.parse(backup.stdout).metadata
+    const a = await replica({DRILL_INTERVAL: '7d'})
+    await waitFor(() => (a.output().includes('"event":"drill.passed"') ? true : undefined), 60_000, 'the scheduled drill to pass')
+    expect(a.output()).toContain('scheduled drill started')
+    expect(JSON.parse(await fs.readFile(`${backupDir}/${id}.drill.json`, 'utf8'))).toMatchObject({backupId: id, status: 'passed', checked: 'contents'})
+    a.child.kill('SIGTERM')
+    expect((await a.result).code).toBe(0)
   })
 })
