@@ -26,6 +26,14 @@ export const EXIT_PARTIAL_FAILURE = 3
 export const EXIT_WAL_NOT_IN_ARCHIVE = 1
 export const EXIT_WAL_FETCH_FATAL = 200
 
+/**
+ * `dbb drill`: the backup was restored (or tried to be) and is not what it must be — it did not
+ * import, or the restored database differs from what the backup recorded. Distinct from 1 (the
+ * drill could not run: drill server or storage unreachable, interrupted) so a scheduler tells a
+ * bad backup from a bad day.
+ */
+export const EXIT_DRILL_FAILED = 3
+
 export class DbbError extends Error {
   readonly exitCode: number = EXIT_FAILURE
   /** A stable machine-readable identifier, used in `--json` error output and REST bodies. */

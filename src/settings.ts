@@ -67,6 +67,7 @@ export type CommandId =
   | 'wal fetch'
   | 'wal spool-upload'
   | 'notify test'
+  | 'drill'
 
 /** `commands: '*'`: a base flag of every dbb command (src/base-command.ts). */
 export const EVERY_COMMAND = '*'
@@ -115,17 +116,22 @@ export interface SettingSpec {
 }
 
 const BACKUP_COMMANDS = ['backup run', 'serve'] as const
-const STORAGE_COMMANDS = ['backup run', 'backup list', 'backup download', 'prune', 'restore', 'serve', 'check', 'wal push', 'wal fetch', 'wal spool-upload'] as const
+const STORAGE_COMMANDS = ['backup run', 'backup list', 'backup download', 'prune', 'restore', 'serve', 'check', 'wal push', 'wal fetch', 'wal spool-upload', 'drill'] as const
 
 /** `dbb serve`'s logical backup interval when BACKUP_SCHEDULE is unset (src/config/server.ts). */
 export const DEFAULT_BACKUP_INTERVAL = '24h'
+/** How old the last passed restore drill may be before `dbb check` fails (a weekly drill, plus a day). */
+export const DEFAULT_DRILL_MAX_AGE = '8d'
 const MIN_API_TOKEN_LENGTH = 16
 
 /** The commands that send notifications (src/notify): each takes every notification setting. */
+/** The commands that run restore drills (`dbb drill`, serve's schedule). */
+const DRILL_COMMANDS: readonly CommandId[] = ['drill', 'serve']
+
 /** The commands that apply retention (src/backup/retention.ts). */
 const RETENTION_COMMANDS: readonly CommandId[] = ['backup run', 'prune', 'serve']
 
-const NOTIFY_COMMANDS: readonly CommandId[] = ['backup run', 'check', 'prune', 'serve', 'notify test']
+const NOTIFY_COMMANDS: readonly CommandId[] = ['backup run', 'check', 'prune', 'serve', 'notify test', 'drill']
 
 export const SETTINGS = {
   // ---- DATABASE
@@ -135,7 +141,7 @@ export const SETTINGS = {
     summary: 'PostgreSQL host name or address.',
     example: 'db.internal',
     required: true,
-    commands: ['backup run', 'restore', 'serve'],
+    commands: ['backup run', 'restore', 'serve', 'drill'],
     value: (f) => f.z.string(),
   },
   DB_PORT: {
@@ -144,7 +150,7 @@ export const SETTINGS = {
     summary: 'PostgreSQL port.',
     example: '5432',
     default: '5432',
-    commands: ['backup run', 'restore', 'serve'],
+    commands: ['backup run', 'restore', 'serve', 'drill'],
     value: (f) => f.intInRange(1, 65_535),
   },
   DB_NAME: {
@@ -158,7 +164,7 @@ export const SETTINGS = {
     },
     example: 'app',
     required: true,
-    commands: ['backup run', 'restore', 'serve'],
+    commands: ['backup run', 'restore', 'serve', 'drill'],
     value: (f) => f.z.string().max(63, {message: 'must be at most 63 characters (the PostgreSQL identifier limit)'}),
   },
   DB_USER: {
@@ -167,7 +173,7 @@ export const SETTINGS = {
     summary: 'PostgreSQL user.',
     example: 'postgres',
     default: 'postgres',
-    commands: ['backup run', 'restore', 'serve'],
+    commands: ['backup run', 'restore', 'serve', 'drill'],
     value: (f) => f.z.string(),
   },
   DB_PASSWORD: {
@@ -176,7 +182,7 @@ export const SETTINGS = {
     summary: 'Password; else PGPASSWORD, else a pgpass file (PGPASSFILE, /run/secrets/pgpass, ~/.pgpass).',
     example: '<secret>',
     secret: true,
-    commands: ['backup run', 'restore', 'serve'],
+    commands: ['backup run', 'restore', 'serve', 'drill'],
     value: (f) => f.z.string(),
     docs: 'See [Secrets and passwords](#secrets-and-passwords).',
   },
@@ -188,7 +194,7 @@ export const SETTINGS = {
     summary: 'Prefix of backup ids: <prefix>_<UTC yyyyMMddTHHmmssZ>.sql.gz.',
     example: 'backup',
     default: 'backup',
-    commands: ['backup run', 'backup list', 'prune', 'restore', 'serve', 'check'],
+    commands: ['backup run', 'backup list', 'prune', 'restore', 'serve', 'check', 'drill'],
     value: (f) =>
       f.z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/, {
         message: 'must start with a letter or digit and contain only letters, digits, "_" and "-" (at most 64)',
@@ -402,7 +408,7 @@ export const SETTINGS = {
     summary: 'IANA time zone of BACKUP_SCHEDULE and BASE_BACKUP_SCHEDULE.',
     example: 'Europe/Berlin',
     defaultText: 'the system time zone',
-    commands: ['serve', 'check'],
+    commands: ['serve', 'check', 'drill'],
     // Only read with a cron schedule: a container's TZ must not stop an interval-scheduled serve.
     value: (f) => f.z.string(),
   },
@@ -589,6 +595,81 @@ export const SETTINGS = {
     default: 'true',
     commands: ['check', 'serve'],
     value: (f) => f.boolean(),
+  },
+
+  // ---- DRILL (restore drills, issue 19; src/drill, src/config/drill.ts)
+  BACKUP_RECORD_CHECKSUMS: {
+    flag: 'backup-record-checksums',
+    group: 'DRILL',
+    summary: "Record a checksum of every table's rows besides its row count, for restore drills to compare (reads every row once more).",
+    example: 'true',
+    default: 'false',
+    commands: BACKUP_COMMANDS,
+    value: (f) => f.boolean(),
+  },
+  DRILL_DB_HOST: {
+    flag: 'drill-db-host',
+    group: 'DRILL',
+    summary: 'Server restore drills restore on; a dbb_drill_<hash> database is created and dropped there.',
+    example: 'drills.internal',
+    defaultText: 'DB_HOST',
+    commands: DRILL_COMMANDS,
+    value: (f) => f.z.string(),
+  },
+  DRILL_DB_PORT: {
+    flag: 'drill-db-port',
+    group: 'DRILL',
+    summary: 'Port of the drill server.',
+    example: '5432',
+    defaultText: 'DB_PORT',
+    commands: DRILL_COMMANDS,
+    value: (f) => f.intInRange(1, 65_535),
+  },
+  DRILL_DB_USER: {
+    flag: 'drill-db-user',
+    group: 'DRILL',
+    summary: 'User on the drill server; needs CREATEDB.',
+    example: 'postgres',
+    defaultText: 'DB_USER',
+    commands: DRILL_COMMANDS,
+    value: (f) => f.z.string(),
+  },
+  DRILL_DB_PASSWORD: {
+    flag: 'drill-db-password',
+    group: 'DRILL',
+    summary: 'Password on the drill server.',
+    example: '<secret>',
+    secret: true,
+    defaultText: 'as for DB_USER',
+    commands: DRILL_COMMANDS,
+    value: (f) => f.z.string(),
+  },
+  DRILL_INTERVAL: {
+    flag: 'drill-interval',
+    group: 'DRILL',
+    summary: 'dbb serve: drill the newest logical backup this often.',
+    example: '7d',
+    defaultText: 'off (unless DRILL_SCHEDULE)',
+    commands: DRILL_COMMANDS,
+    value: (f) => f.scheduleInterval,
+  },
+  DRILL_SCHEDULE: {
+    flag: 'drill-schedule',
+    group: 'DRILL',
+    summary: 'dbb serve: drills by cron expression instead, e.g. "0 5 * * 0" (TZ applies); not together with DRILL_INTERVAL.',
+    example: '"0 5 * * 0"',
+    defaultText: 'off',
+    commands: DRILL_COMMANDS,
+    value: (f) => f.z.string(),
+  },
+  DRILL_MAX_AGE: {
+    flag: 'drill-max-age',
+    group: 'DRILL',
+    summary: 'dbb check: the last passed drill may be this old (checked once any drill ran).',
+    example: '8d',
+    default: DEFAULT_DRILL_MAX_AGE,
+    commands: ['drill', 'serve', 'check'],
+    value: (f) => f.duration,
   },
 
   // ---- NOTIFICATIONS (src/notify; the URL list is parsed in src/config/notify.ts)

@@ -5,6 +5,7 @@ import {BackupDamagedError, BackupUnreadableError, NotFoundError, UsageError, er
 import {printableExcerpt} from '../format'
 import {VERSION} from '../version'
 import type {ObjectInfo, StorageBackend} from '../storage/contract'
+import {contentsRecordSchema} from './contents-record'
 import {databaseProfileSchema, dumpPrivilegesSchema} from './database-profile'
 import {SIDECAR_SUFFIX, isBackupId, parseBackupId, sidecarKey} from './naming'
 import {WAL_PREFIX} from '../wal/segments'
@@ -47,6 +48,8 @@ export const backupMetadataSchema = z.looseObject({
   // Unreadable (a newer dbb's shape): treated as not recorded, which restore handles conservatively.
   databaseProfile: databaseProfileSchema.optional().catch(undefined),
   privileges: dumpPrivilegesSchema.optional().catch(undefined),
+  // Logical backups: what a restore must contain, taken in pg_dump's snapshot (src/backup/contents-record.ts); read by restore drills.
+  contents: contentsRecordSchema.optional().catch(undefined),
 })
 
 export type BackupMetadata = z.infer<typeof backupMetadataSchema>

@@ -9,6 +9,8 @@
 export const BACKUP_ID_PATTERN = /^([A-Za-z0-9][A-Za-z0-9_-]{0,159})_(\d{8}T\d{6}Z)(?:-(\d{1,4}))?\.(sql|tar)\.gz$/
 export const MAX_ID_LENGTH = 200
 export const SIDECAR_SUFFIX = '.meta.json'
+/** The last restore drill's result (src/drill/result.ts); belongs to its backup's id, so it becomes an orphan with it. */
+export const DRILL_SUFFIX = '.drill.json'
 
 export interface ParsedBackupId {
   prefix: string
@@ -60,7 +62,11 @@ export function backupIdOfKey(key: string): string | undefined {
   // A partial write of the sidecar (`<id>.meta.json.<random>.partial`, a crash while writing it) belongs to the id too.
   // A local write of a claim is itself `<claim>.<random>.partial` until renamed: strip every such suffix.
   const written = key.replace(/(\.[0-9a-f]+\.partial)+$/, '')
-  const candidates = [written, written.endsWith(SIDECAR_SUFFIX) ? written.slice(0, -SIDECAR_SUFFIX.length) : '']
+  const candidates = [
+    written,
+    written.endsWith(SIDECAR_SUFFIX) ? written.slice(0, -SIDECAR_SUFFIX.length) : '',
+    written.endsWith(DRILL_SUFFIX) ? written.slice(0, -DRILL_SUFFIX.length) : '',
+  ]
   return candidates.find((candidate) => candidate && isBackupId(candidate))
 }
 

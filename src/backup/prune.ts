@@ -5,6 +5,8 @@ import {pruneWal} from '../wal/retention'
 import {BackupMetadata, DamagedBackup, scanBackups} from './metadata'
 import {sidecarKey} from './naming'
 import {RetentionRules, planRetention} from './retention'
+import {DrillState, drillStates} from '../drill/result'
+import {keepNewestPassedDrill} from './drill-floor'
 
 export interface PruneEntry {
   id: string
@@ -46,7 +48,8 @@ export async function prune(
   // One listing and one read per sidecar, shared by both passes below (on S3 each is a request).
   const sidecars = new Map<string, BackupMetadata>()
   const listing = await scanBackups(storage, {prefix: options.prefix, objects, cache: sidecars})
-  const plan = planRetention(listing.backups, objects, options.rules, options.now ?? new Date(), options.prefix, listing.damaged.map(({id}) => id))
+  const planned = planRetention(listing.backups, objects, options.rules, options.now ?? new Date(), options.prefix, listing.damaged.map(({id}) => id))
+  const plan = keepNewestPassedDrill(planned, await drillStatesOf(storage, listing.backups, objects))
   const dryRun = Boolean(options.dryRun)
   for (const entry of listing.damaged) {
     options.logger?.error({event: 'prune.damaged', backupId: entry.id, status: entry.status, cause: entry.cause}, `kept ${entry.status} backup ${entry.id}: ${entry.cause}`)
@@ -96,6 +99,12 @@ export async function prune(
 
   const keptBackups = plan.keep.map((backup) => ({id: backup.id, reasons: plan.keptBecause[backup.id] ?? []}))
   return {dryRun, deleted, kept: plan.keep.length, keptBackups, damaged: listing.damaged, walSkipped}
+}
+
+/** The last drill's verdict per backup; only drill results the listing shows are read. */
+async function drillStatesOf(storage: StorageBackend, backups: BackupMetadata[], objects: ObjectInfo[]): Promise<Map<string, DrillState>> {
+  const states = await drillStates(storage, backups.map(({id}) => id), new Set(objects.map(({key}) => key)))
+  return new Map([...states].map(([id, {state}]) => [id, state]))
 }
 
 /** One line naming every damaged or unreadable backup and why, for errors and warnings. */

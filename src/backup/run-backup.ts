@@ -1,9 +1,10 @@
 import type {ClientBase} from 'pg'
 
 import {requireClientForServer} from '../db/client-version'
-import {libpqEnvironment, withClient} from '../db/connection'
-import {OperationError, errorMessage} from '../errors'
+import {connect, libpqEnvironment, withClient} from '../db/connection'
+import {AbortedError, OperationError, errorMessage} from '../errors'
 import {spawnTool, toolVersion} from './child-process'
+import {ContentsRecord, DumpSnapshot, contentsRecordSchema, exportSnapshot} from './contents-record'
 import {DatabaseProfile, DumpPrivileges, captureDatabaseProfile, captureDumpPrivileges, databaseProfileSchema, dumpPrivilegesSchema} from './database-profile'
 import {BackupDependencies, BackupOptions, BackupOutcome, storeBackup} from './store-backup'
 
@@ -29,24 +30,84 @@ export function pgDumpArgs(noOwner: boolean): string[] {
  */
 export async function runLogicalBackup(deps: BackupDependencies, options: BackupOptions): Promise<BackupOutcome> {
   const noOwner = deps.logicalDump?.noOwner ?? false
-  return storeBackup(deps, options, async () => {
-    const [source, pgDumpVersion] = await Promise.all([
-      withClient(deps.database, (client) => describeSource(client, deps.database.database, noOwner)).catch((error: unknown) => {
-        throw new OperationError(errorMessage(error))
-      }),
-      toolVersion('pg_dump'),
-    ])
-    const {pgVersion, databaseProfile, privileges} = source
-    requireClientForServer('pg_dump', pgDumpVersion, pgVersion)
-    return {
-      type: 'logical',
-      kind: 'sql',
-      commandName: 'pg_dump',
-      start: (_id, signal) => spawnTool('pg_dump', pgDumpArgs(noOwner), libpqEnvironment(deps.database), signal),
-      sidecarFields: () => ({database: deps.database.database, pgVersion, pgDumpVersion, format: 'plain', databaseProfile, privileges}),
-      context: {database: deps.database.database, pgVersion, pgDumpVersion, ownersAndPrivileges: !noOwner},
-    }
+  // Held from before pg_dump starts until it exits (or the backup fails earlier): see contents-record.ts.
+  let snapshot: DumpSnapshot | undefined
+  try {
+    return await storeBackup(deps, options, async () => {
+      const [source, pgDumpVersion] = await Promise.all([
+        withClient(deps.database, (client) => describeSource(client, deps.database.database, noOwner)).catch((error: unknown) => {
+          throw new OperationError(errorMessage(error))
+        }),
+        toolVersion('pg_dump'),
+      ])
+      const {pgVersion, databaseProfile, privileges} = source
+      requireClientForServer('pg_dump', pgDumpVersion, pgVersion)
+      snapshot = await openDumpSnapshot(deps, options.signal)
+      const {id: snapshotId, pid: snapshotPid, release} = snapshot
+      const capture = snapshot.capture
+      let record: ContentsRecord | undefined
+      return {
+        type: 'logical',
+        kind: 'sql',
+        commandName: 'pg_dump',
+        start: (_id, signal) => {
+          const tool = spawnTool('pg_dump', [...pgDumpArgs(noOwner), `--snapshot=${snapshotId}`], libpqEnvironment(deps.database), signal)
+          // Counted in pg_dump's snapshot while it dumps (after the id is claimed: a table lock that
+          // holds pg_dump up holds the count up too). The dump is complete only with its record:
+          // the exit gate waits for both, and a failed count fails the backup.
+          const counted = capture({checksums: deps.logicalDump?.recordChecksums ?? false}).then(
+            (captured) => {
+              record = contentsRecordSchema.parse(captured)
+            },
+            (error: unknown) => {
+              throw new OperationError(`recording the database's contents failed: ${errorMessage(error)}`)
+            },
+          )
+          void Promise.allSettled([tool.exited, counted]).then(release)
+          const exited = tool.exited.then(async (status) => {
+            // pg_dump failed or was killed: its status is the cause; a count still waiting is stopped.
+            if (status.code !== 0) {
+              counted.catch(() => {})
+              // A count waiting on a lock (as pg_dump was) does not notice its connection closing: end it on the server.
+              await withClient(deps.database, (client) => client.query('SELECT pg_terminate_backend($1)', [snapshotPid])).catch(() => {})
+              await release()
+              return status
+            }
+
+            await counted
+            return status
+          })
+          return {...tool, exited}
+        },
+        sidecarFields: () => {
+          if (!record) throw new OperationError('the contents record is missing')
+          return {database: deps.database.database, pgVersion, pgDumpVersion, format: 'plain', databaseProfile, privileges, contents: record}
+        },
+        context: {database: deps.database.database, pgVersion, pgDumpVersion, ownersAndPrivileges: !noOwner},
+      }
+    })
+  } finally {
+    await snapshot?.release()
+  }
+}
+
+/**
+ * The snapshot pg_dump dumps, exported by a session of dbb's own, in which what a restore of it
+ * must contain is counted (src/backup/contents-record.ts).
+ */
+async function openDumpSnapshot(deps: BackupDependencies, signal?: AbortSignal): Promise<DumpSnapshot> {
+  const client = await connect(deps.database).catch((error: unknown) => {
+    throw new OperationError(errorMessage(error))
   })
+  const snapshot = await exportSnapshot(client).catch((error: unknown) => {
+    throw new OperationError(`exporting a snapshot for pg_dump failed: ${errorMessage(error)}`)
+  })
+  if (signal?.aborted) {
+    await snapshot.release()
+    throw new AbortedError('backup interrupted')
+  }
+
+  return snapshot
 }
 
 interface SourceFacts {

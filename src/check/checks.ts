@@ -4,13 +4,15 @@ import {gunzipSync} from 'node:zlib'
 
 import {BackupMetadata, DamagedBackup, newestFirst, scanBackups} from '../backup/metadata'
 import type {CheckConfig, ScheduleConfig} from '../config'
+import {DEFAULT_DRILL_MAX_AGE_MS} from '../config/drill'
+import {drillCheck} from './drill-check'
 import {errorMessage} from '../errors'
 import type {StorageBackend} from '../storage/contract'
 import {TimelineSwitch, parseTimelineHistory, timelineOfName, verifyWalChain} from '../wal/chain'
 import {WAL_PREFIX, walFileKind, walKey, walNameOfKey} from '../wal/segments'
 import {archivedSystemIdentifier, systemIdentifierOfArchived} from '../wal/system-identifier'
 
-export type CheckName = 'base-backup' | 'wal' | 'logical-backup'
+export type CheckName = 'base-backup' | 'wal' | 'logical-backup' | 'drill'
 
 export interface CheckResult {
   name: CheckName
@@ -86,7 +88,7 @@ export function notConfigured(name: CheckName, what: string): CheckResult {
  */
 export async function runChecks(
   storage: StorageBackend,
-  options: {prefix: string; config: CheckConfig; logicalIntervalMs: number; pitrConfigured?: boolean; now?: Date},
+  options: {prefix: string; config: CheckConfig; logicalIntervalMs: number; pitrConfigured?: boolean; now?: Date; drillMaxAgeMs?: number},
 ): Promise<CheckReport> {
   const now = options.now ?? new Date()
   const {config} = options
@@ -150,6 +152,7 @@ export async function runChecks(
       'logical',
       damaged,
     ),
+    await drillCheck(storage, {prefix: options.prefix, maxAgeMs: options.drillMaxAgeMs ?? DEFAULT_DRILL_MAX_AGE_MS, now}),
   ]
   return {ok: checks.every((check) => check.status !== 'fail'), checkedAt: now.toISOString(), location: storage.location, checks}
 }

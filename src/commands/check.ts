@@ -8,7 +8,7 @@ import type {DeliveryResult} from '../notify/notifier'
 
 export default class Check extends DbbCommand<typeof Check> {
   static override summary = 'Check that backups and archived WAL are fresh and complete; exit 1 (and notify) when not.'
-  static override description = `For monitoring and cron. Passes when the newest base backup finished within BASE_BACKUP_INTERVAL_MINUTES + 5 minutes, the newest archived WAL segment arrived within CHECKPOINT_TIMEOUT_SECONDS + 2 minutes, every WAL segment from the newest base backup's first one to the newest archived one is there (following its timeline and the timelines that branch from it; the first missing one is named), and the newest logical backup finished within the logical backup interval (BACKUP_INTERVAL or BACKUP_SCHEDULE) + 5 minutes.
+  static override description = `For monitoring and cron. Passes when the newest base backup finished within BASE_BACKUP_INTERVAL_MINUTES + 5 minutes, the newest archived WAL segment arrived within CHECKPOINT_TIMEOUT_SECONDS + 2 minutes, every WAL segment from the newest base backup's first one to the newest archived one is there (following its timeline and the timelines that branch from it; the first missing one is named), and the newest logical backup finished within the logical backup interval (BACKUP_INTERVAL or BACKUP_SCHEDULE) + 5 minutes, and the last passed restore drill is at most DRILL_MAX_AGE old with no failed drill after it ("not configured" until a drill was run).
 
 Base backups and WAL are checked once either exists in storage; before that they are "not configured" and do not fail (a logical-only setup passes). CHECK_BASE_BACKUP=true / CHECK_WAL=true require them from the start; CHECK_BASE_BACKUP=false, CHECK_WAL=false, CHECK_LOGICAL_BACKUP=false turn single checks off. Reads storage only.
 
@@ -21,7 +21,7 @@ When a check fails, a check.failed notification naming the failing checks goes t
 
   static override flags = settingFlagsFor('check')
 
-  static override configSections: readonly Section[] = ['storageBackend', 'namePrefix', 'schedule', 'check', 'notify']
+  static override configSections: readonly Section[] = ['storageBackend', 'namePrefix', 'schedule', 'check', 'notify', 'drillAge']
   static override usesStorage = true
 
   public async run(): Promise<CheckReport & {notifications: DeliveryResult[]}> {
@@ -32,6 +32,7 @@ When a check fails, a check.failed notification naming the failing checks goes t
         prefix: this.settings.namePrefix,
         config: this.settings.check,
         logicalIntervalMs: logicalBackupIntervalMs(this.settings.schedule),
+        drillMaxAgeMs: this.settings.drillAge.maxAgeMs,
       })
     } finally {
       await storage.close?.()

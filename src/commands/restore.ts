@@ -1,7 +1,8 @@
 import {Args, Flags} from '@oclif/core'
 
 import {DbbCommand} from '../base-command'
-import {BackupMetadata, resolveBackup, scanBackups} from '../backup/metadata'
+import {BackupMetadata, resolveBackup} from '../backup/metadata'
+import {scanWithDrills} from '../drill/result'
 import {backupTable} from '../backup/table'
 import {DatabaseConfig, SECTION_SETTINGS, Section, loadConfig} from '../config'
 import {formatBytes} from '../format'
@@ -93,8 +94,8 @@ On a terminal it shows what it is about to do and counts down 5 seconds (Ctrl-C 
     try {
       if (reference === undefined || database === undefined) {
         // Damaged and unreadable backups are shown too (their status says so), never hidden.
-        const listing = await scanBackups(storage)
-        this.log(backupTable(listing))
+        const {listing, drills} = await scanWithDrills(storage)
+        this.log(backupTable(listing, new Date(), drills))
         if (listing.backups.length > 0) this.log(`\nRestore one with: ${this.config.bin} restore <id|latest>`)
         return listing.backups
       }

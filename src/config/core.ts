@@ -38,6 +38,9 @@ export interface LoggingConfig {
 export interface LogicalDumpConfig {
   /** pg_dump --no-owner --no-privileges: objects restored belong to whoever restores them (see README "Ownership and privileges"). */
   noOwner: boolean
+  // --- restore drills (issue 19) ---
+  /** Record a per-table checksum of the rows besides the row count (src/backup/contents-record.ts). */
+  recordChecksums?: boolean
 }
 
 export interface CompressionConfig {
@@ -85,8 +88,8 @@ export const compression = defineSection(['COMPRESSION_LEVEL', 'COMPRESSION_THRE
     .transform((data): CompressionConfig => ({level: data.COMPRESSION_LEVEL, threads: data.COMPRESSION_THREADS ?? defaultCompressionThreads()})),
 )
 
-export const logicalDump = defineSection(['BACKUP_NO_OWNER'], (object) =>
-  object.transform((data): LogicalDumpConfig => ({noOwner: data.BACKUP_NO_OWNER})),
+export const logicalDump = defineSection(['BACKUP_NO_OWNER', 'BACKUP_RECORD_CHECKSUMS'], (object) =>
+  object.transform((data): LogicalDumpConfig => ({noOwner: data.BACKUP_NO_OWNER, recordChecksums: data.BACKUP_RECORD_CHECKSUMS})),
 )
 
 // Several databases and cluster globals (issue 20): DB_NAMES, BACKUP_GLOBALS, GLOBALS_NO_ROLE_PASSWORDS.

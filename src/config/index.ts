@@ -9,6 +9,7 @@ import {SettingName, setting} from '../settings'
 import * as archivingSections from './archiving'
 import * as coreSections from './core'
 import * as notifySections from './notify'
+import * as drillSections from './drill'
 import {DatabaseConfig} from './core'
 import type {ConfigSection} from './fields'
 import * as serverSections from './server'
@@ -17,6 +18,8 @@ import * as walAsyncSections from './wal-async'
 export type {CompressionConfig, DatabaseConfig, DatabasesConfig, LogicalDumpConfig, LoggingConfig, RetentionConfig} from './core'
 export {DEFAULT_BACKUP_INTERVAL_MS} from './server'
 export type {ScheduleConfig, ServerConfig} from './server'
+export type {DrillConfig} from './drill'
+export {drillServer} from './drill'
 
 /**
  * One place for configuration: sections (core.ts, server.ts, archiving.ts, wal-async.ts) that read
@@ -44,6 +47,9 @@ const sections = {
   walAsync: walAsyncSections.walAsync,
   // Several databases and cluster globals (issue 20).
   databases: coreSections.databases,
+  // restore drills (issue 19)
+  drill: drillSections.drill,
+  drillAge: drillSections.drillAge,
 }
 
 export type Section = keyof typeof sections

@@ -11,6 +11,9 @@ import {accessLog} from './middleware/access-log'
 import {type TokenGuessLimit, requireApiToken} from './middleware/auth'
 import {errorHandler} from './middleware/error-handler'
 import {backupRoutes} from './routes/backups'
+import {drillRoutes} from './routes/drills'
+import type {DrillJobs} from './drills'
+import type {JobLock} from './job-lock'
 import {publicRoutes} from './routes/public'
 import {Route, denyUnmatchedWithoutToken, routerFor} from './routes/route'
 import type {ScheduleDescription} from './scheduler'
@@ -40,6 +43,11 @@ export interface AppDependencies {
   /** Per-check limit of /health (default 5 s). */
   healthTimeoutMs?: number
   now?: () => Date
+  // --- restore drills and replicas (issue 19) ---
+  /** The drills of this service (POST /api/v1/drills …). */
+  drills?: DrillJobs
+  /** The replica job lock: API-started jobs take it before answering 202, so 409 holds across replicas. */
+  jobLock?: JobLock
 }
 
 /** The app, and the routes it serves (what the route-spelling tests attack, route by route). */
@@ -47,7 +55,7 @@ export type ServiceApp = Koa & {readonly routes: readonly Route[]}
 
 /** Every route of the HTTP API with its auth: the one declaration the router and the tests derive from. */
 export function declaredRoutes(deps: AppDependencies): Route[] {
-  return [...publicRoutes(deps), ...backupRoutes(deps)]
+  return [...publicRoutes(deps), ...backupRoutes(deps), ...drillRoutes(deps)]
 }
 
 /**

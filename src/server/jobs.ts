@@ -4,8 +4,10 @@ import type {BackupOutcome} from '../backup/run-backup'
 import type {MultiBackupOutcome} from '../backup/run-databases'
 import {errorMessage} from '../errors'
 import type {Logger} from '../logger'
+import type {JobLease} from './job-lock'
 
-export type JobStatus = 'queued' | 'running' | 'succeeded' | 'failed'
+/** `skipped`: another dbb replica took this slot's backup (src/server/job-lock.ts); not a failure. */
+export type JobStatus = 'queued' | 'running' | 'succeeded' | 'failed' | 'skipped'
 export type JobTrigger = 'scheduler' | 'api'
 
 /** A backup job as the API reports it. Times are ISO-8601 strings; null until known. */
@@ -32,7 +34,12 @@ export interface JobContext {
   idClaimed(backupId: string): void
   /** DB_NAMES runs: the per-database results so far. */
   reportRun?(outcome: MultiBackupOutcome): void
+  /** The replica job lock, when the starter already holds it (an API request); the work releases it. */
+  lease?: JobLease
 }
+
+/** Thrown by a job's work when there is nothing to do: the job ends `skipped`, with this as its message. */
+export class JobSkippedError extends Error {}
 
 /** The work a job does: one backup. Injected, so the registry is tested without PostgreSQL. */
 export type JobWork = (context: JobContext) => Promise<BackupOutcome>
@@ -67,7 +74,7 @@ export class JobRegistry {
     this.now = options.now ?? (() => new Date())
   }
 
-  start(triggeredBy: JobTrigger): StartResult {
+  start(triggeredBy: JobTrigger, lease?: JobLease): StartResult {
     if (this.current) return {started: false, running: {...this.current.job}}
     const job: Job = {
       jobId: randomUUID(),
@@ -81,7 +88,7 @@ export class JobRegistry {
     }
     this.remember(job)
     const controller = new AbortController()
-    const done = this.execute(job, controller.signal)
+    const done = this.execute(job, controller.signal, lease)
     this.current = {job, controller, done}
     return {started: true, job: {...job}}
   }
@@ -126,7 +133,7 @@ export class JobRegistry {
     }
   }
 
-  private async execute(job: Job, signal: AbortSignal): Promise<void> {
+  private async execute(job: Job, signal: AbortSignal, lease?: JobLease): Promise<void> {
     // Let start() return the job as queued before any work (and any synchronous failure) happens.
     await Promise.resolve()
     const logger = this.options.logger.child({jobId: job.jobId, triggeredBy: job.triggeredBy})
@@ -143,11 +150,12 @@ export class JobRegistry {
         logger,
         idClaimed: (backupId) => (job.backupId = backupId),
         reportRun: ({status, globals, databases}) => (job.run = structuredClone({status, globals, databases})),
+        lease,
       })
       job.status = 'succeeded'
       job.backupId = outcome.metadata.id
     } catch (error) {
-      job.status = 'failed'
+      job.status = error instanceof JobSkippedError ? 'skipped' : 'failed'
       job.errorMessage = errorMessage(error)
     }
 
@@ -157,6 +165,7 @@ export class JobRegistry {
     this.current = undefined
     const summary = {event: 'job.finished', status: job.status, backupId: job.backupId, durationMs: job.durationMs}
     if (job.status === 'succeeded') logger.info(summary, 'backup job succeeded')
+    else if (job.status === 'skipped') logger.info({...summary, reason: job.errorMessage}, `backup job skipped: ${job.errorMessage}`)
     else logger.error({...summary, error: job.errorMessage}, 'backup job failed')
     try {
       this.options.onFinish?.(job, outcome)

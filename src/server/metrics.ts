@@ -1,6 +1,7 @@
 import {Counter, Gauge, Registry, collectDefaultMetrics} from 'prom-client'
 
 import type {BackupMetadata} from '../backup/metadata'
+import type {DrillResult} from '../drill/result'
 import type {Job} from './jobs'
 
 /**
@@ -41,6 +42,26 @@ export class ServiceMetrics {
     registers: [this.registry],
   })
 
+  // --- restore drills (issue 19) ---
+  private readonly drills = new Counter({
+    name: 'dbb_drills_total',
+    help: 'Restore drills finished by this process, by outcome (passed, failed; error: no verdict).',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  })
+
+  private readonly lastDrillSuccess = new Gauge({
+    name: 'dbb_drill_last_success_timestamp_seconds',
+    help: 'When the newest passed restore drill finished (Unix time); 0 when there is none.',
+    registers: [this.registry],
+  })
+
+  private readonly lastDrillRestore = new Gauge({
+    name: 'dbb_drill_last_restore_duration_seconds',
+    help: 'Restore duration of the newest finished drill: the measured RTO of a logical restore.',
+    registers: [this.registry],
+  })
+
   constructor(options: {defaultMetrics?: boolean} = {}) {
     this.registry.setDefaultLabels({service: 'dbb'})
     if (options.defaultMetrics !== false) collectDefaultMetrics({register: this.registry, prefix: 'dbb_'})
@@ -51,6 +72,21 @@ export class ServiceMetrics {
 
     this.lastSuccess.set(0)
     this.inFlight.set(0)
+    for (const outcome of ['passed', 'failed', 'error']) this.drills.inc({outcome}, 0)
+    this.lastDrillSuccess.set(0)
+  }
+
+  /** A drill finished here (result), or ended without a verdict (undefined). */
+  drillFinished(result: DrillResult | undefined): void {
+    this.drills.inc({outcome: result?.status ?? 'error'})
+    if (result) this.recordDrill(result)
+  }
+
+  /** Seeds the drill gauges from storage at start. */
+  recordDrill(result: DrillResult | undefined): void {
+    if (!result) return
+    this.lastDrillRestore.set(result.restoreMs / 1000)
+    if (result.status === 'passed') this.lastDrillSuccess.set(Math.max(Date.parse(result.finishedAt) / 1000, 0))
   }
 
   /** Seeds the "last success" gauges from storage at start, so a restart does not reset them. */
@@ -64,7 +100,7 @@ export class ServiceMetrics {
 
   jobFinished(job: Readonly<Job>, backup: BackupMetadata | undefined): void {
     this.inFlight.set(0)
-    this.backups.inc({outcome: job.status === 'succeeded' ? 'succeeded' : 'failed', triggered_by: job.triggeredBy})
+    this.backups.inc({outcome: job.status === 'succeeded' || job.status === 'skipped' ? job.status : 'failed', triggered_by: job.triggeredBy})
     if (job.status === 'succeeded' && backup) this.recordSuccess(backup)
   }
 

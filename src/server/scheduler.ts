@@ -38,6 +38,8 @@ export interface SchedulerOptions {
   clock?: SchedulerClock
   /** Interval mode: when the newest successful backup finished (from storage), if there is one. */
   lastSuccessAt?: Date
+  /** What it schedules, in its log messages (default "backup"; "drill" for restore drills). */
+  what?: string
 }
 
 /**
@@ -54,7 +56,10 @@ export class Scheduler {
   private running = false
   private consecutiveFailures = 0
 
+  private readonly what: string
+
   constructor(private readonly options: SchedulerOptions) {
+    this.what = options.what ?? 'backup'
     this.clock = options.clock ?? systemClock
     if (options.schedule.kind === 'cron') {
       this.cron = new Cron(options.schedule.expression, {paused: true, timezone: options.schedule.timezone})
@@ -86,7 +91,7 @@ export class Scheduler {
     this.consecutiveFailures = 0
     if (!this.running || this.options.schedule.kind !== 'interval') return
     this.arm(at.getTime() + this.options.schedule.intervalMs)
-    this.options.logger.info({event: 'scheduler.next', nextRunAt: this.nextRunAt()?.toISOString()}, 'next scheduled backup')
+    this.options.logger.info({event: 'scheduler.next', nextRunAt: this.nextRunAt()?.toISOString()}, `next scheduled ${this.what}`)
   }
 
   /**
@@ -101,7 +106,7 @@ export class Scheduler {
     const retryAt = at.getTime() + Math.min(backoff, this.options.schedule.intervalMs)
     if (this.next !== undefined && this.next <= retryAt) return
     this.arm(retryAt)
-    this.options.logger.info({event: 'scheduler.retry', nextRunAt: this.nextRunAt()?.toISOString()}, 'backup failed: retrying at the next scheduled time')
+    this.options.logger.info({event: 'scheduler.retry', nextRunAt: this.nextRunAt()?.toISOString()}, `${this.what} failed: retrying at the next scheduled time`)
   }
 
   describe(): ScheduleDescription {
@@ -132,11 +137,11 @@ export class Scheduler {
     this.arm(schedule.kind === 'interval' ? now + schedule.intervalMs : this.cronAfter(now))
     const nextRunAt = this.nextRunAt()?.toISOString() ?? null
     if (result.started) {
-      this.options.logger.info({event: 'scheduler.fired', jobId: result.job.jobId, nextRunAt}, 'scheduled backup started')
+      this.options.logger.info({event: 'scheduler.fired', jobId: result.job.jobId, nextRunAt}, `scheduled ${this.what} started`)
     } else {
       this.options.logger.warn(
         {event: 'scheduler.skipped', runningJobId: result.running.jobId, nextRunAt},
-        `scheduled backup skipped: job ${result.running.jobId} is still in flight`,
+        `scheduled ${this.what} skipped: job ${result.running.jobId} is still in flight`,
       )
     }
   }

@@ -9,18 +9,23 @@ import {explainGlobalsFailure, runGlobalsBackup} from '../backup/globals'
 import type {Config} from '../config'
 import {OperationError, errorMessage} from '../errors'
 import type {Logger} from '../logger'
-import {backupFinishedEvents, backupStarted} from '../notify/backup-events'
+import {backupFinishedEvents, backupStarted, drillFinished} from '../notify/backup-events'
+import {describeFailure} from '../drill/run-drill'
 import type {Notifier} from '../notify/notifier'
 import {createProgress} from '../progress'
 import type {StorageBackend} from '../storage/contract'
 import {createApp} from './app'
-import {JobRegistry, JobWork} from './jobs'
+import {Job, JobRegistry, JobSkippedError, JobWork, StartResult} from './jobs'
+import {JobLock, slotTaken} from './job-lock'
+import {DrillJobs} from './drills'
+import {DrillResult, readDrillResult, scanWithDrills} from '../drill/result'
+import {drillServer} from '../config'
 import {HealthReport, HealthTargets, runHealthChecks} from './health'
 import {ServiceMetrics} from './metrics'
 import type {Route} from './routes/route'
 import {Scheduler, SchedulerClock} from './scheduler'
 
-export type ServiceConfig = Pick<Config, 'database' | 'namePrefix' | 'retention' | 'server' | 'schedule'> & Partial<Pick<Config, 'compression' | 'logicalDump' | 'databases'>>
+export type ServiceConfig = Pick<Config, 'database' | 'namePrefix' | 'retention' | 'server' | 'schedule'> & Partial<Pick<Config, 'compression' | 'logicalDump' | 'databases' | 'drill'>>
 
 export interface ServiceOptions {
   config: ServiceConfig
@@ -37,6 +42,7 @@ export interface RunningService {
   /** e.g. http://127.0.0.1:8080 */
   url: string
   jobs: JobRegistry
+  drills: DrillJobs
   scheduler: Scheduler
   metrics: ServiceMetrics
   /** The /health checks run once at start; resolves when they are done (and any failure logged). */
@@ -68,7 +74,29 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
   notifier?.attachMetrics(metrics.registry)
   metrics.recordExistingBackup(newest)
 
-  const work: JobWork = async ({job, signal, logger: jobLogger, idClaimed, reportRun}) => {
+  // Replicas (issue 19): every job holds the database's job lock while it runs (src/server/job-lock.ts).
+  const jobLock = new JobLock(config.database, logger.child({component: 'job-lock'}))
+  let scheduler: Scheduler | undefined
+  const work: JobWork = async ({job, signal, logger: jobLogger, idClaimed, reportRun, lease: given}) => {
+    const onWait = () => jobLogger.info({event: 'job_lock.waiting'}, 'another dbb replica (or a drill) holds the job lock: waiting for it')
+    const lease = given ?? (await jobLock.acquire(signal, onWait))
+    try {
+      if (job.triggeredBy === 'scheduler') {
+        // While this replica waited, another may have taken this slot's backup.
+        const [newest] = await listBackups(storage, {prefix: config.namePrefix, type: 'logical', cache: sidecarCache})
+        if (slotTaken(config.schedule, newest, Date.parse(job.startedAt ?? new Date().toISOString()))) {
+          scheduler?.backupSucceeded(new Date(Date.parse(newest!.createdAt) + newest!.durationMs))
+          throw new JobSkippedError(`this slot's backup was already taken (${newest!.id}, by another replica)`)
+        }
+      }
+
+      return await backUp({job, signal, logger: jobLogger, idClaimed, reportRun})
+    } finally {
+      await lease.release()
+    }
+  }
+
+  const backUp: JobWork = async ({job, signal, logger: jobLogger, idClaimed, reportRun}) => {
     const progress = createProgress({label: 'backing up', logger: jobLogger, event: 'backup.progress', interactive: false})
     const deps = {database: config.database, storage, namePrefix: config.namePrefix, retention: config.retention, compression: config.compression, logicalDump: config.logicalDump, logger: jobLogger}
     const options = {
@@ -97,7 +125,6 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
     return {metadata: newest}
   }
 
-  let scheduler: Scheduler | undefined
   const jobs = new JobRegistry({
     work,
     logger,
@@ -107,7 +134,8 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
     },
     onFinish: (job, outcome) => {
       const facts = {type: 'logical' as const, location: storage.location, triggeredBy: job.triggeredBy}
-      for (const event of backupFinishedEvents(facts, {outcome, error: job.errorMessage ?? undefined, backupId: job.backupId})) notifier?.emit(event)
+      // skipped: another replica took this slot's backup; nothing failed, nothing to tell.
+      if (job.status !== 'skipped') for (const event of backupFinishedEvents(facts, {outcome, error: job.errorMessage ?? undefined, backupId: job.backupId})) notifier?.emit(event)
       metrics.jobFinished(job, outcome?.metadata)
       if (job.status === 'succeeded' && job.finishedAt) scheduler?.backupSucceeded(new Date(job.finishedAt))
       if (job.status === 'failed' && job.finishedAt) scheduler?.backupFailed(new Date(job.finishedAt))
@@ -120,6 +148,8 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
     clock: options.clock,
     lastSuccessAt: newest ? new Date(Date.parse(newest.createdAt) + newest.durationMs) : undefined,
   })
+
+  const drills = startDrills({config, storage, logger, jobLock, metrics, clock: options.clock, notifier})
 
   let shuttingDown = false
   const app = createApp({
@@ -137,6 +167,8 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
     schedule: scheduler,
     isShuttingDown: () => shuttingDown,
     healthTimeoutMs: options.healthTimeoutMs,
+    drills: drills.jobs,
+    jobLock,
   })
   const server = createServer(app.callback())
   const address = await listen(server, config.server.port, config.server.host)
@@ -144,6 +176,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
   const url = `http://${host}:${address.port}`
   logger.info({event: 'server.listening', url, storage: storage.location, pgDumpVersion}, `listening on ${url}`)
   scheduler.start()
+  await drills.start()
   // Not awaited: an unreachable host takes the whole check timeout, and the service runs either way.
   const startupChecks = warnAboutFailedChecks({database: config.database, storage, timeoutMs: options.healthTimeoutMs}, logger)
 
@@ -155,15 +188,18 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
       const inFlight = jobs.inFlight()
       logger.info({event: 'shutdown.started', reason, graceMs, jobInFlight: inFlight?.jobId ?? null}, `shutting down (${reason})`)
       scheduler?.stop()
+      drills.stop()
       // Stop accepting connections; idle keep-alive connections are closed now, busy ones when done.
       const closed = new Promise<void>((resolve) => server.close(() => resolve()))
       server.closeIdleConnections()
       if (!(await jobs.whenIdle(graceMs))) {
         logger.warn({event: 'shutdown.abort', jobId: jobs.inFlight()?.jobId, graceMs}, 'grace period over: aborting the backup in flight')
         jobs.abort('the service is shutting down')
+        drills.jobs.abort('the service is shutting down')
         await jobs.whenIdle(ABORT_CLEANUP_LIMIT_MS)
       }
 
+      await drills.jobs.whenIdle()
       // Downloads still streaming after the grace period are cut off.
       server.closeAllConnections()
       await closed
@@ -173,7 +209,64 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
     return stopped
   }
 
-  return {url, jobs, scheduler, metrics, routes: app.routes, startupChecks, shutdown, abortNow: (reason) => jobs.abort(reason)}
+  const abortNow = (reason: string) => {
+    jobs.abort(reason)
+    drills.jobs.abort(reason)
+  }
+
+  return {url, jobs, drills: drills.jobs, scheduler, metrics, routes: app.routes, startupChecks, shutdown, abortNow}
+}
+
+/**
+ * Restore drills in `dbb serve` (issue 19): the drill jobs (API and schedule), their scheduler when
+ * DRILL_INTERVAL or DRILL_SCHEDULE is set, and the drill metrics seeded from storage.
+ */
+function startDrills(context: {config: ServiceConfig; storage: StorageBackend; logger: Logger; jobLock: JobLock; metrics: ServiceMetrics; clock?: SchedulerClock; notifier?: Notifier}) {
+  const {config, storage, logger, metrics, notifier} = context
+  let drillScheduler: Scheduler | undefined
+  const jobs = new DrillJobs({
+    drill: {server: drillServer(config.database, config.drill), storage, namePrefix: config.namePrefix},
+    lock: context.jobLock,
+    logger,
+    onFinish: (job) => {
+      if (job.status === 'skipped') return
+      metrics.drillFinished(job.result ?? undefined)
+      // A drill that could not run is worth a human as much as one that failed.
+      const reason = job.result ? (job.result.status === 'passed' ? undefined : describeFailure(job.result)) : (job.errorMessage ?? 'the drill could not run')
+      notifier?.emit(drillFinished({backupId: job.backupId ?? job.reference, location: storage.location, passed: job.status === 'passed', reason, durationMs: job.result?.restoreMs}))
+      if (job.finishedAt && job.status === 'error') drillScheduler?.backupFailed(new Date(job.finishedAt))
+      else if (job.finishedAt) drillScheduler?.backupSucceeded(new Date(job.finishedAt))
+    },
+  })
+  return {
+    jobs,
+    async start() {
+      const last = await lastDrill(storage, config.namePrefix).catch(() => undefined)
+      metrics.recordDrill(last)
+      const schedule = config.drill?.schedule
+      if (!schedule) return
+      drillScheduler = new Scheduler({
+        schedule,
+        // The scheduler reads only `started` and the job id of what it gets back.
+        trigger: () => jobs.start('scheduler') as unknown as StartResult,
+        logger: logger.child({component: 'drill-scheduler'}),
+        what: 'drill',
+        clock: context.clock,
+        lastSuccessAt: last ? new Date(last.finishedAt) : undefined,
+      })
+      drillScheduler.start()
+    },
+    stop() {
+      drillScheduler?.stop()
+    },
+  }
+}
+
+/** The most recently finished drill of any logical backup with the prefix. */
+async function lastDrill(storage: StorageBackend, prefix: string): Promise<DrillResult | undefined> {
+  const {listing} = await scanWithDrills(storage, {prefix, type: 'logical'})
+  const results = await Promise.all(listing.backups.slice(0, 50).map((backup) => readDrillResult(storage, backup.id).catch(() => undefined)))
+  return results.filter((result): result is DrillResult => result !== undefined).sort((a, b) => b.finishedAt.localeCompare(a.finishedAt))[0]
 }
 
 async function newestBackup(

@@ -46,7 +46,7 @@ describe('dbb backup run → list → download → restore with stock psql (real
 
     const list = await runCli(['backup', 'list', '--json'], {BACKUP_LOCAL_DIR: backupDir})
     expect(list.code).toBe(0)
-    expect(JSON.parse(list.stdout)).toEqual([{...metadata, status: 'ok'}])
+    expect(JSON.parse(list.stdout)).toEqual([{...metadata, status: 'ok', drill: {status: 'never'}}])
     const table = await runCli(['backup', 'list'], {BACKUP_LOCAL_DIR: backupDir})
     expect(table.stdout).toContain(metadata.id)
     expect(table.stdout).toContain(metadata.sha256.slice(0, 12))

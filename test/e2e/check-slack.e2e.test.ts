@@ -73,6 +73,7 @@ describe('dbb check (real backups and WAL in local storage, a local Slack stand-
         ['base-backup', 'pass'],
         ['wal', 'pass'],
         ['logical-backup', 'pass'],
+        ['drill', 'not-configured'],
       ])
       expect(report.checks[0].maxAgeSeconds).toBe((10_080 + 5) * 60)
       expect(report.checks[1].maxAgeSeconds).toBe(300 + 120)
@@ -118,6 +119,7 @@ describe('dbb check (real backups and WAL in local storage, a local Slack stand-
         ['base-backup', 'fail'],
         ['wal', 'fail'],
         ['logical-backup', 'off'],
+        ['drill', 'not-configured'],
       ])
       // SLACK_TOKEN is an alias of slack://<token>@<SLACK_CHANNEL>: one delivery, its URL without the token.
       expect(report.notifications).toEqual([

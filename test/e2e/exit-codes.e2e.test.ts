@@ -1,6 +1,9 @@
 import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
 
+import {compactUtc} from '../../src/backup/naming'
+import {EXIT_DRILL_FAILED} from '../../src/errors'
+import {writeCraftedBackup} from '../helpers/crafted-backup'
 import {runCli, tempDir} from '../helpers/cli'
 import {segmentName, writeSourceSegment} from '../helpers/crash-invariants'
 import {startReceiver} from '../helpers/notify-receivers'
@@ -33,6 +36,7 @@ describe('exit-code contract (README, "Exit codes")', () => {
   let conflicting: string
   let receiver: Awaited<ReturnType<typeof startReceiver>>
   let closedUrl: string
+  let unrestorable: string
 
   const storage = () => ({BACKUP_LOCAL_DIR: dir})
   const db = () => ({...cluster.dbbEnv('shop'), ...storage()})
@@ -57,6 +61,11 @@ describe('exit-code contract (README, "Exit codes")', () => {
     const closed = await startReceiver()
     await closed.close()
     closedUrl = closed.url
+    // A complete, verified backup whose SQL fails half-way: what a drill must call failed. An hour
+    // older than the real one: not the newest (the check rows), not expired (the retention rows).
+    const anHourAgo = new Date(Date.now() - 3600_000)
+    unrestorable = `backup_${compactUtc(anHourAgo)}.sql.gz`
+    await writeCraftedBackup(dir, 'CREATE TABLE t (id int);\nINSERT INTO no_such_table VALUES (1);\n', {id: unrestorable, createdAt: anHourAgo.toISOString()})
   }, 120_000)
 
   afterAll(async () => {
@@ -90,6 +99,11 @@ describe('exit-code contract (README, "Exit codes")', () => {
     {command: 'check', situation: 'the newest backup is fresh', args: () => ['check'], env: freshChecks, expected: 0},
     {command: 'check', situation: 'no backup at all', args: () => ['check'], env: () => ({...freshChecks(), BACKUP_LOCAL_DIR: work}), expected: 1},
     {command: 'check', situation: 'invalid setting', args: () => ['check'], env: () => ({...freshChecks(), CHECK_WAL: 'maybe'}), expected: 2},
+    // After the check rows: the failed drill below makes dbb check's drill check fail, as it should.
+    {command: 'drill', situation: 'passed', args: () => ['drill', backupId], env: db, expected: 0},
+    {command: 'drill', situation: 'failed: the dump does not restore', args: () => ['drill', unrestorable], env: db, expected: EXIT_DRILL_FAILED},
+    {command: 'drill', situation: 'no such backup', args: () => ['drill', 'backup_20200101T000000Z.sql.gz'], env: db, expected: 1},
+    {command: 'drill', situation: 'malformed backup id', args: () => ['drill', '../etc/passwd'], env: db, expected: 2},
     {command: 'serve', situation: 'invalid setting (refuses to start)', args: () => ['serve'], env: () => ({...db(), HTTP_PORT: 'eighty'}), expected: 2},
     {command: 'backends', situation: 'listed', args: () => ['backends'], env: () => ({}), expected: 0},
     {command: 'notify test', situation: 'every target accepted', args: () => ['notify', 'test'], env: () => ({NOTIFY_URLS: `webhook+${receiver.url}/hook`}), expected: 0},
@@ -113,6 +127,7 @@ describe('exit-code contract (README, "Exit codes")', () => {
       'backup run': ['0', '1', '2', '3'],
       'backup list': ['0', '1', '2'],
       'backup download': ['0', '1', '2'],
+      drill: ['0', '1', '2', String(EXIT_DRILL_FAILED)],
       prune: ['0', '1', '2'],
       restore: ['0', '1', '2'],
       'wal push': ['0', '1', '2'],

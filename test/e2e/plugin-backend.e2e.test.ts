@@ -66,7 +66,7 @@ describe('a third-party storage backend installed with `dbb plugins link`', () =
     expect((await fs.readdir(flatDir)).sort()).toEqual([encodeURIComponent(metadata.id), encodeURIComponent(`${metadata.id}.meta.json`)].sort())
 
     const list = await runCli(['backup', 'list', '--json'], {...env, FLATFILE_DIR: flatDir})
-    expect(JSON.parse(list.stdout)).toEqual([{...metadata, status: 'ok'}])
+    expect(JSON.parse(list.stdout)).toEqual([{...metadata, status: 'ok', drill: {status: 'never'}}])
     const out = path.join(home, 'copy.sql.gz')
     const download = await runCli(['backup', 'download', 'latest', '-o', out], {...env, FLATFILE_DIR: flatDir})
     expect(download.code).toBe(0)

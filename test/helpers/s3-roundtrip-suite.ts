@@ -56,7 +56,7 @@ export function s3RoundtripSuite(kind: string, capabilities: S3Capabilities, acq
       const s3Only = s3.dbbEnv({S3_PREFIX: 'roundtrip'})
       const list = await runCli(['backup', 'list', '--json'], s3Only)
       expect(list.code).toBe(0)
-      expect(JSON.parse(list.stdout)).toEqual([{...metadata, status: 'ok'}])
+      expect(JSON.parse(list.stdout)).toEqual([{...metadata, status: 'ok', drill: {status: 'never'}}])
 
       const copy = path.join(workDir, 'roundtrip.sql.gz')
       const download = await runCli(['backup', 'download', metadata.id, '-o', copy], s3Only)

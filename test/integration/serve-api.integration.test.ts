@@ -142,7 +142,7 @@ describe('dbb serve REST API over real HTTP (real PostgreSQL, local storage)', (
     const list = await jsonOf(api('/api/v1/backups'))
     expect(list).toHaveLength(1)
     const sidecar = JSON.parse(await fs.readFile(path.join(backupDir, `${list[0].id}.meta.json`), 'utf8'))
-    expect(list[0]).toEqual({...sidecar, status: 'ok'})
+    expect(list[0]).toEqual({...sidecar, status: 'ok', drill: {status: 'never'}})
     expect(sidecar.triggeredBy).toBe('api')
     const latest = await api('/api/v1/backups/latest')
     expect(latest.status).toBe(200)

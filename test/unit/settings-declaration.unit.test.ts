@@ -157,7 +157,7 @@ describe('secrets', () => {
   afterEach(() => forgetSecrets())
 
   it('the declared secrets are the ones the README lists for *_FILE', () => {
-    expect(secrets.map((spec) => spec.env).sort()).toEqual(['API_TOKEN', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'DB_PASSWORD', 'NOTIFY_URLS', 'NOTIFY_WEBHOOK_SECRET', 'SLACK_TOKEN', 'SLACK_WEBHOOK_URL'])
+    expect(secrets.map((spec) => spec.env).sort()).toEqual(['API_TOKEN', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'DB_PASSWORD', 'DRILL_DB_PASSWORD', 'NOTIFY_URLS', 'NOTIFY_WEBHOOK_SECRET', 'SLACK_TOKEN', 'SLACK_WEBHOOK_URL'])
     const readme = readFileSync(path.join(ROOT, 'README.md'), 'utf8')
     for (const spec of secrets) expect([spec.env, readme.includes(`\`${spec.env}_FILE\``)]).toEqual([spec.env, true])
   })

@@ -1,11 +1,13 @@
 import type {Context} from 'koa'
 
 import {BackupListing, ListOptions, resolveBackup, scanBackups} from '../../backup/metadata'
+import {drillsOf} from '../../drill/result'
 import {listedBackups} from '../../backup/table'
 import {databasePrefix, isBackupId, parseBackupId} from '../../backup/naming'
 import {NotFoundError} from '../../errors'
 import {printableExcerpt} from '../../format'
 import type {AppDependencies} from '../app'
+import {startAcrossReplicas} from '../job-lock'
 import {decideRange} from '../range'
 import type {Route} from './route'
 
@@ -17,23 +19,27 @@ export function backupRoutes(deps: AppDependencies): Route[] {
   // DB_NAMES (issue 20): `?db=NAME` is one database's backups (its latest, its downloads); without it the list holds every database's.
   const optionsFor = (ctx: Context): ListOptions & {prefix: string} =>
     typeof ctx.query.db === 'string' ? {...listOptions, prefix: databasePrefix(deps.namePrefix, ctx.query.db)} : listOptions
+  // Across replicas: the job lock is taken before answering, and handed to the job (src/server/job-lock.ts).
+  const startBackup = startAcrossReplicas(deps.jobLock, () => deps.jobs.inFlight(), (lease) => deps.jobs.start('api', lease))
 
   return [
     {
       method: 'POST',
       path: `${API_PREFIX}/backups`,
       auth: 'token',
-      handler(ctx) {
-        const result = deps.jobs.start('api')
+      async handler(ctx) {
+        const result = await startBackup(undefined)
         if (!result.started) {
-          const {jobId} = result.running
           ctx.status = 409
-          ctx.body = {
-            error: 'BACKUP_IN_PROGRESS',
-            message: `a backup is already in flight (job ${jobId}); follow it at ${API_PREFIX}/backups/jobs/${jobId}`,
-            jobId,
-            job: result.running,
-          }
+          ctx.body =
+            'held' in result
+              ? {error: 'BACKUP_IN_PROGRESS', message: busyElsewhere(deps), jobId: null, job: null}
+              : {
+                  error: 'BACKUP_IN_PROGRESS',
+                  message: `a backup is already in flight (job ${result.running.jobId}); follow it at ${API_PREFIX}/backups/jobs/${result.running.jobId}`,
+                  jobId: result.running.jobId,
+                  job: result.running,
+                }
           return
         }
 
@@ -48,7 +54,8 @@ export function backupRoutes(deps: AppDependencies): Route[] {
       auth: 'token',
       async handler(ctx) {
         // Damaged and unreadable backups are listed with their status and cause, never hidden.
-        ctx.body = listedBackups(await listFor(ctx, deps, optionsFor(ctx)))
+        const listing = await listFor(ctx, deps, optionsFor(ctx))
+        ctx.body = listedBackups(listing, await drillsOf(deps.storage, listing))
       },
     },
     {
@@ -87,6 +94,13 @@ export function backupRoutes(deps: AppDependencies): Route[] {
       },
     },
   ]
+}
+
+/** The replica job lock is held by another session: a drill of this service, or any job of another replica. */
+export function busyElsewhere(deps: AppDependencies): string {
+  const drill = deps.drills?.inFlight()
+  if (drill) return `a restore drill is running here (job ${drill.jobId}); backups and drills of a database never overlap: try again when it has finished`
+  return 'another dbb replica is running a backup or drill of this database; try again when it has finished'
 }
 
 /**

@@ -1,4 +1,4 @@
-import {scanBackups} from '../../backup/metadata'
+import {BackupDrills, scanWithDrills} from '../../drill/result'
 import {VERSION} from '../../version'
 import type {AppDependencies} from '../app'
 import {runHealthChecks} from '../health'
@@ -29,7 +29,8 @@ export function publicRoutes(deps: AppDependencies): Route[] {
       path: '/info',
       auth: 'public',
       async handler(ctx) {
-        const {backups, damaged} = await scanBackups(deps.storage, {prefix: deps.namePrefix, cache: deps.sidecarCache})
+        const {listing, drills} = await scanWithDrills(deps.storage, {prefix: deps.namePrefix, cache: deps.sidecarCache})
+        const {backups, damaged} = listing
         const [newest] = backups
         const at = now()
         const inFlight = deps.jobs.inFlight()
@@ -53,6 +54,7 @@ export function publicRoutes(deps: AppDependencies): Route[] {
             // backend messages) is for the token holder: GET /api/v1/backups carries it.
             damagedBackups: damaged.map(({id, status}) => ({id, status})),
           },
+          drill: describeDrills(drills, at, deps.drills?.inFlight()?.jobId ?? null),
         }
       },
     },
@@ -68,4 +70,18 @@ export function publicRoutes(deps: AppDependencies): Route[] {
       },
     },
   ]
+}
+
+/** /info's drill block: the last passed drill's age (what alerting reads) and the last drill's verdict. */
+function describeDrills(drills: BackupDrills, at: Date, jobInFlight: string | null) {
+  const finished = [...drills].filter(([, drill]) => drill.finishedAt !== undefined).sort(([, a], [, b]) => b.finishedAt!.localeCompare(a.finishedAt!))
+  const passed = finished.find(([, drill]) => drill.status === 'passed')
+  const [latest] = finished
+  return {
+    lastSuccessfulDrillBackupId: passed?.[0] ?? null,
+    lastSuccessfulDrillAt: passed?.[1].finishedAt ?? null,
+    lastSuccessfulDrillAgeSeconds: passed ? Math.max(0, Math.round((at.getTime() - Date.parse(passed[1].finishedAt!)) / 1000)) : null,
+    lastDrillStatus: latest?.[1].status ?? null,
+    jobInFlight,
+  }
 }

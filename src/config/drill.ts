@@ -1,0 +1,68 @@
+import type {DatabaseConfig} from './core'
+import {cronProblem, defineSection, isTimeZone} from './fields'
+import type {ScheduleConfig} from './server'
+import {parseDuration} from '../duration'
+import {DEFAULT_DRILL_MAX_AGE} from '../settings'
+
+export const DEFAULT_DRILL_MAX_AGE_MS = parseDuration(DEFAULT_DRILL_MAX_AGE) as number
+
+/**
+ * Restore drills (issue 19): where they restore (DRILL_DB_* over DB_*), when `dbb serve` runs them
+ * (DRILL_INTERVAL or DRILL_SCHEDULE; off when neither is set), and how old the last passed drill
+ * may be before `dbb check` fails (DRILL_MAX_AGE).
+ */
+export interface DrillConfig {
+  /** Overrides of DB_*: the drill server. Applied by drillServer(). */
+  host?: string
+  port?: number
+  user?: string
+  password?: string
+  schedule?: ScheduleConfig
+  maxAgeMs: number
+}
+
+export const drill = defineSection(
+  ['DRILL_DB_HOST', 'DRILL_DB_PORT', 'DRILL_DB_USER', 'DRILL_DB_PASSWORD', 'DRILL_INTERVAL', 'DRILL_SCHEDULE', 'DRILL_MAX_AGE', 'TZ'],
+  (object) =>
+    object
+      .superRefine((data, ctx) => {
+        if (data.DRILL_SCHEDULE === undefined) return
+        if (data.DRILL_INTERVAL !== undefined) {
+          ctx.addIssue({code: 'custom', path: ['DRILL_SCHEDULE'], message: 'cannot be combined with DRILL_INTERVAL: set only one (DRILL_INTERVAL=7d, or DRILL_SCHEDULE="0 5 * * 0")'})
+          return
+        }
+
+        if (data.TZ !== undefined && !isTimeZone(data.TZ)) {
+          ctx.addIssue({code: 'custom', path: ['TZ'], message: 'is not an IANA time zone name'})
+          return
+        }
+
+        const problem = cronProblem(data.DRILL_SCHEDULE, data.TZ)
+        if (problem) ctx.addIssue({code: 'custom', path: ['DRILL_SCHEDULE'], message: problem})
+      })
+      .transform(
+        (data): DrillConfig => ({
+          host: data.DRILL_DB_HOST,
+          port: data.DRILL_DB_PORT,
+          user: data.DRILL_DB_USER,
+          password: data.DRILL_DB_PASSWORD,
+          schedule:
+            data.DRILL_SCHEDULE !== undefined
+              ? {kind: 'cron', expression: data.DRILL_SCHEDULE.trim(), timezone: data.TZ}
+              : data.DRILL_INTERVAL === undefined
+                ? undefined
+                : {kind: 'interval', intervalMs: data.DRILL_INTERVAL},
+          maxAgeMs: data.DRILL_MAX_AGE,
+        }),
+      ),
+)
+
+/** The server drills restore on: DB_* with the DRILL_DB_* that are set. */
+export function drillServer(database: DatabaseConfig, drillConfig: DrillConfig | undefined): DatabaseConfig {
+  if (!drillConfig) return database
+  const server = {...database, host: drillConfig.host ?? database.host, port: drillConfig.port ?? database.port, user: drillConfig.user ?? database.user}
+  return drillConfig.password === undefined ? server : {...server, password: drillConfig.password, passwordSource: undefined, passfile: undefined}
+}
+
+/** `dbb check`'s drill-age check reads only DRILL_MAX_AGE (not where or when drills run). */
+export const drillAge = defineSection(['DRILL_MAX_AGE'], (object) => object.transform((data) => ({maxAgeMs: data.DRILL_MAX_AGE})))

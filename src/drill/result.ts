@@ -1,0 +1,127 @@
+import {Readable} from 'node:stream'
+import {z} from 'zod'
+
+import {DRILL_SUFFIX} from '../backup/naming'
+import {errorMessage, isNotFound} from '../errors'
+import {BackupListing, ListOptions, scanBackups} from '../backup/metadata'
+import type {ObjectInfo, StorageBackend} from '../storage/contract'
+
+/**
+ * The drill sidecar `<id>.drill.json`: the last drill's verdict on one backup, stored next to it
+ * (overwritten by the next drill of the same backup). Written after the scratch database is
+ * dropped, so a result exists only for a drill that finished. Lenient like the backup sidecar: a
+ * newer dbb's fields are kept, an unreadable result reads as "never drilled" in listings.
+ */
+export {DRILL_SUFFIX}
+
+export const drillDifferenceSchema = z.object({
+  kind: z.string(),
+  object: z.string(),
+  expected: z.string(),
+  actual: z.string(),
+})
+
+export const drillResultSchema = z.looseObject({
+  backupId: z.string(),
+  status: z.enum(['passed', 'failed']),
+  /** What was checked: `contents` (the backup's record), or `restore` only (a backup older than the record). */
+  checked: z.enum(['contents', 'restore']).catch('restore'),
+  differences: z.array(drillDifferenceSchema),
+  /** Why it failed when the restore itself failed (no comparison happened). */
+  error: z.string().optional(),
+  /** Restore duration: the measured RTO (download + import + verification), in milliseconds. */
+  restoreMs: z.number().nonnegative(),
+  /** The whole drill, comparison and cleanup included. */
+  durationMs: z.number().nonnegative(),
+  sizeBytes: z.number().int().nonnegative(),
+  restoredBytes: z.number().int().nonnegative().optional(),
+  scratchDatabase: z.string(),
+  server: z.string(),
+  startedAt: z.iso.datetime(),
+  finishedAt: z.iso.datetime(),
+  dbbVersion: z.string(),
+})
+export type DrillResult = z.infer<typeof drillResultSchema>
+
+export function drillKey(id: string): string {
+  return `${id}${DRILL_SUFFIX}`
+}
+
+export async function writeDrillResult(storage: StorageBackend, result: DrillResult): Promise<void> {
+  const body = Readable.from([Buffer.from(`${JSON.stringify(result, null, 2)}\n`)])
+  await storage.put(drillKey(result.backupId), body, {overwrite: true, contentType: 'application/json'})
+}
+
+/** The last drill of a backup; undefined when it was never drilled. A read error is thrown, never taken for "never". */
+export async function readDrillResult(storage: StorageBackend, id: string): Promise<DrillResult | undefined> {
+  let stream: Readable
+  try {
+    stream = await storage.get(drillKey(id))
+  } catch (error) {
+    if (isNotFound(error)) return undefined
+    throw error
+  }
+
+  const chunks: Buffer[] = []
+  for await (const chunk of stream) chunks.push(chunk as Buffer)
+  try {
+    const parsed = drillResultSchema.safeParse(JSON.parse(Buffer.concat(chunks).toString('utf8')))
+    return parsed.success && parsed.data.backupId === id ? parsed.data : undefined
+  } catch (error) {
+    throw new Error(`${drillKey(id)} is not JSON: ${errorMessage(error)}`)
+  }
+}
+
+export type DrillState = 'passed' | 'failed' | 'never' | 'unreadable'
+
+/** What a listing shows for each backup: the last drill's status. Reads each drill sidecar that the object listing shows exists. */
+export async function drillStates(storage: StorageBackend, ids: string[], existingKeys?: Set<string>): Promise<Map<string, {state: DrillState; result?: DrillResult}>> {
+  const states = new Map<string, {state: DrillState; result?: DrillResult}>()
+  await Promise.all(
+    ids.map(async (id) => {
+      if (existingKeys && !existingKeys.has(drillKey(id))) {
+        states.set(id, {state: 'never'})
+        return
+      }
+
+      try {
+        const result = await readDrillResult(storage, id)
+        states.set(id, result ? {state: result.status, result} : {state: 'never'})
+      } catch {
+        states.set(id, {state: 'unreadable'})
+      }
+    }),
+  )
+  return states
+}
+
+/** A backup's last drill as listings show it. */
+export interface ListedDrill {
+  status: DrillState
+  finishedAt?: string
+  restoreMs?: number
+}
+
+export type BackupDrills = ReadonlyMap<string, ListedDrill>
+
+/**
+ * scanBackups with each backup's last drill: one listing of the objects serves both, and a drill
+ * result is read only for backups the listing shows one for (on S3 each read is a request).
+ */
+/** The drill column of an existing listing (a stat or read per backup; no second listing). */
+export async function drillsOf(storage: StorageBackend, listing: BackupListing): Promise<BackupDrills> {
+  const states = await drillStates(storage, listing.backups.map(({id}) => id))
+  const drills = new Map<string, ListedDrill>()
+  for (const [id, {state, result}] of states) drills.set(id, result ? {status: state, finishedAt: result.finishedAt, restoreMs: result.restoreMs} : {status: state})
+  return drills
+}
+
+export async function scanWithDrills(storage: StorageBackend, options: ListOptions = {}): Promise<{listing: BackupListing; drills: BackupDrills}> {
+  const objects: ObjectInfo[] = []
+  for await (const object of storage.list(options.prefix ? `${options.prefix}_` : '')) objects.push(object)
+  const listing = await scanBackups(storage, {...options, objects})
+  const states = await drillStates(storage, listing.backups.map(({id}) => id), new Set(objects.map(({key}) => key)))
+  const drills = new Map<string, ListedDrill>()
+  for (const [id, {state, result}] of states) drills.set(id, result ? {status: state, finishedAt: result.finishedAt, restoreMs: result.restoreMs} : {status: state})
+  return {listing, drills}
+}
