@@ -83,7 +83,11 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
     try {
       if (job.triggeredBy === 'scheduler') {
         // While this replica waited, another may have taken this slot's backup.
-        const [newest] = await listBackups(storage, {prefix: config.namePrefix, type: 'logical', cache: sidecarCache})
+        // DB_NAMES: each database (and the globals) has its own prefix `<prefix>_<name>`; any of them marks the slot.
+        const [newest] =
+          config.databases?.names === undefined
+            ? await listBackups(storage, {prefix: config.namePrefix, type: 'logical', cache: sidecarCache})
+            : (await listBackups(storage, {cache: sidecarCache})).filter((backup) => backup.id.startsWith(`${config.namePrefix}_`))
         if (slotTaken(config.schedule, newest, Date.parse(job.startedAt ?? new Date().toISOString()))) {
           scheduler?.backupSucceeded(new Date(Date.parse(newest!.createdAt) + newest!.durationMs))
           throw new JobSkippedError(`this slot's backup was already taken (${newest!.id}, by another replica)`)
