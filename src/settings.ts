@@ -80,9 +80,15 @@ const catalog = {
     summary: 'WAL in base backups: fetch (self-contained, default) or none (relies on the WAL archive).',
     example: 'fetch',
   },
+  // --- COMPRESSION (issue 15): codec choice; COMPRESSION_LEVEL's range follows it ---
+  COMPRESSION: {
+    flag: 'compression',
+    summary: 'Codec of new backups and WAL: gzip (default, .gz) or zstd (.zst; needs the zstd program). Existing backups of either codec stay readable.',
+    example: 'zstd',
+  },
   COMPRESSION_LEVEL: {
     flag: 'compression-level',
-    summary: 'gzip level of dumps: 1 fastest … 9 smallest (default 1; see README "Performance and compression settings").',
+    summary: 'Level of the codec: gzip 1 fastest … 9 smallest, zstd 1 … 19 (default 1 for both; see README "Performance and compression settings").',
     example: '1',
   },
   COMPRESSION_THREADS: {
@@ -182,6 +188,7 @@ const GROUPS: Partial<Record<SettingName, string>> = {
   BACKUP_INTERVAL: 'SCHEDULE',
   BACKUP_SCHEDULE: 'SCHEDULE',
   TZ: 'SCHEDULE',
+  COMPRESSION: 'COMPRESSION',
   COMPRESSION_LEVEL: 'COMPRESSION',
   COMPRESSION_THREADS: 'COMPRESSION',
   BACKUP_NO_OWNER: 'BACKUP',

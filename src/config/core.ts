@@ -1,6 +1,7 @@
 import {z} from 'zod'
 
-import {DEFAULT_COMPRESSION_LEVEL, defaultCompressionThreads, threadPoolSize} from '../compress/defaults'
+import {CODECS, CODEC_NAMES, CodecName} from '../compress/codecs'
+import {defaultCompressionThreads, threadPoolSize} from '../compress/defaults'
 import {defineSection, duration, flag, intInRange, requiredText} from './fields'
 
 /** Sections every backup command uses: database, naming, retention, storage, logging, compression. */
@@ -35,6 +36,8 @@ export interface LogicalDumpConfig {
 }
 
 export interface CompressionConfig {
+  /** COMPRESSION: gzip (default) or zstd. */
+  codec: CodecName
   level: number
   threads: number
 }
@@ -103,20 +106,48 @@ export const logging = defineSection(
   (object) => object.transform((data): LoggingConfig => ({format: data.LOG_FORMAT, level: data.LOG_LEVEL})),
 )
 
+// --- COMPRESSION (codec choice, issue 15): the codec, and a level checked against that codec's range ---
+const codecName = z
+  .string()
+  .trim()
+  .toLowerCase()
+  .pipe(z.enum(CODEC_NAMES, {message: `must be one of ${CODEC_NAMES.join(', ')}`}))
+  .default('gzip')
+
+/** The level's range depends on COMPRESSION: a whole number here, its range checked below. */
+const codecLevel = z
+  .string()
+  .regex(/^\d+$/, {message: `must be a whole number (${CODEC_NAMES.map((name) => `${CODECS[name].minLevel}–${CODECS[name].maxLevel} for ${name}`).join(', ')})`})
+  .transform(Number)
+
 export const compression = defineSection(
   {
-    COMPRESSION_LEVEL: intInRange(1, 9).default(DEFAULT_COMPRESSION_LEVEL),
+    COMPRESSION: codecName,
+    COMPRESSION_LEVEL: codecLevel.optional(),
     COMPRESSION_THREADS: intInRange(1, 256).optional(),
   },
   (object) =>
     object
+      .superRefine((data, ctx) => {
+        const codec = CODECS[data.COMPRESSION]
+        const level = data.COMPRESSION_LEVEL
+        if (level !== undefined && (level < codec.minLevel || level > codec.maxLevel)) {
+          ctx.addIssue({code: 'custom', path: ['COMPRESSION_LEVEL'], message: `must be from ${codec.minLevel} to ${codec.maxLevel} with COMPRESSION=${codec.name}, got ${level}`})
+        }
+      })
       .refine((data) => data.COMPRESSION_THREADS === undefined || data.COMPRESSION_THREADS < threadPoolSize(), {
         path: ['COMPRESSION_THREADS'],
         message: `must be below libuv's thread pool size (${threadPoolSize()}); start dbb with UV_THREADPOOL_SIZE set higher to use more threads`,
         // Only for a valid number: "all" or 257 already got their one issue above.
         when: (payload) => payload.issues.length === 0,
       })
-      .transform((data): CompressionConfig => ({level: data.COMPRESSION_LEVEL, threads: data.COMPRESSION_THREADS ?? defaultCompressionThreads()})),
+      .transform(
+        (data): CompressionConfig => ({
+          codec: data.COMPRESSION,
+          level: data.COMPRESSION_LEVEL ?? CODECS[data.COMPRESSION].defaultLevel,
+          threads: data.COMPRESSION_THREADS ?? defaultCompressionThreads(),
+        }),
+      ),
 )
 
 export const logicalDump = defineSection({BACKUP_NO_OWNER: flag(false)}, (object) =>
