@@ -1,13 +1,14 @@
 import {Cron} from 'croner'
 
-import {gunzipSync} from 'node:zlib'
 
 import {BackupMetadata, DamagedBackup, newestFirst, scanBackups} from '../backup/metadata'
+import {decompressBuffer} from '../compress/codec-streams'
+import {codecOfKey} from '../compress/codecs'
 import type {CheckConfig, ScheduleConfig} from '../config'
 import {errorMessage} from '../errors'
 import type {StorageBackend} from '../storage/contract'
 import {TimelineSwitch, parseTimelineHistory, timelineOfName, verifyWalChain} from '../wal/chain'
-import {WAL_PREFIX, walFileKind, walKey, walNameOfKey} from '../wal/segments'
+import {WAL_PREFIX, walFileKind, walNameOfKey} from '../wal/segments'
 import {archivedSystemIdentifier, systemIdentifierOfArchived} from '../wal/system-identifier'
 
 export type CheckName = 'base-backup' | 'wal' | 'logical-backup'
@@ -97,11 +98,11 @@ export async function runChecks(
     backups.filter((backup) => backup.type === type).sort((a, b) => finishedAt(b).getTime() - finishedAt(a).getTime())[0]
   const candidate = (backup: BackupMetadata | undefined): Candidate | undefined => backup && {name: backup.id, at: finishedAt(backup)}
 
-  const walFiles: {name: string; at: Date}[] = []
+  const walFiles: {name: string; at: Date; key: string}[] = []
   if (config.wal !== false || config.baseBackup === undefined) {
     for await (const object of storage.list(WAL_PREFIX)) {
       const name = walNameOfKey(object.key)
-      if (name) walFiles.push({name, at: object.lastModified})
+      if (name) walFiles.push({name, at: object.lastModified, key: object.key})
     }
   }
 
@@ -125,7 +126,7 @@ export async function runChecks(
       }, undefined)
     walCheck = evaluate('wal', config.wal ?? true, newestSegment, walMaxAgeMs, now, 'archived WAL segment')
     if (walCheck.status !== 'off' && newestSegment) {
-      const cluster = await checkSameCluster(storage, newestSegment.name)
+      const cluster = await checkSameCluster(storage, newestSegment.name, walFiles.find((file) => file.name === newestSegment.name)!.key)
       if (cluster) walCheck = {...walCheck, status: 'fail', message: `${walCheck.message}; ${cluster}`}
     }
 
@@ -156,7 +157,7 @@ export async function runChecks(
 async function checkWalChain(
   storage: StorageBackend,
   backup: BackupMetadata,
-  walFiles: {name: string; at: Date}[],
+  walFiles: {name: string; at: Date; key: string}[],
   options: {recent: boolean},
 ): Promise<{ok: boolean; message: string}> {
   if (!backup.firstWalSegment || walFileKind(backup.firstWalSegment) !== 'segment') {
@@ -164,9 +165,9 @@ async function checkWalChain(
   }
 
   const histories = new Map<number, TimelineSwitch[]>()
-  for (const {name} of walFiles.filter((file) => walFileKind(file.name) === 'history')) {
+  for (const {name, key} of walFiles.filter((file) => walFileKind(file.name) === 'history')) {
     try {
-      histories.set(timelineOfName(name), parseTimelineHistory(await readText(storage, walKey(name))))
+      histories.set(timelineOfName(name), parseTimelineHistory(await readText(storage, key)))
     } catch (error) {
       // A history file that cannot be read is not absent: recovery would fail on it, or follow the wrong timeline.
       return {ok: false, message: `timeline history ${name} cannot be read: ${errorMessage(error)}`}
@@ -209,11 +210,11 @@ async function checkWalChain(
 }
 
 /** A problem when the newest archived segment is of another cluster than the archive records (two clusters, one location). */
-async function checkSameCluster(storage: StorageBackend, newestSegment: string): Promise<string | undefined> {
+async function checkSameCluster(storage: StorageBackend, newestSegment: string, key: string): Promise<string | undefined> {
   try {
     const owner = await archivedSystemIdentifier(storage)
     if (owner === undefined) return undefined
-    const newest = await systemIdentifierOfArchived(storage, walKey(newestSegment), timelineOfName(newestSegment))
+    const newest = await systemIdentifierOfArchived(storage, key, timelineOfName(newestSegment))
     if (newest === undefined || newest === owner) return undefined
     return `${newestSegment} belongs to the cluster with system identifier ${newest}, but this WAL archive holds the WAL of ${owner}: two clusters archive into this location`
   } catch (error) {
@@ -225,7 +226,7 @@ async function checkSameCluster(storage: StorageBackend, newestSegment: string):
 async function readText(storage: StorageBackend, key: string): Promise<string> {
   const chunks: Buffer[] = []
   for await (const chunk of await storage.get(key)) chunks.push(chunk as Buffer)
-  return gunzipSync(Buffer.concat(chunks)).toString('utf8')
+  return (await decompressBuffer(codecOfKey(key) ?? 'gzip', Buffer.concat(chunks))).toString('utf8')
 }
 
 /** A damaged or unreadable backup newer than the newest complete one is what a restore of `latest` would meet: the check fails naming it. */

@@ -53,8 +53,12 @@ export function createDecompressor(codec: CodecName, options: {chunkSize?: numbe
     return create(options.chunkSize ? {chunkSize: options.chunkSize} : {})
   }
 
-  return new ProgramFilter('zstd', ['-d', '-q', '-c', '--no-progress'], (detail) => new DamagedStreamError(`not a valid zstd stream (${detail})`))
+  // The zstd program also decodes gzip (and xz, lz4) input: the magic check keeps "a .zst object is a zstd stream" as strict as Node's decoder.
+  return new ProgramFilter('zstd', ['-d', '-q', '-c', '--no-progress'], (detail) => new DamagedStreamError(`not a valid zstd stream (${detail})`), ZSTD_FRAME_MAGIC)
 }
+
+/** Every zstd frame starts with these bytes (RFC 8878, 3.1.1). */
+const ZSTD_FRAME_MAGIC = Buffer.from([0x28, 0xb5, 0x2f, 0xfd])
 
 /** The decoder said the compressed bytes are not a whole, valid stream of their codec. */
 export class DamagedStreamError extends Error {
@@ -105,11 +109,14 @@ class ProgramFilter extends Duplex implements Compressor {
   private readonly exited: Promise<{code: number | null; signal: NodeJS.Signals | null; spawnError?: NodeJS.ErrnoException}>
   private stderr = ''
   private pendingWrite?: () => void
+  private inputSeen = 0
 
   constructor(
     command: string,
     args: string[],
     private readonly failure: (detail: string) => Error,
+    /** The bytes the input must start with (checked here, before the program sees them). */
+    private readonly magic?: Buffer,
   ) {
     super({readableHighWaterMark: 256 * 1024, writableHighWaterMark: 256 * 1024})
     const child = spawnFilter(command, args)
@@ -149,6 +156,15 @@ class ProgramFilter extends Duplex implements Compressor {
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    if (this.magic && this.inputSeen < this.magic.length) {
+      const expected = this.magic.subarray(this.inputSeen, this.inputSeen + chunk.length)
+      if (!chunk.subarray(0, expected.length).equals(expected)) {
+        callback(this.failure(`the input does not start with the frame magic number ${this.magic.toString('hex')}`))
+        return
+      }
+    }
+
+    this.inputSeen += chunk.length
     const stdin = this.child.stdin
     if (stdin.destroyed || stdin.writableEnded) {
       callback() // the program is gone; its exit status fails this stream
@@ -184,4 +200,13 @@ class ProgramFilter extends Duplex implements Compressor {
     this.pendingWrite = undefined
     pending?.()
   }
+}
+
+/** A small compressed object (a timeline history) decompressed whole. */
+export async function decompressBuffer(codec: CodecName, body: Buffer): Promise<Buffer> {
+  const decompressor = createDecompressor(codec)
+  const chunks: Buffer[] = []
+  decompressor.end(body)
+  for await (const chunk of decompressor) chunks.push(chunk as Buffer)
+  return Buffer.concat(chunks)
 }
