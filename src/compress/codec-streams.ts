@@ -122,12 +122,17 @@ class ProgramFilter extends Duplex implements Compressor {
     const child = spawnFilter(command, args)
     this.child = child
     child.stderr.setEncoding('utf8').on('data', (text: string) => (this.stderr = (this.stderr + text).slice(-4096)))
+    const stdoutClosed = new Promise<void>((resolve) => child.stdout.once('close', resolve))
     this.exited = new Promise((resolve) => {
       child.once('error', (error: NodeJS.ErrnoException) => {
         if (child.pid === undefined) resolve({code: null, signal: null, spawnError: error})
       })
-      // 'close' comes after stdout ended: by then everything the program wrote was pushed.
-      child.once('close', (code, signal) => resolve({code, signal}))
+      // Not 'close': that waits for stdin to close too, which a program that died mid-input never
+      // does while nothing is written. The exit status counts once everything it wrote was pushed.
+      child.once('exit', (code, signal) => {
+        child.stdin.destroy()
+        void stdoutClosed.then(() => resolve({code, signal}))
+      })
     })
     // EPIPE once the program stopped reading: its exit status says why.
     child.stdin.on('error', () => {})
@@ -191,6 +196,8 @@ class ProgramFilter extends Duplex implements Compressor {
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
     if (this.child.exitCode === null && this.child.signalCode === null && this.child.pid !== undefined) this.child.kill('SIGKILL')
+    // Output nobody will read: drop it, so stdout closes and the exit status resolves.
+    this.child.stdout.destroy()
     this.releaseWrite()
     void this.exited.then(() => callback(error))
   }
