@@ -4,8 +4,8 @@ import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
 import {promisify} from 'node:util'
 
-import {runCli, tempDir} from '../helpers/cli'
-import {PgCluster, startPostgres} from '../helpers/postgres'
+import {collect, runCli, startCli, tempDir} from '../helpers/cli'
+import {PgCluster, holdTableLock, startPostgres} from '../helpers/postgres'
 import {fingerprint, seedDatabase} from '../helpers/seed'
 
 const exec = promisify(execFile)
@@ -80,6 +80,65 @@ describe('COMPRESSION=zstd: backup, list, download, restore, mixed with gzip (re
     expect(await listIds()).toEqual([zstdId])
   })
 
+  /** Starts a zstd backup whose pg_dump waits on a lock: dbb, pg_dump and the zstd program are all running. */
+  async function backupInFlight(): Promise<{child: ReturnType<typeof startCli>; done: ReturnType<typeof collect>; release: () => Promise<void>; zstdPids: string[]}> {
+    const release = await holdTableLock(cluster, 'shop', 'events')
+    const child = startCli(['backup', 'run', '--no-prune'], {...env, COMPRESSION: 'zstd'})
+    const done = collect(child)
+    await waitFor(async () => (await cluster.psql(`SELECT count(*) FROM pg_stat_activity WHERE application_name = 'dbb' AND wait_event_type = 'Lock'`)) === '1')
+    const children = (await fs.readFile(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8')).trim().split(/\s+/)
+    const zstdPids: string[] = []
+    for (const pid of children) if ((await fs.readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).startsWith('zstd')) zstdPids.push(pid)
+    expect(zstdPids).toHaveLength(1)
+    return {child, done, release, zstdPids}
+  }
+
+  it('pg_dump dying mid-backup: exit 1 naming pg_dump, the zstd program gone, nothing listed or left behind', async () => {
+    const before = await listIds()
+    const inFlight = await backupInFlight()
+    try {
+      await cluster.psql(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'dbb' AND wait_event_type = 'Lock'`)
+      const result = await inFlight.done
+      expect(result.code).toBe(1)
+      expect(result.stderr).toMatch(/pg_dump failed/)
+    } finally {
+      await inFlight.release()
+    }
+
+    await waitFor(async () => !(await processAlive(inFlight.zstdPids[0])))
+    expect(await listIds()).toEqual(before)
+    expect((await fs.readdir(backupDir)).filter((name) => name.endsWith('.partial') || name.includes('.zst.'))).toEqual([])
+  })
+
+  it('SIGKILL of dbb mid-backup: nothing listed, the zstd program ends, and the next zstd backup succeeds', async () => {
+    const before = await listIds()
+    const inFlight = await backupInFlight()
+    try {
+      inFlight.child.kill('SIGKILL')
+      await inFlight.done
+    } finally {
+      await inFlight.release()
+    }
+
+    // Its input closed with dbb: zstd ends by itself instead of lingering.
+    await waitFor(async () => !(await processAlive(inFlight.zstdPids[0])))
+    expect(await listIds()).toEqual(before)
+    const next = await runCli(['backup', 'run', '--json', '--no-prune'], {...env, COMPRESSION: 'zstd'})
+    expect(next.code).toBe(0)
+    expect(await listIds()).toEqual([JSON.parse(next.stdout).metadata.id, ...before])
+  })
+
+  it('without the zstd program on PATH: exit 2 naming COMPRESSION and what to install, before anything is written', async () => {
+    const bin = await tempDir()
+    for (const tool of ['pg_dump', 'psql']) await fs.symlink(execFileSyncWhich(tool), path.join(bin, tool))
+    const before = await fs.readdir(backupDir)
+    const result = await runCli(['backup', 'run'], {...env, COMPRESSION: 'zstd', PATH: bin})
+    expect(result.code).toBe(2)
+    expect(result.stderr).toMatch(/COMPRESSION: zstd needs the zstd program on PATH to compress \(install it, e\.g\. apt-get install zstd\)/)
+    expect(await fs.readdir(backupDir)).toEqual(before)
+    await fs.rm(bin, {recursive: true, force: true})
+  })
+
   it.each([
     [{COMPRESSION: 'lz4'}, /COMPRESSION: must be one of gzip, zstd/],
     [{COMPRESSION_LEVEL: '12'}, /COMPRESSION_LEVEL: must be from 1 to 9 with COMPRESSION=gzip, got 12/],
@@ -93,3 +152,21 @@ describe('COMPRESSION=zstd: backup, list, download, restore, mixed with gzip (re
     expect(await fs.readdir(backupDir)).toEqual(before)
   })
 })
+
+async function waitFor(condition: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error('condition not met in time')
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+}
+
+/** Alive and not a zombie waiting to be reaped. */
+async function processAlive(pid: string): Promise<boolean> {
+  const status = await fs.readFile(`/proc/${pid}/status`, 'utf8').catch(() => '')
+  return status !== '' && !/^State:\s+Z/m.test(status)
+}
+
+function execFileSyncWhich(tool: string): string {
+  return require('node:child_process').execFileSync('bash', ['-c', `command -v ${tool}`], {encoding: 'utf8'}).trim()
+}

@@ -45,6 +45,11 @@ async function s3rverStore(): Promise<RawStore> {
 }
 
 const sha256 = (body: Buffer) => createHash('sha256').update(body).digest('hex')
+/** The rows and objects of "shop"; without fingerprint()'s `serial`, which reading advances. */
+const contents = async (cluster: PgCluster) => {
+  const {serial: _advancedByReading, ...rest} = await fingerprint(cluster, 'shop')
+  return rest
+}
 
 /**
  * A zstd backup damaged after it was stored is refused exactly as a gzip one is: listed as damaged
@@ -78,7 +83,7 @@ describe.each([
     sidecar = JSON.parse((await store.read(`${id}.meta.json`)).toString('utf8'))
     // The target differs from the backup, so a restore that went through would show.
     await cluster.psql(`DELETE FROM customers WHERE id % 3 = 0`, 'shop')
-    rows = await fingerprint(cluster, 'shop')
+    rows = await contents(cluster)
   })
 
   afterEach(async () => {
@@ -99,7 +104,7 @@ describe.each([
     const restore = await runCli(['restore', id, '--force'], env)
     expect(restore.code).toBe(1)
     expect(restore.stderr).toMatch(message)
-    expect(await fingerprint(cluster, 'shop')).toEqual(rows)
+    expect(await contents(cluster)).toEqual(rows)
   }
 
   it('truncated frame: listed as damaged, download and restore refused, the target untouched', async () => {
@@ -124,7 +129,7 @@ describe.each([
       const restore = await runCli(['restore', id, '--force'], env)
       expect(restore.code).toBe(1)
       expect(restore.stderr).toMatch(/not a valid compressed stream|zstd/)
-      expect(await fingerprint(cluster, 'shop')).toEqual(rows)
+      expect(await contents(cluster)).toEqual(rows)
     }
   })
 
@@ -139,6 +144,6 @@ describe.each([
     await store.write(`${id}.meta.json`, Buffer.from(JSON.stringify({...sidecar, sizeBytes: gzipped.length, sha256: sha256(gzipped)})))
     const restore = await runCli(['restore', id, '--force'], env)
     expect(restore.code).toBe(1)
-    expect(await fingerprint(cluster, 'shop')).toEqual(rows)
+    expect(await contents(cluster)).toEqual(rows)
   })
 })

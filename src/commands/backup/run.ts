@@ -11,7 +11,7 @@ import {settingFlags} from '../../settings'
 
 export default class BackupRun extends DbbCommand<typeof BackupRun> {
   static override summary = 'Take a backup now — logical (pg_dump of DB_NAME, the default) or --type base (pg_basebackup of the cluster) — verified, then apply retention.'
-  static override description = `Streams pg_dump (owners and privileges included unless BACKUP_NO_OWNER=true; the database's own properties and the roles the dump names are recorded in the sidecar) through gzip into the storage backend without a temporary file, reads the stored dump back to verify its size, sha256 and gzip integrity, and only then writes the <id>.meta.json sidecar that makes the backup exist. A failure or Ctrl-C removes what was written. Restore with stock tools: gunzip -c <id> | psql.
+  static override description = `Streams pg_dump (owners and privileges included unless BACKUP_NO_OWNER=true; the database's own properties and the roles the dump names are recorded in the sidecar) through gzip (or zstd with COMPRESSION=zstd) into the storage backend without a temporary file, checks the compressed stream by decompressing it as it is sent, reads the stored dump back to verify its size and sha256, and only then writes the <id>.meta.json sidecar that makes the backup exist. A failure or Ctrl-C removes what was written. Restore with stock tools: gunzip -c <id>.sql.gz | psql, or zstd -dc <id>.sql.zst | psql.
 
 With --type base, pg_basebackup of the whole cluster is streamed the same way, for point-in-time recovery with archived WAL (dbb wal push).`
 
