@@ -20,7 +20,7 @@ import {PgCluster, startPostgres} from '../test/helpers/postgres'
 import type {S3Server} from '../test/helpers/s3-server'
 import {BenchDatabase, createBenchDatabase, libpqEnv} from './database'
 import {ROOT, Timed, median, timeDbb, timeShell} from './measure'
-import {Report, Row, renderReport} from './report'
+import {CHART_FILE, Report, Row, renderChart, renderReport} from './report'
 
 interface Options {
   scale: number
@@ -295,6 +295,7 @@ async function main(): Promise<void> {
       skipped,
     }
     const markdown = renderReport(report)
+    await fs.writeFile(path.join(path.dirname(options.output), CHART_FILE), renderChart(report))
     await fs.writeFile(options.output, await spliceGenerated(options.output, markdown))
     await fs.mkdir(path.join(ROOT, 'bench-results'), {recursive: true})
     await fs.writeFile(path.join(ROOT, 'bench-results', `bench-${report.date.toISOString().replaceAll(':', '')}.json`), JSON.stringify(report, null, 2))
