@@ -3,8 +3,8 @@
  * the benchmark database, then runs the pipelines side by side, interleaved, several times each,
  * and writes the medians to BENCHMARKS.md. Flags (all optional):
  *
- *   --scale N        pgbench scale of the main database (default 10)
- *   --wide-mb N      MB of SQL of wide text/jsonb rows added to it (default 40)
+ *   --scale N        pgbench scale of the main database (default 5)
+ *   --wide-mb N      MB of SQL of wide text/jsonb rows added to it (default 60: the wide, poorly compressible part is over half the dump)
  *   --runs N         rounds of the interleaved pipelines (default 3)
  *   --large-factor N the memory-flatness database is N times larger (default 4; 0 skips it)
  *   --levels L,L     extra COMPRESSION_LEVELs measured for the size/speed trade-off (default 3,6)
@@ -20,7 +20,7 @@ import {PgCluster, startPostgres} from '../test/helpers/postgres'
 import type {S3Server} from '../test/helpers/s3-server'
 import {BenchDatabase, createBenchDatabase, libpqEnv} from './database'
 import {ROOT, Timed, median, timeDbb, timeShell} from './measure'
-import {Report, Row, renderReport} from './report'
+import {CHART_FILE, Report, Row, renderChart, renderReport} from './report'
 
 interface Options {
   scale: number
@@ -34,7 +34,7 @@ interface Options {
 }
 
 function parseOptions(argv: string[]): Options {
-  const options: Options = {scale: 10, wideMb: 40, runs: 3, largeFactor: 4, levels: [3, 6], output: path.join(ROOT, 'BENCHMARKS.md'), onlyRestore: false}
+  const options: Options = {scale: 5, wideMb: 60, runs: 3, largeFactor: 4, levels: [3, 6], output: path.join(ROOT, 'BENCHMARKS.md'), onlyRestore: false}
   for (let index = 0; index < argv.length; index += 2) {
     const [name, value] = [argv[index], argv[index + 1]]
     const number = Number(value)
@@ -141,6 +141,32 @@ async function main(): Promise<void> {
       run: async () => {
         const result = await dbbBackup(database, {BACKUP_LOCAL_DIR: semiSpaceDir, NODE_OPTIONS: SMALL_YOUNG_GENERATION})
         await removeBackup(semiSpaceDir, result.id)
+        return result
+      },
+      samples: [],
+    })
+    // What users would pick instead of dbb (issue 15), and dbb with COMPRESSION=zstd.
+    const cores = os.availableParallelism()
+    const alternatives: [string, string, string][] = [
+      [`pg_dump | pigz -1 -p${cores} > file`, `pg_dump --no-owner --no-privileges | pigz -1 -p${cores} > ${shellFile}.pigz`, `${shellFile}.pigz`],
+      ['pg_dump | zstd -1 -T0 > file', `pg_dump --no-owner --no-privileges | zstd -q -1 -T0 > ${shellFile}.zst`, `${shellFile}.zst`],
+      ['pg_dump -Fc > file', `pg_dump --no-owner --no-privileges -Fc -f ${shellFile}.custom`, `${shellFile}.custom`],
+    ]
+    for (const [name, command, output] of alternatives) {
+      pipelines.push({
+        name,
+        run: async () => ({...(await timeShell(command, libpqEnv(cluster!, 'bench'))), outputBytes: (await fs.stat(output)).size}),
+        samples: [],
+      })
+    }
+
+    const zstdDir = path.join(work, 'zstd')
+    await fs.mkdir(zstdDir)
+    pipelines.push({
+      name: 'dbb backup run → local, COMPRESSION=zstd',
+      run: async () => {
+        const result = await dbbBackup(database, {BACKUP_LOCAL_DIR: zstdDir, COMPRESSION: 'zstd'})
+        await removeBackup(zstdDir, result.id)
         return result
       },
       samples: [],
@@ -269,6 +295,7 @@ async function main(): Promise<void> {
       skipped,
     }
     const markdown = renderReport(report)
+    await fs.writeFile(path.join(path.dirname(options.output), CHART_FILE), renderChart(report))
     await fs.writeFile(options.output, await spliceGenerated(options.output, markdown))
     await fs.mkdir(path.join(ROOT, 'bench-results'), {recursive: true})
     await fs.writeFile(path.join(ROOT, 'bench-results', `bench-${report.date.toISOString().replaceAll(':', '')}.json`), JSON.stringify(report, null, 2))

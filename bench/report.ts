@@ -47,6 +47,8 @@ export function renderReport(report: Report): string {
     lines.push(`| ${row.name.replaceAll('|', '\\|')} | ${seconds(row.wallMs)} | ${ratio(row.wallMs, floor)} | ${versus} | ${mb(row.outputBytes)} | ${mb(row.maxRssBytes)} |`)
   }
 
+  lines.push('', `![Backup wall time × floor and output size](${CHART_FILE})`)
+  lines.push('', '### Targets of issue 15', '', ...issue15Targets(report))
   lines.push('', '### Memory flatness (dbb backup run → local, defaults)', '', '| database | plain SQL | floor s | dbb wall s | × floor | peak RSS |', '|---|---|---|---|---|---|')
   for (const {database, row, floorMs} of report.flatness) {
     lines.push(`| ${database.name} (${mb(database.sizeBytes)}) | ${mb(database.dumpBytes)} | ${seconds(floorMs)} | ${seconds(row.wallMs)} | ${ratio(row.wallMs, floorMs)} | ${mb(row.maxRssBytes)} |`)
@@ -70,4 +72,55 @@ export function renderReport(report: Report): string {
   for (const row of report.coldStart) check(`cold start \`${row.name}\``, row.wallMs, 300, ' ms')
   if (report.skipped.length > 0) lines.push('', 'Not measured:', ...report.skipped.map((reason) => `- ${reason}`))
   return `${lines.join('\n')}\n`
+}
+
+/** The file name of the chart, written next to the report and embedded in it. */
+export const CHART_FILE = 'bench-chart.svg'
+
+/**
+ * An SVG chart of the backup pipelines: wall time as a multiple of the floor (bars) and the output
+ * size (label), so "how much slower than pg_dump alone, for how small a file" reads at a glance.
+ * Plain SVG, no library: it renders on GitHub and in any browser.
+ */
+export function renderChart(report: Report): string {
+  const floor = report.rows.find((row) => row.name.startsWith('floor'))?.wallMs ?? 1
+  const rows = report.rows.filter((row) => !row.name.startsWith('restore'))
+  const escape = (text: string) => text.replaceAll('&', '&amp;').replaceAll('<', '&lt;').replaceAll('>', '&gt;')
+  const maxRatio = Math.max(...rows.map((row) => row.wallMs / floor), 1)
+  const [labelWidth, barWidth, rowHeight, top] = [430, 360, 26, 40]
+  const height = top + rows.length * rowHeight + 30
+  const parts = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${labelWidth + barWidth + 150}" height="${height}" font-family="sans-serif" font-size="12">`,
+    `<text x="10" y="20" font-size="14" font-weight="bold">Backup wall time × pg_dump floor (bar) and output size — ${escape(report.date.toISOString().slice(0, 16).replace('T', ' '))} UTC, ${report.cores} cores</text>`,
+  ]
+  rows.forEach((row, index) => {
+    const y = top + index * rowHeight
+    const ratio = row.wallMs / floor
+    const width = Math.max(1, (ratio / maxRatio) * barWidth)
+    const colour = row.name.startsWith('dbb') ? (row.name.includes('zstd') ? '#2a9d8f' : '#264653') : row.name.startsWith('floor') ? '#999999' : '#e9c46a'
+    parts.push(
+      `<text x="${labelWidth - 6}" y="${y + 16}" text-anchor="end">${escape(row.name)}</text>`,
+      `<rect x="${labelWidth}" y="${y + 4}" width="${width.toFixed(1)}" height="${rowHeight - 8}" fill="${colour}"/>`,
+      `<text x="${labelWidth + width + 6}" y="${y + 16}">${ratio.toFixed(2)}×${row.outputBytes === undefined ? '' : `, ${(row.outputBytes / 1e6).toFixed(1)} MB`}${row.maxRssBytes === undefined ? '' : `, RSS ${(row.maxRssBytes / 1e6).toFixed(0)} MB`}</text>`,
+    )
+  })
+  parts.push(`<line x1="${labelWidth}" y1="${top}" x2="${labelWidth}" y2="${height - 30}" stroke="#333"/>`, '</svg>')
+  return `${parts.join('\n')}\n`
+}
+
+/** The targets of issue 15 that the rows can be checked against, as report lines. */
+export function issue15Targets(report: Report): string[] {
+  const find = (prefix: string) => report.rows.find((row) => row.name.startsWith(prefix))
+  const floor = find('floor')
+  const lines: string[] = []
+  const check = (label: string, value: number | undefined, limit: number) =>
+    lines.push(`- ${label}: ${value === undefined ? 'not measured' : `${value.toFixed(2)}× (target ≤ ${limit}×) — ${value <= limit ? 'met' : `**missed by ${(value - limit).toFixed(2)}×**`}`}`)
+  const zstd = find('dbb backup run → local, COMPRESSION=zstd')
+  const gzip6 = find('pg_dump | gzip -6')
+  const pigz = find('pg_dump | pigz -1')
+  const local = find('dbb backup run → local (defaults)')
+  check('zstd backup / floor', zstd && floor ? zstd.wallMs / floor.wallMs : undefined, 1.15)
+  check('zstd output / gzip -6 output', zstd?.outputBytes && gzip6?.outputBytes ? zstd.outputBytes / gzip6.outputBytes : undefined, 0.65)
+  check('gzip backup (defaults) / pg_dump | pigz -1', local && pigz ? local.wallMs / pigz.wallMs : undefined, 1.2)
+  return lines
 }

@@ -25,6 +25,19 @@ if ! have_server || ! have_clients || ! id postgres >/dev/null 2>&1 || ! command
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql postgresql-client util-linux gzip >/dev/null
 fi
 
+# COMPRESSION=zstd compresses through the zstd program (src/compress/codec-streams.ts); the benchmark
+# also compares against pigz. Both are small Debian packages, installed only when missing.
+if ! command -v zstd >/dev/null || ! command -v pigz >/dev/null; then
+  echo "==> installing zstd and pigz"
+  sudo=""
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null || { echo "zstd or pigz is missing and this is not root: apt-get install zstd pigz, then run this again" >&2; exit 1; }
+    sudo=sudo
+  fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq zstd pigz >/dev/null
+fi
+
 # Install the locked versions when node_modules is missing or older than the lockfile. `npm install`
 # rather than `npm ci`: registries that only carry Linux builds of platform-specific optional
 # packages (as ours does) make npm leave the other platforms out of the lockfile, and `npm ci`

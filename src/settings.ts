@@ -1,7 +1,7 @@
 import type {Interfaces} from '@oclif/core'
 import type {z} from 'zod'
 
-import {DEFAULT_COMPRESSION_LEVEL} from './compress/defaults'
+import {CODECS, CODEC_NAMES} from './compress/codecs'
 import {ConfigError, ConfigIssue} from './errors'
 import {fileVariable, readSecretFiles, registerSecret} from './secrets'
 
@@ -414,14 +414,26 @@ export const SETTINGS = {
   },
 
   // ---- COMPRESSION
+  COMPRESSION: {
+    flag: 'compression',
+    group: 'COMPRESSION',
+    summary: 'Codec of dumps, base backups and WAL: gzip (restore with gunzip) or zstd (smaller and faster; needs the zstd program; restore with zstd -d).',
+    example: 'zstd',
+    default: 'gzip',
+    commands: BACKUP_COMMANDS,
+    // Also read from the environment by every WAL push path (wal push, its fast path, the uploader).
+    value: (f) => f.z.string().trim().toLowerCase().pipe(f.z.enum(CODEC_NAMES, {message: `must be one of ${CODEC_NAMES.join(', ')}`})),
+    docs: 'Case does not matter. Archives may mix codecs: list, restore, download, prune and wal fetch read both.',
+  },
   COMPRESSION_LEVEL: {
     flag: 'compression-level',
     group: 'COMPRESSION',
-    summary: 'gzip level of dumps: 1 fastest … 9 smallest.',
+    summary: `Level of the codec: ${CODEC_NAMES.map((name) => `${name} ${CODECS[name].minLevel} fastest … ${CODECS[name].maxLevel} smallest`).join(', ')}.`,
     example: '1',
-    default: String(DEFAULT_COMPRESSION_LEVEL),
+    defaultText: `the codec's: ${CODEC_NAMES.map((name) => `${CODECS[name].defaultLevel} for ${name}`).join(', ')}`,
     commands: BACKUP_COMMANDS,
-    value: (f) => f.intInRange(1, 9),
+    // The range depends on COMPRESSION: checked by the compression section (src/config/core.ts).
+    value: (f) => f.z.string().regex(/^\d+$/, {message: `must be a whole number (${CODEC_NAMES.map((name) => `${CODECS[name].minLevel}–${CODECS[name].maxLevel} for ${name}`).join(', ')})`}).transform(Number),
     docs: 'See the trade-off below.',
   },
   COMPRESSION_THREADS: {

@@ -160,6 +160,14 @@ export function spawnChild(
 }
 
 /**
+ * A filter program (the `zstd` compressor/decompressor): stdin and stdout are the data, stderr is
+ * captured. It gets only the base environment: it needs no secret and no connection setting.
+ */
+export function spawnFilter(command: string, args: string[]): ChildProcessByStdio<Writable, Readable, Readable> {
+  return spawn(command, args, {env: childEnvironment(), stdio: ['pipe', 'pipe', 'pipe']})
+}
+
+/**
  * Starts dbb itself (`node <cliEntry> args…`), detached, as the WAL spool uploader and the fetch
  * prefetcher are. The one child that gets dbb's whole environment: it is dbb, and it needs the
  * same settings (storage credentials included) as the process that starts it.

@@ -1,6 +1,7 @@
 import {randomBytes} from 'node:crypto'
 import {Readable} from 'node:stream'
 
+import type {CodecName} from '../compress/codecs'
 import type {StorageBackend} from '../storage/contract'
 import {newBackupId} from './naming'
 
@@ -106,11 +107,11 @@ export async function claimBackupId(
   prefix: string,
   startedAt: Date,
   kind: 'sql' | 'tar',
-  options: ClaimOptions = {},
+  options: ClaimOptions & {codec?: CodecName} = {},
 ): Promise<IdClaim> {
   const withdrawn = new Set<string>()
   for (let attempt = 1; attempt <= ATTEMPTS; attempt++) {
-    const id = await newBackupId(prefix, startedAt, async (candidate) => withdrawn.has(candidate) || (await keysUnder(storage, candidate)).length > 0, kind)
+    const id = await newBackupId(prefix, startedAt, async (candidate) => withdrawn.has(candidate) || (await keysUnder(storage, candidate)).length > 0, kind, options.codec)
     const claim = `${id}.${randomBytes(8).toString('hex')}.partial`
     await writeClaim(storage, claim, options.heartbeatMs)
     const others = (await keysUnder(storage, id)).filter((key) => key !== claim)

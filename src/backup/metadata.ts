@@ -1,6 +1,7 @@
 import {Readable} from 'node:stream'
 import {z} from 'zod'
 
+import {CODEC_NAMES, codecOfKey, isCodecName} from '../compress/codecs'
 import {BackupDamagedError, BackupUnreadableError, NotFoundError, UsageError, errorMessage, isNotFound} from '../errors'
 import {printableExcerpt} from '../format'
 import {VERSION} from '../version'
@@ -186,7 +187,7 @@ function sidecarFailure(id: string, error: unknown, dump: ObjectInfo | undefined
     id,
     status: unreadable ? 'unreadable' : 'damaged',
     cause: unreadable ? `reading ${sidecarKey(id)} failed: ${errorMessage(error)}` : errorMessage(error),
-    // Without the sidecar, the id is all there is: `.tar.gz` is a base backup, `.sql.gz` logical.
+    // Without the sidecar, the id is all there is: `.tar.*` is a base backup, `.sql.*` logical.
     type: parseBackupId(id)?.kind === 'tar' ? 'base' : 'logical',
     createdAt: createdAtOfId(id),
     storedBytes: dump?.sizeBytes,
@@ -196,6 +197,12 @@ function sidecarFailure(id: string, error: unknown, dump: ObjectInfo | undefined
 /** Why a dump does not match its readable sidecar, or undefined when it does. */
 function dumpProblem(metadata: BackupMetadata, dump: ObjectInfo | undefined): string | undefined {
   if (!dump) return `its dump ${metadata.id} is missing (the sidecar ${sidecarKey(metadata.id)} remains)`
+  // The sidecar says how to decompress; an id naming another codec means one of the two was renamed or replaced.
+  const idCodec = codecOfKey(metadata.id)
+  if (isCodecName(metadata.compression) && idCodec !== metadata.compression) {
+    return `its id says ${idCodec} but its sidecar says the dump is compressed with ${metadata.compression}`
+  }
+
   if (dump.sizeBytes !== metadata.sizeBytes) {
     return `its dump is ${dump.sizeBytes} bytes in storage but was stored as ${metadata.sizeBytes} bytes (truncated or replaced)`
   }
@@ -270,13 +277,13 @@ export async function resolveBackup(storage: StorageBackend, reference: string, 
   return sidecar.metadata
 }
 
-const RESTORABLE = {type: ['logical', 'base'], compression: ['gzip']}
+const RESTORABLE = {type: ['logical', 'base'], compression: [...CODEC_NAMES] as string[]}
 
 /** Why this dbb cannot restore a backup (written by a newer dbb, of a type or compression it does not know), or undefined. */
 export function restoreSupport(backup: BackupMetadata): string | undefined {
   if (!RESTORABLE.type.includes(backup.type) || !RESTORABLE.compression.includes(backup.compression)) {
     const writer = backup.dbbVersion ? `dbb ${backup.dbbVersion}` : 'another dbb'
-    return `${backup.id} has type "${backup.type}" and compression "${backup.compression}" (written by ${writer}); this dbb ${VERSION} restores logical and base backups compressed with gzip: upgrade dbb to restore it`
+    return `${backup.id} has type "${backup.type}" and compression "${backup.compression}" (written by ${writer}); this dbb ${VERSION} restores logical and base backups compressed with ${CODEC_NAMES.join(' or ')}: upgrade dbb to restore it`
   }
 
   return undefined

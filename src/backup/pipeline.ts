@@ -2,15 +2,15 @@ import {createHash} from 'node:crypto'
 import {PassThrough, Readable} from 'node:stream'
 import {pipeline} from 'node:stream/promises'
 
-import {DEFAULT_COMPRESSION_LEVEL} from '../compress/defaults'
+import {createCompressor} from '../compress/codec-streams'
+import {CODECS, CodecName} from '../compress/codecs'
 import {InStreamGunzipCheck} from '../compress/gzip-check'
-import {createParallelGzip} from '../compress/parallel-gzip'
 import {AbortedError} from '../errors'
 import type {StorageBackend} from '../storage/contract'
 import {SpawnedTool, toolFailure} from './child-process'
 
 /**
- * THE backup pipeline: a program's stdout → exit-code gate → parallel gzip → sha256/size tap → storage,
+ * THE backup pipeline: a program's stdout → exit-code gate → compressor (parallel gzip or zstd) → sha256/size tap → storage,
  * as one stream.pipeline. Nothing is written to local disk and memory stays flat whatever the size.
  *
  * Failure handling lives here, once:
@@ -33,7 +33,7 @@ export interface PipelineResult {
   sha256: string
   sizeBytes: number
   sourceBytes: number
-  /** What the sent bytes decompressed to, checked in-stream (trailer CRC and length included). */
+  /** What the sent bytes decompressed to, checked in-stream (gzip's trailer CRC and length, zstd's frame checksum), whatever the codec. */
   gzipCheckedBytes: number
 }
 
@@ -44,7 +44,9 @@ export interface PipelineOptions {
   storage: StorageBackend
   key: string
   signal?: AbortSignal
-  /** gzip level (default DEFAULT_COMPRESSION_LEVEL). */
+  /** COMPRESSION (default gzip). */
+  codec?: CodecName
+  /** The codec's level (default: its defaultLevel in src/compress/codecs.ts). */
   compressionLevel?: number
   /** Blocks compressed in parallel (default: src/compress/defaults.ts). */
   compressionThreads?: number
@@ -64,7 +66,9 @@ export async function streamToStorage(options: PipelineOptions): Promise<Pipelin
   // Parallel gzip on libuv's thread pool (src/compress): still one standard gzip file. Its jobs
   // live as long as this pipeline; an error anywhere destroys it and closes them. Created
   // before the program starts, so a bad level fails before anything runs.
-  const compressor = createParallelGzip({level: options.compressionLevel ?? DEFAULT_COMPRESSION_LEVEL, threads: options.compressionThreads})
+  // zstd runs as the zstd program (src/compress/codec-streams.ts), killed when the pipeline ends.
+  const codec = CODECS[options.codec ?? 'gzip']
+  const compressor = createCompressor(codec.name, {level: options.compressionLevel ?? codec.defaultLevel, threads: options.compressionThreads})
   options.signal?.addEventListener('abort', onCallerAbort, {once: true})
 
   const tool = options.start(controller.signal)
@@ -83,7 +87,7 @@ export async function streamToStorage(options: PipelineOptions): Promise<Pipelin
 
   // Decompresses what is sent as it is sent (on zlib's thread pool), so the stream is proven a
   // whole gzip of the program's output before storage sees its end (see src/compress/gzip-check.ts).
-  const gzipCheck = new InStreamGunzipCheck()
+  const gzipCheck = new InStreamGunzipCheck(codec.name)
   let gzipCheckedBytes = 0
   async function* hashAndCount(source: AsyncIterable<Buffer>) {
     for await (const chunk of source) {
@@ -110,7 +114,7 @@ export async function streamToStorage(options: PipelineOptions): Promise<Pipelin
     {signal: controller.signal},
   ).catch((error: unknown) => fail(error))
   const store = options.storage
-    .put(options.key, body as Readable, {signal: controller.signal, overwrite: false, contentType: 'application/gzip'})
+    .put(options.key, body as Readable, {signal: controller.signal, overwrite: false, contentType: codec.contentType})
     .catch((error: unknown) => {
       fail(error)
       return undefined

@@ -1,3 +1,4 @@
+import {requireCodec} from '../compress/codec-streams'
 import type {CompressionConfig, DatabaseConfig, LogicalDumpConfig} from '../config'
 import {AbortedError, OperationError, errorMessage} from '../errors'
 import type {Logger} from '../logger'
@@ -20,7 +21,7 @@ export interface BackupDependencies {
   namePrefix: string
   retention: RetentionRules
   logger: Logger
-  /** COMPRESSION_LEVEL / COMPRESSION_THREADS; the defaults of src/compress/defaults.ts when absent. */
+  /** COMPRESSION / COMPRESSION_LEVEL / COMPRESSION_THREADS; the defaults of src/compress/defaults.ts when absent. */
   compression?: CompressionConfig
   /** BACKUP_NO_OWNER; dumps keep owners and privileges when absent. */
   logicalDump?: LogicalDumpConfig
@@ -50,7 +51,7 @@ export type RecipeFields = Pick<BackupMetadata, 'database' | 'pgVersion' | 'form
 /** What differs between a logical dump and a base backup; the lifecycle around it is storeBackup's. */
 export interface BackupRecipe {
   type: BackupMetadata['type']
-  /** Ids end in `.sql.gz` or `.tar.gz`. */
+  /** Ids end in `.sql.<codec>` or `.tar.<codec>`. */
   kind: 'sql' | 'tar'
   /** The program whose stdout is the backup (pg_dump, pg_basebackup), for messages. */
   commandName: string
@@ -85,12 +86,16 @@ export async function storeBackup(
   await removeLeftoversQuietly(storage, {prefix: deps.namePrefix, logger})
 
   const recipe = await prepare()
+  // COMPRESSION=zstd without the zstd program: exit 2 naming what to install, before anything is written.
+  const codec = deps.compression?.codec ?? 'gzip'
+  await requireCodec(codec, 'compress')
   const startedAt = now()
   // Claimed, not just picked: a concurrent run must never write the same key (see claim-id.ts).
   // The claim's heartbeat keeps a concurrent prune from taking this run's objects for orphans.
   let log = logger
   const claim = await claimBackupId(storage, deps.namePrefix, startedAt, recipe.kind, {
     heartbeatMs: heartbeatInterval(deps.retention.orphanGraceMs),
+    codec,
     onHeartbeatError: (error) => log.warn({event: 'backup.heartbeat_failed', error: errorMessage(error)}, 'could not refresh the id claim'),
   })
   const {id} = claim
@@ -107,6 +112,7 @@ export async function storeBackup(
       storage,
       key: id,
       signal: options.signal,
+      codec,
       compressionLevel: deps.compression?.level,
       compressionThreads: deps.compression?.threads,
       onProgress: options.onProgress,
@@ -125,7 +131,7 @@ export async function storeBackup(
       uncompressedBytes: result.sourceBytes,
       durationMs: now().getTime() - startedAt.getTime(),
       triggeredBy: options.triggeredBy,
-      compression: 'gzip',
+      compression: codec,
       dbbVersion: VERSION,
       ...recipe.sidecarFields(result),
     }

@@ -1,7 +1,8 @@
 import {Writable} from 'node:stream'
 import {pipeline} from 'node:stream/promises'
-import {createGunzip} from 'node:zlib'
 
+import {createDecompressor, isDamagedStreamError} from '../compress/codec-streams'
+import {codecOfKey} from '../compress/codecs'
 import {OperationError} from '../errors'
 import type {StorageBackend} from '../storage/contract'
 import {hashTap} from './hash-tap'
@@ -15,7 +16,8 @@ export interface StoredDumpCheck {
 /**
  * Reads a stored object back in one pass, hashing the bytes storage returns and decompressing
  * them completely. Proves that what is stored is exactly what was sent (a store that alters bytes,
- * e.g. by keeping transfer framing inside the object, fails here) and that the gzip stream is whole.
+ * e.g. by keeping transfer framing inside the object, fails here) and that the compressed stream
+ * (gzip or zstd, as the key's extension says) is whole.
  */
 export async function readBackStoredDump(
   storage: StorageBackend,
@@ -33,11 +35,11 @@ export async function readBackStoredDump(
     },
   })
   try {
-    if (decompress) await pipeline(await storage.get(key, {signal}), tap.stage, createGunzip(), discard, {signal})
+    if (decompress) await pipeline(await storage.get(key, {signal}), tap.stage, createDecompressor(codecOfKey(key) ?? 'gzip'), discard, {signal})
     else await pipeline(await storage.get(key, {signal}), tap.stage, new Writable({write: (_chunk, _encoding, callback) => callback()}), {signal})
   } catch (error) {
-    if ((error as {code?: string}).code === 'Z_BUF_ERROR' || (error as {code?: string}).code === 'Z_DATA_ERROR') {
-      throw new OperationError(`stored ${key} is not a complete gzip stream: ${(error as Error).message}`)
+    if (isDamagedStreamError(error)) {
+      throw new OperationError(`stored ${key} is not a complete ${codecOfKey(key) ?? 'gzip'} stream: ${(error as Error).message}`)
     }
 
     throw error

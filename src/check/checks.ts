@@ -1,15 +1,16 @@
 import {Cron} from 'croner'
 
-import {gunzipSync} from 'node:zlib'
 
 import {BackupMetadata, DamagedBackup, newestFirst, scanBackups} from '../backup/metadata'
+import {decompressBuffer} from '../compress/codec-streams'
+import {codecOfKey} from '../compress/codecs'
 import type {CheckConfig, ScheduleConfig} from '../config'
 import {DEFAULT_DRILL_MAX_AGE_MS} from '../config/drill'
 import {drillCheck} from './drill-check'
 import {errorMessage} from '../errors'
 import type {StorageBackend} from '../storage/contract'
 import {TimelineSwitch, parseTimelineHistory, timelineOfName, verifyWalChain} from '../wal/chain'
-import {WAL_PREFIX, walFileKind, walKey, walNameOfKey} from '../wal/segments'
+import {WAL_PREFIX, walFileKind, walNameOfKey} from '../wal/segments'
 import {archivedSystemIdentifier, systemIdentifierOfArchived} from '../wal/system-identifier'
 
 export type CheckName = 'base-backup' | 'wal' | 'logical-backup' | 'drill'
@@ -100,7 +101,7 @@ export async function runChecks(
   const candidate = (backup: BackupMetadata | undefined): Candidate | undefined => backup && {name: backup.id, at: finishedAt(backup)}
 
   const newestBase = newestBackup('base')
-  const walFiles: {name: string; at: Date}[] = []
+  const walFiles: {name: string; at: Date; key: string}[] = []
   if (config.wal !== false || config.baseBackup === undefined) {
     // What the checks below read is the newest base backup's chain: its first segment and every key
     // after it (later segments of its timeline, then the later timelines with their .history files,
@@ -111,7 +112,7 @@ export async function runChecks(
     const startAfter = first === undefined ? undefined : `${WAL_PREFIX}${first}`
     for await (const object of storage.list(WAL_PREFIX, startAfter === undefined ? {} : {startAfter})) {
       const name = walNameOfKey(object.key)
-      if (name && (startAfter === undefined || object.key > startAfter)) walFiles.push({name, at: object.lastModified})
+      if (name && (startAfter === undefined || object.key > startAfter)) walFiles.push({name, at: object.lastModified, key: object.key})
     }
   }
 
@@ -134,7 +135,7 @@ export async function runChecks(
       }, undefined)
     walCheck = evaluate('wal', config.wal ?? true, newestSegment, walMaxAgeMs, now, 'archived WAL segment')
     if (walCheck.status !== 'off' && newestSegment) {
-      const cluster = await checkSameCluster(storage, newestSegment.name)
+      const cluster = await checkSameCluster(storage, newestSegment.name, walFiles.find((file) => file.name === newestSegment.name)!.key)
       if (cluster) walCheck = {...walCheck, status: 'fail', message: `${walCheck.message}; ${cluster}`}
     }
 
@@ -166,7 +167,7 @@ export async function runChecks(
 async function checkWalChain(
   storage: StorageBackend,
   backup: BackupMetadata,
-  walFiles: {name: string; at: Date}[],
+  walFiles: {name: string; at: Date; key: string}[],
   options: {recent: boolean},
 ): Promise<{ok: boolean; message: string}> {
   if (!backup.firstWalSegment || walFileKind(backup.firstWalSegment) !== 'segment') {
@@ -174,9 +175,9 @@ async function checkWalChain(
   }
 
   const histories = new Map<number, TimelineSwitch[]>()
-  for (const {name} of walFiles.filter((file) => walFileKind(file.name) === 'history')) {
+  for (const {name, key} of walFiles.filter((file) => walFileKind(file.name) === 'history')) {
     try {
-      histories.set(timelineOfName(name), parseTimelineHistory(await readText(storage, walKey(name))))
+      histories.set(timelineOfName(name), parseTimelineHistory(await readText(storage, key)))
     } catch (error) {
       // A history file that cannot be read is not absent: recovery would fail on it, or follow the wrong timeline.
       return {ok: false, message: `timeline history ${name} cannot be read: ${errorMessage(error)}`}
@@ -219,11 +220,11 @@ async function checkWalChain(
 }
 
 /** A problem when the newest archived segment is of another cluster than the archive records (two clusters, one location). */
-async function checkSameCluster(storage: StorageBackend, newestSegment: string): Promise<string | undefined> {
+async function checkSameCluster(storage: StorageBackend, newestSegment: string, key: string): Promise<string | undefined> {
   try {
     const owner = await archivedSystemIdentifier(storage)
     if (owner === undefined) return undefined
-    const newest = await systemIdentifierOfArchived(storage, walKey(newestSegment), timelineOfName(newestSegment))
+    const newest = await systemIdentifierOfArchived(storage, key, timelineOfName(newestSegment))
     if (newest === undefined || newest === owner) return undefined
     return `${newestSegment} belongs to the cluster with system identifier ${newest}, but this WAL archive holds the WAL of ${owner}: two clusters archive into this location`
   } catch (error) {
@@ -235,7 +236,7 @@ async function checkSameCluster(storage: StorageBackend, newestSegment: string):
 async function readText(storage: StorageBackend, key: string): Promise<string> {
   const chunks: Buffer[] = []
   for await (const chunk of await storage.get(key)) chunks.push(chunk as Buffer)
-  return gunzipSync(Buffer.concat(chunks)).toString('utf8')
+  return (await decompressBuffer(codecOfKey(key) ?? 'gzip', Buffer.concat(chunks))).toString('utf8')
 }
 
 /** A damaged or unreadable backup newer than the newest complete one is what a restore of `latest` would meet: the check fails naming it. */

@@ -1,11 +1,16 @@
 import {once} from 'node:events'
-import {Gunzip, createGunzip} from 'node:zlib'
+import type {Duplex} from 'node:stream'
+
+import {createDecompressor} from './codec-streams'
+import type {CodecName} from './codecs'
 
 /**
- * Proves, while a backup streams, that the bytes sent to storage are one complete gzip stream:
+ * Proves, while a backup streams, that the bytes sent to storage are one complete gzip (or zstd) stream:
  * every compressed chunk is also fed to a gunzip that discards its output and counts it. zlib
  * checks the trailer's CRC-32 and length itself, so `finish()` resolving means the stream is whole
- * and uncorrupted, and the count says how many bytes it decompresses to.
+ * and uncorrupted, and the count says how many bytes it decompresses to. zstd the same way: the
+ * frame's XXH64 content checksum (the compressor writes it, src/compress/codec-streams.ts) is
+ * verified by the decoder at the frame's end.
  *
  * Why not decompress the stored object after the upload (what verify.ts does otherwise): that is a
  * second, sequential pass over the whole backup. Node runs zlib streams on the libuv thread pool,
@@ -13,21 +18,22 @@ import {Gunzip, createGunzip} from 'node:zlib'
  * storage returns, so "stored == sent" and "sent is valid gzip" together prove the stored object.
  */
 export class InStreamGunzipCheck {
-  // Large output chunks: each chunk is a round trip between the thread pool and the main thread,
-  // and at zlib's default 16 KiB those round trips cost more main-thread time than the inflating.
-  private readonly gunzip: Gunzip = createGunzip({chunkSize: 512 * 1024})
+  private readonly gunzip: Duplex
   private decompressedBytes = 0
   private failure?: Error
   private readonly ended: Promise<void>
 
-  constructor() {
+  constructor(private readonly codec: CodecName = 'gzip') {
+    // Large output chunks: each chunk is a round trip between the thread pool and the main thread,
+    // and at zlib's default 16 KiB those round trips cost more main-thread time than the inflating.
+    this.gunzip = createDecompressor(codec, {chunkSize: 512 * 1024})
     this.gunzip.on('data', (chunk: Buffer) => {
       this.decompressedBytes += chunk.length
     })
     this.ended = new Promise<void>((resolve, reject) => {
       this.gunzip.once('end', resolve)
       this.gunzip.once('error', (error: Error) => {
-        this.failure = new Error(`the compressed stream failed its in-stream gzip check: ${error.message}`)
+        this.failure = new Error(`the compressed stream failed its in-stream ${this.codec} check: ${error.message}`)
         reject(this.failure)
       })
     })

@@ -1,3 +1,4 @@
+import {CODECS, CodecName} from '../compress/codecs'
 import {defaultCompressionThreads, threadPoolSize} from '../compress/defaults'
 import {defineSection} from './fields'
 
@@ -44,6 +45,8 @@ export interface LogicalDumpConfig {
 }
 
 export interface CompressionConfig {
+  /** COMPRESSION: gzip (default) or zstd. */
+  codec: CodecName
   level: number
   threads: number
 }
@@ -77,15 +80,29 @@ export const logging = defineSection(['LOG_FORMAT', 'LOG_LEVEL'], (object) =>
   object.transform((data): LoggingConfig => ({format: data.LOG_FORMAT, level: data.LOG_LEVEL})),
 )
 
-export const compression = defineSection(['COMPRESSION_LEVEL', 'COMPRESSION_THREADS'], (object) =>
+export const compression = defineSection(['COMPRESSION', 'COMPRESSION_LEVEL', 'COMPRESSION_THREADS'], (object) =>
   object
+    // The level's range depends on the codec (issue 15): gzip 1–9, zstd 1–19 (src/compress/codecs.ts).
+    .superRefine((data, ctx) => {
+      const codec = CODECS[data.COMPRESSION]
+      const level = data.COMPRESSION_LEVEL
+      if (level !== undefined && (level < codec.minLevel || level > codec.maxLevel)) {
+        ctx.addIssue({code: 'custom', path: ['COMPRESSION_LEVEL'], message: `must be from ${codec.minLevel} to ${codec.maxLevel} with COMPRESSION=${codec.name}, got ${level}`})
+      }
+    })
     .refine((data) => data.COMPRESSION_THREADS === undefined || data.COMPRESSION_THREADS < threadPoolSize(), {
       path: ['COMPRESSION_THREADS'],
       message: `must be below libuv's thread pool size (${threadPoolSize()}); start dbb with UV_THREADPOOL_SIZE set higher to use more threads`,
       // Only for a valid number: "all" or 257 already got their one issue above.
       when: (payload) => payload.issues.length === 0,
     })
-    .transform((data): CompressionConfig => ({level: data.COMPRESSION_LEVEL, threads: data.COMPRESSION_THREADS ?? defaultCompressionThreads()})),
+    .transform(
+      (data): CompressionConfig => ({
+        codec: data.COMPRESSION,
+        level: data.COMPRESSION_LEVEL ?? CODECS[data.COMPRESSION].defaultLevel,
+        threads: data.COMPRESSION_THREADS ?? defaultCompressionThreads(),
+      }),
+    ),
 )
 
 export const logicalDump = defineSection(['BACKUP_NO_OWNER', 'BACKUP_RECORD_CHECKSUMS'], (object) =>

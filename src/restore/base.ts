@@ -1,10 +1,11 @@
 import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
 import {pipeline} from 'node:stream/promises'
-import {createGunzip} from 'node:zlib'
 
 import {spawnChild} from '../backup/child-process'
 import {hashTap} from '../backup/hash-tap'
+import {createDecompressor, requireCodec} from '../compress/codec-streams'
+import {codecOf} from '../compress/codecs'
 import {BackupMetadata, damagedBackupError, newestFirst, resolveBackup, restoreSupport, scanBackups} from '../backup/metadata'
 import {NotFoundError, OperationError, UsageError, errorMessage} from '../errors'
 import type {Logger} from '../logger'
@@ -151,6 +152,7 @@ export async function restoreBaseBackup(storage: StorageBackend, options: BaseRe
   const pgdata = path.resolve(options.pgdata)
   await checkDataDirectory(pgdata, {force: Boolean(options.force)})
   const backup = await selectBaseBackup(storage, options.reference, {prefix: options.prefix, target: options.target})
+  await requireCodec(codecOf(backup), 'decompress')
   const log = options.logger.child({backupId: backup.id, pgdata})
   log.info({event: 'restore.started', type: 'base', target: options.target?.value}, `restoring base backup ${backup.id} into ${pgdata}`)
 
@@ -186,7 +188,7 @@ export async function restoreBaseBackup(storage: StorageBackend, options: BaseRe
   }
 }
 
-/** storage → sha256 tap → gunzip → tar -x, then the bytes read must be exactly the sidecar's. */
+/** storage → sha256 tap → decompressor (the sidecar's codec) → tar -x, then the bytes read must be exactly the sidecar's. */
 async function extractVerified(
   storage: StorageBackend,
   backup: BackupMetadata,
@@ -204,7 +206,7 @@ async function extractVerified(
     tar.on('close', (code) => resolve(code))
   })
   try {
-    await pipeline(await storage.get(backup.id, {signal: options.signal}), tap.stage, createGunzip(), tar.stdin, {signal: options.signal})
+    await pipeline(await storage.get(backup.id, {signal: options.signal}), tap.stage, createDecompressor(codecOf(backup)), tar.stdin, {signal: options.signal})
   } catch (error) {
     tar.kill('SIGKILL')
     await exited

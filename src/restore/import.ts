@@ -1,10 +1,11 @@
 import {once} from 'node:events'
 import {pipeline} from 'node:stream/promises'
-import {createGunzip} from 'node:zlib'
 
 import {ExitStatus, spawnToolWithInput, toolFailure} from '../backup/child-process'
 import {hashTap} from '../backup/hash-tap'
 import type {BackupMetadata} from '../backup/metadata'
+import {createDecompressor, isDamagedStreamError} from '../compress/codec-streams'
+import {codecOf} from '../compress/codecs'
 import {AbortedError, OperationError, errorMessage} from '../errors'
 import type {StorageBackend} from '../storage/contract'
 
@@ -47,7 +48,7 @@ export interface ImportResult extends ImportProgress {
 export class StorageReadError extends OperationError {}
 
 /**
- * Streams the stored dump → sha256/size tap → gunzip → psql's stdin, in one pass (no temporary
+ * Streams the stored dump → sha256/size tap → decompressor (the sidecar's codec) → psql's stdin, in one pass (no temporary
  * file, no second read).
  *
  * The end of psql's input is held back until the whole object was read and its size and sha256
@@ -109,7 +110,7 @@ export async function importDump(options: ImportOptions): Promise<ImportResult> 
       if (!source.readableEnded) source.destroy()
     })
     try {
-      await pipeline(readStorage(source), verifyAtEnd, createGunzip(), feedPsql, {signal: options.signal})
+      await pipeline(readStorage(source), verifyAtEnd, createDecompressor(codecOf(backup)), feedPsql, {signal: options.signal})
     } finally {
       options.signal?.removeEventListener('abort', stopReading)
     }
@@ -186,8 +187,7 @@ function storageReadFailure(error: unknown, id: string, bytes: number): Error {
 
 function feedFailure(error: unknown, id: string, bytes: number): Error {
   if (error instanceof AbortedError || (error as {name?: string}).name === 'AbortError') return new AbortedError('restore interrupted')
-  const code = (error as {code?: string}).code
-  if (code === 'Z_DATA_ERROR' || code === 'Z_BUF_ERROR') return new OperationError(`integrity check failed for ${id}: not a valid gzip stream after ${bytes} bytes (${errorMessage(error)}); the stored dump is damaged or was altered`)
+  if (isDamagedStreamError(error)) return new OperationError(`integrity check failed for ${id}: not a valid compressed stream after ${bytes} bytes (${errorMessage(error)}); the stored dump is damaged or was altered`)
   if (error instanceof OperationError) return error
   return new OperationError(`restoring ${id} failed: ${errorMessage(error)}`, {cause: error})
 }

@@ -3,6 +3,8 @@ import {type Client, escapeIdentifier} from 'pg'
 
 import {toolVersion} from '../backup/child-process'
 import {BackupMetadata, restoreSupport} from '../backup/metadata'
+import {requireCodec} from '../compress/codec-streams'
+import {codecOf} from '../compress/codecs'
 import type {DatabaseConfig} from '../config'
 import {connect, keepSessionForLocks, libpqEnvironment} from '../db/connection'
 import {AbortedError, OperationError, UsageError, errorMessage} from '../errors'
@@ -96,9 +98,12 @@ export async function planLogicalRestore(database: DatabaseConfig, options: Logi
   const unsupported = restoreSupport(backup)
   if (unsupported) throw new OperationError(unsupported)
   if (backup.type !== 'logical') throw new UsageError(`${backup.id} is a ${backup.type} backup, not a logical (SQL) dump`)
-  if (backup.format !== 'plain' || backup.compression !== 'gzip') {
-    throw new OperationError(`${backup.id} is in format ${backup.format}/${backup.compression}; this dbb restores plain SQL dumps compressed with gzip`)
+  if (backup.format !== 'plain') {
+    throw new OperationError(`${backup.id} is in format ${backup.format}/${backup.compression}; this dbb restores plain SQL dumps`)
   }
+
+  // A zstd dump on a Node without a zstd decoder needs the zstd program: exit 2 naming it, before anything is touched.
+  await requireCodec(codecOf(backup), 'decompress')
 
   const names = restoreDatabaseNames(target)
   const refuse = (message: string) => new OperationError(`preflight: ${message}; nothing was changed`)

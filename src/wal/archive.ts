@@ -4,15 +4,15 @@ import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
 import {PassThrough, Writable} from 'node:stream'
 import {pipeline} from 'node:stream/promises'
-import {createGunzip} from 'node:zlib'
 
-import {DEFAULT_COMPRESSION_LEVEL} from '../compress/defaults'
-import {createParallelGzip} from '../compress/parallel-gzip'
+import {createCompressor, createDecompressor, isDamagedStreamError} from '../compress/codec-streams'
+import {CODECS, CodecName, codecOfKey} from '../compress/codecs'
+import {loadConfig} from '../config'
 import {NotFoundError, OperationError, UsageError, errorMessage, isAlreadyExists, isNotFound} from '../errors'
 import type {Logger} from '../logger'
 import type {StorageBackend} from '../storage/contract'
 import {trackTemporaryFile} from './fetch-exit'
-import {isWalFileName, walFileKind, walKey} from './segments'
+import {isWalFileName, walFileKind, walKey, walKeys} from './segments'
 import {requireSameCluster, systemIdentifierOfFile} from './system-identifier'
 
 export interface PushResult {
@@ -25,7 +25,8 @@ export interface PushResult {
 }
 
 /**
- * Archives one WAL file (segment, `.history`, `.backup` or `.partial`) as `wal/<name>.gz`; the archive_command.
+ * Archives one WAL file (segment, `.history`, `.backup` or `.partial`) as `wal/<name>.gz` (or `.zst`
+ * with COMPRESSION=zstd); the archive_command.
  * Resolves only once storage holds it durably, so PostgreSQL may recycle the segment.
  *
  * Idempotent: PostgreSQL re-runs archive_command for a segment whose earlier success it never
@@ -35,13 +36,14 @@ export interface PushResult {
  * overwrites. Content is compared by the sha256 of the uncompressed file; the stored copy is
  * re-read to compute it, which only happens on this rare path.
  */
-export async function pushWal(storage: StorageBackend, filePath: string, options: {logger?: Logger; signal?: AbortSignal} = {}): Promise<PushResult> {
+export async function pushWal(storage: StorageBackend, filePath: string, options: {logger?: Logger; signal?: AbortSignal; codec?: CodecName} = {}): Promise<PushResult> {
   const name = path.basename(filePath)
   if (!isWalFileName(name)) {
     throw new UsageError(`${name} is not a WAL file name (expected a segment such as 000000010000000000000003, or a .history / .backup file)`)
   }
 
-  const key = walKey(name)
+  const codec = options.codec ?? walCodec()
+  const key = walKey(name, codec)
   try {
     // Segments carry their cluster's system identifier: refuse one of another cluster before anything is stored.
     const kind = walFileKind(name)
@@ -52,10 +54,12 @@ export async function pushWal(storage: StorageBackend, filePath: string, options
       if (systemIdentifier !== undefined) await requireSameCluster(storage, name, systemIdentifier)
     }
 
-    // The common re-push case (archiver retry after a crash) is found before uploading anything.
-    if (await storage.stat(key)) return await compareWithArchived(storage, name, key, await hashFile(filePath), options)
+    // The common re-push case (archiver retry after a crash) is found before uploading anything,
+    // under either codec: COMPRESSION may have changed between the first attempt and this one.
+    const archived = (await Promise.all(walKeys(name, codec).map(async (candidate) => ((await storage.stat(candidate)) ? candidate : undefined)))).find(Boolean)
+    if (archived) return await compareWithArchived(storage, name, archived, await hashFile(filePath), options)
     options.logger?.debug({event: 'wal.push_uploading', wal: name, key}, `not archived yet, uploading ${name}`)
-    const stored = await storeCompressed(storage, filePath, key, options.signal)
+    const stored = await storeCompressed(storage, filePath, key, codec, options.signal)
     options.logger?.info({event: 'wal.pushed', wal: name, sizeBytes: stored.sizeBytes, sha256: stored.sha256}, `archived ${name}`)
     return {name, key, outcome: 'stored', ...stored}
   } catch (error) {
@@ -66,8 +70,19 @@ export async function pushWal(storage: StorageBackend, filePath: string, options
   }
 }
 
-/** file → sha256 tap → gzip → size tap → storage (no overwrite), as one pipeline; a failure on either side stops both. */
-async function storeCompressed(storage: StorageBackend, filePath: string, key: string, signal?: AbortSignal): Promise<{sizeBytes: number; sha256: string}> {
+/** The codec new WAL is archived with: COMPRESSION from the environment, validated as everywhere (a bad value exits 2). */
+function walCodec(): CodecName {
+  return loadConfig(['compression'], {COMPRESSION: process.env.COMPRESSION}).compression.codec
+}
+
+/** A fetch only orders its attempts by COMPRESSION: a bad value must not stop a recovery that reads both codecs. */
+function walCodecOrGzip(): CodecName {
+  const configured = process.env.COMPRESSION?.trim().toLowerCase()
+  return configured === 'zstd' ? 'zstd' : 'gzip'
+}
+
+/** file → sha256 tap → compressor → size tap → storage (no overwrite), as one pipeline; a failure on either side stops both. */
+async function storeCompressed(storage: StorageBackend, filePath: string, key: string, codec: CodecName, signal?: AbortSignal): Promise<{sizeBytes: number; sha256: string}> {
   const handle = await fs.open(filePath, 'r').catch((error: NodeJS.ErrnoException) => {
     throw new OperationError(`cannot read ${filePath}: ${error.code ?? error.message}`)
   })
@@ -98,8 +113,12 @@ async function storeCompressed(storage: StorageBackend, filePath: string, key: s
   signal?.addEventListener('abort', onAbort, {once: true})
   const body = new PassThrough()
   try {
-    const produce = pipeline(handle.createReadStream({highWaterMark: 1024 * 1024}), hashTap, createParallelGzip({level: DEFAULT_COMPRESSION_LEVEL}), countTap, body, {signal: controller.signal}).catch(fail)
-    const store = storage.put(key, body, {overwrite: false, signal: controller.signal, contentType: 'application/gzip'}).catch((error: unknown) => {
+    // A zstd program still running when this returns is killed by terminate() below.
+    const compressor = createCompressor(codec, {level: CODECS[codec].defaultLevel})
+    const produce = pipeline(handle.createReadStream({highWaterMark: 1024 * 1024}), hashTap, compressor, countTap, body, {signal: controller.signal})
+      .catch(fail)
+      .finally(() => compressor.terminate())
+    const store = storage.put(key, body, {overwrite: false, signal: controller.signal, contentType: CODECS[codec].contentType}).catch((error: unknown) => {
       fail(error)
       return undefined
     })
@@ -154,7 +173,7 @@ export async function hashArchived(storage: StorageBackend, key: string, signal?
       callback()
     },
   })
-  await pipeline(await storage.get(key, {signal}), countTap, createGunzip(), sink, {signal})
+  await pipeline(await storage.get(key, {signal}), countTap, createDecompressor(codecOfKey(key) ?? 'gzip'), sink, {signal})
   return {sha256: hash.digest('hex'), sizeBytes}
 }
 
@@ -175,12 +194,23 @@ export async function fetchWal(
     throw new NotFoundError(`${name} is not a WAL file name, so it is not in the archive`)
   }
 
-  // Only a positive "no such object" is NotFoundError (exit 1, "end of the archive" to PostgreSQL);
-  // every other failure must abort recovery, so it is never described as absence.
-  const source = await storage.get(walKey(name), {signal: options.signal}).catch((error: unknown) => {
-    if (isNotFound(error)) throw new NotFoundError(`${name} is not in the WAL archive at ${storage.location}`)
-    throw new OperationError(`reading ${name} from ${storage.location} failed: ${errorMessage(error)}`, {cause: error})
-  })
+  // Only a positive "no such object" under every codec's key is NotFoundError (exit 1, "end of the
+  // archive" to PostgreSQL); every other failure must abort recovery, so it is never described as
+  // absence. The configured codec's key is tried first: one request for what this server archives.
+  let found: {key: string; source: NodeJS.ReadableStream & AsyncIterable<unknown>} | undefined
+  for (const key of walKeys(name, walCodecOrGzip())) {
+    const source = await storage.get(key, {signal: options.signal}).catch((error: unknown) => {
+      if (isNotFound(error)) return undefined
+      throw new OperationError(`reading ${name} from ${storage.location} failed: ${errorMessage(error)}`, {cause: error})
+    })
+    if (source) {
+      found = {key, source}
+      break
+    }
+  }
+
+  if (!found) throw new NotFoundError(`${name} is not in the WAL archive at ${storage.location}`)
+  const {key, source} = found
   const partial = `${destination}.dbb-partial`
   let sizeBytes = 0
   async function* countTap(source: AsyncIterable<Buffer>) {
@@ -192,7 +222,7 @@ export async function fetchWal(
 
   const untrack = trackTemporaryFile(partial)
   try {
-    await pipeline(source, createGunzip(), countTap, createWriteStream(partial, {mode: 0o600, flush: true}), {signal: options.signal})
+    await pipeline(source, createDecompressor(codecOfKey(key) ?? 'gzip'), countTap, createWriteStream(partial, {mode: 0o600, flush: true}), {signal: options.signal})
     // A phase boundary (the crash-point matrix kills here): complete and fsynced, not yet under its final name.
     options.logger?.debug({event: 'wal.fetch_written', wal: name, partial, sizeBytes}, 'written to a temporary file, renaming')
     await fs.rename(partial, destination)
@@ -206,10 +236,10 @@ export async function fetchWal(
   return {sizeBytes}
 }
 
-/** zlib's errors mean the archived copy is damaged; a file error names the side that failed. */
+/** The decoder's errors mean the archived copy is damaged; a file error names the side that failed. */
 function describeFetchError(error: unknown, destination: string): string {
   const {code, syscall, path: file} = error as NodeJS.ErrnoException
-  if (typeof code === 'string' && code.startsWith('Z_')) return `the archived copy is damaged (${errorMessage(error)}, ${code}); nothing was written to ${destination}`
+  if (isDamagedStreamError(error)) return `the archived copy is damaged (${errorMessage(error)}, ${code}); nothing was written to ${destination}`
   if (syscall !== undefined && file !== undefined && file.endsWith('.dbb-partial')) return `writing ${destination}: ${errorMessage(error)}`
   return errorMessage(error)
 }

@@ -11,8 +11,8 @@ export interface WalPrunePlan {
   delete: {key: string; sizeBytes: number; reason: string}[]
 }
 
-/** A local-backend write in progress or abandoned by a crash: `wal/<name>.gz.<random>.partial`. */
-const PARTIAL_WRITE = /\.gz\.[0-9a-f]+\.partial$/
+/** A local-backend write in progress or abandoned by a crash: `wal/<name>.gz.<random>.partial` (or `.zst.…`). */
+const PARTIAL_WRITE = /\.(gz|zst)\.[0-9a-f]+\.partial$/
 
 /**
  * Which archived WAL prune deletes; pure. WAL is only useful on top of a base backup, so

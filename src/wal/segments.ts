@@ -2,11 +2,13 @@
  * WAL file names and segment arithmetic. PostgreSQL names a segment `TTTTTTTTXXXXXXXXYYYYYYYY`
  * (timeline, then the segment number split into a "log" and a "seg" part, all hex); timeline
  * history files are `TTTTTTTT.history`, and backup history files
- * `<segment>.<offset>.backup`, and `<segment>.partial` the unfinished last segment of a timeline. Archived files live in storage under `wal/<name>.gz`.
+ * `<segment>.<offset>.backup`, and `<segment>.partial` the unfinished last segment of a timeline. Archived files live in storage under
+ * `wal/<name>.gz` or `wal/<name>.zst` (the codec they were archived with, see COMPRESSION); an archive may hold both.
  */
 
+import {CODECS, CODEC_NAMES, CodecName, codecOfKey} from '../compress/codecs'
+
 export const WAL_PREFIX = 'wal/'
-export const WAL_SUFFIX = '.gz'
 
 const SEGMENT = /^[0-9A-F]{24}$/
 const HISTORY = /^[0-9A-F]{8}\.history$/
@@ -28,14 +30,20 @@ export function isWalFileName(name: string): boolean {
   return walFileKind(name) !== undefined
 }
 
-export function walKey(name: string): string {
-  return `${WAL_PREFIX}${name}${WAL_SUFFIX}`
+export function walKey(name: string, codec: CodecName = 'gzip'): string {
+  return `${WAL_PREFIX}${name}.${CODECS[codec].extension}`
+}
+
+/** Every key `name` may be archived under, `preferred` codec first (what a fetch tries, in order). */
+export function walKeys(name: string, preferred: CodecName = 'gzip'): string[] {
+  return [preferred, ...CODEC_NAMES.filter((codec) => codec !== preferred)].map((codec) => walKey(name, codec))
 }
 
 /** The WAL file name a storage key holds, or undefined for anything else (e.g. a `.partial` write). */
 export function walNameOfKey(key: string): string | undefined {
-  if (!key.startsWith(WAL_PREFIX) || !key.endsWith(WAL_SUFFIX)) return undefined
-  const name = key.slice(WAL_PREFIX.length, -WAL_SUFFIX.length)
+  const codec = codecOfKey(key)
+  if (!key.startsWith(WAL_PREFIX) || codec === undefined) return undefined
+  const name = key.slice(WAL_PREFIX.length, -(CODECS[codec].extension.length + 1))
   return isWalFileName(name) ? name : undefined
 }
 

@@ -1,10 +1,11 @@
 import * as fs from 'node:fs/promises'
 import {Readable} from 'node:stream'
-import {createGunzip} from 'node:zlib'
 
 import {OperationError, errorMessage, isAlreadyExists, isNotFound} from '../errors'
 import type {StorageBackend} from '../storage/contract'
 import {WAL_PREFIX} from './segments'
+import {createDecompressor} from '../compress/codec-streams'
+import {codecOfKey} from '../compress/codecs'
 
 /**
  * One WAL archive holds the WAL of one cluster. Two clusters pointed at one location by mistake
@@ -58,10 +59,10 @@ export async function systemIdentifierOfFile(filePath: string, timeline: number)
   }
 }
 
-/** The system identifier of an archived (gzipped) segment, reading only its first bytes. */
+/** The system identifier of an archived (gzip or zstd, as its key says) segment, reading only its first bytes. */
 export async function systemIdentifierOfArchived(storage: StorageBackend, key: string, timeline: number): Promise<string | undefined> {
   const source = await storage.get(key)
-  const gunzip = createGunzip()
+  const gunzip = createDecompressor(codecOfKey(key) ?? 'gzip')
   source.on('error', (error) => gunzip.destroy(error))
   source.pipe(gunzip)
   let header = Buffer.alloc(0)

@@ -129,7 +129,7 @@ describe('damaged and unreadable backups (local storage)', () => {
     const metadata = JSON.parse(await fs.readFile(sidecar, 'utf8'))
     await fs.writeFile(
       sidecar,
-      JSON.stringify({...metadata, triggeredBy: 'webhook', type: 'incremental', compression: 'zstd', dbbVersion: '9.0.0', parent: older.id, encryption: {alg: 'age'}}),
+      JSON.stringify({...metadata, triggeredBy: 'webhook', type: 'incremental', compression: 'lz4', dbbVersion: '9.0.0', parent: older.id, encryption: {alg: 'age'}}),
     )
     await setAge(sidecar, daysAgo(2))
 
@@ -148,7 +148,7 @@ describe('damaged and unreadable backups (local storage)', () => {
 
     const restore = await runCli(['restore', newer.id, '--force', '--json'], env({DB_NAME: 'app', DB_USER: 'app', DB_PASSWORD: 'x', DB_HOST: '127.0.0.1', DB_PORT: '1'}))
     expect(restore.code).toBe(1)
-    expect(JSON.parse(restore.stdout).message).toContain(`${newer.id} has type "incremental" and compression "zstd" (written by dbb 9.0.0)`)
+    expect(JSON.parse(restore.stdout).message).toContain(`${newer.id} has type "incremental" and compression "lz4" (written by dbb 9.0.0)`)
   })
 
   it('backup list as a user who cannot read the sidecars names them and exits 1 (not "No backups.")', async () => {

@@ -108,7 +108,7 @@ export interface ArchiveState {
 }
 
 const SIDECAR = '.meta.json'
-const WAL_KEY = /^wal\/([0-9A-F]{24}|[0-9A-F]{8}\.history)\.gz$/
+const WAL_KEY = /^wal\/([0-9A-F]{24}|[0-9A-F]{8}\.history)\.(gz|zst)$/
 
 /**
  * Checks every invariant above; returns what is listed and what is left over. `viaCli: false`
@@ -138,8 +138,8 @@ export async function checkArchive(model: ArchiveModel, context: string, options
     const sha256 = sha(dump)
     if (dump.length !== backup.sizeBytes || sha256 !== backup.sha256) {
       problems.push(`${backup.id} is listed but stored partially: ${dump.length} bytes sha256 ${sha256.slice(0, 12)}, sidecar says ${backup.sizeBytes} bytes ${backup.sha256.slice(0, 12)}`)
-    } else if (!gzipIntact(dump)) {
-      problems.push(`${backup.id} is listed but fails gzip -t`)
+    } else if (!compressedIntact(backup.id, dump)) {
+      problems.push(`${backup.id} is listed but fails ${backup.id.endsWith('.zst') ? 'zstd' : 'gzip'} -t`)
     }
   }
 
@@ -155,7 +155,7 @@ export async function checkArchive(model: ArchiveModel, context: string, options
     const wal = WAL_KEY.exec(key)
     if (wal) {
       const expected = model.walSources.get(wal[1])
-      const actual = await model.store.read(key).then(gunzipSha, (error: Error) => `unreadable: ${error.message}`)
+      const actual = await model.store.read(key).then((data) => decompressedSha(key, data), (error: Error) => `unreadable: ${error.message}`)
       if (actual !== expected) problems.push(`${key} does not decompress to its source segment (${actual.slice(0, 24)}, expected ${expected?.slice(0, 12) ?? 'no such source'})`)
       continue
     }
@@ -183,14 +183,19 @@ export function sha(data: Buffer): string {
   return createHash('sha256').update(data).digest('hex')
 }
 
-function gunzipSha(data: Buffer): string {
-  return sha(gunzipSync(data))
+function decompressedSha(key: string, data: Buffer): string {
+  return sha(key.endsWith('.zst') ? execFileSync('zstd', ['-dc'], {input: data, maxBuffer: 1024 * 1024 * 1024}) : gunzipSync(data))
 }
 
 /** `gzip -t`, the check an operator runs by hand. */
 export function gzipIntact(data: Buffer): boolean {
+  return compressedIntact('.gz', data)
+}
+
+/** `gzip -t` or `zstd -t` by the key's extension. */
+export function compressedIntact(key: string, data: Buffer): boolean {
   try {
-    execFileSync('gzip', ['-t'], {input: data, stdio: ['pipe', 'ignore', 'ignore']})
+    execFileSync(key.endsWith('.zst') ? 'zstd' : 'gzip', ['-t'], {input: data, stdio: ['pipe', 'ignore', 'ignore']})
     return true
   } catch {
     return false

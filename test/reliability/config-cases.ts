@@ -49,7 +49,8 @@ export const CORE_CASES: Record<SettingName, SettingCase> = {
   BACKUP_SCHEDULE: {malformed: ['every day', '* * *'], outOfRange: ['61 * * * *', '0 25 * * *', '* * * * * *', '*/10 * * * * *']},
   TZ: {malformed: ['Mars/Olympus_Mons', 'UTC+25'], with: {BACKUP_SCHEDULE: '0 3 * * *', BASE_BACKUP_SCHEDULE: '0 2 * * 0', DRILL_SCHEDULE: '0 5 * * 0'}},
   BASE_BACKUP_WAL_METHOD: {malformed: ['stream', 'FETCH!']},
-  COMPRESSION_LEVEL: {malformed: ['max', '1.5'], outOfRange: ['0', '10']},
+  COMPRESSION: {malformed: ['lz4', 'gzip,zstd']},
+  COMPRESSION_LEVEL: {malformed: ['max', '1.5'], outOfRange: ['0', '10', '20']},
   COMPRESSION_THREADS: {malformed: ['all', '2.5'], outOfRange: ['0', '257']},
   BACKUP_NO_OWNER: {malformed: ['maybe', 'owners']},
   // restore drills (issue 19)

@@ -21,6 +21,10 @@ export default class BackupDownload extends DbbCommand<typeof BackupDownload> {
       description: 'Restore with stock tools',
       command: '<%= config.bin %> <%= command.id %> latest -o - | gunzip | psql --single-transaction -d app_copy',
     },
+    {
+      description: 'The same for a zstd backup (COMPRESSION=zstd, ids ending in .zst)',
+      command: '<%= config.bin %> <%= command.id %> backup_20261121T030000Z.sql.zst -o - | zstd -dc | psql --single-transaction -d app_copy',
+    },
   ]
 
   static override args = {

@@ -9,7 +9,7 @@ import {declareNotInArchive} from '../../wal/fetch-exit'
 
 export default class WalFetch extends DbbCommand<typeof WalFetch> {
   static override summary = "Write an archived WAL file to a path: PostgreSQL's restore_command."
-  static override description = `Reads wal/<name>.gz from storage, decompresses it and writes <dest> atomically (a temporary file renamed once complete). A file that is not in the archive exits 1 with at most one short line: PostgreSQL asks for files past the end of the archive on purpose, to learn where recovery ends.
+  static override description = `Reads wal/<name>.gz or wal/<name>.zst from storage, decompresses it and writes <dest> atomically (a temporary file renamed once complete). A file that is not in the archive exits 1 with at most one short line: PostgreSQL asks for files past the end of the archive on purpose, to learn where recovery ends.
 
 Exit 1 only when storage positively answers "no such object" (or the name cannot be a WAL file). Every other failure — a damaged archived copy, storage unreachable, permission denied, a missing BACKUP_LOCAL_DIR, bad configuration, an unexpected error — exits ${EXIT_WAL_FETCH_FATAL}: PostgreSQL reads 1–125 as "end of the archive" and would promote without the later transactions, while above 125 it aborts recovery and keeps the server down with the error in its log.
 

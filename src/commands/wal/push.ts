@@ -12,7 +12,7 @@ import {QueueResult, ensureUploader, queueWal} from '../../wal/spool'
 
 export default class WalPush extends DbbCommand<typeof WalPush> {
   static override summary = "Archive one WAL file into storage: PostgreSQL's archive_command."
-  static override description = `Compresses the file and stores it as wal/<name>.gz in the storage backend; exits 0 only once it is durably stored, so PostgreSQL may then recycle the segment. Pushing a file that is already archived with identical content succeeds (PostgreSQL retries after crashes); different content under the same name fails with exit 1 and is never overwritten — that is how two servers archiving into one location (split-brain) show up. The archive also records the system identifier of the first cluster that pushed a segment (wal/system-identifier) and refuses segments of any other cluster.
+  static override description = `Compresses the file and stores it as wal/<name>.gz (wal/<name>.zst with COMPRESSION=zstd) in the storage backend; exits 0 only once it is durably stored, so PostgreSQL may then recycle the segment. Pushing a file that is already archived with identical content succeeds (PostgreSQL retries after crashes); different content under the same name fails with exit 1 and is never overwritten — that is how two servers archiving into one location (split-brain) show up. The archive also records the system identifier of the first cluster that pushed a segment (wal/system-identifier) and refuses segments of any other cluster.
 
 Every failure exits non-zero (1; 2 for a name that is not WAL): PostgreSQL keeps the segment and retries archive_command, so nothing is lost while storage is down.
 

@@ -4,6 +4,7 @@ import {BackupListing, ListOptions, resolveBackup, scanBackups} from '../../back
 import {drillsOf} from '../../drill/result'
 import {listedBackups} from '../../backup/table'
 import {databasePrefix, isBackupId, parseBackupId} from '../../backup/naming'
+import {CODECS, codecOfKey} from '../../compress/codecs'
 import {NotFoundError} from '../../errors'
 import {printableExcerpt} from '../../format'
 import type {AppDependencies} from '../app'
@@ -139,7 +140,7 @@ async function download(ctx: Context, reference: string, deps: AppDependencies, 
   if (ctx.method !== 'HEAD' && size > 0) ctx.body = await deps.storage.get(backup.id, range.kind === 'partial' ? {start, end} : {})
   // Set after the body: assigning a stream to ctx.body clears Content-Length and the type.
   ctx.status = range.kind === 'partial' ? 206 : 200
-  ctx.type = 'application/gzip'
+  ctx.type = CODECS[codecOfKey(backup.id) ?? 'gzip'].contentType
   ctx.length = size === 0 ? 0 : end - start + 1
   if (range.kind === 'partial') ctx.set('Content-Range', `bytes ${start}-${end}/${size}`)
 }

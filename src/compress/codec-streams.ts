@@ -1,0 +1,219 @@
+import {Duplex} from 'node:stream'
+import * as zlib from 'node:zlib'
+
+import {runTool, spawnFilter} from '../backup/child-process'
+import {ConfigError, OperationError} from '../errors'
+import {CodecName} from './codecs'
+import {defaultCompressionThreads} from './defaults'
+import {createParallelGzip} from './parallel-gzip'
+
+/**
+ * Compressor and decompressor streams per codec.
+ *
+ * gzip: dbb's own parallel gzip (src/compress/parallel-gzip.ts) and Node's gunzip.
+ *
+ * zstd compresses through the `zstd` program with one worker per compression thread, chosen by
+ * measurement (BENCHMARKS.md, "zstd: which implementation"): Node 20 has no zstd at all, and the
+ * libzstd bundled in Node 22.15+/24 is built without multithreading — `ZSTD_c_nbWorkers` is
+ * accepted and silently ignored (150 MB of dump text took 0.71 s with 0 workers and 0.80 s with 2
+ * on Node 24.22, while `zstd -1 -T2` took 0.46 s). The program also writes the frame's XXH64
+ * content checksum (`--check`), which every decoder verifies. zstd decompresses with Node's
+ * built-in decoder where the runtime has one (no process per WAL segment), else with `zstd -d`.
+ */
+
+export interface Compressor extends Duplex {
+  /** Destroys the stream if it is still running and resolves once no work (thread job or program) is left. */
+  terminate(): Promise<void>
+}
+
+export interface CompressorOptions {
+  level: number
+  /** Threads (gzip blocks in parallel) or zstd workers; default: src/compress/defaults.ts. */
+  threads?: number
+}
+
+export function createCompressor(codec: CodecName, options: CompressorOptions): Compressor {
+  if (codec === 'gzip') return createParallelGzip({level: options.level, threads: options.threads})
+  const threads = options.threads ?? defaultCompressionThreads()
+  return new ProgramFilter('zstd', ['-q', '-c', `-${options.level}`, `-T${threads}`, '--check', '--no-progress'], (detail) => new OperationError(`zstd failed while compressing (${detail})`))
+}
+
+/** Which zstd decoder to use; tests pin one, dbb takes the built-in one where Node has it. */
+export type ZstdDecoder = 'builtin' | 'program'
+
+export function zstdDecoder(): ZstdDecoder {
+  return typeof (zlib as unknown as {createZstdDecompress?: unknown}).createZstdDecompress === 'function' ? 'builtin' : 'program'
+}
+
+/** A stream that decompresses `codec`; a damaged input fails it with an error isDamagedStreamError recognises. */
+export function createDecompressor(codec: CodecName, options: {chunkSize?: number; zstd?: ZstdDecoder} = {}): Duplex {
+  if (codec === 'gzip') return zlib.createGunzip(options.chunkSize ? {chunkSize: options.chunkSize} : {})
+  if ((options.zstd ?? zstdDecoder()) === 'builtin') {
+    const create = (zlib as unknown as {createZstdDecompress: (options: object) => Duplex}).createZstdDecompress
+    return create(options.chunkSize ? {chunkSize: options.chunkSize} : {})
+  }
+
+  // The zstd program also decodes gzip (and xz, lz4) input: the magic check keeps "a .zst object is a zstd stream" as strict as Node's decoder.
+  return new ProgramFilter('zstd', ['-d', '-q', '-c', '--no-progress'], (detail) => new DamagedStreamError(`not a valid zstd stream (${detail})`), ZSTD_FRAME_MAGIC)
+}
+
+/** Every zstd frame starts with these bytes (RFC 8878, 3.1.1). */
+const ZSTD_FRAME_MAGIC = Buffer.from([0x28, 0xb5, 0x2f, 0xfd])
+
+/** The decoder said the compressed bytes are not a whole, valid stream of their codec. */
+export class DamagedStreamError extends Error {
+  readonly code = 'DBB_DAMAGED_STREAM'
+}
+
+/** True when `error` says the compressed input is damaged (zlib's Z_* and ZSTD_error_* codes, or the zstd program's refusal). */
+export function isDamagedStreamError(error: unknown): boolean {
+  const code = (error as {code?: unknown} | undefined)?.code
+  return error instanceof DamagedStreamError || (typeof code === 'string' && (code.startsWith('Z_') || code.startsWith('ZSTD_error')))
+}
+
+const availability = new Map<string, Promise<void>>()
+
+/**
+ * Fails with exit 2 (what to install) when `codec` needs a program that is not on PATH: checked
+ * before a backup claims its id or a restore touches anything. `purpose` is what needs it.
+ */
+export async function requireCodec(codec: CodecName, purpose: 'compress' | 'decompress'): Promise<void> {
+  if (codec === 'gzip' || (purpose === 'decompress' && zstdDecoder() === 'builtin')) return
+  let check = availability.get('zstd')
+  if (!check) {
+    check = runTool('zstd', ['--version'], {}, {timeout: 10_000}).then(
+      () => undefined,
+      (error: NodeJS.ErrnoException) => {
+        availability.delete('zstd')
+        if (error.code === 'ENOENT') {
+          const alternative = purpose === 'decompress' ? ', or run dbb on Node 22.15 or later, whose built-in zstd decoder dbb uses' : ''
+          throw new ConfigError([{variable: 'COMPRESSION', message: `zstd needs the zstd program on PATH to ${purpose} (install it, e.g. apt-get install zstd${alternative})`}])
+        }
+
+        throw new OperationError(`zstd --version failed: ${error.message}`)
+      },
+    )
+    availability.set('zstd', check)
+  }
+
+  await check
+}
+
+/**
+ * A program as a Duplex: what is written goes to its stdin, its stdout is what is read. The stream
+ * ends only once the program exited 0; any other exit (or a kill) fails it with `failure`, so a
+ * truncated output never looks like a complete one. Destroying it kills the program.
+ */
+class ProgramFilter extends Duplex implements Compressor {
+  private readonly child
+  private readonly exited: Promise<{code: number | null; signal: NodeJS.Signals | null; spawnError?: NodeJS.ErrnoException}>
+  private stderr = ''
+  private pendingWrite?: () => void
+  private inputSeen = 0
+
+  constructor(
+    command: string,
+    args: string[],
+    private readonly failure: (detail: string) => Error,
+    /** The bytes the input must start with (checked here, before the program sees them). */
+    private readonly magic?: Buffer,
+  ) {
+    super({readableHighWaterMark: 256 * 1024, writableHighWaterMark: 256 * 1024})
+    const child = spawnFilter(command, args)
+    this.child = child
+    child.stderr.setEncoding('utf8').on('data', (text: string) => (this.stderr = (this.stderr + text).slice(-4096)))
+    const stdoutClosed = new Promise<void>((resolve) => child.stdout.once('close', resolve))
+    this.exited = new Promise((resolve) => {
+      child.once('error', (error: NodeJS.ErrnoException) => {
+        if (child.pid === undefined) resolve({code: null, signal: null, spawnError: error})
+      })
+      // Not 'close': that waits for stdin to close too, which a program that died mid-input never
+      // does while nothing is written. The exit status counts once everything it wrote was pushed.
+      child.once('exit', (code, signal) => {
+        child.stdin.destroy()
+        void stdoutClosed.then(() => resolve({code, signal}))
+      })
+    })
+    // EPIPE once the program stopped reading: its exit status says why.
+    child.stdin.on('error', () => {})
+    child.stdin.on('close', () => this.releaseWrite())
+    child.stdout.on('data', (chunk: Buffer) => {
+      if (!this.push(chunk)) child.stdout.pause()
+    })
+    void this.exited.then((status) => {
+      if (this.destroyed) return
+      if (status.spawnError) {
+        const missing = status.spawnError.code === 'ENOENT'
+        this.destroy(missing ? new ConfigError([{variable: 'COMPRESSION', message: `the ${command} program is not on PATH (install it, e.g. apt-get install ${command})`}]) : status.spawnError)
+      } else if (status.code === 0) {
+        this.push(null)
+      } else {
+        const how = status.signal ? `killed by ${status.signal}` : `exit code ${status.code}`
+        const said = this.stderr.trim().split('\n').slice(-2).join(' | ')
+        this.destroy(this.failure(said ? `${command} ${how}: ${said}` : `${command} ${how}`))
+      }
+    })
+  }
+
+  async terminate(): Promise<void> {
+    this.destroy()
+    await this.exited
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    if (this.magic && this.inputSeen < this.magic.length) {
+      const expected = this.magic.subarray(this.inputSeen, this.inputSeen + chunk.length)
+      if (!chunk.subarray(0, expected.length).equals(expected)) {
+        callback(this.failure(`the input does not start with the frame magic number ${this.magic.toString('hex')}`))
+        return
+      }
+    }
+
+    this.inputSeen += chunk.length
+    const stdin = this.child.stdin
+    if (stdin.destroyed || stdin.writableEnded) {
+      callback() // the program is gone; its exit status fails this stream
+      return
+    }
+
+    if (stdin.write(chunk)) {
+      callback()
+      return
+    }
+
+    this.pendingWrite = () => callback()
+    stdin.once('drain', () => this.releaseWrite())
+  }
+
+  override _final(callback: (error?: Error | null) => void): void {
+    this.child.stdin.end()
+    callback()
+  }
+
+  override _read(): void {
+    this.child.stdout.resume()
+  }
+
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    if (this.child.exitCode === null && this.child.signalCode === null && this.child.pid !== undefined) this.child.kill('SIGKILL')
+    // Output nobody will read: drop it, so stdout closes and the exit status resolves.
+    this.child.stdout.destroy()
+    this.releaseWrite()
+    void this.exited.then(() => callback(error))
+  }
+
+  private releaseWrite(): void {
+    const pending = this.pendingWrite
+    this.pendingWrite = undefined
+    pending?.()
+  }
+}
+
+/** A small compressed object (a timeline history) decompressed whole. */
+export async function decompressBuffer(codec: CodecName, body: Buffer): Promise<Buffer> {
+  const decompressor = createDecompressor(codec)
+  const chunks: Buffer[] = []
+  decompressor.end(body)
+  for await (const chunk of decompressor) chunks.push(chunk as Buffer)
+  return Buffer.concat(chunks)
+}
