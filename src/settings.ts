@@ -277,7 +277,7 @@ export const SETTINGS = {
     example: 'app,billing',
     defaultText: 'DB_NAME alone',
     commands: ['backup run', 'serve'],
-    value: (f) => f.z.string(),
+    value: (f) => f.databaseList,
   },
   BACKUP_GLOBALS: {
     flag: 'backup-globals',
@@ -692,7 +692,7 @@ export const SETTINGS = {
     example: 'slack://xoxb-…@alerts,healthchecks+https://hc-ping.com/<uuid>',
     secret: true,
     commands: NOTIFY_COMMANDS,
-    value: (f) => f.z.string(),
+    value: (f) => f.notifyUrls,
   },
   NOTIFY_WEBHOOK_SECRET: {
     flag: 'notify-webhook-secret',

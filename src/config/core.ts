@@ -120,32 +120,8 @@ export interface DatabasesConfig {
   noRolePasswords: boolean
 }
 
-/** DB_NAMES as a list, or why it is not one. */
-export function parseDatabaseList(text: string): {names: string[] | 'all'} | {problem: string} {
-  if (text.trim().toLowerCase() === 'all') return {names: 'all'}
-  const names = text.split(',').map((name) => name.trim())
-  const invalid = names.find((name) => Buffer.byteLength(name) > 63 || name.includes('\0'))
-  const problem = names.some((name) => name === '')
-    ? 'has an empty name (write names separated by single commas, e.g. app,billing)'
-    : names.some((name) => name.toLowerCase() === 'all')
-      ? 'mixes "all" with names (either all, or a list of names)'
-      : invalid !== undefined
-        ? `"${invalid.slice(0, 70)}" is not a PostgreSQL database name (at most 63 bytes, no NUL)`
-        : new Set(names).size === names.length
-          ? undefined
-          : `names a database twice (${names.find((name, index) => names.indexOf(name) !== index)})`
-  return problem === undefined ? {names} : {problem}
-}
-
 export const databases = defineSection(['DB_NAMES', 'BACKUP_GLOBALS', 'GLOBALS_NO_ROLE_PASSWORDS'], (object) =>
-  object.transform((data, ctx): DatabasesConfig => {
-    let names: string[] | 'all' | undefined
-    if (data.DB_NAMES !== undefined) {
-      const parsed = parseDatabaseList(data.DB_NAMES)
-      if ('problem' in parsed) ctx.addIssue({code: 'custom', path: ['DB_NAMES'], message: parsed.problem})
-      else names = parsed.names
-    }
-
-    return {names, globals: data.BACKUP_GLOBALS ?? data.DB_NAMES !== undefined, noRolePasswords: data.GLOBALS_NO_ROLE_PASSWORDS}
+  object.transform((data): DatabasesConfig => {
+    return {names: data.DB_NAMES, globals: data.BACKUP_GLOBALS ?? data.DB_NAMES !== undefined, noRolePasswords: data.GLOBALS_NO_ROLE_PASSWORDS}
   }),
 )

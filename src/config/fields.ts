@@ -44,6 +44,46 @@ export const scheduleInterval = duration.refine((milliseconds) => milliseconds >
 /** true/false (also yes/no, 1/0, on/off); z.coerce.boolean would read "false" as true. */
 export const boolean = () => z.stringbool({error: 'must be true or false'})
 
+/** DB_NAMES as a list, or why it is not one. */
+export function parseDatabaseList(text: string): {names: string[] | 'all'} | {problem: string} {
+  if (text.trim().toLowerCase() === 'all') return {names: 'all'}
+  const names = text.split(',').map((name) => name.trim())
+  const invalid = names.find((name) => Buffer.byteLength(name) > 63 || name.includes('\0'))
+  const problem = names.some((name) => name === '')
+    ? 'has an empty name (write names separated by single commas, e.g. app,billing)'
+    : names.some((name) => name.toLowerCase() === 'all')
+      ? 'mixes "all" with names (either all, or a list of names)'
+      : invalid !== undefined
+        ? `"${invalid.slice(0, 70)}" is not a PostgreSQL database name (at most 63 bytes, no NUL)`
+        : new Set(names).size === names.length
+          ? undefined
+          : `names a database twice (${names.find((name, index) => names.indexOf(name) !== index)})`
+  return problem === undefined ? {names} : {problem}
+}
+
+/** DB_NAMES: a list of database names, or `all`; parsed as a field so its problem is reported with the others'. */
+export const databaseList = z.string().transform((text, ctx): string[] | 'all' => {
+  const parsed = parseDatabaseList(text)
+  if ('names' in parsed) return parsed.names
+  ctx.addIssue({code: 'custom', message: parsed.problem})
+  return z.NEVER
+})
+
+/** NOTIFY_URLS: each comma-separated URL parsed (and its credentials registered as secrets) as a field. */
+export const notifyUrls = z.string().transform((value, ctx) => {
+  const {parseTargetUrl, splitUrls, TargetUrlError} = require('../notify/targets') as typeof import('../notify/targets')
+  const targets: import('../notify/targets').Target[] = []
+  splitUrls(value).forEach((entry, index) => {
+    try {
+      targets.push(parseTargetUrl(entry, index + 1))
+    } catch (error) {
+      if (!(error instanceof TargetUrlError)) throw error
+      ctx.addIssue({code: 'custom', message: error.message})
+    }
+  })
+  return targets
+})
+
 export const httpUrl = z.url({protocol: /^https?$/, error: 'must be an http(s) URL'})
 
 export function isTimeZone(zone: string): boolean {

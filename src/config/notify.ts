@@ -1,5 +1,5 @@
 import {NotifyConfig} from '../notify/notifier'
-import {Target, TargetUrlError, parseTargetUrl, slackAliasTarget, splitUrls} from '../notify/targets'
+import {Target, slackAliasTarget} from '../notify/targets'
 import {defineSection} from './fields'
 
 /**
@@ -11,16 +11,8 @@ import {defineSection} from './fields'
 export const notify = defineSection(
   ['NOTIFY_URLS', 'NOTIFY_WEBHOOK_SECRET', 'NOTIFY_ON_SUCCESS', 'NOTIFY_TIMEOUT', 'NOTIFY_REMINDER_INTERVAL', 'SLACK_TOKEN', 'SLACK_WEBHOOK_URL', 'SLACK_CHANNEL', 'SLACK_MESSAGE_SUFFIX', 'SLACK_API_URL'],
   (object) =>
-    object.transform((data, ctx): NotifyConfig => {
-      const targets: Target[] = []
-      splitUrls(data.NOTIFY_URLS ?? '').forEach((entry, index) => {
-        try {
-          targets.push(parseTargetUrl(entry, index + 1))
-        } catch (error) {
-          if (!(error instanceof TargetUrlError)) throw error
-          ctx.addIssue({code: 'custom', path: ['NOTIFY_URLS'], message: error.message})
-        }
-      })
+    object.transform((data): NotifyConfig => {
+      const targets: Target[] = [...(data.NOTIFY_URLS ?? [])]
       const alias = slackAliasTarget({
         token: data.SLACK_TOKEN,
         webhookUrl: data.SLACK_WEBHOOK_URL,

@@ -9,7 +9,8 @@ import {CORE_CASES, STORAGE_CASES, SettingCase, badValues} from './config-cases'
  * only checked together with another (a schedule and its TZ, a key and its secret) run alone.
  */
 const errorLines = (stderr: string) => stderr.split('\n').filter((line) => line.startsWith('Error: '))
-const TOGETHER = new Set(['BACKUP_SCHEDULE', 'BASE_BACKUP_SCHEDULE', 'TZ', 'STORAGE_BACKEND'])
+// Checked after every field is valid (cron expressions against TZ; the backend's own settings), so not in the all-at-once case.
+const TOGETHER = new Set(['BACKUP_SCHEDULE', 'BASE_BACKUP_SCHEDULE', 'DRILL_SCHEDULE', 'TZ', 'STORAGE_BACKEND'])
 const SECRET_LIKE = /TOKEN|PASSWORD|SECRET/
 
 function firstBad(settingCase: SettingCase): string | undefined {

@@ -26,7 +26,7 @@ describe('declared secrets are read from X_FILE and never printed', () => {
   })
 
   it('covers every declared secret', () => {
-    expect(SECRETS.sort()).toEqual(['API_TOKEN', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'DB_PASSWORD', 'SLACK_TOKEN', 'SLACK_WEBHOOK_URL'])
+    expect(SECRETS.sort()).toEqual(['API_TOKEN', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'DB_PASSWORD', 'DRILL_DB_PASSWORD', 'NOTIFY_URLS', 'NOTIFY_WEBHOOK_SECRET', 'SLACK_TOKEN', 'SLACK_WEBHOOK_URL'])
   })
 
   it.each(SECRETS)('%s', async (name) => {
