@@ -37,12 +37,12 @@ describe('DB_NAMES and restore --globals on S3 (s3rver, real PostgreSQL)', () =>
     const running = runCli(['backup', 'run', '--json'], {...env, DB_NAMES: 'bill_ü,app', S3_CONDITIONAL_WRITES: 'false'})
     try {
       const deadline = Date.now() + 30_000
-      while ((await source.psql(`SELECT count(*) FROM pg_stat_activity WHERE datname = 'bill_ü' AND wait_event_type = 'Lock'`)) !== '1') {
+      while ((await source.psql(`SELECT count(*) FROM pg_stat_activity WHERE datname = 'bill_ü' AND wait_event_type = 'Lock' AND application_name = 'dbb'`)) !== '1') {
         if (Date.now() > deadline) throw new Error('pg_dump of bill_ü never waited on the lock')
         await new Promise((resolve) => setTimeout(resolve, 100))
       }
 
-      await source.psql(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'bill_ü' AND wait_event_type = 'Lock'`)
+      await source.psql(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'bill_ü' AND wait_event_type = 'Lock' AND application_name = 'dbb'`)
     } finally {
       await release()
     }

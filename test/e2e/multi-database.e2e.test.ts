@@ -163,8 +163,9 @@ describe('several databases per run (DB_NAMES), globals, restore onto a new serv
     const child = startCli(['backup', 'run', '--json'], {...env, DB_NAMES: 'my_bill,app', BACKUP_GLOBALS: 'false'})
     const done = collect(child)
     try {
-      await waitFor(async () => (await source.psql(`SELECT count(*) FROM pg_stat_activity WHERE datname = 'my_bill' AND wait_event_type = 'Lock'`)) === '1', 'pg_dump to wait on the lock')
-      await source.psql(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'my_bill' AND wait_event_type = 'Lock'`)
+      // pg_dump's own session (the backup's contents record counts rows in another one, which waits too).
+      await waitFor(async () => (await source.psql(`SELECT count(*) FROM pg_stat_activity WHERE datname = 'my_bill' AND wait_event_type = 'Lock' AND application_name = 'dbb'`)) === '1', 'pg_dump to wait on the lock')
+      await source.psql(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'my_bill' AND wait_event_type = 'Lock' AND application_name = 'dbb'`)
     } finally {
       await release()
     }
@@ -182,7 +183,7 @@ describe('several databases per run (DB_NAMES), globals, restore onto a new serv
     const killed = startCli(['backup', 'run'], {...env, DB_NAMES: 'app,my_bill', BACKUP_GLOBALS: 'false'})
     const killedDone = collect(killed)
     try {
-      await waitFor(async () => (await source.psql(`SELECT count(*) FROM pg_stat_activity WHERE datname = 'my_bill' AND wait_event_type = 'Lock'`)) === '1', 'the second pg_dump to start')
+      await waitFor(async () => (await source.psql(`SELECT count(*) FROM pg_stat_activity WHERE datname = 'my_bill' AND wait_event_type = 'Lock' AND application_name = 'dbb'`)) === '1', 'the second pg_dump to start')
       killed.kill('SIGKILL')
       await killedDone
     } finally {
