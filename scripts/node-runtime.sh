@@ -6,7 +6,7 @@
 # one docker/Dockerfile's NODE_IMAGE names, so tests, CI, the demo and the image run the same Node.
 # When the machine's `node` is older than the floor, that release is installed from the npm
 # registry's node-linux-<arch> package (the official binary, as published by the Node.js project)
-# into $DBB_NODE_CACHE (default ~/.cache/dbb-node/<version>) once, and put first on PATH: jest, the
+# into $DBB_NODE_CACHE (default ~/.cache/dbb-node/<version>; /var/cache/dbb-node as root) once, and put first on PATH: jest, the
 # CLI under test (bin/run.js starts with `#!/usr/bin/env node`), every child process and npm's own
 # scripts then run on it. A machine whose node is recent enough is left as it is.
 
@@ -31,7 +31,9 @@ node_runtime_use() {
     aarch64 | arm64) arch=arm64 ;;
     *) echo "node-runtime: no Node binary package for $(uname -m); install Node $floor or later yourself" >&2; return 1 ;;
   esac
-  cache=${DBB_NODE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dbb-node}
+  # As root, a world-readable place: tests run the CLI as other users too (postgres, nobody), and
+  # root's home (mode 0700) would hide the binary from them — they would fall back to an old node.
+  if [ "$(id -u)" = 0 ]; then cache=${DBB_NODE_CACHE:-/var/cache/dbb-node}; else cache=${DBB_NODE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dbb-node}; fi
   dir="$cache/$release-linux-$arch"
   if [ ! -x "$dir/bin/node" ]; then
     echo "==> installing Node $release (this machine has $(node --version 2>/dev/null || echo none); dbb needs $floor or later) into $dir"

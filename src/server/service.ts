@@ -15,6 +15,7 @@ import type {Notifier} from '../notify/notifier'
 import {createProgress} from '../progress'
 import type {StorageBackend} from '../storage/contract'
 import {createApp} from './app'
+import type {TokenGuessLimit} from './middleware/auth'
 import {Job, JobRegistry, JobSkippedError, JobWork, StartResult} from './jobs'
 import {JobLock, slotTaken} from './job-lock'
 import {DrillJobs} from './drills'
@@ -34,6 +35,8 @@ export interface ServiceOptions {
   clock?: SchedulerClock
   /** Per-check limit of /health. */
   healthTimeoutMs?: number
+  /** Wrong API tokens one address may send before it is locked out (default TOKEN_GUESS_LIMIT, middleware/auth.ts). */
+  tokenGuessLimit?: TokenGuessLimit
   /** Tells people about each backup job (started, succeeded, failed; retention refusals) and counts deliveries in /metrics. */
   notifier?: Notifier
 }
@@ -171,6 +174,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
     schedule: scheduler,
     isShuttingDown: () => shuttingDown,
     healthTimeoutMs: options.healthTimeoutMs,
+    tokenGuessLimit: options.tokenGuessLimit,
     drills: drills.jobs,
     jobLock,
   })

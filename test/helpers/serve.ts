@@ -96,7 +96,7 @@ export async function startApiService(
   cluster: PgCluster,
   database: string,
   backupDir: string,
-  options: {token: string; logger: Logger; healthTimeoutMs?: number; databases?: DatabasesConfig},
+  options: {token: string; logger: Logger; healthTimeoutMs?: number; databases?: DatabasesConfig; tokenGuessLimit?: TokenGuessLimit},
 ): Promise<RunningService> {
   const settings = loadConfig(['database'], cluster.dbbEnv(database))
   return startService({
@@ -111,6 +111,7 @@ export async function startApiService(
     storage: new LocalBackend(backupDir),
     logger: options.logger,
     healthTimeoutMs: options.healthTimeoutMs,
+    tokenGuessLimit: options.tokenGuessLimit,
   })
 }
 

@@ -69,7 +69,8 @@ describe('REST API bad input (real HTTP, real PostgreSQL, local storage)', () =>
     await fs.writeFile(path.join(root, `${outsideId}.meta.json`), JSON.stringify({...sidecar, id: outsideId, sizeBytes: PLANTED.length}))
 
     log = captureLogger()
-    service = await startApiService(cluster, 'shop', backupDir, {token: TOKEN, logger: log.logger})
+    // Hundreds of wrong tokens on purpose, from one address: the lockout (its own test, rest-token-guessing) would answer 429.
+    service = await startApiService(cluster, 'shop', backupDir, {token: TOKEN, logger: log.logger, tokenGuessLimit: {failures: 1_000_000, windowMs: 60_000}})
   })
 
   afterAll(async () => {
