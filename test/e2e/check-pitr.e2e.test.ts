@@ -38,6 +38,8 @@ describe('dbb check: WAL chain and logical-only setups', () => {
       ['base-backup', 'not-configured'],
       ['wal', 'not-configured'],
       ['logical-backup', 'pass'],
+      // No drill has run: not configured (restore drills, issue 19).
+      ['drill', 'not-configured'],
     ])
     const table = await runCli(['check'], {BACKUP_LOCAL_DIR: storeDir})
     expect(table.code).toBe(0)
@@ -49,6 +51,7 @@ describe('dbb check: WAL chain and logical-only setups', () => {
       ['base-backup', 'fail'],
       ['wal', 'fail'],
       ['logical-backup', 'pass'],
+      ['drill', 'not-configured'],
     ])
     expect(checkNamed(forced.stdout, 'wal').message).toBe('no archived WAL segment found')
 
@@ -59,6 +62,7 @@ describe('dbb check: WAL chain and logical-only setups', () => {
       ['base-backup', 'pass'],
       ['wal', 'fail'],
       ['logical-backup', 'pass'],
+      ['drill', 'not-configured'],
     ])
     expect(withBase.code).toBe(1)
     const off = await runCli(['check', '--json'], {BACKUP_LOCAL_DIR: storeDir, CHECK_WAL: 'false'})
