@@ -55,6 +55,9 @@ node_runtime_use() {
     rm -rf "$tmp"
   fi
   export PATH="$dir/bin:$PATH"
+  # The official binary trusts only its bundled CA list; Debian's node used the system store. Keep
+  # trusting what the machine trusts (a TLS-inspecting proxy's CA in front of the npm registry).
+  if [ -z "${NODE_EXTRA_CA_CERTS:-}" ] && [ -r /etc/ssl/certs/ca-certificates.crt ]; then export NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt; fi
   [ "$(node -p 'process.versions.node')" = "$release" ] || { echo "node-runtime: $dir/bin/node is not Node $release" >&2; return 1; }
 }
 
