@@ -34,6 +34,9 @@ describe('a backend plugin from the template, outside the repository, through a 
       LANG: 'C.UTF-8',
       LOG_FORMAT: 'json',
       AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
+      // The CAs this machine trusts (a TLS-inspecting proxy before the registry): the official Node
+      // binary knows only its bundled list, and npm fetches what its cache lacks.
+      ...(process.env.NODE_EXTRA_CA_CERTS ? {NODE_EXTRA_CA_CERTS: process.env.NODE_EXTRA_CA_CERTS} : {}),
       // oclif's data dir (installed plugins) inside the temp dir: nothing leaks into the user's dbb.
       XDG_DATA_HOME: path.join(work, 'xdg', 'data'),
       XDG_CACHE_HOME: path.join(work, 'xdg', 'cache'),
