@@ -8,7 +8,7 @@ import {VERSION} from '../version'
 import type {ObjectInfo, StorageBackend} from '../storage/contract'
 import {contentsRecordSchema} from './contents-record'
 import {databaseProfileSchema, dumpPrivilegesSchema} from './database-profile'
-import {SIDECAR_SUFFIX, isBackupId, parseBackupId, sidecarKey} from './naming'
+import {SIDECAR_SUFFIX, decodeDatabaseName, isBackupId, parseBackupId, sidecarKey} from './naming'
 import {WAL_PREFIX} from '../wal/segments'
 
 /**
@@ -248,11 +248,32 @@ export async function newestBackup(storage: StorageBackend, options: ListOptions
   return newest
 }
 
+/**
+ * Why `latest` of a prefix found nothing when the location holds DB_NAMES backups: those carry the
+ * database in their prefix (`<prefix>_<database>`), so the plain prefix's `latest` is none of them,
+ * and the user has to say which database (--db / ?db=). Empty when there are none.
+ */
+async function perDatabaseHint(storage: StorageBackend, prefix: string | undefined): Promise<string> {
+  if (prefix === undefined) return ''
+  const databases = new Set<string>()
+  for await (const object of storage.list(`${prefix}_`)) {
+    if (!object.key.endsWith(SIDECAR_SUFFIX)) continue
+    const idPrefix = parseBackupId(object.key.slice(0, -SIDECAR_SUFFIX.length))?.prefix
+    const encoded = idPrefix?.startsWith(`${prefix}_`) ? idPrefix.slice(prefix.length + 1) : undefined
+    const database = encoded === undefined ? undefined : decodeDatabaseName(encoded)
+    if (database !== undefined) databases.add(database)
+  }
+
+  if (databases.size === 0) return ''
+  const names = [...databases].sort()
+  return ` with the name prefix "${prefix}"; it holds the backups of ${names.length === 1 ? 'one database' : `${names.length} databases`} taken with DB_NAMES (${names.join(', ')}): name one with --db NAME (REST: ?db=NAME)`
+}
+
 /** `latest` or an id, to the backup's metadata; a malformed id is a usage error, never a storage lookup. */
 export async function resolveBackup(storage: StorageBackend, reference: string, options: ListOptions = {}): Promise<BackupMetadata> {
   if (reference === 'latest') {
     const newest = await newestBackup(storage, options)
-    if (!newest) throw new NotFoundError(`no backups found in ${storage.location}`)
+    if (!newest) throw new NotFoundError(`no backups found in ${storage.location}${await perDatabaseHint(storage, options.prefix)}`)
     return newest
   }
 

@@ -101,6 +101,11 @@ describe('several databases per run (DB_NAMES), globals, restore onto a new serv
     expect(second).not.toBe(ids['café'])
     expect((await listed(dir, ['--db', 'café'])).map((entry) => entry.id)).toEqual([second, ids['café']])
 
+    // Without --db, `latest` is no database's: not found (exit 1), naming the databases and the flag.
+    const unnamed = await runCli(['restore', 'latest', '--target-db', 'cafe_copy', '--force'], env)
+    expect(unnamed.code).toBe(1)
+    expect(unnamed.stderr).toMatch(/databases taken with DB_NAMES \(app, café, my_bill\): name one with --db NAME/)
+
     const restored = await runCli(['restore', 'latest', '--db', 'café', '--target-db', 'cafe_copy', '--force', '--json'], env)
     expect(restored.code).toBe(0)
     expect(JSON.parse(restored.stdout).id).toBe(second)
