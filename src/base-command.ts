@@ -144,6 +144,9 @@ export abstract class DbbCommand<T extends typeof Command> extends Command {
     const oclifError = known === undefined && (error instanceof Errors.CLIError || isOclifError(error))
     if (oclifError && failureExitCode === undefined) {
       error.message = redactSecrets(error.message)
+      // oclif's catch takes the exit code from `error.exitCode` (else 1), but its parse errors carry it in `oclif.exit`:
+      // without this, `--json` turned every usage error into exit 1 while its JSON said 2.
+      process.exitCode = (error as {oclif?: {exit?: number}}).oclif?.exit ?? EXIT_USAGE
       if (this.jsonEnabled() || this.logFormat() !== 'json') return super.catch(error)
     }
 

@@ -60,6 +60,11 @@ On a terminal it shows what it is about to do and counts down 5 seconds (Ctrl-C 
       summary:
         'First create the roles (and their memberships) of the stored cluster globals that this server lacks; existing roles are never changed. Alone: only that.',
     }),
+    'alter-roles': Flags.boolean({
+      summary:
+        'With --globals: also bring existing roles in line with the globals (attributes, password if stored, settings, comments, memberships). Never revokes or drops anything, never alters the role running the restore.',
+      dependsOn: ['globals'],
+    }),
     force: Flags.boolean({summary: 'Start without the 5-second countdown; required when stdin is not a terminal.'}),
     'keep-previous': Flags.boolean({
       summary: 'Keep the replaced database as <target>_dbb_previous_<hash> instead of dropping it (roll back by renaming it back).',
@@ -121,7 +126,7 @@ On a terminal it shows what it is about to do and counts down 5 seconds (Ctrl-C 
    * --globals: the missing roles first (alone, when no database backup is named or the one named
    * is a globals backup), then the database restore as usual. Roles are created before the plan and
    * its countdown, because the plan's preflight refuses a dump whose roles are missing; they are only
-   * ever added, never changed.
+   * ever added, never changed (unless --alter-roles).
    */
   private async restoreWithGlobals(reference: string | undefined): Promise<GlobalsRestoreResult | (RestoreOutcome & {globals: GlobalsRestoreResult})> {
     const database = this.databaseConfig(this.targetDatabase())
@@ -133,10 +138,12 @@ On a terminal it shows what it is about to do and counts down 5 seconds (Ctrl-C 
       const backup = globalsOnly ? undefined : (named ?? (await resolveBackup(storage, 'latest', {prefix: this.backupPrefix(), type: 'logical'})))
       if (backup) requireConfirmation({force: this.flags.force, interactive: Boolean(process.stdin.isTTY), target: database.database})
       const globalsBackup = await resolveGlobals(storage, this.settings.namePrefix, globalsOnly ? named?.id : undefined, backup)
-      const globals = await restoreGlobals({database, storage, logger: this.logger}, globalsBackup, signal)
+      const globals = await restoreGlobals({database, storage, logger: this.logger}, globalsBackup, signal, {alterExisting: this.flags['alter-roles']})
+      const unchanged = globals.existing.length - globals.altered.length
       this.logToStderr(
         `Globals ${globals.backupId}: created ${globals.created.length} role(s)${globals.created.length > 0 ? ` (${globals.created.join(', ')})` : ''}; ` +
-          `${globals.existing.length} existing role(s) left unchanged${globals.granted.length > 0 ? `; granted ${globals.granted.join(', ')}` : ''}`,
+          `${globals.altered.length > 0 ? `altered ${globals.altered.length} existing role(s) (${globals.altered.join(', ')}); ` : ''}` +
+          `${unchanged} existing role(s) left unchanged${globals.granted.length > 0 ? `; granted ${globals.granted.join(', ')}` : ''}`,
       )
       for (const line of globals.skipped) this.logToStderr(`  skipped: ${line}`)
       if (!backup) return globals

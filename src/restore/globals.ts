@@ -29,14 +29,22 @@ import {maintenanceDatabase} from './database'
  * - tablespaces are not created (their directories must exist on the new server first): reported;
  * - anything else is reported as skipped, never executed.
  *
- * Everything runs in one transaction: any error rolls back every role this run created.
+ * With `alterExisting` (`dbb restore --globals --alter-roles`), existing roles are brought in line
+ * with the globals too: their `ALTER ROLE` attributes (and password, when the globals have one),
+ * settings, comments and the memberships the globals grant them. Nothing is ever revoked or dropped,
+ * and the role running the restore is never altered (a `NOSUPERUSER` from the source would lock the
+ * restore out halfway).
+ *
+ * Everything runs in one transaction: any error rolls back every role this run created or altered.
  */
 export interface GlobalsRestoreResult {
   backupId: string
   /** Roles created now. */
   created: string[]
-  /** Roles the backup has that already existed: left exactly as they were. */
+  /** Roles the backup has that already existed: left exactly as they were, unless listed in `altered`. */
   existing: string[]
+  /** Existing roles changed to match the globals (--alter-roles only). */
+  altered: string[]
   /** Memberships granted (`role → member`). */
   granted: string[]
   /** What was not applied and why (tablespaces, memberships of existing roles, unknown statements); never holds a password. */
@@ -75,6 +83,7 @@ export async function restoreGlobals(
   deps: {database: DatabaseConfig; storage: StorageBackend; logger: Logger},
   backup: BackupMetadata,
   signal?: AbortSignal,
+  options: {alterExisting?: boolean} = {},
 ): Promise<GlobalsRestoreResult> {
   const sql = await readGlobals(deps.storage, backup, signal)
   const statements = splitStatements(sql)
@@ -84,7 +93,8 @@ export async function restoreGlobals(
   try {
     const roles = new Set((await client.query<{rolname: string}>('SELECT rolname FROM pg_roles')).rows.map((row) => row.rolname))
     const databases = new Set((await client.query<{datname: string}>('SELECT datname FROM pg_database')).rows.map((row) => row.datname))
-    const plan = planGlobals(statements, roles, databases)
+    const currentRole = (await client.query<{role: string}>('SELECT current_user AS role')).rows[0].role
+    const plan = planGlobals(statements, roles, databases, {alterExisting: options.alterExisting, currentRole})
     let current: Step | undefined
     await client.query('BEGIN')
     try {
@@ -102,8 +112,11 @@ export async function restoreGlobals(
       throw new OperationError(`globals from ${backup.id} could not be applied${failing ? ` (${failing})` : ''}: ${errorMessage(error)}; nothing was changed (the transaction was rolled back)`)
     }
 
-    const result = {backupId: backup.id, created: plan.created, existing: plan.existing, granted: plan.granted, skipped: plan.skipped}
-    deps.logger.info({event: 'restore.globals_applied', backupId: backup.id, created: plan.created, existing: plan.existing, granted: plan.granted, skipped: plan.skipped.length}, `globals applied: ${plan.created.length} role(s) created, ${plan.existing.length} existing left unchanged`)
+    const result = {backupId: backup.id, created: plan.created, existing: plan.existing, altered: plan.altered, granted: plan.granted, skipped: plan.skipped}
+    deps.logger.info(
+      {event: 'restore.globals_applied', backupId: backup.id, created: plan.created, existing: plan.existing, altered: plan.altered, granted: plan.granted, skipped: plan.skipped.length},
+      `globals applied: ${plan.created.length} role(s) created, ${plan.altered.length} existing altered, ${plan.existing.length - plan.altered.length} existing left unchanged`,
+    )
     return result
   } finally {
     await client.end().catch(() => {})
@@ -190,8 +203,16 @@ export interface GlobalsPlan {
   apply: Step[]
   created: string[]
   existing: string[]
+  altered: string[]
   granted: string[]
   skipped: string[]
+}
+
+export interface GlobalsPlanOptions {
+  /** --alter-roles: existing roles take the globals' attributes, settings, comments and memberships too. */
+  alterExisting?: boolean
+  /** The role applying the plan: never altered, even with alterExisting. */
+  currentRole?: string
 }
 
 // Each statement must match one of these shapes in full (not just its start): a crafted file cannot
@@ -215,10 +236,16 @@ export function unquoteIdent(ident: string): string {
 }
 
 /** Pure: which statements to run against a server whose roles and databases are given. */
-export function planGlobals(statements: string[], roles: Set<string>, databases: Set<string>): GlobalsPlan {
-  const plan: GlobalsPlan = {apply: [], created: [], existing: [], granted: [], skipped: []}
+export function planGlobals(statements: string[], roles: Set<string>, databases: Set<string>, options: GlobalsPlanOptions = {}): GlobalsPlan {
+  const plan: GlobalsPlan = {apply: [], created: [], existing: [], altered: [], granted: [], skipped: []}
   const created = new Set<string>()
   const exists = (role: string) => roles.has(role) || created.has(role)
+  const alterable = (role: string) => options.alterExisting === true && roles.has(role) && role !== options.currentRole
+  /** Roles this plan may change: the ones it creates, and with alterExisting the existing ones but the restoring role. */
+  const changeable = (role: string) => created.has(role) || alterable(role)
+  const noteAltered = (role: string) => {
+    if (!created.has(role) && !plan.altered.includes(role)) plan.altered.push(role)
+  }
   const memberships: string[] = []
   for (const statement of statements) {
     if (SESSION_SETTING.test(statement)) {
@@ -229,8 +256,10 @@ export function planGlobals(statements: string[], roles: Set<string>, databases:
     const create = CREATE_ROLE.exec(statement)
     if (create) {
       const role = unquoteIdent(create[1])
-      if (roles.has(role)) plan.existing.push(role)
-      else if (!created.has(role)) {
+      if (roles.has(role)) {
+        plan.existing.push(role)
+        if (options.alterExisting && role === options.currentRole) plan.skipped.push(`role ${role}: it runs this restore, so --alter-roles leaves it unchanged`)
+      } else if (!created.has(role)) {
         created.add(role)
         plan.created.push(role)
         plan.apply.push({sql: statement, label: `CREATE ROLE for ${role}`})
@@ -242,17 +271,22 @@ export function planGlobals(statements: string[], roles: Set<string>, databases:
     const inDatabase = ROLE_IN_DATABASE.exec(statement)
     if (inDatabase) {
       const [role, database] = [unquoteIdent(inDatabase[1]), unquoteIdent(inDatabase[2])]
-      if (!created.has(role)) continue
-      if (databases.has(database)) plan.apply.push({sql: statement, label: `a setting of role ${role} in database ${database}`})
-      else plan.skipped.push(`setting of role ${role} in database ${database}: that database does not exist yet (restore it, then run the ALTER ROLE … IN DATABASE line from the globals yourself)`)
+      if (!changeable(role)) continue
+      if (databases.has(database)) {
+        plan.apply.push({sql: statement, label: `a setting of role ${role} in database ${database}`})
+        noteAltered(role)
+      } else plan.skipped.push(`setting of role ${role} in database ${database}: that database does not exist yet (restore it, then run the ALTER ROLE … IN DATABASE line from the globals yourself)`)
       continue
     }
 
     const roleStatement = ROLE_STATEMENT.exec(statement)
     if (roleStatement) {
       const role = unquoteIdent(roleStatement[1] ?? roleStatement[2] ?? roleStatement[3] ?? roleStatement[4])
-      // Existing roles are never altered: their passwords, attributes, settings and comments stay as they are.
-      if (created.has(role)) plan.apply.push({sql: statement, label: `attributes of role ${role}`})
+      // Existing roles are never altered (unless --alter-roles): their passwords, attributes, settings and comments stay as they are.
+      if (changeable(role)) {
+        plan.apply.push({sql: statement, label: `attributes of role ${role}`})
+        noteAltered(role)
+      }
       continue
     }
 
@@ -275,8 +309,8 @@ export function planGlobals(statements: string[], roles: Set<string>, databases:
     const grant = GRANT_ROLE.exec(statement) as RegExpExecArray
     const member = unquoteIdent(grant[2])
     const granted = grant[1].split(', ').map(unquoteIdent)
-    if (!created.has(member)) {
-      plan.skipped.push(`membership of existing role ${member} in ${granted.join(', ')}: not granted (an existing role is never changed)`)
+    if (!changeable(member)) {
+      plan.skipped.push(`membership of existing role ${member} in ${granted.join(', ')}: not granted (an existing role is never changed without --alter-roles)`)
       continue
     }
 
@@ -288,6 +322,7 @@ export function planGlobals(statements: string[], roles: Set<string>, databases:
 
     plan.apply.push({sql: `GRANT ${grant[1]} TO ${grant[2]}${grant[3] ?? ''}`, label: `membership of ${member} in ${granted.join(', ')}`})
     plan.granted.push(...granted.map((role) => `${role} → ${member}`))
+    noteAltered(member)
   }
 
   return plan

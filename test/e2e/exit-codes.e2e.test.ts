@@ -91,6 +91,9 @@ describe('exit-code contract (README, "Exit codes")', () => {
     {command: 'restore', situation: 'restored (drill into a scratch database)', args: () => ['restore', backupId, '--target-db', 'drill', '--force'], env: db, expected: 0},
     {command: 'restore', situation: 'no such backup', args: () => ['restore', 'backup_20200101T000000Z.sql.gz', '--force'], env: db, expected: 1},
     {command: 'restore', situation: 'no terminal and no --force', args: () => ['restore', backupId], env: db, expected: 2},
+    // oclif's own parse errors under --json: the JSON says exitCode 2, and so must the process.
+    {command: 'backup list', situation: 'unknown flag, --json', args: () => ['backup', 'list', '--no-such-flag', '--json'], env: storage, expected: 2},
+    {command: 'restore', situation: '--alter-roles without --globals, --json', args: () => ['restore', '--alter-roles', '--json'], env: db, expected: 2},
     {command: 'wal push', situation: 'archived', args: () => ['wal', 'push', segment.file], env: storage, expected: 0},
     {command: 'wal push', situation: 'same name, other content (split-brain)', args: () => ['wal', 'push', conflicting], env: storage, expected: 1},
     {command: 'wal push', situation: 'not a WAL file name', args: () => ['wal', 'push', path.join(work, 'notes.txt')], env: storage, expected: 2},

@@ -273,6 +273,25 @@ describe('several databases per run (DB_NAMES), globals, restore onto a new serv
       expect(again.code).toBe(0)
       expect(JSON.parse(again.stdout)).toMatchObject({created: [], granted: []})
       expect(await fresh.psql(`SELECT rolpassword || '|' || rolconnlimit FROM pg_authid WHERE rolname = 'alice'`)).toBe(aliceBefore)
+
+      // --alter-roles needs --globals (exit 2, nothing changed) …
+      const alone = await runCli(['restore', '--alter-roles'], freshEnv)
+      expect(alone.code).toBe(2)
+      expect(alone.stderr).toContain('--globals')
+      expect(await fresh.psql(`SELECT rolpassword || '|' || rolconnlimit FROM pg_authid WHERE rolname = 'alice'`)).toBe(aliceBefore)
+      // … and with it, existing alice takes the source's password and attributes; the restoring role (postgres) is left as it is.
+      const postgresBefore = await fresh.psql(`SELECT coalesce(rolpassword, '') || '|' || rolsuper FROM pg_authid WHERE rolname = 'postgres'`)
+      const altered = await runCli(['restore', '--globals', '--alter-roles', '--json'], freshEnv)
+      expect(altered.code).toBe(0)
+      expect(altered.stderr).not.toContain('source-pw')
+      expect(JSON.parse(altered.stdout)).toMatchObject({created: [], altered: expect.arrayContaining(['alice'])})
+      expect(JSON.parse(altered.stdout).altered).not.toContain('postgres')
+      // (pg_dumpall states no CONNECTION LIMIT for the source's default -1, so alice keeps her 7: only what the globals say is applied.)
+      expect(await fresh.psql(`SELECT rolconnlimit FROM pg_authid WHERE rolname = 'alice'`)).toBe('7')
+      const alice = new Client({host: fresh.host, port: fresh.port, user: 'alice', password: 'alice-source-pw', database: 'app'})
+      await alice.connect()
+      await alice.end()
+      expect(await fresh.psql(`SELECT coalesce(rolpassword, '') || '|' || rolsuper FROM pg_authid WHERE rolname = 'postgres'`)).toBe(postgresBefore)
     } finally {
       await fresh.destroy()
     }

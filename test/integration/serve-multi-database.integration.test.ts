@@ -73,7 +73,7 @@ describe('dbb serve with DB_NAMES: one job per run, per-database results on the 
     // Without ?db, `latest` is no database's: 404 that names the databases and how to pick one.
     const unnamed = await api('/api/v1/backups/latest')
     expect(unnamed.status).toBe(404)
-    expect((await unnamed.json()).message).toMatch(/taken with DB_NAMES \(app, my_bill\): name one with --db NAME \(REST: \?db=NAME\)/)
+    expect(((await unnamed.json()) as {message: string}).message).toMatch(/taken with DB_NAMES \(app, my_bill\): name one with --db NAME \(REST: \?db=NAME\)/)
   }, 120_000)
 
   it('all databases stored: the job succeeds', async () => {

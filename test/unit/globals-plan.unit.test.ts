@@ -93,6 +93,18 @@ describe('restore --globals: which statements of a globals dump run', () => {
     expect(plan.granted).toEqual(['readers → Weird "Role"; x'])
   })
 
+  it('--alter-roles: existing alice takes her attributes, settings and membership; the restoring role (postgres) is never altered; nothing revoked', () => {
+    const plan = planGlobals(splitStatements(DUMP), new Set(['postgres', 'alice', 'readers']), new Set(['postgres', 'app']), {alterExisting: true, currentRole: 'postgres'})
+    expect(plan.created).toEqual(['Weird "Role"; x'])
+    expect(plan.altered).toEqual(['alice', 'readers'])
+    const sql = plan.apply.map((step) => step.sql)
+    expect(sql.filter((statement) => statement.startsWith('ALTER ROLE alice'))).toHaveLength(3)
+    expect(sql).toContain('GRANT readers TO alice')
+    expect(sql.some((statement) => /\bpostgres\b/.test(statement) && !statement.startsWith('CREATE TABLESPACE'))).toBe(false)
+    expect(plan.skipped).toContain('role postgres: it runs this restore, so --alter-roles leaves it unchanged')
+    expect(sql.some((statement) => /^(REVOKE|DROP)/.test(statement))).toBe(false)
+  })
+
   it('unknown statements, and role statements with anything more in them, are reported, never executed', () => {
     const crafted = [
       'DROP ROLE alice',
