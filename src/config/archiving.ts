@@ -1,5 +1,4 @@
-import {cronProblem, defineSection, isTimeZone} from './fields'
-import type {ScheduleConfig} from './server'
+import {defineSection, scheduleIssues, scheduleOf} from './fields'
 
 /** Sections of continuous archiving (src/wal, src/backup/base-backup.ts, src/check). */
 
@@ -25,26 +24,11 @@ export const check = defineSection(['BASE_BACKUP_INTERVAL_MINUTES', 'CHECKPOINT_
 /** `dbb serve`'s base backup schedule and check interval. */
 export const archiving = defineSection(['BASE_BACKUP_INTERVAL', 'BASE_BACKUP_SCHEDULE', 'TZ', 'CHECK_INTERVAL'], (object) =>
   object
-    .superRefine((data, ctx) => {
-      if (data.BASE_BACKUP_SCHEDULE === undefined) return
-      if (data.BASE_BACKUP_INTERVAL !== undefined) {
-        ctx.addIssue({code: 'custom', path: ['BASE_BACKUP_SCHEDULE'], message: 'cannot be combined with BASE_BACKUP_INTERVAL: set only one'})
-        return
-      }
-
-      // Named here, or croner's complaint about the zone would be reported against BASE_BACKUP_SCHEDULE.
-      if (data.TZ !== undefined && !isTimeZone(data.TZ)) {
-        ctx.addIssue({code: 'custom', path: ['TZ'], message: 'is not an IANA time zone name'})
-        return
-      }
-
-      const problem = cronProblem(data.BASE_BACKUP_SCHEDULE, data.TZ)
-      if (problem) ctx.addIssue({code: 'custom', path: ['BASE_BACKUP_SCHEDULE'], message: problem})
-    })
-    .transform((data) => {
-      let baseBackupSchedule: ScheduleConfig | undefined
-      if (data.BASE_BACKUP_SCHEDULE !== undefined) baseBackupSchedule = {kind: 'cron', expression: data.BASE_BACKUP_SCHEDULE.trim(), timezone: data.TZ}
-      else if (data.BASE_BACKUP_INTERVAL !== undefined) baseBackupSchedule = {kind: 'interval', intervalMs: data.BASE_BACKUP_INTERVAL}
-      return {baseBackupSchedule, checkIntervalMs: data.CHECK_INTERVAL}
-    }),
+    .superRefine((data, ctx) =>
+      scheduleIssues({interval: data.BASE_BACKUP_INTERVAL, cron: data.BASE_BACKUP_SCHEDULE, timezone: data.TZ}, {interval: 'BASE_BACKUP_INTERVAL', cron: 'BASE_BACKUP_SCHEDULE'}, ctx),
+    )
+    .transform((data) => ({
+      baseBackupSchedule: scheduleOf({interval: data.BASE_BACKUP_INTERVAL, cron: data.BASE_BACKUP_SCHEDULE, timezone: data.TZ}),
+      checkIntervalMs: data.CHECK_INTERVAL,
+    })),
 )

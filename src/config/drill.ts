@@ -1,6 +1,5 @@
 import type {DatabaseConfig} from './core'
-import {cronProblem, defineSection, isTimeZone} from './fields'
-import type {ScheduleConfig} from './server'
+import {ScheduleConfig, defineSection, scheduleIssues, scheduleOf} from './fields'
 import {parseDuration} from '../duration'
 import {DEFAULT_DRILL_MAX_AGE} from '../settings'
 
@@ -25,33 +24,20 @@ export const drill = defineSection(
   ['DRILL_DB_HOST', 'DRILL_DB_PORT', 'DRILL_DB_USER', 'DRILL_DB_PASSWORD', 'DRILL_INTERVAL', 'DRILL_SCHEDULE', 'DRILL_MAX_AGE', 'TZ'],
   (object) =>
     object
-      .superRefine((data, ctx) => {
-        if (data.DRILL_SCHEDULE === undefined) return
-        if (data.DRILL_INTERVAL !== undefined) {
-          ctx.addIssue({code: 'custom', path: ['DRILL_SCHEDULE'], message: 'cannot be combined with DRILL_INTERVAL: set only one (DRILL_INTERVAL=7d, or DRILL_SCHEDULE="0 5 * * 0")'})
-          return
-        }
-
-        if (data.TZ !== undefined && !isTimeZone(data.TZ)) {
-          ctx.addIssue({code: 'custom', path: ['TZ'], message: 'is not an IANA time zone name'})
-          return
-        }
-
-        const problem = cronProblem(data.DRILL_SCHEDULE, data.TZ)
-        if (problem) ctx.addIssue({code: 'custom', path: ['DRILL_SCHEDULE'], message: problem})
-      })
+      .superRefine((data, ctx) =>
+        scheduleIssues(
+          {interval: data.DRILL_INTERVAL, cron: data.DRILL_SCHEDULE, timezone: data.TZ},
+          {interval: 'DRILL_INTERVAL', cron: 'DRILL_SCHEDULE', example: 'DRILL_INTERVAL=7d, or DRILL_SCHEDULE="0 5 * * 0"'},
+          ctx,
+        ),
+      )
       .transform(
         (data): DrillConfig => ({
           host: data.DRILL_DB_HOST,
           port: data.DRILL_DB_PORT,
           user: data.DRILL_DB_USER,
           password: data.DRILL_DB_PASSWORD,
-          schedule:
-            data.DRILL_SCHEDULE !== undefined
-              ? {kind: 'cron', expression: data.DRILL_SCHEDULE.trim(), timezone: data.TZ}
-              : data.DRILL_INTERVAL === undefined
-                ? undefined
-                : {kind: 'interval', intervalMs: data.DRILL_INTERVAL},
+          schedule: scheduleOf({interval: data.DRILL_INTERVAL, cron: data.DRILL_SCHEDULE, timezone: data.TZ}),
           maxAgeMs: data.DRILL_MAX_AGE,
         }),
       ),

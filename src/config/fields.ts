@@ -95,6 +95,41 @@ export function isTimeZone(zone: string): boolean {
   }
 }
 
+/** When a scheduler runs: every interval, or at the times of a cron expression in a time zone. */
+export type ScheduleConfig = {kind: 'interval'; intervalMs: number} | {kind: 'cron'; expression: string; timezone?: string}
+
+/**
+ * The checks every `X_INTERVAL` / `X_SCHEDULE` pair shares (backups, base backups, drills): not both
+ * at once, TZ a real zone (named as TZ's problem, not the cron's), the cron valid. For a section's
+ * superRefine; `example` completes the "set only one" message.
+ */
+export function scheduleIssues(
+  data: {interval?: number; cron?: string; timezone?: string},
+  names: {interval: string; cron: string; example?: string},
+  ctx: z.RefinementCtx,
+): void {
+  if (data.cron === undefined) return
+  if (data.interval !== undefined) {
+    ctx.addIssue({code: 'custom', path: [names.cron], message: `cannot be combined with ${names.interval}: set only one${names.example ? ` (${names.example})` : ''}`})
+    return
+  }
+
+  if (data.timezone !== undefined && !isTimeZone(data.timezone)) {
+    ctx.addIssue({code: 'custom', path: ['TZ'], message: 'is not an IANA time zone name'})
+    return
+  }
+
+  const problem = cronProblem(data.cron, data.timezone)
+  if (problem) ctx.addIssue({code: 'custom', path: [names.cron], message: problem})
+}
+
+/** The schedule a validated pair means: the cron when set, else the interval (or `fallbackMs`), else none. */
+export function scheduleOf(data: {interval?: number; cron?: string; timezone?: string}, fallbackMs?: number): ScheduleConfig | undefined {
+  if (data.cron !== undefined) return {kind: 'cron', expression: data.cron.trim(), timezone: data.timezone}
+  const intervalMs = data.interval ?? fallbackMs
+  return intervalMs === undefined ? undefined : {kind: 'interval', intervalMs}
+}
+
 /**
  * Why a cron schedule is refused (croner's syntax: 5 to 7 fields, seconds first when there are 6 or
  * more), or undefined when it is valid: malformed, never firing, or firing more than once a minute.

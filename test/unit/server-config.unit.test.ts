@@ -81,10 +81,28 @@ describe('server and schedule settings of dbb serve', () => {
     ['0-1 0 3 * * *', 'twice at 03:00, once a day otherwise'],
     ['* 0 3 29 2 *', 'sixty times on leap days only'],
   ])('refuses a cron schedule that fires more than once a minute: %s (%s)', (expression) => {
-    for (const variable of ['BACKUP_SCHEDULE', 'BASE_BACKUP_SCHEDULE']) {
-      const error = configError(() => loadConfig(['schedule', 'archiving'], {[variable]: expression}))
+    for (const variable of ['BACKUP_SCHEDULE', 'BASE_BACKUP_SCHEDULE', 'DRILL_SCHEDULE']) {
+      const error = configError(() => loadConfig(['schedule', 'archiving', 'drill'], {[variable]: expression}))
       expect(error.message).toMatch(new RegExp(`^${variable}: fires more than once a minute`))
     }
+  })
+
+  it('each schedule pair: both set is refused naming the pair, a bad TZ is named as TZ, and the cron wins over nothing', () => {
+    for (const [interval, cron] of [
+      ['BACKUP_INTERVAL', 'BACKUP_SCHEDULE'],
+      ['BASE_BACKUP_INTERVAL', 'BASE_BACKUP_SCHEDULE'],
+      ['DRILL_INTERVAL', 'DRILL_SCHEDULE'],
+    ]) {
+      expect(configError(() => loadConfig(['schedule', 'archiving', 'drill'], {[interval]: '1h', [cron]: '0 3 * * *'})).message).toMatch(
+        new RegExp(`^${cron}: cannot be combined with ${interval}: set only one`),
+      )
+      expect(configError(() => loadConfig(['schedule', 'archiving', 'drill'], {[cron]: '0 3 * * *', TZ: 'Mars/Olympus'})).message).toMatch(/^TZ: is not an IANA time zone name/)
+    }
+
+    const config = loadConfig(['schedule', 'archiving', 'drill'], {BASE_BACKUP_SCHEDULE: '0 3 * * *', DRILL_INTERVAL: '7d', TZ: 'Europe/Paris'})
+    expect(config.schedule).toEqual({kind: 'interval', intervalMs: 24 * 3_600_000})
+    expect(config.archiving.baseBackupSchedule).toEqual({kind: 'cron', expression: '0 3 * * *', timezone: 'Europe/Paris'})
+    expect(config.drill.schedule).toEqual({kind: 'interval', intervalMs: 7 * 24 * 3_600_000})
   })
 
   it.each([['1m'], ['60s'], ['PT1M']])('accepts the minimum interval %s', (text) => {
