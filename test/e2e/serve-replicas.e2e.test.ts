@@ -113,12 +113,16 @@ describe('two dbb serve replicas, one database, one storage (real PostgreSQL)', 
     expect((await b.result).code).toBe(0)
   })
 
-  it('schedule: both replicas fire for the same slot, one takes the backup, the other waits for the lock and skips', async () => {
+  // DB_NAMES: the slot is taken when any database's prefix (`backup_shop_…`) or the globals' holds this slot's backup.
+  it.each([
+    {setup: 'DB_NAME', env: {} as Record<string, string>, ids: /backup_\d{8}T\d{6}Z\.sql\.gz/, stored: 1},
+    {setup: 'DB_NAMES=shop (globals + one database per run)', env: {DB_NAMES: 'shop'}, ids: /backup_(?:shop|-globals)_\d{8}T\d{6}Z\.sql\.gz/, stored: 2},
+  ])('schedule ($setup): both replicas fire for the same slot, one takes the backup, the other waits for the lock and skips', async ({env, ids, stored}) => {
     const unlock = await holdTableLock(cluster, 'shop', 'customers')
     let released = false
     try {
       // Every minute: both replicas fire at the next minute boundary (at most a minute away).
-      const [a, b] = await Promise.all([replica({BACKUP_SCHEDULE: '* * * * *'}), replica({BACKUP_SCHEDULE: '* * * * *'})])
+      const [a, b] = await Promise.all([replica({BACKUP_SCHEDULE: '* * * * *', ...env}), replica({BACKUP_SCHEDULE: '* * * * *', ...env})])
       const waiting = await waitFor(() => [a, b].find((r) => r.output().includes('"event":"job_lock.waiting"')), 75_000, 'one replica to wait for the job lock')
       const taking = waiting === a ? b : a
       await waitFor(() => (taking.output().includes('"event":"backup.started"') ? true : undefined), 20_000, 'the other replica to start its backup')
@@ -128,9 +132,9 @@ describe('two dbb serve replicas, one database, one storage (real PostgreSQL)', 
       released = true
       await waitFor(() => (waiting.output().includes('"status":"skipped"') ? true : undefined), 60_000, 'the waiting replica to skip')
       await waitFor(() => (taking.output().includes('"event":"backup.succeeded"') ? true : undefined), 60_000, 'the backup to succeed')
-      expect(waiting.output()).toMatch(/this slot's backup was already taken \(backup_\d{8}T\d{6}Z\.sql\.gz, by another replica\)/)
+      expect(waiting.output()).toMatch(new RegExp(`this slot's backup was already taken \\(${ids.source}, by another replica\\)`))
       expect(waiting.output()).not.toContain('"event":"backup.started"')
-      expect(await dumps()).toHaveLength(1)
+      expect(await dumps()).toHaveLength(stored)
       for (const replicaProcess of [a, b]) replicaProcess.child.kill('SIGTERM')
       await Promise.all([a.result, b.result])
     } finally {
