@@ -674,6 +674,15 @@ export const SETTINGS = {
     commands: DRILL_COMMANDS,
     value: (f) => f.z.string(),
   },
+  DRILL_OS_USER: {
+    flag: 'drill-os-user',
+    group: 'DRILL',
+    summary: 'dbb drill --type base as root: the OS user the private PostgreSQL server of a physical drill runs as (PostgreSQL refuses to run as root); ignored when dbb is not root.',
+    example: 'postgres',
+    default: 'postgres',
+    commands: DRILL_COMMANDS,
+    value: (f) => f.z.string().regex(/^[a-z_][a-z0-9_-]{0,31}$/i, 'must be an OS user name'),
+  },
   DRILL_MAX_AGE: {
     flag: 'drill-max-age',
     group: 'DRILL',

@@ -19,10 +19,12 @@ export interface DrillConfig {
   password?: string
   schedule?: ScheduleConfig
   maxAgeMs: number
+  /** The OS user a physical drill's private server runs as when dbb runs as root. */
+  osUser: string
 }
 
 export const drill = defineSection(
-  ['DRILL_DB_HOST', 'DRILL_DB_PORT', 'DRILL_DB_USER', 'DRILL_DB_PASSWORD', 'DRILL_INTERVAL', 'DRILL_SCHEDULE', 'DRILL_MAX_AGE', 'TZ'],
+  ['DRILL_DB_HOST', 'DRILL_DB_PORT', 'DRILL_DB_USER', 'DRILL_DB_PASSWORD', 'DRILL_INTERVAL', 'DRILL_SCHEDULE', 'DRILL_MAX_AGE', 'DRILL_OS_USER', 'TZ'],
   (object) =>
     object
       .superRefine((data, ctx) => {
@@ -53,6 +55,7 @@ export const drill = defineSection(
                 ? undefined
                 : {kind: 'interval', intervalMs: data.DRILL_INTERVAL},
           maxAgeMs: data.DRILL_MAX_AGE,
+          osUser: data.DRILL_OS_USER,
         }),
       ),
 )
