@@ -98,7 +98,7 @@ describe('dbb drill --type base (real PostgreSQL 15 server binaries, archived WA
     const id = await baseBackupWithLaterWrites()
     const segments = (await archiveListing(storeDir)).filter((name) => /^[0-9A-F]{24}\.gz$/.test(name))
     // The segment after the backup's own WAL: past the consistency point, so recovery promotes at the gap.
-    const metadata = JSON.parse(await fs.readFile(path.join(storeDir, `${id}.json`), 'utf8'))
+    const metadata = JSON.parse(await fs.readFile(path.join(storeDir, `${id}.meta.json`), 'utf8'))
     const needed = segments.filter((name) => name.replace('.gz', '') > metadata.firstWalSegment)
     expect(needed.length).toBeGreaterThanOrEqual(2)
     const missing = needed[needed.length - 2]
