@@ -53,7 +53,7 @@ describe('notifications by email over TLS (real smtp-server, openssl certificate
       expect(JSON.parse(trusted.stdout).results[0]).toMatchObject({target: 'email', ok: true})
       expect(smtp.mails).toHaveLength(1)
       expect(smtp.mails[0]).toMatchObject({from: 'dbb@db.example', to: ['ops@example.com'], user: credentials.user})
-      expect(smtp.mails[0].data).toMatch(/X-Dbb-Event: test/i)
+      expect(smtp.mails[0].data).toMatch(/X-Dbb-Event: notify\.test/i)
 
       for (const output of [untrusted.stdout, untrusted.stderr, trusted.stdout, trusted.stderr]) {
         expect(output).not.toContain(credentials.pass)
