@@ -281,7 +281,8 @@ async function waitForPromotion(directory: PrivateDirectory, port: number, known
   for (;;) {
     if (signal?.aborted) throw new AbortedError('drill interrupted')
     const postmaster = await runningPostmaster(directory)
-    if (postmaster === undefined && Date.now() - started > 3000) {
+    // postmaster.pid appears once the postmaster runs: on a loaded machine that may take seconds.
+    if (postmaster === undefined && Date.now() - started > 15_000) {
       return {error: `the server stopped during recovery: ${await serverLogTail(directory)}`}
     }
 

@@ -204,8 +204,8 @@ async function pgCtl(binDir: string, user: ServerUser, args: string[], env: Node
 }
 
 export async function startPrivateServer(binDir: string, user: ServerUser, directory: PrivateDirectory, env: NodeJS.ProcessEnv): Promise<void> {
-  // Without -w: recovery may take long; the drill polls the server itself and watches it die.
-  await pgCtl(binDir, user, ['-D', directory.dataDir, '-l', directory.logFile, 'start'], env).catch((error: unknown) => {
+  // -W (no wait; waiting is pg_ctl's default): recovery may take long, and a server that dies during it is a verdict, not a start failure. The drill polls it.
+  await pgCtl(binDir, user, ['-D', directory.dataDir, '-l', directory.logFile, '-W', 'start'], env).catch((error: unknown) => {
     throw new OperationError(`the drill's PostgreSQL server did not start: ${errorMessage(error)}`)
   })
 }
