@@ -116,9 +116,8 @@ async function killPostmaster(pid: number): Promise<void> {
  * Removes what SIGKILLed drills left: each marked directory whose drill process is gone (or ran
  * on another host, for a shared temp directory), its server stopped first. Returns the removed paths.
  */
-export async function sweepLeftovers(logger: Logger): Promise<string[]> {
+export async function sweepLeftovers(logger: Logger, tmp = os.tmpdir()): Promise<string[]> {
   const removed: string[] = []
-  const tmp = os.tmpdir()
   const entries = await fs.readdir(tmp).catch(() => [] as string[])
   for (const entry of entries.filter((name) => name.startsWith(PRIVATE_DIR_PREFIX))) {
     const root = path.join(tmp, entry)

@@ -171,4 +171,24 @@ describe('dbb drill --type base (real PostgreSQL 15 server binaries, archived WA
     expect(drill.code).toBe(0)
     expect(await fs.readFile(path.join(foreign, 'keep.txt'), 'utf8')).toBe('mine')
   }, DRILL_TEST_TIMEOUT_MS)
+
+  it('without server binaries of the backup\'s major version: checks the bytes, says what to install, exit 1, no result; a missing DRILL_OS_USER is exit 2', async () => {
+    const id = await baseBackupWithLaterWrites()
+    // A backup of a PostgreSQL major version this machine has no server for.
+    const sidecarFile = path.join(storeDir, `${id}.meta.json`)
+    const sidecar = JSON.parse(await fs.readFile(sidecarFile, 'utf8'))
+    await fs.writeFile(sidecarFile, JSON.stringify({...sidecar, pgVersion: '99.1'}))
+    const drill = await runCli(['drill', id, '--type', 'base'], env())
+    expect(drill.code).toBe(1)
+    expect(drill.stderr).toMatch(/physical drill needs PostgreSQL 99 server binaries \(found PostgreSQL 15 only[^)]*\): apt-get install postgresql-99; checked what it can without them: .* reads back with its recorded sha256 and is a readable tar/)
+    expect(existsSync(path.join(storeDir, `${id}.drill.json`))).toBe(false)
+    await fs.writeFile(sidecarFile, JSON.stringify(sidecar))
+
+    if (process.getuid?.() === 0) {
+      const noUser = await runCli(['drill', id, '--type', 'base'], {...env(), DRILL_OS_USER: 'dbb_no_such_user'})
+      expect(noUser.code).toBe(2)
+      expect(noUser.stderr).toMatch(/PostgreSQL, which refuses to run as root; .*DRILL_OS_USER is "dbb_no_such_user", which is not a user on this system/)
+      expect(await fs.readdir(tmpDir)).toEqual([])
+    }
+  }, DRILL_TEST_TIMEOUT_MS)
 })
