@@ -134,7 +134,7 @@ export async function runPhysicalDrill(deps: PhysicalDrillDependencies, options:
     const replayStarted = Date.now()
     const env = {...childEnvironment({LANG: 'C.UTF-8', LC_ALL: 'C.UTF-8'}), ...deps.storageEnvironment}
     await startPrivateServer(binDir, user, directory, env)
-    const recovered = await waitForPromotion(directory, port, deps.knownRole, signal)
+    const recovered = await waitForPromotion(directory, port, deps.knownRole, user.name, signal)
     restoreMs = Date.now() - restoreStarted
     const details: PhysicalDrillDetails = {pgMajor: major, binDir, restoreMs: restoredMs, replayMs: Date.now() - replayStarted, archiveEnd: archiveEnd ?? null, walEnd: null, databases: []}
     if ('error' in recovered) {
@@ -276,8 +276,10 @@ function replayGap(backup: BackupMetadata, end: {timeline: number; value: bigint
 }
 
 /** Polls the private server until it has promoted (pg_is_in_recovery() false), died, or paused; returns the bootstrap superuser. */
-async function waitForPromotion(directory: PrivateDirectory, port: number, knownRole: string, signal?: AbortSignal): Promise<{superuser: string} | {error: string}> {
+async function waitForPromotion(directory: PrivateDirectory, port: number, knownRole: string, osUser: string, signal?: AbortSignal): Promise<{superuser: string} | {error: string}> {
   const started = Date.now()
+  // Any existing role connects (trust on the private socket); the first finds the bootstrap superuser. initdb names it after the OS user, usually postgres.
+  const roles = [...new Set([knownRole, 'postgres', osUser])]
   for (;;) {
     if (signal?.aborted) throw new AbortedError('drill interrupted')
     const postmaster = await runningPostmaster(directory)
@@ -287,12 +289,26 @@ async function waitForPromotion(directory: PrivateDirectory, port: number, known
     }
 
     if (postmaster !== undefined) {
-      const state = await query(directory, port, knownRole, 'postgres', async (client) => {
-        const {rows} = await client.query<{recovering: boolean; paused: string; superuser: string}>(
-          `SELECT pg_is_in_recovery() AS recovering, CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() ELSE 'not paused' END AS paused, (SELECT rolname FROM pg_roles WHERE oid = 10) AS superuser`,
-        )
-        return rows[0]
-      }).catch(() => undefined)
+      let missingRoles = 0
+      let state: {recovering: boolean; paused: string; superuser: string} | undefined
+      for (const role of roles) {
+        state = await query(directory, port, role, 'template1', async (client) => {
+          const {rows} = await client.query<{recovering: boolean; paused: string; superuser: string}>(
+            `SELECT pg_is_in_recovery() AS recovering, CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() ELSE 'not paused' END AS paused, (SELECT rolname FROM pg_roles WHERE oid = 10) AS superuser`,
+          )
+          return rows[0]
+        }).catch((error: unknown) => {
+          if (/role .* does not exist/.test(errorMessage(error))) missingRoles++
+          return undefined
+        })
+        if (state) break
+      }
+
+      // The server answers, but knows none of the names: no verdict on the backup, and no point waiting.
+      if (missingRoles === roles.length) {
+        throw new OperationError(`the drill's server runs, but none of the roles ${roles.join(', ')} exists in the restored cluster to connect as; set DB_USER to a role of the backed-up cluster`)
+      }
+
       if (state && !state.recovering) return {superuser: state.superuser}
       if (state && state.paused !== 'not paused') return {error: `recovery paused (${await serverLogTail(directory)})`}
     }
