@@ -94,6 +94,28 @@ describe('dbb drill --type base (real PostgreSQL 15 server binaries, archived WA
     expect(await fs.readdir(tmpDir)).toEqual([])
   }, DRILL_TEST_TIMEOUT_MS)
 
+  it('--target-time: replays up to the target only; rows committed after it are not there', async () => {
+    const db = cluster!
+    await db.psql('CREATE TABLE events (id int PRIMARY KEY)')
+    expect((await runCli(['backup', 'run', '--type', 'base'], env())).code).toBe(0)
+    await db.psql('INSERT INTO events SELECT generate_series(1, 300)')
+    const target = await db.psql('SELECT clock_timestamp()')
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    await db.psql('INSERT INTO events SELECT generate_series(301, 400)')
+    await switchWalAndWaitArchived(db, storeDir)
+
+    const drill = await runCli(['drill', 'latest', '--type', 'base', '--target-time', target, '--json'], env())
+    expect(drill.code).toBe(0)
+    const result = JSON.parse(drill.stdout)
+    expect(result).toMatchObject({status: 'passed', checked: 'replay'})
+    expect(result.physical.databases.find((entry: {name: string}) => entry.name === 'postgres')).toEqual({name: 'postgres', tables: 1, rows: 300})
+    expect(await fs.readdir(tmpDir)).toEqual([])
+
+    const logical = await runCli(['drill', 'latest', '--target-time', target], env())
+    expect(logical.code).toBe(2)
+    expect(logical.stderr).toMatch(/--target-time applies to physical drills only \(--type base\)/)
+  }, DRILL_TEST_TIMEOUT_MS)
+
   it('fails when a WAL segment in the needed range is missing, naming it; a damaged one fails too', async () => {
     const id = await baseBackupWithLaterWrites()
     const segments = (await archiveListing(storeDir)).filter((name) => /^[0-9A-F]{24}\.gz$/.test(name))
