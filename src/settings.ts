@@ -674,6 +674,15 @@ export const SETTINGS = {
     commands: DRILL_COMMANDS,
     value: (f) => f.z.string(),
   },
+  DRILL_TYPE: {
+    flag: 'drill-type',
+    group: 'DRILL',
+    summary: 'dbb serve: what scheduled drills (and POST /api/v1/drills) prove: logical (the newest logical backup) or base (a physical drill of the newest base backup and its WAL; needs PostgreSQL server binaries).',
+    example: 'base',
+    default: 'logical',
+    commands: ['serve'],
+    value: (f) => f.z.enum(['logical', 'base']),
+  },
   DRILL_OS_USER: {
     flag: 'drill-os-user',
     group: 'DRILL',

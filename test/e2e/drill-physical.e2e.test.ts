@@ -4,7 +4,7 @@ import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
 
 import {collect, runCli, startCli} from '../helpers/cli'
-import {PgCluster, makeServerOwnedDir, startPostgres} from '../helpers/postgres'
+import {PgCluster, freePort, makeServerOwnedDir, startPostgres} from '../helpers/postgres'
 import {archivingSettings, switchWalAndWaitArchived, waitFor} from '../helpers/wal'
 
 /**
@@ -114,6 +114,28 @@ describe('dbb drill --type base (real PostgreSQL 15 server binaries, archived WA
     const logical = await runCli(['drill', 'latest', '--target-time', target], env())
     expect(logical.code).toBe(2)
     expect(logical.stderr).toMatch(/--target-time applies to physical drills only \(--type base\)/)
+  }, DRILL_TEST_TIMEOUT_MS)
+
+  it('dbb serve with DRILL_TYPE=base: the scheduled drill is a physical one, its result in storage and /metrics', async () => {
+    const id = await baseBackupWithLaterWrites()
+    const port = await freePort()
+    const serve = startCli(['serve'], {...env(), API_TOKEN: 'physical-drill-token-0123456789', HTTP_HOST: '127.0.0.1', HTTP_PORT: String(port), BACKUP_SCHEDULE: '0 3 1 1 *', DRILL_INTERVAL: '7d', DRILL_TYPE: 'base'})
+    const done = collect(serve)
+    try {
+      const sidecar = await waitFor(
+        'the scheduled physical drill',
+        async () => (existsSync(path.join(storeDir, `${id}.drill.json`)) ? JSON.parse(await fs.readFile(path.join(storeDir, `${id}.drill.json`), 'utf8')) : undefined),
+        180_000,
+      )
+      expect(sidecar).toMatchObject({backupId: id, status: 'passed', checked: 'replay'})
+      const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()
+      expect(metrics).toMatch(/dbb_drills_total\{outcome="passed"[^}]*\} 1/)
+    } finally {
+      serve.kill('SIGTERM')
+    }
+
+    expect((await done).code).toBe(0)
+    expect(await fs.readdir(tmpDir)).toEqual([])
   }, DRILL_TEST_TIMEOUT_MS)
 
   it('fails when a WAL segment in the needed range is missing, naming it; a damaged one fails too', async () => {
