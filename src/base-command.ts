@@ -119,6 +119,23 @@ export abstract class DbbCommand<T extends typeof Command> extends Command {
     return this.storage
   }
 
+  /**
+   * The selected storage backend's settings as environment variables (secrets included, however
+   * they were given): for a child that must reach the same storage itself, such as the private
+   * server of a physical drill running `dbb wal fetch`. Never for any other child.
+   */
+  protected storageEnvironment(): Record<string, string> {
+    const env: Record<string, string> = {}
+    for (const spec of this.storageSettings) {
+      const value = this.settingValues[spec.env]
+      if (value !== undefined && value !== '') env[spec.env] = value
+    }
+
+    const backend = this.settingValues.STORAGE_BACKEND
+    if (backend) env.STORAGE_BACKEND = backend
+    return env
+  }
+
   /** Aborts on Ctrl-C or SIGTERM, so long work stops and cleans up instead of dying half-way. */
   protected interruptSignal(): AbortSignal {
     const controller = new AbortController()

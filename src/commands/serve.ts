@@ -1,6 +1,7 @@
 import {scheduleLeftoverCleanup} from '../backup/leftovers'
 import {DbbCommand} from '../base-command'
 import {Section} from '../config'
+import {defaultRestoreCommand} from '../restore/base-cli'
 import {RunningService, startService} from '../server/service'
 import {settingFlagsFor} from '../settings'
 import {ARCHIVING_SECTIONS, startArchivingService} from '../wal/sidecar-archiving'
@@ -43,6 +44,10 @@ On SIGTERM or SIGINT it stops accepting requests, lets a backup in flight finish
         storage,
         logger: this.logger,
         notifier,
+        physicalDrill: {
+          restoreCommand: await defaultRestoreCommand(this.config, this.settings.storageBackend, this.flags as Record<string, unknown>),
+          storageEnvironment: this.storageEnvironment(),
+        },
       })
     } catch (error) {
       await archiving.stop()

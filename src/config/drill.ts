@@ -18,10 +18,14 @@ export interface DrillConfig {
   password?: string
   schedule?: ScheduleConfig
   maxAgeMs: number
+  /** The OS user a physical drill's private server runs as when dbb runs as root. */
+  osUser: string
+  /** What `dbb serve` drills by schedule and for "latest": logical or base (physical) backups. */
+  type: 'logical' | 'base'
 }
 
 export const drill = defineSection(
-  ['DRILL_DB_HOST', 'DRILL_DB_PORT', 'DRILL_DB_USER', 'DRILL_DB_PASSWORD', 'DRILL_INTERVAL', 'DRILL_SCHEDULE', 'DRILL_MAX_AGE', 'TZ'],
+  ['DRILL_DB_HOST', 'DRILL_DB_PORT', 'DRILL_DB_USER', 'DRILL_DB_PASSWORD', 'DRILL_INTERVAL', 'DRILL_SCHEDULE', 'DRILL_MAX_AGE', 'DRILL_OS_USER', 'DRILL_TYPE', 'TZ'],
   (object) =>
     object
       .superRefine((data, ctx) =>
@@ -39,6 +43,8 @@ export const drill = defineSection(
           password: data.DRILL_DB_PASSWORD,
           schedule: scheduleOf({interval: data.DRILL_INTERVAL, cron: data.DRILL_SCHEDULE, timezone: data.TZ}),
           maxAgeMs: data.DRILL_MAX_AGE,
+          osUser: data.DRILL_OS_USER,
+          type: data.DRILL_TYPE,
         }),
       ),
 )

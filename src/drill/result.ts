@@ -21,11 +21,31 @@ export const drillDifferenceSchema = z.object({
   actual: z.string(),
 })
 
+/** What a physical drill (a base backup restored and WAL replayed on a private server) saw. */
+export const physicalDrillSchema = z.looseObject({
+  pgMajor: z.number().int(),
+  binDir: z.string(),
+  /** Download + sha256 + extract. */
+  restoreMs: z.number().nonnegative(),
+  /** Server start, WAL replay, promotion. */
+  replayMs: z.number().nonnegative(),
+  /** The newest archived segment when the drill began: where replay had to reach (without a target). */
+  archiveEnd: z.string().nullable(),
+  /** Where recovery ended (the new timeline's switch point). */
+  walEnd: z.string().nullable(),
+  /** Each database of the restored cluster: tables and their exact total row count. */
+  databases: z.array(z.object({name: z.string(), tables: z.number().int().nonnegative(), rows: z.number().int().nonnegative()})),
+})
+export type PhysicalDrillDetails = z.infer<typeof physicalDrillSchema>
+
 export const drillResultSchema = z.looseObject({
   backupId: z.string(),
   status: z.enum(['passed', 'failed']),
-  /** What was checked: `contents` (the backup's record), or `restore` only (a backup older than the record). */
-  checked: z.enum(['contents', 'restore']).catch('restore'),
+  /**
+   * What was checked: `contents` (the backup's record), `restore` only (a backup older than the
+   * record), or `replay` (a base backup: restored, WAL replayed to the end of the archive, every database read).
+   */
+  checked: z.enum(['contents', 'restore', 'replay']).catch('restore'),
   differences: z.array(drillDifferenceSchema),
   /** Why it failed when the restore itself failed (no comparison happened). */
   error: z.string().optional(),
@@ -40,6 +60,8 @@ export const drillResultSchema = z.looseObject({
   startedAt: z.iso.datetime(),
   finishedAt: z.iso.datetime(),
   dbbVersion: z.string(),
+  /** Physical drills only. */
+  physical: physicalDrillSchema.optional(),
 })
 export type DrillResult = z.infer<typeof drillResultSchema>
 

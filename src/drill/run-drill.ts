@@ -54,8 +54,7 @@ export async function runDrill(deps: DrillDependencies, options: DrillOptions): 
   if (unsupported) throw new OperationError(unsupported)
   if (backup.type !== 'logical') {
     throw new UsageError(
-      `${backup.id} is a ${backup.type} backup: this dbb drills logical (SQL) dumps only; ` +
-        `to prove a base backup, restore it into a scratch data directory with dbb restore --type base and start a server on it`,
+      `${backup.id} is a ${backup.type} backup: drill it with dbb drill ${backup.id} --type base (a physical drill on a private PostgreSQL server)`,
     )
   }
   if (backup.format !== 'plain') throw new OperationError(`${backup.id} is in format ${backup.format}; this dbb drills plain SQL dumps`)

@@ -138,6 +138,18 @@ export function reasonText(reason: unknown): string {
   return reason instanceof Error ? reason.message : String(reason ?? 'aborted')
 }
 
+/** Node's codes for a TLS certificate that failed verification (self-signed, unknown CA, wrong host name, expired). */
+const CERTIFICATE_ERRORS = /^(DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT(_LOCALLY)?|CERT_HAS_EXPIRED|CERT_NOT_YET_VALID|ERR_TLS_CERT_ALTNAME_INVALID|CERT_UNTRUSTED|CERT_SIGNATURE_FAILURE)$/
+
+function untrustedCertificate(error: unknown): string | undefined {
+  for (let current = error as {code?: string; cause?: unknown} | undefined, depth = 0; current && depth < 4; current = current.cause as typeof current, depth++) {
+    if (typeof current.code === 'string' && CERTIFICATE_ERRORS.test(current.code)) return current.code
+  }
+
+  const message = error instanceof Error ? error.message : ''
+  return /self[- ]signed certificate|unable to verify the first certificate|certificate has expired|Hostname\/IP does not match/i.test(message) ? 'certificate verification failed' : undefined
+}
+
 async function sendEmail(target: Extract<Target, {kind: 'email'}>, payload: NotificationPayload, context: SendContext): Promise<void> {
   // Loaded only when an email target is configured: most setups never send mail.
   const nodemailer = require('nodemailer') as typeof import('nodemailer')
@@ -170,7 +182,17 @@ async function sendEmail(target: Extract<Target, {kind: 'email'}>, payload: Noti
     ])
   } catch (error) {
     if (context.signal.aborted) throw new DeliveryError(reasonText(context.signal.reason), true)
-    const smtp = error as {responseCode?: number; code?: string; message?: string}
+    const smtp = error as {responseCode?: number; code?: string; message?: string; cause?: {code?: string}}
+    const untrusted = untrustedCertificate(error)
+    // An untrusted certificate does not become trusted by retrying: say how to trust it, once.
+    if (untrusted) {
+      throw new DeliveryError(
+        `the SMTP server's TLS certificate is not trusted (${untrusted}: ${smtp.message ?? String(error)}); ` +
+          `trust its CA with NODE_EXTRA_CA_CERTS=/path/to/ca.pem in dbb's environment, or give the server a certificate from a public CA for the host name in the URL`,
+        false,
+      )
+    }
+
     // SMTP 5xx is a permanent refusal (bad address, authentication failed); 4xx and connection errors may pass later.
     const permanent = typeof smtp.responseCode === 'number' && smtp.responseCode >= 500
     throw new DeliveryError(smtp.message ?? String(error), !permanent && smtp.code !== 'EAUTH')

@@ -1,5 +1,7 @@
 import {randomUUID} from 'node:crypto'
 
+import {resolveBackup} from '../backup/metadata'
+import {PhysicalDrillDependencies, runPhysicalDrill} from '../drill/physical'
 import {DrillDependencies, describeFailure, runDrill} from '../drill/run-drill'
 import type {DrillResult} from '../drill/result'
 import {errorMessage} from '../errors'
@@ -39,6 +41,9 @@ export class DrillJobs {
   constructor(
     private readonly options: {
       drill: Omit<DrillDependencies, 'logger'>
+      /** Physical drills of base backups (DRILL_TYPE=base for "latest"; a base backup's id always). */
+      physical?: Omit<PhysicalDrillDependencies, 'logger'>
+      latestType?: 'logical' | 'base'
       lock?: JobLock
       logger: Logger
       onFinish?: (job: Readonly<DrillJob>) => void
@@ -72,6 +77,14 @@ export class DrillJobs {
     await this.current?.done
   }
 
+  /** "latest" drills what DRILL_TYPE says; an id drills what the backup is. */
+  private async isPhysical(reference: string): Promise<boolean> {
+    const {physical} = this.options
+    if (!physical) return false
+    if (reference === 'latest') return this.options.latestType === 'base'
+    return (await resolveBackup(physical.storage, reference, {prefix: physical.namePrefix})).type === 'base'
+  }
+
   private async execute(job: DrillJob, signal: AbortSignal, given?: JobLease): Promise<void> {
     await Promise.resolve()
     const logger = this.options.logger.child({jobId: job.jobId, triggeredBy: job.triggeredBy, job: 'drill'})
@@ -88,7 +101,10 @@ export class DrillJobs {
         }
       }
 
-      const result = await runDrill({...this.options.drill, logger}, {reference: job.reference, signal, onBackup: (backup) => (job.backupId = backup.id)})
+      const onBackup = (backup: {id: string}) => (job.backupId = backup.id)
+      const result = (await this.isPhysical(job.reference))
+        ? await runPhysicalDrill({...this.options.physical!, logger}, {reference: job.reference, signal, onBackup})
+        : await runDrill({...this.options.drill, logger}, {reference: job.reference, signal, onBackup})
       job.result = result
       job.status = result.status
       if (result.status === 'failed') job.errorMessage = describeFailure(result)

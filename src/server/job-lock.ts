@@ -20,10 +20,20 @@ import type {Logger} from '../logger'
  */
 export interface JobLease {
   release(): Promise<void>
+  /** Called when the session holding the lock is lost (the lock with it): a long-running holder (the WAL streamer) must stop. */
+  onLost?(listener: (error: Error) => void): void
 }
 
-export function jobLockKey(databaseName: string): string {
-  return createHash('sha256').update(`dbb job\0${databaseName}`).digest().readBigInt64BE(0).toString()
+/**
+ * What a lock serializes across replicas. `job`: logical backups and drills of DB_NAME (one at a
+ * time); `base-backup`: base backups of the cluster (one per slot, independent of logical jobs);
+ * `wal-stream`: the one replica that runs pg_receivewal (the others stand by).
+ */
+export type JobLockPurpose = 'job' | 'base-backup' | 'wal-stream'
+
+export function jobLockKey(databaseName: string, purpose: JobLockPurpose = 'job'): string {
+  const name = purpose === 'job' ? 'dbb job' : `dbb ${purpose}`
+  return createHash('sha256').update(`${name}\0${databaseName}`).digest().readBigInt64BE(0).toString()
 }
 
 export class JobLock {
@@ -32,8 +42,9 @@ export class JobLock {
   constructor(
     private readonly database: DatabaseConfig,
     private readonly logger: Logger,
+    purpose: JobLockPurpose = 'job',
   ) {
-    this.key = jobLockKey(database.database)
+    this.key = jobLockKey(database.database, purpose)
   }
 
   /** The lease when no replica holds the lock now, undefined when one does; throws when the database cannot be reached. */
@@ -80,9 +91,16 @@ export class JobLock {
 
   private lease(client: Client): JobLease {
     // A lost session loses the lock: another replica may start a job while this one still runs. Say so.
-    client.on('error', (error) => this.logger.warn({event: 'job_lock.session_lost', error: errorMessage(error)}, 'the session holding the replica job lock was lost'))
+    let lost: ((error: Error) => void) | undefined
+    client.on('error', (error) => {
+      this.logger.warn({event: 'job_lock.session_lost', error: errorMessage(error)}, 'the session holding the replica job lock was lost')
+      lost?.(error)
+    })
     let released: Promise<void> | undefined
     return {
+      onLost: (listener) => {
+        lost = listener
+      },
       release: () => {
         released ??= client
           .query('SELECT pg_advisory_unlock($1::bigint)', [this.key])

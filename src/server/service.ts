@@ -13,6 +13,7 @@ import {backupFinishedEvents, backupStarted, drillFinished} from '../notify/back
 import {describeFailure} from '../drill/run-drill'
 import type {Notifier} from '../notify/notifier'
 import {createProgress} from '../progress'
+import type {PhysicalDrillDependencies} from '../drill/physical'
 import type {StorageBackend} from '../storage/contract'
 import {createApp} from './app'
 import type {TokenGuessLimit} from './middleware/auth'
@@ -37,6 +38,8 @@ export interface ServiceOptions {
   healthTimeoutMs?: number
   /** Wrong API tokens one address may send before it is locked out (default TOKEN_GUESS_LIMIT, middleware/auth.ts). */
   tokenGuessLimit?: TokenGuessLimit
+  /** What a physical drill needs from the command (restore_command, the storage settings for it); without it, serve drills logical backups only. */
+  physicalDrill?: Pick<PhysicalDrillDependencies, 'restoreCommand' | 'storageEnvironment'>
   /** Tells people about each backup job (started, succeeded, failed; retention refusals) and counts deliveries in /metrics. */
   notifier?: Notifier
 }
@@ -156,7 +159,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
     lastSuccessAt: newest ? new Date(Date.parse(newest.createdAt) + newest.durationMs) : undefined,
   })
 
-  const drills = startDrills({config, storage, logger, jobLock, metrics, clock: options.clock, notifier})
+  const drills = startDrills({config, storage, logger, jobLock, metrics, clock: options.clock, notifier, physical: options.physicalDrill})
 
   let shuttingDown = false
   const app = createApp({
@@ -229,11 +232,28 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
  * Restore drills in `dbb serve` (issue 19): the drill jobs (API and schedule), their scheduler when
  * DRILL_INTERVAL or DRILL_SCHEDULE is set, and the drill metrics seeded from storage.
  */
-function startDrills(context: {config: ServiceConfig; storage: StorageBackend; logger: Logger; jobLock: JobLock; metrics: ServiceMetrics; clock?: SchedulerClock; notifier?: Notifier}) {
+function startDrills(context: {
+  config: ServiceConfig
+  storage: StorageBackend
+  logger: Logger
+  jobLock: JobLock
+  metrics: ServiceMetrics
+  clock?: SchedulerClock
+  notifier?: Notifier
+  physical?: ServiceOptions['physicalDrill']
+}) {
   const {config, storage, logger, metrics, notifier} = context
   let drillScheduler: Scheduler | undefined
   const jobs = new DrillJobs({
     drill: {server: drillServer(config.database, config.drill), storage, namePrefix: config.namePrefix},
+    physical: context.physical && {
+      ...context.physical,
+      storage,
+      namePrefix: config.namePrefix,
+      osUser: config.drill?.osUser ?? 'postgres',
+      knownRole: config.database.user,
+    },
+    latestType: config.drill?.type,
     lock: context.jobLock,
     logger,
     onFinish: (job) => {

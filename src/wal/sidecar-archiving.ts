@@ -6,7 +6,8 @@ import {errorMessage} from '../errors'
 import type {Logger} from '../logger'
 import {backupFinishedEvents, backupStarted} from '../notify/backup-events'
 import {AlertState, Notifier} from '../notify/notifier'
-import {JobRegistry} from '../server/jobs'
+import {JobLock, slotTaken} from '../server/job-lock'
+import {JobRegistry, JobSkippedError} from '../server/jobs'
 import {Scheduler, SchedulerClock, systemClock} from '../server/scheduler'
 import type {StorageBackend} from '../storage/contract'
 import {WalStreamer, defaultSpoolDir} from './streamer'
@@ -58,30 +59,52 @@ export async function startArchivingService(options: {
       slot: config.walStreaming.slot,
       spoolDir: config.walStreaming.spoolDir ?? defaultSpoolDir(config.walStreaming.slot),
       logger,
+      // Replicas: one streams, the others stand by and take over when its session (and lock) ends.
+      lock: new JobLock(config.database, logger.child({component: 'job-lock'}), 'wal-stream'),
     })
     await streamer.start()
   }
 
   let baseBackups: ArchivingService['baseBackups']
   if (config.archiving.baseBackupSchedule) {
+    const schedule = config.archiving.baseBackupSchedule
+    // Replicas (issue 19): one base backup per slot across every `dbb serve` of this cluster (src/server/job-lock.ts).
+    const lock = new JobLock(config.database, logger.child({component: 'job-lock'}), 'base-backup')
     const jobs = new JobRegistry({
       logger,
-      work: ({job, signal, logger: jobLogger}) =>
-        runBaseBackup(
-          {database: config.database, storage, namePrefix: config.namePrefix, retention: config.retention, logger: jobLogger, baseBackup: config.baseBackup, compression: config.compression},
-          {triggeredBy: job.triggeredBy, signal},
-        ),
+      work: async ({job, signal, logger: jobLogger}) => {
+        const onWait = () => jobLogger.info({event: 'job_lock.waiting'}, 'another dbb replica is taking a base backup: waiting for it')
+        const lease = await lock.acquire(signal, onWait)
+        try {
+          if (job.triggeredBy === 'scheduler') {
+            const [newest] = await listBackups(storage, {prefix: config.namePrefix, type: 'base'})
+            if (slotTaken(schedule, newest, Date.parse(job.startedAt ?? new Date().toISOString()))) {
+              scheduler.backupSucceeded(new Date(Date.parse(newest!.createdAt) + newest!.durationMs))
+              throw new JobSkippedError(`this slot's base backup was already taken (${newest!.id}, by another replica)`)
+            }
+          }
+
+          return await runBaseBackup(
+            {database: config.database, storage, namePrefix: config.namePrefix, retention: config.retention, logger: jobLogger, baseBackup: config.baseBackup, compression: config.compression},
+            {triggeredBy: job.triggeredBy, signal},
+          )
+        } finally {
+          await lease.release()
+        }
+      },
       onStart: (job) => notifier.emit(backupStarted({type: 'base', location: storage.location, triggeredBy: job.triggeredBy})),
       onFinish: (job, outcome) => {
         if (job.status === 'succeeded' && job.finishedAt) scheduler.backupSucceeded(new Date(job.finishedAt))
         if (job.status === 'failed' && job.finishedAt) scheduler.backupFailed(new Date(job.finishedAt))
+        // skipped: another replica took this slot's base backup; nothing failed, nothing to tell.
+        if (job.status === 'skipped') return
         const facts = {type: 'base' as const, location: storage.location, triggeredBy: job.triggeredBy}
         for (const event of backupFinishedEvents(facts, {outcome, error: job.errorMessage ?? undefined, backupId: job.backupId})) notifier.emit(event)
       },
     })
     const [newest] = await listBackups(storage, {prefix: config.namePrefix, type: 'base'}).catch(() => [])
     const scheduler = new Scheduler({
-      schedule: config.archiving.baseBackupSchedule,
+      schedule,
       trigger: () => jobs.start('scheduler'),
       logger: logger.child({schedule: 'base-backup'}),
       clock,

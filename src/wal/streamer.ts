@@ -7,6 +7,7 @@ import type {DatabaseConfig} from '../config'
 import {libpqEnvironment} from '../db/connection'
 import {errorMessage} from '../errors'
 import type {Logger} from '../logger'
+import type {JobLease, JobLock} from '../server/job-lock'
 import type {StorageBackend} from '../storage/contract'
 import {pushWal} from './archive'
 import {walFileKind} from './segments'
@@ -21,6 +22,11 @@ export interface WalStreamerOptions {
   logger: Logger
   pollIntervalMs?: number
   restartDelayMs?: number
+  /**
+   * Replicas: only the holder of this lock streams. The others stand by, trying again every
+   * restartDelayMs, and take over when the holder's session ends (it stopped or died).
+   */
+  lock?: JobLock
 }
 
 /** Without WAL_STREAMING_DIR: a directory that survives process restarts, not container rebuilds (hence the setting). */
@@ -30,6 +36,8 @@ export function defaultSpoolDir(slot: string): string {
 
 export interface WalStreamerStatus {
   running: boolean
+  /** streaming: this replica runs pg_receivewal; standby: another replica holds the WAL streaming lock. */
+  role: 'streaming' | 'standby'
   uploaded: number
   lastUploaded: string | null
   lastError: string | null
@@ -48,19 +56,75 @@ export class WalStreamer {
   private uploadTimer?: NodeJS.Timeout
   private restartTimer?: NodeJS.Timeout
   private uploading?: Promise<void>
-  private readonly status: WalStreamerStatus = {running: false, uploaded: 0, lastUploaded: null, lastError: null}
+  private lease?: JobLease
+  private standbyTimer?: NodeJS.Timeout
+  private readonly status: WalStreamerStatus = {running: false, role: 'standby', uploaded: 0, lastUploaded: null, lastError: null}
 
   constructor(private readonly options: WalStreamerOptions) {}
 
   async start(): Promise<void> {
     await fs.mkdir(this.options.spoolDir, {recursive: true, mode: 0o700})
-    await this.createSlot()
     this.stopping = false
     this.status.running = true
-    // Files completed before a previous stop or crash go first.
+    // Files completed before a previous stop or crash go first (also on a standby: they are this replica's).
     await this.uploadCompleted()
-    this.launch()
     this.uploadTimer = setInterval(() => void this.uploadCompleted(), this.options.pollIntervalMs ?? 1000)
+    if (!this.options.lock) {
+      await this.createSlot()
+      this.launch()
+      return
+    }
+
+    // The first attempt's errors (database unreachable, no replication privilege) fail the start, as without replicas.
+    if (!(await this.takeOver())) this.standBy()
+  }
+
+  /** Streams when this replica gets the lock; false when another holds it. */
+  private async takeOver(): Promise<boolean> {
+    const lease = await this.options.lock!.tryAcquire()
+    if (!lease) return false
+    try {
+      await this.createSlot()
+    } catch (error) {
+      await lease.release()
+      throw error
+    }
+
+    if (this.stopping) {
+      await lease.release()
+      return true
+    }
+
+    this.lease = lease
+    this.status.role = 'streaming'
+    lease.onLost?.(() => {
+      // The lock went with the session: another replica may start streaming now. Stop, and stand by again.
+      this.lease = undefined
+      this.status.role = 'standby'
+      this.options.logger.warn({event: 'wal.streaming_lock_lost'}, 'lost the WAL streaming lock; stopping pg_receivewal and standing by')
+      this.tool?.child.kill('SIGTERM')
+      if (!this.stopping) this.standBy()
+    })
+    this.launch()
+    return true
+  }
+
+  private standBy(): void {
+    if (this.stopping) return
+    this.status.role = 'standby'
+    this.options.logger.info({event: 'wal.streaming_standby', slot: this.options.slot}, 'another dbb replica streams WAL from this slot; standing by')
+    const retry = () => {
+      this.standbyTimer = setTimeout(async () => {
+        if (this.stopping) return
+        const streaming = await this.takeOver().catch((error: unknown) => {
+          this.status.lastError = errorMessage(error)
+          return false
+        })
+        if (!streaming) retry()
+      }, this.options.restartDelayMs ?? 5000)
+    }
+
+    retry()
   }
 
   /** Stops pg_receivewal (it flushes what it has), then uploads every completed file. */
@@ -68,6 +132,7 @@ export class WalStreamer {
     this.stopping = true
     clearInterval(this.uploadTimer)
     clearTimeout(this.restartTimer)
+    clearTimeout(this.standbyTimer)
     const tool = this.tool
     if (tool && tool.child.exitCode === null && tool.child.signalCode === null) {
       tool.child.kill('SIGTERM')
@@ -75,6 +140,9 @@ export class WalStreamer {
     }
 
     await this.uploadCompleted()
+    // Only once pg_receivewal has stopped: a standby replica may start streaming now.
+    await this.lease?.release()
+    this.lease = undefined
     this.status.running = false
   }
 
@@ -98,7 +166,7 @@ export class WalStreamer {
     this.tool = tool
     this.options.logger.info({event: 'wal.streaming_started', slot: this.options.slot, spoolDir: this.options.spoolDir}, 'pg_receivewal started')
     void tool.exited.then((status) => {
-      if (this.stopping) return
+      if (this.stopping || (this.options.lock && !this.lease)) return
       const failure = toolFailure('pg_receivewal', status, tool.stderr())
       this.status.lastError = failure.message
       const delay = this.options.restartDelayMs ?? 5000

@@ -62,12 +62,18 @@ export interface ReceivedMail {
   data: string
 }
 
-/** A real SMTP server (the smtp-server package) on 127.0.0.1, with password authentication; STARTTLS off. */
-export async function startSmtpReceiver(credentials = {user: 'dbb-mailer', pass: 'smtp-p@ss:w0rd/secret'}) {
+/**
+ * A real SMTP server (the smtp-server package) on 127.0.0.1, with password authentication. Without
+ * `tls`, STARTTLS is off; with it, `implicit` is TLS from the first byte (smtps://, port 465 style)
+ * and `starttls` offers STARTTLS and refuses authentication before it.
+ */
+export async function startSmtpReceiver(
+  credentials = {user: 'dbb-mailer', pass: 'smtp-p@ss:w0rd/secret'},
+  tls?: {mode: 'implicit' | 'starttls'; key: string; cert: string},
+) {
   const mails: ReceivedMail[] = []
   const server = new SMTPServer({
-    disabledCommands: ['STARTTLS'],
-    allowInsecureAuth: true,
+    ...(tls ? {secure: tls.mode === 'implicit', key: tls.key, cert: tls.cert, allowInsecureAuth: false} : {disabledCommands: ['STARTTLS'], allowInsecureAuth: true}),
     authOptional: false,
     logger: false,
     onAuth(auth, _session, callback) {
@@ -90,6 +96,8 @@ export async function startSmtpReceiver(credentials = {user: 'dbb-mailer', pass:
       })
     },
   })
+  // A client that rejects the certificate closes the socket mid-handshake: expected, not a test failure.
+  server.on('error', () => {})
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   const {port} = server.server.address() as AddressInfo
   return {mails, port, credentials, close: () => new Promise<void>((resolve) => server.close(() => resolve()))}

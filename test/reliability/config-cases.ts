@@ -62,6 +62,8 @@ export const CORE_CASES: Record<SettingName, SettingCase> = {
   DRILL_INTERVAL: {malformed: ['weekly', '7'], outOfRange: ['0s', '-1h', '59s']},
   DRILL_SCHEDULE: {malformed: ['sundays', '0 5 *'], outOfRange: ['0 25 * * *', '* * * * * *']},
   DRILL_MAX_AGE: {malformed: ['old', '8'], outOfRange: ['0s', '-1d']},
+  DRILL_OS_USER: {malformed: ['two words', 'a;b']},
+  DRILL_TYPE: {malformed: ['physical', 'both']},
   BASE_BACKUP_CHECKPOINT: {malformed: ['slow', 'immediate']},
   BASE_BACKUP_INTERVAL: {malformed: ['weekly', '7'], outOfRange: ['0s', '-7d', '1ms']},
   BASE_BACKUP_SCHEDULE: {malformed: ['sundays', '0 2 *'], outOfRange: ['0 25 * * *', '61 2 * * 0', '* * * * * *']},

@@ -1,0 +1,243 @@
+import {execFile} from 'node:child_process'
+import {existsSync} from 'node:fs'
+import * as fs from 'node:fs/promises'
+import * as net from 'node:net'
+import * as os from 'node:os'
+import * as path from 'node:path'
+import {setTimeout as sleep} from 'node:timers/promises'
+import {promisify} from 'node:util'
+
+import {OperationError, UsageError, errorMessage} from '../errors'
+import type {Logger} from '../logger'
+
+const run = promisify(execFile)
+
+/**
+ * The private PostgreSQL server of a physical drill: a data directory in a temporary directory
+ * that dbb marks as its own, a server listening only on a unix socket in that directory (no TCP),
+ * run as a non-root OS user (PostgreSQL refuses root), stopped and removed in every case this
+ * process survives. A SIGKILLed drill's directory (and the server still running in it) is found
+ * by the next drill through the marker and removed; a directory without the marker is never touched.
+ */
+
+/** Directories are `<tmpdir>/dbb-drill-pgdata-XXXXXX` with this marker file in them. */
+export const PRIVATE_DIR_PREFIX = 'dbb-drill-pgdata-'
+export const PRIVATE_DIR_MARKER = 'dbb-drill.json'
+
+interface DirectoryMarker {
+  pid: number
+  hostname: string
+  backupId: string
+  startedAt: string
+}
+
+/** The OS user the server runs as: ourselves, or (as root) DRILL_OS_USER. */
+export interface ServerUser {
+  name: string
+  uid: number
+  gid: number
+  /** Whether processes must be started with uid/gid switched (we are root). */
+  switchUser: boolean
+}
+
+export async function serverUser(osUser: string): Promise<ServerUser> {
+  const uid = process.getuid?.()
+  if (uid === undefined) throw new UsageError('a physical drill needs a POSIX system (PostgreSQL server binaries, uid switching)')
+  if (uid !== 0) return {name: os.userInfo().username, uid, gid: process.getgid?.() ?? uid, switchUser: false}
+  const id = async (flag: string) => Number((await run('id', [flag, osUser])).stdout.trim())
+  let resolved: {uid: number; gid: number}
+  try {
+    resolved = {uid: await id('-u'), gid: await id('-g')}
+  } catch {
+    throw new UsageError(
+      `a physical drill runs PostgreSQL, which refuses to run as root; dbb runs as root and DRILL_OS_USER is "${osUser}", which is not a user on this system: ` +
+        `set DRILL_OS_USER to an existing non-root user (e.g. the postgres user of the server package), or run dbb drill as a non-root user`,
+    )
+  }
+
+  if (resolved.uid === 0) throw new UsageError(`DRILL_OS_USER "${osUser}" is root; PostgreSQL refuses to run as root: name a non-root user`)
+  return {name: osUser, ...resolved, switchUser: true}
+}
+
+export interface PrivateDirectory {
+  root: string
+  dataDir: string
+  logFile: string
+}
+
+/** A marked, private temporary directory owned by the server user (mode 0700); the data directory inside is created by the restore. */
+export async function createPrivateDirectory(user: ServerUser, backupId: string): Promise<PrivateDirectory> {
+  const root = await fs.mkdtemp(path.join(os.tmpdir(), PRIVATE_DIR_PREFIX))
+  const marker: DirectoryMarker = {pid: process.pid, hostname: os.hostname(), backupId, startedAt: new Date().toISOString()}
+  await fs.writeFile(path.join(root, PRIVATE_DIR_MARKER), `${JSON.stringify(marker)}\n`, {mode: 0o600})
+  const logFile = path.join(root, 'server.log')
+  await fs.writeFile(logFile, '', {mode: 0o600})
+  if (user.switchUser) {
+    await fs.chown(root, user.uid, user.gid)
+    await fs.chown(logFile, user.uid, user.gid)
+  }
+
+  await fs.chmod(root, 0o700)
+  return {root, dataDir: path.join(root, 'data'), logFile}
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
+/** The postmaster running on `dataDir` (postmaster.pid names it and the directory, and the process lives). */
+async function postmasterOf(dataDir: string): Promise<number | undefined> {
+  const text = await fs.readFile(path.join(dataDir, 'postmaster.pid'), 'utf8').catch(() => undefined)
+  const [pidLine, dirLine] = text?.split('\n') ?? []
+  const pid = Number(pidLine?.trim())
+  if (!Number.isInteger(pid) || pid <= 0 || dirLine?.trim() !== dataDir) return undefined
+  return alive(pid) ? pid : undefined
+}
+
+/** Stops a postmaster by signal: SIGQUIT (immediate shutdown: it ends its children), then SIGKILL. */
+async function killPostmaster(pid: number): Promise<void> {
+  try {
+    process.kill(pid, 'SIGQUIT')
+  } catch {
+    return
+  }
+
+  const deadline = Date.now() + 10_000
+  while (alive(pid) && Date.now() < deadline) await sleep(100)
+  if (alive(pid)) process.kill(pid, 'SIGKILL')
+}
+
+/**
+ * Removes what SIGKILLed drills left: each marked directory whose drill process is gone (or ran
+ * on another host, for a shared temp directory), its server stopped first. Returns the removed paths.
+ */
+export async function sweepLeftovers(logger: Logger, tmp = os.tmpdir()): Promise<string[]> {
+  const removed: string[] = []
+  const entries = await fs.readdir(tmp).catch(() => [] as string[])
+  for (const entry of entries.filter((name) => name.startsWith(PRIVATE_DIR_PREFIX))) {
+    const root = path.join(tmp, entry)
+    let marker: DirectoryMarker
+    try {
+      marker = JSON.parse(await fs.readFile(path.join(root, PRIVATE_DIR_MARKER), 'utf8')) as DirectoryMarker
+    } catch {
+      continue // not provably dbb's: never touched
+    }
+
+    if (marker.hostname === os.hostname() && marker.pid !== process.pid && alive(marker.pid)) continue
+    if (marker.pid === process.pid && marker.hostname === os.hostname()) continue
+    const pid = await postmasterOf(path.join(root, 'data'))
+    if (pid !== undefined) await killPostmaster(pid)
+    await fs.rm(root, {recursive: true, force: true})
+    removed.push(root)
+    logger.warn({event: 'drill.leftover_removed', directory: root, backupId: marker.backupId}, `removed ${root}, left by a physical drill that was killed`)
+  }
+
+  return removed
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer()
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', () => {
+      const {port} = server.address() as net.AddressInfo
+      server.close(() => resolve(port))
+    })
+  })
+}
+
+/** The settings that make the restored cluster a private, throwaway server (written last in postgresql.auto.conf, so they win). */
+export function privateServerSettings(directory: PrivateDirectory, port: number): Record<string, string> {
+  return {
+    // No TCP at all; the port only names the socket file.
+    listen_addresses: '',
+    port: String(port),
+    unix_socket_directories: directory.root,
+    unix_socket_permissions: '0700',
+    hba_file: path.join(directory.dataDir, 'pg_hba.conf'),
+    ident_file: path.join(directory.dataDir, 'pg_ident.conf'),
+    shared_buffers: '16MB',
+    // A throwaway copy: durability buys nothing, and a production server's files (certificates, conf.d) are not here.
+    fsync: 'off',
+    ssl: 'off',
+    logging_collector: 'off',
+    cluster_name: 'dbb-drill',
+    synchronous_standby_names: '',
+    primary_conninfo: '',
+    hot_standby: 'on',
+    archive_mode: 'off',
+  }
+}
+
+/**
+ * Makes the restored data directory startable as a private server: postgresql.conf exists (a
+ * Debian cluster keeps it in /etc, outside the backup), local connections are trusted (the socket
+ * directory is 0700: only the server user and root reach it), the settings above win.
+ */
+export async function preparePrivateServer(directory: PrivateDirectory, user: ServerUser, port: number): Promise<void> {
+  const {dataDir} = directory
+  const conf = path.join(dataDir, 'postgresql.conf')
+  if (!existsSync(conf)) await fs.writeFile(conf, '# written by dbb drill: the backup had no postgresql.conf\n')
+  const ident = path.join(dataDir, 'pg_ident.conf')
+  if (!existsSync(ident)) await fs.writeFile(ident, '')
+  await fs.writeFile(path.join(dataDir, 'pg_hba.conf'), '# dbb drill: a private server on a socket only its user and root can reach\nlocal all all trust\n')
+  const block = Object.entries(privateServerSettings(directory, port))
+    .map(([key, value]) => `${key} = '${value.replace(/'/g, "''")}'`)
+    .join('\n')
+  await fs.appendFile(path.join(dataDir, 'postgresql.auto.conf'), `\n# dbb drill: a private server (listen on a unix socket only, never archive)\n${block}\n`)
+  if (user.switchUser) await run('chown', ['-R', `${user.uid}:${user.gid}`, directory.root])
+}
+
+/** pg_ctl as the server user; the environment is the one given (the restore_command may need storage credentials). */
+async function pgCtl(binDir: string, user: ServerUser, args: string[], env: NodeJS.ProcessEnv): Promise<void> {
+  await run(path.join(binDir, 'pg_ctl'), args, {
+    env,
+    cwd: os.tmpdir(),
+    ...(user.switchUser ? {uid: user.uid, gid: user.gid} : {}),
+  })
+}
+
+export async function startPrivateServer(binDir: string, user: ServerUser, directory: PrivateDirectory, env: NodeJS.ProcessEnv): Promise<void> {
+  // -W (no wait; waiting is pg_ctl's default): recovery may take long, and a server that dies during it is a verdict, not a start failure. The drill polls it.
+  await pgCtl(binDir, user, ['-D', directory.dataDir, '-l', directory.logFile, '-W', 'start'], env).catch((error: unknown) => {
+    throw new OperationError(`the drill's PostgreSQL server did not start: ${errorMessage(error)}`)
+  })
+}
+
+/** Whether the postmaster of the directory is running (undefined: not started yet or gone). */
+export async function runningPostmaster(directory: PrivateDirectory): Promise<number | undefined> {
+  return postmasterOf(directory.dataDir)
+}
+
+/** Stops the server (fast, then immediate, then by signal) and removes the directory. Never throws. */
+export async function destroyPrivateServer(binDir: string | undefined, user: ServerUser, directory: PrivateDirectory, logger: Logger): Promise<boolean> {
+  try {
+    if (binDir && (await postmasterOf(directory.dataDir)) !== undefined) {
+      const env = {PATH: process.env.PATH ?? '/usr/bin:/bin', LANG: 'C.UTF-8'}
+      await pgCtl(binDir, user, ['-D', directory.dataDir, '-m', 'fast', '-w', '-t', '20', 'stop'], env).catch(() =>
+        pgCtl(binDir, user, ['-D', directory.dataDir, '-m', 'immediate', '-w', '-t', '20', 'stop'], env).catch(() => {}),
+      )
+    }
+
+    const pid = await postmasterOf(directory.dataDir)
+    if (pid !== undefined) await killPostmaster(pid)
+    await fs.rm(directory.root, {recursive: true, force: true})
+    return true
+  } catch (error) {
+    logger.error({event: 'drill.cleanup_failed', directory: directory.root, error: errorMessage(error)}, `could not remove ${directory.root}; the next drill removes it`)
+    return false
+  }
+}
+
+/** The last lines of the server log that say why it stopped (FATAL/PANIC/ERROR and dbb wal fetch's own lines). */
+export async function serverLogTail(directory: PrivateDirectory, lines = 8): Promise<string> {
+  const text = await fs.readFile(directory.logFile, 'utf8').catch(() => '')
+  const all = text.split('\n').filter((line) => line.trim() !== '')
+  const telling = all.filter((line) => /FATAL|PANIC|ERROR|dbb|invalid|missing|not found|could not/i.test(line))
+  return (telling.length > 0 ? telling : all).slice(-lines).join(' | ')
+}
