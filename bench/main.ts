@@ -299,7 +299,10 @@ async function main(): Promise<void> {
         for (let attempt = 0; attempt < 7; attempt++) samples.push(await timeDbb([...args], dbbEnv(database, {BACKUP_LOCAL_DIR: emptyDir})))
         coldStart.push({name, wallMs: median(samples.map((sample) => sample.wallMs)), maxRssBytes: Math.max(...samples.map((s) => s.maxRssBytes ?? 0)), runs: samples.length})
       }
-      if (s3 && options.listBackups > 0) coldStart.push(await timeBackupList(s3, options.listBackups, cluster, work, dbbEnv))
+      if (s3 && options.listBackups > 0) {
+        log(`dbb backup list --json over ${options.listBackups} backups planted on s3rver`)
+        coldStart.push(await timeBackupList(s3, options.listBackups, cluster, work, dbbEnv))
+      }
     }
 
     if (options.largeFactor > 0) {
