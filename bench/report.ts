@@ -88,7 +88,7 @@ export function renderFlatnessReport(report: Report): string {
     '## Memory flatness run (npm run bench -- --only flatness)',
     '',
     `Generated on ${report.date.toISOString().slice(0, 16).replace('T', ' ')} UTC: ${report.cores} cores, Node ${report.node}, PostgreSQL ${report.postgres};`,
-    `${report.options.wideKind ?? 'random'} wide rows; the large database is ${report.options.largeFactor}× the default${factor ? ` (${factor.toFixed(1)}× its plain SQL)` : ''}; ${report.options.runs} runs each, peak RSS the maximum.`,
+    `${report.options.wideKind ?? 'random'} wide rows; the large database is ${report.options.largeFactor}× the default${factor ? ` (${factor.toFixed(1)}× its plain SQL)` : ''}; ${report.options.runs} run${report.options.runs === 1 ? '' : 's'} of each, peak RSS the maximum.`,
     '',
   ]
   if (report.options.note) lines.push(`> **${report.options.note}**`, '')
