@@ -4,13 +4,16 @@
  * and writes the medians to BENCHMARKS.md. Flags (all optional):
  *
  *   --scale N        pgbench scale of the main database (default 5)
- *   --wide-mb N      MB of SQL of wide text/jsonb rows added to it (default 60: the wide, poorly compressible part is over half the dump)
+ *   --wide-mb N      MB of SQL of wide text/jsonb rows added to it (default 60: the wide part is over half the dump)
+ *   --wide-kind K    what the wide rows are: realistic (default: text and JSON documents, bench/database.ts) or random (hex digests: the old worst case)
  *   --runs N         rounds of the interleaved pipelines (default 3)
- *   --large-factor N the memory-flatness database is N times larger (default 4; 0 skips it)
+ *   --large-factor N the memory-flatness database is N times larger (default 4; 0 skips it; `--only flatness --large-factor 10` is issue 15's 10× run)
  *   --levels L,L     extra COMPRESSION_LEVELs measured for the size/speed trade-off (default 3,6)
  *   --output FILE    report file (default BENCHMARKS.md in the repository)
  *   --note TEXT      a line printed under the title, e.g. "machine shared with other jobs"
  *   --only restore   measure only the restore rows (dbb restore beside gunzip | psql), skipping the rest
+ *   --only flatness  measure only memory flatness: dbb backup run → local on the default and the --large-factor database
+ *   --list-backups N backups planted on s3rver for the `dbb backup list` row (default 1000; 0 skips it)
  */
 import * as fs from 'node:fs/promises'
 import * as os from 'node:os'
@@ -18,9 +21,10 @@ import * as path from 'node:path'
 
 import {PgCluster, startPostgres} from '../test/helpers/postgres'
 import type {S3Server} from '../test/helpers/s3-server'
-import {BenchDatabase, createBenchDatabase, libpqEnv} from './database'
+import {plantS3rverObjects} from '../test/helpers/s3rver-plant'
+import {BenchDatabase, WIDE_KINDS, WideKind, createBenchDatabase, libpqEnv} from './database'
 import {ROOT, Timed, median, timeDbb, timeShell} from './measure'
-import {CHART_FILE, Report, Row, renderChart, renderReport} from './report'
+import {CHART_FILE, Report, Row, renderChart, renderFlatnessReport, renderReport, spliceSection} from './report'
 
 interface Options {
   scale: number
@@ -30,11 +34,13 @@ interface Options {
   levels: number[]
   output: string
   note?: string
-  onlyRestore: boolean
+  only?: 'restore' | 'flatness'
+  wideKind: WideKind
+  listBackups: number
 }
 
 function parseOptions(argv: string[]): Options {
-  const options: Options = {scale: 5, wideMb: 60, runs: 3, largeFactor: 4, levels: [3, 6], output: path.join(ROOT, 'BENCHMARKS.md'), onlyRestore: false}
+  const options: Options = {scale: 5, wideMb: 60, runs: 3, largeFactor: 4, levels: [3, 6], output: path.join(ROOT, 'BENCHMARKS.md'), wideKind: 'realistic', listBackups: 1000}
   for (let index = 0; index < argv.length; index += 2) {
     const [name, value] = [argv[index], argv[index + 1]]
     const number = Number(value)
@@ -50,7 +56,9 @@ function parseOptions(argv: string[]): Options {
     else if (name === '--levels') options.levels = value ? value.split(',').map(Number) : []
     else if (name === '--output') options.output = path.resolve(value)
     else if (name === '--note') options.note = value
-    else if (name === '--only' && value === 'restore') options.onlyRestore = true
+    else if (name === '--only' && (value === 'restore' || value === 'flatness')) options.only = value
+    else if (name === '--wide-kind' && (WIDE_KINDS as readonly string[]).includes(value)) options.wideKind = value as WideKind
+    else if (name === '--list-backups') options.listBackups = needNumber(0)
     else throw new Error(`unknown option ${name} (see the comment at the top of bench/main.ts)`)
   }
 
@@ -75,13 +83,13 @@ async function main(): Promise<void> {
   let cluster: PgCluster | undefined
   let s3: S3Server | undefined
   try {
-    log(`starting PostgreSQL; creating the database (pgbench scale ${options.scale} + ${options.wideMb} MB of wide rows)`)
+    log(`starting PostgreSQL; creating the database (pgbench scale ${options.scale} + ${options.wideMb} MB of ${options.wideKind} wide rows)`)
     cluster = await startPostgres({settings: {shared_buffers: "'256MB'", max_wal_size: "'4GB'", checkpoint_timeout: "'30min'"}})
-    const database = await createBenchDatabase(cluster, 'bench', options.scale, options.wideMb)
+    const database = await createBenchDatabase(cluster, 'bench', options.scale, options.wideMb, options.wideKind)
     log(`database ${(database.sizeBytes / 1e6).toFixed(0)} MB, plain dump ${(database.dumpBytes / 1e6).toFixed(0)} MB`)
 
     const skipped: string[] = []
-    try {
+    if (options.only !== 'flatness') try {
       const {startS3Server} = await import('../test/helpers/s3-server')
       s3 = await startS3Server({bucket: 'dbb-bench'})
     } catch (error) {
@@ -171,6 +179,28 @@ async function main(): Promise<void> {
       },
       samples: [],
     })
+    // Base backups (issue 15 item 4): the whole cluster as pg_basebackup's tar stream, beside
+    // pg_basebackup alone with the same WAL method and checkpoint as dbb's defaults.
+    const baseDir = path.join(work, 'base')
+    await fs.mkdir(baseDir)
+    pipelines.push({
+      name: 'base floor: pg_basebackup -Ft -D - > /dev/null',
+      run: () => timeShell('pg_basebackup -D - --format=tar --wal-method=fetch --checkpoint=fast --no-password > /dev/null 2>&1', libpqEnv(cluster!, 'postgres')),
+      samples: [],
+    })
+    for (const codec of ['gzip', 'zstd']) {
+      pipelines.push({
+        name: `dbb backup run --type base → local, COMPRESSION=${codec}`,
+        run: async () => {
+          const timed = await timeDbb(['backup', 'run', '--type', 'base', '--json', '--no-prune'], dbbEnv(database, {BACKUP_LOCAL_DIR: baseDir, COMPRESSION: codec}))
+          const outcome = JSON.parse(timed.stdout) as {metadata: {id: string; sizeBytes: number}}
+          await removeBackup(baseDir, outcome.metadata.id)
+          return {...timed, outputBytes: outcome.metadata.sizeBytes}
+        },
+        samples: [],
+      })
+    }
+
     if (s3) {
       pipelines.push({
         name: 'dbb backup run → S3 (s3rver, loopback)',
@@ -193,14 +223,15 @@ async function main(): Promise<void> {
       })
     }
 
-    if (options.onlyRestore) {
+    if (options.only === 'flatness') pipelines.splice(0, pipelines.length)
+    if (options.only === 'restore') {
       // The restore rows need a stored dump: one backup, then only the two restores are measured.
       lastLocalBackup = (await dbbBackup(database, {BACKUP_LOCAL_DIR: localDir})).id
       await timeShell(`pg_dump --no-owner --no-privileges | gzip -6 > ${shellFile}`, libpqEnv(cluster!, 'bench'))
       pipelines.splice(0, pipelines.length)
     }
 
-    if (restoreAvailable) {
+    if (restoreAvailable && options.only !== 'flatness') {
       pipelines.push(
         {
           name: 'restore: dropdb; createdb (empty); gunzip -c | psql --single-transaction',
@@ -234,7 +265,7 @@ async function main(): Promise<void> {
       runs: pipeline.samples.length,
     }))
 
-    if (options.onlyRestore) {
+    if (options.only === 'restore') {
       const [shell, dbb] = rows
       const line = `dbb restore ${seconds(dbb.wallMs)} s, gunzip | psql --single-transaction ${seconds(shell.wallMs)} s: ${(dbb.wallMs / shell.wallMs).toFixed(2)}× (target ≤ 1.05×)`
       process.stdout.write(`${line}\n`)
@@ -242,43 +273,51 @@ async function main(): Promise<void> {
       return
     }
 
-    log('cold start')
-    const emptyDir = path.join(work, 'empty')
-    await fs.mkdir(emptyDir)
     const coldStart: Row[] = []
-    for (const [name, args] of [
-      ['dbb --version', ['--version']],
-      ['dbb backup list (empty local dir)', ['backup', 'list']],
-    ] as const) {
-      const samples: Timed[] = []
-      for (let attempt = 0; attempt < 7; attempt++) samples.push(await timeDbb([...args], dbbEnv(database, {BACKUP_LOCAL_DIR: emptyDir})))
-      coldStart.push({name, wallMs: median(samples.map((sample) => sample.wallMs)), maxRssBytes: Math.max(...samples.map((s) => s.maxRssBytes ?? 0)), runs: samples.length})
-    }
-
-    const flatness: {database: BenchDatabase; row: Row; floorMs: number}[] = [{database, row: rows[2], floorMs: rows[0].wallMs}]
-    if (options.largeFactor > 0) {
-      log(`memory flatness: a ${options.largeFactor}× larger database`)
-      const large = await createBenchDatabase(cluster, 'bench_large', options.scale * options.largeFactor, options.wideMb * options.largeFactor)
+    const flatness: {database: BenchDatabase; row: Row; floorMs: number}[] = []
+    if (options.only === 'flatness') {
       const samples = []
       const floors: number[] = []
-      for (let attempt = 0; attempt < 2; attempt++) {
+      for (let attempt = 0; attempt < options.runs; attempt++) {
+        floors.push((await timeShell('pg_dump --no-owner --no-privileges > /dev/null', libpqEnv(cluster, database.name))).wallMs)
+        const result = await dbbBackup(database, {BACKUP_LOCAL_DIR: localDir})
+        await removeBackup(localDir, result.id)
+        samples.push(result)
+      }
+
+      flatness.push({database, floorMs: median(floors), row: sampledRow('dbb backup run → local (defaults)', samples)})
+    } else {
+      flatness.push({database, row: rows[2], floorMs: rows[0].wallMs})
+      log('cold start')
+      const emptyDir = path.join(work, 'empty')
+      await fs.mkdir(emptyDir)
+      for (const [name, args] of [
+        ['dbb --version', ['--version']],
+        ['dbb backup list (empty local dir)', ['backup', 'list']],
+      ] as const) {
+        const samples: Timed[] = []
+        for (let attempt = 0; attempt < 7; attempt++) samples.push(await timeDbb([...args], dbbEnv(database, {BACKUP_LOCAL_DIR: emptyDir})))
+        coldStart.push({name, wallMs: median(samples.map((sample) => sample.wallMs)), maxRssBytes: Math.max(...samples.map((s) => s.maxRssBytes ?? 0)), runs: samples.length})
+      }
+      if (s3 && options.listBackups > 0) {
+        log(`dbb backup list --json over ${options.listBackups} backups planted on s3rver`)
+        coldStart.push(await timeBackupList(s3, options.listBackups, cluster, work, dbbEnv))
+      }
+    }
+
+    if (options.largeFactor > 0) {
+      log(`memory flatness: a ${options.largeFactor}× larger database`)
+      const large = await createBenchDatabase(cluster, 'bench_large', options.scale * options.largeFactor, options.wideMb * options.largeFactor, options.wideKind)
+      const samples = []
+      const floors: number[] = []
+      for (let attempt = 0; attempt < (options.only === 'flatness' ? options.runs : 2); attempt++) {
         floors.push((await timeShell('pg_dump --no-owner --no-privileges > /dev/null', libpqEnv(cluster, large.name))).wallMs)
         const result = await dbbBackup(large, {BACKUP_LOCAL_DIR: localDir})
         await removeBackup(localDir, result.id)
         samples.push(result)
       }
 
-      flatness.push({
-        database: large,
-        floorMs: median(floors),
-        row: {
-          name: 'dbb backup run → local (defaults)',
-          wallMs: median(samples.map((sample) => sample.wallMs)),
-          outputBytes: samples[0].outputBytes,
-          maxRssBytes: Math.max(...samples.map((sample) => sample.maxRssBytes ?? 0)),
-          runs: samples.length,
-        },
-      })
+      flatness.push({database: large, floorMs: median(floors), row: sampledRow('dbb backup run → local (defaults)', samples)})
     }
 
     const report: Report = {
@@ -294,9 +333,10 @@ async function main(): Promise<void> {
       flatness,
       skipped,
     }
-    const markdown = renderReport(report)
-    await fs.writeFile(path.join(path.dirname(options.output), CHART_FILE), renderChart(report))
-    await fs.writeFile(options.output, await spliceGenerated(options.output, markdown))
+    // The flatness run has its own generated section, so it never replaces the main table.
+    const markdown = options.only === 'flatness' ? renderFlatnessReport(report) : renderReport(report)
+    if (options.only !== 'flatness') await fs.writeFile(path.join(path.dirname(options.output), CHART_FILE), renderChart(report))
+    await fs.writeFile(options.output, await spliceGenerated(options.output, markdown, options.only === 'flatness' ? 'bench-flatness' : 'bench'))
     await fs.mkdir(path.join(ROOT, 'bench-results'), {recursive: true})
     await fs.writeFile(path.join(ROOT, 'bench-results', `bench-${report.date.toISOString().replaceAll(':', '')}.json`), JSON.stringify(report, null, 2))
     process.stdout.write(markdown)
@@ -308,16 +348,65 @@ async function main(): Promise<void> {
   }
 }
 
-const START = '<!-- bench:start (generated by npm run bench; edits inside are overwritten) -->'
-const END = '<!-- bench:end -->'
-
-/** Replaces only the generated part of an existing report, keeping the prose around it. */
-async function spliceGenerated(file: string, generated: string): Promise<string> {
+/** Replaces only the generated part of an existing report (between its markers), keeping the prose around it. */
+async function spliceGenerated(file: string, generated: string, section: 'bench' | 'bench-flatness'): Promise<string> {
   const existing = await fs.readFile(file, 'utf8').catch(() => '')
-  const start = existing.indexOf(START)
-  const end = existing.indexOf(END)
-  if (start === -1 || end < start) return `${START}\n${generated}${END}\n`
-  return `${existing.slice(0, start)}${START}\n${generated}${END}${existing.slice(end + END.length)}`
+  return spliceSection(existing, generated, section)
+}
+
+function sampledRow(name: string, samples: (Timed & {outputBytes?: number})[]): Row {
+  return {
+    name,
+    wallMs: median(samples.map((sample) => sample.wallMs)),
+    outputBytes: samples[0]?.outputBytes,
+    maxRssBytes: Math.max(...samples.map((sample) => sample.maxRssBytes ?? 0)),
+    runs: samples.length,
+  }
+}
+
+/**
+ * `dbb backup list --json` over `count` backups on s3rver: one real backup of a small database is
+ * taken, then its dump and sidecar are planted under `count` ids (one a minute apart) straight in
+ * s3rver's directory, so listing reads `count` real sidecars and sizes through the S3 protocol.
+ */
+async function timeBackupList(
+  s3: S3Server,
+  count: number,
+  cluster: PgCluster,
+  work: string,
+  dbbEnv: (db: BenchDatabase, extra?: Record<string, string>) => NodeJS.ProcessEnv,
+): Promise<Row> {
+  await cluster.psql('DROP DATABASE IF EXISTS list_source')
+  await cluster.psql('CREATE DATABASE list_source')
+  await cluster.psql('CREATE TABLE items (id int PRIMARY KEY, name text); INSERT INTO items SELECT g, md5(g::text) FROM generate_series(1, 100) g', 'list_source')
+  const source: BenchDatabase = {name: 'list_source', sizeBytes: 0, dumpBytes: 0}
+  const sourceDir = path.join(work, 'list-source')
+  await fs.mkdir(sourceDir)
+  const taken = await timeDbb(['backup', 'run', '--json', '--no-prune'], dbbEnv(source, {BACKUP_LOCAL_DIR: sourceDir}))
+  const {id} = (JSON.parse(taken.stdout) as {metadata: {id: string}}).metadata
+  const dump = await fs.readFile(path.join(sourceDir, id))
+  const sidecar = JSON.parse(await fs.readFile(path.join(sourceDir, `${id}.meta.json`), 'utf8')) as Record<string, unknown>
+  const prefix = 'list'
+  const objects = Array.from({length: count}, (_, index) => {
+    const createdAt = new Date(Date.UTC(2026, 0, 1) + index * 60_000)
+    const stamp = createdAt.toISOString().replace(/[-:]/g, '').replace(/\.\d{3}/, '')
+    const plantedId = id.replace(/\d{8}T\d{6}Z/, stamp)
+    const metadata = Buffer.from(JSON.stringify({...sidecar, id: plantedId, createdAt: createdAt.toISOString()}, null, 2))
+    return [
+      {key: `${prefix}/${plantedId}`, body: dump},
+      {key: `${prefix}/${plantedId}.meta.json`, body: metadata},
+    ]
+  }).flat()
+  await plantS3rverObjects(s3.directory, s3.bucket, objects)
+  const samples: Timed[] = []
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const timed = await timeDbb(['backup', 'list', '--json'], dbbEnv(source, s3.dbbEnv({S3_PREFIX: prefix})))
+    const listed = JSON.parse(timed.stdout) as unknown[]
+    if (listed.length !== count) throw new Error(`dbb backup list listed ${listed.length} backups, ${count} were planted`)
+    samples.push(timed)
+  }
+
+  return sampledRow(`dbb backup list --json (${count} backups on s3rver)`, samples)
 }
 
 async function removeBackup(dir: string, id: string): Promise<void> {

@@ -19,10 +19,15 @@ export async function timeShell(script: string, env: NodeJS.ProcessEnv): Promise
   return timeSpawn('bash', ['-o', 'pipefail', '-c', script], env)
 }
 
-/** Runs dbb (the built bin/run.js) with the RSS probe preloaded, and times it. */
+/**
+ * Runs dbb the way users do — the `dbb` executable (bin/run.js through its `#!/usr/bin/env node`
+ * line, what npm's bin link runs), not `node bin/run.js` — with the RSS probe preloaded through
+ * NODE_OPTIONS (`--require` only: it changes no V8 setting), and times it.
+ */
 export async function timeDbb(args: string[], env: NodeJS.ProcessEnv): Promise<Timed> {
   const rssFile = path.join(os.tmpdir(), `dbb-bench-rss-${process.pid}-${Date.now()}.json`)
-  const timed = await timeSpawn(process.execPath, ['--require', RSS_PROBE, DBB, ...args], {...env, DBB_BENCH_RSS_FILE: rssFile})
+  const nodeOptions = [`--require ${RSS_PROBE}`, env.NODE_OPTIONS].filter(Boolean).join(' ')
+  const timed = await timeSpawn(DBB, args, {...env, NODE_OPTIONS: nodeOptions, DBB_BENCH_RSS_FILE: rssFile})
   const probe = JSON.parse(await fs.readFile(rssFile, 'utf8')) as {maxRssBytes: number}
   await fs.rm(rssFile, {force: true})
   return {...timed, maxRssBytes: probe.maxRssBytes}

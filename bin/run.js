@@ -29,6 +29,16 @@ if ((process.argv[2] === 'wal' && process.argv[3] === 'fetch') || process.argv[2
   }
 }
 
+// Memory (issue 15): Node 24's V8 grows the young generation to 32 MB while a backup streams (every
+// buffer in flight survives a scavenge or two), which alone was ~30 MB of the peak RSS. Its size at
+// start-up is fixed when the isolate is created, but how far it grows is read at each resize, so
+// capping the growth here keeps it at V8's initial 1 MB semi-spaces without a flag on the command
+// line or a re-exec (measurements in BENCHMARKS.md, "Memory without flags"). An operator who sizes
+// the young generation themselves (NODE_OPTIONS / node flags) keeps their choice.
+if (!/semi-space|new-space/.test(`${process.env.NODE_OPTIONS ?? ''} ${process.execArgv.join(' ')}`)) {
+  require('node:v8').setFlagsFromString('--semi-space-growth-factor=1')
+}
+
 // The AWS SDK warns when it deems the Node version old; dbb pins the SDK and its Node (package.json engines).
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true'
 // Compression runs on libuv's thread pool (src/compress), sized once, at its first use: give it a

@@ -1,6 +1,6 @@
 import {setTimeout as sleep} from 'node:timers/promises'
 
-import {Counter, Registry} from 'prom-client'
+import type {Counter, Registry} from 'prom-client'
 
 import {errorMessage} from '../errors'
 import type {Logger} from '../logger'
@@ -92,7 +92,10 @@ export class Notifier {
 
   /** Counts deliveries into `registry` as dbb_notifications_total{target, outcome} (every series from 0). */
   attachMetrics(registry: Registry): void {
-    this.counter = new Counter({
+    // Loaded here, not at the top: every command builds a Notifier, and prom-client (with the
+    // OpenTelemetry API it pulls in) costs ~20 MB of RSS that only `dbb serve`'s /metrics needs.
+    const {Counter: PromCounter} = require('prom-client') as typeof import('prom-client')
+    this.counter = new PromCounter({
       name: 'dbb_notifications_total',
       help: 'Notification deliveries by target kind and outcome (delivered, failed after its retries).',
       labelNames: ['target', 'outcome'] as const,
