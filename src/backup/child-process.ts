@@ -54,6 +54,8 @@ export interface ExitStatus {
 
 export interface SpawnedTool {
   child: ChildProcessByStdio<null, Readable, Readable>
+  /** What the backup reads instead of the child's stdout, when a wrapper taps it (src/backup/custom-format.ts). */
+  output?: Readable
   /** Resolves when the process has exited (never rejects). */
   exited: Promise<ExitStatus>
   /** The last 16 KiB the program wrote to stderr. */

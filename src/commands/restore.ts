@@ -12,6 +12,9 @@ import {BASE_RESTORE_FLAGS, runBaseRestore} from '../restore/base-cli'
 import {countdown, describePlan, requireConfirmation} from '../restore/confirm'
 import {checkDatabaseName} from '../restore/database'
 import {RestoreOutcome, executeLogicalRestore, planLogicalRestore} from '../restore/logical'
+import {ArchiveListing, requirePgRestoreFor} from '../restore/archive'
+import {listArchive} from '../restore/import'
+import {UsageError} from '../errors'
 import {setting, settingFlagsFor, valuesByVariable} from '../settings'
 import {GlobalsRestoreResult, resolveGlobals, restoreGlobals} from '../restore/globals'
 import {GLOBALS_TYPE} from '../backup/globals'
@@ -68,6 +71,25 @@ On a terminal it shows what it is about to do and counts down 5 seconds (Ctrl-C 
       summary: 'Create the restored objects as this role (SET ROLE) and make it the database owner; for dumps taken with --no-owner.',
       helpValue: 'ROLE',
     }),
+    list: Flags.boolean({
+      summary: "Custom-format backups: print the archive's table of contents (pg_restore --list; with --json, parsed) and restore nothing.",
+    }),
+    jobs: Flags.integer({
+      summary: 'Custom-format backups: pg_restore --jobs N (parallel); the archive is first written to a temporary file in TMPDIR, removed afterwards.',
+      helpValue: 'N',
+      min: 1,
+      max: 64,
+    }),
+    table: Flags.string({
+      summary: 'Custom-format backups: restore only this table (pg_restore --table; repeatable); only into a new database (--target-db).',
+      helpValue: 'NAME',
+      multiple: true,
+    }),
+    schema: Flags.string({
+      summary: 'Custom-format backups: restore only this schema (pg_restore --schema; repeatable); only into a new database (--target-db).',
+      helpValue: 'NAME',
+      multiple: true,
+    }),
     ...BASE_RESTORE_FLAGS,
   }
 
@@ -75,7 +97,7 @@ On a terminal it shows what it is about to do and counts down 5 seconds (Ctrl-C 
   static override configSections: readonly Section[] = ['namePrefix', 'storageBackend']
   static override usesStorage = true
 
-  public async run(): Promise<BackupMetadata[] | RestoreOutcome | BaseRestoreOutcome | GlobalsRestoreResult | (RestoreOutcome & {globals: GlobalsRestoreResult})> {
+  public async run(): Promise<(ArchiveListing & {id: string}) | BackupMetadata[] | RestoreOutcome | BaseRestoreOutcome | GlobalsRestoreResult | (RestoreOutcome & {globals: GlobalsRestoreResult})> {
     const reference = this.args.backup
     if (this.flags.globals && this.flags.type !== 'base') return this.restoreWithGlobals(reference)
     if (this.flags.type === 'base' && reference !== undefined) {
@@ -88,6 +110,7 @@ On a terminal it shows what it is about to do and counts down 5 seconds (Ctrl-C 
       }
     }
 
+    if (this.flags.list) return this.listArchive(reference)
     const target = this.targetDatabase()
     const database = reference === undefined ? undefined : this.databaseConfig(target)
     const storage = await this.openStorage()
@@ -101,6 +124,25 @@ On a terminal it shows what it is about to do and counts down 5 seconds (Ctrl-C 
       }
 
       return await this.restore(storage, reference, database)
+    } finally {
+      await storage.close?.()
+    }
+  }
+
+  /** --list: the archive's TOC, read from storage in one verified stream; needs no database settings and touches no database. */
+  private async listArchive(reference: string | undefined): Promise<ArchiveListing & {id: string}> {
+    if (reference === undefined) throw new UsageError('--list needs a backup id or "latest" (a custom-format backup)')
+    const storage = await this.openStorage()
+    try {
+      const backup = await resolveBackup(storage, reference, {prefix: this.backupPrefix(), type: 'logical'})
+      if (backup.format !== 'custom') {
+        throw new UsageError(`--list needs a custom-format backup (BACKUP_FORMAT=custom, ids ending in .dump.gz or .dump.zst); ${backup.id} is a ${backup.format} SQL dump (read it with: ${this.config.bin} backup download ${backup.id} -o - | gunzip | less)`)
+      }
+
+      await requirePgRestoreFor(backup)
+      const listing = await listArchive({storage, backup, signal: this.interruptSignal()})
+      if (!this.jsonEnabled()) for (const entry of listing.entries) this.log(entry.line)
+      return {id: backup.id, header: listing.header, entries: listing.entries}
     } finally {
       await storage.close?.()
     }
@@ -151,7 +193,8 @@ On a terminal it shows what it is about to do and counts down 5 seconds (Ctrl-C 
     requireConfirmation({force: this.flags.force, interactive: Boolean(process.stdin.isTTY), target})
     const signal = this.interruptSignal()
     const backup = await resolveBackup(storage, reference, {prefix: this.backupPrefix(), type: 'logical'})
-    const options = {backup, targetDatabase: target, keepPrevious: this.flags['keep-previous'], owner: this.flags.owner, signal}
+    const archive = {jobs: this.flags.jobs, tables: this.flags.table, schemas: this.flags.schema}
+    const options = {backup, targetDatabase: target, keepPrevious: this.flags['keep-previous'], owner: this.flags.owner, archive, signal}
     // Preflight before the plan: the plan says what will happen to what exists, and a refusal comes before the countdown.
     const plan = await planLogicalRestore(database, options)
     this.logToStderr(describePlan(plan, database, storage.location))
@@ -165,13 +208,17 @@ On a terminal it shows what it is about to do and counts down 5 seconds (Ctrl-C 
     try {
       const outcome = await executeLogicalRestore({database, storage, logger: this.logger}, plan, {
         signal,
+        onNotice: (message) => {
+          this.logger.info({event: 'restore.temporary_file', backupId: backup.id}, message)
+          this.logToStderr(message)
+        },
         onProgress: ({readBytes, restoredBytes}) => progress.update(readBytes, {restoredBytes}),
       })
       progress.finish()
       const previous = outcome.previousDatabase === null ? '' : `; the replaced database is kept as "${outcome.previousDatabase}"`
       this.log(
         `Restored ${outcome.id} into database "${target}" on ${outcome.host}:${outcome.port}: ` +
-          `${formatBytes(outcome.restoredBytes)} of SQL in ${(outcome.durationMs / 1000).toFixed(1)} s (sha256 verified)${previous}`,
+          `${formatBytes(outcome.restoredBytes)} of ${backup.format === 'custom' ? 'archive' : 'SQL'} in ${(outcome.durationMs / 1000).toFixed(1)} s (sha256 verified)${previous}`,
       )
       return outcome
     } finally {
