@@ -195,10 +195,14 @@ const MULTI_WORD_TYPES = [
   'BLOB METADATA',
 ]
 
-/** Parses `pg_restore --list` output: `215; 1259 16385 TABLE public accounts app` per entry. */
+/**
+ * Parses `pg_restore --list` output: `215; 1259 16385 TABLE public accounts app` per entry. The
+ * line does not quote names, so a schema with a space is found by the archive's own SCHEMA
+ * entries (`SCHEMA - <name> <owner>`): the longest schema name the line continues with.
+ */
 export function parseArchiveList(text: string): ArchiveListing {
   const header: Record<string, string> = {}
-  const entries: ArchiveEntry[] = []
+  const lines: {line: string; dumpId: number; tableOid: number; oid: number; type: string; rest: string}[] = []
   for (const line of text.split('\n')) {
     if (line.startsWith(';')) {
       const field = /^;\s+([^:]+?):\s*(.*)$/.exec(line)
@@ -208,13 +212,23 @@ export function parseArchiveList(text: string): ArchiveListing {
 
     const match = /^(\d+); (\d+) (\d+) (.*)$/.exec(line)
     if (!match) continue
-    const rest = match[4]
-    const type = MULTI_WORD_TYPES.find((candidate) => rest.startsWith(`${candidate} `)) ?? rest.split(' ')[0]
-    const words = rest.slice(type.length + 1).split(' ')
-    const schema = words.shift() ?? '-'
-    const owner = words.length > 1 ? (words.pop() ?? '') : ''
-    entries.push({dumpId: Number(match[1]), tableOid: Number(match[2]), oid: Number(match[3]), type, schema: schema === '-' ? null : schema, name: words.join(' '), owner, line})
+    const type = MULTI_WORD_TYPES.find((candidate) => match[4].startsWith(`${candidate} `)) ?? match[4].split(' ')[0]
+    lines.push({line, dumpId: Number(match[1]), tableOid: Number(match[2]), oid: Number(match[3]), type, rest: match[4].slice(type.length + 1)})
   }
 
+  const schemas = new Set(['public', 'pg_catalog'])
+  for (const entry of lines) if (entry.type === 'SCHEMA' && entry.rest.startsWith('- ')) schemas.add(withoutOwner(entry.rest.slice(2)).name)
+  const byLength = [...schemas].sort((a, b) => b.length - a.length)
+  const entries = lines.map(({line, dumpId, tableOid, oid, type, rest}): ArchiveEntry => {
+    const schema = rest.startsWith('- ') ? '-' : (byLength.find((name) => rest.startsWith(`${name} `)) ?? rest.split(' ')[0])
+    const {name, owner} = withoutOwner(rest.slice(schema.length + 1))
+    return {dumpId, tableOid, oid, type, schema: schema === '-' ? null : schema, name, owner, line}
+  })
   return {header, entries}
+}
+
+/** `<name> <owner>`: the owner is the last word (empty when the line ends with the space before it). */
+function withoutOwner(text: string): {name: string; owner: string} {
+  const space = text.lastIndexOf(' ')
+  return space < 0 ? {name: text, owner: ''} : {name: text.slice(0, space), owner: text.slice(space + 1)}
 }

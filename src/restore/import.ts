@@ -257,10 +257,22 @@ async function importArchiveFromFile(options: ImportOptions): Promise<ImportResu
     }
 
     if (options.signal?.aborted) throw new AbortedError('restore interrupted')
-    const restore = spawnToolWithInput('pg_restore', pgRestoreArgs(backup, options.env.PGDATABASE ?? '', {...options.archive, file}), options.env, options.signal)
+    // Its own process group: pg_restore's workers are forked children that would keep writing into
+    // the staging database after their leader died; a failure, Ctrl-C or SIGTERM kills them all.
+    const restore = spawnToolWithInput('pg_restore', pgRestoreArgs(backup, options.env.PGDATABASE ?? '', {...options.archive, file}), options.env, undefined, {processGroup: true})
+    const killGroup = () => {
+      try {
+        if (restore.child.pid !== undefined) process.kill(-restore.child.pid, 'SIGKILL')
+      } catch {
+        // already gone
+      }
+    }
+
+    options.signal?.addEventListener('abort', killGroup, {once: true})
+    restore.child.on('exit', (code) => code === 0 || killGroup())
     restore.child.stdin.on('error', () => {})
     restore.child.stdin.end()
-    const status = await restore.exited
+    const status = await restore.exited.finally(() => options.signal?.removeEventListener('abort', killGroup))
     if (options.signal?.aborted) throw new AbortedError('restore interrupted')
     if (status.code !== 0) throw psqlFailure(status, restore.stderr(), 'pg_restore')
     return {...progress, sha256: tap.sha256(), sizeBytes: tap.sizeBytes, warnings: serverMessages(restore.stderr(), 'WARNING')}
