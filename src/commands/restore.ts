@@ -25,6 +25,8 @@ export default class Restore extends DbbCommand<typeof Restore> {
   static override summary = 'Restore a backup into a database, replacing it; without an argument, list the backups.'
   static override description = `Streams the backup from storage once, through sha256 and gunzip, into psql -v ON_ERROR_STOP=1 connected to a new staging database on the same server; the target database is not touched and stays in use meanwhile. Only when psql succeeded and the sha256 matches the sidecar does it swap, in one transaction: the target's sessions are terminated, the target is renamed away and the staging database takes its name. Then the replaced database is dropped (or kept with --keep-previous). Any failure, Ctrl-C or kill before the swap leaves the target exactly as it was; the next restore drops staging databases that crashed restores left behind.
 
+A custom-format backup (BACKUP_FORMAT=custom, ids ending in .dump.gz or .dump.zst) is imported the same way by pg_restore --exit-on-error reading the stream; --jobs N restores in parallel from a temporary file in TMPDIR (said when written, removed afterwards), --table/--schema restore a part into a new database only, and --list prints the archive's table of contents.
+
 On a terminal it shows what it is about to do and counts down 5 seconds (Ctrl-C aborts with nothing changed). Without a terminal it refuses unless --force is given. "latest" is the newest logical backup whose id starts with BACKUP_NAME_PREFIX.`
 
   static override examples = [
@@ -38,6 +40,9 @@ On a terminal it shows what it is about to do and counts down 5 seconds (Ctrl-C 
       description: 'Onto a new server: create the missing roles from the stored globals, then restore "app"',
       command: '<%= config.bin %> <%= command.id %> latest --db app --globals --force',
     },
+    {description: 'A custom-format backup, 4 pg_restore jobs', command: '<%= config.bin %> <%= command.id %> latest --jobs 4 --force'},
+    {description: 'One table of a custom-format backup, into a new database', command: '<%= config.bin %> <%= command.id %> latest --table orders --target-db salvage --force'},
+    {description: "A custom-format backup's table of contents", command: '<%= config.bin %> <%= command.id %> latest --list --json'},
     {description: 'Only create the missing roles (from the newest globals)', command: '<%= config.bin %> <%= command.id %> --globals'},
     {
       description: 'A restore drill into a scratch database, unattended',

@@ -4,7 +4,7 @@ import {join} from 'node:path'
 
 import {isBackupId, newBackupId, parseBackupId} from '../../src/backup/naming'
 import {pgDumpArgs} from '../../src/backup/run-backup'
-import {archiveOptionsProblem, parseArchiveList, pgRestoreArgs, sweepDeadRestoreDirs} from '../../src/restore/archive'
+import {archiveOptionsProblem, parseArchiveList, pgRestoreArgs, requirePgRestoreFor, sweepDeadRestoreDirs} from '../../src/restore/archive'
 
 describe('custom format ids (BACKUP_FORMAT=custom)', () => {
   it('.dump.gz and .dump.zst are backup ids of kind dump next to .sql and .tar', async () => {
@@ -47,6 +47,16 @@ describe('pg_restore options', () => {
     ])
     const noOwner = {privileges: {ownersAndPrivileges: false, referencedRoles: [], securityDefinerFunctions: []}}
     expect(pgRestoreArgs(noOwner as never, 'app')).toEqual(['--no-password', '--exit-on-error', '--no-owner', '--no-privileges', "--dbname=dbname='app'"])
+  })
+})
+
+describe('requirePgRestoreFor (the local pg_restore, 15 here)', () => {
+  it('refuses an archive written by a newer pg_dump, naming what to install; accepts its own and older majors', async () => {
+    await expect(requirePgRestoreFor({id: 'b_20261121T030000Z.dump.gz', pgDumpVersion: '99.1'})).rejects.toThrow(
+      /written by pg_dump 99\.1, and the local pg_restore is 15\.\d+, which cannot read it: install the PostgreSQL 99 client tools/,
+    )
+    await expect(requirePgRestoreFor({id: 'b_20261121T030000Z.dump.gz', pgDumpVersion: '15.18'})).resolves.toMatch(/^15\./)
+    await expect(requirePgRestoreFor({id: 'b_20261121T030000Z.dump.gz', pgDumpVersion: '12.4'})).resolves.toMatch(/^15\./)
   })
 })
 
