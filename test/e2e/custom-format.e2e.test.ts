@@ -160,6 +160,28 @@ describe('BACKUP_FORMAT=custom (real PostgreSQL, local storage)', () => {
     )
   })
 
+  it('DB_NAMES runs: each database as a custom archive, the globals still plain SQL; restore --db takes the archive', async () => {
+    const dir = await tempDir()
+    try {
+      const result = await runCli(['backup', 'run', '--json', '--no-prune'], {...env, BACKUP_LOCAL_DIR: dir, BACKUP_FORMAT: 'custom', DB_NAMES: 'shop,shop_stock'})
+      expect(result.code).toBe(0)
+      const run = JSON.parse(result.stdout)
+      expect(run.globals.backupId).toMatch(/^backup_-globals_\d{8}T\d{6}Z\.sql\.gz$/)
+      expect(run.databases.map((part: {backupId: string}) => part.backupId).sort()).toEqual([
+        expect.stringMatching(/^backup_shop-5fstock_\d{8}T\d{6}Z\.dump\.gz$/),
+        expect.stringMatching(/^backup_shop_\d{8}T\d{6}Z\.dump\.gz$/),
+      ])
+      const globals = JSON.parse(await fs.readFile(path.join(dir, `${run.globals.backupId}.meta.json`), 'utf8'))
+      expect(globals).toMatchObject({type: 'globals', format: 'plain'})
+      const restore = await runCli(['restore', 'latest', '--db', 'shop', '--target-db', 'shop_multi', '--force'], {...env, BACKUP_LOCAL_DIR: dir})
+      expect(restore.code).toBe(0)
+      expect(restore.stdout).toMatch(/Restored backup_shop_\d{8}T\d{6}Z\.dump\.gz into database "shop_multi"/)
+      expect(await contents('shop_multi')).toEqual(shopBefore)
+    } finally {
+      await fs.rm(dir, {recursive: true, force: true})
+    }
+  })
+
   it('a drill of a custom backup passes, and fails (exit 3) when a table lost rows', async () => {
     const passed = await runCli(['drill', gzipId], env)
     expect(passed.code).toBe(0)
