@@ -60,6 +60,8 @@ export function withArchiveCheck(dump: SpawnedTool, signal: AbortSignal): Spawne
   dump.child.stdout.pipe(tee)
   dump.child.stdout.on('error', (error) => tee.destroy(error))
 
+  // Set when pg_dump succeeded but the archive did not parse: then stderr() is pg_restore's.
+  let failedCheck: ExitStatus | undefined
   const exited = dump.exited.then(async (status): Promise<ExitStatus> => {
     if (status.code !== 0) {
       checker.child.kill('SIGKILL')
@@ -71,7 +73,6 @@ export function withArchiveCheck(dump: SpawnedTool, signal: AbortSignal): Spawne
     failedCheck = checked
     return {code: checked.code ?? 1, signal: checked.signal}
   })
-  let failedCheck: ExitStatus | undefined
   return {
     ...dump,
     output: tee,
