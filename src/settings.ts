@@ -210,6 +210,17 @@ export const SETTINGS = {
     value: (f) => f.boolean(),
     docs: 'See [Ownership and privileges](#ownership-and-privileges).',
   },
+  BACKUP_FORMAT: {
+    flag: 'backup-format',
+    group: 'BACKUP',
+    summary: "pg_dump's format: plain SQL (restore with psql) or custom (pg_dump -Fc; restore with pg_restore: parallel --jobs, selective --table/--schema, --list).",
+    example: 'custom',
+    default: 'plain',
+    commands: BACKUP_COMMANDS,
+    // directory and tar are pg_dump formats too, but not one stream dbb can compress and store as one object.
+    value: (f) => f.z.enum(['plain', 'custom'], {message: 'must be plain or custom (directory and tar are not supported: they are not one stream; custom gives pg_restore --jobs from a file)'}),
+    docs: 'See [Custom format](#custom-format). Globals (DB_NAMES runs) stay plain SQL. Archives may mix formats.',
+  },
 
   // ---- RETENTION
   RETENTION_DAYS: {

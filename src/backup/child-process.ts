@@ -54,6 +54,8 @@ export interface ExitStatus {
 
 export interface SpawnedTool {
   child: ChildProcessByStdio<null, Readable, Readable>
+  /** What the backup reads instead of the child's stdout, when a wrapper taps it (src/backup/custom-format.ts). */
+  output?: Readable
   /** Resolves when the process has exited (never rejects). */
   exited: Promise<ExitStatus>
   /** The last 16 KiB the program wrote to stderr. */
@@ -75,9 +77,13 @@ export interface FedTool {
   stderr(): string
 }
 
-/** Like spawnTool, for a program that reads its input from stdin (psql); its stdout is discarded. */
-export function spawnToolWithInput(command: string, args: string[], env: ToolEnvironment, signal?: AbortSignal): FedTool {
-  const child = spawn(command, nonInteractive(args, env), {env: childEnvironment(env), stdio: ['pipe', 'ignore', 'pipe'], signal, killSignal: 'SIGTERM'})
+/**
+ * Like spawnTool, for a program that reads its input from stdin (psql); its stdout is discarded.
+ * `processGroup`: the child leads a process group of its own, so the caller can kill it together
+ * with the workers it forks (`pg_restore --jobs`), which would otherwise outlive it.
+ */
+export function spawnToolWithInput(command: string, args: string[], env: ToolEnvironment, signal?: AbortSignal, {processGroup = false} = {}): FedTool {
+  const child = spawn(command, nonInteractive(args, env), {env: childEnvironment(env), stdio: ['pipe', 'ignore', 'pipe'], signal, killSignal: 'SIGTERM', detached: processGroup})
   return {child, ...watchTool(command, child, child.stderr)}
 }
 

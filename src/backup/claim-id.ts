@@ -3,7 +3,7 @@ import {Readable} from 'node:stream'
 
 import type {CodecName} from '../compress/codecs'
 import type {StorageBackend} from '../storage/contract'
-import {newBackupId} from './naming'
+import {BackupKind, newBackupId} from './naming'
 
 /**
  * Claims a fresh backup id, so two runs that start in the same second (two `backup run`s, a CLI
@@ -106,7 +106,7 @@ export async function claimBackupId(
   storage: StorageBackend,
   prefix: string,
   startedAt: Date,
-  kind: 'sql' | 'tar',
+  kind: BackupKind,
   options: ClaimOptions & {codec?: CodecName} = {},
 ): Promise<IdClaim> {
   const withdrawn = new Set<string>()

@@ -1,32 +1,35 @@
 import {CODECS, CodecName, codecOfKey} from '../compress/codecs'
 
 /**
- * Backup ids: `<prefix>_<UTC yyyyMMddTHHmmssZ>[-N].(sql|tar).(gz|zst)`, the last extension naming the codec
- * (src/compress/codecs.ts). The timestamp sorts lexically; `-N`
+ * Backup ids: `<prefix>_<UTC yyyyMMddTHHmmssZ>[-N].(sql|dump|tar).(gz|zst)`: the kind (BackupKind), then the
+ * extension naming the codec (src/compress/codecs.ts). The timestamp sorts lexically; `-N`
  * (2, 3, …) separates backups started within the same second. Ids are also storage keys, so the
  * pattern is strict: anything else (`..`, `/`, NUL, absurd lengths) is not an id. The prefix may
  * be longer than BACKUP_NAME_PREFIX allows (64): with DB_NAMES it carries the encoded database
  * name (see databasePrefix); ids stay at most MAX_ID_LENGTH so every temporary name a backend
  * derives from one (`<id>.meta.json.<random>.partial`, …) fits a 255-byte file name.
  */
-export const BACKUP_ID_PATTERN = /^([A-Za-z0-9][A-Za-z0-9_-]{0,159})_(\d{8}T\d{6}Z)(?:-(\d{1,4}))?\.(sql|tar)\.(gz|zst)$/
+export const BACKUP_ID_PATTERN = /^([A-Za-z0-9][A-Za-z0-9_-]{0,159})_(\d{8}T\d{6}Z)(?:-(\d{1,4}))?\.(sql|dump|tar)\.(gz|zst)$/
 export const MAX_ID_LENGTH = 200
 export const SIDECAR_SUFFIX = '.meta.json'
 /** The last restore drill's result (src/drill/result.ts); belongs to its backup's id, so it becomes an orphan with it. */
 export const DRILL_SUFFIX = '.drill.json'
 
+/** What an id says the object is: a plain SQL dump (`sql`), a pg_dump custom-format archive (`dump`), a base backup (`tar`). */
+export type BackupKind = 'sql' | 'dump' | 'tar'
+
 export interface ParsedBackupId {
   prefix: string
   timestamp: string
   sequence: number
-  kind: 'sql' | 'tar'
+  kind: BackupKind
   codec: CodecName
 }
 
 export function parseBackupId(id: string): ParsedBackupId | undefined {
   const match = BACKUP_ID_PATTERN.exec(id)
   if (!match) return undefined
-  return {prefix: match[1], timestamp: match[2], sequence: match[3] ? Number(match[3]) : 1, kind: match[4] as 'sql' | 'tar', codec: codecOfKey(id) ?? 'gzip'}
+  return {prefix: match[1], timestamp: match[2], sequence: match[3] ? Number(match[3]) : 1, kind: match[4] as BackupKind, codec: codecOfKey(id) ?? 'gzip'}
 }
 
 export function isBackupId(id: string): boolean {
@@ -46,7 +49,7 @@ export async function newBackupId(
   prefix: string,
   now: Date,
   isTaken: (id: string) => Promise<boolean>,
-  kind: 'sql' | 'tar' = 'sql',
+  kind: BackupKind = 'sql',
   codec: CodecName = 'gzip',
 ): Promise<string> {
   const stamp = compactUtc(now)

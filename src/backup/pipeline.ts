@@ -106,7 +106,7 @@ export async function streamToStorage(options: PipelineOptions): Promise<Pipelin
 
   const body = new PassThrough()
   const produce = pipeline(
-    tool.child.stdout,
+    tool.output ?? tool.child.stdout,
     exitCodeGate,
     compressor,
     hashAndCount,

@@ -1,9 +1,11 @@
 import type {ClientBase} from 'pg'
 
+import type {DumpFormat} from '../config/core'
 import {requireClientForServer} from '../db/client-version'
 import {connect, libpqEnvironment, withClient} from '../db/connection'
 import {AbortedError, OperationError, errorMessage} from '../errors'
 import {spawnTool, toolVersion} from './child-process'
+import {KIND_OF_FORMAT, PG_DUMP_CUSTOM_ARGS, withArchiveCheck} from './custom-format'
 import {ContentsRecord, DumpSnapshot, contentsRecordSchema, exportSnapshot} from './contents-record'
 import {DatabaseProfile, DumpPrivileges, captureDatabaseProfile, captureDumpPrivileges, databaseProfileSchema, dumpPrivilegesSchema} from './database-profile'
 import {BackupDependencies, BackupOptions, BackupOutcome, storeBackup} from './store-backup'
@@ -19,17 +21,19 @@ export type {BackupDependencies, BackupOptions, BackupOutcome, TriggeredBy} from
 export const PG_DUMP_ARGS = ['--format=plain']
 export const PG_DUMP_NO_OWNER_ARGS = ['--no-owner', '--no-privileges']
 
-export function pgDumpArgs(noOwner: boolean): string[] {
-  return noOwner ? [...PG_DUMP_NO_OWNER_ARGS, ...PG_DUMP_ARGS] : PG_DUMP_ARGS
+export function pgDumpArgs(noOwner: boolean, format: DumpFormat = 'plain'): string[] {
+  const formatArgs = format === 'custom' ? PG_DUMP_CUSTOM_ARGS : PG_DUMP_ARGS
+  return noOwner ? [...PG_DUMP_NO_OWNER_ARGS, ...formatArgs] : formatArgs
 }
 
 /**
- * One logical backup (pg_dump of DB_NAME as plain SQL), start to finish; shared by
+ * One logical backup (pg_dump of DB_NAME as plain SQL, or a custom archive with BACKUP_FORMAT=custom), start to finish; shared by
  * `dbb backup run` and the scheduler/API of `dbb serve`. The server and pg_dump are checked
  * before anything is written; the rest of the lifecycle is storeBackup's.
  */
 export async function runLogicalBackup(deps: BackupDependencies, options: BackupOptions): Promise<BackupOutcome> {
   const noOwner = deps.logicalDump?.noOwner ?? false
+  const format = deps.logicalDump?.format ?? 'plain'
   // Held from before pg_dump starts until it exits (or the backup fails earlier): see contents-record.ts.
   let snapshot: DumpSnapshot | undefined
   try {
@@ -48,10 +52,11 @@ export async function runLogicalBackup(deps: BackupDependencies, options: Backup
       let record: ContentsRecord | undefined
       return {
         type: 'logical',
-        kind: 'sql',
+        kind: KIND_OF_FORMAT[format],
         commandName: 'pg_dump',
         start: (_id, signal) => {
-          const tool = spawnTool('pg_dump', [...pgDumpArgs(noOwner), `--snapshot=${snapshotId}`], libpqEnvironment(deps.database), signal)
+          const dump = spawnTool('pg_dump', [...pgDumpArgs(noOwner, format), `--snapshot=${snapshotId}`], libpqEnvironment(deps.database), signal)
+          const tool = format === 'custom' ? withArchiveCheck(dump, signal) : dump
           // Counted in pg_dump's snapshot while it dumps (after the id is claimed: a table lock that
           // holds pg_dump up holds the count up too). The dump is complete only with its record:
           // the exit gate waits for both, and a failed count fails the backup.
@@ -81,9 +86,9 @@ export async function runLogicalBackup(deps: BackupDependencies, options: Backup
         },
         sidecarFields: () => {
           if (!record) throw new OperationError('the contents record is missing')
-          return {database: deps.database.database, pgVersion, pgDumpVersion, format: 'plain', databaseProfile, privileges, contents: record}
+          return {database: deps.database.database, pgVersion, pgDumpVersion, format, databaseProfile, privileges, contents: record}
         },
-        context: {database: deps.database.database, pgVersion, pgDumpVersion, ownersAndPrivileges: !noOwner},
+        context: {database: deps.database.database, pgVersion, pgDumpVersion, format, ownersAndPrivileges: !noOwner},
       }
     })
   } finally {

@@ -7,6 +7,7 @@ import {VERSION} from '../version'
 import type {SpawnedTool} from './child-process'
 import {BackupMetadata, writeSidecar} from './metadata'
 import {IdClaim, claimBackupId, heartbeatInterval} from './claim-id'
+import type {BackupKind} from './naming'
 import {removeLeftoversQuietly} from './leftovers'
 import {PipelineResult, StreamProgress, streamToStorage} from './pipeline'
 import {PruneResult, describeDamaged, prune} from './prune'
@@ -51,8 +52,8 @@ export type RecipeFields = Pick<BackupMetadata, 'database' | 'pgVersion' | 'form
 /** What differs between a logical dump and a base backup; the lifecycle around it is storeBackup's. */
 export interface BackupRecipe {
   type: BackupMetadata['type']
-  /** Ids end in `.sql.<codec>` or `.tar.<codec>`. */
-  kind: 'sql' | 'tar'
+  /** Ids end in `.sql.<codec>`, `.dump.<codec>` (custom format) or `.tar.<codec>`. */
+  kind: BackupKind
   /** The program whose stdout is the backup (pg_dump, pg_basebackup), for messages. */
   commandName: string
   /** Starts it; the signal kills it. */

@@ -12,6 +12,9 @@ import {BASE_RESTORE_FLAGS, runBaseRestore} from '../restore/base-cli'
 import {countdown, describePlan, requireConfirmation} from '../restore/confirm'
 import {checkDatabaseName} from '../restore/database'
 import {RestoreOutcome, executeLogicalRestore, planLogicalRestore} from '../restore/logical'
+import {ArchiveListing, requirePgRestoreFor} from '../restore/archive'
+import {listArchive} from '../restore/import'
+import {UsageError} from '../errors'
 import {setting, settingFlagsFor, valuesByVariable} from '../settings'
 import {GlobalsRestoreResult, resolveGlobals, restoreGlobals} from '../restore/globals'
 import {GLOBALS_TYPE} from '../backup/globals'
@@ -21,6 +24,8 @@ import type {StorageBackend} from '../storage/contract'
 export default class Restore extends DbbCommand<typeof Restore> {
   static override summary = 'Restore a backup into a database, replacing it; without an argument, list the backups.'
   static override description = `Streams the backup from storage once, through sha256 and gunzip, into psql -v ON_ERROR_STOP=1 connected to a new staging database on the same server; the target database is not touched and stays in use meanwhile. Only when psql succeeded and the sha256 matches the sidecar does it swap, in one transaction: the target's sessions are terminated, the target is renamed away and the staging database takes its name. Then the replaced database is dropped (or kept with --keep-previous). Any failure, Ctrl-C or kill before the swap leaves the target exactly as it was; the next restore drops staging databases that crashed restores left behind.
+
+A custom-format backup (BACKUP_FORMAT=custom, ids ending in .dump.gz or .dump.zst) is imported the same way by pg_restore --exit-on-error reading the stream; --jobs N restores in parallel from a temporary file in TMPDIR (said when written, removed afterwards), --table/--schema restore a part into a new database only, and --list prints the archive's table of contents.
 
 On a terminal it shows what it is about to do and counts down 5 seconds (Ctrl-C aborts with nothing changed). Without a terminal it refuses unless --force is given. "latest" is the newest logical backup whose id starts with BACKUP_NAME_PREFIX.`
 
@@ -35,6 +40,9 @@ On a terminal it shows what it is about to do and counts down 5 seconds (Ctrl-C 
       description: 'Onto a new server: create the missing roles from the stored globals, then restore "app"',
       command: '<%= config.bin %> <%= command.id %> latest --db app --globals --force',
     },
+    {description: 'A custom-format backup, 4 pg_restore jobs', command: '<%= config.bin %> <%= command.id %> latest --jobs 4 --force'},
+    {description: 'One table of a custom-format backup, into a new database', command: '<%= config.bin %> <%= command.id %> latest --table orders --target-db salvage --force'},
+    {description: "A custom-format backup's table of contents", command: '<%= config.bin %> <%= command.id %> latest --list --json'},
     {description: 'Only create the missing roles (from the newest globals)', command: '<%= config.bin %> <%= command.id %> --globals'},
     {
       description: 'A restore drill into a scratch database, unattended',
@@ -73,6 +81,25 @@ On a terminal it shows what it is about to do and counts down 5 seconds (Ctrl-C 
       summary: 'Create the restored objects as this role (SET ROLE) and make it the database owner; for dumps taken with --no-owner.',
       helpValue: 'ROLE',
     }),
+    list: Flags.boolean({
+      summary: "Custom-format backups: print the archive's table of contents (pg_restore --list; with --json, parsed) and restore nothing.",
+    }),
+    jobs: Flags.integer({
+      summary: 'Custom-format backups: pg_restore --jobs N (parallel); the archive is first written to a temporary file in TMPDIR, removed afterwards.',
+      helpValue: 'N',
+      min: 1,
+      max: 64,
+    }),
+    table: Flags.string({
+      summary: 'Custom-format backups: restore only this table (pg_restore --table; repeatable); only into a new database (--target-db).',
+      helpValue: 'NAME',
+      multiple: true,
+    }),
+    schema: Flags.string({
+      summary: 'Custom-format backups: restore only this schema (pg_restore --schema; repeatable); only into a new database (--target-db).',
+      helpValue: 'NAME',
+      multiple: true,
+    }),
     ...BASE_RESTORE_FLAGS,
   }
 
@@ -80,7 +107,7 @@ On a terminal it shows what it is about to do and counts down 5 seconds (Ctrl-C 
   static override configSections: readonly Section[] = ['namePrefix', 'storageBackend']
   static override usesStorage = true
 
-  public async run(): Promise<BackupMetadata[] | RestoreOutcome | BaseRestoreOutcome | GlobalsRestoreResult | (RestoreOutcome & {globals: GlobalsRestoreResult})> {
+  public async run(): Promise<(ArchiveListing & {id: string}) | BackupMetadata[] | RestoreOutcome | BaseRestoreOutcome | GlobalsRestoreResult | (RestoreOutcome & {globals: GlobalsRestoreResult})> {
     const reference = this.args.backup
     if (this.flags.globals && this.flags.type !== 'base') return this.restoreWithGlobals(reference)
     if (this.flags.type === 'base' && reference !== undefined) {
@@ -93,6 +120,7 @@ On a terminal it shows what it is about to do and counts down 5 seconds (Ctrl-C 
       }
     }
 
+    if (this.flags.list) return this.listArchive(reference)
     const target = this.targetDatabase()
     const database = reference === undefined ? undefined : this.databaseConfig(target)
     const storage = await this.openStorage()
@@ -106,6 +134,25 @@ On a terminal it shows what it is about to do and counts down 5 seconds (Ctrl-C 
       }
 
       return await this.restore(storage, reference, database)
+    } finally {
+      await storage.close?.()
+    }
+  }
+
+  /** --list: the archive's TOC, read from storage in one verified stream; needs no database settings and touches no database. */
+  private async listArchive(reference: string | undefined): Promise<ArchiveListing & {id: string}> {
+    if (reference === undefined) throw new UsageError('--list needs a backup id or "latest" (a custom-format backup)')
+    const storage = await this.openStorage()
+    try {
+      const backup = await resolveBackup(storage, reference, {prefix: this.backupPrefix(), type: 'logical'})
+      if (backup.format !== 'custom') {
+        throw new UsageError(`--list needs a custom-format backup (BACKUP_FORMAT=custom, ids ending in .dump.gz or .dump.zst); ${backup.id} is a ${backup.format} SQL dump (read it with: ${this.config.bin} backup download ${backup.id} -o - | gunzip | less)`)
+      }
+
+      await requirePgRestoreFor(backup)
+      const listing = await listArchive({storage, backup, signal: this.interruptSignal()})
+      if (!this.jsonEnabled()) for (const entry of listing.entries) this.log(entry.line)
+      return {id: backup.id, header: listing.header, entries: listing.entries}
     } finally {
       await storage.close?.()
     }
@@ -158,7 +205,8 @@ On a terminal it shows what it is about to do and counts down 5 seconds (Ctrl-C 
     requireConfirmation({force: this.flags.force, interactive: Boolean(process.stdin.isTTY), target})
     const signal = this.interruptSignal()
     const backup = await resolveBackup(storage, reference, {prefix: this.backupPrefix(), type: 'logical'})
-    const options = {backup, targetDatabase: target, keepPrevious: this.flags['keep-previous'], owner: this.flags.owner, signal}
+    const archive = {jobs: this.flags.jobs, tables: this.flags.table, schemas: this.flags.schema}
+    const options = {backup, targetDatabase: target, keepPrevious: this.flags['keep-previous'], owner: this.flags.owner, archive, signal}
     // Preflight before the plan: the plan says what will happen to what exists, and a refusal comes before the countdown.
     const plan = await planLogicalRestore(database, options)
     this.logToStderr(describePlan(plan, database, storage.location))
@@ -172,13 +220,17 @@ On a terminal it shows what it is about to do and counts down 5 seconds (Ctrl-C 
     try {
       const outcome = await executeLogicalRestore({database, storage, logger: this.logger}, plan, {
         signal,
+        onNotice: (message) => {
+          this.logger.info({event: 'restore.temporary_file', backupId: backup.id}, message)
+          this.logToStderr(message)
+        },
         onProgress: ({readBytes, restoredBytes}) => progress.update(readBytes, {restoredBytes}),
       })
       progress.finish()
       const previous = outcome.previousDatabase === null ? '' : `; the replaced database is kept as "${outcome.previousDatabase}"`
       this.log(
         `Restored ${outcome.id} into database "${target}" on ${outcome.host}:${outcome.port}: ` +
-          `${formatBytes(outcome.restoredBytes)} of SQL in ${(outcome.durationMs / 1000).toFixed(1)} s (sha256 verified)${previous}`,
+          `${formatBytes(outcome.restoredBytes)} of ${backup.format === 'custom' ? 'archive' : 'SQL'} in ${(outcome.durationMs / 1000).toFixed(1)} s (sha256 verified)${previous}`,
       )
       return outcome
     } finally {

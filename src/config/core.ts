@@ -36,9 +36,14 @@ export interface LoggingConfig {
   level: string
 }
 
+/** pg_dump's output format as stored (compressed by dbb's codec either way). */
+export type DumpFormat = 'plain' | 'custom'
+
 export interface LogicalDumpConfig {
   /** pg_dump --no-owner --no-privileges: objects restored belong to whoever restores them (see README "Ownership and privileges"). */
   noOwner: boolean
+  /** BACKUP_FORMAT: plain SQL (psql) or pg_dump's custom archive (pg_restore: parallel and selective restore). */
+  format?: DumpFormat
   // --- restore drills (issue 19) ---
   /** Record a per-table checksum of the rows besides the row count (src/backup/contents-record.ts). */
   recordChecksums?: boolean
@@ -105,8 +110,8 @@ export const compression = defineSection(['COMPRESSION', 'COMPRESSION_LEVEL', 'C
     ),
 )
 
-export const logicalDump = defineSection(['BACKUP_NO_OWNER', 'BACKUP_RECORD_CHECKSUMS'], (object) =>
-  object.transform((data): LogicalDumpConfig => ({noOwner: data.BACKUP_NO_OWNER, recordChecksums: data.BACKUP_RECORD_CHECKSUMS})),
+export const logicalDump = defineSection(['BACKUP_NO_OWNER', 'BACKUP_RECORD_CHECKSUMS', 'BACKUP_FORMAT'], (object) =>
+  object.transform((data): LogicalDumpConfig => ({noOwner: data.BACKUP_NO_OWNER, recordChecksums: data.BACKUP_RECORD_CHECKSUMS, format: data.BACKUP_FORMAT})),
 )
 
 // Several databases and cluster globals (issue 20): DB_NAMES, BACKUP_GLOBALS, GLOBALS_NO_ROLE_PASSWORDS.

@@ -6,6 +6,7 @@ import type {DatabaseConfig} from '../config'
 import {connect, libpqEnvironment, withClient} from '../db/connection'
 import {AbortedError, OperationError, UsageError, errorMessage} from '../errors'
 import type {Logger} from '../logger'
+import {requirePgRestoreFor} from '../restore/archive'
 import {ImportProgress, StorageReadError, importDump} from '../restore/import'
 import {dropDatabase, terminateSessions} from '../restore/database'
 import type {StorageBackend} from '../storage/contract'
@@ -57,7 +58,9 @@ export async function runDrill(deps: DrillDependencies, options: DrillOptions): 
       `${backup.id} is a ${backup.type} backup: drill it with dbb drill ${backup.id} --type base (a physical drill on a private PostgreSQL server)`,
     )
   }
-  if (backup.format !== 'plain') throw new OperationError(`${backup.id} is in format ${backup.format}; this dbb drills plain SQL dumps`)
+  if (backup.format !== 'plain' && backup.format !== 'custom') throw new OperationError(`${backup.id} is in format ${backup.format}; this dbb drills plain SQL dumps and custom-format archives`)
+  // pg_restore older than the archive's pg_dump cannot read it: the drill server's tools are at fault, not the backup (no verdict).
+  if (backup.format === 'custom') await requirePgRestoreFor(backup)
   options.onBackup?.(backup)
 
   const scratch = scratchDatabaseName(backup.database)

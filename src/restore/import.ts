@@ -1,13 +1,17 @@
 import {once} from 'node:events'
+import {createWriteStream} from 'node:fs'
+import {rm} from 'node:fs/promises'
+import {join} from 'node:path'
 import {pipeline} from 'node:stream/promises'
 
-import {ExitStatus, spawnToolWithInput, toolFailure} from '../backup/child-process'
+import {ExitStatus, spawnFilter, spawnToolWithInput, toolFailure} from '../backup/child-process'
 import {hashTap} from '../backup/hash-tap'
 import type {BackupMetadata} from '../backup/metadata'
 import {createDecompressor, isDamagedStreamError} from '../compress/codec-streams'
 import {codecOf} from '../compress/codecs'
 import {AbortedError, OperationError, errorMessage} from '../errors'
 import type {StorageBackend} from '../storage/contract'
+import {ArchiveListing, ArchiveRestoreOptions, makeRestoreTempDir, parseArchiveList, pgRestoreArgs, sweepDeadRestoreDirs} from './archive'
 
 /**
  * psql reads the dump from stdin and stops at the first error (ON_ERROR_STOP → exit 3). There is
@@ -34,6 +38,10 @@ export interface ImportOptions {
   env: NodeJS.ProcessEnv
   signal?: AbortSignal
   onProgress?: (progress: ImportProgress) => void
+  /** Custom-format archives only: pg_restore's --jobs/--table/--schema (src/restore/archive.ts). */
+  archive?: ArchiveRestoreOptions
+  /** Told what a parallel restore writes to local disk (its temporary file), before it does. */
+  onNotice?: (message: string) => void
 }
 
 export interface ImportResult extends ImportProgress {
@@ -60,7 +68,11 @@ export class StorageReadError extends OperationError {}
 export async function importDump(options: ImportOptions): Promise<ImportResult> {
   const {backup} = options
   if (options.signal?.aborted) throw new AbortedError('restore interrupted')
-  const psql = spawnToolWithInput('psql', PSQL_ARGS, options.env)
+  if (backup.format === 'custom' && (options.archive?.jobs ?? 1) > 1) return importArchiveFromFile(options)
+  // A custom-format archive streams into pg_restore's stdin exactly as a plain dump into psql's (serial, no temporary file).
+  const importer =
+    backup.format === 'custom' ? {command: 'pg_restore', args: pgRestoreArgs(backup, options.env.PGDATABASE ?? '', options.archive)} : {command: 'psql', args: PSQL_ARGS}
+  const psql = spawnToolWithInput(importer.command, importer.args, options.env)
   let psqlExit: ExitStatus | undefined
   void psql.exited.then((status) => {
     psqlExit = status
@@ -70,25 +82,8 @@ export async function importDump(options: ImportOptions): Promise<ImportResult> 
 
   const progress: ImportProgress = {readBytes: 0, restoredBytes: 0}
   const tap = hashTap((bytes) => (progress.readBytes = bytes))
-
-  async function* readStorage(source: AsyncIterable<Buffer>) {
-    try {
-      for await (const chunk of source) yield chunk
-    } catch (error) {
-      throw storageReadFailure(error, backup.id, progress.readBytes)
-    }
-  }
-
-  async function* verifyAtEnd(source: AsyncIterable<Buffer>) {
-    yield* tap.stage(source)
-    const sha256 = tap.sha256()
-    if (tap.sizeBytes !== backup.sizeBytes || sha256 !== backup.sha256) {
-      throw new OperationError(
-        `integrity check failed for ${backup.id}: read ${tap.sizeBytes} bytes with sha256 ${sha256}, its metadata says ` +
-          `${backup.sizeBytes} bytes with sha256 ${backup.sha256}; the stored dump is damaged or was altered`,
-      )
-    }
-  }
+  const readStorage = readStorageStage(backup, progress)
+  const verifyAtEnd = verifyAtEndStage(backup, tap)
 
   async function feedPsql(source: AsyncIterable<Buffer>) {
     for await (const chunk of source) {
@@ -120,22 +115,24 @@ export async function importDump(options: ImportOptions): Promise<ImportResult> 
     stdin.destroy()
     const status = await psql.exited
     // psql exited by itself (an SQL error, a lost server connection): that is the cause, whatever our write then saw.
-    if (status.signal === null && status.code !== 0) throw psqlFailure(status, psql.stderr())
-    if (status.signal === null) throw new OperationError(`psql stopped before the end of ${backup.id} (the dump ends its session early?)`)
+    if (status.signal === null && status.code !== 0) throw psqlFailure(status, psql.stderr(), importer.command)
+    if (status.signal === null) throw new OperationError(`${importer.command} stopped before the end of ${backup.id} (the dump ends its session early?)`)
     throw feedFailure(error, backup.id, progress.readBytes)
   }
 
   if (psqlExit && !(psqlExit.code === 0 && progress.readBytes === backup.sizeBytes)) {
-    throw psqlExit.code === 0 ? new OperationError(`psql stopped before the end of ${backup.id} (the dump ends its session early?)`) : psqlFailure(psqlExit, psql.stderr())
+    throw psqlExit.code === 0
+      ? new OperationError(`${importer.command} stopped before the end of ${backup.id} (the dump ends its session early?)`)
+      : psqlFailure(psqlExit, psql.stderr(), importer.command)
   }
 
   stdin.end()
   const status = await psql.exited
-  if (status.code !== 0) throw psqlFailure(status, psql.stderr())
+  if (status.code !== 0) throw psqlFailure(status, psql.stderr(), importer.command)
   return {...progress, sha256: tap.sha256(), sizeBytes: tap.sizeBytes, warnings: serverMessages(psql.stderr(), 'WARNING')}
 }
 
-const SERVER_LINE = /^(?:psql:[^:]*:\d+: )?(ERROR|FATAL|PANIC|WARNING|NOTICE|DETAIL|HINT|CONTEXT|LINE \d+|QUERY|STATEMENT):/
+const SERVER_LINE = /^(?:psql:[^:]*:\d+: |pg_restore: error: could not execute query: )?(ERROR|FATAL|PANIC|WARNING|NOTICE|DETAIL|HINT|CONTEXT|LINE \d+|QUERY|STATEMENT):/
 const FOLLOW_UP = /^(?:DETAIL|HINT|CONTEXT|QUERY|STATEMENT|LINE \d+):|^\s/
 
 /**
@@ -164,11 +161,11 @@ export function serverMessages(stderr: string, severity: 'ERROR' | 'WARNING'): s
 }
 
 /** psql's own error with PostgreSQL's DETAIL/HINT/CONTEXT lines, and the warnings before it; else its last lines. */
-export function psqlFailure(status: ExitStatus, stderr: string): OperationError {
+export function psqlFailure(status: ExitStatus, stderr: string, command = 'psql'): OperationError {
   const errors = serverMessages(stderr, 'ERROR')
   if (errors.length === 0) {
     const clientError = stderr.split('\n').find((line) => /\berror:/.test(line))
-    return clientError ? new OperationError(clientError.trim()) : toolFailure('psql', status, stderr)
+    return clientError ? new OperationError(clientError.trim()) : toolFailure(command, status, stderr)
   }
 
   const warnings = serverMessages(stderr, 'WARNING').slice(-3)
@@ -190,4 +187,146 @@ function feedFailure(error: unknown, id: string, bytes: number): Error {
   if (isDamagedStreamError(error)) return new OperationError(`integrity check failed for ${id}: not a valid compressed stream after ${bytes} bytes (${errorMessage(error)}); the stored dump is damaged or was altered`)
   if (error instanceof OperationError) return error
   return new OperationError(`restoring ${id} failed: ${errorMessage(error)}`, {cause: error})
+}
+
+/** Iterates the storage stream, so a read error is known to be storage's (StorageReadError), never taken for the end. */
+function readStorageStage(backup: BackupMetadata, progress: ImportProgress) {
+  return async function* readStorage(source: AsyncIterable<Buffer>) {
+    try {
+      for await (const chunk of source) yield chunk
+    } catch (error) {
+      throw storageReadFailure(error, backup.id, progress.readBytes)
+    }
+  }
+}
+
+/** Passes the stored bytes on and fails at their end unless their size and sha256 are the sidecar's. */
+function verifyAtEndStage(backup: BackupMetadata, tap: ReturnType<typeof hashTap>) {
+  return async function* verifyAtEnd(source: AsyncIterable<Buffer>) {
+    yield* tap.stage(source)
+    const sha256 = tap.sha256()
+    if (tap.sizeBytes !== backup.sizeBytes || sha256 !== backup.sha256) {
+      throw new OperationError(
+        `integrity check failed for ${backup.id}: read ${tap.sizeBytes} bytes with sha256 ${sha256}, its metadata says ` +
+          `${backup.sizeBytes} bytes with sha256 ${backup.sha256}; the stored dump is damaged or was altered`,
+      )
+    }
+  }
+}
+
+/**
+ * `pg_restore --jobs N` of a custom-format archive: parallel workers seek in the archive, so it
+ * cannot read stdin. The archive is streamed once (storage → sha256 → decompressor) into a file
+ * in a new 0700 directory under TMPDIR (onNotice says where), and pg_restore starts only when
+ * the whole object was read and its sha256 matched. The directory is removed when this ends,
+ * however it ends (an error, Ctrl-C, SIGTERM); after a SIGKILL of dbb, by the next parallel
+ * restore (sweepDeadRestoreDirs).
+ */
+async function importArchiveFromFile(options: ImportOptions): Promise<ImportResult> {
+  const {backup} = options
+  const jobs = options.archive?.jobs ?? 1
+  await sweepDeadRestoreDirs()
+  const directory = await makeRestoreTempDir()
+  try {
+    const file = join(directory, 'archive.dump')
+    options.onNotice?.(
+      `--jobs ${jobs}: pg_restore needs a seekable file for parallel restore; writing the archive (about ${backup.uncompressedBytes ?? 'unknown'} bytes) to ${file} first (removed when the restore ends)`,
+    )
+    const progress: ImportProgress = {readBytes: 0, restoredBytes: 0}
+    const tap = hashTap((bytes) => (progress.readBytes = bytes))
+    async function* count(source: AsyncIterable<Buffer>) {
+      for await (const chunk of source) {
+        progress.restoredBytes += chunk.length
+        options.onProgress?.(progress)
+        yield chunk
+      }
+    }
+
+    try {
+      const source = await options.storage.get(backup.id, {signal: options.signal})
+      await pipeline(
+        readStorageStage(backup, progress)(source),
+        verifyAtEndStage(backup, tap),
+        createDecompressor(codecOf(backup)),
+        count,
+        createWriteStream(file, {mode: 0o600}),
+        {signal: options.signal},
+      )
+    } catch (error) {
+      throw feedFailure(error, backup.id, progress.readBytes)
+    }
+
+    if (options.signal?.aborted) throw new AbortedError('restore interrupted')
+    // Its own process group: pg_restore's workers are forked children that would keep writing into
+    // the staging database after their leader died; a failure, Ctrl-C or SIGTERM kills them all.
+    const restore = spawnToolWithInput('pg_restore', pgRestoreArgs(backup, options.env.PGDATABASE ?? '', {...options.archive, file}), options.env, undefined, {processGroup: true})
+    const killGroup = () => {
+      try {
+        if (restore.child.pid !== undefined) process.kill(-restore.child.pid, 'SIGKILL')
+      } catch {
+        // already gone
+      }
+    }
+
+    options.signal?.addEventListener('abort', killGroup, {once: true})
+    restore.child.on('exit', (code) => code === 0 || killGroup())
+    restore.child.stdin.on('error', () => {})
+    restore.child.stdin.end()
+    const status = await restore.exited.finally(() => options.signal?.removeEventListener('abort', killGroup))
+    if (options.signal?.aborted) throw new AbortedError('restore interrupted')
+    if (status.code !== 0) throw psqlFailure(status, restore.stderr(), 'pg_restore')
+    return {...progress, sha256: tap.sha256(), sizeBytes: tap.sizeBytes, warnings: serverMessages(restore.stderr(), 'WARNING')}
+  } finally {
+    await rm(directory, {recursive: true, force: true})
+  }
+}
+
+/**
+ * `pg_restore --list` of a stored custom-format archive, streamed (no temporary file): storage →
+ * sha256 → decompressor → pg_restore's stdin. pg_restore reads only the table of contents at the
+ * archive's head and exits; the rest of the object is still read, decompressed and discarded, so
+ * the listing is returned only for an object whose size and sha256 are the sidecar's and whose
+ * compressed stream is whole (a damaged backup fails here as it does in restore and download).
+ */
+export async function listArchive(options: Pick<ImportOptions, 'storage' | 'backup' | 'signal'>): Promise<ArchiveListing & {sha256: string; sizeBytes: number}> {
+  const {backup} = options
+  // pg_restore --list connects to nothing: it gets no libpq variable and no password.
+  const lister = spawnFilter('pg_restore', ['--list'])
+  const stdout: Buffer[] = []
+  let stderr = ''
+  lister.stdout.on('data', (chunk: Buffer) => stdout.push(chunk))
+  lister.stderr.setEncoding('utf8').on('data', (text: string) => (stderr = (stderr + text).slice(-16_384)))
+  const exited = new Promise<ExitStatus>((resolve) => {
+    lister.on('error', (error: NodeJS.ErrnoException) => {
+      stderr ||= error.code === 'ENOENT' ? 'pg_restore not found on PATH (install the PostgreSQL client tools)' : error.message
+    })
+    lister.on('close', (code, signal) => resolve({code, signal}))
+  })
+  let listerExit: ExitStatus | undefined
+  void exited.then((status) => (listerExit = status))
+  lister.stdin.on('error', () => {}) // EPIPE once pg_restore has read the TOC and exited
+
+  const progress: ImportProgress = {readBytes: 0, restoredBytes: 0}
+  const tap = hashTap((bytes) => (progress.readBytes = bytes))
+  async function feedLister(source: AsyncIterable<Buffer>) {
+    for await (const chunk of source) {
+      if (listerExit || lister.stdin.destroyed) continue // the rest is read only to verify it
+      if (!lister.stdin.write(chunk)) await Promise.race([once(lister.stdin, 'drain'), exited]).catch(() => {})
+    }
+
+    lister.stdin.end()
+  }
+
+  try {
+    const source = await options.storage.get(backup.id, {signal: options.signal})
+    await pipeline(readStorageStage(backup, progress)(source), verifyAtEndStage(backup, tap), createDecompressor(codecOf(backup)), feedLister, {signal: options.signal})
+  } catch (error) {
+    lister.kill('SIGKILL')
+    await exited
+    throw feedFailure(error, backup.id, progress.readBytes)
+  }
+
+  const status = await exited
+  if (status.code !== 0) throw toolFailure('pg_restore --list', status, stderr)
+  return {...parseArchiveList(Buffer.concat(stdout).toString('utf8')), sha256: tap.sha256(), sizeBytes: tap.sizeBytes}
 }

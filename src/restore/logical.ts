@@ -25,6 +25,7 @@ import {
   swapDatabases,
   tryRestoreLock,
 } from './database'
+import {ArchiveRestoreOptions, requireArchiveOptions, requirePgRestoreFor} from './archive'
 import {finishStaging} from './fidelity'
 import {ImportProgress, ImportResult, importDump} from './import'
 import {RestoreFidelityPlan, planRestoreFidelity} from './preflight'
@@ -43,8 +44,12 @@ export interface LogicalRestoreOptions {
   keepPrevious?: boolean
   /** Create the staging database owned by this role and import as this role (SET ROLE via PGOPTIONS). */
   owner?: string
+  /** Custom-format backups only: pg_restore --jobs/--table/--schema (src/restore/archive.ts). */
+  archive?: ArchiveRestoreOptions
   signal?: AbortSignal
   onProgress?: (progress: ImportProgress) => void
+  /** What the restore writes to local disk (a parallel restore's temporary file), said before it does. */
+  onNotice?: (message: string) => void
 }
 
 /** What preflight found out: everything the plan printed before the countdown needs. */
@@ -57,8 +62,11 @@ export interface LogicalRestorePlan {
   owner?: string
   user: string
   superuser: boolean
+  /** The local psql's version; for a custom-format backup, pg_restore's (checked to read the archive). */
   psqlVersion: string
   serverVersion: string
+  /** pg_restore's options, checked against the backup and the target. */
+  archive?: ArchiveRestoreOptions
   /** Leftovers of earlier restores found on the server (the restore drops those no restore is using). */
   leftovers: string[]
   /** Roles, privileges and database-level properties: preflight findings and what will be carried over (src/restore/preflight.ts). */
@@ -98,16 +106,20 @@ export async function planLogicalRestore(database: DatabaseConfig, options: Logi
   const unsupported = restoreSupport(backup)
   if (unsupported) throw new OperationError(unsupported)
   if (backup.type !== 'logical') throw new UsageError(`${backup.id} is a ${backup.type} backup, not a logical (SQL) dump`)
-  if (backup.format !== 'plain') {
-    throw new OperationError(`${backup.id} is in format ${backup.format}/${backup.compression}; this dbb restores plain SQL dumps`)
+  if (backup.format !== 'plain' && backup.format !== 'custom') {
+    throw new OperationError(`${backup.id} is in format ${backup.format}/${backup.compression}; this dbb restores plain SQL dumps and custom-format archives`)
   }
+
+  // --jobs/--table/--schema on a plain dump: exit 2 before anything else is looked at.
+  requireArchiveOptions(backup, options.archive, {name: target, exists: false})
 
   // A zstd dump on a Node without a zstd decoder needs the zstd program: exit 2 naming it, before anything is touched.
   await requireCodec(codecOf(backup), 'decompress')
 
   const names = restoreDatabaseNames(target)
   const refuse = (message: string) => new OperationError(`preflight: ${message}; nothing was changed`)
-  const psqlVersion = await toolVersion('psql').catch((error: unknown) => {
+  // A custom archive is read by pg_restore, which must be at least as new as the pg_dump that wrote it.
+  const psqlVersion = await (backup.format === 'custom' ? requirePgRestoreFor(backup) : toolVersion('psql')).catch((error: unknown) => {
     throw refuse(errorMessage(error))
   })
   const client = await connect(database, {database: maintenanceDatabase(target)}).catch((error: unknown) => {
@@ -116,7 +128,7 @@ export async function planLogicalRestore(database: DatabaseConfig, options: Logi
   try {
     // The permission, role and version checks are src/restore/preflight.ts's; what is the restore
     // engine's own (the names it needs) is checked here.
-    const fidelity = await planRestoreFidelity(client, {backup, targetDatabase: target, psqlVersion, ownerRole: options.owner})
+    const fidelity = await planRestoreFidelity(client, {backup, targetDatabase: target, psqlVersion: backup.format === 'custom' ? undefined : psqlVersion, ownerRole: options.owner})
     const problems = fidelity.preflight.problems.map((problem) => `${problem.message}${problem.fix ? ` (${problem.fix})` : ''}`)
     if (options.keepPrevious) {
       const taken = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [names.previous])
@@ -125,6 +137,8 @@ export async function planLogicalRestore(database: DatabaseConfig, options: Logi
 
     if (problems.length > 0) throw refuse(problems.join('; '))
     const {facts} = fidelity.preflight
+    // --table/--schema only into a database that does not exist: never a partial database swapped over a whole one.
+    requireArchiveOptions(backup, options.archive, {name: target, exists: facts.targetExists})
     const leftovers = await client.query<{datname: string}>(`SELECT datname FROM pg_database WHERE datname ~ '_dbb_(staging|replaced)_[0-9a-f]{8}$' ORDER BY datname`)
     return {
       backup,
@@ -137,6 +151,7 @@ export async function planLogicalRestore(database: DatabaseConfig, options: Logi
       superuser: facts.superuser,
       psqlVersion,
       serverVersion: facts.serverVersion,
+      archive: options.archive,
       leftovers: leftovers.rows.map((row) => row.datname),
       fidelity,
     }
@@ -165,7 +180,7 @@ export async function restoreLogical(deps: LogicalRestoreDependencies, options: 
 export async function executeLogicalRestore(
   deps: LogicalRestoreDependencies,
   plan: LogicalRestorePlan,
-  options: Pick<LogicalRestoreOptions, 'signal' | 'onProgress'>,
+  options: Pick<LogicalRestoreOptions, 'signal' | 'onProgress' | 'onNotice'>,
 ): Promise<RestoreOutcome> {
   const {database} = deps
   const {backup, names} = plan
@@ -288,11 +303,11 @@ async function stage(deps: LogicalRestoreDependencies, session: RestoreSession, 
 }
 
 /** Import: the one pass over the dump, into the staging database, as --owner when given. */
-async function importIntoStaging(deps: LogicalRestoreDependencies, plan: LogicalRestorePlan, options: Pick<LogicalRestoreOptions, 'signal' | 'onProgress'>): Promise<ImportResult> {
+async function importIntoStaging(deps: LogicalRestoreDependencies, plan: LogicalRestorePlan, options: Pick<LogicalRestoreOptions, 'signal' | 'onProgress' | 'onNotice'>): Promise<ImportResult> {
   const base = libpqEnvironment(deps.database, {database: plan.names.staging})
   // `-c role=…` at connection start is SET ROLE for the whole psql session: every object it creates belongs to that role.
   const env = plan.owner === undefined ? base : {...base, PGOPTIONS: `-c role=${plan.owner.replaceAll('\\', '\\\\').replaceAll(' ', '\\ ')}`}
-  return importDump({storage: deps.storage, backup: plan.backup, env, signal: options.signal, onProgress: options.onProgress})
+  return importDump({storage: deps.storage, backup: plan.backup, env, signal: options.signal, onProgress: options.onProgress, archive: plan.archive, onNotice: options.onNotice})
 }
 
 /** Verify: psql exited 0 (importDump throws otherwise), and what was read is byte for byte what the sidecar describes. */

@@ -53,6 +53,7 @@ export const CORE_CASES: Record<SettingName, SettingCase> = {
   COMPRESSION_LEVEL: {malformed: ['max', '1.5'], outOfRange: ['0', '10', '20']},
   COMPRESSION_THREADS: {malformed: ['all', '2.5'], outOfRange: ['0', '257']},
   BACKUP_NO_OWNER: {malformed: ['maybe', 'owners']},
+  BACKUP_FORMAT: {malformed: ['directory', 'tar', 'Custom ', 'sql']},
   // restore drills (issue 19)
   BACKUP_RECORD_CHECKSUMS: {malformed: ['maybe', 'sha256']},
   DRILL_DB_HOST: {freeText: 'any host name or address; a wrong one fails when a drill connects, naming it (exit 1)'},
