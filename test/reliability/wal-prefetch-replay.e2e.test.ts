@@ -58,9 +58,9 @@ describe('wal fetch prefetch during a real replay', () => {
     expect(expected.startsWith('50000:')).toBe(true)
 
     const log = await fs.readFile(logFile, 'utf8')
-    const fromQueue = [...log.matchAll(/Restored ([0-9A-F]{24}) from the prefetch queue/g)].map((match) => match[1])
+    const fromQueue = [...log.matchAll(/Restored ([0-9A-F]{24}) from the prefetch queue \(dbb-wal\)/g)].map((match) => match[1])
     const restored = [...log.matchAll(/restored log file "([0-9A-F]{24})" from archive/g)].map((match) => match[1])
-    // Most of the ten segments came from the queue (the first request, and any the prefetcher had
+    // Most of the ten segments came from the queue through bin/dbb-wal, without a Node start (the first request, and any the prefetcher had
     // not finished yet on a loaded machine, go to storage), each once and each one PostgreSQL replayed.
     expect(restored.length).toBeGreaterThanOrEqual(10)
     expect(fromQueue.length).toBeGreaterThanOrEqual(5)
