@@ -32,6 +32,14 @@ const ERROR_FILE = 'uploader.error'
 /** The prefetcher reads which segment recovery asked for last from this file in its queue. */
 export const WANTED_FILE = 'wanted'
 export const PREFETCH_PID_FILE = 'uploader.pid'
+/**
+ * bin/dbb-wal asks the running prefetcher about a file that is not queued (`<nonce> <name>`), and
+ * the prefetcher answers `<nonce> <name> queued|absent|failed` only after asking storage itself,
+ * after it read the question (src/wal/prefetch.ts). Both names start with WANTED_FILE, so the
+ * queue's clean-up keeps them.
+ */
+export const ASK_FILE = 'wanted.ask'
+export const ANSWER_FILE = 'wanted.answer'
 /** Default of WAL_PREFETCH (src/config/wal-async.ts), read here without loading the config module. */
 const DEFAULT_PREFETCH = 8
 /**

@@ -147,6 +147,84 @@ describe('bin/dbb-wal, the sh foreground', () => {
 })
 
 /**
+ * The end of the archive without a Node start: a fetch of a file that is not queued asks the
+ * running prefetcher (a real `dbb wal prefetch`), which asks storage after reading the question.
+ * "Not in archive" (1) comes only from that fresh answer; an archive that grew is served; a read
+ * error is never "absent".
+ */
+describe('bin/dbb-wal asking the prefetcher', () => {
+  let workDir: string
+  let storeDir: string
+  let spoolDir: string
+  const segment = (n: number) => `0000000100000000000000${n.toString(16).toUpperCase().padStart(2, '0')}`
+  const contents = new Map<number, Buffer>()
+
+  beforeEach(async () => {
+    workDir = await tempDir('dbb-shask-work-')
+    storeDir = path.join(workDir, 'store')
+    spoolDir = path.join(workDir, 'spool')
+    await fs.mkdir(path.join(workDir, 'pg_wal'), {recursive: true})
+    await fs.mkdir(path.join(storeDir, 'wal'), {recursive: true})
+    for (let n = 1; n <= 3; n++) await archive(n)
+  })
+
+  afterEach(async () => {
+    await killLockHolder(path.join(queueDirFor(spoolDir, storageIdentity({STORAGE_BACKEND: 'local', BACKUP_LOCAL_DIR: storeDir})), 'uploader.pid'))
+    await fs.rm(workDir, {recursive: true, force: true})
+  })
+
+  async function archive(n: number): Promise<void> {
+    contents.set(n, randomBytes(64 * 1024))
+    await fs.writeFile(path.join(storeDir, 'wal', `${segment(n)}.gz`), gzipSync(contents.get(n)!))
+  }
+
+  const fetch = (name: string) => foreground(['fetch', '--storage', 'local', '--local-dir', storeDir, name, 'pg_wal/RECOVERYXLOG'], {WAL_SPOOL_DIR: spoolDir, WAL_PREFETCH: '2'}, workDir)
+  const delivered = () => fs.readFile(path.join(workDir, 'pg_wal', 'RECOVERYXLOG'))
+
+  it('answers "not in archive" from a fresh storage answer, serves what arrived since, and never turns a read error into "absent"', async () => {
+    // The first fetch goes to Node (no prefetcher yet), which starts the prefetcher.
+    const first = await fetch(segment(1))
+    expect(first.code).toBe(0)
+    expect(first.stdout).not.toContain('(dbb-wal)')
+    expect((await delivered()).equals(contents.get(1)!)).toBe(true)
+    // The prefetcher it started (detached) holds the queue: from here on the sh answers.
+    const queue = queueDirFor(spoolDir, storageIdentity({STORAGE_BACKEND: 'local', BACKUP_LOCAL_DIR: storeDir}))
+    await waitFor('the prefetcher', async () => (fsSync.existsSync(path.join(queue, segment(3))) ? true : undefined))
+    for (const n of [2, 3]) {
+      const served = await waitFor(`segment ${n} from the queue`, async () => {
+        const result = await fetch(segment(n))
+        return result.code === 0 ? result : undefined
+      })
+      expect(served.stdout).toContain('(dbb-wal)')
+      expect((await delivered()).equals(contents.get(n)!)).toBe(true)
+    }
+
+    // Past the end of the archive: storage's answer to this request, through the prefetcher.
+    const end = await fetch(segment(4))
+    expect(end.code).toBe(EXIT_WAL_NOT_IN_ARCHIVE)
+    expect(end.stderr).toContain('storage answered the prefetcher after this request')
+    const history = await fetch('00000002.history')
+    expect(history.code).toBe(EXIT_WAL_NOT_IN_ARCHIVE)
+    expect(history.stderr).toContain('storage answered the prefetcher after this request')
+
+    // The archive grew (a standby, or a late upload): the earlier "absent" is never reused.
+    await archive(4)
+    const grown = await fetch(segment(4))
+    expect(grown.code).toBe(0)
+    expect((await delivered()).equals(contents.get(4)!)).toBe(true)
+    await fs.writeFile(path.join(storeDir, 'wal', '00000002.history.gz'), gzipSync('1	0/5000000	no recovery target specified\n'))
+    const historyNow = await fetch('00000002.history')
+    expect(historyNow).toMatchObject({code: 0, stdout: 'Restored 00000002.history from the prefetch queue (dbb-wal)\n'})
+
+    // A read error (the archived object is a directory: EISDIR) is not "absent": the prefetcher
+    // answers "failed", Node asks storage itself and exits fatal.
+    await fs.mkdir(path.join(storeDir, 'wal', `${segment(6)}.gz`))
+    const unreadable = await fetch(segment(6))
+    expect(unreadable.code).toBe(EXIT_WAL_FETCH_FATAL)
+  }, 120_000)
+})
+
+/**
  * The sh foreground with a real PostgreSQL: pgbench writes through archive_command
  * `dbb-wal push --async %p`, every segment is stored, and a base-backup restore (whose
  * restore_command is dbb-wal too) replays exactly the rows written, with segments served from the
