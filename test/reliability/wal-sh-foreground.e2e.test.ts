@@ -61,7 +61,7 @@ describe('bin/dbb-wal, the sh foreground', () => {
   })
 
   it('is shellcheck-clean', () => {
-    // shellcheck is installed on the CI image (apt); where it is missing this says so instead of passing silently.
+    // scripts/install-deps.sh installs shellcheck (apt); where it is missing this fails instead of passing silently.
     expect(execFileSync('shellcheck', ['--shell=sh', FOREGROUND], {encoding: 'utf8'})).toBe('')
   })
 
