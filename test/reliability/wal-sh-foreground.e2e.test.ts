@@ -181,7 +181,7 @@ describe('bin/dbb-wal asking the prefetcher', () => {
   const fetch = (name: string) => foreground(['fetch', '--storage', 'local', '--local-dir', storeDir, name, 'pg_wal/RECOVERYXLOG'], {WAL_SPOOL_DIR: spoolDir, WAL_PREFETCH: '2'}, workDir)
   const delivered = () => fs.readFile(path.join(workDir, 'pg_wal', 'RECOVERYXLOG'))
 
-  it('answers "not in archive" from a fresh storage answer, serves what arrived since, and never turns a read error into "absent"', async () => {
+  it('answers "not in archive" from a fresh storage answer, serves what arrived since, and never turns a read error into "absent"; a SIGKILLed prefetcher hands over nothing partial', async () => {
     // The first fetch goes to Node (no prefetcher yet), which starts the prefetcher.
     const first = await fetch(segment(1))
     expect(first.code).toBe(0)
@@ -221,7 +221,36 @@ describe('bin/dbb-wal asking the prefetcher', () => {
     await fs.mkdir(path.join(storeDir, 'wal', `${segment(6)}.gz`))
     const unreadable = await fetch(segment(6))
     expect(unreadable.code).toBe(EXIT_WAL_FETCH_FATAL)
-  }, 120_000)
+
+    // SIGKILL of the prefetcher mid-download: the partial file is never handed over; the fetch goes
+    // to Node and storage (exact bytes), which starts a new prefetcher that the sh uses again.
+    await fs.rm(path.join(storeDir, 'wal', `${segment(6)}.gz`), {recursive: true})
+    await archive(6)
+    contents.set(7, randomBytes(48 * 1024 * 1024))
+    await fs.writeFile(path.join(storeDir, 'wal', `${segment(7)}.gz`), gzipSync(contents.get(7)!, {level: 1}))
+    await archive(8)
+    const lockFile = path.join(queue, 'uploader.pid')
+    const sixth = await waitFor('segment 6 through the sh', async () => {
+      const result = await fetch(segment(6))
+      return result.code === 0 && result.stdout.includes('(dbb-wal)') ? result : undefined
+    })
+    expect((await delivered()).equals(contents.get(6)!)).toBe(true)
+    expect(sixth.code).toBe(0)
+    const prefetcher = Number((await fs.readFile(lockFile, 'utf8')).split('\n')[0])
+    await waitFor('segment 7 being downloaded', async () => (fsSync.existsSync(path.join(queue, `${segment(7)}.dbb-partial`)) ? true : undefined), 30_000)
+    process.kill(prefetcher, 'SIGKILL')
+    expect(fsSync.existsSync(path.join(queue, segment(7)))).toBe(false)
+    const afterKill = await fetch(segment(7))
+    expect(afterKill.code).toBe(0)
+    expect(afterKill.stdout).not.toContain('(dbb-wal)')
+    expect((await delivered()).equals(contents.get(7)!)).toBe(true)
+    const next = await waitFor('segment 8 through the sh, from a new prefetcher', async () => {
+      const result = await fetch(segment(8))
+      return result.code === 0 && result.stdout.includes('(dbb-wal)') ? result : undefined
+    })
+    expect(next.code).toBe(0)
+    expect((await delivered()).equals(contents.get(8)!)).toBe(true)
+  }, 180_000)
 })
 
 /**
