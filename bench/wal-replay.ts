@@ -2,12 +2,14 @@
  * `npm run bench:wal-replay`: issue 13 item 5 — replay of archived WAL through `dbb wal fetch`
  * (dbb restore's own restore_command, prefetch on) against replay of the same WAL already in
  * pg_wal. A real PostgreSQL writes --mb MB of WAL after a base backup (archived through
- * `wal push --async`); the base backup is restored twice: (A) with the segments decompressed into
- * pg_wal beforehand and restore_command = 'false', (B) with dbb's restore_command and
- * WAL_SPOOL_DIR in the server's environment. Each time is from `pg_ctl start` to the end of
- * recovery; the ratio B/A is the figure of the issue (target ≤ 1.3).
+ * `dbb-wal push --async`); the base backup is restored three times: (A) with the segments
+ * decompressed into pg_wal beforehand and restore_command = 'false', (B) with dbb restore's own
+ * restore_command (`dbb-wal fetch …`, the sh foreground) and (C) with the Node foreground
+ * (`node bin/run.js wal fetch …`), WAL_SPOOL_DIR in the server's environment for both. Each time
+ * is from `pg_ctl start` to the end of recovery; the ratio B/A is the figure of the issue (target
+ * ≤ 1.3). The table replaces the part of BENCHMARKS.md between the bench-wal-replay markers.
  *
- * Flags: --mb N (default 256).
+ * Flags: --mb N (default 1024: about 1 GB of WAL, the issue's figure), --note TEXT.
  */
 import {execFile} from 'node:child_process'
 import * as fs from 'node:fs/promises'
@@ -18,14 +20,18 @@ import {gunzipSync} from 'node:zlib'
 
 import {isRoot, makeServerOwnedDir, startPostgres} from '../test/helpers/postgres'
 import {startRestoredServer} from '../test/helpers/wal'
-import {DBB} from './measure'
+import {DBB, ROOT} from './measure'
 
 const run = promisify(execFile)
 
 async function main(): Promise<void> {
   const argv = process.argv.slice(2)
   const index = argv.indexOf('--mb')
-  const megabytes = index === -1 ? 256 : Number(argv[index + 1])
+  const megabytes = index === -1 ? 1024 : Number(argv[index + 1])
+  const noteIndex = argv.indexOf('--note')
+  const note = noteIndex === -1 ? '' : argv[noteIndex + 1]
+  const loadAverage = async () => (await fs.readFile('/proc/loadavg', 'utf8')).split(' ').slice(0, 3).join(' ')
+  const loadAtStart = await loadAverage()
   const storeDir = await makeServerOwnedDir('dbb-bench-replay-store-')
   const spoolDir = await makeServerOwnedDir('dbb-bench-replay-spool-')
   const fetchSpool = await makeServerOwnedDir('dbb-bench-replay-fetch-')
@@ -35,7 +41,7 @@ async function main(): Promise<void> {
       archive_mode: 'on',
       max_wal_size: '8GB',
       checkpoint_timeout: '30min',
-      archive_command: `'BACKUP_LOCAL_DIR=${storeDir} WAL_SPOOL_DIR=${spoolDir} ${process.execPath} ${DBB} wal push --async %p'`,
+      archive_command: `'BACKUP_LOCAL_DIR=${storeDir} WAL_SPOOL_DIR=${spoolDir} DBB_NODE=${process.execPath} ${path.join(ROOT, 'bin', 'dbb-wal')} push --async %p'`,
     },
   })
   const dirs: string[] = []
@@ -95,21 +101,32 @@ async function main(): Promise<void> {
       },
       {},
     )
+    const loadBefore = [await loadAverage()]
     const fetched = await replay('fetch', [], async () => {}, {WAL_SPOOL_DIR: fetchSpool})
-    const load = (await fs.readFile('/proc/loadavg', 'utf8')).split(' ').slice(0, 3).join(' ')
-    process.stdout.write(
-      [
-        '',
-        `Replay of ${segments.length} segments (${(segments.length * 16).toLocaleString('en')} MiB of WAL), load ${load}:`,
-        '',
-        '| replay | wall (start → end of recovery) | segments from the prefetch queue |',
-        '| --- | --- | --- |',
-        `| WAL already in pg_wal (restore_command = false) | ${inPgWal.seconds.toFixed(1)} s | — |`,
-        `| dbb wal fetch (dbb restore's restore_command, WAL_PREFETCH=8) | ${fetched.seconds.toFixed(1)} s | ${fetched.fromQueue} |`,
-        `| ratio | **${(fetched.seconds / inPgWal.seconds).toFixed(2)}×** (target ≤ 1.3×) | |`,
-        '',
-      ].join('\n'),
-    )
+    loadBefore.push(await loadAverage())
+    await fs.rm(fetchSpool, {recursive: true, force: true})
+    await fs.mkdir(fetchSpool, {mode: 0o700})
+    if (isRoot) await fs.chown(fetchSpool, (await fs.stat(storeDir)).uid, (await fs.stat(storeDir)).gid)
+    const nodeCommand = `${process.execPath} ${DBB} wal fetch --storage local --local-dir ${storeDir} %f %p`
+    const viaNode = await replay('fetch-node', ['--restore-command', nodeCommand], async () => {}, {WAL_SPOOL_DIR: fetchSpool})
+    const ratio = (seconds: number) => `**${(seconds / inPgWal.seconds).toFixed(2)}×**`
+    const generated = [
+      `Measured ${new Date().toISOString()}${note ? ` (${note})` : ''}: replay of ${segments.length} segments (${(segments.length * 16).toLocaleString('en')} MiB of WAL), load at start ${loadAtStart}, at the end ${await loadAverage()}:`,
+      '',
+      '| replay | wall (start → end of recovery) | ratio to pg_wal (target ≤ 1.3×) | segments from the prefetch queue | load before it |',
+      '| --- | --- | --- | --- | --- |',
+      `| WAL already in pg_wal (restore_command = false) | ${inPgWal.seconds.toFixed(1)} s | 1× | — | ${loadAtStart} |`,
+      `| \`dbb-wal fetch\` (sh foreground: dbb restore's restore_command, WAL_PREFETCH=8) | ${fetched.seconds.toFixed(1)} s | ${ratio(fetched.seconds)} | ${fetched.fromQueue} | ${loadBefore[0]} |`,
+      `| \`node bin/run.js wal fetch\` (Node foreground, WAL_PREFETCH=8) | ${viaNode.seconds.toFixed(1)} s | ${ratio(viaNode.seconds)} | ${viaNode.fromQueue} | ${loadBefore[1]} |`,
+      '',
+    ].join('\n')
+    process.stdout.write(`\n${generated}`)
+    const report = path.join(ROOT, 'BENCHMARKS.md')
+    const existing = await fs.readFile(report, 'utf8')
+    const [start, end] = ['<!-- bench-wal-replay:start (generated by npm run bench:wal-replay) -->', '<!-- bench-wal-replay:end -->']
+    const from = existing.indexOf(start)
+    const to = existing.indexOf(end)
+    if (from !== -1 && to > from) await fs.writeFile(report, `${existing.slice(0, from + start.length)}\n${generated}${existing.slice(to)}`)
   } finally {
     await cluster.destroy()
     for (const dir of [...dirs, ...dirs.map((dir) => `${dir}.log`), storeDir, spoolDir, fetchSpool]) await fs.rm(dir, {recursive: true, force: true})

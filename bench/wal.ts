@@ -5,31 +5,115 @@
  *  - Sustained archiving: PostgreSQL first writes a backlog of WAL with archive_command empty (so
  *    the segments wait in pg_wal as `.ready`); then archive_command is set to dbb and the time until
  *    storage holds every segment is measured. Sync: `dbb wal push %p`; async: `dbb wal push --async
- *    %p` (spool + detached uploader with read-ahead). MB/s = segments waiting × 16 MiB / that time.
+ *    %p` (spool + detached uploader with read-ahead); async-sh: the same through bin/dbb-wal (no
+ *    Node start for a segment the read-ahead stored), with gzip and with COMPRESSION=zstd. MB/s =
+ *    segments waiting × 16 MiB / that time; the uploader's CPU per segment from /proc.
+ *  - Per-call cost of a prepared call (stored ahead / queued) for each foreground, CPU and wall.
  *  - Archiver lag under pgbench at full speed: pgbench runs with archiving on; every 250 ms the
  *    distance in segments between the segment being written and the last one archived is sampled.
  *
- * Flags: --backlog-mb N (default 512), --pgbench-seconds N (default 30), --note TEXT. The table
+ * Flags: --backlog-mb N (default 512), --pgbench-seconds N (default 30), --calls N (default 20), --note TEXT. The table
  * replaces the part of BENCHMARKS.md between the bench-wal markers (and is printed).
  */
-import {execFile} from 'node:child_process'
+import {execFile, spawnSync} from 'node:child_process'
 import * as fs from 'node:fs/promises'
+import * as os from 'node:os'
 import * as path from 'node:path'
 import {setTimeout as sleep} from 'node:timers/promises'
 import {promisify} from 'node:util'
 
 import {PgCluster, makeServerOwnedDir, startPostgres} from '../test/helpers/postgres'
+import {fileIdentity, queueDirFor, storageIdentity} from '../src/wal/foreground'
 import {DBB, ROOT, median} from './measure'
 
 const run = promisify(execFile)
 // The test clusters use the default wal_segment_size.
 const SEGMENT_BYTES = 16 * 1024 * 1024
 
-type Mode = 'sync' | 'async'
+const FOREGROUND = path.join(ROOT, 'bin', 'dbb-wal')
+
+/**
+ * sync: `dbb wal push %p`; async: `dbb wal push --async %p` (a Node start per segment);
+ * async-sh: `dbb-wal push --async %p` (bin/dbb-wal, no Node start when the read-ahead stored the
+ * segment), gzip or zstd (COMPRESSION) for the stored copy.
+ */
+type Mode = 'sync' | 'async' | 'async-sh' | 'async-sh-zstd'
 
 function archiveCommand(mode: Mode, storeDir: string, spoolDir: string): string {
-  const settings = `BACKUP_LOCAL_DIR=${storeDir} WAL_SPOOL_DIR=${spoolDir}`
-  return `${settings} ${process.execPath} ${DBB} wal push ${mode === 'async' ? '--async ' : ''}%p`
+  const settings = `BACKUP_LOCAL_DIR=${storeDir} WAL_SPOOL_DIR=${spoolDir}${mode === 'async-sh-zstd' ? ' COMPRESSION=zstd' : ''}`
+  if (mode === 'sync' || mode === 'async') return `${settings} ${process.execPath} ${DBB} wal push ${mode === 'async' ? '--async ' : ''}%p`
+  return `${settings} DBB_NODE=${process.execPath} ${FOREGROUND} push --async %p`
+}
+
+/** CPU seconds (user + sys) of a live process, from /proc (clock ticks of 10 ms). */
+async function processCpuSeconds(pid: number): Promise<number | undefined> {
+  const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined)
+  if (stat === undefined) return undefined
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return (Number(fields[11]) + Number(fields[12])) / 100
+}
+
+/** CPU seconds (user + sys) of this process's children that were waited for: what spawnSync'd calls used. */
+async function childrenCpuSeconds(): Promise<number> {
+  const fields = (await fs.readFile('/proc/self/stat', 'utf8')).split(') ')[1].split(' ')
+  return (Number(fields[13]) + Number(fields[14])) / 100
+}
+
+const loadAverage = async () => (await fs.readFile('/proc/loadavg', 'utf8')).split(' ').slice(0, 3).join(' ')
+
+/**
+ * The cost of one archive_command / restore_command call that the background already prepared,
+ * per foreground: `calls` runs each, CPU (user + sys, summed over the calls) and wall per call.
+ */
+async function perCallCosts(calls: number): Promise<string[]> {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'dbb-bench-call-'))
+  const name = '000000010000000000000010'
+  const walDir = path.join(dir, 'pg_wal')
+  const spoolDir = path.join(dir, 'spool')
+  const storeDir = path.join(dir, 'store')
+  await fs.mkdir(path.join(spoolDir, 'uploaded'), {recursive: true})
+  await fs.mkdir(walDir)
+  await fs.mkdir(storeDir)
+  await fs.writeFile(path.join(walDir, name), Buffer.alloc(SEGMENT_BYTES, 1))
+  const identity = fileIdentity(await fs.stat(path.join(walDir, name), {bigint: true}))
+  const queue = queueDirFor(spoolDir, storageIdentity({STORAGE_BACKEND: 'local', BACKUP_LOCAL_DIR: storeDir}))
+  await fs.mkdir(queue, {recursive: true})
+  // This process stands in for the live prefetcher (its pid in the lock), so none is started.
+  await fs.writeFile(path.join(queue, 'uploader.pid'), `${process.pid}\n\n`)
+  const env = {...process.env, BACKUP_LOCAL_DIR: storeDir, WAL_SPOOL_DIR: spoolDir, DBB_NODE: process.execPath}
+  const fetchArgs = ['fetch', '--storage', 'local', '--local-dir', storeDir, name, path.join(walDir, 'RECOVERYXLOG')]
+  const cases: {label: string; command: string; args: string[]; prepare: () => Promise<void>}[] = [
+    {label: '`node -e 0` (the floor of a Node foreground)', command: process.execPath, args: ['-e', '0'], prepare: async () => {}},
+    {label: '`dbb wal push --async`, stored ahead (Node foreground)', command: process.execPath, args: [DBB, 'wal', 'push', '--async', path.join(walDir, name)], prepare: () => fs.writeFile(path.join(spoolDir, 'uploaded', name), `${identity}\n`)},
+    {label: '`dbb-wal push --async`, stored ahead (sh foreground)', command: FOREGROUND, args: ['push', '--async', path.join(walDir, name)], prepare: () => fs.writeFile(path.join(spoolDir, 'uploaded', name), `${identity}\n`)},
+    {label: '`dbb wal fetch`, queued (Node foreground)', command: process.execPath, args: [DBB, 'wal', ...fetchArgs], prepare: () => fs.writeFile(path.join(queue, name), 'x')},
+    {label: '`dbb-wal fetch`, queued (sh foreground)', command: FOREGROUND, args: fetchArgs, prepare: () => fs.writeFile(path.join(queue, name), 'x')},
+  ]
+  const rows: string[] = []
+  try {
+    for (const {label, command, args, prepare} of cases) {
+      let wallMs = 0
+      const cpuBefore = await childrenCpuSeconds()
+      for (let call = 0; call < calls; call++) {
+        await prepare()
+        await fs.rm(path.join(walDir, 'RECOVERYXLOG'), {force: true})
+        const started = process.hrtime.bigint()
+        const result = spawnSync(command, args, {env, stdio: ['ignore', 'pipe', 'pipe']})
+        wallMs += Number(process.hrtime.bigint() - started) / 1e6
+        if (result.status !== 0 || (label.includes('stored ahead') && !/Already stored/.test(String(result.stdout))) || (label.includes('queued') && !/prefetch queue/.test(String(result.stdout)))) {
+          throw new Error(`${label}: exit ${result.status}: ${String(result.stdout)}${String(result.stderr)}`)
+        }
+      }
+
+      const cpu = (await childrenCpuSeconds()) - cpuBefore
+      rows.push(`| ${label} | ${((cpu * 1000) / calls).toFixed(0)} ms | ${(wallMs / calls).toFixed(0)} ms |`)
+      process.stderr.write(`${rows.at(-1)}\n`)
+    }
+  } finally {
+    await fs.rm(dir, {recursive: true, force: true})
+  }
+
+  return rows
 }
 
 async function setArchiveCommand(cluster: PgCluster, command: string): Promise<void> {
@@ -41,7 +125,7 @@ const segmentNumber = (name: string) => Number.parseInt(name.slice(8, 16), 16) *
 
 async function storedCount(storeDir: string): Promise<number> {
   const entries = await fs.readdir(path.join(storeDir, 'wal')).catch(() => [] as string[])
-  return entries.filter((entry) => /^[0-9A-F]{24}\.gz$/.test(entry)).length
+  return entries.filter((entry) => /^[0-9A-F]{24}\.(gz|zst)$/.test(entry)).length
 }
 
 /** Stops the detached uploader (it outlives the measurement by its idle time) so its spool can be removed. */
@@ -71,7 +155,7 @@ async function freshDirs(label: string): Promise<{storeDir: string; spoolDir: st
   return {storeDir, spoolDir}
 }
 
-async function sustained(cluster: PgCluster, mode: Mode, backlogMb: number): Promise<{segments: number; seconds: number; mbPerSecond: number}> {
+async function sustained(cluster: PgCluster, mode: Mode, backlogMb: number): Promise<{segments: number; seconds: number; mbPerSecond: number; uploaderCpuPerSegment?: number}> {
   const {storeDir, spoolDir} = await freshDirs(mode)
   await setArchiveCommand(cluster, '')
   await cluster.psql('SELECT pg_switch_wal()')
@@ -92,10 +176,13 @@ async function sustained(cluster: PgCluster, mode: Mode, backlogMb: number): Pro
 
   const seconds = Number(process.hrtime.bigint() - started) / 1e9
   await setArchiveCommand(cluster, '')
+  // The uploader that ran the whole drain (started by the first push): its CPU per segment stored.
+  const uploaderPid = Number((await fs.readFile(path.join(spoolDir, 'uploader.pid'), 'utf8').catch(() => '')).split('\n')[0])
+  const uploaderCpu = uploaderPid > 0 ? await processCpuSeconds(uploaderPid) : undefined
   await stopUploader(spoolDir)
   await fs.rm(storeDir, {recursive: true, force: true})
   await fs.rm(spoolDir, {recursive: true, force: true})
-  return {segments: firstReady, seconds, mbPerSecond: (firstReady * SEGMENT_BYTES) / 1024 / 1024 / seconds}
+  return {segments: firstReady, seconds, mbPerSecond: (firstReady * SEGMENT_BYTES) / 1024 / 1024 / seconds, uploaderCpuPerSegment: uploaderCpu === undefined ? undefined : uploaderCpu / firstReady}
 }
 
 async function lagUnderPgbench(cluster: PgCluster, mode: Mode, seconds: number): Promise<{walMbPerSecond: number; medianLag: number; maxLag: number}> {
@@ -136,20 +223,36 @@ async function main(): Promise<void> {
     const pgEnv = {...process.env, PGHOST: cluster.host, PGPORT: String(cluster.port), PGUSER: cluster.user, PGPASSWORD: cluster.password}
     await run(path.join(cluster.binDir, 'pgbench'), ['-i', '-q', '-s', '10', 'postgres'], {env: pgEnv})
     const rows: string[] = []
-    for (const mode of ['sync', 'async'] as const) {
+    const loadAtStart = await loadAverage()
+    for (const mode of ['sync', 'async', 'async-sh', 'async-sh-zstd'] as const) {
       const result = await sustained(cluster, mode, backlogMb)
-      rows.push(`| sustained archiving, ${mode} | ${result.segments} segments (${backlogMb} MB backlog) in ${result.seconds.toFixed(1)} s | **${result.mbPerSecond.toFixed(1)} MB/s** |`)
+      const uploader = result.uploaderCpuPerSegment === undefined ? '' : ` (uploader ${result.uploaderCpuPerSegment.toFixed(2)} s CPU a segment)`
+      rows.push(`| sustained archiving, ${mode} | ${result.segments} segments (${backlogMb} MB backlog) in ${result.seconds.toFixed(1)} s${uploader}, load ${await loadAverage()} | **${result.mbPerSecond.toFixed(1)} MB/s** |`)
       process.stderr.write(`${rows.at(-1)}\n`)
     }
 
-    for (const mode of ['sync', 'async'] as const) {
+    for (const mode of ['sync', 'async-sh'] as const) {
       const result = await lagUnderPgbench(cluster, mode, pgbenchSeconds)
       rows.push(`| archiver lag under pgbench (-c 4, ${pgbenchSeconds} s), ${mode} | pgbench wrote ${result.walMbPerSecond.toFixed(1)} MB/s of WAL | median **${result.medianLag}**, max **${result.maxLag}** segments behind |`)
       process.stderr.write(`${rows.at(-1)}\n`)
     }
 
+    const calls = await perCallCosts(Number(option('--calls', '20')))
     const note = option('--note', '')
-    const generated = [`Measured ${new Date().toISOString()}${note ? ` (${note})` : ''}:`, '', '| measurement | work | result |', '| --- | --- | --- |', ...rows, ''].join('\n')
+    const generated = [
+      `Measured ${new Date().toISOString()}${note ? ` (${note})` : ''} (load at start ${loadAtStart}, at the end ${await loadAverage()}):`,
+      '',
+      '| measurement | work | result |',
+      '| --- | --- | --- |',
+      ...rows,
+      '',
+      'One prepared call (16 MiB segment, local storage), averaged over the calls:',
+      '',
+      '| call | CPU (user + sys) | wall |',
+      '| --- | --- | --- |',
+      ...calls,
+      '',
+    ].join('\n')
     process.stdout.write(generated)
     const report = path.join(ROOT, 'BENCHMARKS.md')
     const existing = await fs.readFile(report, 'utf8')

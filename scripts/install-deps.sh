@@ -26,16 +26,17 @@ if ! have_server || ! have_clients || ! id postgres >/dev/null 2>&1 || ! command
 fi
 
 # COMPRESSION=zstd compresses through the zstd program (src/compress/codec-streams.ts); the benchmark
-# also compares against pigz. Both are small Debian packages, installed only when missing.
-if ! command -v zstd >/dev/null || ! command -v pigz >/dev/null; then
-  echo "==> installing zstd and pigz"
+# also compares against pigz; the tests lint bin/dbb-wal (POSIX sh) with shellcheck. Small Debian
+# packages, installed only when missing.
+if ! command -v zstd >/dev/null || ! command -v pigz >/dev/null || ! command -v shellcheck >/dev/null; then
+  echo "==> installing zstd, pigz and shellcheck"
   sudo=""
   if [ "$(id -u)" != 0 ]; then
-    command -v sudo >/dev/null || { echo "zstd or pigz is missing and this is not root: apt-get install zstd pigz, then run this again" >&2; exit 1; }
+    command -v sudo >/dev/null || { echo "zstd, pigz or shellcheck is missing and this is not root: apt-get install zstd pigz shellcheck, then run this again" >&2; exit 1; }
     sudo=sudo
   fi
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq zstd pigz >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq zstd pigz shellcheck >/dev/null
 fi
 
 # Install the locked versions when node_modules is missing or older than the lockfile. `npm install`

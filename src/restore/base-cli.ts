@@ -1,4 +1,6 @@
 import {Config, Flags} from '@oclif/core'
+import * as fs from 'node:fs'
+import * as path from 'node:path'
 
 import {UsageError} from '../errors'
 import type {Logger} from '../logger'
@@ -6,7 +8,7 @@ import {createProgress} from '../progress'
 import type {StorageBackend} from '../storage/contract'
 import {discoverProviders, selectProvider} from '../storage/registry'
 import {BaseRestoreOutcome, parseRecoveryTarget, parseTargetTimeline, restoreBaseBackup} from './base'
-import {walFetchCommand} from './recovery-config'
+import {walForegroundFetchCommand} from './recovery-config'
 
 /** The flags `dbb restore --type base` adds to the restore command. */
 export interface BaseRestoreFlags {
@@ -22,8 +24,8 @@ export interface BaseRestoreFlags {
 }
 
 /**
- * The restore_command written for the restored server: this same dbb (absolute paths, so
- * PostgreSQL's minimal PATH does not matter), the same backend, and the backend's non-secret
+ * The restore_command written for the restored server: this same dbb's sh foreground bin/dbb-wal
+ * and its Node (absolute paths, so PostgreSQL's minimal PATH does not matter), the same backend, and the backend's non-secret
  * settings as flags. Secrets (S3 keys) are never written into postgresql.auto.conf: the server
  * must get them from its environment.
  */
@@ -35,7 +37,8 @@ export async function defaultRestoreCommand(config: Config, storageBackend: stri
     if (!setting.secret && typeof value === 'string' && value !== '') storageArgs.push(`--${setting.flag}`, value)
   }
 
-  return walFetchCommand([process.execPath, process.argv[1]], storageArgs)
+  // bin/dbb-wal beside the real bin/run.js (argv[1] may be a symlink such as /usr/local/bin/dbb).
+  return walForegroundFetchCommand(process.execPath, path.join(path.dirname(fs.realpathSync(process.argv[1])), 'dbb-wal'), storageArgs)
 }
 
 /** `dbb restore --type base …`: everything the command does for a point-in-time restore, so the command only branches here. */

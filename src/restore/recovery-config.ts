@@ -107,7 +107,12 @@ export function shellWord(word: string): string {
   return /^[A-Za-z0-9_@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`
 }
 
-/** `<program> wal fetch <storage flags> %f %p`: the restore_command PostgreSQL runs during recovery. */
-export function walFetchCommand(program: string[], storageArgs: string[]): string {
-  return `${[...program, 'wal', 'fetch', ...storageArgs].map((word) => shellWord(word)).join(' ')} %f %p`
+/**
+ * `DBB_NODE=<node> <bin/dbb-wal> fetch <storage flags> %f %p`: the restore_command dbb restore
+ * writes. bin/dbb-wal (POSIX sh) hands over a segment the prefetcher queued without starting Node
+ * and execs `<node> bin/run.js wal fetch …` for everything else, so the exit-code contract is the
+ * one of `dbb wal fetch`.
+ */
+export function walForegroundFetchCommand(node: string, foreground: string, storageArgs: string[]): string {
+  return `DBB_NODE=${shellWord(node)} ${[foreground, 'fetch', ...storageArgs].map((word) => shellWord(word)).join(' ')} %f %p`
 }

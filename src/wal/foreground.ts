@@ -32,6 +32,14 @@ const ERROR_FILE = 'uploader.error'
 /** The prefetcher reads which segment recovery asked for last from this file in its queue. */
 export const WANTED_FILE = 'wanted'
 export const PREFETCH_PID_FILE = 'uploader.pid'
+/**
+ * bin/dbb-wal asks the running prefetcher about a file that is not queued (`<nonce> <name>`), and
+ * the prefetcher answers `<nonce> <name> queued|absent|failed` only after asking storage itself,
+ * after it read the question (src/wal/prefetch.ts). Both names start with WANTED_FILE, so the
+ * queue's clean-up keeps them.
+ */
+export const ASK_FILE = 'wanted.ask'
+export const ANSWER_FILE = 'wanted.answer'
 /** Default of WAL_PREFETCH (src/config/wal-async.ts), read here without loading the config module. */
 const DEFAULT_PREFETCH = 8
 /**
@@ -41,10 +49,17 @@ const DEFAULT_PREFETCH = 8
  */
 const READ_AHEAD_WAIT_MS = 5000
 const POLL_MS = 10
+/** Set by bin/dbb-wal to the segment whose read-ahead marker it already waited for (an internal hand-off, not a setting). */
+export const READ_AHEAD_WAITED = 'DBB_READ_AHEAD_WAITED'
 
-/** The identity of a file as the read-ahead records it in its marker. */
+/**
+ * The identity of a file as the read-ahead records it in its marker: device, inode, size, mtime and
+ * ctime as seconds.nanoseconds — exactly what GNU `stat -c '%d %i %s %.9Y %.9Z'` prints, so the
+ * POSIX sh foreground (bin/dbb-wal) compares the marker without starting Node.
+ */
 export function fileIdentity(stats: fs.BigIntStats): string {
-  return [stats.dev, stats.ino, stats.size, stats.mtimeNs, stats.ctimeNs].join(' ')
+  const seconds = (ns: bigint) => `${ns / 1_000_000_000n}.${(ns % 1_000_000_000n).toString().padStart(9, '0')}`
+  return [stats.dev, stats.ino, stats.size, seconds(stats.mtimeNs), seconds(stats.ctimeNs)].join(' ')
 }
 
 /** The identity of the file at `filePath` now, or undefined if it is gone. */
@@ -111,6 +126,8 @@ export function pushFromReadAhead(walPath: string, env: NodeJS.ProcessEnv, waitM
   const spool = env.WAL_SPOOL_DIR?.trim()
   const name = path.basename(walPath)
   if (!spool || !SEGMENT.test(name)) return undefined
+  // bin/dbb-wal already waited for this segment's marker before it started Node: do not wait twice.
+  if (env[READ_AHEAD_WAITED] === name) waitMs = 0
   const spoolDir = path.resolve(spool)
   const walDir = path.dirname(path.resolve(walPath))
   const deadline = Date.now() + waitMs

@@ -5,7 +5,7 @@ import {NotFoundError, errorMessage} from '../errors'
 import type {Logger} from '../logger'
 import type {StorageBackend} from '../storage/contract'
 import {fetchWal} from './archive'
-import {PREFETCH_PID_FILE, WANTED_FILE} from './foreground'
+import {ANSWER_FILE, ASK_FILE, PREFETCH_PID_FILE, WANTED_FILE} from './foreground'
 import {lockSpool} from './spool'
 import {walFileKind} from './segments'
 import {spawnDetachedDbb} from '../backup/child-process'
@@ -85,6 +85,42 @@ async function readWanted(queueDir: string): Promise<{name: string; segmentSize:
   return walFileKind(name ?? '') === 'segment' && Number.isInteger(segmentSize) && segmentSize > 0 ? {name, segmentSize} : undefined
 }
 
+/** A question of bin/dbb-wal: `<nonce> <name>` for a segment or timeline history file. */
+async function readAsk(queueDir: string): Promise<{nonce: string; name: string} | undefined> {
+  const text = await fs.readFile(path.join(queueDir, ASK_FILE), 'utf8').catch(() => '')
+  const [nonce, name, ...rest] = text.trim().split(' ')
+  const kind = walFileKind(name ?? '')
+  return rest.length === 0 && /^[0-9.]{1,64}$/.test(nonce) && (kind === 'segment' || kind === 'history') ? {nonce, name} : undefined
+}
+
+/**
+ * Answers bin/dbb-wal's question about `name` with what storage says NOW — the request is made
+ * after the question was read, so an "absent" is storage's answer to this very request of
+ * PostgreSQL, never an older probe (a standby's archive grows). Only a positive "no such object"
+ * (NotFoundError, the same rule as `wal fetch`) is "absent"; any other failure is "failed", and the
+ * asking fetch then goes to Node, which asks storage again and exits 200 if it fails again.
+ */
+async function answerAsk(storage: StorageBackend, queueDir: string, ask: {nonce: string; name: string}, logger?: Logger): Promise<void> {
+  const queued = path.join(queueDir, ask.name)
+  let outcome: 'queued' | 'absent' | 'failed' = 'queued'
+  const present = await fs.access(queued).then(
+    () => true,
+    () => false,
+  )
+  if (!present) {
+    try {
+      await fetchWal(storage, ask.name, queued)
+    } catch (error) {
+      outcome = error instanceof NotFoundError ? 'absent' : 'failed'
+      if (outcome === 'failed') logger?.warn({event: 'wal.prefetch_failed', wal: ask.name, error: errorMessage(error)}, `fetching ${ask.name} asked for by dbb-wal failed`)
+    }
+  }
+
+  const answer = path.join(queueDir, ANSWER_FILE)
+  await fs.writeFile(`${answer}.tmp`, `${ask.nonce} ${ask.name} ${outcome}\n`)
+  await fs.rename(`${answer}.tmp`, answer)
+}
+
 /**
  * The prefetcher: keeps the `count` segments after the one recovery asked for last queued,
  * downloading two at a time; drops queue entries outside that window (consumed or stale); stops
@@ -110,10 +146,18 @@ export async function prefetch(options: {
   // Per window: names that failed (not retried until recovery moves on) and the end of the archive.
   const failed = new Set<string>()
   let endOfArchive: {name: string; at: number} | undefined
+  let answered: string | undefined
   try {
     while (Date.now() - lastRequestAt < (options.idleExitMs ?? WANTED_IDLE_EXIT_MS)) {
+      // A fetch waiting on an answer (bin/dbb-wal) goes before the read-ahead.
+      const ask = await readAsk(queueDir)
+      if (ask && ask.nonce !== answered) {
+        answered = ask.nonce
+        await answerAsk(storage, queueDir, ask, logger)
+      }
+
       const window = nextSegmentNames(wanted.name, options.count, wanted.segmentSize)
-      const keep = new Set(window)
+      const keep = new Set(ask ? [...window, ask.name] : window)
       // Nothing is being downloaded here, so a `.dbb-partial` is a killed prefetcher's leftover: removed too.
       const entries = await fs.readdir(queueDir)
       for (const entry of entries) {

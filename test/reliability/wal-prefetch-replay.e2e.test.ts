@@ -58,13 +58,17 @@ describe('wal fetch prefetch during a real replay', () => {
     expect(expected.startsWith('50000:')).toBe(true)
 
     const log = await fs.readFile(logFile, 'utf8')
-    const fromQueue = [...log.matchAll(/Restored ([0-9A-F]{24}) from the prefetch queue/g)].map((match) => match[1])
+    const fromQueue = [...log.matchAll(/Restored ([0-9A-F]{24}) from the prefetch queue \(dbb-wal\)/g)].map((match) => match[1])
     const restored = [...log.matchAll(/restored log file "([0-9A-F]{24})" from archive/g)].map((match) => match[1])
-    // Most of the ten segments came from the queue (the first request, and any the prefetcher had
-    // not finished yet on a loaded machine, go to storage), each once and each one PostgreSQL replayed.
+    // Most of the ten segments came from the queue through bin/dbb-wal, without a Node start (the
+    // first request goes to storage through Node), each answer one PostgreSQL logged as restored.
+    // PostgreSQL reads the last segment a second time at the end of recovery: the sh asks the
+    // prefetcher for it, so a name may come from the queue as often as PostgreSQL restored it.
     expect(restored.length).toBeGreaterThanOrEqual(10)
     expect(fromQueue.length).toBeGreaterThanOrEqual(5)
-    expect(new Set(fromQueue).size).toBe(fromQueue.length)
-    for (const name of fromQueue) expect(restored).toContain(name)
+    const count = (names: string[], name: string) => names.filter((each) => each === name).length
+    for (const name of fromQueue) expect(count(fromQueue, name)).toBeLessThanOrEqual(count(restored, name))
+    // The end of the archive was answered by the sh from a fresh storage answer, not by a Node start.
+    expect(log).toMatch(/dbb-wal: [0-9A-F]{24} is not in the WAL archive \(storage answered the prefetcher after this request\)/)
   }, 300_000)
 })

@@ -5,7 +5,7 @@ import * as path from 'node:path'
 import {parseWalRange, pgBasebackupArgs} from '../../src/backup/base-backup'
 import {UsageError} from '../../src/errors'
 import {parseRecoveryTarget, parseTargetTimeline} from '../../src/restore/base'
-import {checkDataDirectory, walFetchCommand, writeRecoveryConfig} from '../../src/restore/recovery-config'
+import {checkDataDirectory, walForegroundFetchCommand, writeRecoveryConfig} from '../../src/restore/recovery-config'
 
 describe('recovery targets', () => {
   it('accepts a timestamp with a zone and passes PostgreSQL the text as given', () => {
@@ -59,8 +59,8 @@ describe('the restored data directory', () => {
   it('writes recovery.signal and the settings, commenting out recovery settings an earlier restore left in the backup', async () => {
     await fs.writeFile(path.join(dir, 'PG_VERSION'), '15\n')
     await fs.writeFile(path.join(dir, 'postgresql.auto.conf'), "work_mem = '8MB'\nrestore_command = 'old'\nrecovery_target_time = '2020-01-01 00:00+00'\n")
-    const restoreCommand = walFetchCommand(['/usr/bin/node', '/opt/dbb/bin/run.js'], ['--storage', 'local', '--local-dir', "/srv/it's backups"])
-    expect(restoreCommand).toBe(`/usr/bin/node /opt/dbb/bin/run.js wal fetch --storage local --local-dir '/srv/it'\\''s backups' %f %p`)
+    const restoreCommand = walForegroundFetchCommand('/usr/bin/node', '/opt/dbb/bin/dbb-wal', ['--storage', 'local', '--local-dir', "/srv/it's backups"])
+    expect(restoreCommand).toBe(`DBB_NODE=/usr/bin/node /opt/dbb/bin/dbb-wal fetch --storage local --local-dir '/srv/it'\\''s backups' %f %p`)
     await writeRecoveryConfig(dir, {restoreCommand, target: {kind: 'lsn', value: '0/3000060'}, archiving: 'inherited', backupId: 'backup_20261121T030000Z.tar.gz'})
 
     expect(await fs.readFile(path.join(dir, 'recovery.signal'), 'utf8')).toBe('')
@@ -70,7 +70,7 @@ describe('the restored data directory', () => {
     expect(conf).toContain("# replaced by dbb restore: recovery_target_time = '2020-01-01 00:00+00'")
     const active = conf.split('\n').filter((line) => /^(restore_command|recovery_target)/.test(line))
     expect(active).toEqual([
-      `restore_command = '/usr/bin/node /opt/dbb/bin/run.js wal fetch --storage local --local-dir ''/srv/it''\\''''s backups'' %f %p'`,
+      `restore_command = 'DBB_NODE=/usr/bin/node /opt/dbb/bin/dbb-wal fetch --storage local --local-dir ''/srv/it''\\''''s backups'' %f %p'`,
       "recovery_target_lsn = '0/3000060'",
       "recovery_target_action = 'promote'",
     ])

@@ -1,0 +1,328 @@
+import {execFile, execFileSync, spawn} from 'node:child_process'
+import {randomBytes} from 'node:crypto'
+import * as fsSync from 'node:fs'
+import * as fs from 'node:fs/promises'
+import * as path from 'node:path'
+import {promisify} from 'node:util'
+import {gunzipSync, gzipSync} from 'node:zlib'
+
+import {EXIT_WAL_FETCH_FATAL, EXIT_WAL_NOT_IN_ARCHIVE} from '../../src/errors'
+import {fileIdentity, queueDirFor, storageIdentity} from '../../src/wal/foreground'
+import {CliResult, ROOT, cliEnv, collect, runCli, tempDir} from '../helpers/cli'
+import {PgCluster, freePort, makeServerOwnedDir, startPostgres} from '../helpers/postgres'
+import {waitFor, waitForPromotion} from '../helpers/wal'
+
+const run = promisify(execFile)
+const FOREGROUND = path.join(ROOT, 'bin', 'dbb-wal')
+const ROWS_DIGEST = `SELECT count(*)::text || ':' || sum(abalance)::text || ':' || md5(string_agg(aid::text || ':' || abalance, ',' ORDER BY aid)) FROM pgbench_accounts`
+
+/** Runs bin/dbb-wal (POSIX sh) as PostgreSQL would, with the Node it execs for everything it does not answer itself. */
+function foreground(args: string[], env: Record<string, string | undefined>, cwd: string): Promise<CliResult> {
+  return collect(spawn(FOREGROUND, args, {env: cliEnv({DBB_NODE: process.execPath, ...env}), cwd, stdio: ['ignore', 'pipe', 'pipe']}))
+}
+
+function killQuietly(pid: number): void {
+  try {
+    process.kill(pid, 'SIGKILL')
+  } catch {
+    // already gone
+  }
+}
+
+async function killLockHolder(lockFile: string): Promise<void> {
+  const pid = Number((await fs.readFile(lockFile, 'utf8').catch(() => '')).split('\n')[0])
+  if (pid > 0 && pid !== process.pid) killQuietly(pid)
+}
+
+/**
+ * bin/dbb-wal answers the two calls the background prepares without starting Node, and hands
+ * everything else to `dbb wal` unchanged; it never acknowledges a segment it did not check and never
+ * exits 1–125 (restore_command's "not in archive") on its own.
+ */
+describe('bin/dbb-wal, the sh foreground', () => {
+  const name = '000000010000000000000007'
+  let workDir: string
+  let storeDir: string
+  let spoolDir: string
+  const walPath = () => path.join(workDir, 'pg_wal', name)
+
+  beforeEach(async () => {
+    workDir = await tempDir('dbb-shfg-work-')
+    storeDir = path.join(workDir, 'store')
+    spoolDir = path.join(workDir, 'spool')
+    await fs.mkdir(path.join(workDir, 'pg_wal', 'archive_status'), {recursive: true})
+    await fs.mkdir(path.join(spoolDir, 'uploaded'), {recursive: true})
+    await fs.mkdir(storeDir)
+  })
+
+  afterEach(async () => {
+    await killLockHolder(path.join(spoolDir, 'uploader.pid'))
+    await fs.rm(workDir, {recursive: true, force: true})
+  })
+
+  it('is shellcheck-clean', () => {
+    // scripts/install-deps.sh installs shellcheck (apt); where it is missing this fails instead of passing silently.
+    expect(execFileSync('shellcheck', ['--shell=sh', FOREGROUND], {encoding: 'utf8'})).toBe('')
+  })
+
+  it("the read-ahead marker's identity is exactly what GNU stat -c prints", async () => {
+    await fs.writeFile(walPath(), randomBytes(4096))
+    const shown = execFileSync('stat', ['-c', '%d %i %s %.9Y %.9Z', '--', walPath()], {encoding: 'utf8'}).trim()
+    expect(shown).toBe(fileIdentity(await fs.stat(walPath(), {bigint: true})))
+    expect(shown).toMatch(/^\d+ \d+ 4096 \d+\.\d{9} \d+\.\d{9}$/)
+  })
+
+  it('push --async: acknowledges from a marker of this very file; a recycled file is not acknowledged by the marker and Node spools its present content', async () => {
+    const env = {BACKUP_LOCAL_DIR: storeDir, WAL_SPOOL_DIR: spoolDir}
+    const marker = path.join(spoolDir, 'uploaded', name)
+    await fs.writeFile(walPath(), randomBytes(64 * 1024))
+    await fs.writeFile(marker, `${fileIdentity(await fs.stat(walPath(), {bigint: true}))}\n`)
+    const acknowledged = await foreground(['push', '--async', `pg_wal/${name}`], env, workDir)
+    expect(acknowledged).toMatchObject({code: 0, stdout: `Already stored by the uploader: ${name} (dbb-wal)\n`})
+    expect(fsSync.existsSync(marker)).toBe(false)
+
+    // The uploader's marker vouches for the old file; PostgreSQL recycled the name (a rename onto it).
+    await fs.writeFile(marker, `${fileIdentity(await fs.stat(walPath(), {bigint: true}))}\n`)
+    const present = randomBytes(64 * 1024)
+    await fs.writeFile(path.join(workDir, 'pg_wal', 'recycled'), present)
+    await fs.rename(path.join(workDir, 'pg_wal', 'recycled'), walPath())
+    const spooled = await foreground(['push', '--async', `pg_wal/${name}`], env, workDir)
+    expect(spooled.code).toBe(0)
+    expect(spooled.stdout).not.toContain('(dbb-wal)')
+    // The uploader Node started stores what the file holds now.
+    const stored = await waitFor('the segment in storage', async () => {
+      const gz = await fs.readFile(path.join(storeDir, 'wal', `${name}.gz`)).catch(() => undefined)
+      return gz && gunzipSync(gz)
+    })
+    expect(stored.equals(present)).toBe(true)
+  }, 60_000)
+
+  it('fetch: hands over a queued segment by a rename and tells the prefetcher; anything else is Node and storage answering', async () => {
+    const storageArgs = ['--storage', 'local', '--local-dir', storeDir]
+    const env = {WAL_SPOOL_DIR: spoolDir}
+    const queue = queueDirFor(spoolDir, storageIdentity({STORAGE_BACKEND: 'local', BACKUP_LOCAL_DIR: storeDir}))
+    await fs.mkdir(queue, {recursive: true})
+    // A live prefetcher holds the queue (this process stands in for it: it must not be started here).
+    await fs.writeFile(path.join(queue, 'uploader.pid'), `${process.pid}\n\n`)
+    const queued = randomBytes(128 * 1024)
+    await fs.writeFile(path.join(queue, name), queued)
+    const served = await foreground(['fetch', ...storageArgs, name, 'pg_wal/RECOVERYXLOG'], env, workDir)
+    expect(served).toMatchObject({code: 0, stdout: `Restored ${name} from the prefetch queue (dbb-wal)\n`})
+    expect((await fs.readFile(path.join(workDir, 'pg_wal', 'RECOVERYXLOG'))).equals(queued)).toBe(true)
+    expect(fsSync.existsSync(path.join(queue, name))).toBe(false)
+    expect(await fs.readFile(path.join(queue, 'wanted'), 'utf8')).toBe(`${name} ${queued.length}\n`)
+    await fs.rm(path.join(workDir, 'pg_wal', 'RECOVERYXLOG'))
+
+    // Only a killed prefetcher's partial download is queued: never handed over; Node reads storage.
+    const archived = randomBytes(128 * 1024)
+    await fs.mkdir(path.join(storeDir, 'wal'))
+    await fs.writeFile(path.join(storeDir, 'wal', `${name}.gz`), gzipSync(archived))
+    await fs.writeFile(path.join(queue, `${name}.dbb-partial`), queued.subarray(0, 1000))
+    const fromStorage = await foreground(['fetch', ...storageArgs, name, 'pg_wal/RECOVERYXLOG'], env, workDir)
+    expect(fromStorage.code).toBe(0)
+    expect(fromStorage.stdout).not.toContain('(dbb-wal)')
+    expect((await fs.readFile(path.join(workDir, 'pg_wal', 'RECOVERYXLOG'))).equals(archived)).toBe(true)
+
+    // Not queued and not archived: "not in archive" (1) only because storage said so.
+    const missing = await foreground(['fetch', ...storageArgs, '000000010000000000000042', 'pg_wal/RECOVERYXLOG'], env, workDir)
+    expect(missing.code).toBe(EXIT_WAL_NOT_IN_ARCHIVE)
+    // A queue of another archive is never served.
+    await fs.writeFile(path.join(queue, name), queued)
+    const otherArchive = await foreground(['fetch', '--storage', 'local', '--local-dir', `${storeDir}-other`, name, 'pg_wal/RECOVERYXLOG'], env, workDir)
+    expect(otherArchive.code).toBeGreaterThan(125)
+    expect(otherArchive.stdout).not.toContain('(dbb-wal)')
+  }, 60_000)
+
+  it('fetch with storage down, or a Node that cannot start, is fatal (> 125), never "not in archive"', async () => {
+    const port = await freePort()
+    const s3Down = {STORAGE_BACKEND: 's3', S3_ENDPOINT: `http://127.0.0.1:${port}`, S3_BUCKET: 'wal', S3_FORCE_PATH_STYLE: 'true', AWS_ACCESS_KEY_ID: 'k', AWS_SECRET_ACCESS_KEY: 's', AWS_REGION: 'us-east-1', WAL_SPOOL_DIR: spoolDir}
+    const down = await foreground(['fetch', name, 'pg_wal/RECOVERYXLOG'], s3Down, workDir)
+    expect(down.code).toBe(EXIT_WAL_FETCH_FATAL)
+    expect(down.stderr).toMatch(/ECONNREFUSED/)
+    expect(fsSync.existsSync(path.join(workDir, 'pg_wal', 'RECOVERYXLOG'))).toBe(false)
+
+    const noNode = await foreground(['fetch', '--storage', 'local', '--local-dir', storeDir, name, 'pg_wal/RECOVERYXLOG'], {DBB_NODE: path.join(workDir, 'no-such-node')}, workDir)
+    expect(noNode.code).toBeGreaterThan(125)
+  }, 60_000)
+})
+
+/**
+ * The end of the archive without a Node start: a fetch of a file that is not queued asks the
+ * running prefetcher (a real `dbb wal prefetch`), which asks storage after reading the question.
+ * "Not in archive" (1) comes only from that fresh answer; an archive that grew is served; a read
+ * error is never "absent".
+ */
+describe('bin/dbb-wal asking the prefetcher', () => {
+  let workDir: string
+  let storeDir: string
+  let spoolDir: string
+  const segment = (n: number) => `0000000100000000000000${n.toString(16).toUpperCase().padStart(2, '0')}`
+  const contents = new Map<number, Buffer>()
+
+  beforeEach(async () => {
+    workDir = await tempDir('dbb-shask-work-')
+    storeDir = path.join(workDir, 'store')
+    spoolDir = path.join(workDir, 'spool')
+    await fs.mkdir(path.join(workDir, 'pg_wal'), {recursive: true})
+    await fs.mkdir(path.join(storeDir, 'wal'), {recursive: true})
+    for (let n = 1; n <= 3; n++) await archive(n)
+  })
+
+  afterEach(async () => {
+    await killLockHolder(path.join(queueDirFor(spoolDir, storageIdentity({STORAGE_BACKEND: 'local', BACKUP_LOCAL_DIR: storeDir})), 'uploader.pid'))
+    await fs.rm(workDir, {recursive: true, force: true})
+  })
+
+  async function archive(n: number): Promise<void> {
+    contents.set(n, randomBytes(64 * 1024))
+    await fs.writeFile(path.join(storeDir, 'wal', `${segment(n)}.gz`), gzipSync(contents.get(n)!))
+  }
+
+  const fetch = (name: string) => foreground(['fetch', '--storage', 'local', '--local-dir', storeDir, name, 'pg_wal/RECOVERYXLOG'], {WAL_SPOOL_DIR: spoolDir, WAL_PREFETCH: '2'}, workDir)
+  const delivered = () => fs.readFile(path.join(workDir, 'pg_wal', 'RECOVERYXLOG'))
+
+  it('answers "not in archive" from a fresh storage answer, serves what arrived since, and never turns a read error into "absent"; a SIGKILLed prefetcher hands over nothing partial', async () => {
+    // The first fetch goes to Node (no prefetcher yet), which starts the prefetcher.
+    const first = await fetch(segment(1))
+    expect(first.code).toBe(0)
+    expect(first.stdout).not.toContain('(dbb-wal)')
+    expect((await delivered()).equals(contents.get(1)!)).toBe(true)
+    // The prefetcher it started (detached) holds the queue: from here on the sh answers.
+    const queue = queueDirFor(spoolDir, storageIdentity({STORAGE_BACKEND: 'local', BACKUP_LOCAL_DIR: storeDir}))
+    await waitFor('the prefetcher', async () => (fsSync.existsSync(path.join(queue, segment(3))) ? true : undefined))
+    for (const n of [2, 3]) {
+      const served = await waitFor(`segment ${n} from the queue`, async () => {
+        const result = await fetch(segment(n))
+        return result.code === 0 ? result : undefined
+      })
+      expect(served.stdout).toContain('(dbb-wal)')
+      expect((await delivered()).equals(contents.get(n)!)).toBe(true)
+    }
+
+    // Past the end of the archive: storage's answer to this request, through the prefetcher.
+    const end = await fetch(segment(4))
+    expect(end.code).toBe(EXIT_WAL_NOT_IN_ARCHIVE)
+    expect(end.stderr).toContain('storage answered the prefetcher after this request')
+    const history = await fetch('00000002.history')
+    expect(history.code).toBe(EXIT_WAL_NOT_IN_ARCHIVE)
+    expect(history.stderr).toContain('storage answered the prefetcher after this request')
+
+    // The archive grew (a standby, or a late upload): the earlier "absent" is never reused.
+    await archive(4)
+    const grown = await fetch(segment(4))
+    expect(grown.code).toBe(0)
+    expect((await delivered()).equals(contents.get(4)!)).toBe(true)
+    await fs.writeFile(path.join(storeDir, 'wal', '00000002.history.gz'), gzipSync('1	0/5000000	no recovery target specified\n'))
+    const historyNow = await fetch('00000002.history')
+    expect(historyNow).toMatchObject({code: 0, stdout: 'Restored 00000002.history from the prefetch queue (dbb-wal)\n'})
+
+    // A read error (the archived object is a directory: EISDIR) is not "absent": the prefetcher
+    // answers "failed", Node asks storage itself and exits fatal.
+    await fs.mkdir(path.join(storeDir, 'wal', `${segment(6)}.gz`))
+    const unreadable = await fetch(segment(6))
+    expect(unreadable.code).toBe(EXIT_WAL_FETCH_FATAL)
+
+    // SIGKILL of the prefetcher mid-download: the partial file is never handed over; the fetch goes
+    // to Node and storage (exact bytes), which starts a new prefetcher that the sh uses again.
+    await fs.rm(path.join(storeDir, 'wal', `${segment(6)}.gz`), {recursive: true})
+    await archive(6)
+    contents.set(7, randomBytes(48 * 1024 * 1024))
+    await fs.writeFile(path.join(storeDir, 'wal', `${segment(7)}.gz`), gzipSync(contents.get(7)!, {level: 1}))
+    await archive(8)
+    const lockFile = path.join(queue, 'uploader.pid')
+    const sixth = await waitFor('segment 6 through the sh', async () => {
+      const result = await fetch(segment(6))
+      return result.code === 0 && result.stdout.includes('(dbb-wal)') ? result : undefined
+    })
+    expect((await delivered()).equals(contents.get(6)!)).toBe(true)
+    expect(sixth.code).toBe(0)
+    const prefetcher = Number((await fs.readFile(lockFile, 'utf8')).split('\n')[0])
+    await waitFor('segment 7 being downloaded', async () => (fsSync.existsSync(path.join(queue, `${segment(7)}.dbb-partial`)) ? true : undefined), 30_000)
+    process.kill(prefetcher, 'SIGKILL')
+    expect(fsSync.existsSync(path.join(queue, segment(7)))).toBe(false)
+    const afterKill = await fetch(segment(7))
+    expect(afterKill.code).toBe(0)
+    expect(afterKill.stdout).not.toContain('(dbb-wal)')
+    expect((await delivered()).equals(contents.get(7)!)).toBe(true)
+    const next = await waitFor('segment 8 through the sh, from a new prefetcher', async () => {
+      const result = await fetch(segment(8))
+      return result.code === 0 && result.stdout.includes('(dbb-wal)') ? result : undefined
+    })
+    expect(next.code).toBe(0)
+    expect((await delivered()).equals(contents.get(8)!)).toBe(true)
+  }, 180_000)
+})
+
+/**
+ * The sh foreground with a real PostgreSQL: pgbench writes through archive_command
+ * `dbb-wal push --async %p`, every segment is stored, and a base-backup restore (whose
+ * restore_command is dbb-wal too) replays exactly the rows written, with segments served from the
+ * prefetch queue by the sh.
+ */
+describe('bin/dbb-wal with a real PostgreSQL', () => {
+  let cluster: PgCluster | undefined
+  let storeDir: string
+  let spoolDir: string
+  let fetchSpool: string
+
+  beforeAll(async () => {
+    storeDir = await makeServerOwnedDir('dbb-shfg-store-')
+    spoolDir = await makeServerOwnedDir('dbb-shfg-spool-')
+    fetchSpool = await makeServerOwnedDir('dbb-shfg-fetch-')
+    cluster = await startPostgres({
+      settings: {
+        wal_level: 'replica',
+        archive_mode: 'on',
+        archive_command: `'BACKUP_LOCAL_DIR=${storeDir} WAL_SPOOL_DIR=${spoolDir} DBB_NODE=${process.execPath} ${FOREGROUND} push --async %p'`,
+      },
+    })
+  })
+
+  afterAll(async () => {
+    delete process.env.WAL_SPOOL_DIR
+    await killLockHolder(path.join(spoolDir, 'uploader.pid'))
+    await cluster?.destroy()
+    for (const dir of [storeDir, spoolDir, fetchSpool]) await fs.rm(dir, {recursive: true, force: true})
+  })
+
+  it('archives pgbench WAL through the sh foreground and restores the exact rows', async () => {
+    const db = cluster!
+    const pgEnv = {...process.env, PGHOST: db.host, PGPORT: String(db.port), PGUSER: db.user, PGPASSWORD: db.password}
+    await run(path.join(db.binDir, 'pgbench'), ['-i', '-q', '-s', '2', 'postgres'], {env: pgEnv})
+    const backup = await runCli(['backup', 'run', '--type', 'base', '--json'], {...db.dbbEnv(), BACKUP_LOCAL_DIR: storeDir})
+    expect(backup.code).toBe(0)
+    const first = (JSON.parse(backup.stdout) as {metadata: {firstWalSegment: string}}).metadata.firstWalSegment
+    for (let round = 0; round < 6; round++) {
+      await run(path.join(db.binDir, 'pgbench'), ['-n', '-c', '2', '-t', '2000', 'postgres'], {env: pgEnv})
+      await db.psql('SELECT pg_switch_wal()')
+    }
+
+    const last = await db.psql('SELECT pg_walfile_name(pg_switch_wal())')
+    await waitFor('the last segment archived', async () => ((await db.psql(`SELECT coalesce(last_archived_wal, '') >= '${last}' FROM pg_stat_archiver`)) === 't' ? true : undefined), 120_000)
+    expect(await db.psql('SELECT failed_count FROM pg_stat_archiver')).toBe('0')
+    const expected = await db.psql(ROWS_DIGEST)
+    await db.stop()
+
+    // Every segment from the base backup's first to the last one archived is in storage.
+    const stored = new Set((await fs.readdir(path.join(storeDir, 'wal'))).filter((entry) => /^[0-9A-F]{24}\.gz$/.test(entry)).map((entry) => entry.slice(0, 24)))
+    const number = (segment: string) => Number.parseInt(segment.slice(16), 16) + Number.parseInt(segment.slice(8, 16), 16) * 256
+    for (let n = number(first); n <= number(last); n++) {
+      expect(stored).toContain(`00000001${Math.floor(n / 256).toString(16).toUpperCase().padStart(8, '0')}${(n % 256).toString(16).toUpperCase().padStart(8, '0')}`)
+    }
+
+    const log = await fs.readFile(path.join(db.baseDir, 'server.log'), 'utf8')
+    expect(log).toMatch(/Already stored by the uploader: [0-9A-F]{24} \(dbb-wal\)/)
+
+    const restore = await runCli(['restore', '--type', 'base', 'latest', '--pgdata', db.dataDir, '--force', '--json'], {BACKUP_LOCAL_DIR: storeDir})
+    expect(restore.code).toBe(0)
+    expect(await fs.readFile(path.join(db.dataDir, 'postgresql.auto.conf'), 'utf8')).toContain(`restore_command = 'DBB_NODE=${process.execPath} ${FOREGROUND} fetch --storage local`)
+    await fs.writeFile(path.join(db.baseDir, 'server.log'), '')
+    process.env.WAL_SPOOL_DIR = fetchSpool
+    await db.start()
+    await waitForPromotion(db)
+    expect(await db.psql(ROWS_DIGEST)).toBe(expected)
+    const replayLog = await fs.readFile(path.join(db.baseDir, 'server.log'), 'utf8')
+    expect(replayLog).toMatch(/Restored [0-9A-F]{24} from the prefetch queue \(dbb-wal\)/)
+    await killLockHolder(path.join(queueDirFor(fetchSpool, storageIdentity({STORAGE_BACKEND: 'local', BACKUP_LOCAL_DIR: storeDir})), 'uploader.pid'))
+  }, 300_000)
+})
