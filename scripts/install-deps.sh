@@ -26,16 +26,17 @@ if ! have_server || ! have_clients || ! id postgres >/dev/null 2>&1 || ! command
 fi
 
 # COMPRESSION=zstd compresses through the zstd program (src/compress/codec-streams.ts); the benchmark
-# also compares against pigz. Both are small Debian packages, installed only when missing.
-if ! command -v zstd >/dev/null || ! command -v pigz >/dev/null; then
-  echo "==> installing zstd and pigz"
+# also compares against pigz; ENCRYPTION_RECIPIENTS encrypts through the age program (src/encrypt/age.ts,
+# age-keygen makes the tests' keys, ssh-keygen their SSH ones). Small Debian packages, installed only when missing.
+if ! command -v zstd >/dev/null || ! command -v pigz >/dev/null || ! command -v age >/dev/null || ! command -v age-keygen >/dev/null || ! command -v ssh-keygen >/dev/null; then
+  echo "==> installing zstd, pigz, age and ssh-keygen"
   sudo=""
   if [ "$(id -u)" != 0 ]; then
-    command -v sudo >/dev/null || { echo "zstd or pigz is missing and this is not root: apt-get install zstd pigz, then run this again" >&2; exit 1; }
+    command -v sudo >/dev/null || { echo "zstd, pigz, age or ssh-keygen is missing and this is not root: apt-get install zstd pigz age openssh-client, then run this again" >&2; exit 1; }
     sudo=sudo
   fi
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq zstd pigz >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq zstd pigz age openssh-client >/dev/null
 fi
 
 # Install the locked versions when node_modules is missing or older than the lockfile. `npm install`

@@ -31,7 +31,7 @@ Exit codes: 0 passed; ${EXIT_DRILL_FAILED} failed (the backup did not restore, o
 
   static override flags = settingFlagsFor('drill')
 
-  static override configSections: readonly Section[] = ['database', 'namePrefix', 'storageBackend', 'drill', 'notify']
+  static override configSections: readonly Section[] = ['database', 'namePrefix', 'storageBackend', 'drill', 'notify', 'decryption']
   static override usesStorage = true
 
   public async run(): Promise<DrillResult> {
@@ -39,7 +39,7 @@ Exit codes: 0 passed; ${EXIT_DRILL_FAILED} failed (the backup did not restore, o
     const progress = createProgress({label: 'drill: restoring', logger: this.logger, event: 'drill.progress'})
     try {
       const result = await runDrill(
-        {server: drillServer(this.settings.database, this.settings.drill), storage, namePrefix: this.settings.namePrefix, logger: this.logger},
+        {server: drillServer(this.settings.database, this.settings.drill), storage, namePrefix: this.settings.namePrefix, logger: this.logger, identityFile: this.settings.decryption.identityFile},
         {
           reference: this.args.backup ?? 'latest',
           signal: this.interruptSignal(),

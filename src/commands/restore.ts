@@ -12,6 +12,7 @@ import {BASE_RESTORE_FLAGS, runBaseRestore} from '../restore/base-cli'
 import {countdown, describePlan, requireConfirmation} from '../restore/confirm'
 import {checkDatabaseName} from '../restore/database'
 import {RestoreOutcome, executeLogicalRestore, planLogicalRestore} from '../restore/logical'
+import {prepareDecryption} from '../encrypt/age'
 import {setting, settingFlagsFor, valuesByVariable} from '../settings'
 import {GlobalsRestoreResult, resolveGlobals, restoreGlobals} from '../restore/globals'
 import {GLOBALS_TYPE} from '../backup/globals'
@@ -72,7 +73,7 @@ On a terminal it shows what it is about to do and counts down 5 seconds (Ctrl-C 
   }
 
   // Database settings are validated only when restoring, so listing needs storage settings alone.
-  static override configSections: readonly Section[] = ['namePrefix', 'storageBackend']
+  static override configSections: readonly Section[] = ['namePrefix', 'storageBackend', 'decryption']
   static override usesStorage = true
 
   public async run(): Promise<BackupMetadata[] | RestoreOutcome | BaseRestoreOutcome | GlobalsRestoreResult | (RestoreOutcome & {globals: GlobalsRestoreResult})> {
@@ -133,7 +134,10 @@ On a terminal it shows what it is about to do and counts down 5 seconds (Ctrl-C 
       const backup = globalsOnly ? undefined : (named ?? (await resolveBackup(storage, 'latest', {prefix: this.backupPrefix(), type: 'logical'})))
       if (backup) requireConfirmation({force: this.flags.force, interactive: Boolean(process.stdin.isTTY), target: database.database})
       const globalsBackup = await resolveGlobals(storage, this.settings.namePrefix, globalsOnly ? named?.id : undefined, backup)
-      const globals = await restoreGlobals({database, storage, logger: this.logger}, globalsBackup, signal)
+      // Encrypted: the identity must open both before the first role is created.
+      const identityFile = await prepareDecryption(storage, globalsBackup.id, this.settings.decryption.identityFile, signal)
+      if (backup) await prepareDecryption(storage, backup.id, this.settings.decryption.identityFile, signal)
+      const globals = await restoreGlobals({database, storage, logger: this.logger, identityFile}, globalsBackup, signal)
       this.logToStderr(
         `Globals ${globals.backupId}: created ${globals.created.length} role(s)${globals.created.length > 0 ? ` (${globals.created.join(', ')})` : ''}; ` +
           `${globals.existing.length} existing role(s) left unchanged${globals.granted.length > 0 ? `; granted ${globals.granted.join(', ')}` : ''}`,
@@ -151,7 +155,9 @@ On a terminal it shows what it is about to do and counts down 5 seconds (Ctrl-C 
     requireConfirmation({force: this.flags.force, interactive: Boolean(process.stdin.isTTY), target})
     const signal = this.interruptSignal()
     const backup = await resolveBackup(storage, reference, {prefix: this.backupPrefix(), type: 'logical'})
-    const options = {backup, targetDatabase: target, keepPrevious: this.flags['keep-previous'], owner: this.flags.owner, signal}
+    // Encrypted (an id ending in .age): AGE_IDENTITY_FILE must open it before preflight connects, let alone stages.
+    const identityFile = await prepareDecryption(storage, backup.id, this.settings.decryption.identityFile, signal)
+    const options = {backup, targetDatabase: target, keepPrevious: this.flags['keep-previous'], owner: this.flags.owner, signal, identityFile}
     // Preflight before the plan: the plan says what will happen to what exists, and a refusal comes before the countdown.
     const plan = await planLogicalRestore(database, options)
     this.logToStderr(describePlan(plan, database, storage.location))

@@ -24,7 +24,7 @@ On SIGTERM or SIGINT it stops accepting requests, lets a backup in flight finish
   static override enableJsonFlag = false
   static override flags = settingFlagsFor('serve')
 
-  static override configSections: readonly Section[] = ['database', 'namePrefix', 'retention', 'storageBackend', 'compression', 'logicalDump', 'server', 'schedule', ...ARCHIVING_SECTIONS, 'walAsync', 'databases', 'drill']
+  static override configSections: readonly Section[] = ['database', 'namePrefix', 'retention', 'storageBackend', 'compression', 'logicalDump', 'server', 'schedule', ...ARCHIVING_SECTIONS, 'walAsync', 'databases', 'drill', 'encryption', 'decryption']
   static override usesStorage = true
 
   public async run(): Promise<void> {

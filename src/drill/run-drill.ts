@@ -4,6 +4,7 @@ import {captureContents, compareContents} from '../backup/contents-record'
 import {BackupMetadata, resolveBackup, restoreSupport} from '../backup/metadata'
 import type {DatabaseConfig} from '../config'
 import {connect, libpqEnvironment, withClient} from '../db/connection'
+import {prepareDecryption} from '../encrypt/age'
 import {AbortedError, OperationError, UsageError, errorMessage} from '../errors'
 import type {Logger} from '../logger'
 import {ImportProgress, StorageReadError, importDump} from '../restore/import'
@@ -19,6 +20,8 @@ export interface DrillDependencies {
   storage: StorageBackend
   namePrefix: string
   logger: Logger
+  /** AGE_IDENTITY_FILE: drills of encrypted backups need it (src/encrypt). */
+  identityFile?: string
 }
 
 export interface DrillOptions {
@@ -60,6 +63,8 @@ export async function runDrill(deps: DrillDependencies, options: DrillOptions): 
   }
   if (backup.format !== 'plain') throw new OperationError(`${backup.id} is in format ${backup.format}; this dbb drills plain SQL dumps`)
   options.onBackup?.(backup)
+  // A wrong or missing identity is the drill's surroundings, not the backup: no verdict, nothing created.
+  const identityFile = await prepareDecryption(storage, backup.id, deps.identityFile, signal)
 
   const scratch = scratchDatabaseName(backup.database)
   const server = `${deps.server.host}:${deps.server.port}`
@@ -89,7 +94,7 @@ export async function runDrill(deps: DrillDependencies, options: DrillOptions): 
       const stopImport = () => void terminateSessions(client, scratch).catch(() => {})
       signal?.addEventListener('abort', stopImport, {once: true})
       try {
-        outcome = await restoreAndCompare(deps, backup, scratch, options)
+        outcome = await restoreAndCompare({...deps, identityFile}, backup, scratch, options)
       } finally {
         signal?.removeEventListener('abort', stopImport)
       }
@@ -142,6 +147,7 @@ async function restoreAndCompare(
       env: libpqEnvironment(deps.server, {database: scratch}),
       signal: options.signal,
       onProgress: options.onProgress,
+      identityFile: deps.identityFile,
     })
     restoredBytes = imported.restoredBytes
   } catch (error) {

@@ -4,8 +4,9 @@ import {pipeline} from 'node:stream/promises'
 import {ExitStatus, spawnToolWithInput, toolFailure} from '../backup/child-process'
 import {hashTap} from '../backup/hash-tap'
 import type {BackupMetadata} from '../backup/metadata'
-import {createDecompressor, isDamagedStreamError} from '../compress/codec-streams'
+import {isDamagedStreamError} from '../compress/codec-streams'
 import {codecOf} from '../compress/codecs'
+import {createObjectDecoder} from '../encrypt/age'
 import {AbortedError, OperationError, errorMessage} from '../errors'
 import type {StorageBackend} from '../storage/contract'
 
@@ -34,6 +35,8 @@ export interface ImportOptions {
   env: NodeJS.ProcessEnv
   signal?: AbortSignal
   onProgress?: (progress: ImportProgress) => void
+  /** AGE_IDENTITY_FILE, proven to open the backup (prepareDecryption); needed when its id ends in .age. */
+  identityFile?: string
 }
 
 export interface ImportResult extends ImportProgress {
@@ -110,7 +113,7 @@ export async function importDump(options: ImportOptions): Promise<ImportResult> 
       if (!source.readableEnded) source.destroy()
     })
     try {
-      await pipeline(readStorage(source), verifyAtEnd, createDecompressor(codecOf(backup)), feedPsql, {signal: options.signal})
+      await pipeline(readStorage(source), verifyAtEnd, createObjectDecoder(backup.id, codecOf(backup), options.identityFile), feedPsql, {signal: options.signal})
     } finally {
       options.signal?.removeEventListener('abort', stopReading)
     }
@@ -187,7 +190,7 @@ function storageReadFailure(error: unknown, id: string, bytes: number): Error {
 
 function feedFailure(error: unknown, id: string, bytes: number): Error {
   if (error instanceof AbortedError || (error as {name?: string}).name === 'AbortError') return new AbortedError('restore interrupted')
-  if (isDamagedStreamError(error)) return new OperationError(`integrity check failed for ${id}: not a valid compressed stream after ${bytes} bytes (${errorMessage(error)}); the stored dump is damaged or was altered`)
+  if (isDamagedStreamError(error)) return new OperationError(`integrity check failed for ${id}: not a valid ${id.endsWith('.age') ? 'encrypted' : 'compressed'} stream after ${bytes} bytes (${errorMessage(error)}); the stored dump is damaged or was altered`)
   if (error instanceof OperationError) return error
   return new OperationError(`restoring ${id} failed: ${errorMessage(error)}`, {cause: error})
 }

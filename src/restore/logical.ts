@@ -45,6 +45,8 @@ export interface LogicalRestoreOptions {
   owner?: string
   signal?: AbortSignal
   onProgress?: (progress: ImportProgress) => void
+  /** AGE_IDENTITY_FILE for an encrypted backup, already proven to open it (src/encrypt/age.ts prepareDecryption). */
+  identityFile?: string
 }
 
 /** What preflight found out: everything the plan printed before the countdown needs. */
@@ -63,6 +65,7 @@ export interface LogicalRestorePlan {
   leftovers: string[]
   /** Roles, privileges and database-level properties: preflight findings and what will be carried over (src/restore/preflight.ts). */
   fidelity: RestoreFidelityPlan
+  identityFile?: string
 }
 
 export interface RestoreOutcome {
@@ -139,6 +142,7 @@ export async function planLogicalRestore(database: DatabaseConfig, options: Logi
       serverVersion: facts.serverVersion,
       leftovers: leftovers.rows.map((row) => row.datname),
       fidelity,
+      identityFile: options.identityFile,
     }
   } finally {
     await client.end().catch(() => {})
@@ -292,7 +296,7 @@ async function importIntoStaging(deps: LogicalRestoreDependencies, plan: Logical
   const base = libpqEnvironment(deps.database, {database: plan.names.staging})
   // `-c role=…` at connection start is SET ROLE for the whole psql session: every object it creates belongs to that role.
   const env = plan.owner === undefined ? base : {...base, PGOPTIONS: `-c role=${plan.owner.replaceAll('\\', '\\\\').replaceAll(' ', '\\ ')}`}
-  return importDump({storage: deps.storage, backup: plan.backup, env, signal: options.signal, onProgress: options.onProgress})
+  return importDump({storage: deps.storage, backup: plan.backup, env, signal: options.signal, onProgress: options.onProgress, identityFile: plan.identityFile})
 }
 
 /** Verify: psql exited 0 (importDump throws otherwise), and what was read is byte for byte what the sidecar describes. */
