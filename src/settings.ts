@@ -455,7 +455,7 @@ export const SETTINGS = {
     defaultText: 'unset: objects are stored unencrypted',
     commands: BACKUP_COMMANDS,
     value: (f) => f.ageRecipients,
-    docs: 'Needs the `age` program. Public keys, not secrets; the sidecar records their SHA-256 fingerprints. See "Encryption".',
+    docs: 'Needs the `age` program. Public keys, not secrets; the sidecar records their SHA-256 fingerprints. Also read from the environment by every WAL push path (wal push, its fast path, the uploader, serve\'s streamer), as COMPRESSION is. See "Encryption".',
   },
   AGE_IDENTITY_FILE: {
     flag: 'age-identity-file',
@@ -463,9 +463,9 @@ export const SETTINGS = {
     summary: 'The age identity file (age-keygen output) or SSH private key that decrypts encrypted backups; needed only to restore, download --decrypt or drill them.',
     example: '/run/secrets/age-identity.txt',
     defaultText: 'unset: encrypted backups cannot be restored',
-    commands: ['restore', 'backup download', 'drill', 'serve'],
+    commands: ['restore', 'backup download', 'drill', 'serve', 'wal fetch'],
     value: (f) => f.z.string(),
-    docs: 'A path; the key stays in the file (dbb hands age the path, never the key).',
+    docs: 'A path; the key stays in the file (dbb hands age the path, never the key). `restore --type base` writes it (the path) into restore_command.',
   },
 
   // ---- BASE BACKUP

@@ -82,7 +82,7 @@ On a terminal it shows what it is about to do and counts down 5 seconds (Ctrl-C 
     if (this.flags.type === 'base' && reference !== undefined) {
       const storage = await this.openStorage()
       try {
-        const context = {config: this.config, storage, storageBackend: this.settings.storageBackend, prefix: this.settings.namePrefix}
+        const context = {config: this.config, storage, storageBackend: this.settings.storageBackend, prefix: this.settings.namePrefix, identityFile: this.settings.decryption.identityFile}
         return await runBaseRestore({...context, reference, flags: this.flags, logger: this.logger, signal: this.interruptSignal(), log: (line) => this.log(line)})
       } finally {
         await storage.close?.()
