@@ -12,6 +12,7 @@
  *   --note TEXT      a line printed under the title, e.g. "machine shared with other jobs"
  *   --only restore   measure only the restore rows (dbb restore beside gunzip | psql), skipping the rest
  */
+import {execFileSync} from 'node:child_process'
 import * as fs from 'node:fs/promises'
 import * as os from 'node:os'
 import * as path from 'node:path'
@@ -167,6 +168,20 @@ async function main(): Promise<void> {
       run: async () => {
         const result = await dbbBackup(database, {BACKUP_LOCAL_DIR: zstdDir, COMPRESSION: 'zstd'})
         await removeBackup(zstdDir, result.id)
+        return result
+      },
+      samples: [],
+    })
+    // Encryption's cost on top of compression (issue 20 item 4, target ≤ 10 %): the same run with one age recipient.
+    const ageDir = path.join(work, 'age')
+    await fs.mkdir(ageDir)
+    execFileSync('age-keygen', ['-o', path.join(work, 'age-key.txt')], {stdio: 'ignore'})
+    const recipient = execFileSync('age-keygen', ['-y', path.join(work, 'age-key.txt')], {encoding: 'utf8'}).trim()
+    pipelines.push({
+      name: 'dbb backup run → local, ENCRYPTION_RECIPIENTS (age)',
+      run: async () => {
+        const result = await dbbBackup(database, {BACKUP_LOCAL_DIR: ageDir, ENCRYPTION_RECIPIENTS: recipient})
+        await removeBackup(ageDir, result.id)
         return result
       },
       samples: [],

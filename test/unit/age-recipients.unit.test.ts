@@ -1,6 +1,7 @@
 import {backupIdOfKey, isBackupId, newBackupId, parseBackupId} from '../../src/backup/naming'
 import {codecOfKey} from '../../src/compress/codecs'
 import {encryptionRecord, parseRecipients, recipientFingerprint} from '../../src/encrypt/recipients'
+import {walKey, walKeys, walNameOfKey} from '../../src/wal/segments'
 
 const AGE = 'age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p'
 const SSH = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHsKLqeplhpW+uObz5dvMgjz1OxfM/XXUB+VHtZ6isGN'
@@ -39,5 +40,17 @@ describe('encrypted backup ids', () => {
     expect(isBackupId('backup_20261203T020000Z.sql.gz.age.age')).toBe(false)
     expect(backupIdOfKey(`${id}.meta.json`)).toBe(id)
     expect(backupIdOfKey(`${id}.0123abcd.partial`)).toBe(id)
+  })
+})
+
+describe('encrypted WAL keys', () => {
+  it('are wal/<name>.<codec>.age, name their WAL file (retention, check), and a fetch tries every form, the preferred first', () => {
+    const name = '000000010000000000000003'
+    expect(walKey(name, 'gzip', true)).toBe(`wal/${name}.gz.age`)
+    expect(walNameOfKey(`wal/${name}.zst.age`)).toBe(name)
+    expect(walNameOfKey('wal/00000002.history.gz.age')).toBe('00000002.history')
+    expect(walNameOfKey(`wal/${name}.age`)).toBeUndefined()
+    expect(walKeys(name, 'zstd', true)).toEqual([`wal/${name}.zst.age`, `wal/${name}.zst`, `wal/${name}.gz.age`, `wal/${name}.gz`])
+    expect(walKeys(name)).toEqual([`wal/${name}.gz`, `wal/${name}.gz.age`, `wal/${name}.zst`, `wal/${name}.zst.age`])
   })
 })
