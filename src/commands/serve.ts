@@ -1,5 +1,6 @@
 import {scheduleLeftoverCleanup} from '../backup/leftovers'
 import {DbbCommand} from '../base-command'
+import {requireAgeForRecipients} from '../encrypt/age'
 import {Section} from '../config'
 import {RunningService, startService} from '../server/service'
 import {settingFlagsFor} from '../settings'
@@ -28,6 +29,9 @@ On SIGTERM or SIGINT it stops accepting requests, lets a backup in flight finish
   static override usesStorage = true
 
   public async run(): Promise<void> {
+    // ENCRYPTION_RECIPIENTS without the age program (or one age refuses): exit 2 before the service starts, not at the first backup.
+    const {recipients} = this.settings.encryption
+    if (recipients) await requireAgeForRecipients(recipients)
     const storage = await this.openStorage()
     let service: RunningService
     // One notifier for the whole service: backups, base backups, checks and WAL (NOTIFY_URLS; off when none).

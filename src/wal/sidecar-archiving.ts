@@ -15,7 +15,7 @@ export type ArchivingServiceConfig = Pick<
   Config,
   'database' | 'namePrefix' | 'retention' | 'schedule' | 'baseBackup' | 'archiving' | 'walStreaming' | 'check' | 'notify'
 > &
-  Partial<Pick<Config, 'compression'>>
+  Partial<Pick<Config, 'compression' | 'encryption'>>
 
 export interface ArchivingService {
   streamer?: WalStreamer
@@ -58,6 +58,7 @@ export async function startArchivingService(options: {
       slot: config.walStreaming.slot,
       spoolDir: config.walStreaming.spoolDir ?? defaultSpoolDir(config.walStreaming.slot),
       logger,
+      encryptTo: config.encryption?.recipients,
     })
     await streamer.start()
   }
@@ -68,7 +69,7 @@ export async function startArchivingService(options: {
       logger,
       work: ({job, signal, logger: jobLogger}) =>
         runBaseBackup(
-          {database: config.database, storage, namePrefix: config.namePrefix, retention: config.retention, logger: jobLogger, baseBackup: config.baseBackup, compression: config.compression},
+          {database: config.database, storage, namePrefix: config.namePrefix, retention: config.retention, logger: jobLogger, baseBackup: config.baseBackup, compression: config.compression, encryption: config.encryption},
           {triggeredBy: job.triggeredBy, signal},
         ),
       onStart: (job) => notifier.emit(backupStarted({type: 'base', location: storage.location, triggeredBy: job.triggeredBy})),

@@ -21,6 +21,8 @@ export interface WalStreamerOptions {
   logger: Logger
   pollIntervalMs?: number
   restartDelayMs?: number
+  /** ENCRYPTION_RECIPIENTS as serve validated it (a flag or the environment); else pushWal reads the environment. */
+  encryptTo?: readonly string[]
 }
 
 /** Without WAL_STREAMING_DIR: a directory that survives process restarts, not container rebuilds (hence the setting). */
@@ -116,7 +118,7 @@ export class WalStreamer {
       for (const name of names) {
         const file = path.join(this.options.spoolDir, name)
         try {
-          await pushWal(this.options.storage, file, {logger: this.options.logger})
+          await pushWal(this.options.storage, file, {logger: this.options.logger, encryptTo: this.options.encryptTo})
           await fs.rm(file, {force: true})
           this.status.uploaded++
           this.status.lastUploaded = name
