@@ -84,7 +84,7 @@ export function createEncryptor(recipients: readonly string[]): Compressor {
  * the input must start with age's magic line.
  */
 export function createDecryptor(identityFile: string): Duplex {
-  return new ProgramFilter('age', ['-d', '-i', identityFile], (detail) => new DamagedStreamError(`not a valid age stream for this identity (${detail})`), AGE_MAGIC, 'AGE_IDENTITY_FILE')
+  return new ProgramFilter('age', ['-d', '-i', identityFile], (detail) => new DamagedStreamError(`not a valid age stream (${detail})`), AGE_MAGIC, 'AGE_IDENTITY_FILE')
 }
 
 /** The decoder of a stored object: decrypt (when its key ends in .age) then decompress, as one stream. */
@@ -140,7 +140,8 @@ export function identityFailure(ageMessage: string, key: string, identityFile: s
     return new ConfigError([{variable: 'AGE_IDENTITY_FILE', message: `the identity in ${identityFile} is not one of the recipients ${key} was encrypted to (see its sidecar's encryption.recipients fingerprints); nothing was changed`}])
   }
 
-  if (/identit|passphrase|private key/i.test(ageMessage)) {
+  // Only age's own words (after "age: error:"), never dbb's wrapping, decide this.
+  if (/age: error: .*(identit|passphrase|private key)/i.test(ageMessage)) {
     return new ConfigError([{variable: 'AGE_IDENTITY_FILE', message: `age cannot use ${identityFile} as an identity (${ageMessage.replace(/^.*?\((.*)\)$/, '$1')}); passphrase-protected SSH keys need a terminal: use an age identity file for unattended restores`}])
   }
 

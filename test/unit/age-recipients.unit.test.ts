@@ -2,6 +2,7 @@ import {backupIdOfKey, isBackupId, newBackupId, parseBackupId} from '../../src/b
 import {codecOfKey} from '../../src/compress/codecs'
 import {encryptionRecord, parseRecipients, recipientFingerprint} from '../../src/encrypt/recipients'
 import {walKey, walKeys, walNameOfKey} from '../../src/wal/segments'
+import {identityFailure} from '../../src/encrypt/age'
 
 const AGE = 'age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p'
 const SSH = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHsKLqeplhpW+uObz5dvMgjz1OxfM/XXUB+VHtZ6isGN'
@@ -52,5 +53,16 @@ describe('encrypted WAL keys', () => {
     expect(walNameOfKey(`wal/${name}.age`)).toBeUndefined()
     expect(walKeys(name, 'zstd', true)).toEqual([`wal/${name}.zst.age`, `wal/${name}.zst`, `wal/${name}.gz.age`, `wal/${name}.gz`])
     expect(walKeys(name)).toEqual([`wal/${name}.gz`, `wal/${name}.gz.age`, `wal/${name}.zst`, `wal/${name}.zst.age`])
+  })
+})
+
+describe('age errors: a wrong identity (exit 2) or a damaged object', () => {
+  it('reads only age\'s own words: a damaged header is not taken for an identity problem', () => {
+    const key = 'backup_20261203T020000Z.sql.gz.age'
+    const wrong = identityFailure('not a valid age stream (age exit code 1: age: error: no identity matched any of the recipients | age: report …)', key, '/k.txt')
+    expect(wrong?.exitCode).toBe(2)
+    expect(wrong?.message).toMatch(/^AGE_IDENTITY_FILE: the identity in \/k\.txt is not one of the recipients/)
+    expect(identityFailure('not a valid age stream (age exit code 1: age: error: failed to read header: parsing age header: malformed body line)', key, '/k.txt')).toBeUndefined()
+    expect(identityFailure('not a valid age stream (age exit code 1: age: error: reading "/k.txt": failed to read private keys: no secret keys found)', key, '/k.txt')?.exitCode).toBe(2)
   })
 })
