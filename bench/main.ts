@@ -15,6 +15,7 @@
  *   --only flatness  measure only memory flatness: dbb backup run → local on the default and the --large-factor database
  *   --list-backups N backups planted on s3rver for the `dbb backup list` row (default 1000; 0 skips it)
  */
+import {execFileSync} from 'node:child_process'
 import * as fs from 'node:fs/promises'
 import * as os from 'node:os'
 import * as path from 'node:path'
@@ -201,6 +202,20 @@ async function main(): Promise<void> {
       })
     }
 
+    // Encryption's cost on top of compression (issue 20 item 4, target ≤ 10 %): the same run with one age recipient.
+    const ageDir = path.join(work, 'age')
+    await fs.mkdir(ageDir)
+    execFileSync('age-keygen', ['-o', path.join(work, 'age-key.txt')], {stdio: 'ignore'})
+    const recipient = execFileSync('age-keygen', ['-y', path.join(work, 'age-key.txt')], {encoding: 'utf8'}).trim()
+    pipelines.push({
+      name: 'dbb backup run → local, ENCRYPTION_RECIPIENTS (age)',
+      run: async () => {
+        const result = await dbbBackup(database, {BACKUP_LOCAL_DIR: ageDir, ENCRYPTION_RECIPIENTS: recipient})
+        await removeBackup(ageDir, result.id)
+        return result
+      },
+      samples: [],
+    })
     if (s3) {
       pipelines.push({
         name: 'dbb backup run → S3 (s3rver, loopback)',

@@ -457,6 +457,28 @@ export const SETTINGS = {
     value: (f) => f.intInRange(1, 256),
   },
 
+  // ---- ENCRYPTION (issue 20 item 4; src/encrypt, src/config/encryption.ts)
+  ENCRYPTION_RECIPIENTS: {
+    flag: 'encryption-recipients',
+    group: 'ENCRYPTION',
+    summary: 'Encrypt every stored object (dumps, globals, base backups) with age to these public keys: age1… recipients or SSH public keys (ssh-ed25519, ssh-rsa), separated by commas or newlines.',
+    example: 'age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p',
+    defaultText: 'unset: objects are stored unencrypted',
+    commands: BACKUP_COMMANDS,
+    value: (f) => f.ageRecipients,
+    docs: 'Needs the `age` program. Public keys, not secrets; the sidecar records their SHA-256 fingerprints. Also read from the environment by every WAL push path (wal push, its fast path, the uploader, serve\'s streamer), as COMPRESSION is. See "Encryption".',
+  },
+  AGE_IDENTITY_FILE: {
+    flag: 'age-identity-file',
+    group: 'ENCRYPTION',
+    summary: 'The age identity file (age-keygen output) or SSH private key that decrypts encrypted backups; needed only to restore, download --decrypt or drill them.',
+    example: '/run/secrets/age-identity.txt',
+    defaultText: 'unset: encrypted backups cannot be restored',
+    commands: ['restore', 'backup download', 'drill', 'serve', 'wal fetch'],
+    value: (f) => f.z.string(),
+    docs: 'A path; the key stays in the file (dbb hands age the path, never the key). `restore --type base` writes it (the path) into restore_command.',
+  },
+
   // ---- BASE BACKUP
   BASE_BACKUP_WAL_METHOD: {
     flag: 'base-wal-method',

@@ -107,11 +107,11 @@ export async function claimBackupId(
   prefix: string,
   startedAt: Date,
   kind: BackupKind,
-  options: ClaimOptions & {codec?: CodecName} = {},
+  options: ClaimOptions & {codec?: CodecName; encrypted?: boolean} = {},
 ): Promise<IdClaim> {
   const withdrawn = new Set<string>()
   for (let attempt = 1; attempt <= ATTEMPTS; attempt++) {
-    const id = await newBackupId(prefix, startedAt, async (candidate) => withdrawn.has(candidate) || (await keysUnder(storage, candidate)).length > 0, kind, options.codec)
+    const id = await newBackupId(prefix, startedAt, async (candidate) => withdrawn.has(candidate) || (await keysUnder(storage, candidate)).length > 0, kind, options.codec, options.encrypted)
     const claim = `${id}.${randomBytes(8).toString('hex')}.partial`
     await writeClaim(storage, claim, options.heartbeatMs)
     const others = (await keysUnder(storage, id)).filter((key) => key !== claim)
@@ -148,7 +148,8 @@ function holdClaim(storage: StorageBackend, claim: string, options: ClaimOptions
 
 async function keysUnder(storage: StorageBackend, id: string): Promise<string[]> {
   const keys: string[] = []
-  // `<id>` itself, `<id>.meta.json`, `<id>.<token>.partial`; never another id (they differ before the extension).
-  for await (const object of storage.list(id)) keys.push(object.key)
+  // `<id>` itself, `<id>.meta.json`, `<id>.<token>.partial`, and the same id encrypted (`<id>.age…`).
+  // An encrypted id lists under its unencrypted form too: `x.sql.gz` and `x.sql.gz.age` never share a timestamp and sequence.
+  for await (const object of storage.list(id.replace(/\.age$/, ''))) keys.push(object.key)
   return keys
 }

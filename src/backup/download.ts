@@ -3,6 +3,7 @@ import * as fs from 'node:fs/promises'
 import {Writable} from 'node:stream'
 import {pipeline} from 'node:stream/promises'
 
+import {compose, createDecryptor} from '../encrypt/age'
 import {OperationError} from '../errors'
 import type {StorageBackend} from '../storage/contract'
 import {hashTap} from './hash-tap'
@@ -18,7 +19,7 @@ export async function downloadBackup(
   storage: StorageBackend,
   backup: BackupMetadata,
   destination: {file: string} | {stream: Writable},
-  options: {signal?: AbortSignal; onProgress?: (bytes: number) => void} = {},
+  options: {signal?: AbortSignal; onProgress?: (bytes: number) => void; decryptWith?: string} = {},
 ): Promise<{sizeBytes: number; sha256: string}> {
   const tap = hashTap(options.onProgress)
   const checkIntegrity = () => {
@@ -35,14 +36,16 @@ export async function downloadBackup(
   }
 
   const source = await storage.get(backup.id, {signal: options.signal})
+  // --decrypt: the stored (hashed) bytes go through age -d on the way out; age authenticates every chunk, the hash still covers what is stored.
+  const decrypted = options.decryptWith === undefined ? tap.stage : compose(tap.stage, createDecryptor(options.decryptWith))
   if ('stream' in destination) {
-    await pipeline(source, tap.stage, destination.stream, {end: destination.stream !== process.stdout, signal: options.signal})
+    await pipeline(source, decrypted, destination.stream, {end: destination.stream !== process.stdout, signal: options.signal})
     return checkIntegrity()
   }
 
   const partial = `${destination.file}.dbb-partial`
   try {
-    await pipeline(source, tap.stage, createWriteStream(partial, {flags: 'w', mode: 0o600, flush: true}), {signal: options.signal})
+    await pipeline(source, decrypted, createWriteStream(partial, {flags: 'w', mode: 0o600, flush: true}), {signal: options.signal})
     const result = checkIntegrity()
     await fs.rename(partial, destination.file)
     return result

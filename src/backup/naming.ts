@@ -1,15 +1,16 @@
 import {CODECS, CodecName, codecOfKey} from '../compress/codecs'
+import {ENCRYPTED_SUFFIX} from '../encrypt/recipients'
 
 /**
- * Backup ids: `<prefix>_<UTC yyyyMMddTHHmmssZ>[-N].(sql|dump|tar).(gz|zst)`: the kind (BackupKind), then the
- * extension naming the codec (src/compress/codecs.ts). The timestamp sorts lexically; `-N`
+ * Backup ids: `<prefix>_<UTC yyyyMMddTHHmmssZ>[-N].(sql|dump|tar).(gz|zst)[.age]`: the kind (BackupKind), then the
+ * extension naming the codec (src/compress/codecs.ts) and `.age` marking an object encrypted with age (src/encrypt). The timestamp sorts lexically; `-N`
  * (2, 3, …) separates backups started within the same second. Ids are also storage keys, so the
  * pattern is strict: anything else (`..`, `/`, NUL, absurd lengths) is not an id. The prefix may
  * be longer than BACKUP_NAME_PREFIX allows (64): with DB_NAMES it carries the encoded database
  * name (see databasePrefix); ids stay at most MAX_ID_LENGTH so every temporary name a backend
  * derives from one (`<id>.meta.json.<random>.partial`, …) fits a 255-byte file name.
  */
-export const BACKUP_ID_PATTERN = /^([A-Za-z0-9][A-Za-z0-9_-]{0,159})_(\d{8}T\d{6}Z)(?:-(\d{1,4}))?\.(sql|dump|tar)\.(gz|zst)$/
+export const BACKUP_ID_PATTERN = /^([A-Za-z0-9][A-Za-z0-9_-]{0,159})_(\d{8}T\d{6}Z)(?:-(\d{1,4}))?\.(sql|dump|tar)\.(gz|zst)(\.age)?$/
 export const MAX_ID_LENGTH = 200
 export const SIDECAR_SUFFIX = '.meta.json'
 /** The last restore drill's result (src/drill/result.ts); belongs to its backup's id, so it becomes an orphan with it. */
@@ -24,12 +25,14 @@ export interface ParsedBackupId {
   sequence: number
   kind: BackupKind
   codec: CodecName
+  /** Stored encrypted with age (ENCRYPTION_RECIPIENTS): the id ends in `.age`. */
+  encrypted: boolean
 }
 
 export function parseBackupId(id: string): ParsedBackupId | undefined {
   const match = BACKUP_ID_PATTERN.exec(id)
   if (!match) return undefined
-  return {prefix: match[1], timestamp: match[2], sequence: match[3] ? Number(match[3]) : 1, kind: match[4] as BackupKind, codec: codecOfKey(id) ?? 'gzip'}
+  return {prefix: match[1], timestamp: match[2], sequence: match[3] ? Number(match[3]) : 1, kind: match[4] as BackupKind, codec: codecOfKey(id) ?? 'gzip', encrypted: match[6] !== undefined}
 }
 
 export function isBackupId(id: string): boolean {
@@ -51,10 +54,11 @@ export async function newBackupId(
   isTaken: (id: string) => Promise<boolean>,
   kind: BackupKind = 'sql',
   codec: CodecName = 'gzip',
+  encrypted = false,
 ): Promise<string> {
   const stamp = compactUtc(now)
   for (let sequence = 1; sequence < 10_000; sequence++) {
-    const id = `${prefix}_${stamp}${sequence === 1 ? '' : `-${sequence}`}.${kind}.${CODECS[codec].extension}`
+    const id = `${prefix}_${stamp}${sequence === 1 ? '' : `-${sequence}`}.${kind}.${CODECS[codec].extension}${encrypted ? ENCRYPTED_SUFFIX : ''}`
     if (!(await isTaken(id))) return id
   }
 

@@ -5,12 +5,13 @@ import {pipeline} from 'node:stream/promises'
 import {createCompressor} from '../compress/codec-streams'
 import {CODECS, CodecName} from '../compress/codecs'
 import {InStreamGunzipCheck} from '../compress/gzip-check'
+import {AGE_CONTENT_TYPE, createEncryptor} from '../encrypt/age'
 import {AbortedError} from '../errors'
 import type {StorageBackend} from '../storage/contract'
 import {SpawnedTool, toolFailure} from './child-process'
 
 /**
- * THE backup pipeline: a program's stdout → exit-code gate → compressor (parallel gzip or zstd) → sha256/size tap → storage,
+ * THE backup pipeline: a program's stdout → exit-code gate → compressor (parallel gzip or zstd) → [age encryption] → sha256/size tap → storage,
  * as one stream.pipeline. Nothing is written to local disk and memory stays flat whatever the size.
  *
  * Failure handling lives here, once:
@@ -51,6 +52,8 @@ export interface PipelineOptions {
   /** Blocks compressed in parallel (default: src/compress/defaults.ts). */
   compressionThreads?: number
   onProgress?: (progress: StreamProgress) => void
+  /** ENCRYPTION_RECIPIENTS: encrypt with age after compression (src/encrypt); the check stays on the compressed plaintext, sha256 covers what is stored. */
+  encryptTo?: readonly string[]
 }
 
 export async function streamToStorage(options: PipelineOptions): Promise<PipelineResult> {
@@ -69,6 +72,7 @@ export async function streamToStorage(options: PipelineOptions): Promise<Pipelin
   // zstd runs as the zstd program (src/compress/codec-streams.ts), killed when the pipeline ends.
   const codec = CODECS[options.codec ?? 'gzip']
   const compressor = createCompressor(codec.name, {level: options.compressionLevel ?? codec.defaultLevel, threads: options.compressionThreads})
+  const encryptor = options.encryptTo ? createEncryptor(options.encryptTo) : undefined
   options.signal?.addEventListener('abort', onCallerAbort, {once: true})
 
   const tool = options.start(controller.signal)
@@ -89,12 +93,9 @@ export async function streamToStorage(options: PipelineOptions): Promise<Pipelin
   // whole gzip of the program's output before storage sees its end (see src/compress/gzip-check.ts).
   const gzipCheck = new InStreamGunzipCheck(codec.name)
   let gzipCheckedBytes = 0
-  async function* hashAndCount(source: AsyncIterable<Buffer>) {
+  async function* checkCompressed(source: AsyncIterable<Buffer>) {
     for await (const chunk of source) {
-      hash.update(chunk)
       await gzipCheck.write(chunk)
-      progress.storedBytes += chunk.length
-      options.onProgress?.(progress)
       yield chunk
     }
 
@@ -104,17 +105,24 @@ export async function streamToStorage(options: PipelineOptions): Promise<Pipelin
     }
   }
 
+  // What storage receives: the compressed stream, or (encrypted) the age file around it.
+  async function* hashAndCount(source: AsyncIterable<Buffer>) {
+    for await (const chunk of source) {
+      hash.update(chunk)
+      progress.storedBytes += chunk.length
+      options.onProgress?.(progress)
+      yield chunk
+    }
+  }
+
   const body = new PassThrough()
-  const produce = pipeline(
-    tool.output ?? tool.child.stdout,
-    exitCodeGate,
-    compressor,
-    hashAndCount,
-    body,
-    {signal: controller.signal},
-  ).catch((error: unknown) => fail(error))
+  // @types/node types pipeline() for at most four stages between source and destination.
+  const stages = (pipeline as unknown as (...streams: unknown[]) => Promise<void>)
+  const produce = stages(tool.output ?? tool.child.stdout, exitCodeGate, compressor, checkCompressed, ...(encryptor ? [encryptor] : []), hashAndCount, body, {signal: controller.signal}).catch((error: unknown) =>
+    fail(error),
+  )
   const store = options.storage
-    .put(options.key, body as Readable, {signal: controller.signal, overwrite: false, contentType: codec.contentType})
+    .put(options.key, body as Readable, {signal: controller.signal, overwrite: false, contentType: encryptor ? AGE_CONTENT_TYPE : codec.contentType})
     .catch((error: unknown) => {
       fail(error)
       return undefined
@@ -136,6 +144,6 @@ export async function streamToStorage(options: PipelineOptions): Promise<Pipelin
     options.signal?.removeEventListener('abort', onCallerAbort)
     if (tool.child.exitCode === null && tool.child.signalCode === null) tool.child.kill('SIGKILL')
     gzipCheck.destroy()
-    await compressor.terminate()
+    await Promise.all([compressor.terminate(), encryptor?.terminate()])
   }
 }

@@ -1,5 +1,7 @@
 import {requireCodec} from '../compress/codec-streams'
-import type {CompressionConfig, DatabaseConfig, LogicalDumpConfig} from '../config'
+import type {CompressionConfig, DatabaseConfig, EncryptionConfig, LogicalDumpConfig} from '../config'
+import {requireAgeForRecipients} from '../encrypt/age'
+import {encryptionRecord} from '../encrypt/recipients'
 import {AbortedError, OperationError, errorMessage} from '../errors'
 import type {Logger} from '../logger'
 import type {StorageBackend} from '../storage/contract'
@@ -26,6 +28,8 @@ export interface BackupDependencies {
   compression?: CompressionConfig
   /** BACKUP_NO_OWNER; dumps keep owners and privileges when absent. */
   logicalDump?: LogicalDumpConfig
+  /** ENCRYPTION_RECIPIENTS (src/encrypt); stored unencrypted when absent. */
+  encryption?: EncryptionConfig
 }
 
 export interface BackupOptions {
@@ -90,6 +94,9 @@ export async function storeBackup(
   // COMPRESSION=zstd without the zstd program: exit 2 naming what to install, before anything is written.
   const codec = deps.compression?.codec ?? 'gzip'
   await requireCodec(codec, 'compress')
+  // ENCRYPTION_RECIPIENTS without the age program, or one age refuses: exit 2, before anything is written.
+  const recipients = deps.encryption?.recipients
+  if (recipients) await requireAgeForRecipients(recipients)
   const startedAt = now()
   // Claimed, not just picked: a concurrent run must never write the same key (see claim-id.ts).
   // The claim's heartbeat keeps a concurrent prune from taking this run's objects for orphans.
@@ -97,6 +104,7 @@ export async function storeBackup(
   const claim = await claimBackupId(storage, deps.namePrefix, startedAt, recipe.kind, {
     heartbeatMs: heartbeatInterval(deps.retention.orphanGraceMs),
     codec,
+    encrypted: recipients !== undefined,
     onHeartbeatError: (error) => log.warn({event: 'backup.heartbeat_failed', error: errorMessage(error)}, 'could not refresh the id claim'),
   })
   const {id} = claim
@@ -117,6 +125,7 @@ export async function storeBackup(
       compressionLevel: deps.compression?.level,
       compressionThreads: deps.compression?.threads,
       onProgress: options.onProgress,
+      encryptTo: recipients,
     })
     stored = true
     log.info({event: 'backup.stored', sizeBytes: result.sizeBytes, sha256: result.sha256}, 'stored, verifying')
@@ -134,6 +143,8 @@ export async function storeBackup(
       triggeredBy: options.triggeredBy,
       compression: codec,
       dbbVersion: VERSION,
+      // Fingerprints only: which keys can read it, never a key.
+      ...(recipients ? {encryption: encryptionRecord(recipients)} : {}),
       ...recipe.sidecarFields(result),
     }
     if (options.signal?.aborted) throw new AbortedError('backup interrupted')

@@ -42,7 +42,7 @@ Exit codes: 0 passed; ${EXIT_DRILL_FAILED} failed (the backup did not restore, o
     'target-time': Flags.string({summary: '--type base: replay WAL up to this time (with a zone) instead of the end of the archive.', helpValue: '"2026-11-21 14:30:00+00"'}),
   }
 
-  static override configSections: readonly Section[] = ['database', 'namePrefix', 'storageBackend', 'drill', 'notify']
+  static override configSections: readonly Section[] = ['database', 'namePrefix', 'storageBackend', 'drill', 'notify', 'decryption']
   static override usesStorage = true
 
   public async run(): Promise<DrillResult> {
@@ -59,7 +59,7 @@ Exit codes: 0 passed; ${EXIT_DRILL_FAILED} failed (the backup did not restore, o
     const progress = createProgress({label: 'drill: restoring', logger: this.logger, event: 'drill.progress'})
     try {
       const result = await runDrill(
-        {server: drillServer(this.settings.database, this.settings.drill), storage, namePrefix: this.settings.namePrefix, logger: this.logger},
+        {server: drillServer(this.settings.database, this.settings.drill), storage, namePrefix: this.settings.namePrefix, logger: this.logger, identityFile: this.settings.decryption.identityFile},
         {
           reference: this.args.backup ?? 'latest',
           signal: this.interruptSignal(),

@@ -15,6 +15,7 @@ import {RestoreOutcome, executeLogicalRestore, planLogicalRestore} from '../rest
 import {ArchiveListing, requirePgRestoreFor} from '../restore/archive'
 import {listArchive} from '../restore/import'
 import {UsageError} from '../errors'
+import {prepareDecryption} from '../encrypt/age'
 import {setting, settingFlagsFor, valuesByVariable} from '../settings'
 import {GlobalsRestoreResult, resolveGlobals, restoreGlobals} from '../restore/globals'
 import {GLOBALS_TYPE} from '../backup/globals'
@@ -104,7 +105,7 @@ On a terminal it shows what it is about to do and counts down 5 seconds (Ctrl-C 
   }
 
   // Database settings are validated only when restoring, so listing needs storage settings alone.
-  static override configSections: readonly Section[] = ['namePrefix', 'storageBackend']
+  static override configSections: readonly Section[] = ['namePrefix', 'storageBackend', 'decryption']
   static override usesStorage = true
 
   public async run(): Promise<(ArchiveListing & {id: string}) | BackupMetadata[] | RestoreOutcome | BaseRestoreOutcome | GlobalsRestoreResult | (RestoreOutcome & {globals: GlobalsRestoreResult})> {
@@ -113,7 +114,7 @@ On a terminal it shows what it is about to do and counts down 5 seconds (Ctrl-C 
     if (this.flags.type === 'base' && reference !== undefined) {
       const storage = await this.openStorage()
       try {
-        const context = {config: this.config, storage, storageBackend: this.settings.storageBackend, prefix: this.settings.namePrefix}
+        const context = {config: this.config, storage, storageBackend: this.settings.storageBackend, prefix: this.settings.namePrefix, identityFile: this.settings.decryption.identityFile}
         return await runBaseRestore({...context, reference, flags: this.flags, logger: this.logger, signal: this.interruptSignal(), log: (line) => this.log(line)})
       } finally {
         await storage.close?.()
@@ -150,7 +151,9 @@ On a terminal it shows what it is about to do and counts down 5 seconds (Ctrl-C 
       }
 
       await requirePgRestoreFor(backup)
-      const listing = await listArchive({storage, backup, signal: this.interruptSignal()})
+      const signal = this.interruptSignal()
+      const identityFile = await prepareDecryption(storage, backup.id, this.settings.decryption.identityFile, signal)
+      const listing = await listArchive({storage, backup, signal, identityFile})
       if (!this.jsonEnabled()) for (const entry of listing.entries) this.log(entry.line)
       return {id: backup.id, header: listing.header, entries: listing.entries}
     } finally {
@@ -185,7 +188,10 @@ On a terminal it shows what it is about to do and counts down 5 seconds (Ctrl-C 
       const backup = globalsOnly ? undefined : (named ?? (await resolveBackup(storage, 'latest', {prefix: this.backupPrefix(), type: 'logical'})))
       if (backup) requireConfirmation({force: this.flags.force, interactive: Boolean(process.stdin.isTTY), target: database.database})
       const globalsBackup = await resolveGlobals(storage, this.settings.namePrefix, globalsOnly ? named?.id : undefined, backup)
-      const globals = await restoreGlobals({database, storage, logger: this.logger}, globalsBackup, signal, {alterExisting: this.flags['alter-roles']})
+      // Encrypted: the identity must open both before the first role is created.
+      const identityFile = await prepareDecryption(storage, globalsBackup.id, this.settings.decryption.identityFile, signal)
+      if (backup) await prepareDecryption(storage, backup.id, this.settings.decryption.identityFile, signal)
+      const globals = await restoreGlobals({database, storage, logger: this.logger, identityFile}, globalsBackup, signal, {alterExisting: this.flags['alter-roles']})
       const unchanged = globals.existing.length - globals.altered.length
       this.logToStderr(
         `Globals ${globals.backupId}: created ${globals.created.length} role(s)${globals.created.length > 0 ? ` (${globals.created.join(', ')})` : ''}; ` +
@@ -205,8 +211,10 @@ On a terminal it shows what it is about to do and counts down 5 seconds (Ctrl-C 
     requireConfirmation({force: this.flags.force, interactive: Boolean(process.stdin.isTTY), target})
     const signal = this.interruptSignal()
     const backup = await resolveBackup(storage, reference, {prefix: this.backupPrefix(), type: 'logical'})
+    // Encrypted (an id ending in .age): AGE_IDENTITY_FILE must open it before preflight connects, let alone stages.
+    const identityFile = await prepareDecryption(storage, backup.id, this.settings.decryption.identityFile, signal)
     const archive = {jobs: this.flags.jobs, tables: this.flags.table, schemas: this.flags.schema}
-    const options = {backup, targetDatabase: target, keepPrevious: this.flags['keep-previous'], owner: this.flags.owner, archive, signal}
+    const options = {backup, targetDatabase: target, keepPrevious: this.flags['keep-previous'], owner: this.flags.owner, archive, signal, identityFile}
     // Preflight before the plan: the plan says what will happen to what exists, and a refusal comes before the countdown.
     const plan = await planLogicalRestore(database, options)
     this.logToStderr(describePlan(plan, database, storage.location))

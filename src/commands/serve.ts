@@ -1,5 +1,6 @@
 import {scheduleLeftoverCleanup} from '../backup/leftovers'
 import {DbbCommand} from '../base-command'
+import {requireAgeForRecipients} from '../encrypt/age'
 import {Section} from '../config'
 import {defaultRestoreCommand} from '../restore/base-cli'
 import {RunningService, startService} from '../server/service'
@@ -25,10 +26,13 @@ On SIGTERM or SIGINT it stops accepting requests, lets a backup in flight finish
   static override enableJsonFlag = false
   static override flags = settingFlagsFor('serve')
 
-  static override configSections: readonly Section[] = ['database', 'namePrefix', 'retention', 'storageBackend', 'compression', 'logicalDump', 'server', 'schedule', ...ARCHIVING_SECTIONS, 'walAsync', 'databases', 'drill']
+  static override configSections: readonly Section[] = ['database', 'namePrefix', 'retention', 'storageBackend', 'compression', 'logicalDump', 'server', 'schedule', ...ARCHIVING_SECTIONS, 'walAsync', 'databases', 'drill', 'encryption', 'decryption']
   static override usesStorage = true
 
   public async run(): Promise<void> {
+    // ENCRYPTION_RECIPIENTS without the age program (or one age refuses): exit 2 before the service starts, not at the first backup.
+    const {recipients} = this.settings.encryption
+    if (recipients) await requireAgeForRecipients(recipients)
     const storage = await this.openStorage()
     let service: RunningService
     // One notifier for the whole service: backups, base backups, checks and WAL (NOTIFY_URLS; off when none).

@@ -104,7 +104,7 @@ export async function requireCodec(codec: CodecName, purpose: 'compress' | 'deco
  * ends only once the program exited 0; any other exit (or a kill) fails it with `failure`, so a
  * truncated output never looks like a complete one. Destroying it kills the program.
  */
-class ProgramFilter extends Duplex implements Compressor {
+export class ProgramFilter extends Duplex implements Compressor {
   private readonly child
   private readonly exited: Promise<{code: number | null; signal: NodeJS.Signals | null; spawnError?: NodeJS.ErrnoException}>
   private stderr = ''
@@ -117,6 +117,8 @@ class ProgramFilter extends Duplex implements Compressor {
     private readonly failure: (detail: string) => Error,
     /** The bytes the input must start with (checked here, before the program sees them). */
     private readonly magic?: Buffer,
+    /** The setting that made dbb need the program, named when it is not installed. */
+    missingVariable = 'COMPRESSION',
   ) {
     super({readableHighWaterMark: 256 * 1024, writableHighWaterMark: 256 * 1024})
     const child = spawnFilter(command, args)
@@ -144,7 +146,7 @@ class ProgramFilter extends Duplex implements Compressor {
       if (this.destroyed) return
       if (status.spawnError) {
         const missing = status.spawnError.code === 'ENOENT'
-        this.destroy(missing ? new ConfigError([{variable: 'COMPRESSION', message: `the ${command} program is not on PATH (install it, e.g. apt-get install ${command})`}]) : status.spawnError)
+        this.destroy(missing ? new ConfigError([{variable: missingVariable, message: `the ${command} program is not on PATH (install it, e.g. apt-get install ${command})`}]) : status.spawnError)
       } else if (status.code === 0) {
         this.push(null)
       } else {

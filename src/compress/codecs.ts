@@ -35,9 +35,10 @@ export function isCodecName(name: string): name is CodecName {
   return (CODEC_NAMES as readonly string[]).includes(name)
 }
 
-/** The codec a storage key's extension names (`.gz` → gzip, `.zst` → zstd), or undefined. */
+/** The codec a storage key's extension names (`.gz` → gzip, `.zst` → zstd; before an encrypted object's `.age`), or undefined. */
 export function codecOfKey(key: string): CodecName | undefined {
-  return CODEC_NAMES.find((name) => key.endsWith(`.${CODECS[name].extension}`))
+  const compressed = key.endsWith('.age') ? key.slice(0, -'.age'.length) : key
+  return CODEC_NAMES.find((name) => compressed.endsWith(`.${CODECS[name].extension}`))
 }
 
 /** The codec a sidecar records (`compression`); callers refused unknown ones first (restoreSupport). */

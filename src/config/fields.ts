@@ -2,6 +2,7 @@ import {Cron} from 'croner'
 import {z} from 'zod'
 
 import {parseDuration} from '../duration'
+import {parseRecipients} from '../encrypt/recipients'
 import {SETTINGS, SettingName, declaration} from '../settings'
 
 /**
@@ -43,6 +44,17 @@ export const scheduleInterval = duration.refine((milliseconds) => milliseconds >
 
 /** true/false (also yes/no, 1/0, on/off); z.coerce.boolean would read "false" as true. */
 export const boolean = () => z.stringbool({error: 'must be true or false'})
+
+/** ENCRYPTION_RECIPIENTS: age recipients or SSH public keys, each checked (src/encrypt/recipients.ts). */
+export const ageRecipients = z.string().transform((text, ctx) => {
+  const parsed = parseRecipients(text)
+  if ('problem' in parsed) {
+    ctx.addIssue({code: 'custom', message: parsed.problem})
+    return z.NEVER
+  }
+
+  return parsed.recipients
+})
 
 /** DB_NAMES as a list, or why it is not one. */
 export function parseDatabaseList(text: string): {names: string[] | 'all'} | {problem: string} {

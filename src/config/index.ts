@@ -10,6 +10,7 @@ import * as archivingSections from './archiving'
 import * as coreSections from './core'
 import * as notifySections from './notify'
 import * as drillSections from './drill'
+import * as encryptionSections from './encryption'
 import {DatabaseConfig} from './core'
 import type {ConfigSection} from './fields'
 import * as serverSections from './server'
@@ -19,6 +20,7 @@ export type {CompressionConfig, DatabaseConfig, DatabasesConfig, LogicalDumpConf
 export {DEFAULT_BACKUP_INTERVAL_MS} from './server'
 export type {ScheduleConfig, ServerConfig} from './server'
 export type {DrillConfig} from './drill'
+export type {DecryptionConfig, EncryptionConfig} from './encryption'
 export {drillServer} from './drill'
 
 /**
@@ -50,6 +52,9 @@ const sections = {
   // restore drills (issue 19)
   drill: drillSections.drill,
   drillAge: drillSections.drillAge,
+  // Client-side encryption with age (issue 20 item 4)
+  encryption: encryptionSections.encryption,
+  decryption: encryptionSections.decryption,
 }
 
 export type Section = keyof typeof sections

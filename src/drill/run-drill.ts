@@ -4,6 +4,7 @@ import {captureContents, compareContents} from '../backup/contents-record'
 import {BackupMetadata, resolveBackup, restoreSupport} from '../backup/metadata'
 import type {DatabaseConfig} from '../config'
 import {connect, libpqEnvironment, withClient} from '../db/connection'
+import {prepareDecryption} from '../encrypt/age'
 import {AbortedError, OperationError, UsageError, errorMessage} from '../errors'
 import type {Logger} from '../logger'
 import {requirePgRestoreFor} from '../restore/archive'
@@ -20,6 +21,8 @@ export interface DrillDependencies {
   storage: StorageBackend
   namePrefix: string
   logger: Logger
+  /** AGE_IDENTITY_FILE: drills of encrypted backups need it (src/encrypt). */
+  identityFile?: string
 }
 
 export interface DrillOptions {
@@ -62,6 +65,8 @@ export async function runDrill(deps: DrillDependencies, options: DrillOptions): 
   // pg_restore older than the archive's pg_dump cannot read it: the drill server's tools are at fault, not the backup (no verdict).
   if (backup.format === 'custom') await requirePgRestoreFor(backup)
   options.onBackup?.(backup)
+  // A wrong or missing identity is the drill's surroundings, not the backup: no verdict, nothing created.
+  const identityFile = await prepareDecryption(storage, backup.id, deps.identityFile, signal)
 
   const scratch = scratchDatabaseName(backup.database)
   const server = `${deps.server.host}:${deps.server.port}`
@@ -91,7 +96,7 @@ export async function runDrill(deps: DrillDependencies, options: DrillOptions): 
       const stopImport = () => void terminateSessions(client, scratch).catch(() => {})
       signal?.addEventListener('abort', stopImport, {once: true})
       try {
-        outcome = await restoreAndCompare(deps, backup, scratch, options)
+        outcome = await restoreAndCompare({...deps, identityFile}, backup, scratch, options)
       } finally {
         signal?.removeEventListener('abort', stopImport)
       }
@@ -144,6 +149,7 @@ async function restoreAndCompare(
       env: libpqEnvironment(deps.server, {database: scratch}),
       signal: options.signal,
       onProgress: options.onProgress,
+      identityFile: deps.identityFile,
     })
     restoredBytes = imported.restoredBytes
   } catch (error) {

@@ -29,13 +29,17 @@ export interface BaseRestoreFlags {
  * settings as flags. Secrets (S3 keys) are never written into postgresql.auto.conf: the server
  * must get them from its environment.
  */
-export async function defaultRestoreCommand(config: Config, storageBackend: string, flags: Record<string, unknown>): Promise<string> {
+export async function defaultRestoreCommand(config: Config, storageBackend: string, flags: Record<string, unknown>, identityFile?: string): Promise<string> {
   const provider = selectProvider(await discoverProviders(config), storageBackend)
   const storageArgs = ['--storage', storageBackend]
   for (const setting of provider.settings) {
     const value = flags[setting.flag]
     if (!setting.secret && typeof value === 'string' && value !== '') storageArgs.push(`--${setting.flag}`, value)
   }
+
+  // Encrypted WAL (ids ending in .age): the server's wal fetch needs the identity. Its path, absolute
+  // (the server runs restore_command in pgdata), never the key; the file must be readable by the server's user.
+  if (identityFile !== undefined) storageArgs.push('--age-identity-file', path.resolve(identityFile))
 
   // bin/dbb-wal beside the real bin/run.js (argv[1] may be a symlink such as /usr/local/bin/dbb).
   return walForegroundFetchCommand(process.execPath, path.join(path.dirname(fs.realpathSync(process.argv[1])), 'dbb-wal'), storageArgs)
@@ -52,13 +56,15 @@ export async function runBaseRestore(context: {
   logger: Logger
   signal: AbortSignal
   log: (line: string) => void
+  /** AGE_IDENTITY_FILE: decrypts an encrypted base backup, and goes into restore_command for encrypted WAL. */
+  identityFile?: string
 }): Promise<BaseRestoreOutcome> {
   const {flags} = context
   if (!flags.pgdata) throw new UsageError('--pgdata is required with --type base (example: --pgdata /var/lib/postgresql/15/main)')
   const target = parseRecoveryTarget({time: flags['target-time'], lsn: flags['target-lsn'], name: flags['target-name']})
   const targetTimeline = parseTargetTimeline(flags['target-timeline'])
   const archiving = flags.archive ? 'inherited' : 'off'
-  const restoreCommand = flags['restore-command'] ?? (await defaultRestoreCommand(context.config, context.storageBackend, flags))
+  const restoreCommand = flags['restore-command'] ?? (await defaultRestoreCommand(context.config, context.storageBackend, flags, context.identityFile))
   const progress = createProgress({label: 'restoring base backup', logger: context.logger, event: 'restore.progress'})
   try {
     const outcome = await restoreBaseBackup(context.storage, {
@@ -72,6 +78,7 @@ export async function runBaseRestore(context: {
       prefix: context.prefix,
       logger: context.logger,
       signal: context.signal,
+      identityFile: context.identityFile,
       onProgress: (bytes) => progress.update(bytes),
     })
     progress.finish()

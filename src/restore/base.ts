@@ -4,7 +4,8 @@ import {pipeline} from 'node:stream/promises'
 
 import {spawnChild} from '../backup/child-process'
 import {hashTap} from '../backup/hash-tap'
-import {createDecompressor, requireCodec} from '../compress/codec-streams'
+import {requireCodec} from '../compress/codec-streams'
+import {createObjectDecoder, prepareDecryption} from '../encrypt/age'
 import {codecOf} from '../compress/codecs'
 import {BackupMetadata, damagedBackupError, newestFirst, resolveBackup, restoreSupport, scanBackups} from '../backup/metadata'
 import {NotFoundError, OperationError, UsageError, errorMessage} from '../errors'
@@ -126,6 +127,8 @@ export interface BaseRestoreOptions {
   logger: Logger
   signal?: AbortSignal
   onProgress?: (bytes: number) => void
+  /** AGE_IDENTITY_FILE: an encrypted base backup (id ending in .age) is decrypted with it, proven before pgdata is touched. */
+  identityFile?: string
 }
 
 export interface BaseRestoreOutcome {
@@ -153,12 +156,14 @@ export async function restoreBaseBackup(storage: StorageBackend, options: BaseRe
   await checkDataDirectory(pgdata, {force: Boolean(options.force)})
   const backup = await selectBaseBackup(storage, options.reference, {prefix: options.prefix, target: options.target})
   await requireCodec(codecOf(backup), 'decompress')
+  // Encrypted: the identity must open it before the staging directory is made.
+  const identityFile = await prepareDecryption(storage, backup.id, options.identityFile, options.signal)
   const log = options.logger.child({backupId: backup.id, pgdata})
   log.info({event: 'restore.started', type: 'base', target: options.target?.value}, `restoring base backup ${backup.id} into ${pgdata}`)
 
   const staging = await createStagingDirectory(pgdata)
   try {
-    const {sizeBytes, sha256} = await extractVerified(storage, backup, staging, options)
+    const {sizeBytes, sha256} = await extractVerified(storage, backup, staging, {...options, identityFile})
     await replaceContents(pgdata, staging)
     await writeRecoveryConfig(pgdata, {
       restoreCommand: options.restoreCommand,
@@ -188,12 +193,12 @@ export async function restoreBaseBackup(storage: StorageBackend, options: BaseRe
   }
 }
 
-/** storage → sha256 tap → decompressor (the sidecar's codec) → tar -x, then the bytes read must be exactly the sidecar's. */
+/** storage → sha256 tap → [age -d] → decompressor (the sidecar's codec) → tar -x, then the bytes read must be exactly the sidecar's. */
 async function extractVerified(
   storage: StorageBackend,
   backup: BackupMetadata,
   directory: string,
-  options: Pick<BaseRestoreOptions, 'signal' | 'onProgress'>,
+  options: Pick<BaseRestoreOptions, 'signal' | 'onProgress' | 'identityFile'>,
 ): Promise<{sizeBytes: number; sha256: string}> {
   const tap = hashTap(options.onProgress)
 
@@ -206,7 +211,7 @@ async function extractVerified(
     tar.on('close', (code) => resolve(code))
   })
   try {
-    await pipeline(await storage.get(backup.id, {signal: options.signal}), tap.stage, createDecompressor(codecOf(backup)), tar.stdin, {signal: options.signal})
+    await pipeline(await storage.get(backup.id, {signal: options.signal}), tap.stage, createObjectDecoder(backup.id, codecOf(backup), options.identityFile), tar.stdin, {signal: options.signal})
   } catch (error) {
     tar.kill('SIGKILL')
     await exited

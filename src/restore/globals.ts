@@ -1,11 +1,12 @@
 import {pipeline} from 'node:stream/promises'
 import {Writable} from 'node:stream'
-import {createGunzip} from 'node:zlib'
 
 import {GLOBALS_TYPE} from '../backup/globals'
 import {hashTap} from '../backup/hash-tap'
 import {BackupMetadata, newestBackup, resolveBackup, scanBackups} from '../backup/metadata'
 import {globalsPrefix} from '../backup/naming'
+import {codecOfKey} from '../compress/codecs'
+import {createObjectDecoder} from '../encrypt/age'
 import type {DatabaseConfig} from '../config'
 import {connect} from '../db/connection'
 import {NotFoundError, OperationError, UsageError, errorMessage} from '../errors'
@@ -80,12 +81,12 @@ export async function resolveGlobals(storage: StorageBackend, namePrefix: string
 }
 
 export async function restoreGlobals(
-  deps: {database: DatabaseConfig; storage: StorageBackend; logger: Logger},
+  deps: {database: DatabaseConfig; storage: StorageBackend; logger: Logger; identityFile?: string},
   backup: BackupMetadata,
   signal?: AbortSignal,
   options: {alterExisting?: boolean} = {},
 ): Promise<GlobalsRestoreResult> {
-  const sql = await readGlobals(deps.storage, backup, signal)
+  const sql = await readGlobals(deps.storage, backup, signal, deps.identityFile)
   const statements = splitStatements(sql)
   const client = await connect(deps.database, {database: maintenanceDatabase(deps.database.database)}).catch((error: unknown) => {
     throw new OperationError(`globals: ${errorMessage(error)}; nothing was changed`)
@@ -124,14 +125,15 @@ export async function restoreGlobals(
 }
 
 /** The stored globals, read once, sha256 and size checked against the sidecar before anything is applied. */
-async function readGlobals(storage: StorageBackend, backup: BackupMetadata, signal?: AbortSignal): Promise<string> {
+async function readGlobals(storage: StorageBackend, backup: BackupMetadata, signal?: AbortSignal, identityFile?: string): Promise<string> {
   const tap = hashTap()
   const chunks: Buffer[] = []
   let total = 0
   await pipeline(
     await storage.get(backup.id, {signal}),
     tap.stage,
-    createGunzip(),
+    // Decrypt (an id ending in .age) and decompress with the codec the id names.
+    createObjectDecoder(backup.id, codecOfKey(backup.id) ?? 'gzip', identityFile),
     new Writable({
       write(chunk: Buffer, _encoding, callback) {
         total += chunk.length

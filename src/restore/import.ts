@@ -7,8 +7,9 @@ import {pipeline} from 'node:stream/promises'
 import {ExitStatus, spawnFilter, spawnToolWithInput, toolFailure} from '../backup/child-process'
 import {hashTap} from '../backup/hash-tap'
 import type {BackupMetadata} from '../backup/metadata'
-import {createDecompressor, isDamagedStreamError} from '../compress/codec-streams'
+import {isDamagedStreamError} from '../compress/codec-streams'
 import {codecOf} from '../compress/codecs'
+import {createObjectDecoder} from '../encrypt/age'
 import {AbortedError, OperationError, errorMessage} from '../errors'
 import type {StorageBackend} from '../storage/contract'
 import {ArchiveListing, ArchiveRestoreOptions, makeRestoreTempDir, parseArchiveList, pgRestoreArgs, sweepDeadRestoreDirs} from './archive'
@@ -42,6 +43,8 @@ export interface ImportOptions {
   archive?: ArchiveRestoreOptions
   /** Told what a parallel restore writes to local disk (its temporary file), before it does. */
   onNotice?: (message: string) => void
+  /** AGE_IDENTITY_FILE, proven to open the backup (prepareDecryption); needed when its id ends in .age. */
+  identityFile?: string
 }
 
 export interface ImportResult extends ImportProgress {
@@ -105,7 +108,7 @@ export async function importDump(options: ImportOptions): Promise<ImportResult> 
       if (!source.readableEnded) source.destroy()
     })
     try {
-      await pipeline(readStorage(source), verifyAtEnd, createDecompressor(codecOf(backup)), feedPsql, {signal: options.signal})
+      await pipeline(readStorage(source), verifyAtEnd, createObjectDecoder(backup.id, codecOf(backup), options.identityFile), feedPsql, {signal: options.signal})
     } finally {
       options.signal?.removeEventListener('abort', stopReading)
     }
@@ -184,7 +187,7 @@ function storageReadFailure(error: unknown, id: string, bytes: number): Error {
 
 function feedFailure(error: unknown, id: string, bytes: number): Error {
   if (error instanceof AbortedError || (error as {name?: string}).name === 'AbortError') return new AbortedError('restore interrupted')
-  if (isDamagedStreamError(error)) return new OperationError(`integrity check failed for ${id}: not a valid compressed stream after ${bytes} bytes (${errorMessage(error)}); the stored dump is damaged or was altered`)
+  if (isDamagedStreamError(error)) return new OperationError(`integrity check failed for ${id}: not a valid ${id.endsWith('.age') ? 'encrypted' : 'compressed'} stream after ${bytes} bytes (${errorMessage(error)}); the stored dump is damaged or was altered`)
   if (error instanceof OperationError) return error
   return new OperationError(`restoring ${id} failed: ${errorMessage(error)}`, {cause: error})
 }
@@ -247,7 +250,7 @@ async function importArchiveFromFile(options: ImportOptions): Promise<ImportResu
       await pipeline(
         readStorageStage(backup, progress)(source),
         verifyAtEndStage(backup, tap),
-        createDecompressor(codecOf(backup)),
+        createObjectDecoder(backup.id, codecOf(backup), options.identityFile),
         count,
         createWriteStream(file, {mode: 0o600}),
         {signal: options.signal},
@@ -288,7 +291,7 @@ async function importArchiveFromFile(options: ImportOptions): Promise<ImportResu
  * the listing is returned only for an object whose size and sha256 are the sidecar's and whose
  * compressed stream is whole (a damaged backup fails here as it does in restore and download).
  */
-export async function listArchive(options: Pick<ImportOptions, 'storage' | 'backup' | 'signal'>): Promise<ArchiveListing & {sha256: string; sizeBytes: number}> {
+export async function listArchive(options: Pick<ImportOptions, 'storage' | 'backup' | 'signal' | 'identityFile'>): Promise<ArchiveListing & {sha256: string; sizeBytes: number}> {
   const {backup} = options
   // pg_restore --list connects to nothing: it gets no libpq variable and no password.
   const lister = spawnFilter('pg_restore', ['--list'])
@@ -319,7 +322,7 @@ export async function listArchive(options: Pick<ImportOptions, 'storage' | 'back
 
   try {
     const source = await options.storage.get(backup.id, {signal: options.signal})
-    await pipeline(readStorageStage(backup, progress)(source), verifyAtEndStage(backup, tap), createDecompressor(codecOf(backup)), feedLister, {signal: options.signal})
+    await pipeline(readStorageStage(backup, progress)(source), verifyAtEndStage(backup, tap), createObjectDecoder(backup.id, codecOf(backup), options.identityFile), feedLister, {signal: options.signal})
   } catch (error) {
     lister.kill('SIGKILL')
     await exited

@@ -50,6 +50,8 @@ export interface LogicalRestoreOptions {
   onProgress?: (progress: ImportProgress) => void
   /** What the restore writes to local disk (a parallel restore's temporary file), said before it does. */
   onNotice?: (message: string) => void
+  /** AGE_IDENTITY_FILE for an encrypted backup, already proven to open it (src/encrypt/age.ts prepareDecryption). */
+  identityFile?: string
 }
 
 /** What preflight found out: everything the plan printed before the countdown needs. */
@@ -71,6 +73,7 @@ export interface LogicalRestorePlan {
   leftovers: string[]
   /** Roles, privileges and database-level properties: preflight findings and what will be carried over (src/restore/preflight.ts). */
   fidelity: RestoreFidelityPlan
+  identityFile?: string
 }
 
 export interface RestoreOutcome {
@@ -154,6 +157,7 @@ export async function planLogicalRestore(database: DatabaseConfig, options: Logi
       archive: options.archive,
       leftovers: leftovers.rows.map((row) => row.datname),
       fidelity,
+      identityFile: options.identityFile,
     }
   } finally {
     await client.end().catch(() => {})
@@ -307,7 +311,7 @@ async function importIntoStaging(deps: LogicalRestoreDependencies, plan: Logical
   const base = libpqEnvironment(deps.database, {database: plan.names.staging})
   // `-c role=…` at connection start is SET ROLE for the whole psql session: every object it creates belongs to that role.
   const env = plan.owner === undefined ? base : {...base, PGOPTIONS: `-c role=${plan.owner.replaceAll('\\', '\\\\').replaceAll(' ', '\\ ')}`}
-  return importDump({storage: deps.storage, backup: plan.backup, env, signal: options.signal, onProgress: options.onProgress, archive: plan.archive, onNotice: options.onNotice})
+  return importDump({storage: deps.storage, backup: plan.backup, env, signal: options.signal, onProgress: options.onProgress, archive: plan.archive, onNotice: options.onNotice, identityFile: plan.identityFile})
 }
 
 /** Verify: psql exited 0 (importDump throws otherwise), and what was read is byte for byte what the sidecar describes. */

@@ -27,7 +27,7 @@ import {ServiceMetrics} from './metrics'
 import type {Route} from './routes/route'
 import {Scheduler, SchedulerClock} from './scheduler'
 
-export type ServiceConfig = Pick<Config, 'database' | 'namePrefix' | 'retention' | 'server' | 'schedule'> & Partial<Pick<Config, 'compression' | 'logicalDump' | 'databases' | 'drill'>>
+export type ServiceConfig = Pick<Config, 'database' | 'namePrefix' | 'retention' | 'server' | 'schedule'> & Partial<Pick<Config, 'compression' | 'logicalDump' | 'databases' | 'drill' | 'encryption' | 'decryption'>>
 
 export interface ServiceOptions {
   config: ServiceConfig
@@ -108,7 +108,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
 
   const backUp: JobWork = async ({job, signal, logger: jobLogger, idClaimed, reportRun}) => {
     const progress = createProgress({label: 'backing up', logger: jobLogger, event: 'backup.progress', interactive: false})
-    const deps = {database: config.database, storage, namePrefix: config.namePrefix, retention: config.retention, compression: config.compression, logicalDump: config.logicalDump, logger: jobLogger}
+    const deps = {database: config.database, storage, namePrefix: config.namePrefix, retention: config.retention, compression: config.compression, logicalDump: config.logicalDump, encryption: config.encryption, logger: jobLogger}
     const options = {
       triggeredBy: job.triggeredBy,
       signal,
@@ -245,7 +245,7 @@ function startDrills(context: {
   const {config, storage, logger, metrics, notifier} = context
   let drillScheduler: Scheduler | undefined
   const jobs = new DrillJobs({
-    drill: {server: drillServer(config.database, config.drill), storage, namePrefix: config.namePrefix},
+    drill: {server: drillServer(config.database, config.drill), storage, namePrefix: config.namePrefix, identityFile: config.decryption?.identityFile},
     physical: context.physical && {
       ...context.physical,
       storage,

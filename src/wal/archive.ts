@@ -5,9 +5,11 @@ import * as path from 'node:path'
 import {PassThrough, Writable} from 'node:stream'
 import {pipeline} from 'node:stream/promises'
 
-import {createCompressor, createDecompressor, isDamagedStreamError} from '../compress/codec-streams'
+import {createCompressor, isDamagedStreamError} from '../compress/codec-streams'
 import {CODECS, CodecName, codecOfKey} from '../compress/codecs'
 import {loadConfig} from '../config'
+import {AGE_CONTENT_TYPE, createEncryptor, createObjectDecoder, identityFailure} from '../encrypt/age'
+import {isEncryptedKey} from '../encrypt/recipients'
 import {NotFoundError, OperationError, UsageError, errorMessage, isAlreadyExists, isNotFound} from '../errors'
 import type {Logger} from '../logger'
 import type {StorageBackend} from '../storage/contract'
@@ -36,14 +38,19 @@ export interface PushResult {
  * overwrites. Content is compared by the sha256 of the uncompressed file; the stored copy is
  * re-read to compute it, which only happens on this rare path.
  */
-export async function pushWal(storage: StorageBackend, filePath: string, options: {logger?: Logger; signal?: AbortSignal; codec?: CodecName} = {}): Promise<PushResult> {
+export async function pushWal(
+  storage: StorageBackend,
+  filePath: string,
+  options: {logger?: Logger; signal?: AbortSignal; codec?: CodecName; encryptTo?: readonly string[]} = {},
+): Promise<PushResult> {
   const name = path.basename(filePath)
   if (!isWalFileName(name)) {
     throw new UsageError(`${name} is not a WAL file name (expected a segment such as 000000010000000000000003, or a .history / .backup file)`)
   }
 
   const codec = options.codec ?? walCodec()
-  const key = walKey(name, codec)
+  const recipients = options.encryptTo ?? walRecipients()
+  const key = walKey(name, codec, recipients !== undefined)
   try {
     // Segments carry their cluster's system identifier: refuse one of another cluster before anything is stored.
     const kind = walFileKind(name)
@@ -56,10 +63,10 @@ export async function pushWal(storage: StorageBackend, filePath: string, options
 
     // The common re-push case (archiver retry after a crash) is found before uploading anything,
     // under either codec: COMPRESSION may have changed between the first attempt and this one.
-    const archived = (await Promise.all(walKeys(name, codec).map(async (candidate) => ((await storage.stat(candidate)) ? candidate : undefined)))).find(Boolean)
+    const archived = (await Promise.all(walKeys(name, codec, recipients !== undefined).map(async (candidate) => ((await storage.stat(candidate)) ? candidate : undefined)))).find(Boolean)
     if (archived) return await compareWithArchived(storage, name, archived, await hashFile(filePath), options)
     options.logger?.debug({event: 'wal.push_uploading', wal: name, key}, `not archived yet, uploading ${name}`)
-    const stored = await storeCompressed(storage, filePath, key, codec, options.signal)
+    const stored = await storeCompressed(storage, filePath, key, codec, options.signal, recipients)
     options.logger?.info({event: 'wal.pushed', wal: name, sizeBytes: stored.sizeBytes, sha256: stored.sha256}, `archived ${name}`)
     return {name, key, outcome: 'stored', ...stored}
   } catch (error) {
@@ -75,14 +82,33 @@ function walCodec(): CodecName {
   return loadConfig(['compression'], {COMPRESSION: process.env.COMPRESSION}).compression.codec
 }
 
+/** ENCRYPTION_RECIPIENTS from the environment, as every WAL push path reads COMPRESSION: a malformed one exits 2. */
+function walRecipients(): string[] | undefined {
+  if (process.env.ENCRYPTION_RECIPIENTS === undefined || process.env.ENCRYPTION_RECIPIENTS.trim() === '') return undefined
+  return loadConfig(['encryption'], {ENCRYPTION_RECIPIENTS: process.env.ENCRYPTION_RECIPIENTS}).encryption.recipients
+}
+
+/** The identity wal fetch, the prefetcher and a re-push comparison decrypt with: AGE_IDENTITY_FILE (a path; restore_command may pass it as a flag). */
+function walIdentity(): string | undefined {
+  const file = process.env.AGE_IDENTITY_FILE
+  return file === undefined || file.trim() === '' ? undefined : file
+}
+
 /** A fetch only orders its attempts by COMPRESSION: a bad value must not stop a recovery that reads both codecs. */
 function walCodecOrGzip(): CodecName {
   const configured = process.env.COMPRESSION?.trim().toLowerCase()
   return configured === 'zstd' ? 'zstd' : 'gzip'
 }
 
-/** file → sha256 tap → compressor → size tap → storage (no overwrite), as one pipeline; a failure on either side stops both. */
-async function storeCompressed(storage: StorageBackend, filePath: string, key: string, codec: CodecName, signal?: AbortSignal): Promise<{sizeBytes: number; sha256: string}> {
+/** file → sha256 tap → compressor → [age] → size tap → storage (no overwrite), as one pipeline; a failure on either side stops both. */
+async function storeCompressed(
+  storage: StorageBackend,
+  filePath: string,
+  key: string,
+  codec: CodecName,
+  signal?: AbortSignal,
+  recipients?: readonly string[],
+): Promise<{sizeBytes: number; sha256: string}> {
   const handle = await fs.open(filePath, 'r').catch((error: NodeJS.ErrnoException) => {
     throw new OperationError(`cannot read ${filePath}: ${error.code ?? error.message}`)
   })
@@ -115,10 +141,17 @@ async function storeCompressed(storage: StorageBackend, filePath: string, key: s
   try {
     // A zstd program still running when this returns is killed by terminate() below.
     const compressor = createCompressor(codec, {level: CODECS[codec].defaultLevel})
-    const produce = pipeline(handle.createReadStream({highWaterMark: 1024 * 1024}), hashTap, compressor, countTap, body, {signal: controller.signal})
+    const encryptor = recipients ? createEncryptor(recipients) : undefined
+    const source = handle.createReadStream({highWaterMark: 1024 * 1024})
+    const produce = (
+      encryptor
+        ? pipeline(source, hashTap, compressor, encryptor, countTap, body, {signal: controller.signal})
+        : pipeline(source, hashTap, compressor, countTap, body, {signal: controller.signal})
+    )
       .catch(fail)
-      .finally(() => compressor.terminate())
-    const store = storage.put(key, body, {overwrite: false, signal: controller.signal, contentType: CODECS[codec].contentType}).catch((error: unknown) => {
+      .finally(() => Promise.all([compressor.terminate(), encryptor?.terminate()]))
+    const contentType = encryptor ? AGE_CONTENT_TYPE : CODECS[codec].contentType
+    const store = storage.put(key, body, {overwrite: false, signal: controller.signal, contentType}).catch((error: unknown) => {
       fail(error)
       return undefined
     })
@@ -156,8 +189,20 @@ async function compareWithArchived(
   return {name, key, outcome: 'already-archived', sizeBytes: archived.sizeBytes, sha256: localSha256}
 }
 
-/** The sha256 of an archived file's uncompressed content, and its stored (compressed) size. */
+/**
+ * The sha256 of an archived file's uncompressed content, and its stored (compressed) size. An
+ * encrypted copy is decrypted with AGE_IDENTITY_FILE; without it the content cannot be compared,
+ * and the push fails (PostgreSQL retries) rather than take an unknown copy for this one.
+ */
 export async function hashArchived(storage: StorageBackend, key: string, signal?: AbortSignal): Promise<{sha256: string; sizeBytes: number}> {
+  const identityFile = walIdentity()
+  if (isEncryptedKey(key) && identityFile === undefined) {
+    throw new OperationError(
+      `${key} is already archived, encrypted: without AGE_IDENTITY_FILE, wal push cannot compare its content with this file's; ` +
+        'set it for the archiver, and the retry confirms the copy (or reports a split-brain). Nothing was overwritten',
+    )
+  }
+
   const hash = createHash('sha256')
   let sizeBytes = 0
   async function* countTap(source: AsyncIterable<Buffer>) {
@@ -173,7 +218,7 @@ export async function hashArchived(storage: StorageBackend, key: string, signal?
       callback()
     },
   })
-  await pipeline(await storage.get(key, {signal}), countTap, createDecompressor(codecOfKey(key) ?? 'gzip'), sink, {signal})
+  await pipeline(await storage.get(key, {signal}), countTap, createObjectDecoder(key, codecOfKey(key) ?? 'gzip', identityFile), sink, {signal})
   return {sha256: hash.digest('hex'), sizeBytes}
 }
 
@@ -187,8 +232,9 @@ export async function fetchWal(
   storage: StorageBackend,
   name: string,
   destination: string,
-  options: {signal?: AbortSignal; logger?: Logger} = {},
+  options: {signal?: AbortSignal; logger?: Logger; identityFile?: string} = {},
 ): Promise<{sizeBytes: number}> {
+  const identityFile = options.identityFile ?? walIdentity()
   if (!isWalFileName(name)) {
     // PostgreSQL also asks for e.g. `RECOVERYHISTORY` targets by name only; anything else cannot be in the archive.
     throw new NotFoundError(`${name} is not a WAL file name, so it is not in the archive`)
@@ -198,7 +244,7 @@ export async function fetchWal(
   // archive" to PostgreSQL); every other failure must abort recovery, so it is never described as
   // absence. The configured codec's key is tried first: one request for what this server archives.
   let found: {key: string; source: NodeJS.ReadableStream & AsyncIterable<unknown>} | undefined
-  for (const key of walKeys(name, walCodecOrGzip())) {
+  for (const key of walKeys(name, walCodecOrGzip(), identityFile !== undefined)) {
     const source = await storage.get(key, {signal: options.signal}).catch((error: unknown) => {
       if (isNotFound(error)) return undefined
       throw new OperationError(`reading ${name} from ${storage.location} failed: ${errorMessage(error)}`, {cause: error})
@@ -211,6 +257,12 @@ export async function fetchWal(
 
   if (!found) throw new NotFoundError(`${name} is not in the WAL archive at ${storage.location}`)
   const {key, source} = found
+  if (isEncryptedKey(key) && identityFile === undefined) {
+    ;(source as unknown as {destroy?: () => void}).destroy?.()
+    // Fatal (never "not in archive"): the file is there, this server only cannot read it.
+    throw new OperationError(`${name} is archived encrypted (${key}): set AGE_IDENTITY_FILE (or --age-identity-file in restore_command) to the identity of one of its recipients`)
+  }
+
   const partial = `${destination}.dbb-partial`
   let sizeBytes = 0
   async function* countTap(source: AsyncIterable<Buffer>) {
@@ -222,12 +274,15 @@ export async function fetchWal(
 
   const untrack = trackTemporaryFile(partial)
   try {
-    await pipeline(source, createDecompressor(codecOfKey(key) ?? 'gzip'), countTap, createWriteStream(partial, {mode: 0o600, flush: true}), {signal: options.signal})
+    await pipeline(source, createObjectDecoder(key, codecOfKey(key) ?? 'gzip', identityFile), countTap, createWriteStream(partial, {mode: 0o600, flush: true}), {signal: options.signal})
     // A phase boundary (the crash-point matrix kills here): complete and fsynced, not yet under its final name.
     options.logger?.debug({event: 'wal.fetch_written', wal: name, partial, sizeBytes}, 'written to a temporary file, renaming')
     await fs.rename(partial, destination)
   } catch (error) {
     await fs.rm(partial, {force: true})
+    // A wrong identity is a configuration error, said as one; the exit stays fatal (wal fetch maps every failure but absence to 200).
+    const wrongIdentity = identityFile && isDamagedStreamError(error) ? identityFailure(errorMessage(error), key, identityFile) : undefined
+    if (wrongIdentity) throw wrongIdentity
     throw new OperationError(`fetching ${name} from ${storage.location} failed: ${describeFetchError(error, destination)}`, {cause: error})
   } finally {
     untrack()

@@ -128,6 +128,8 @@ export async function runFast(invocation: FastInvocation, givenEnv: NodeJS.Proce
       }
 
       case 'fetch': {
+        // restore_command's --age-identity-file (an override): the prefetcher this starts reads it from the environment too.
+        if (env.AGE_IDENTITY_FILE) process.env.AGE_IDENTITY_FILE = env.AGE_IDENTITY_FILE
         const backend = await openStorage()
         const {spoolDir, prefetch: prefetchCount} = config.walAsync
         const queueDir = spoolDir && prefetchCount > 0 && walFileKind(invocation.name) === 'segment' ? queueDirFor(path.resolve(spoolDir), storageIdentity(env)) : undefined

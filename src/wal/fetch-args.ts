@@ -45,6 +45,7 @@ function storageFlagVariables(): Map<string, string> {
   const {setting} = require('../settings') as typeof import('../settings')
   const {localProvider} = require('@dbb/storage-local') as {localProvider: {settings: StorageSetting[]}}
   const {S3_SETTINGS} = require('@dbb/storage-s3') as {S3_SETTINGS: StorageSetting[]}
-  const specs = [setting('STORAGE_BACKEND'), ...localProvider.settings, ...S3_SETTINGS]
+  // AGE_IDENTITY_FILE: restore_command of an encrypted archive names the identity's path (src/restore/base-cli.ts).
+  const specs = [setting('STORAGE_BACKEND'), setting('AGE_IDENTITY_FILE'), ...localProvider.settings, ...S3_SETTINGS]
   return new Map(specs.map((spec) => [spec.flag, spec.env]))
 }

@@ -3,7 +3,7 @@ import {formatElapsed} from '../format'
 import type {Logger} from '../logger'
 import type {ObjectInfo, StorageBackend} from '../storage/contract'
 import {historyFileName} from './chain'
-import {WAL_PREFIX, segmentPosition, walFileKind, walKey, walNameOfKey} from './segments'
+import {WAL_PREFIX, segmentPosition, walFileKind, walKeys, walNameOfKey} from './segments'
 
 export interface WalPrunePlan {
   /** The first segment the oldest retained base backup needs; undefined when no base backup is retained. */
@@ -93,7 +93,9 @@ export async function* walBeforeFloor(storage: StorageBackend, floor: string | u
     return
   }
 
-  for (let timeline = 1; timeline === 1 || (await storage.stat(walKey(historyFileName(timeline)))) !== undefined; timeline++) {
+  // A timeline exists when its history file is archived under any codec, encrypted or not.
+  const historyArchived = async (timeline: number) => (await Promise.all(walKeys(historyFileName(timeline)).map((key) => storage.stat(key)))).some(Boolean)
+  for (let timeline = 1; timeline === 1 || (await historyArchived(timeline)); timeline++) {
     const timelinePrefix = `${WAL_PREFIX}${historyFileName(timeline).slice(0, 8)}`
     const range = {startAfter: timelinePrefix, endBefore: `${timelinePrefix}${floorPosition}`}
     for await (const object of storage.list(timelinePrefix, range)) {

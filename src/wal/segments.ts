@@ -3,10 +3,12 @@
  * (timeline, then the segment number split into a "log" and a "seg" part, all hex); timeline
  * history files are `TTTTTTTT.history`, and backup history files
  * `<segment>.<offset>.backup`, and `<segment>.partial` the unfinished last segment of a timeline. Archived files live in storage under
- * `wal/<name>.gz` or `wal/<name>.zst` (the codec they were archived with, see COMPRESSION); an archive may hold both.
+ * `wal/<name>.gz` or `wal/<name>.zst` (the codec they were archived with, see COMPRESSION), `.age` after it when
+ * encrypted (ENCRYPTION_RECIPIENTS); an archive may hold every combination.
  */
 
 import {CODECS, CODEC_NAMES, CodecName, codecOfKey} from '../compress/codecs'
+import {ENCRYPTED_SUFFIX, isEncryptedKey} from '../encrypt/recipients'
 
 export const WAL_PREFIX = 'wal/'
 
@@ -30,20 +32,26 @@ export function isWalFileName(name: string): boolean {
   return walFileKind(name) !== undefined
 }
 
-export function walKey(name: string, codec: CodecName = 'gzip'): string {
-  return `${WAL_PREFIX}${name}.${CODECS[codec].extension}`
+/** `wal/<name>.<codec>`, with `.age` after it when encrypted (ENCRYPTION_RECIPIENTS, src/encrypt). */
+export function walKey(name: string, codec: CodecName = 'gzip', encrypted = false): string {
+  return `${WAL_PREFIX}${name}.${CODECS[codec].extension}${encrypted ? ENCRYPTED_SUFFIX : ''}`
 }
 
-/** Every key `name` may be archived under, `preferred` codec first (what a fetch tries, in order). */
-export function walKeys(name: string, preferred: CodecName = 'gzip'): string[] {
-  return [preferred, ...CODEC_NAMES.filter((codec) => codec !== preferred)].map((codec) => walKey(name, codec))
+/**
+ * Every key `name` may be archived under, `preferred` codec first and, within it, the encrypted or
+ * the plain form first as `preferEncrypted` says (what a fetch tries, in order): archives may mix both.
+ */
+export function walKeys(name: string, preferred: CodecName = 'gzip', preferEncrypted = false): string[] {
+  const codecs = [preferred, ...CODEC_NAMES.filter((codec) => codec !== preferred)]
+  return codecs.flatMap((codec) => [walKey(name, codec, preferEncrypted), walKey(name, codec, !preferEncrypted)])
 }
 
-/** The WAL file name a storage key holds, or undefined for anything else (e.g. a `.partial` write). */
+/** The WAL file name a storage key holds (encrypted or not), or undefined for anything else (e.g. a `.partial` write). */
 export function walNameOfKey(key: string): string | undefined {
   const codec = codecOfKey(key)
   if (!key.startsWith(WAL_PREFIX) || codec === undefined) return undefined
-  const name = key.slice(WAL_PREFIX.length, -(CODECS[codec].extension.length + 1))
+  const compressed = isEncryptedKey(key) ? key.slice(0, -ENCRYPTED_SUFFIX.length) : key
+  const name = compressed.slice(WAL_PREFIX.length, -(CODECS[codec].extension.length + 1))
   return isWalFileName(name) ? name : undefined
 }
 

@@ -16,7 +16,7 @@ export type ArchivingServiceConfig = Pick<
   Config,
   'database' | 'namePrefix' | 'retention' | 'schedule' | 'baseBackup' | 'archiving' | 'walStreaming' | 'check' | 'notify'
 > &
-  Partial<Pick<Config, 'compression'>>
+  Partial<Pick<Config, 'compression' | 'encryption'>>
 
 export interface ArchivingService {
   streamer?: WalStreamer
@@ -61,6 +61,7 @@ export async function startArchivingService(options: {
       logger,
       // Replicas: one streams, the others stand by and take over when its session (and lock) ends.
       lock: new JobLock(config.database, logger.child({component: 'job-lock'}), 'wal-stream'),
+      encryptTo: config.encryption?.recipients,
     })
     await streamer.start()
   }
@@ -85,7 +86,7 @@ export async function startArchivingService(options: {
           }
 
           return await runBaseBackup(
-            {database: config.database, storage, namePrefix: config.namePrefix, retention: config.retention, logger: jobLogger, baseBackup: config.baseBackup, compression: config.compression},
+            {database: config.database, storage, namePrefix: config.namePrefix, retention: config.retention, logger: jobLogger, baseBackup: config.baseBackup, compression: config.compression, encryption: config.encryption},
             {triggeredBy: job.triggeredBy, signal},
           )
         } finally {

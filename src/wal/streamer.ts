@@ -27,6 +27,8 @@ export interface WalStreamerOptions {
    * restartDelayMs, and take over when the holder's session ends (it stopped or died).
    */
   lock?: JobLock
+  /** ENCRYPTION_RECIPIENTS as serve validated it (a flag or the environment); else pushWal reads the environment. */
+  encryptTo?: readonly string[]
 }
 
 /** Without WAL_STREAMING_DIR: a directory that survives process restarts, not container rebuilds (hence the setting). */
@@ -184,7 +186,7 @@ export class WalStreamer {
       for (const name of names) {
         const file = path.join(this.options.spoolDir, name)
         try {
-          await pushWal(this.options.storage, file, {logger: this.options.logger})
+          await pushWal(this.options.storage, file, {logger: this.options.logger, encryptTo: this.options.encryptTo})
           await fs.rm(file, {force: true})
           this.status.uploaded++
           this.status.lastUploaded = name

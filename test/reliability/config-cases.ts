@@ -52,6 +52,8 @@ export const CORE_CASES: Record<SettingName, SettingCase> = {
   COMPRESSION: {malformed: ['lz4', 'gzip,zstd']},
   COMPRESSION_LEVEL: {malformed: ['max', '1.5'], outOfRange: ['0', '10', '20']},
   COMPRESSION_THREADS: {malformed: ['all', '2.5'], outOfRange: ['0', '257']},
+  ENCRYPTION_RECIPIENTS: {malformed: ['age1notakey', 'ssh-ed25519 notbase64', 'AGE-SECRET-KEY-1QQQQ', ',,']},
+  AGE_IDENTITY_FILE: {freeText: 'a path; a missing, unreadable or wrong identity fails before a restore touches anything, naming it (exit 2)'},
   BACKUP_NO_OWNER: {malformed: ['maybe', 'owners']},
   BACKUP_FORMAT: {malformed: ['directory', 'tar', 'Custom ', 'sql']},
   // restore drills (issue 19)

@@ -5,13 +5,13 @@ describe('backup ids', () => {
   it('are <prefix>_<UTC yyyyMMddTHHmmssZ>.sql.gz', async () => {
     const id = await newBackupId('backup', new Date('2026-11-21T03:04:05.678Z'), async () => false)
     expect(id).toBe('backup_20261121T030405Z.sql.gz')
-    expect(parseBackupId(id)).toEqual({prefix: 'backup', timestamp: '20261121T030405Z', sequence: 1, kind: 'sql', codec: 'gzip'})
+    expect(parseBackupId(id)).toEqual({prefix: 'backup', timestamp: '20261121T030405Z', sequence: 1, kind: 'sql', codec: 'gzip', encrypted: false})
   })
 
   it('end in .zst with COMPRESSION=zstd, and parse back to their codec', async () => {
     const id = await newBackupId('backup', new Date('2026-11-21T03:04:05.678Z'), async () => false, 'tar', 'zstd')
     expect(id).toBe('backup_20261121T030405Z.tar.zst')
-    expect(parseBackupId(id)).toEqual({prefix: 'backup', timestamp: '20261121T030405Z', sequence: 1, kind: 'tar', codec: 'zstd'})
+    expect(parseBackupId(id)).toEqual({prefix: 'backup', timestamp: '20261121T030405Z', sequence: 1, kind: 'tar', codec: 'zstd', encrypted: false})
     expect(parseBackupId('backup_20261121T030405Z.sql.lz4')).toBeUndefined()
   })
 

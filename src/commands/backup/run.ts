@@ -46,7 +46,7 @@ Notifications (NOTIFY_URLS): backup.failed, backup.succeeded with NOTIFY_ON_SUCC
     }),
   }
 
-  static override configSections: readonly Section[] = ['database', 'namePrefix', 'retention', 'storageBackend', 'baseBackup', 'compression', 'logicalDump', 'databases', 'notify']
+  static override configSections: readonly Section[] = ['database', 'namePrefix', 'retention', 'storageBackend', 'baseBackup', 'compression', 'logicalDump', 'databases', 'notify', 'encryption']
   static override usesStorage = true
 
   public async run(): Promise<(BackupOutcome & {globalsError?: string}) | MultiBackupOutcome> {
@@ -86,6 +86,7 @@ Notifications (NOTIFY_URLS): backup.failed, backup.succeeded with NOTIFY_ON_SUCC
         logger: this.logger,
         compression: this.settings.compression,
         logicalDump: this.settings.logicalDump,
+        encryption: this.settings.encryption,
       }
       const options = {
         triggeredBy: 'cli' as const,

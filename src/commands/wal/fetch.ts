@@ -25,14 +25,17 @@ dbb restore --type base writes this command into postgresql.auto.conf for you.`
   }
 
   static override flags = settingFlagsFor('wal fetch')
-  static override configSections: readonly Section[] = ['storageBackend']
+  static override configSections: readonly Section[] = ['storageBackend', 'decryption']
   static override usesStorage = true
   static override failureExitCode = EXIT_WAL_FETCH_FATAL
 
   public async run(): Promise<{name: string; dest: string; found: boolean; sizeBytes?: number}> {
     const storage = await this.openStorage()
     try {
-      const {sizeBytes} = await fetchWal(storage, this.args.name, this.args.dest, {signal: this.interruptSignal(), logger: this.logger})
+      const {identityFile} = this.settings.decryption
+      // The prefetcher this may start reads the identity from the environment, as the fast path's does.
+      if (identityFile !== undefined) process.env.AGE_IDENTITY_FILE = identityFile
+      const {sizeBytes} = await fetchWal(storage, this.args.name, this.args.dest, {signal: this.interruptSignal(), logger: this.logger, identityFile})
       this.logger.debug({event: 'wal.fetched', wal: this.args.name, sizeBytes}, `restored ${this.args.name}`)
       return {name: this.args.name, dest: this.args.dest, found: true, sizeBytes}
     } catch (error) {
