@@ -1,3 +1,5 @@
+import type {Writable} from 'node:stream'
+
 import {requireCodec} from '../compress/codec-streams'
 import type {CompressionConfig, DatabaseConfig, LogicalDumpConfig} from '../config'
 import {AbortedError, OperationError, errorMessage} from '../errors'
@@ -55,8 +57,8 @@ export interface BackupRecipe {
   kind: 'sql' | 'tar'
   /** The program whose stdout is the backup (pg_dump, pg_basebackup), for messages. */
   commandName: string
-  /** Starts it; the signal kills it. */
-  start(id: string, signal: AbortSignal): SpawnedTool
+  /** Starts it; the signal kills it. With `output` it writes there (a compressor program's stdin), not to its stdout pipe. */
+  start(id: string, signal: AbortSignal, output?: Writable): SpawnedTool
   /** This type's sidecar fields, once the stream is stored and verified. Throwing fails (and removes) the backup. */
   sidecarFields(result: PipelineResult): RecipeFields
   /** Logged with `backup.started`. */
@@ -64,8 +66,8 @@ export interface BackupRecipe {
 }
 
 /**
- * The life of one backup, whatever produces it. Order matters: storage is checked, then the recipe
- * is prepared (server and tool checks) before anything is written; the stream goes through THE
+ * The life of one backup, whatever produces it. Order matters: storage is checked and the recipe
+ * is prepared (server and tool checks, concurrently) before anything is written; the stream goes through THE
  * pipeline; it is read back and verified; only then is the sidecar written, which is what makes
  * the backup exist. Any failure removes what this run wrote. Retention runs last, and its failure
  * does not undo the backup.
@@ -77,18 +79,24 @@ export async function storeBackup(
 ): Promise<BackupOutcome> {
   const {storage, logger} = deps
   const now = options.now ?? (() => new Date())
-  try {
-    await storage.health()
-  } catch (error) {
-    throw new OperationError(`storage ${storage.name} (${storage.location}) is not usable: ${errorMessage(error)}`)
-  }
-
-  await removeLeftoversQuietly(storage, {prefix: deps.namePrefix, logger})
-
-  const recipe = await prepare()
-  // COMPRESSION=zstd without the zstd program: exit 2 naming what to install, before anything is written.
   const codec = deps.compression?.codec ?? 'gzip'
-  await requireCodec(codec, 'compress')
+  // The checks before anything is written are independent round trips (storage, the server, the
+  // tools): run at once, they cost the slowest one instead of their sum. All of them are awaited
+  // (a recipe that is still preparing must not outlive a failure), and the first failure in this
+  // order is the one reported: storage, then the server and tools, then the codec.
+  const [storageReady, prepared, codecReady] = await Promise.allSettled([
+    storage.health().then(
+      () => removeLeftoversQuietly(storage, {prefix: deps.namePrefix, logger}),
+      (error: unknown) => {
+        throw new OperationError(`storage ${storage.name} (${storage.location}) is not usable: ${errorMessage(error)}`)
+      },
+    ),
+    prepare(),
+    // COMPRESSION=zstd without the zstd program: exit 2 naming what to install, before anything is written.
+    requireCodec(codec, 'compress'),
+  ])
+  for (const settled of [storageReady, prepared, codecReady]) if (settled.status === 'rejected') throw settled.reason
+  const recipe = (prepared as PromiseFulfilledResult<BackupRecipe>).value
   const startedAt = now()
   // Claimed, not just picked: a concurrent run must never write the same key (see claim-id.ts).
   // The claim's heartbeat keeps a concurrent prune from taking this run's objects for orphans.
@@ -107,7 +115,7 @@ export async function storeBackup(
   let metadata: BackupMetadata
   try {
     const result = await streamToStorage({
-      start: (signal) => recipe.start(id, signal),
+      start: (signal, output) => recipe.start(id, signal, output),
       commandName: recipe.commandName,
       storage,
       key: id,

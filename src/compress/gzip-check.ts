@@ -40,6 +40,11 @@ export class InStreamGunzipCheck {
     this.ended.catch(() => {}) // reported by write() or finish()
   }
 
+  /** Bytes decompressed so far. */
+  get decodedBytes(): number {
+    return this.decompressedBytes
+  }
+
   /** Feeds one compressed chunk; waits while the checker is behind, so memory stays bounded. */
   async write(chunk: Buffer): Promise<void> {
     if (this.failure) throw this.failure
