@@ -84,18 +84,21 @@ export async function storeBackup(
   // tools): run at once, they cost the slowest one instead of their sum. All of them are awaited
   // (a recipe that is still preparing must not outlive a failure), and the first failure in this
   // order is the one reported: storage, then the server and tools, then the codec.
-  const [storageReady, prepared, codecReady] = await Promise.allSettled([
-    storage.health().then(
-      () => removeLeftoversQuietly(storage, {prefix: deps.namePrefix, logger}),
-      (error: unknown) => {
-        throw new OperationError(`storage ${storage.name} (${storage.location}) is not usable: ${errorMessage(error)}`)
-      },
-    ),
-    prepare(),
-    // COMPRESSION=zstd without the zstd program: exit 2 naming what to install, before anything is written.
-    requireCodec(codec, 'compress'),
-  ])
-  for (const settled of [storageReady, prepared, codecReady]) if (settled.status === 'rejected') throw settled.reason
+  // COMPRESSION=zstd without the zstd program: exit 2 naming what to install, before anything is
+  // written or removed (a dead run's leftovers are removed only once the codec is known usable).
+  const codecReady = requireCodec(codec, 'compress')
+  const storageReady = storage.health().then(
+    async () => {
+      await codecReady
+      await removeLeftoversQuietly(storage, {prefix: deps.namePrefix, logger})
+    },
+    (error: unknown) => {
+      throw new OperationError(`storage ${storage.name} (${storage.location}) is not usable: ${errorMessage(error)}`)
+    },
+  )
+  const [storageSettled, prepared, codecSettled] = await Promise.allSettled([storageReady, prepare(), codecReady])
+  // A codec failure also rejects storageReady (it waits for the codec) with the same error.
+  for (const settled of [storageSettled, prepared, codecSettled]) if (settled.status === 'rejected') throw settled.reason
   const recipe = (prepared as PromiseFulfilledResult<BackupRecipe>).value
   const startedAt = now()
   // Claimed, not just picked: a concurrent run must never write the same key (see claim-id.ts).
