@@ -13,7 +13,8 @@ import {SpawnedTool, toolFailure} from './child-process'
 /**
  * THE backup pipeline: a program's stdout → exit-code gate → compressor (parallel gzip) → sha256/size tap → storage,
  * as one stream.pipeline; or, with a compressor program (zstd; pigz for gzip where it is on PATH),
- * the program writes into the compressor and the pipeline starts at the compressor's output. Nothing is written to local disk and memory stays flat whatever the size.
+ * the program writes into the compressor and the pipeline starts at the compressor's output.
+ * Nothing is written to local disk and memory stays flat whatever the size.
  *
  * Failure handling lives here, once:
  *  - `pipeline()` resolves when stdout ends, even if the program then exits non-zero, so the gate
@@ -88,6 +89,7 @@ export async function streamToStorage(options: PipelineOptions): Promise<Pipelin
   if (directCompressor && tool.child.stdout !== null) {
     // A producer writing to its own pipe would leave the compressor an empty, valid stream.
     tool.child.kill('SIGKILL')
+    options.signal?.removeEventListener('abort', onCallerAbort)
     await directCompressor.terminate()
     throw new Error(`${options.commandName} was started without the compressor program as its output`)
   }
