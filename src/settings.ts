@@ -450,7 +450,7 @@ export const SETTINGS = {
   COMPRESSION_THREADS: {
     flag: 'compression-threads',
     group: 'COMPRESSION',
-    summary: 'Blocks compressed in parallel.',
+    summary: "Threads compressing at once: the zstd or pigz program's workers (-T, -p), or blocks of dbb's in-process gzip.",
     example: '2',
     defaultText: 'the cores available, at most UV_THREADPOOL_SIZE - 1',
     commands: BACKUP_COMMANDS,

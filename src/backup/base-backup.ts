@@ -58,9 +58,9 @@ export async function runBaseBackup(deps: BaseBackupDependencies, options: Backu
       type: 'base',
       kind: 'tar',
       commandName: 'pg_basebackup',
-      start(id, signal) {
+      start(id, signal, output) {
         // LC_ALL=C: the start/stop lines are parsed, so they must not be translated.
-        const tool = spawnTool('pg_basebackup', pgBasebackupArgs(deps.baseBackup, `dbb ${id}`), {...libpqEnvironment(deps.database), LC_ALL: 'C'}, signal)
+        const tool = spawnTool('pg_basebackup', pgBasebackupArgs(deps.baseBackup, `dbb ${id}`), {...libpqEnvironment(deps.database), LC_ALL: 'C'}, signal, output)
         tool.child.stderr.on('data', (text: string) => {
           verboseOutput = (verboseOutput + text).slice(-64 * 1024)
         })

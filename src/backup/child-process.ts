@@ -53,7 +53,8 @@ export interface ExitStatus {
 }
 
 export interface SpawnedTool {
-  child: ChildProcessByStdio<null, Readable, Readable>
+  /** `child.stdout` is null when the program writes straight into another program (spawnTool's `output`). */
+  child: ChildProcessByStdio<null, Readable | null, Readable>
   /** What the backup reads instead of the child's stdout, when a wrapper taps it (src/backup/custom-format.ts). */
   output?: Readable
   /** Resolves when the process has exited (never rejects). */
@@ -65,9 +66,15 @@ export interface SpawnedTool {
 /**
  * Starts a PostgreSQL client program with its output as a stream. The abort signal kills it.
  * Arguments never carry secrets: connection settings go in `env` (see libpqEnvironment).
+ * With `output` (another child's stdin pipe), the program writes there directly and dbb never
+ * sees its output (src/compress/program-compressor.ts).
  */
-export function spawnTool(command: string, args: string[], env: ToolEnvironment, signal?: AbortSignal): SpawnedTool {
-  const child = spawn(command, nonInteractive(args, env), {env: childEnvironment(env), stdio: ['ignore', 'pipe', 'pipe'], signal, killSignal: 'SIGTERM'})
+export function spawnTool(command: string, args: string[], env: ToolEnvironment, signal?: AbortSignal, output?: Writable): SpawnedTool {
+  const child = spawn(command, nonInteractive(args, env), {env: childEnvironment(env), stdio: ['ignore', output ?? 'pipe', 'pipe'], signal, killSignal: 'SIGTERM'}) as ChildProcessByStdio<
+    null,
+    Readable | null,
+    Readable
+  >
   return {child, ...watchTool(command, child, child.stderr)}
 }
 

@@ -57,8 +57,11 @@ export function withArchiveCheck(dump: SpawnedTool, signal: AbortSignal): Spawne
       callback()
     },
   })
-  dump.child.stdout.pipe(tee)
-  dump.child.stdout.on('error', (error) => tee.destroy(error))
+  const archive = dump.child.stdout
+  // The recipe sets outputThroughDbb for the custom format, so pg_dump always writes to its own pipe here.
+  if (archive === null) throw new Error('the archive check needs pg_dump writing to its own stdout, not into a compressor program')
+  archive.pipe(tee)
+  archive.on('error', (error) => tee.destroy(error))
 
   // Set when pg_dump succeeded but the archive did not parse: then stderr() is pg_restore's.
   let failedCheck: ExitStatus | undefined

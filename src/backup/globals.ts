@@ -33,7 +33,7 @@ export async function runGlobalsBackup(deps: BackupDependencies, options: Backup
       type: GLOBALS_TYPE,
       kind: 'sql',
       commandName: 'pg_dumpall',
-      start: (_id, signal) => spawnTool('pg_dumpall', args, libpqEnvironment(deps.database), signal),
+      start: (_id, signal, output) => spawnTool('pg_dumpall', args, libpqEnvironment(deps.database), signal, output),
       sidecarFields: () => ({database: deps.database.database, pgVersion, pgDumpallVersion, format: 'plain', noRolePasswords: settings.noRolePasswords}),
       context: {pgVersion, pgDumpallVersion, noRolePasswords: settings.noRolePasswords},
     }

@@ -1,18 +1,22 @@
 import {createHash} from 'node:crypto'
-import {PassThrough, Readable} from 'node:stream'
+import {PassThrough, Readable, Writable} from 'node:stream'
 import {pipeline} from 'node:stream/promises'
 
 import {createCompressor} from '../compress/codec-streams'
 import {CODECS, CodecName} from '../compress/codecs'
 import {InStreamGunzipCheck} from '../compress/gzip-check'
+import {programFor, startProgramCompressor} from '../compress/program-compressor'
 import {AGE_CONTENT_TYPE, createEncryptor} from '../encrypt/age'
 import {AbortedError} from '../errors'
 import type {StorageBackend} from '../storage/contract'
 import {SpawnedTool, toolFailure} from './child-process'
 
 /**
- * THE backup pipeline: a program's stdout → exit-code gate → compressor (parallel gzip or zstd) → [age encryption] → sha256/size tap → storage,
- * as one stream.pipeline. Nothing is written to local disk and memory stays flat whatever the size.
+ * THE backup pipeline: a program's stdout → exit-code gate → compressor (parallel gzip or zstd) →
+ * in-stream decode check → [age encryption] → sha256/size tap → storage, as one stream.pipeline;
+ * or, with a compressor program (zstd; pigz for gzip where it is on PATH), the program writes
+ * straight into the compressor and the pipeline starts at the compressor's output.
+ * Nothing is written to local disk and memory stays flat whatever the size.
  *
  * Failure handling lives here, once:
  *  - `pipeline()` resolves when stdout ends, even if the program then exits non-zero, so the gate
@@ -39,8 +43,11 @@ export interface PipelineResult {
 }
 
 export interface PipelineOptions {
-  /** Starts the producing program; it is killed through the signal it is given. */
-  start: (signal: AbortSignal) => SpawnedTool
+  /**
+   * Starts the producing program; it is killed through the signal it is given. With `output`, it
+   * must write there (a compressor program's stdin) instead of to its own stdout pipe.
+   */
+  start: (signal: AbortSignal, output?: Writable) => SpawnedTool
   commandName: string
   storage: StorageBackend
   key: string
@@ -54,6 +61,10 @@ export interface PipelineOptions {
   onProgress?: (progress: StreamProgress) => void
   /** ENCRYPTION_RECIPIENTS: encrypt with age after compression (src/encrypt); the check stays on the compressed plaintext, sha256 covers what is stored. */
   encryptTo?: readonly string[]
+  /** gzip with dbb's in-process parallel gzip even when pigz is on PATH (its own tests). */
+  inProcessGzip?: boolean
+  /** dbb reads the producer's output (a wrapper taps it, `SpawnedTool.output`): compress what dbb reads, never straight from the producer. */
+  outputThroughDbb?: boolean
 }
 
 export async function streamToStorage(options: PipelineOptions): Promise<PipelineResult> {
@@ -69,13 +80,28 @@ export async function streamToStorage(options: PipelineOptions): Promise<Pipelin
   // Parallel gzip on libuv's thread pool (src/compress): still one standard gzip file. Its jobs
   // live as long as this pipeline; an error anywhere destroys it and closes them. Created
   // before the program starts, so a bad level fails before anything runs.
-  // zstd runs as the zstd program (src/compress/codec-streams.ts), killed when the pipeline ends.
   const codec = CODECS[options.codec ?? 'gzip']
-  const compressor = createCompressor(codec.name, {level: options.compressionLevel ?? codec.defaultLevel, threads: options.compressionThreads})
+  const level = options.compressionLevel ?? codec.defaultLevel
+  // zstd, and gzip where pigz is on PATH: the producer writes straight into the compressor
+  // program and dbb reads only compressed bytes (src/compress/program-compressor.ts says why the
+  // proof stays as strong). Otherwise dbb compresses what it reads (in-process parallel gzip, or
+  // the zstd program as a filter: src/compress/codec-streams.ts).
+  const program = options.outputThroughDbb || (options.inProcessGzip && codec.name === 'gzip') ? undefined : programFor(codec.name)
+  const directCompressor = program && startProgramCompressor(program, {level, threads: options.compressionThreads})
+  const compressor = directCompressor ? undefined : createCompressor(codec.name, {level, threads: options.compressionThreads})
   const encryptor = options.encryptTo ? createEncryptor(options.encryptTo) : undefined
   options.signal?.addEventListener('abort', onCallerAbort, {once: true})
 
-  const tool = options.start(controller.signal)
+  const tool = options.start(controller.signal, directCompressor?.input)
+  directCompressor?.detachInput()
+  if (directCompressor && tool.child.stdout !== null) {
+    // A producer writing to its own pipe would leave the compressor an empty, valid stream.
+    tool.child.kill('SIGKILL')
+    options.signal?.removeEventListener('abort', onCallerAbort)
+    await Promise.all([directCompressor.terminate(), encryptor?.terminate()])
+    throw new Error(`${options.commandName} was started without the compressor program as its output`)
+  }
+
   const progress: StreamProgress = {sourceBytes: 0, storedBytes: 0}
   const hash = createHash('sha256')
 
@@ -89,6 +115,18 @@ export async function streamToStorage(options: PipelineOptions): Promise<Pipelin
     if (status.code !== 0) throw toolFailure(options.commandName, status, tool.stderr())
   }
 
+  // The compressor program's output ends when the producer closed its end of the pipe: the
+  // stream is complete only if the compressor exited 0 (it read everything and wrote its
+  // checksum) and then the producer exited 0 (what it wrote was all of it). The compressor is
+  // asked first: when it died, the producer's SIGPIPE is a consequence, not the cause.
+  async function* programExitGate(source: AsyncIterable<Buffer>) {
+    for await (const chunk of source) yield chunk
+    const compressorFailure = directCompressor!.failure(await directCompressor!.exited)
+    if (compressorFailure) throw compressorFailure
+    const status = await tool.exited
+    if (status.code !== 0) throw toolFailure(options.commandName, status, tool.stderr())
+  }
+
   // Decompresses what is sent as it is sent (on zlib's thread pool), so the stream is proven a
   // whole gzip of the program's output before storage sees its end (see src/compress/gzip-check.ts).
   const gzipCheck = new InStreamGunzipCheck(codec.name)
@@ -96,10 +134,13 @@ export async function streamToStorage(options: PipelineOptions): Promise<Pipelin
   async function* checkCompressed(source: AsyncIterable<Buffer>) {
     for await (const chunk of source) {
       await gzipCheck.write(chunk)
+      // With a compressor program, what the producer wrote is known only decoded.
+      if (directCompressor) progress.sourceBytes = gzipCheck.decodedBytes
       yield chunk
     }
 
     gzipCheckedBytes = await gzipCheck.finish()
+    if (directCompressor) progress.sourceBytes = gzipCheckedBytes
     if (gzipCheckedBytes !== progress.sourceBytes) {
       throw new Error(`the compressed stream decompresses to ${gzipCheckedBytes} bytes, ${options.commandName} produced ${progress.sourceBytes}`)
     }
@@ -117,10 +158,9 @@ export async function streamToStorage(options: PipelineOptions): Promise<Pipelin
 
   const body = new PassThrough()
   // @types/node types pipeline() for at most four stages between source and destination.
-  const stages = (pipeline as unknown as (...streams: unknown[]) => Promise<void>)
-  const produce = stages(tool.output ?? tool.child.stdout, exitCodeGate, compressor, checkCompressed, ...(encryptor ? [encryptor] : []), hashAndCount, body, {signal: controller.signal}).catch((error: unknown) =>
-    fail(error),
-  )
+  const stages = pipeline as unknown as (...streams: unknown[]) => Promise<void>
+  const head = directCompressor ? [directCompressor.output, programExitGate] : [tool.output ?? tool.child.stdout, exitCodeGate, compressor]
+  const produce = stages(...head, checkCompressed, ...(encryptor ? [encryptor] : []), hashAndCount, body, {signal: controller.signal}).catch((error: unknown) => fail(error))
   const store = options.storage
     .put(options.key, body as Readable, {signal: controller.signal, overwrite: false, contentType: encryptor ? AGE_CONTENT_TYPE : codec.contentType})
     .catch((error: unknown) => {
@@ -144,6 +184,6 @@ export async function streamToStorage(options: PipelineOptions): Promise<Pipelin
     options.signal?.removeEventListener('abort', onCallerAbort)
     if (tool.child.exitCode === null && tool.child.signalCode === null) tool.child.kill('SIGKILL')
     gzipCheck.destroy()
-    await Promise.all([compressor.terminate(), encryptor?.terminate()])
+    await Promise.all([compressor?.terminate(), directCompressor?.terminate(), encryptor?.terminate()])
   }
 }

@@ -38,24 +38,32 @@ export async function runLogicalBackup(deps: BackupDependencies, options: Backup
   let snapshot: DumpSnapshot | undefined
   try {
     return await storeBackup(deps, options, async () => {
-      const [source, pgDumpVersion] = await Promise.all([
+      // Three independent round trips at once; all settle before any failure is reported, so a
+      // snapshot opened beside a failed check is held in `snapshot` and released below.
+      const [described, dumpVersion, opened] = await Promise.allSettled([
         withClient(deps.database, (client) => describeSource(client, deps.database.database, noOwner)).catch((error: unknown) => {
           throw new OperationError(errorMessage(error))
         }),
         toolVersion('pg_dump'),
+        openDumpSnapshot(deps, options.signal),
       ])
-      const {pgVersion, databaseProfile, privileges} = source
+      if (opened.status === 'fulfilled') snapshot = opened.value
+      for (const settled of [described, dumpVersion, opened]) if (settled.status === 'rejected') throw settled.reason
+      const {pgVersion, databaseProfile, privileges} = (described as PromiseFulfilledResult<SourceFacts>).value
+      const pgDumpVersion = (dumpVersion as PromiseFulfilledResult<string>).value
       requireClientForServer('pg_dump', pgDumpVersion, pgVersion)
-      snapshot = await openDumpSnapshot(deps, options.signal)
-      const {id: snapshotId, pid: snapshotPid, release} = snapshot
-      const capture = snapshot.capture
+      const {id: snapshotId, pid: snapshotPid, release} = snapshot!
+      const capture = snapshot!.capture
       let record: ContentsRecord | undefined
       return {
         type: 'logical',
         kind: KIND_OF_FORMAT[format],
         commandName: 'pg_dump',
-        start: (_id, signal) => {
-          const dump = spawnTool('pg_dump', [...pgDumpArgs(noOwner, format), `--snapshot=${snapshotId}`], libpqEnvironment(deps.database), signal)
+        // A custom archive is also read by dbb (its completeness check, custom-format.ts), so it
+        // passes through dbb to the compressor; plain SQL goes straight into the compressor program.
+        outputThroughDbb: format === 'custom',
+        start: (_id, signal, output) => {
+          const dump = spawnTool('pg_dump', [...pgDumpArgs(noOwner, format), `--snapshot=${snapshotId}`], libpqEnvironment(deps.database), signal, output)
           const tool = format === 'custom' ? withArchiveCheck(dump, signal) : dump
           // Counted in pg_dump's snapshot while it dumps (after the id is claimed: a table lock that
           // holds pg_dump up holds the count up too). The dump is complete only with its record:

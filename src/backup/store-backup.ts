@@ -1,3 +1,5 @@
+import type {Writable} from 'node:stream'
+
 import {requireCodec} from '../compress/codec-streams'
 import type {CompressionConfig, DatabaseConfig, EncryptionConfig, LogicalDumpConfig} from '../config'
 import {requireAgeForRecipients} from '../encrypt/age'
@@ -60,8 +62,10 @@ export interface BackupRecipe {
   kind: BackupKind
   /** The program whose stdout is the backup (pg_dump, pg_basebackup), for messages. */
   commandName: string
-  /** Starts it; the signal kills it. */
-  start(id: string, signal: AbortSignal): SpawnedTool
+  /** Starts it; the signal kills it. With `output` it writes there (a compressor program's stdin), not to its stdout pipe. */
+  start(id: string, signal: AbortSignal, output?: Writable): SpawnedTool
+  /** dbb reads the producer's output itself (a wrapper taps it): no `output` is given, dbb compresses what it reads. */
+  outputThroughDbb?: boolean
   /** This type's sidecar fields, once the stream is stored and verified. Throwing fails (and removes) the backup. */
   sidecarFields(result: PipelineResult): RecipeFields
   /** Logged with `backup.started`. */
@@ -69,8 +73,8 @@ export interface BackupRecipe {
 }
 
 /**
- * The life of one backup, whatever produces it. Order matters: storage is checked, then the recipe
- * is prepared (server and tool checks) before anything is written; the stream goes through THE
+ * The life of one backup, whatever produces it. Order matters: storage is checked and the recipe
+ * is prepared (server and tool checks, concurrently) before anything is written; the stream goes through THE
  * pipeline; it is read back and verified; only then is the sidecar written, which is what makes
  * the backup exist. Any failure removes what this run wrote. Retention runs last, and its failure
  * does not undo the backup.
@@ -82,21 +86,29 @@ export async function storeBackup(
 ): Promise<BackupOutcome> {
   const {storage, logger} = deps
   const now = options.now ?? (() => new Date())
-  try {
-    await storage.health()
-  } catch (error) {
-    throw new OperationError(`storage ${storage.name} (${storage.location}) is not usable: ${errorMessage(error)}`)
-  }
-
-  await removeLeftoversQuietly(storage, {prefix: deps.namePrefix, logger})
-
-  const recipe = await prepare()
-  // COMPRESSION=zstd without the zstd program: exit 2 naming what to install, before anything is written.
   const codec = deps.compression?.codec ?? 'gzip'
-  await requireCodec(codec, 'compress')
-  // ENCRYPTION_RECIPIENTS without the age program, or one age refuses: exit 2, before anything is written.
+  // The checks before anything is written are independent round trips (storage, the server, the
+  // tools): run at once, they cost the slowest one instead of their sum. All of them are awaited
+  // (a recipe that is still preparing must not outlive a failure), and the first failure in this
+  // order is the one reported: storage, then the server and tools, then the codec and age.
+  // COMPRESSION=zstd without the zstd program, ENCRYPTION_RECIPIENTS without the age program or
+  // with a recipient age refuses: exit 2 naming what to fix, before anything is written or removed
+  // (a dead run's leftovers are removed only once the codec and age are known usable).
   const recipients = deps.encryption?.recipients
-  if (recipients) await requireAgeForRecipients(recipients)
+  const codecReady = Promise.all([requireCodec(codec, 'compress'), recipients ? requireAgeForRecipients(recipients) : undefined]).then(() => {})
+  const storageReady = storage.health().then(
+    async () => {
+      await codecReady
+      await removeLeftoversQuietly(storage, {prefix: deps.namePrefix, logger})
+    },
+    (error: unknown) => {
+      throw new OperationError(`storage ${storage.name} (${storage.location}) is not usable: ${errorMessage(error)}`)
+    },
+  )
+  const [storageSettled, prepared, codecSettled] = await Promise.allSettled([storageReady, prepare(), codecReady])
+  // A codec or age failure also rejects storageReady (it waits for the codec) with the same error.
+  for (const settled of [storageSettled, prepared, codecSettled]) if (settled.status === 'rejected') throw settled.reason
+  const recipe = (prepared as PromiseFulfilledResult<BackupRecipe>).value
   const startedAt = now()
   // Claimed, not just picked: a concurrent run must never write the same key (see claim-id.ts).
   // The claim's heartbeat keeps a concurrent prune from taking this run's objects for orphans.
@@ -116,7 +128,8 @@ export async function storeBackup(
   let metadata: BackupMetadata
   try {
     const result = await streamToStorage({
-      start: (signal) => recipe.start(id, signal),
+      start: (signal, output) => recipe.start(id, signal, output),
+      outputThroughDbb: recipe.outputThroughDbb,
       commandName: recipe.commandName,
       storage,
       key: id,

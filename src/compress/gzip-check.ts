@@ -24,9 +24,12 @@ export class InStreamGunzipCheck {
   private readonly ended: Promise<void>
 
   constructor(private readonly codec: CodecName = 'gzip') {
-    // Large output chunks: each chunk is a round trip between the thread pool and the main thread,
-    // and at zlib's default 16 KiB those round trips cost more main-thread time than the inflating.
-    this.gunzip = createDecompressor(codec, {chunkSize: 512 * 1024})
+    // Output chunks of 128 KiB: each chunk is a round trip between the thread pool and the main
+    // thread, and at zlib's default 16 KiB those round trips cost more main-thread time than the
+    // inflating; but a 512 KiB output buffer no longer stays in the core's cache while it is
+    // filled: inflating a 106 MB dump took ≈ 20 % more CPU with 512 KiB chunks than with 128 KiB
+    // (zstd a few percent; BENCHMARKS.md "The lean pipeline").
+    this.gunzip = createDecompressor(codec, {chunkSize: 128 * 1024})
     this.gunzip.on('data', (chunk: Buffer) => {
       this.decompressedBytes += chunk.length
     })
@@ -38,6 +41,11 @@ export class InStreamGunzipCheck {
       })
     })
     this.ended.catch(() => {}) // reported by write() or finish()
+  }
+
+  /** Bytes decompressed so far. */
+  get decodedBytes(): number {
+    return this.decompressedBytes
   }
 
   /** Feeds one compressed chunk; waits while the checker is behind, so memory stays bounded. */

@@ -44,6 +44,7 @@ describe('parallel gzip in the backup pipeline, read by stock gunzip', () => {
       key,
       compressionLevel: level,
       compressionThreads: 2,
+      inProcessGzip: true,
     })
   }
 
@@ -85,6 +86,7 @@ describe('parallel gzip in the backup pipeline, read by stock gunzip', () => {
         storage,
         key: 'failed.sql.gz',
         compressionThreads: 2,
+        inProcessGzip: true,
       }),
     ).rejects.toThrow(/pg_dump failed \(exit code 3\): pg_dump: error: connection lost/)
     expect(await fs.readdir(storageDir)).not.toContainEqual(expect.stringMatching(/^failed/))
@@ -106,6 +108,7 @@ describe('parallel gzip in the backup pipeline, read by stock gunzip', () => {
         storage: failing,
         key: 'sink-failed.sql.gz',
         compressionThreads: 2,
+        inProcessGzip: true,
       }),
     ).rejects.toThrow('disk full')
     // streamToStorage returns only once the compressor closed every zlib job it started.

@@ -1,0 +1,180 @@
+import {execFile, execFileSync} from 'node:child_process'
+import {createHash, randomBytes} from 'node:crypto'
+import * as fs from 'node:fs/promises'
+import * as path from 'node:path'
+import {promisify} from 'node:util'
+import {crc32} from 'node:zlib'
+
+import {spawnTool} from '../../src/backup/child-process'
+import {streamToStorage} from '../../src/backup/pipeline'
+import {CodecName} from '../../src/compress/codecs'
+import {LocalBackend} from '../../src/plugins/local/src'
+import {tempDir} from '../helpers/cli'
+
+const run = promisify(execFile)
+
+/**
+ * THE pipeline with a compressor program (zstd; pigz for gzip): the producer writes straight into
+ * the compressor and dbb reads only compressed bytes. Checked with the stock tools a user restores
+ * with, and attacked: a producer that dies, a compressor that dies, a compressor that damages its
+ * output while exiting 0.
+ */
+describe.each<[CodecName, string, string[]]>([
+  ['zstd', 'zstd', ['zstd', '-dc']],
+  ['gzip', 'pigz', ['gzip', '-dc']],
+])('%s through the %s program, fed by the producer directly', (codec, program, decompress) => {
+  let dir: string
+  let storageDir: string
+  let storage: LocalBackend
+  const extension = codec === 'zstd' ? 'zst' : 'gz'
+
+  beforeAll(async () => {
+    dir = await tempDir('dbb-program-compressor-')
+    storageDir = path.join(dir, 'store')
+    await fs.mkdir(storageDir)
+    storage = new LocalBackend(storageDir)
+  })
+
+  afterAll(async () => {
+    await fs.rm(dir, {recursive: true, force: true})
+  })
+
+  async function storeFile(input: Buffer, key: string) {
+    const source = path.join(dir, `${key}.in`)
+    await fs.writeFile(source, input)
+    return streamToStorage({
+      start: (signal, output) => spawnTool('cat', [source], {PATH: process.env.PATH}, signal, output),
+      commandName: 'cat',
+      storage,
+      key,
+      codec,
+      compressionThreads: 2,
+    })
+  }
+
+  it.each([
+    ['0 bytes', Buffer.alloc(0)],
+    ['1 byte', Buffer.from('\n')],
+    ['SQL text', Buffer.from('INSERT INTO t VALUES (1, $$a row of text$$);\n'.repeat(60_000))],
+    ['random data', randomBytes(3 * 1024 * 1024 + 17)],
+  ])('%s: the stock decompressor returns the exact input; sha256, sizes and the decoded count are recorded', async (name, input) => {
+    const key = `${name.replaceAll(' ', '-')}.sql.${extension}`
+    const progress: number[] = []
+    const source = path.join(dir, `${key}.in`)
+    await fs.writeFile(source, input)
+    const result = await streamToStorage({
+      start: (signal, output) => spawnTool('cat', [source], {PATH: process.env.PATH}, signal, output),
+      commandName: 'cat',
+      storage,
+      key,
+      codec,
+      compressionThreads: 2,
+      onProgress: (p) => progress.push(p.sourceBytes),
+    })
+    const stored = await fs.readFile(path.join(storageDir, key))
+    const {stdout} = await run(decompress[0], [...decompress.slice(1), path.join(storageDir, key)], {encoding: 'buffer', maxBuffer: 64 * 1024 * 1024})
+    expect(Buffer.compare(stdout, input)).toBe(0)
+    expect(result).toEqual({
+      sha256: createHash('sha256').update(stored).digest('hex'),
+      sizeBytes: stored.length,
+      sourceBytes: input.length,
+      gzipCheckedBytes: input.length,
+    })
+    // Progress counts what pg_dump wrote, known here decoded: never more than the input.
+    for (const bytes of progress) expect(bytes).toBeLessThanOrEqual(input.length)
+    if (codec === 'gzip') {
+      // ONE gzip member: the last trailer's CRC-32 and length cover the whole input.
+      expect(stored.readUInt32LE(stored.length - 8)).toBe(crc32(input) >>> 0)
+      expect(stored.readUInt32LE(stored.length - 4)).toBe(input.length % 2 ** 32)
+    }
+  })
+
+  it('a producer that ignores the compressor is refused, not stored as an empty stream', async () => {
+    const source = path.join(dir, 'ignored.in')
+    await fs.writeFile(source, 'data')
+    await expect(
+      streamToStorage({start: (signal) => spawnTool('cat', [source], {PATH: process.env.PATH}, signal), commandName: 'cat', storage, key: `ignored.sql.${extension}`, codec}),
+    ).rejects.toThrow(/started without the compressor program as its output/)
+    expect(await fs.readdir(storageDir)).not.toContainEqual(expect.stringMatching(/^ignored/))
+  })
+
+  it('a producer failing half-way: its failure is reported, nothing stored, no compressor left running', async () => {
+    const script = `head -c 3000000 /dev/urandom; echo "pg_dump: error: connection lost" >&2; exit 3`
+    await expect(
+      streamToStorage({
+        start: (signal, output) => spawnTool('sh', ['-c', script], {PATH: process.env.PATH}, signal, output),
+        commandName: 'pg_dump',
+        storage,
+        key: `failed.sql.${extension}`,
+        codec,
+      }),
+    ).rejects.toThrow(/pg_dump failed \(exit code 3\): pg_dump: error: connection lost/)
+    expect(await fs.readdir(storageDir)).not.toContainEqual(expect.stringMatching(/^failed/))
+    expect(runningPrograms(program)).toEqual([])
+  })
+
+  it('the compressor killed mid-stream: the compressor is named, the producer stopped, nothing stored', async () => {
+    const key = `compressor-killed.sql.${extension}`
+    const stream = streamToStorage({
+      start: (signal, output) => spawnTool('sh', ['-c', 'while true; do head -c 65536 /dev/urandom; done'], {PATH: process.env.PATH}, signal, output),
+      commandName: 'producer',
+      storage,
+      key,
+      codec,
+    })
+    const outcome = stream.then(
+      () => undefined,
+      (error: Error) => error,
+    )
+    let pids: string[] = []
+    const deadline = Date.now() + 10_000
+    while (pids.length === 0 && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 50))
+      pids = runningPrograms(program)
+    }
+
+    expect(pids).not.toEqual([])
+    for (const pid of pids) process.kill(Number(pid), 'SIGKILL')
+    const error = await outcome
+    expect(error?.message).toMatch(new RegExp(`${program} failed while compressing \\(killed by SIGKILL\\)`))
+    expect(await fs.readdir(storageDir)).not.toContainEqual(expect.stringMatching(/^compressor-killed/))
+    expect(runningPrograms(program)).toEqual([])
+  })
+
+  it('a compressor that flips one byte of its output and exits 0: refused by the in-stream check, nothing stored', async () => {
+    const bin = path.join(dir, 'bin')
+    await fs.mkdir(bin, {recursive: true})
+    const real = execFileSync('bash', ['-c', `command -v ${program}`], {encoding: 'utf8'}).trim()
+    // Byte 20 000 of the output: inside the compressed blocks, past every header.
+    await fs.writeFile(
+      path.join(bin, program),
+      `#!/bin/sh\n${real} "$@" | perl -e 'binmode STDIN; binmode STDOUT; local $/; my $d = <STDIN>; substr($d, 20000, 1) ^= "\\x01"; print $d'\n`,
+      {mode: 0o755},
+    )
+    const savedPath = process.env.PATH
+    process.env.PATH = `${bin}:${savedPath}`
+    try {
+      await expect(storeFile(randomBytes(2 * 1024 * 1024), `flipped.sql.${extension}`)).rejects.toThrow(new RegExp(`failed its in-stream ${codec} check`))
+    } finally {
+      process.env.PATH = savedPath
+    }
+
+    expect(await fs.readdir(storageDir)).not.toContainEqual(expect.stringMatching(/^flipped/))
+  })
+})
+
+/** Pids of this process's children named `name` (still running, not zombies). */
+function runningPrograms(name: string): string[] {
+  let children = ''
+  try {
+    children = execFileSync('ps', ['-o', 'pid=,stat=,comm=', '--ppid', String(process.pid)], {encoding: 'utf8'})
+  } catch {
+    // ps exits 1 when there is no child at all
+  }
+
+  return children
+    .split('\n')
+    .map((line) => line.trim().split(/\s+/))
+    .filter(([pid, stat, comm]) => pid && comm === name && !stat.startsWith('Z'))
+    .map(([pid]) => pid)
+}
