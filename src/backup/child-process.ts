@@ -150,7 +150,25 @@ export async function runTool(
   env: ToolEnvironment,
   options: {timeout?: number} = {},
 ): Promise<{stdout: string; stderr: string}> {
-  return promisify(execFile)(command, nonInteractive(args, env), {env: childEnvironment(env), timeout: options.timeout, encoding: 'utf8'})
+  const run = promisify(execFile)(command, nonInteractive(args, env), {env: childEnvironment(env), timeout: options.timeout, encoding: 'utf8'})
+  // Nothing is fed on stdin: a program that reads it (age with a bad argument) must see its end, not wait.
+  run.child.stdin?.end()
+  return run
+}
+
+/**
+ * A PostgreSQL server program run to completion as another OS user (pg_ctl of a drill's private
+ * server, src/drill/private-server.ts). The exception to the environment rule: `env` is given
+ * whole, because the server pg_ctl starts runs restore_command (`dbb wal fetch`), which needs the
+ * storage settings; the caller builds it from childEnvironment() plus the storage's own variables
+ * (src/drill/physical.ts), never from dbb's whole environment.
+ */
+export async function runServerProgram(
+  command: string,
+  args: string[],
+  options: {env: NodeJS.ProcessEnv; cwd: string; uid?: number; gid?: number},
+): Promise<{stdout: string; stderr: string}> {
+  return promisify(execFile)(command, args, {...options, encoding: 'utf8'})
 }
 
 export interface ChildOptions {

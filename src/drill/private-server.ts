@@ -1,16 +1,13 @@
-import {execFile} from 'node:child_process'
 import {existsSync} from 'node:fs'
 import * as fs from 'node:fs/promises'
 import * as net from 'node:net'
 import * as os from 'node:os'
 import * as path from 'node:path'
 import {setTimeout as sleep} from 'node:timers/promises'
-import {promisify} from 'node:util'
 
+import {runServerProgram, runTool} from '../backup/child-process'
 import {OperationError, UsageError, errorMessage} from '../errors'
 import type {Logger} from '../logger'
-
-const run = promisify(execFile)
 
 /**
  * The private PostgreSQL server of a physical drill: a data directory in a temporary directory
@@ -44,7 +41,7 @@ export async function serverUser(osUser: string): Promise<ServerUser> {
   const uid = process.getuid?.()
   if (uid === undefined) throw new UsageError('a physical drill needs a POSIX system (PostgreSQL server binaries, uid switching)')
   if (uid !== 0) return {name: os.userInfo().username, uid, gid: process.getgid?.() ?? uid, switchUser: false}
-  const id = async (flag: string) => Number((await run('id', [flag, osUser])).stdout.trim())
+  const id = async (flag: string) => Number((await runTool('id', [flag, osUser], {}, {timeout: 10_000})).stdout.trim())
   let resolved: {uid: number; gid: number}
   try {
     resolved = {uid: await id('-u'), gid: await id('-g')}
@@ -190,12 +187,12 @@ export async function preparePrivateServer(directory: PrivateDirectory, user: Se
     .map(([key, value]) => `${key} = '${value.replace(/'/g, "''")}'`)
     .join('\n')
   await fs.appendFile(path.join(dataDir, 'postgresql.auto.conf'), `\n# dbb drill: a private server (listen on a unix socket only, never archive)\n${block}\n`)
-  if (user.switchUser) await run('chown', ['-R', `${user.uid}:${user.gid}`, directory.root])
+  if (user.switchUser) await runTool('chown', ['-R', `${user.uid}:${user.gid}`, directory.root], {})
 }
 
 /** pg_ctl as the server user; the environment is the one given (the restore_command may need storage credentials). */
 async function pgCtl(binDir: string, user: ServerUser, args: string[], env: NodeJS.ProcessEnv): Promise<void> {
-  await run(path.join(binDir, 'pg_ctl'), args, {
+  await runServerProgram(path.join(binDir, 'pg_ctl'), args, {
     env,
     cwd: os.tmpdir(),
     ...(user.switchUser ? {uid: user.uid, gid: user.gid} : {}),

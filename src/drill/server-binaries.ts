@@ -1,9 +1,10 @@
-import {execFile} from 'node:child_process'
 import {existsSync} from 'node:fs'
 import * as path from 'node:path'
-import {promisify} from 'node:util'
 
-const run = promisify(execFile)
+import {runTool} from '../backup/child-process'
+
+/** `postgres --version` and `pg_config --bindir` answer at once; a hung one must not hang the drill. */
+const PROBE_TIMEOUT_MS = 10_000
 
 /** The major version of a server version string ("15.18", "16beta1", "PostgreSQL 15.4 (Debian …)"). */
 export function majorVersion(version: string): number | undefined {
@@ -20,7 +21,7 @@ function packagedDirectories(major: number): string[] {
 async function binDirMajor(binDir: string): Promise<number | undefined> {
   if (!existsSync(path.join(binDir, 'pg_ctl')) || !existsSync(path.join(binDir, 'postgres'))) return undefined
   try {
-    const {stdout} = await run(path.join(binDir, 'postgres'), ['--version'])
+    const {stdout} = await runTool(path.join(binDir, 'postgres'), ['--version'], {}, {timeout: PROBE_TIMEOUT_MS})
     return majorVersion(stdout.replace(/^postgres \(PostgreSQL\)\s*/, ''))
   } catch {
     return undefined
@@ -36,7 +37,7 @@ async function binDirMajor(binDir: string): Promise<number | undefined> {
 export async function findServerBinaries(major: number): Promise<{binDir?: string; found: {binDir: string; major: number}[]}> {
   const candidates: string[] = []
   for (const entry of (process.env.PATH ?? '').split(path.delimiter)) if (entry) candidates.push(entry)
-  const pgConfig = await run('pg_config', ['--bindir']).then(
+  const pgConfig = await runTool('pg_config', ['--bindir'], {}, {timeout: PROBE_TIMEOUT_MS}).then(
     ({stdout}) => stdout.trim(),
     () => undefined,
   )

@@ -1,11 +1,9 @@
-import {execFile} from 'node:child_process'
 import * as fs from 'node:fs/promises'
 import * as stream from 'node:stream'
 import {Duplex, Writable} from 'node:stream'
 import {pipeline} from 'node:stream/promises'
-import {promisify} from 'node:util'
 
-import {childEnvironment} from '../backup/child-process'
+import {runTool} from '../backup/child-process'
 import {Compressor, DamagedStreamError, ProgramFilter, createDecompressor} from '../compress/codec-streams'
 import {CodecName} from '../compress/codecs'
 import {ConfigError, OperationError, errorMessage} from '../errors'
@@ -153,9 +151,7 @@ function recipientArgs(recipients: readonly string[]): string[] {
 }
 
 async function runAge(args: string[]): Promise<void> {
-  const run = promisify(execFile)('age', args, {env: childEnvironment(), timeout: 10_000, encoding: 'utf8'})
-  run.child.stdin?.end()
-  await run
+  await runTool('age', args, {}, {timeout: 10_000})
 }
 
 function ageSaid(error: {stderr?: string; message: string}): string {

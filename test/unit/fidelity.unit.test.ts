@@ -62,9 +62,9 @@ describe('dump options and versions', () => {
   it('dumps with owners and privileges unless BACKUP_NO_OWNER=true', () => {
     expect(pgDumpArgs(false)).toEqual(['--format=plain'])
     expect(pgDumpArgs(true)).toEqual(['--no-owner', '--no-privileges', '--format=plain'])
-    expect(loadConfig(['logicalDump'], {}).logicalDump).toEqual({noOwner: false, recordChecksums: false})
-    expect(loadConfig(['logicalDump'], {BACKUP_NO_OWNER: 'true'}).logicalDump).toEqual({noOwner: true, recordChecksums: false})
-    expect(loadConfig(['logicalDump'], {BACKUP_RECORD_CHECKSUMS: 'true'}).logicalDump).toEqual({noOwner: false, recordChecksums: true})
+    expect(loadConfig(['logicalDump'], {}).logicalDump).toEqual({noOwner: false, recordChecksums: false, format: 'plain'})
+    expect(loadConfig(['logicalDump'], {BACKUP_NO_OWNER: 'true'}).logicalDump).toEqual({noOwner: true, recordChecksums: false, format: 'plain'})
+    expect(loadConfig(['logicalDump'], {BACKUP_RECORD_CHECKSUMS: 'true'}).logicalDump).toEqual({noOwner: false, recordChecksums: true, format: 'plain'})
   })
 
   it('knows which pg_dump/psql releases write and read \\restrict', () => {
