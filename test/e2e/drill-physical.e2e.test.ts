@@ -116,7 +116,7 @@ describe('dbb drill --type base (real PostgreSQL 15 server binaries, archived WA
     expect(logical.stderr).toMatch(/--target-time applies to physical drills only \(--type base\)/)
   }, DRILL_TEST_TIMEOUT_MS)
 
-  it('dbb serve with DRILL_TYPE=base: the scheduled drill is a physical one, its result in storage and /metrics', async () => {
+  it('dbb serve with DRILL_TYPE=base: the scheduled drill is a physical one, its result in storage and /metrics; POST /api/v1/backups/<id>/drill runs one on demand', async () => {
     const id = await baseBackupWithLaterWrites()
     const port = await freePort()
     const serve = startCli(['serve'], {...env(), API_TOKEN: 'physical-drill-token-0123456789', HTTP_HOST: '127.0.0.1', HTTP_PORT: String(port), BACKUP_SCHEDULE: '0 3 1 1 *', DRILL_INTERVAL: '7d', DRILL_TYPE: 'base'})
@@ -130,6 +130,26 @@ describe('dbb drill --type base (real PostgreSQL 15 server binaries, archived WA
       expect(sidecar).toMatchObject({backupId: id, status: 'passed', checked: 'replay'})
       const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()
       expect(metrics).toMatch(/dbb_drills_total\{outcome="passed"[^}]*\} 1/)
+
+      // The same physical drill on demand over the API: POST the base backup's id, follow the job.
+      const api = (route: string, init: RequestInit = {}) =>
+        fetch(`http://127.0.0.1:${port}${route}`, {...init, headers: {authorization: 'Bearer physical-drill-token-0123456789'}})
+      expect((await fetch(`http://127.0.0.1:${port}/api/v1/backups/${id}/drill`, {method: 'POST'})).status).toBe(401)
+      const started = await api(`/api/v1/backups/${id}/drill`, {method: 'POST'})
+      expect(started.status).toBe(202)
+      const {jobId} = (await started.json()) as {jobId: string}
+      const finished = await waitFor(
+        'the API physical drill',
+        async () => {
+          const job = (await (await api(`/api/v1/drills/jobs/${jobId}`)).json()) as {finishedAt?: string}
+          return job.finishedAt ? job : undefined
+        },
+        180_000,
+      )
+      expect(finished).toMatchObject({status: 'passed', result: {backupId: id, status: 'passed', checked: 'replay'}})
+      const last = await api(`/api/v1/backups/${id}/drill`)
+      expect(last.status).toBe(200)
+      expect(await last.json()).toMatchObject({backupId: id, status: 'passed', checked: 'replay'})
     } finally {
       serve.kill('SIGTERM')
     }
