@@ -42,15 +42,18 @@ export interface RecordingProxy {
   /** The most requests that were in flight at once (proves concurrency). */
   readonly maxInFlight: number
   inject(failure: InjectedFailure): void
-  /** Called for each request as it arrives (before it is forwarded). */
-  onRequest(listener: (request: RecordedRequest) => void): void
+  /**
+   * Called for each request as it arrives, before it is forwarded; a returned promise holds the
+   * request until it settles (a fault that must have taken effect before the server sees the request).
+   */
+  onRequest(listener: (request: RecordedRequest) => void | Promise<void>): void
   close(): Promise<void>
 }
 
 export async function startRecordingProxy(targetPort: () => number): Promise<RecordingProxy> {
   const requests: RecordedRequest[] = []
   const failures: (InjectedFailure & {remaining: number})[] = []
-  const listeners: ((request: RecordedRequest) => void)[] = []
+  const listeners: ((request: RecordedRequest) => void | Promise<void>)[] = []
   const sockets = new Set<Socket>()
   let inFlight = 0
   let maxInFlight = 0
@@ -61,61 +64,66 @@ export async function startRecordingProxy(targetPort: () => number): Promise<Rec
     inFlight += 1
     maxInFlight = Math.max(maxInFlight, inFlight)
     outgoing.once('close', () => (inFlight -= 1))
-    for (const listener of listeners) listener(record)
-    const failure = failures.find((candidate) => candidate.remaining > 0 && candidate.match(record))
-    if (failure && failure.kind !== 'cut') {
-      failure.remaining -= 1
-      if (failure.kind === 'reset' || failure.kind === 'stall') {
-        record.status = 0
-        const cut = () => incoming.socket.destroy()
-        if (failure.kind === 'reset') cut()
-        else setTimeout(cut, failure.stallMs ?? 1000).unref()
-        return
-      }
+    const held = listeners.map((listener) => listener(record)).filter((result): result is Promise<void> => result instanceof Promise)
+    if (held.length === 0) forward()
+    else void Promise.allSettled(held).then(forward)
 
-      // Read the request body first, as a server does, so the client sees the answer, not a reset.
-      incoming.resume()
-      incoming.on('end', () => {
-        record.status = failure.status ?? 500
-        const body = `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${failure.code ?? 'InternalError'}</Code><Message>${failure.message ?? 'injected'}</Message></Error>`
-        outgoing.writeHead(record.status, {'content-type': 'application/xml', 'content-length': Buffer.byteLength(body)}).end(body)
-      })
-      return
-    }
-
-    const upstream = http.request(
-      {host: '127.0.0.1', port: targetPort(), method: incoming.method, path: incoming.url, headers: incoming.headers},
-      (response) => {
-        record.status = response.statusCode
-        outgoing.writeHead(response.statusCode ?? 502, response.headers)
-        response.on('error', () => outgoing.destroy())
-        if (failure?.kind !== 'cut') {
-          response.pipe(outgoing)
+    function forward() {
+      const failure = failures.find((candidate) => candidate.remaining > 0 && candidate.match(record))
+      if (failure && failure.kind !== 'cut') {
+        failure.remaining -= 1
+        if (failure.kind === 'reset' || failure.kind === 'stall') {
+          record.status = 0
+          const cut = () => incoming.socket.destroy()
+          if (failure.kind === 'reset') cut()
+          else setTimeout(cut, failure.stallMs ?? 1000).unref()
           return
         }
 
-        failure.remaining -= 1
-        const afterBytes = failure.afterBytes ?? 0
-        let sent = 0
-        response.on('data', (chunk: Buffer) => {
-          if (sent + chunk.length > afterBytes) {
-            outgoing.write(chunk.subarray(0, afterBytes - sent))
-            // 0, as for a reset: no complete answer reached the client.
-            record.status = 0
-            response.destroy()
-            outgoing.socket?.destroy()
+        // Read the request body first, as a server does, so the client sees the answer, not a reset.
+        incoming.resume()
+        incoming.on('end', () => {
+          record.status = failure.status ?? 500
+          const body = `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${failure.code ?? 'InternalError'}</Code><Message>${failure.message ?? 'injected'}</Message></Error>`
+          outgoing.writeHead(record.status, {'content-type': 'application/xml', 'content-length': Buffer.byteLength(body)}).end(body)
+        })
+        return
+      }
+
+      const upstream = http.request(
+        {host: '127.0.0.1', port: targetPort(), method: incoming.method, path: incoming.url, headers: incoming.headers},
+        (response) => {
+          record.status = response.statusCode
+          outgoing.writeHead(response.statusCode ?? 502, response.headers)
+          response.on('error', () => outgoing.destroy())
+          if (failure?.kind !== 'cut') {
+            response.pipe(outgoing)
             return
           }
 
-          sent += chunk.length
-          outgoing.write(chunk)
-        })
-        response.on('end', () => outgoing.end())
-      },
-    )
-    // The server is gone: cut the client's connection too, as a dead server would.
-    upstream.on('error', () => incoming.socket.destroy())
-    incoming.pipe(upstream)
+          failure.remaining -= 1
+          const afterBytes = failure.afterBytes ?? 0
+          let sent = 0
+          response.on('data', (chunk: Buffer) => {
+            if (sent + chunk.length > afterBytes) {
+              outgoing.write(chunk.subarray(0, afterBytes - sent))
+              // 0, as for a reset: no complete answer reached the client.
+              record.status = 0
+              response.destroy()
+              outgoing.socket?.destroy()
+              return
+            }
+
+            sent += chunk.length
+            outgoing.write(chunk)
+          })
+          response.on('end', () => outgoing.end())
+        },
+      )
+      // The server is gone: cut the client's connection too, as a dead server would.
+      upstream.on('error', () => incoming.socket.destroy())
+      incoming.pipe(upstream)
+    }
   })
   server.on('connection', (socket) => {
     sockets.add(socket)

@@ -86,6 +86,9 @@ describe('Ceph RGW only: the gateway paused or killed mid-restore', () => {
     proxy.onRequest((request) => {
       if (!faulted && request.method === 'GET' && /\/restore\/backup_\d{8}T\d{6}Z\.sql\.gz(\?|$)/.test(request.url)) {
         faulted = fault === 'pause' ? server.pause() : server.stop()
+        // Held until the gateway is stopped or dead: forwarded at once, a dump of a few MB was
+        // sometimes served whole before SIGKILL landed, and the restore rightly succeeded.
+        return faulted
       }
     })
     const env = {
