@@ -1,11 +1,12 @@
 import {execFile, execFileSync} from 'node:child_process'
 import {existsSync, readdirSync} from 'node:fs'
 import * as fs from 'node:fs/promises'
-import * as net from 'node:net'
 import * as os from 'node:os'
 import * as path from 'node:path'
 import {promisify} from 'node:util'
 import {Client} from 'pg'
+
+import {freePort} from '../../src/drill/private-server'
 
 const run = promisify(execFile)
 
@@ -54,16 +55,8 @@ export function asServerUser(command: string, args: string[]): [string, string[]
   return isRoot ? ['runuser', ['-u', 'postgres', '--', command, ...args]] : [command, args]
 }
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer()
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', () => {
-      const {port} = server.address() as net.AddressInfo
-      server.close(() => resolve(port))
-    })
-  })
-}
+// One free-port helper for dbb and its tests (the physical drill picks its private server's port with it).
+export {freePort}
 
 export async function makeServerOwnedDir(prefix: string): Promise<string> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), prefix))
