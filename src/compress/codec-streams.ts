@@ -38,6 +38,34 @@ export function createCompressor(codec: CodecName, options: CompressorOptions): 
   return new ProgramFilter('zstd', ['-q', '-c', `-${options.level}`, `-T${threads}`, '--check', '--no-progress'], (detail) => new OperationError(`zstd failed while compressing (${detail})`))
 }
 
+/**
+ * A compressor for one small file of many compressed at once (WAL segments: the async uploader
+ * stores several in parallel). The parallelism is across files, so each stream runs in-process on
+ * one thread of libuv's pool: Node's own gzip, and Node's built-in zstd where the runtime has it (no
+ * program started and no pipe copies per 16 MiB segment — on the benchmark WAL that cost the
+ * uploader more CPU than compressing did; BENCHMARKS.md, "WAL archiving"). zstd frames carry the
+ * XXH64 content checksum, as the program's `--check` writes. Without a built-in zstd (Node 20) the
+ * program is used, as for dumps.
+ */
+/** Output chunk of a file compressor: zlib's 16 KiB default costs one thread-pool round trip and one storage write per 16 KiB. */
+const FILE_COMPRESSOR_CHUNK = 256 * 1024
+
+export function createFileCompressor(codec: CodecName, level: number): Compressor {
+  const zstd = (zlib as unknown as {createZstdCompress?: (options: object) => Duplex}).createZstdCompress
+  if (codec === 'zstd' && zstd === undefined) return createCompressor(codec, {level, threads: 1})
+  const stream =
+    codec === 'gzip'
+      ? zlib.createGzip({level, chunkSize: FILE_COMPRESSOR_CHUNK})
+      : zstd!({chunkSize: FILE_COMPRESSOR_CHUNK, params: {[zlib.constants.ZSTD_c_compressionLevel]: level, [zlib.constants.ZSTD_c_checksumFlag]: 1}})
+  return Object.assign(stream, {
+    async terminate() {
+      if (!stream.destroyed) stream.destroy()
+      // A zlib stream's pending thread job finishes on its own; close() frees the engine once it has.
+      if (!stream.closed) await new Promise((resolve) => stream.once('close', resolve))
+    },
+  })
+}
+
 /** Which zstd decoder to use; tests pin one, dbb takes the built-in one where Node has it. */
 export type ZstdDecoder = 'builtin' | 'program'
 

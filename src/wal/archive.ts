@@ -5,7 +5,7 @@ import * as path from 'node:path'
 import {PassThrough, Writable} from 'node:stream'
 import {pipeline} from 'node:stream/promises'
 
-import {createCompressor, isDamagedStreamError} from '../compress/codec-streams'
+import {createFileCompressor, isDamagedStreamError} from '../compress/codec-streams'
 import {CODECS, CodecName, codecOfKey} from '../compress/codecs'
 import {loadConfig} from '../config'
 import {AGE_CONTENT_TYPE, createEncryptor, createObjectDecoder, identityFailure} from '../encrypt/age'
@@ -139,8 +139,9 @@ async function storeCompressed(
   signal?.addEventListener('abort', onAbort, {once: true})
   const body = new PassThrough()
   try {
-    // A zstd program still running when this returns is killed by terminate() below.
-    const compressor = createCompressor(codec, {level: CODECS[codec].defaultLevel})
+    // In-process, one thread per segment: the uploader's parallelism is across segments. Whatever
+    // still runs when this returns is stopped by terminate() below.
+    const compressor = createFileCompressor(codec, CODECS[codec].defaultLevel)
     const encryptor = recipients ? createEncryptor(recipients) : undefined
     const source = handle.createReadStream({highWaterMark: 1024 * 1024})
     const produce = (

@@ -4,7 +4,7 @@ import * as fs from 'node:fs/promises'
 import {Readable, Writable} from 'node:stream'
 import {pipeline} from 'node:stream/promises'
 
-import {createCompressor, createDecompressor, isDamagedStreamError} from '../../src/compress/codec-streams'
+import {createCompressor, createDecompressor, createFileCompressor, isDamagedStreamError} from '../../src/compress/codec-streams'
 import {InStreamGunzipCheck} from '../../src/compress/gzip-check'
 import {tempDir} from '../helpers/cli'
 
@@ -122,5 +122,42 @@ describe('zstd streams (the zstd program; Node built-in decoder where present)',
     compressor.write(randomBytes(1024))
     await compressor.terminate()
     expect(() => process.kill(pid, 0)).toThrow(/ESRCH/)
+  })
+})
+
+/** The WAL compressor: one segment per stream, in-process (Node's gzip, Node's zstd where it has one). */
+describe('createFileCompressor (WAL segments)', () => {
+  const input = sample(6 * 1024 * 1024)
+  const whole = Buffer.concat(input)
+
+  async function compressFile(codec: 'gzip' | 'zstd'): Promise<Buffer> {
+    const output: Buffer[] = []
+    await pipeline(Readable.from(input), createFileCompressor(codec, 1), new Writable({write: (chunk, _e, done) => (output.push(chunk), done())}))
+    return Buffer.concat(output)
+  }
+
+  it.each([
+    ['gzip', 'gzip', '1f8b'],
+    ['zstd', 'zstd', '28b52ffd'],
+  ] as const)('%s output is read back byte for byte by stock %s -dc', async (codec, program, magic) => {
+    const compressed = await compressFile(codec)
+    expect(compressed.subarray(0, magic.length / 2).toString('hex')).toBe(magic)
+    expect(compressed.length).toBeLessThan(whole.length)
+    expect(execFileSync(program, ['-dc'], {input: compressed, maxBuffer: 64 * 1024 * 1024}).equals(whole)).toBe(true)
+  })
+
+  it('zstd frames carry the content checksum every decoder verifies, so a flipped byte is refused', async () => {
+    const compressed = await compressFile('zstd')
+    expect(compressed[4] & 0b100).toBe(0b100)
+    const damaged = Buffer.from(compressed)
+    damaged[damaged.length >> 1] ^= 0x40
+    expect(() => execFileSync('zstd', ['-dc'], {input: damaged, stdio: ['pipe', 'ignore', 'ignore']})).toThrow()
+  })
+
+  it.each(['gzip', 'zstd'] as const)('%s: terminate() mid-stream resolves and leaves the stream destroyed', async (codec) => {
+    const compressor = createFileCompressor(codec, 1)
+    compressor.write(randomBytes(4 * 1024 * 1024))
+    await compressor.terminate()
+    expect(compressor.destroyed).toBe(true)
   })
 })
