@@ -9,7 +9,7 @@ import {SETTING_NAMES, SettingSpec, resolveSettings, setting} from '../settings'
 import {fetchWal, pushWal} from './archive'
 import {declareNotInArchive} from './fetch-exit'
 import {parseWalFetchArgs} from './fetch-args'
-import {notePrefetchWanted, queueDirFor, storageIdentity} from './foreground'
+import {notePrefetchWanted, prefetcherRunning, queueDirFor, storageIdentity} from './foreground'
 import {prefetch, startPrefetcher, takeQueued} from './prefetch'
 import {walFileKind} from './segments'
 import {ensureUploader, lockSpool, queueWal, runUploader, takeUploadedMarker} from './spool'
@@ -53,7 +53,8 @@ export function fastInvocation(argv: readonly string[], env: NodeJS.ProcessEnv =
 
     case 'prefetch': {
       const segmentSize = Number(positional[1])
-      if (positional.length !== 2 || flags.length > 0 || !Number.isInteger(segmentSize) || segmentSize <= 0) return undefined
+      // 0: not known yet (started before the first download): the prefetcher waits for `wanted` to say.
+      if (positional.length !== 2 || flags.length > 0 || !Number.isInteger(segmentSize) || segmentSize < 0) return undefined
       return {command: 'prefetch', name: positional[0], segmentSize}
     }
 
@@ -133,14 +134,28 @@ export async function runFast(invocation: FastInvocation, givenEnv: NodeJS.Proce
         const backend = await openStorage()
         const {spoolDir, prefetch: prefetchCount} = config.walAsync
         const queueDir = spoolDir && prefetchCount > 0 && walFileKind(invocation.name) === 'segment' ? queueDirFor(path.resolve(spoolDir), storageIdentity(env)) : undefined
+        let prefetcherStarted = false
+        const startOnce = (name: string, segmentSize: number) => {
+          if (prefetcherStarted) return
+          prefetcherStarted = true
+          startPrefetcher(CLI_ENTRY, name, segmentSize)
+        }
+
         try {
-          if (!(queueDir && (await takeQueued(queueDir, invocation.name, invocation.dest)))) await fetchWal(backend, invocation.name, invocation.dest, {logger})
+          if (!(queueDir && (await takeQueued(queueDir, invocation.name, invocation.dest)))) {
+            // The first fetch of a recovery: the prefetcher starts now, so its Node start overlaps this
+            // download and it is answering bin/dbb-wal by the next request (the segment size it
+            // learns from `wanted`, written below once this segment is here).
+            if (queueDir && !prefetcherRunning(queueDir)) startOnce(invocation.name, 0)
+            await fetchWal(backend, invocation.name, invocation.dest, {logger})
+          }
+
           logger.debug({event: 'wal.fetched', wal: invocation.name}, `restored ${invocation.name}`)
           // A segment's size is the server's wal_segment_size, which names the segments that follow.
           if (queueDir) {
             const segmentSize = (await fs.stat(invocation.dest)).size
             try {
-              notePrefetchWanted(queueDir, invocation.name, segmentSize, (name, size) => startPrefetcher(CLI_ENTRY, name, size))
+              notePrefetchWanted(queueDir, invocation.name, segmentSize, startOnce)
             } catch (error) {
               logger.debug({event: 'wal.prefetch_not_started', error: errorMessage(error)}, 'the prefetcher could not be told or started')
             }
@@ -159,7 +174,8 @@ export async function runFast(invocation: FastInvocation, givenEnv: NodeJS.Proce
         const {spoolDir, prefetch: count} = config.walAsync
         if (!spoolDir || count === 0) return 0
         const backend = await openStorage()
-        await prefetch({storage: backend, queueDir: queueDirFor(path.resolve(spoolDir), storageIdentity(env)), name: invocation.name, count, segmentSize: invocation.segmentSize, logger})
+        const identity = storageIdentity(env)
+        await prefetch({storage: backend, queueDir: queueDirFor(path.resolve(spoolDir), identity), identity, name: invocation.name, count, segmentSize: invocation.segmentSize, logger})
         return 0
       }
 

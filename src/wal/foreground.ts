@@ -39,6 +39,12 @@ export const PREFETCH_PID_FILE = 'uploader.pid'
  * queue's clean-up keeps them.
  */
 export const ASK_FILE = 'wanted.ask'
+/**
+ * The queue's storage identity on one line (identityLine), written by its prefetcher: bin/dbb-wal
+ * finds the queue of its archive by comparing this line with its own, with nothing but sh
+ * builtins, instead of hashing the identity with a program per call (the directory name is that hash).
+ */
+export const IDENTITY_FILE = 'identity'
 export const ANSWER_FILE = 'wanted.answer'
 /** Default of WAL_PREFETCH (src/config/wal-async.ts), read here without loading the config module. */
 const DEFAULT_PREFETCH = 8
@@ -164,6 +170,16 @@ export function storageIdentity(env: NodeJS.ProcessEnv): string {
   return parts.join('\n')
 }
 
+/**
+ * storageIdentity on one line, as bin/dbb-wal builds it (`backend=… local=… S3_ENDPOINT=… …`,
+ * one space apart); undefined when a value holds white space, which the sh never matches (it
+ * leaves such values to Node), so no other identity can read as this one.
+ */
+export function identityLine(identity: string): string | undefined {
+  const parts = identity.split('\n')
+  return parts.some((part) => /\s/.test(part)) ? undefined : parts.join(' ')
+}
+
 /** The queue directory for one archive: `<WAL_SPOOL_DIR>/fetch-queue/<hash of its storage identity>`. */
 export function queueDirFor(spoolDir: string, identity: string): string {
   return path.join(spoolDir, 'fetch-queue', createHash('sha256').update(identity).digest('hex').slice(0, 16))
@@ -194,8 +210,13 @@ export function notePrefetchWanted(queueDir: string, name: string, segmentSize: 
   const wanted = path.join(queueDir, WANTED_FILE)
   fs.writeFileSync(`${wanted}.tmp`, `${name} ${segmentSize}\n`)
   fs.renameSync(`${wanted}.tmp`, wanted)
+  if (!prefetcherRunning(queueDir)) start(name, segmentSize)
+}
+
+/** Whether a live prefetcher holds `queueDir`. */
+export function prefetcherRunning(queueDir: string): boolean {
   const lock = uploaderLock(queueDir)
-  if (lock === undefined || !processAlive(lock.pid)) start(name, segmentSize)
+  return lock !== undefined && processAlive(lock.pid)
 }
 
 /** `wal fetch <name> <dest>` answered from the prefetch queue; undefined: take the full path. */

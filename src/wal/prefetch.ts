@@ -5,7 +5,7 @@ import {NotFoundError, errorMessage} from '../errors'
 import type {Logger} from '../logger'
 import type {StorageBackend} from '../storage/contract'
 import {fetchWal} from './archive'
-import {ANSWER_FILE, ASK_FILE, PREFETCH_PID_FILE, WANTED_FILE} from './foreground'
+import {ANSWER_FILE, ASK_FILE, IDENTITY_FILE, PREFETCH_PID_FILE, WANTED_FILE, identityLine} from './foreground'
 import {lockSpool} from './spool'
 import {walFileKind} from './segments'
 import {spawnDetachedDbb} from '../backup/child-process'
@@ -40,7 +40,8 @@ const END_OF_ARCHIVE_RETRY_MS = 1000
 
 /** The `count` segment names after `name` on its timeline, for segments of `segmentSize` bytes. */
 export function nextSegmentNames(name: string, count: number, segmentSize: number): string[] {
-  if (walFileKind(name) !== 'segment') return []
+  // Size 0: a prefetcher started before the first download, not told the size yet.
+  if (walFileKind(name) !== 'segment' || segmentSize <= 0) return []
   const perLog = 0x1_0000_0000n / BigInt(segmentSize)
   const timeline = name.slice(0, 8)
   let number = BigInt(`0x${name.slice(8, 16)}`) * perLog + BigInt(`0x${name.slice(16, 24)}`)
@@ -78,10 +79,14 @@ export function startPrefetcher(cliEntry: string, name: string, segmentSize: num
   spawnDetachedDbb(cliEntry, ['wal', 'prefetch', name, String(segmentSize)])
 }
 
-async function readWanted(queueDir: string): Promise<{name: string; segmentSize: number} | undefined> {
+/**
+ * `<name> <segment size>` (Node) or `<name>` (bin/dbb-wal, which writes it in place: a half-written
+ * or empty file reads as no news); a name alone keeps the size recovery has used so far.
+ */
+async function readWanted(queueDir: string, currentSegmentSize?: number): Promise<{name: string; segmentSize: number} | undefined> {
   const text = await fs.readFile(path.join(queueDir, WANTED_FILE), 'utf8').catch(() => '')
   const [name, size] = text.trim().split(' ')
-  const segmentSize = Number(size)
+  const segmentSize = size === undefined ? (currentSegmentSize ?? Number.NaN) : Number(size)
   return walFileKind(name ?? '') === 'segment' && Number.isInteger(segmentSize) && segmentSize > 0 ? {name, segmentSize} : undefined
 }
 
@@ -130,6 +135,8 @@ async function answerAsk(storage: StorageBackend, queueDir: string, ask: {nonce:
 export async function prefetch(options: {
   storage: StorageBackend
   queueDir: string
+  /** storageIdentity of the queue's archive, published for bin/dbb-wal (IDENTITY_FILE). */
+  identity?: string
   name: string
   count: number
   segmentSize: number
@@ -140,28 +147,41 @@ export async function prefetch(options: {
   await fs.mkdir(queueDir, {recursive: true, mode: 0o700})
   const release = await lockSpool(queueDir)
   if (!release) return {fetched: 0}
+  const line = options.identity === undefined ? undefined : identityLine(options.identity)
+  if (line !== undefined) {
+    await fs.writeFile(path.join(queueDir, `${IDENTITY_FILE}.tmp`), `${line}\n`)
+    await fs.rename(path.join(queueDir, `${IDENTITY_FILE}.tmp`), path.join(queueDir, IDENTITY_FILE))
+  }
+
   let fetched = 0
-  let wanted = (await readWanted(queueDir)) ?? {name: options.name, segmentSize: options.segmentSize}
+  let wanted = (await readWanted(queueDir, options.segmentSize)) ?? {name: options.name, segmentSize: options.segmentSize}
   let lastRequestAt = Date.now()
   // Per window: names that failed (not retried until recovery moves on) and the end of the archive.
   const failed = new Set<string>()
   let endOfArchive: {name: string; at: number} | undefined
   let answered: string | undefined
   try {
-    while (Date.now() - lastRequestAt < (options.idleExitMs ?? WANTED_IDLE_EXIT_MS)) {
-      // A fetch waiting on an answer (bin/dbb-wal) goes before the read-ahead.
+    // A fetch waiting on an answer (bin/dbb-wal) goes before the read-ahead: looked at before each
+    // window and after each download in it.
+    const answerPendingAsk = async () => {
       const ask = await readAsk(queueDir)
       if (ask && ask.nonce !== answered) {
         answered = ask.nonce
         await answerAsk(storage, queueDir, ask, logger)
       }
 
+      return ask
+    }
+
+    while (Date.now() - lastRequestAt < (options.idleExitMs ?? WANTED_IDLE_EXIT_MS)) {
+      const ask = await answerPendingAsk()
+
       const window = nextSegmentNames(wanted.name, options.count, wanted.segmentSize)
       const keep = new Set(ask ? [...window, ask.name] : window)
       // Nothing is being downloaded here, so a `.dbb-partial` is a killed prefetcher's leftover: removed too.
       const entries = await fs.readdir(queueDir)
       for (const entry of entries) {
-        if (entry !== PREFETCH_PID_FILE && !entry.startsWith(WANTED_FILE) && !keep.has(entry)) await fs.rm(path.join(queueDir, entry), {force: true})
+        if (entry !== PREFETCH_PID_FILE && entry !== IDENTITY_FILE && !entry.startsWith(WANTED_FILE) && !keep.has(entry)) await fs.rm(path.join(queueDir, entry), {force: true})
       }
 
       const present = new Set(entries)
@@ -183,13 +203,15 @@ export async function prefetch(options: {
             failed.add(name)
             logger?.warn({event: 'wal.prefetch_failed', wal: name, error: errorMessage(error)}, `prefetching ${name} failed`)
           }
+
+          await answerPendingAsk()
         }
       }
 
       if (missing.length > 0) await Promise.all([worker(), worker()])
       else await new Promise((resolve) => setTimeout(resolve, POLL_MS))
-      const next = await readWanted(queueDir)
-      if (next && next.name !== wanted.name) {
+      const next = await readWanted(queueDir, wanted.segmentSize)
+      if (next && (next.name !== wanted.name || next.segmentSize !== wanted.segmentSize)) {
         wanted = next
         lastRequestAt = Date.now()
         failed.clear()

@@ -2,7 +2,7 @@ import {randomBytes} from 'node:crypto'
 import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
 
-import {queueDirFor, storageIdentity} from '../../src/wal/foreground'
+import {identityLine, queueDirFor, storageIdentity} from '../../src/wal/foreground'
 import {runCli, tempDir} from '../helpers/cli'
 import {waitFor} from '../helpers/wal'
 
@@ -59,6 +59,9 @@ describe('wal fetch prefetch', () => {
       },
       60_000,
     )
+
+    // Started before the first download (size 0), it learned the 1 MiB size from `wanted`, and published its archive for bin/dbb-wal.
+    expect(await fs.readFile(path.join(queueDir, 'identity'), 'utf8')).toBe(`${identityLine(storageIdentity({BACKUP_LOCAL_DIR: storeDir}))}\n`)
 
     for (const n of [2, 3]) {
       const result = await fetch(n, `pg_wal/RECOVERYXLOG${n}`)

@@ -7,7 +7,7 @@ import {promisify} from 'node:util'
 import {gunzipSync, gzipSync} from 'node:zlib'
 
 import {EXIT_WAL_FETCH_FATAL, EXIT_WAL_NOT_IN_ARCHIVE} from '../../src/errors'
-import {fileIdentity, queueDirFor, storageIdentity} from '../../src/wal/foreground'
+import {fileIdentity, identityLine, queueDirFor, storageIdentity} from '../../src/wal/foreground'
 import {CliResult, ROOT, cliEnv, collect, runCli, tempDir} from '../helpers/cli'
 import {PgCluster, freePort, makeServerOwnedDir, startPostgres} from '../helpers/postgres'
 import {waitFor, waitForPromotion} from '../helpers/wal'
@@ -100,17 +100,24 @@ describe('bin/dbb-wal, the sh foreground', () => {
   it('fetch: hands over a queued segment by a rename and tells the prefetcher; anything else is Node and storage answering', async () => {
     const storageArgs = ['--storage', 'local', '--local-dir', storeDir]
     const env = {WAL_SPOOL_DIR: spoolDir}
-    const queue = queueDirFor(spoolDir, storageIdentity({STORAGE_BACKEND: 'local', BACKUP_LOCAL_DIR: storeDir}))
+    const identity = storageIdentity({STORAGE_BACKEND: 'local', BACKUP_LOCAL_DIR: storeDir})
+    const queue = queueDirFor(spoolDir, identity)
     await fs.mkdir(queue, {recursive: true})
     // A live prefetcher holds the queue (this process stands in for it: it must not be started here).
     await fs.writeFile(path.join(queue, 'uploader.pid'), `${process.pid}\n\n`)
     const queued = randomBytes(128 * 1024)
     await fs.writeFile(path.join(queue, name), queued)
+    // Until the prefetcher published its archive's identity, the sh cannot tell the queue is this archive's: Node answers.
+    const unpublished = await foreground(['fetch', ...storageArgs, name, 'pg_wal/RECOVERYXLOG'], env, workDir)
+    expect(unpublished.stdout).not.toContain('(dbb-wal)')
+    await fs.rm(path.join(workDir, 'pg_wal', 'RECOVERYXLOG'), {force: true})
+    await fs.writeFile(path.join(queue, name), queued)
+    await fs.writeFile(path.join(queue, 'identity'), `${identityLine(identity)}\n`)
     const served = await foreground(['fetch', ...storageArgs, name, 'pg_wal/RECOVERYXLOG'], env, workDir)
     expect(served).toMatchObject({code: 0, stdout: `Restored ${name} from the prefetch queue (dbb-wal)\n`})
     expect((await fs.readFile(path.join(workDir, 'pg_wal', 'RECOVERYXLOG'))).equals(queued)).toBe(true)
     expect(fsSync.existsSync(path.join(queue, name))).toBe(false)
-    expect(await fs.readFile(path.join(queue, 'wanted'), 'utf8')).toBe(`${name} ${queued.length}\n`)
+    expect(await fs.readFile(path.join(queue, 'wanted'), 'utf8')).toBe(`${name}\n`)
     await fs.rm(path.join(workDir, 'pg_wal', 'RECOVERYXLOG'))
 
     // Only a killed prefetcher's partial download is queued: never handed over; Node reads storage.

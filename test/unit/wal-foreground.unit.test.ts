@@ -2,7 +2,7 @@ import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
 
-import {fetchFromQueue, fileIdentity, prefetchQueue, pushFromReadAhead, takeMatchingMarker} from '../../src/wal/foreground'
+import {fetchFromQueue, fileIdentity, identityLine, prefetchQueue, pushFromReadAhead, storageIdentity, takeMatchingMarker} from '../../src/wal/foreground'
 
 /** The no-config answers of archive_command / restore_command (src/wal/foreground.ts), on real files. */
 describe('WAL foreground (src/wal/foreground.ts)', () => {
@@ -92,5 +92,17 @@ describe('WAL foreground (src/wal/foreground.ts)', () => {
     expect(fetchFromQueue('000000010000000000000008', dest, env, () => {})).toBeUndefined()
     expect(prefetchQueue(name, {...env, WAL_PREFETCH: '0'})).toBeUndefined()
     expect(prefetchQueue(name, {...env, WAL_PREFETCH: 'lots'})).toBeUndefined()
+  })
+})
+
+describe('identityLine (what bin/dbb-wal compares to find its archive’s prefetch queue)', () => {
+  it('is the storage identity one space apart, as the sh builds it from its flags and environment', () => {
+    expect(identityLine(storageIdentity({STORAGE_BACKEND: 's3', S3_BUCKET: 'wal', S3_PREFIX: 'prod/'}))).toBe('backend=s3 local= S3_ENDPOINT= S3_REGION= S3_BUCKET=wal S3_PREFIX=prod/')
+    expect(identityLine(storageIdentity({BACKUP_LOCAL_DIR: '/backups'}))).toBe('backend=local local=/backups S3_ENDPOINT= S3_REGION= S3_BUCKET= S3_PREFIX=')
+  })
+
+  it('is not published for a value with white space, which the sh never serves (it could read as another identity)', () => {
+    expect(identityLine(storageIdentity({BACKUP_LOCAL_DIR: '/backups S3_ENDPOINT=x'}))).toBeUndefined()
+    expect(identityLine(storageIdentity({S3_PREFIX: 'a\tb'}))).toBeUndefined()
   })
 })
