@@ -23,7 +23,7 @@ import {setTimeout as sleep} from 'node:timers/promises'
 import {promisify} from 'node:util'
 
 import {PgCluster, makeServerOwnedDir, startPostgres} from '../test/helpers/postgres'
-import {fileIdentity, queueDirFor, storageIdentity} from '../src/wal/foreground'
+import {fileIdentity, identityLine, queueDirFor, storageIdentity} from '../src/wal/foreground'
 import {DBB, ROOT, median} from './measure'
 
 const run = promisify(execFile)
@@ -78,8 +78,9 @@ async function perCallCosts(calls: number): Promise<string[]> {
   const identity = fileIdentity(await fs.stat(path.join(walDir, name), {bigint: true}))
   const queue = queueDirFor(spoolDir, storageIdentity({STORAGE_BACKEND: 'local', BACKUP_LOCAL_DIR: storeDir}))
   await fs.mkdir(queue, {recursive: true})
-  // This process stands in for the live prefetcher (its pid in the lock), so none is started.
+  // This process stands in for the live prefetcher (its pid in the lock, the identity it publishes), so none is started.
   await fs.writeFile(path.join(queue, 'uploader.pid'), `${process.pid}\n\n`)
+  await fs.writeFile(path.join(queue, 'identity'), `${identityLine(storageIdentity({STORAGE_BACKEND: 'local', BACKUP_LOCAL_DIR: storeDir}))}\n`)
   const env = {...process.env, BACKUP_LOCAL_DIR: storeDir, WAL_SPOOL_DIR: spoolDir, DBB_NODE: process.execPath}
   const fetchArgs = ['fetch', '--storage', 'local', '--local-dir', storeDir, name, path.join(walDir, 'RECOVERYXLOG')]
   const cases: {label: string; command: string; args: string[]; prepare: () => Promise<void>}[] = [
@@ -231,7 +232,7 @@ async function main(): Promise<void> {
       process.stderr.write(`${rows.at(-1)}\n`)
     }
 
-    for (const mode of ['sync', 'async-sh'] as const) {
+    for (const mode of ['sync', 'async-sh', 'async-sh-zstd'] as const) {
       const result = await lagUnderPgbench(cluster, mode, pgbenchSeconds)
       rows.push(`| archiver lag under pgbench (-c 4, ${pgbenchSeconds} s), ${mode} | pgbench wrote ${result.walMbPerSecond.toFixed(1)} MB/s of WAL | median **${result.medianLag}**, max **${result.maxLag}** segments behind |`)
       process.stderr.write(`${rows.at(-1)}\n`)
