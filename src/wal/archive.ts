@@ -23,7 +23,8 @@ export interface PushResult {
   /** `stored`: written now; `already-archived`: an identical copy was already in storage. */
   outcome: 'stored' | 'already-archived'
   sizeBytes: number
-  sha256: string
+  /** Of the uncompressed file; left out when the caller asked for no hash (`hash: false`) and the file was stored now. */
+  sha256?: string
 }
 
 /**
@@ -41,7 +42,19 @@ export interface PushResult {
 export async function pushWal(
   storage: StorageBackend,
   filePath: string,
-  options: {logger?: Logger; signal?: AbortSignal; codec?: CodecName; encryptTo?: readonly string[]} = {},
+  options: {
+    logger?: Logger
+    signal?: AbortSignal
+    codec?: CodecName
+    encryptTo?: readonly string[]
+    /**
+     * false: no sha256 of a file stored now. It only reports what was stored (`wal push --json`, the
+     * log); the stored copy's integrity is its gzip CRC-32 / zstd XXH64, checked by every fetch, and
+     * the re-push comparison hashes on its own path. The async uploader saves ≈ 25–40 ms of CPU on
+     * its one thread per 16 MiB segment (BENCHMARKS.md, WAL archiving).
+     */
+    hash?: boolean
+  } = {},
 ): Promise<PushResult> {
   const name = path.basename(filePath)
   if (!isWalFileName(name)) {
@@ -66,7 +79,7 @@ export async function pushWal(
     const archived = (await Promise.all(walKeys(name, codec, recipients !== undefined).map(async (candidate) => ((await storage.stat(candidate)) ? candidate : undefined)))).find(Boolean)
     if (archived) return await compareWithArchived(storage, name, archived, await hashFile(filePath), options)
     options.logger?.debug({event: 'wal.push_uploading', wal: name, key}, `not archived yet, uploading ${name}`)
-    const stored = await storeCompressed(storage, filePath, key, codec, options.signal, recipients)
+    const stored = await storeCompressed(storage, filePath, key, codec, options.signal, recipients, options.hash ?? true)
     options.logger?.info({event: 'wal.pushed', wal: name, sizeBytes: stored.sizeBytes, sha256: stored.sha256}, `archived ${name}`)
     return {name, key, outcome: 'stored', ...stored}
   } catch (error) {
@@ -108,7 +121,8 @@ async function storeCompressed(
   codec: CodecName,
   signal?: AbortSignal,
   recipients?: readonly string[],
-): Promise<{sizeBytes: number; sha256: string}> {
+  hashContent = true,
+): Promise<{sizeBytes: number; sha256?: string}> {
   const handle = await fs.open(filePath, 'r').catch((error: NodeJS.ErrnoException) => {
     throw new OperationError(`cannot read ${filePath}: ${error.code ?? error.message}`)
   })
@@ -116,7 +130,7 @@ async function storeCompressed(
   let sentBytes = 0
   async function* hashTap(source: AsyncIterable<Buffer>) {
     for await (const chunk of source) {
-      hash.update(chunk)
+      if (hashContent) hash.update(chunk)
       yield chunk
     }
   }
@@ -162,7 +176,7 @@ async function storeCompressed(
       throw new OperationError(`storage reports ${stored.sizeBytes} bytes for ${key}, but ${sentBytes} were sent`)
     }
 
-    return {sizeBytes: sentBytes, sha256: hash.digest('hex')}
+    return {sizeBytes: sentBytes, sha256: hashContent ? hash.digest('hex') : undefined}
   } finally {
     signal?.removeEventListener('abort', onAbort)
     await handle.close().catch(() => {})

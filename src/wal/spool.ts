@@ -241,7 +241,8 @@ export async function runUploader(options: UploaderOptions): Promise<{stored: nu
         ;({file, identity} = copy)
       }
 
-      const result = await pushWal(storage, file, {logger, signal})
+      // No sha256: nothing reads it here (pushWal's `hash`).
+      const result = await pushWal(storage, file, {logger, signal, hash: false})
       if (identity !== undefined) {
         // Written whole under a temporary name, then renamed: a push never reads half a marker. Not
         // fsynced: a marker lost in a crash only sends that push down the spooling path.
