@@ -278,7 +278,11 @@ export async function fetchWal(
     throw new OperationError(`${name} is archived encrypted (${key}): set AGE_IDENTITY_FILE (or --age-identity-file in restore_command) to the identity of one of its recipients`)
   }
 
-  const partial = `${destination}.dbb-partial`
+  // This call's own temporary file: two fetches of one name at once (two prefetchers, a prefetcher
+  // answering a question about a segment its read-ahead is downloading, or a prefetcher and
+  // restore_command) must never write into the same inode, or the first rename would publish a
+  // file the second is still writing: PostgreSQL was handed a segment of the wrong size.
+  const partial = `${destination}.${process.pid}-${++fetchSequence}.dbb-partial`
   let sizeBytes = 0
   async function* countTap(source: AsyncIterable<Buffer>) {
     for await (const chunk of source) {
@@ -305,6 +309,8 @@ export async function fetchWal(
 
   return {sizeBytes}
 }
+
+let fetchSequence = 0
 
 /** The decoder's errors mean the archived copy is damaged; a file error names the side that failed. */
 function describeFetchError(error: unknown, destination: string): string {

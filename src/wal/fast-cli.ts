@@ -133,7 +133,9 @@ export async function runFast(invocation: FastInvocation, givenEnv: NodeJS.Proce
         if (env.AGE_IDENTITY_FILE) process.env.AGE_IDENTITY_FILE = env.AGE_IDENTITY_FILE
         const backend = await openStorage()
         const {spoolDir, prefetch: prefetchCount} = config.walAsync
-        const queueDir = spoolDir && prefetchCount > 0 && walFileKind(invocation.name) === 'segment' ? queueDirFor(path.resolve(spoolDir), storageIdentity(env)) : undefined
+        const kind = walFileKind(invocation.name)
+        const prefetchDir = spoolDir && prefetchCount > 0 && (kind === 'segment' || kind === 'history') ? queueDirFor(path.resolve(spoolDir), storageIdentity(env)) : undefined
+        const queueDir = kind === 'segment' ? prefetchDir : undefined
         let prefetcherStarted = false
         const startOnce = (name: string, segmentSize: number) => {
           if (prefetcherStarted) return
@@ -143,10 +145,11 @@ export async function runFast(invocation: FastInvocation, givenEnv: NodeJS.Proce
 
         try {
           if (!(queueDir && (await takeQueued(queueDir, invocation.name, invocation.dest)))) {
-            // The first fetch of a recovery: the prefetcher starts now, so its Node start overlaps this
-            // download and it is answering bin/dbb-wal by the next request (the segment size it
-            // learns from `wanted`, written below once this segment is here).
-            if (queueDir && !prefetcherRunning(queueDir)) startOnce(invocation.name, 0)
+            // The first fetch of a recovery (a .history probe, then the first segment): the prefetcher
+            // starts now, so its Node start overlaps this download and it is answering bin/dbb-wal by
+            // the next request. It learns the segment size from `wanted`, written below once a segment
+            // is here, or from the first segment bin/dbb-wal asks it for.
+            if (prefetchDir && !prefetcherRunning(prefetchDir)) startOnce(invocation.name, 0)
             await fetchWal(backend, invocation.name, invocation.dest, {logger})
           }
 

@@ -7,7 +7,7 @@ import type {StorageBackend} from '../storage/contract'
 import {fetchWal} from './archive'
 import {ANSWER_FILE, ASK_FILE, IDENTITY_FILE, PREFETCH_PID_FILE, WANTED_FILE, identityLine} from './foreground'
 import {lockSpool} from './spool'
-import {walFileKind} from './segments'
+import {isWalFileName, walFileKind} from './segments'
 import {spawnDetachedDbb} from '../backup/child-process'
 
 /**
@@ -105,9 +105,17 @@ async function readAsk(queueDir: string): Promise<{nonce: string; name: string} 
  * (NotFoundError, the same rule as `wal fetch`) is "absent"; any other failure is "failed", and the
  * asking fetch then goes to Node, which asks storage again and exits 200 if it fails again.
  */
-async function answerAsk(storage: StorageBackend, queueDir: string, ask: {nonce: string; name: string}, logger?: Logger): Promise<void> {
+async function answerAsk(
+  storage: StorageBackend,
+  queueDir: string,
+  ask: {nonce: string; name: string},
+  downloading: Map<string, Promise<void>>,
+  logger?: Logger,
+): Promise<'queued' | 'absent' | 'failed'> {
   const queued = path.join(queueDir, ask.name)
   let outcome: 'queued' | 'absent' | 'failed' = 'queued'
+  // The read-ahead is downloading it: its result is the answer (one download of a name at a time).
+  await downloading.get(ask.name)
   const present = await fs.access(queued).then(
     () => true,
     () => false,
@@ -124,6 +132,7 @@ async function answerAsk(storage: StorageBackend, queueDir: string, ask: {nonce:
   const answer = path.join(queueDir, ANSWER_FILE)
   await fs.writeFile(`${answer}.tmp`, `${ask.nonce} ${ask.name} ${outcome}\n`)
   await fs.rename(`${answer}.tmp`, answer)
+  return outcome
 }
 
 /**
@@ -147,6 +156,13 @@ export async function prefetch(options: {
   await fs.mkdir(queueDir, {recursive: true, mode: 0o700})
   const release = await lockSpool(queueDir)
   if (!release) return {fetched: 0}
+  // Trust nothing an earlier prefetcher left: bin/dbb-wal hands segments over by hard link, so an
+  // entry left behind (a kill between its `ln` and `rm`) can share its inode with a file in pg_wal
+  // that PostgreSQL later recycles and overwrites. Entries are cheap to download again.
+  for (const entry of await fs.readdir(queueDir)) {
+    if (isWalFileName(entry) || entry.endsWith('.dbb-partial')) await fs.rm(path.join(queueDir, entry), {force: true})
+  }
+
   const line = options.identity === undefined ? undefined : identityLine(options.identity)
   if (line !== undefined) {
     await fs.writeFile(path.join(queueDir, `${IDENTITY_FILE}.tmp`), `${line}\n`)
@@ -156,6 +172,8 @@ export async function prefetch(options: {
   let fetched = 0
   let wanted = (await readWanted(queueDir, options.segmentSize)) ?? {name: options.name, segmentSize: options.segmentSize}
   let lastRequestAt = Date.now()
+  /** Names the read-ahead is downloading now; a question about one waits for it. */
+  const downloading = new Map<string, Promise<void>>()
   // Per window: names that failed (not retried until recovery moves on) and the end of the archive.
   const failed = new Set<string>()
   let endOfArchive: {name: string; at: number} | undefined
@@ -167,7 +185,15 @@ export async function prefetch(options: {
       const ask = await readAsk(queueDir)
       if (ask && ask.nonce !== answered) {
         answered = ask.nonce
-        await answerAsk(storage, queueDir, ask, logger)
+        const outcome = await answerAsk(storage, queueDir, ask, downloading, logger)
+        // Started on a .history request (size 0): the first segment asked for gives the size, and the window.
+        if (outcome === 'queued' && wanted.segmentSize === 0 && walFileKind(ask.name) === 'segment') {
+          const size = (await fs.stat(path.join(queueDir, ask.name)).catch(() => undefined))?.size
+          if (size) {
+            wanted = {name: ask.name, segmentSize: size}
+            lastRequestAt = Date.now()
+          }
+        }
       }
 
       return ask
@@ -191,7 +217,9 @@ export async function prefetch(options: {
         for (let name = missing.shift(); name !== undefined; name = missing.shift()) {
           if (endOfArchive && name >= endOfArchive.name) return
           try {
-            await fetchWal(storage, name, path.join(queueDir, name))
+            const download = fetchWal(storage, name, path.join(queueDir, name)).then(() => undefined)
+            downloading.set(name, download.catch(() => undefined))
+            await download.finally(() => downloading.delete(name))
             fetched += 1
           } catch (error) {
             if (error instanceof NotFoundError) {

@@ -158,22 +158,32 @@ async function syncDirectory(directory: string): Promise<void> {
 export async function lockSpool(spoolDir: string, readAheadDir?: string): Promise<(() => Promise<void>) | undefined> {
   await fs.mkdir(spoolDir, {recursive: true, mode: 0o700})
   const lockPath = path.join(spoolDir, LOCK_FILE)
-  for (let attempt = 0; attempt < 3; attempt++) {
-    try {
-      // The second line tells a waiting push which pg_wal this uploader reads ahead (src/wal/foreground.ts).
-      await fs.writeFile(lockPath, `${process.pid}\n${readAheadDir ?? ''}\n`, {flag: 'wx'})
-      return async () => {
-        if (uploaderLock(spoolDir)?.pid === process.pid) await fs.rm(lockPath, {force: true})
+  // Written whole under a name of this process, then linked to the lock's name (link() fails if it
+  // exists): the lock file never exists half-written. With a plain exclusive create, a second
+  // process could read it empty between create and write, take it for stale, remove it and hold
+  // the lock too — two prefetchers then wrote the same queue entry (a partial segment was served).
+  // The second line tells a waiting push which pg_wal this uploader reads ahead (src/wal/foreground.ts).
+  const staged = `${lockPath}.${process.pid}`
+  await fs.writeFile(staged, `${process.pid}\n${readAheadDir ?? ''}\n`)
+  try {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      try {
+        await fs.link(staged, lockPath)
+        return async () => {
+          if (uploaderLock(spoolDir)?.pid === process.pid) await fs.rm(lockPath, {force: true})
+        }
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
       }
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
+
+      if (await lockHolderAlive(lockPath)) return undefined
+      await fs.rm(lockPath, {force: true})
     }
 
-    if (await lockHolderAlive(lockPath)) return undefined
-    await fs.rm(lockPath, {force: true})
+    return undefined
+  } finally {
+    await fs.rm(staged, {force: true})
   }
-
-  return undefined
 }
 
 async function lockHolderAlive(lockPath: string): Promise<boolean> {

@@ -244,7 +244,9 @@ describe('bin/dbb-wal asking the prefetcher', () => {
     expect((await delivered()).equals(contents.get(6)!)).toBe(true)
     expect(sixth.code).toBe(0)
     const prefetcher = Number((await fs.readFile(lockFile, 'utf8')).split('\n')[0])
-    await waitFor('segment 7 being downloaded', async () => (fsSync.existsSync(path.join(queue, `${segment(7)}.dbb-partial`)) ? true : undefined), 30_000)
+    // The download's own temporary file: `<name>.<pid>-<n>.dbb-partial`.
+    const downloading = async () => (await fs.readdir(queue)).some((entry) => entry.startsWith(`${segment(7)}.`) && entry.endsWith('.dbb-partial'))
+    await waitFor('segment 7 being downloaded', async () => ((await downloading()) ? true : undefined), 30_000)
     process.kill(prefetcher, 'SIGKILL')
     expect(fsSync.existsSync(path.join(queue, segment(7)))).toBe(false)
     const afterKill = await fetch(segment(7))

@@ -1,0 +1,69 @@
+import {spawn} from 'node:child_process'
+import {randomBytes} from 'node:crypto'
+import * as fs from 'node:fs/promises'
+import * as path from 'node:path'
+
+import {LocalBackend} from '../../src/plugins/local/src/local-backend'
+import {fetchWal, pushWal} from '../../src/wal/archive'
+import {ROOT, tempDir} from '../helpers/cli'
+
+/**
+ * Two prefetchers at once (a .history probe and the first segment each start one), or a prefetcher
+ * answering bin/dbb-wal about a segment its read-ahead is downloading, once handed PostgreSQL a
+ * segment of the wrong size ("archive file … has wrong size"): both wrote one temporary file, and
+ * the first rename published it while the second still wrote. These race the two guards directly.
+ */
+describe('prefetch queue races', () => {
+  let workDir: string
+
+  beforeEach(async () => {
+    workDir = await tempDir('dbb-queue-races-')
+  })
+
+  afterEach(async () => {
+    await fs.rm(workDir, {recursive: true, force: true})
+  })
+
+  it('concurrent fetches of one name into one destination each write their own file: the result is whole, nothing is left behind', async () => {
+    await fs.mkdir(path.join(workDir, 'store'))
+    const storage = new LocalBackend(path.join(workDir, 'store'))
+    const segment = Buffer.concat([randomBytes(2 * 1024 * 1024), Buffer.alloc(6 * 1024 * 1024)])
+    const name = '000000010000000000000009'
+    await fs.writeFile(path.join(workDir, name), segment)
+    await pushWal(storage, path.join(workDir, name))
+    const queueDir = path.join(workDir, 'queue')
+    await fs.mkdir(queueDir)
+    const destination = path.join(queueDir, name)
+
+    for (let round = 0; round < 5; round++) {
+      await Promise.all([fetchWal(storage, name, destination), fetchWal(storage, name, destination), fetchWal(storage, name, destination)])
+      expect((await fs.readFile(destination)).equals(segment)).toBe(true)
+      expect(await fs.readdir(queueDir)).toEqual([name])
+    }
+  }, 60_000)
+
+  it('of eight processes taking one spool lock at once, exactly one holds it, and the lock file is never seen half-written', async () => {
+    const spoolDir = path.join(workDir, 'spool')
+    const script = `
+      const {lockSpool} = require(${JSON.stringify(path.join(ROOT, 'dist', 'wal', 'spool.js'))})
+      lockSpool(${JSON.stringify(spoolDir)}).then(async (release) => {
+        process.stdout.write(release ? 'held' : 'not held')
+        if (release) { await new Promise((resolve) => setTimeout(resolve, 1500)); await release() }
+      })`
+    const results = await Promise.all(
+      Array.from({length: 8}, () =>
+        new Promise<string>((resolve, reject) => {
+          const child = spawn(process.execPath, ['-e', script], {stdio: ['ignore', 'pipe', 'inherit']})
+          let out = ''
+          child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()))
+          child.on('error', reject)
+          child.on('close', () => resolve(out))
+        }),
+      ),
+    )
+    expect(results.filter((result) => result === 'held')).toHaveLength(1)
+    expect(results.filter((result) => result === 'not held')).toHaveLength(7)
+    // Released by its holder, and no staged copy of any process is left.
+    expect((await fs.readdir(spoolDir)).filter((entry) => entry.startsWith('uploader.pid'))).toEqual([])
+  }, 60_000)
+})
