@@ -128,7 +128,16 @@ describe('dbb drill --type base (real PostgreSQL 15 server binaries, archived WA
         180_000,
       )
       expect(sidecar).toMatchObject({backupId: id, status: 'passed', checked: 'replay'})
-      const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()
+      // The drill writes its result to storage, then stops its private server and removes it, and only
+      // then serve counts it: /metrics trails the file by that clean-up.
+      const metrics = await waitFor(
+        'the drill counted in /metrics',
+        async () => {
+          const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()
+          return /dbb_drills_total\{outcome="passed"[^}]*\} 1/.test(text) ? text : undefined
+        },
+        30_000,
+      )
       expect(metrics).toMatch(/dbb_drills_total\{outcome="passed"[^}]*\} 1/)
 
       // The same physical drill on demand over the API: POST the base backup's id, follow the job.
