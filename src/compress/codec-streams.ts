@@ -38,6 +38,9 @@ export function createCompressor(codec: CodecName, options: CompressorOptions): 
   return new ProgramFilter('zstd', ['-q', '-c', `-${options.level}`, `-T${threads}`, '--check', '--no-progress'], (detail) => new OperationError(`zstd failed while compressing (${detail})`))
 }
 
+/** Output chunk of a file compressor: zlib's 16 KiB default costs one thread-pool round trip and one storage write per 16 KiB. */
+const FILE_COMPRESSOR_CHUNK = 256 * 1024
+
 /**
  * A compressor for one small file of many compressed at once (WAL segments: the async uploader
  * stores several in parallel). The parallelism is across files, so each stream runs in-process on
@@ -47,9 +50,6 @@ export function createCompressor(codec: CodecName, options: CompressorOptions): 
  * XXH64 content checksum, as the program's `--check` writes. Without a built-in zstd (Node 20) the
  * program is used, as for dumps.
  */
-/** Output chunk of a file compressor: zlib's 16 KiB default costs one thread-pool round trip and one storage write per 16 KiB. */
-const FILE_COMPRESSOR_CHUNK = 256 * 1024
-
 export function createFileCompressor(codec: CodecName, level: number): Compressor {
   const zstd = (zlib as unknown as {createZstdCompress?: (options: object) => Duplex}).createZstdCompress
   if (codec === 'zstd' && zstd === undefined) return createCompressor(codec, {level, threads: 1})

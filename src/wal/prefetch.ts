@@ -205,9 +205,10 @@ export async function prefetch(options: {
       const window = nextSegmentNames(wanted.name, options.count, wanted.segmentSize)
       const keep = new Set(ask ? [...window, ask.name] : window)
       // Nothing is being downloaded here, so a `.dbb-partial` is a killed prefetcher's leftover: removed too.
+      // Kept: the lock and another process's staged copy of it (`uploader.pid.<pid>`, src/wal/spool.ts lockSpool).
       const entries = await fs.readdir(queueDir)
       for (const entry of entries) {
-        if (entry !== PREFETCH_PID_FILE && entry !== IDENTITY_FILE && !entry.startsWith(WANTED_FILE) && !keep.has(entry)) await fs.rm(path.join(queueDir, entry), {force: true})
+        if (!entry.startsWith(PREFETCH_PID_FILE) && entry !== IDENTITY_FILE && !entry.startsWith(WANTED_FILE) && !keep.has(entry)) await fs.rm(path.join(queueDir, entry), {force: true})
       }
 
       const present = new Set(entries)
