@@ -9,8 +9,8 @@ import {SETTING_NAMES, SettingSpec, resolveSettings, setting} from '../settings'
 import {fetchWal, pushWal} from './archive'
 import {declareNotInArchive} from './fetch-exit'
 import {parseWalFetchArgs} from './fetch-args'
-import {notePrefetchWanted, prefetcherRunning, queueDirFor, storageIdentity} from './foreground'
-import {prefetch, startPrefetcher, takeQueued} from './prefetch'
+import {awaitPrefetcherReady, identityLine, notePrefetchWanted, prefetcherRunning, queueDirFor, storageIdentity} from './foreground'
+import {prefetch, startPrefetcher, takeQueued, yieldToRecovery} from './prefetch'
 import {walFileKind} from './segments'
 import {ensureUploader, lockSpool, queueWal, runUploader, takeUploadedMarker} from './spool'
 
@@ -170,10 +170,14 @@ export async function runFast(invocation: FastInvocation, givenEnv: NodeJS.Proce
           logger.debug({event: 'wal.not_found', wal: invocation.name}, error.message)
           declareNotInArchive()
           return error.exitCode
+        } finally {
+          // The next request goes to bin/dbb-wal, which serves it only from a running prefetcher's queue.
+          if (prefetcherStarted && prefetchDir && identityLine(storageIdentity(env)) !== undefined) awaitPrefetcherReady(prefetchDir)
         }
       }
 
       case 'prefetch': {
+        yieldToRecovery()
         const {spoolDir, prefetch: count} = config.walAsync
         if (!spoolDir || count === 0) return 0
         const backend = await openStorage()

@@ -219,6 +219,25 @@ export function prefetcherRunning(queueDir: string): boolean {
   return lock !== undefined && processAlive(lock.pid)
 }
 
+/** How long the fetch that started a prefetcher waits for it to serve bin/dbb-wal (a Node start under load). */
+export const PREFETCHER_READY_WAIT_MS = 1500
+
+/**
+ * Waits (bounded) until the prefetcher just started holds `queueDir` and its identity line is
+ * published: the fetch that started it returns only then, so PostgreSQL's next request is answered
+ * by bin/dbb-wal through the queue instead of by a second Node start (≈ 0.4 s at the start of every
+ * replay; BENCHMARKS.md, "Session 7"). Never changes the answer of the fetch, only when it is given;
+ * a prefetcher that does not come up costs this wait once.
+ */
+export function awaitPrefetcherReady(queueDir: string, waitMs = PREFETCHER_READY_WAIT_MS): boolean {
+  const deadline = Date.now() + waitMs
+  for (;;) {
+    if (prefetcherRunning(queueDir) && fs.existsSync(path.join(queueDir, IDENTITY_FILE))) return true
+    if (Date.now() >= deadline) return false
+    sleepSync(POLL_MS)
+  }
+}
+
 /** `wal fetch <name> <dest>` answered from the prefetch queue; undefined: take the full path. */
 export function fetchFromQueue(name: string, destination: string, env: NodeJS.ProcessEnv, start: (name: string, segmentSize: number) => void): number | undefined {
   const queueDir = prefetchQueue(name, env)

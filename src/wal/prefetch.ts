@@ -1,4 +1,6 @@
+import {readdirSync} from 'node:fs'
 import * as fs from 'node:fs/promises'
+import * as os from 'node:os'
 import * as path from 'node:path'
 
 import {NotFoundError, errorMessage} from '../errors'
@@ -54,6 +56,34 @@ export function nextSegmentNames(name: string, count: number, segmentSize: numbe
   return names
 }
 
+/** The niceness of a prefetcher (0 is normal priority, 19 the lowest). */
+export const PREFETCH_NICENESS = 10
+
+/**
+ * Lowers the priority of this process (a prefetcher) below PostgreSQL's. Replay is one process,
+ * the startup process, on one core; the prefetcher decompresses on the others. On a 2-core machine,
+ * at equal priority, the prefetcher's threads took CPU from the startup process (1.21× the pg_wal
+ * time; niced: 1.0–1.15×, BENCHMARKS.md "Session 7"); niced, it gets what replay leaves, which is
+ * more than it needs. On Linux a niceness is per thread (new threads inherit it), so every thread
+ * of the process is lowered; where /proc is missing, the call is per process.
+ */
+export function yieldToRecovery(): void {
+  let threads = ['0']
+  try {
+    threads = readdirSync('/proc/self/task')
+  } catch {
+    // Not Linux: setpriority(0) lowers the whole process.
+  }
+
+  for (const thread of threads) {
+    try {
+      os.setPriority(Number(thread), PREFETCH_NICENESS)
+    } catch {
+      // A thread that ended meanwhile; lowering one's own priority needs no privilege.
+    }
+  }
+}
+
 /** Hands a queued file to PostgreSQL under `destination`; false when it is not queued. */
 export async function takeQueued(queueDir: string, name: string, destination: string): Promise<boolean> {
   const queued = path.join(queueDir, name)
@@ -88,6 +118,18 @@ async function readWanted(queueDir: string, currentSegmentSize?: number): Promis
   const [name, size] = text.trim().split(' ')
   const segmentSize = size === undefined ? (currentSegmentSize ?? Number.NaN) : Number(size)
   return walFileKind(name ?? '') === 'segment' && Number.isInteger(segmentSize) && segmentSize > 0 ? {name, segmentSize} : undefined
+}
+
+/**
+ * The first segment a base-backup restore replays, from `backup_label` in the working directory
+ * (PostgreSQL runs restore_command in the data directory, and the prefetcher inherits it): its
+ * `START WAL LOCATION: … (file <name>)` line. Undefined when there is none (not a base-backup
+ * restore, or PostgreSQL already read and renamed it).
+ */
+export async function firstSegmentOfBackupLabel(directory = process.cwd()): Promise<string | undefined> {
+  const label = await fs.readFile(path.join(directory, 'backup_label'), 'utf8').catch(() => '')
+  const name = /^START WAL LOCATION: .*\(file ([0-9A-F]{24})\)$/m.exec(label)?.[1]
+  return name !== undefined && walFileKind(name) === 'segment' ? name : undefined
 }
 
 /** A question of bin/dbb-wal: `<nonce> <name>` for a segment or timeline history file. */
@@ -156,9 +198,9 @@ export async function prefetch(options: {
   await fs.mkdir(queueDir, {recursive: true, mode: 0o700})
   const release = await lockSpool(queueDir)
   if (!release) return {fetched: 0}
-  // Trust nothing an earlier prefetcher left: bin/dbb-wal hands segments over by hard link, so an
-  // entry left behind (a kill between its `ln` and `rm`) can share its inode with a file in pg_wal
-  // that PostgreSQL later recycles and overwrites. Entries are cheap to download again.
+  // Trust nothing an earlier prefetcher left (a killed one's partial downloads; entries of a replay
+  // long over; a hard link an older bin/dbb-wal left between its `ln` and `rm`, which can share its
+  // inode with a file PostgreSQL recycles and overwrites). Entries are cheap to download again.
   for (const entry of await fs.readdir(queueDir)) {
     if (isWalFileName(entry) || entry.endsWith('.dbb-partial')) await fs.rm(path.join(queueDir, entry), {force: true})
   }
@@ -171,6 +213,10 @@ export async function prefetch(options: {
 
   let fetched = 0
   let wanted = (await readWanted(queueDir, options.segmentSize)) ?? {name: options.name, segmentSize: options.segmentSize}
+  // Started on recovery's first request, the .history probe, before any segment gave the size: the
+  // first segment is downloaded at once when backup_label names it, so it is queued by the time
+  // PostgreSQL asks for it (instead of downloaded then) and the read-ahead starts from its size.
+  let head = wanted.segmentSize === 0 ? await firstSegmentOfBackupLabel() : undefined
   let lastRequestAt = Date.now()
   /** Names the read-ahead is downloading now; a question about one waits for it. */
   const downloading = new Map<string, Promise<void>>()
@@ -199,11 +245,33 @@ export async function prefetch(options: {
       return ask
     }
 
+    /** Downloads `name` into the queue; a question about it meanwhile waits for this download. */
+    const download = async (name: string) => {
+      const done = fetchWal(storage, name, path.join(queueDir, name)).then(() => undefined)
+      downloading.set(name, done.catch(() => undefined))
+      await done.finally(() => downloading.delete(name))
+      fetched += 1
+    }
+
     while (Date.now() - lastRequestAt < (options.idleExitMs ?? WANTED_IDLE_EXIT_MS)) {
       const ask = await answerPendingAsk()
+      if (head !== undefined && wanted.segmentSize === 0) {
+        const name = head
+        head = undefined
+        try {
+          await download(name)
+          const size = (await fs.stat(path.join(queueDir, name))).size
+          if (wanted.segmentSize === 0 && size > 0) wanted = {name, segmentSize: size}
+        } catch {
+          // Not queued: PostgreSQL's own request for it gets storage's answer, as for any segment.
+        }
+
+        continue
+      }
 
       const window = nextSegmentNames(wanted.name, options.count, wanted.segmentSize)
-      const keep = new Set(ask ? [...window, ask.name] : window)
+      // `wanted` itself too: queued ahead from backup_label, it is the one PostgreSQL asks for next.
+      const keep = new Set([...window, wanted.name, ...(ask ? [ask.name] : [])])
       // Nothing is being downloaded here, so a `.dbb-partial` is a killed prefetcher's leftover: removed too.
       // Kept: the lock and another process's staged copy of it (`uploader.pid.<pid>`, src/wal/spool.ts lockSpool).
       const entries = await fs.readdir(queueDir)
@@ -218,10 +286,7 @@ export async function prefetch(options: {
         for (let name = missing.shift(); name !== undefined; name = missing.shift()) {
           if (endOfArchive && name >= endOfArchive.name) return
           try {
-            const download = fetchWal(storage, name, path.join(queueDir, name)).then(() => undefined)
-            downloading.set(name, download.catch(() => undefined))
-            await download.finally(() => downloading.delete(name))
-            fetched += 1
+            await download(name)
           } catch (error) {
             if (error instanceof NotFoundError) {
               if (!endOfArchive || name < endOfArchive.name) endOfArchive = {name, at: Date.now()}

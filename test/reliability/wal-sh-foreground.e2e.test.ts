@@ -7,9 +7,10 @@ import {promisify} from 'node:util'
 import {gunzipSync, gzipSync} from 'node:zlib'
 
 import {EXIT_WAL_FETCH_FATAL, EXIT_WAL_NOT_IN_ARCHIVE} from '../../src/errors'
-import {fileIdentity, identityLine, queueDirFor, storageIdentity} from '../../src/wal/foreground'
+import {PREFETCHER_READY_WAIT_MS, fileIdentity, identityLine, queueDirFor, storageIdentity} from '../../src/wal/foreground'
+import {PREFETCH_NICENESS} from '../../src/wal/prefetch'
 import {CliResult, ROOT, cliEnv, collect, runCli, tempDir} from '../helpers/cli'
-import {PgCluster, freePort, makeServerOwnedDir, startPostgres} from '../helpers/postgres'
+import {PgCluster, freePort, isRoot, makeServerOwnedDir, startPostgres} from '../helpers/postgres'
 import {waitFor, waitForPromotion} from '../helpers/wal'
 
 const run = promisify(execFile)
@@ -140,6 +141,36 @@ describe('bin/dbb-wal, the sh foreground', () => {
     expect(otherArchive.stdout).not.toContain('(dbb-wal)')
   }, 60_000)
 
+  it('fetch into a pg_wal on another filesystem: mv copies the queued segment whole; a copy that fails (pg_wal full) is fatal, never "not in archive"', async () => {
+    if (!isRoot) throw new Error('this test mounts a small tmpfs as pg_wal: run the suite as root, as CI does')
+    const storageArgs = ['--storage', 'local', '--local-dir', storeDir]
+    const identity = storageIdentity({STORAGE_BACKEND: 'local', BACKUP_LOCAL_DIR: storeDir})
+    const queue = queueDirFor(spoolDir, identity)
+    await fs.mkdir(queue, {recursive: true})
+    await fs.writeFile(path.join(queue, 'uploader.pid'), `${process.pid}\n\n`)
+    await fs.writeFile(path.join(queue, 'identity'), `${identityLine(identity)}\n`)
+    const pgWal = path.join(workDir, 'pg_wal')
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', pgWal])
+    try {
+      const fits = randomBytes(512 * 1024)
+      await fs.writeFile(path.join(queue, name), fits)
+      const served = await foreground(['fetch', ...storageArgs, name, 'pg_wal/RECOVERYXLOG'], {WAL_SPOOL_DIR: spoolDir}, workDir)
+      expect(served).toMatchObject({code: 0, stdout: `Restored ${name} from the prefetch queue (dbb-wal)\n`})
+      expect((await fs.readFile(path.join(pgWal, 'RECOVERYXLOG'))).equals(fits)).toBe(true)
+      expect(fsSync.existsSync(path.join(queue, name))).toBe(false)
+      await fs.rm(path.join(pgWal, 'RECOVERYXLOG'))
+
+      // Larger than the filesystem: mv's copy fails, Node's copy fails too, and the exit says "fatal".
+      await fs.writeFile(path.join(queue, name), randomBytes(2 * 1024 * 1024))
+      const full = await foreground(['fetch', ...storageArgs, name, 'pg_wal/RECOVERYXLOG'], {WAL_SPOOL_DIR: spoolDir}, workDir)
+      expect(full.code).toBe(EXIT_WAL_FETCH_FATAL)
+      expect(full.stderr).toMatch(/ENOSPC|no space/i)
+      expect(full.stdout).not.toContain('(dbb-wal)')
+    } finally {
+      execFileSync('umount', [pgWal])
+    }
+  }, 60_000)
+
   it('fetch with storage down, or a Node that cannot start, is fatal (> 125), never "not in archive"', async () => {
     const port = await freePort()
     const s3Down = {STORAGE_BACKEND: 's3', S3_ENDPOINT: `http://127.0.0.1:${port}`, S3_BUCKET: 'wal', S3_FORCE_PATH_STYLE: 'true', AWS_ACCESS_KEY_ID: 'k', AWS_SECRET_ACCESS_KEY: 's', AWS_REGION: 'us-east-1', WAL_SPOOL_DIR: spoolDir}
@@ -194,8 +225,18 @@ describe('bin/dbb-wal asking the prefetcher', () => {
     expect(first.code).toBe(0)
     expect(first.stdout).not.toContain('(dbb-wal)')
     expect((await delivered()).equals(contents.get(1)!)).toBe(true)
-    // The prefetcher it started (detached) holds the queue: from here on the sh answers.
+    // The prefetcher it started (detached) holds the queue and has published its identity by the
+    // time that fetch returned, so PostgreSQL's next request is the sh's, not a second Node start.
     const queue = queueDirFor(spoolDir, storageIdentity({STORAGE_BACKEND: 'local', BACKUP_LOCAL_DIR: storeDir}))
+    const started = Number((await fs.readFile(path.join(queue, 'uploader.pid'), 'utf8')).split('\n')[0])
+    expect(() => process.kill(started, 0)).not.toThrow()
+    expect(await fs.readFile(path.join(queue, 'identity'), 'utf8')).toBe(`${identityLine(storageIdentity({STORAGE_BACKEND: 'local', BACKUP_LOCAL_DIR: storeDir}))}\n`)
+    // It runs below PostgreSQL's priority on every thread (niceness: field 19 of /proc/<pid>/task/<tid>/stat).
+    const niceness = await Promise.all(
+      (await fs.readdir(`/proc/${started}/task`)).map(async (thread) => Number((await fs.readFile(`/proc/${started}/task/${thread}/stat`, 'utf8')).replace(/^.*\) /s, '').split(' ')[16])),
+    )
+    expect(niceness.length).toBeGreaterThan(1)
+    expect(new Set(niceness)).toEqual(new Set([PREFETCH_NICENESS]))
     await waitFor('the prefetcher', async () => (fsSync.existsSync(path.join(queue, segment(3))) ? true : undefined))
     for (const n of [2, 3]) {
       const served = await waitFor(`segment ${n} from the queue`, async () => {
@@ -260,6 +301,36 @@ describe('bin/dbb-wal asking the prefetcher', () => {
     expect(next.code).toBe(0)
     expect((await delivered()).equals(contents.get(8)!)).toBe(true)
   }, 180_000)
+
+  it("a replay's first request, the .history probe, has the first segment backup_label names queued before PostgreSQL asks for it", async () => {
+    // What pg_basebackup writes (PostgreSQL runs restore_command in the data directory, here workDir).
+    await fs.writeFile(path.join(workDir, 'backup_label'), `START WAL LOCATION: 0/1000028 (file ${segment(1)})\nCHECKPOINT LOCATION: 0/1000060\nBACKUP METHOD: streamed\n`)
+    const history = await fetch('00000002.history')
+    expect(history.code).toBe(EXIT_WAL_NOT_IN_ARCHIVE)
+    const queue = queueDirFor(spoolDir, storageIdentity({STORAGE_BACKEND: 'local', BACKUP_LOCAL_DIR: storeDir}))
+    // Queued without a request for it, and the read-ahead after it runs from its size.
+    await waitFor('the first segment and the next, queued unasked', async () => (fsSync.existsSync(path.join(queue, segment(1))) && fsSync.existsSync(path.join(queue, segment(2))) ? true : undefined))
+    for (const n of [1, 2, 3]) {
+      const served = await fetch(segment(n))
+      expect(served).toMatchObject({code: 0, stdout: `Restored ${segment(n)} from the prefetch queue (dbb-wal)\n`})
+      expect((await delivered()).equals(contents.get(n)!)).toBe(true)
+    }
+  }, 60_000)
+
+  it('the fetch that starts a prefetcher waits for it only so long: one that cannot start changes no answer', async () => {
+    // The queue's parent is a file: the prefetcher exits at its mkdir, and is never "running".
+    await fs.mkdir(spoolDir)
+    await fs.writeFile(path.join(spoolDir, 'fetch-queue'), 'not a directory\n')
+    const startedAt = Date.now()
+    const history = await fetch('00000002.history')
+    expect(history.code).toBe(EXIT_WAL_NOT_IN_ARCHIVE)
+    // Bounded by PREFETCHER_READY_WAIT_MS (plus a Node start), not by a prefetcher that never comes.
+    expect(Date.now() - startedAt).toBeLessThan(PREFETCHER_READY_WAIT_MS + 20_000)
+    await fs.writeFile(path.join(storeDir, 'wal', '00000002.history.gz'), gzipSync('1\t0/5000000\tno recovery target specified\n'))
+    const present = await fetch('00000002.history')
+    expect(present.code).toBe(0)
+    expect((await delivered()).toString()).toBe('1\t0/5000000\tno recovery target specified\n')
+  }, 60_000)
 })
 
 /**
