@@ -2,14 +2,18 @@
  * `npm run bench:wal-replay`: issue 13 item 5 — replay of archived WAL through `dbb wal fetch`
  * (dbb restore's own restore_command, prefetch on) against replay of the same WAL already in
  * pg_wal. A real PostgreSQL writes --mb MB of WAL after a base backup (archived through
- * `dbb-wal push --async`); the base backup is restored three times: (A) with the segments
- * decompressed into pg_wal beforehand and restore_command = 'false', (B) with dbb restore's own
- * restore_command (`dbb-wal fetch …`, the sh foreground) and (C) with the Node foreground
- * (`node bin/run.js wal fetch …`), WAL_SPOOL_DIR in the server's environment for both. Each time
- * is from `pg_ctl start` to the end of recovery; the ratio B/A is the figure of the issue (target
- * ≤ 1.3). The table replaces the part of BENCHMARKS.md between the bench-wal-replay markers.
+ * `dbb-wal push --async`, twice: once with the default gzip and once with COMPRESSION=zstd into a
+ * second store); the base backup is restored, in each of --rounds interleaved rounds: (A) with the
+ * segments decompressed into pg_wal beforehand and restore_command = 'false', (B) with dbb
+ * restore's own restore_command (`dbb-wal fetch …`, the sh foreground) on the gzip archive, (B')
+ * the same on the zstd archive, and (C) with the Node foreground (`node bin/run.js wal fetch …`),
+ * WAL_SPOOL_DIR in the server's environment for all three. Each time is from `pg_ctl start` to the
+ * end of recovery; the ratio B/A within a round is the figure of the issue (target ≤ 1.3), and the
+ * report gives its median over the rounds. The table replaces the part of BENCHMARKS.md between
+ * the bench-wal-replay markers.
  *
- * Flags: --mb N (default 1024: about 1 GB of WAL, the issue's figure), --note TEXT.
+ * Flags: --mb N (default 1024: 1 GiB of WAL, the issue's figure), --rounds N (default 3: interleaved,
+ * medians reported), --note TEXT.
  */
 import {execFile} from 'node:child_process'
 import * as fs from 'node:fs/promises'
@@ -30,30 +34,46 @@ async function main(): Promise<void> {
   const megabytes = index === -1 ? 1024 : Number(argv[index + 1])
   const noteIndex = argv.indexOf('--note')
   const note = noteIndex === -1 ? '' : argv[noteIndex + 1]
+  const roundsIndex = argv.indexOf('--rounds')
+  const rounds = roundsIndex === -1 ? 3 : Number(argv[roundsIndex + 1])
   const loadAverage = async () => (await fs.readFile('/proc/loadavg', 'utf8')).split(' ').slice(0, 3).join(' ')
   const loadAtStart = await loadAverage()
   const storeDir = await makeServerOwnedDir('dbb-bench-replay-store-')
   const spoolDir = await makeServerOwnedDir('dbb-bench-replay-spool-')
   const fetchSpool = await makeServerOwnedDir('dbb-bench-replay-fetch-')
+  // The same WAL archived a second time with COMPRESSION=zstd (the README's advice for busy servers).
+  const zstdStoreDir = await makeServerOwnedDir('dbb-bench-replay-store-zstd-')
+  const zstdSpoolDir = await makeServerOwnedDir('dbb-bench-replay-spool-zstd-')
+  const push = (env: string) => `${env} DBB_NODE=${process.execPath} ${path.join(ROOT, 'bin', 'dbb-wal')} push --async %p`
   const cluster = await startPostgres({
     settings: {
       wal_level: 'replica',
       archive_mode: 'on',
       max_wal_size: '8GB',
       checkpoint_timeout: '30min',
-      archive_command: `'BACKUP_LOCAL_DIR=${storeDir} WAL_SPOOL_DIR=${spoolDir} DBB_NODE=${process.execPath} ${path.join(ROOT, 'bin', 'dbb-wal')} push --async %p'`,
+      archive_command: `'${push(`BACKUP_LOCAL_DIR=${storeDir} WAL_SPOOL_DIR=${spoolDir}`)} && ${push(`COMPRESSION=zstd BACKUP_LOCAL_DIR=${zstdStoreDir} WAL_SPOOL_DIR=${zstdSpoolDir}`)}'`,
     },
   })
   const dirs: string[] = []
   try {
     const dbb = (args: string[], env: Record<string, string>) => run(process.execPath, [DBB, ...args], {env: {...process.env, ...env}, maxBuffer: 16 * 1024 * 1024})
-    const backup = JSON.parse((await dbb(['backup', 'run', '--type', 'base', '--json'], {...cluster.dbbEnv(), BACKUP_LOCAL_DIR: storeDir})).stdout).metadata as {firstWalSegment: string}
-    const rows = Math.round((megabytes * 1024 * 1024) / 200)
-    await cluster.psql(`CREATE TABLE replayed AS SELECT g AS id, md5(g::text) || md5((g+1)::text) AS payload FROM generate_series(1, ${rows}) g`)
+    const backup = JSON.parse((await dbb(['backup', 'run', '--type', 'base', '--json'], {...cluster.dbbEnv(), BACKUP_LOCAL_DIR: storeDir})).stdout).metadata as {id: string; firstWalSegment: string}
+    // One base backup for both archives: each replay then starts from the same checkpoint.
+    for (const key of [backup.id, `${backup.id}.meta.json`]) await run('cp', ['-p', path.join(storeDir, key), path.join(zstdStoreDir, key)])
+    // Inserts until the server has written --mb of WAL (measured by LSN, not guessed from a row count).
+    await cluster.psql('CREATE TABLE replayed (id int, payload text)')
+    const startLsn = await cluster.psql('SELECT pg_current_wal_lsn()')
+    for (let batch = 0; ; batch++) {
+      await cluster.psql(`INSERT INTO replayed SELECT g, md5(g::text) || md5((g+1)::text) FROM generate_series(${batch * 500_000 + 1}, ${(batch + 1) * 500_000}) g`)
+      if (Number(await cluster.psql(`SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '${startLsn}')`)) >= megabytes * 1024 * 1024) break
+    }
+
     await cluster.psql('INSERT INTO replayed VALUES (0, $$last$$)')
     const last = await cluster.psql('SELECT pg_walfile_name(pg_switch_wal())')
+    // Acknowledged by both pushes (spooled), then stored by both uploaders.
+    const stored = (file: string) => fs.access(file).then(() => true, () => false)
     for (;;) {
-      if ((await cluster.psql('SELECT coalesce(last_archived_wal, $$$$) FROM pg_stat_archiver')) >= last) break
+      if ((await cluster.psql('SELECT coalesce(last_archived_wal, $$$$) FROM pg_stat_archiver')) >= last && (await stored(path.join(storeDir, 'wal', `${last}.gz`))) && (await stored(path.join(zstdStoreDir, 'wal', `${last}.zst`)))) break
       await sleep(500)
     }
 
@@ -62,12 +82,15 @@ async function main(): Promise<void> {
     const segments = (await fs.readdir(path.join(storeDir, 'wal'))).filter((entry) => /^[0-9A-F]{24}\.gz$/.test(entry) && entry >= backup.firstWalSegment).sort()
     process.stderr.write(`${segments.length} segments archived after the base backup\n`)
 
-    const replay = async (label: string, restoreArgs: string[], prepare: (dataDir: string) => Promise<void>, env: Record<string, string>) => {
+    const replay = async (label: string, restoreArgs: string[], prepare: (dataDir: string) => Promise<void>, env: Record<string, string>, store: string) => {
       const dataDir = await makeServerOwnedDir(`dbb-bench-replay-${label}-`)
       dirs.push(dataDir)
-      await dbb(['restore', '--type', 'base', 'latest', '--pgdata', dataDir, '--force', ...restoreArgs], {BACKUP_LOCAL_DIR: storeDir})
+      await dbb(['restore', '--type', 'base', 'latest', '--pgdata', dataDir, '--force', ...restoreArgs], {BACKUP_LOCAL_DIR: store})
       await prepare(dataDir)
       // The server's environment reaches restore_command (the helper starts it with this process's).
+      // Written back before the clock starts: dirty pages of the previous round (a gigabyte of WAL) are
+      // not this round's disk traffic.
+      await run('sync', [])
       Object.assign(process.env, env)
       const started = process.hrtime.bigint()
       const server = await startRestoredServer(cluster, dataDir)
@@ -84,43 +107,73 @@ async function main(): Promise<void> {
         const seconds = Number(process.hrtime.bigint() - started) / 1e9
         const count = await server.psql('SELECT count(*) FROM replayed')
         if (count !== expected) throw new Error(`${label}: ${count} rows after replay, expected ${expected}`)
-        const fromQueue = ((await fs.readFile(server.logFile, 'utf8')).match(/from the prefetch queue/g) ?? []).length
-        return {seconds, fromQueue}
+        const log = await fs.readFile(server.logFile, 'utf8')
+        const fromQueue = (log.match(/from the prefetch queue/g) ?? []).length
+        // PostgreSQL's own account of the redo loop: its wall time, and the startup process's CPU in it.
+        const redo = /redo done at .*CPU: user: ([\d.]+) s, system: ([\d.]+) s, elapsed: ([\d.]+) s/.exec(log)
+        return {seconds, fromQueue, redoSeconds: Number(redo?.[3] ?? Number.NaN), redoCpuSeconds: Number(redo?.[1] ?? Number.NaN) + Number(redo?.[2] ?? Number.NaN)}
       } finally {
         await server.stop()
+        // About a gigabyte each: removed as soon as the round is measured.
+        await fs.rm(dataDir, {recursive: true, force: true})
+        await fs.rm(`${dataDir}.log`, {force: true})
       }
     }
 
-    const inPgWal = await replay(
-      'pgwal',
-      ['--restore-command', 'false'],
-      async (dataDir) => {
-        const {uid, gid} = await fs.stat(dataDir)
-        for (const entry of segments) {
-          const target = path.join(dataDir, 'pg_wal', entry.slice(0, 24))
-          await fs.writeFile(target, gunzipSync(await fs.readFile(path.join(storeDir, 'wal', entry))), {mode: 0o600})
-          if (isRoot) await fs.chown(target, uid, gid)
-        }
-      },
-      {},
-    )
-    const loadBefore = [await loadAverage()]
-    const fetched = await replay('fetch', [], async () => {}, {WAL_SPOOL_DIR: fetchSpool})
-    loadBefore.push(await loadAverage())
-    await fs.rm(fetchSpool, {recursive: true, force: true})
-    await fs.mkdir(fetchSpool, {mode: 0o700})
-    if (isRoot) await fs.chown(fetchSpool, (await fs.stat(storeDir)).uid, (await fs.stat(storeDir)).gid)
+    const intoPgWal = async (dataDir: string) => {
+      const {uid, gid} = await fs.stat(dataDir)
+      for (const entry of segments) {
+        const target = path.join(dataDir, 'pg_wal', entry.slice(0, 24))
+        await fs.writeFile(target, gunzipSync(await fs.readFile(path.join(storeDir, 'wal', entry))), {mode: 0o600})
+        if (isRoot) await fs.chown(target, uid, gid)
+      }
+    }
+
+    // Every run starts with an empty queue and no prefetcher, as a restore does.
+    const emptyFetchSpool = async () => {
+      for (const queue of await fs.readdir(path.join(fetchSpool, 'fetch-queue')).catch(() => [] as string[])) {
+        const pid = Number((await fs.readFile(path.join(fetchSpool, 'fetch-queue', queue, 'uploader.pid'), 'utf8').catch(() => '')).split('\n')[0])
+        if (pid > 0) await run('kill', [String(pid)]).catch(() => {})
+      }
+
+      await fs.rm(fetchSpool, {recursive: true, force: true})
+      await fs.mkdir(fetchSpool, {mode: 0o700})
+      if (isRoot) await fs.chown(fetchSpool, (await fs.stat(storeDir)).uid, (await fs.stat(storeDir)).gid)
+    }
+
     const nodeCommand = `${process.execPath} ${DBB} wal fetch --storage local --local-dir ${storeDir} %f %p`
-    const viaNode = await replay('fetch-node', ['--restore-command', nodeCommand], async () => {}, {WAL_SPOOL_DIR: fetchSpool})
-    const ratio = (seconds: number) => `**${(seconds / inPgWal.seconds).toFixed(2)}×**`
+    const variants: Array<{label: string; row: string; args: string[]; prepare: (dataDir: string) => Promise<void>; env: Record<string, string>; store: string}> = [
+      {label: 'pgwal', row: 'WAL already in pg_wal (restore_command = false)', args: ['--restore-command', 'false'], prepare: intoPgWal, env: {}, store: storeDir},
+      {label: 'fetch', row: "`dbb-wal fetch` (sh foreground: dbb restore's restore_command, WAL_PREFETCH=8), gzip archive (default)", args: [], prepare: emptyFetchSpool, env: {WAL_SPOOL_DIR: fetchSpool}, store: storeDir},
+      {label: 'fetch-zstd', row: '`dbb-wal fetch`, the same WAL archived with `COMPRESSION=zstd`', args: [], prepare: emptyFetchSpool, env: {WAL_SPOOL_DIR: fetchSpool, COMPRESSION: 'zstd'}, store: zstdStoreDir},
+      {label: 'fetch-node', row: '`node bin/run.js wal fetch` (Node foreground, WAL_PREFETCH=8), gzip archive', args: ['--restore-command', nodeCommand], prepare: emptyFetchSpool, env: {WAL_SPOOL_DIR: fetchSpool}, store: storeDir},
+    ]
+    // Interleaved rounds, medians: this machine's speed drifts by tens of percent between minutes,
+    // and a ratio of two runs minutes apart measures the drift as much as the replay.
+    const results = variants.map(() => [] as Array<{seconds: number; fromQueue: number; redoSeconds: number; redoCpuSeconds: number}>)
+    for (let round = 0; round < rounds; round++) {
+      for (const [index, variant] of variants.entries()) {
+        const result = await replay(variant.label, variant.args, variant.prepare, variant.env, variant.store)
+        process.stderr.write(`round ${round + 1}: ${variant.label} ${result.seconds.toFixed(2)} s (redo ${result.redoSeconds} s, startup process CPU ${result.redoCpuSeconds.toFixed(2)} s)\n`)
+        results[index].push(result)
+      }
+    }
+
+    const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]
+    const seconds = results.map((runs) => median(runs.map((run) => run.seconds)))
+    const ratios = (index: number) => results[index].map((run, round) => run.seconds / results[0][round].seconds)
+    // The headline is the median of the per-round ratios: each round's runs are minutes apart at most.
+    const cell = (index: number) =>
+      index === 0 ? '1×' : `**${median(ratios(index)).toFixed(2)}×** (rounds: ${ratios(index).map((ratio) => `${ratio.toFixed(2)}×`).join(', ')})`
     const generated = [
-      `Measured ${new Date().toISOString()}${note ? ` (${note})` : ''}: replay of ${segments.length} segments (${(segments.length * 16).toLocaleString('en')} MiB of WAL), load at start ${loadAtStart}, at the end ${await loadAverage()}:`,
+      `Measured ${new Date().toISOString()}${note ? ` (${note})` : ''}: replay of ${segments.length} segments (${(segments.length * 16).toLocaleString('en')} MiB of WAL), ${rounds} interleaved rounds, medians; load at start ${loadAtStart}, at the end ${await loadAverage()}:`,
       '',
-      '| replay | wall (start → end of recovery) | ratio to pg_wal (target ≤ 1.3×) | segments from the prefetch queue | load before it |',
-      '| --- | --- | --- | --- | --- |',
-      `| WAL already in pg_wal (restore_command = false) | ${inPgWal.seconds.toFixed(1)} s | 1× | — | ${loadAtStart} |`,
-      `| \`dbb-wal fetch\` (sh foreground: dbb restore's restore_command, WAL_PREFETCH=8) | ${fetched.seconds.toFixed(1)} s | ${ratio(fetched.seconds)} | ${fetched.fromQueue} | ${loadBefore[0]} |`,
-      `| \`node bin/run.js wal fetch\` (Node foreground, WAL_PREFETCH=8) | ${viaNode.seconds.toFixed(1)} s | ${ratio(viaNode.seconds)} | ${viaNode.fromQueue} | ${loadBefore[1]} |`,
+      '| replay | wall (start → end of recovery), median | ratio to pg_wal in the same round, median (target ≤ 1.3×) | redo loop (PostgreSQL\'s figure), median | startup process CPU in it, median | segments from the prefetch queue |',
+      '| --- | --- | --- | --- | --- | --- |',
+      ...variants.map(
+        (variant, index) =>
+          `| ${variant.row} | ${seconds[index].toFixed(1)} s | ${cell(index)} | ${median(results[index].map((run) => run.redoSeconds)).toFixed(1)} s | ${median(results[index].map((run) => run.redoCpuSeconds)).toFixed(1)} s | ${index === 0 ? '—' : results[index].map((run) => run.fromQueue).join(', ')} |`,
+      ),
       '',
     ].join('\n')
     process.stdout.write(`\n${generated}`)
@@ -132,7 +185,7 @@ async function main(): Promise<void> {
     if (from !== -1 && to > from) await fs.writeFile(report, `${existing.slice(0, from + start.length)}\n${generated}${existing.slice(to)}`)
   } finally {
     await cluster.destroy()
-    for (const dir of [...dirs, ...dirs.map((dir) => `${dir}.log`), storeDir, spoolDir, fetchSpool]) await fs.rm(dir, {recursive: true, force: true})
+    for (const dir of [...dirs, ...dirs.map((dir) => `${dir}.log`), storeDir, spoolDir, fetchSpool, zstdStoreDir, zstdSpoolDir]) await fs.rm(dir, {recursive: true, force: true})
   }
 }
 
