@@ -10,6 +10,7 @@ import {contentsRecordSchema} from './contents-record'
 import {databaseProfileSchema, dumpPrivilegesSchema} from './database-profile'
 import {SIDECAR_SUFFIX, decodeDatabaseName, isBackupId, parseBackupId, sidecarKey} from './naming'
 import {WAL_PREFIX} from '../wal/segments'
+import {INDEX_MIN_READS, type IndexEntry, matchingEntry, readSidecarIndex, writeSidecarIndex} from './sidecar-index'
 
 /**
  * The sidecar `<id>.meta.json`: written only after the dump is stored and verified, so its
@@ -107,6 +108,8 @@ export interface DamagedBackup {
 export interface BackupListing {
   backups: BackupMetadata[]
   damaged: DamagedBackup[]
+  /** Every key the scan listed (its prefix, or the location beside `wal/`): a backup's other objects, e.g. its drill result, are looked up here instead of requested. */
+  listedKeys?: ReadonlySet<string>
 }
 
 export interface ListOptions {
@@ -150,16 +153,23 @@ export async function scanBackups(storage: StorageBackend, options: ListOptions 
     .map((key) => key.slice(0, -SIDECAR_SUFFIX.length))
     .filter((id) => isBackupId(id) && (!options.prefix || parseBackupId(id)?.prefix === options.prefix))
 
+  // Many sidecars to read: the location's index may hold them (src/backup/sidecar-index.ts).
+  const useIndex = ids.filter((id) => !options.cache?.has(id)).length >= INDEX_MIN_READS
+  const index = useIndex ? await readSidecarIndex(storage) : new Map<string, IndexEntry>()
+  let sidecarsRead = 0
+  /** Every sidecar that read as metadata, whether or not its dump matches: what the index may hold. */
+  const readable: BackupMetadata[] = []
   const listing: BackupListing = {backups: [], damaged: []}
   let next = 0
   const worker = async () => {
     while (next < ids.length) {
       const id = ids[next++]
       const dump = objects.get(id)
-      let metadata = options.cache?.get(id)
+      let metadata = options.cache?.get(id) ?? indexedMetadata(index, objects.get(sidecarKey(id)), id)
       if (!metadata) {
         try {
           metadata = await readSidecar(storage, id)
+          sidecarsRead += 1
           options.cache?.set(id, metadata)
         } catch (error) {
           // Deleted between list and read: a prune in another process removed the whole backup.
@@ -169,6 +179,7 @@ export async function scanBackups(storage: StorageBackend, options: ListOptions 
         }
       }
 
+      readable.push(metadata)
       const problem = dumpProblem(metadata, dump)
       if (problem) listing.damaged.push({id, status: 'damaged', cause: problem, type: metadata.type, createdAt: metadata.createdAt, storedBytes: dump?.sizeBytes})
       else listing.backups.push(metadata)
@@ -176,8 +187,40 @@ export async function scanBackups(storage: StorageBackend, options: ListOptions 
   }
 
   await Promise.all(Array.from({length: Math.min(SIDECAR_READ_CONCURRENCY, ids.length)}, worker))
+  if (useIndex) await refreshIndex(storage, index, readable, objects, options.prefix, sidecarsRead)
   const wanted = (entry: {type: string}) => !options.type || entry.type === options.type
-  return {backups: listing.backups.filter(wanted).sort(newestFirst), damaged: listing.damaged.filter(wanted).sort(newestFirst)}
+  return {backups: listing.backups.filter(wanted).sort(newestFirst), damaged: listing.damaged.filter(wanted).sort(newestFirst), listedKeys: new Set(objects.keys())}
+}
+
+/** The metadata the index holds for the listed sidecar of `id`, validated as a sidecar read from storage is; undefined to read it. */
+function indexedMetadata(index: Map<string, IndexEntry>, sidecar: ObjectInfo | undefined, id: string): BackupMetadata | undefined {
+  const entry = matchingEntry(index, sidecar)
+  const parsed = entry && backupMetadataSchema.safeParse(entry.metadata)
+  return parsed?.success && parsed.data.id === id ? parsed.data : undefined
+}
+
+/**
+ * Rewrites the index when this scan read sidecars or found indexed ones gone: its entries are the
+ * sidecars just listed that read as metadata, plus what it held outside this scan's prefix. Best effort: a
+ * location this process cannot write to (read-only credentials) still lists, one read per sidecar.
+ */
+async function refreshIndex(
+  storage: StorageBackend,
+  index: Map<string, IndexEntry>,
+  readable: BackupMetadata[],
+  objects: Map<string, ObjectInfo>,
+  prefix: string | undefined,
+  sidecarsRead: number,
+): Promise<void> {
+  const inScope = (key: string) => !prefix || key.startsWith(`${prefix}_`)
+  const entries = new Map([...index].filter(([key]) => !inScope(key) || matchingEntry(index, objects.get(key))))
+  for (const backup of readable) {
+    const sidecar = objects.get(sidecarKey(backup.id))
+    if (sidecar) entries.set(sidecar.key, {sizeBytes: sidecar.sizeBytes, lastModified: sidecar.lastModified.getTime(), metadata: backup})
+  }
+
+  if (sidecarsRead === 0 && entries.size === index.size) return
+  await writeSidecarIndex(storage, entries).catch(() => undefined)
 }
 
 /** A sidecar that exists but did not read as metadata: unreadable (storage error) or damaged (invalid). */

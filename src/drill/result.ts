@@ -4,7 +4,7 @@ import {z} from 'zod'
 import {DRILL_SUFFIX} from '../backup/naming'
 import {errorMessage, isNotFound} from '../errors'
 import {BackupListing, ListOptions, scanBackups} from '../backup/metadata'
-import type {ObjectInfo, StorageBackend} from '../storage/contract'
+import type {StorageBackend} from '../storage/contract'
 
 /**
  * The drill sidecar `<id>.drill.json`: the last drill's verdict on one backup, stored next to it
@@ -127,23 +127,19 @@ export interface ListedDrill {
 export type BackupDrills = ReadonlyMap<string, ListedDrill>
 
 /**
- * scanBackups with each backup's last drill: one listing of the objects serves both, and a drill
- * result is read only for backups the listing shows one for (on S3 each read is a request).
+ * The drill column of a listing: a drill result is read only for backups whose listing shows one
+ * (on S3 each read is a request: 1,000 backups were 1,000 GETs of results that mostly do not
+ * exist); a listing without its keys costs a read per backup.
  */
-/** The drill column of an existing listing (a stat or read per backup; no second listing). */
 export async function drillsOf(storage: StorageBackend, listing: BackupListing): Promise<BackupDrills> {
-  const states = await drillStates(storage, listing.backups.map(({id}) => id))
+  const states = await drillStates(storage, listing.backups.map(({id}) => id), listing.listedKeys ? new Set(listing.listedKeys) : undefined)
   const drills = new Map<string, ListedDrill>()
   for (const [id, {state, result}] of states) drills.set(id, result ? {status: state, finishedAt: result.finishedAt, restoreMs: result.restoreMs} : {status: state})
   return drills
 }
 
+/** scanBackups with each backup's last drill: one listing of the objects serves both. */
 export async function scanWithDrills(storage: StorageBackend, options: ListOptions = {}): Promise<{listing: BackupListing; drills: BackupDrills}> {
-  const objects: ObjectInfo[] = []
-  for await (const object of storage.list(options.prefix ? `${options.prefix}_` : '')) objects.push(object)
-  const listing = await scanBackups(storage, {...options, objects})
-  const states = await drillStates(storage, listing.backups.map(({id}) => id), new Set(objects.map(({key}) => key)))
-  const drills = new Map<string, ListedDrill>()
-  for (const [id, {state, result}] of states) drills.set(id, result ? {status: state, finishedAt: result.finishedAt, restoreMs: result.restoreMs} : {status: state})
-  return {listing, drills}
+  const listing = await scanBackups(storage, options)
+  return {listing, drills: await drillsOf(storage, listing)}
 }

@@ -4,6 +4,7 @@ import * as net from 'node:net'
 import {Readable} from 'node:stream'
 
 import {listBackups} from '../../src/backup/metadata'
+import {SIDECAR_INDEX_KEY} from '../../src/backup/sidecar-index'
 import {s3Provider} from '../../src/plugins/s3/src/index'
 import {parseS3Settings} from '../../src/plugins/s3/src/settings'
 import {multipartPut} from '../../src/plugins/s3/src/upload'
@@ -129,6 +130,12 @@ export function s3BackendSuite(kind: string, capabilities: S3Capabilities, acqui
         const sidecarReads = proxy.requests.filter((request) => request.method === 'GET' && request.url.split('?')[0].endsWith('.meta.json'))
         expect(sidecarReads).toHaveLength(540)
         expect(proxy.maxInFlight).toBeGreaterThanOrEqual(8)
+
+        // That listing wrote the sidecar index: the next one is the LIST and one GET, with the same answer.
+        const before = proxy.requests.length
+        expect((await listBackups(storage)).map((backup) => backup.id)).toEqual([...ids].reverse())
+        const reads = proxy.requests.slice(before).filter((request) => request.method === 'GET' && !request.url.includes('list-type=2'))
+        expect(reads.map((request) => request.url.split('?')[0])).toEqual([`/${server.bucket}/paging/${SIDECAR_INDEX_KEY}`])
       } finally {
         await proxy.close()
         await storage.close?.()

@@ -154,7 +154,7 @@ async function listFor(ctx: Context, deps: AppDependencies, options: ListOptions
   if (!deps.severalDatabases || typeof ctx.query.db === 'string') return scanBackups(deps.storage, options)
   const all = await scanBackups(deps.storage, {cache: deps.sidecarCache})
   const mine = (entry: {id: string}) => ownedPrefix(parseBackupId(entry.id)?.prefix, deps)
-  return {backups: all.backups.filter(mine), damaged: all.damaged.filter(mine)}
+  return {...all, backups: all.backups.filter(mine), damaged: all.damaged.filter(mine)}
 }
 
 /** Whether a backup of this prefix is this service's: its own prefix, or with DB_NAMES one of its databases' (or globals') prefixes. */
