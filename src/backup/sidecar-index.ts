@@ -17,9 +17,11 @@ import type {ObjectInfo, StorageBackend} from '../storage/contract'
  * never an answer: entries of deleted backups are not listed, so never shown.
  *
  * Used only where it pays (INDEX_MIN_READS): a location with a few dozen backups reads them
- * directly and is never written an index.
+ * directly and is never written an index. The key sorts after `wal/`: a full scan lists the keys
+ * before `wal/` and after it in two ranges (listBesideWal), so the index is listed with whatever
+ * follows the WAL and never adds a page to the backups' own range.
  */
-export const SIDECAR_INDEX_KEY = 'dbb-sidecar-index.json.gz'
+export const SIDECAR_INDEX_KEY = 'zz-dbb-sidecar-index.json.gz'
 
 /** The scan reads the index, and may write it, only when it would otherwise read this many sidecars. */
 export const INDEX_MIN_READS = 32

@@ -39,11 +39,13 @@ export function createCompressor(codec: CodecName, options: CompressorOptions): 
 }
 
 /**
- * Output chunk of the in-process codec streams (file compressors and every decompressor): zlib's
- * 16 KiB default costs one thread-pool round trip and one write per 16 KiB. Decompressing a 16 MiB
- * WAL segment into a file took 110 ms of CPU with it and 50 ms with this (BENCHMARKS.md, "Session 7").
+ * Output chunk for one small file compressed or decompressed whole (a WAL segment): zlib's 16 KiB
+ * default costs one thread-pool round trip and one write per 16 KiB. Decompressing a 16 MiB segment
+ * into a file took 110 ms of CPU with it and 50 ms with this (BENCHMARKS.md, "Session 7"). Not the
+ * default for streams of any size: there, bigger chunks in flight raised the peak RSS of backups
+ * and restores by 25–35 MB.
  */
-const CODEC_STREAM_CHUNK = 256 * 1024
+export const FILE_CODEC_CHUNK = 256 * 1024
 
 /**
  * A compressor for one small file of many compressed at once (WAL segments: the async uploader
@@ -59,8 +61,8 @@ export function createFileCompressor(codec: CodecName, level: number): Compresso
   if (codec === 'zstd' && zstd === undefined) return createCompressor(codec, {level, threads: 1})
   const stream =
     codec === 'gzip'
-      ? zlib.createGzip({level, chunkSize: CODEC_STREAM_CHUNK})
-      : zstd!({chunkSize: CODEC_STREAM_CHUNK, params: {[zlib.constants.ZSTD_c_compressionLevel]: level, [zlib.constants.ZSTD_c_checksumFlag]: 1}})
+      ? zlib.createGzip({level, chunkSize: FILE_CODEC_CHUNK})
+      : zstd!({chunkSize: FILE_CODEC_CHUNK, params: {[zlib.constants.ZSTD_c_compressionLevel]: level, [zlib.constants.ZSTD_c_checksumFlag]: 1}})
   return Object.assign(stream, {
     async terminate() {
       if (!stream.destroyed) stream.destroy()
@@ -79,11 +81,11 @@ export function zstdDecoder(): ZstdDecoder {
 
 /** A stream that decompresses `codec`; a damaged input fails it with an error isDamagedStreamError recognises. */
 export function createDecompressor(codec: CodecName, options: {chunkSize?: number; zstd?: ZstdDecoder} = {}): Duplex {
-  const chunkSize = options.chunkSize ?? CODEC_STREAM_CHUNK
-  if (codec === 'gzip') return zlib.createGunzip({chunkSize})
+  const sized = options.chunkSize ? {chunkSize: options.chunkSize} : {}
+  if (codec === 'gzip') return zlib.createGunzip(sized)
   if ((options.zstd ?? zstdDecoder()) === 'builtin') {
     const create = (zlib as unknown as {createZstdDecompress: (options: object) => Duplex}).createZstdDecompress
-    return create({chunkSize})
+    return create(sized)
   }
 
   // The zstd program also decodes gzip (and xz, lz4) input: the magic check keeps "a .zst object is a zstd stream" as strict as Node's decoder.

@@ -86,10 +86,10 @@ export function createDecryptor(identityFile: string): Duplex {
 }
 
 /** The decoder of a stored object: decrypt (when its key ends in .age) then decompress, as one stream. */
-export function createObjectDecoder(key: string, codec: CodecName, identityFile: string | undefined): Duplex {
-  if (!isEncryptedKey(key)) return createDecompressor(codec)
+export function createObjectDecoder(key: string, codec: CodecName, identityFile: string | undefined, options: {chunkSize?: number} = {}): Duplex {
+  if (!isEncryptedKey(key)) return createDecompressor(codec, options)
   if (identityFile === undefined) throw new ConfigError([{variable: 'AGE_IDENTITY_FILE', message: `${key} is encrypted with age: set AGE_IDENTITY_FILE`}])
-  return compose(createDecryptor(identityFile), createDecompressor(codec))
+  return compose(createDecryptor(identityFile), createDecompressor(codec, options))
 }
 
 /** stream.compose (Node ≥ 16.9) is missing from the @types/node this project pins. */

@@ -61,6 +61,13 @@ describe('bin/dbb-wal, the sh foreground', () => {
     await fs.rm(workDir, {recursive: true, force: true})
   })
 
+  it("--version prints dbb's version, as `dbb --version` does", async () => {
+    const [viaSh, direct] = await Promise.all([foreground(['--version'], {}, workDir), runCli(['--version'])])
+    expect(viaSh.code).toBe(0)
+    expect(viaSh.stdout).toBe(direct.stdout)
+    expect(viaSh.stdout).toMatch(/^dbb\/\d+\.\d+\.\d+/)
+  }, 30_000)
+
   it('is shellcheck-clean', () => {
     // scripts/install-deps.sh installs shellcheck (apt); where it is missing this fails instead of passing silently.
     expect(execFileSync('shellcheck', ['--shell=sh', FOREGROUND], {encoding: 'utf8'})).toBe('')
