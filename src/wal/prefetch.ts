@@ -62,9 +62,9 @@ export const PREFETCH_NICENESS = 10
 /**
  * Lowers the priority of this process (a prefetcher) below PostgreSQL's. Replay is one process,
  * the startup process, on one core; the prefetcher decompresses on the others. On a 2-core machine,
- * at equal priority, the prefetcher's threads took CPU from the startup process (1.21× the pg_wal
- * time; niced: 1.0–1.15×, BENCHMARKS.md "Session 7"); niced, it gets what replay leaves, which is
- * more than it needs. On Linux a niceness is per thread (new threads inherit it), so every thread
+ * at equal priority, its threads compete with the startup process for CPU; niced, it gets what
+ * replay leaves (BENCHMARKS.md, "Session 7: replay", has what replay costs with it). On Linux a
+ * niceness is per thread (new threads inherit it), so every thread
  * of the process is lowered; where /proc is missing, the call is per process.
  */
 export function yieldToRecovery(): void {
