@@ -109,10 +109,21 @@ export async function exportSnapshot(client: Client): Promise<DumpSnapshot> {
   client.on('error', () => {})
   try {
     await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY')
-    await client.query('SET LOCAL idle_in_transaction_session_timeout = 0')
-    await client.query('SET LOCAL statement_timeout = 0')
-    // Named apart from pg_dump's own session (both are dbb's), for operators reading pg_stat_activity.
-    await client.query("SET LOCAL application_name = 'dbb contents record'")
+    // One round trip for the session's settings (the simple protocol runs them in order):
+    //  - no timeouts: the session idles in its transaction until pg_dump is done;
+    //  - no parallel workers for the counts: they run beside pg_dump, which dumps each table with
+    //    one process, and a Gather's workers take the cores pg_dump and the compressor need. Measured
+    //    on the benchmark database (2 cores, 0.85 s `pg_dump | zstd`): counting beside it added
+    //    0.20 s with the server's default of 2 workers and 0.10 s without (BENCHMARKS.md, session 8);
+    //  - named apart from pg_dump's own session (both are dbb's), for operators reading pg_stat_activity.
+    await client.query(
+      [
+        'SET LOCAL idle_in_transaction_session_timeout = 0',
+        'SET LOCAL statement_timeout = 0',
+        'SET LOCAL max_parallel_workers_per_gather = 0',
+        "SET LOCAL application_name = 'dbb contents record'",
+      ].join('; '),
+    )
     const {rows} = await client.query<{snapshot: string; pid: number}>('SELECT pg_export_snapshot() AS snapshot, pg_backend_pid() AS pid')
     let released: Promise<void> | undefined
     return {
