@@ -47,6 +47,8 @@ describe('dbb backup run → list → download → restore with stock psql (real
     const list = await runCli(['backup', 'list', '--json'], {BACKUP_LOCAL_DIR: backupDir})
     expect(list.code).toBe(0)
     expect(JSON.parse(list.stdout)).toEqual([{...metadata, status: 'ok', drill: {status: 'never'}}])
+    // Scripts get JSON printed with two spaces and one newline, no colour codes (dbb writes it itself, not through oclif's colouring).
+    expect(list.stdout).toBe(`${JSON.stringify(JSON.parse(list.stdout), null, 2)}\n`)
     const table = await runCli(['backup', 'list'], {BACKUP_LOCAL_DIR: backupDir})
     expect(table.stdout).toContain(metadata.id)
     expect(table.stdout).toContain(metadata.sha256.slice(0, 12))

@@ -67,6 +67,7 @@ describe('configuration errors', () => {
       message: 'BACKUP_LOCAL_DIR: is required with STORAGE_BACKEND=local (example: BACKUP_LOCAL_DIR=/var/backups/postgres)',
       exitCode: 2,
     })
+    expect(result.stdout).toBe(`${JSON.stringify(JSON.parse(result.stdout), null, 2)}\n`)
   })
 
   it('a misspelt variable is not silently ignored: a warning names it and the setting it is close to, never its value', async () => {
