@@ -3,7 +3,11 @@ import {formatBytes, formatElapsed} from './format'
 import {clearLiveLine, drawLiveLine} from './live-line'
 
 export interface ProgressReporter {
-  update(done: number, extra?: Record<string, number>): void
+  /**
+   * `done` undefined: the work's own count is not known yet (a zstd backup's dump size comes at its
+   * end, src/backup/pipeline.ts); the line then counts `extra.storedBytes`.
+   */
+  update(done: number | undefined, extra?: Record<string, number>): void
   finish(): void
 }
 
@@ -28,27 +32,42 @@ export function createProgress(options: {
   const started = Date.now()
   // A terminal line appears at once; log events only once there is progress to report.
   let last = interactive ? 0 : started
-  let latest = 0
+  let latest: number | undefined = 0
   let latestExtra: Record<string, number> = {}
   let drawn = false
 
   const render = () => {
     const elapsedMs = Date.now() - started
-    const rate = elapsedMs > 0 ? (latest / elapsedMs) * 1000 : 0
+    if (latest === undefined) {
+      // Only the stored bytes are known: they are the figure, and the rate.
+      const stored = latestExtra.storedBytes ?? 0
+      const rate = elapsedMs > 0 ? (stored / elapsedMs) * 1000 : 0
+      if (interactive) {
+        drawLiveLine(stream, `${options.label}: ${formatBytes(stored)} stored, ${formatBytes(rate)}/s, ${formatElapsed(elapsedMs)}`)
+        drawn = true
+      } else {
+        options.logger.info({event: options.event, ...latestExtra, elapsedMs, bytesPerSecond: Math.round(rate)}, `${options.label}: ${formatBytes(stored)} stored`)
+      }
+
+      return
+    }
+
+    const done = latest
+    const rate = elapsedMs > 0 ? (done / elapsedMs) * 1000 : 0
     const {total} = options
-    const fraction = total === undefined || total <= 0 ? undefined : Math.min(1, latest / total)
-    const etaMs = fraction === undefined || rate <= 0 ? undefined : ((total! - Math.min(latest, total!)) / rate) * 1000
+    const fraction = total === undefined || total <= 0 ? undefined : Math.min(1, done / total)
+    const etaMs = fraction === undefined || rate <= 0 ? undefined : ((total! - Math.min(done, total!)) / rate) * 1000
     if (interactive) {
       const extra = latestExtra.storedBytes === undefined ? '' : `, ${formatBytes(latestExtra.storedBytes)} stored`
       const share = fraction === undefined ? '' : ` of ${formatBytes(total!)} (${(fraction * 100).toFixed(1)} %)`
       const eta = etaMs === undefined ? '' : `, ETA ${formatElapsed(etaMs)}`
-      drawLiveLine(stream, `${options.label}: ${formatBytes(latest)}${share}${extra}, ${formatBytes(rate)}/s, ${formatElapsed(elapsedMs)}${eta}`)
+      drawLiveLine(stream, `${options.label}: ${formatBytes(done)}${share}${extra}, ${formatBytes(rate)}/s, ${formatElapsed(elapsedMs)}${eta}`)
       drawn = true
     } else {
       const known = fraction === undefined ? {} : {totalBytes: total, percent: Math.round(fraction * 1000) / 10, ...(etaMs === undefined ? {} : {etaSeconds: Math.round(etaMs / 1000)})}
       options.logger.info(
-        {event: options.event, bytes: latest, ...known, ...latestExtra, elapsedMs, bytesPerSecond: Math.round(rate)},
-        `${options.label}: ${formatBytes(latest)}${fraction === undefined ? '' : ` (${(fraction * 100).toFixed(1)} %)`}`,
+        {event: options.event, bytes: done, ...known, ...latestExtra, elapsedMs, bytesPerSecond: Math.round(rate)},
+        `${options.label}: ${formatBytes(done)}${fraction === undefined ? '' : ` (${(fraction * 100).toFixed(1)} %)`}`,
       )
     }
   }

@@ -199,6 +199,27 @@ export function spawnFilter(command: string, args: string[]): ChildProcessByStdi
 }
 
 /**
+ * A program whose stdin is another child's output pipe (`zstd -d | wc -c`, src/compress/gzip-check.ts):
+ * it writes to dbb, and its stderr is dropped. Hand `input` over, then close dbb's copy of it.
+ */
+export function spawnReader(command: string, args: string[], input: Readable): ChildProcessByStdio<null, Readable, null> {
+  return spawn(command, args, {env: childEnvironment(), stdio: [input, 'pipe', 'ignore']})
+}
+
+/** How a child ended; `spawnError` when it never started (not on PATH). */
+export type ChildExit = ExitStatus & {spawnError?: NodeJS.ErrnoException}
+
+/** Resolves when `child` has exited and its pipes are closed (never rejects). */
+export function childExit(child: ChildProcess): Promise<ChildExit> {
+  return new Promise((resolve) => {
+    child.once('error', (error: NodeJS.ErrnoException) => {
+      if (child.pid === undefined) resolve({code: null, signal: null, spawnError: error})
+    })
+    child.once('close', (code, signal) => resolve({code, signal}))
+  })
+}
+
+/**
  * Starts dbb itself (`node <cliEntry> args…`), detached, as the WAL spool uploader and the fetch
  * prefetcher are. The one child that gets dbb's whole environment: it is dbb, and it needs the
  * same settings (storage credentials included) as the process that starts it.

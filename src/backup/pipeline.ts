@@ -4,7 +4,7 @@ import {pipeline} from 'node:stream/promises'
 
 import {createCompressor} from '../compress/codec-streams'
 import {CODECS, CodecName} from '../compress/codecs'
-import {InStreamGunzipCheck} from '../compress/gzip-check'
+import {createInStreamCheck} from '../compress/gzip-check'
 import {programFor, startProgramCompressor} from '../compress/program-compressor'
 import {AGE_CONTENT_TYPE, createEncryptor} from '../encrypt/age'
 import {AbortedError} from '../errors'
@@ -28,8 +28,12 @@ import {SpawnedTool, toolFailure} from './child-process'
  */
 
 export interface StreamProgress {
-  /** Bytes the program produced so far (uncompressed). */
-  sourceBytes: number
+  /**
+   * Bytes the program produced so far (uncompressed); undefined while they are not known: the
+   * producer writes into a zstd program and the zstd program checks the stream, so the count
+   * comes at the end (src/compress/gzip-check.ts, ProgramZstdCheck).
+   */
+  sourceBytes: number | undefined
   /** Compressed bytes handed to storage so far. */
   storedBytes: number
 }
@@ -102,12 +106,14 @@ export async function streamToStorage(options: PipelineOptions): Promise<Pipelin
     throw new Error(`${options.commandName} was started without the compressor program as its output`)
   }
 
-  const progress: StreamProgress = {sourceBytes: 0, storedBytes: 0}
+  const progress = {sourceBytes: 0 as number | undefined, storedBytes: 0}
   const hash = createHash('sha256')
 
   async function* exitCodeGate(source: AsyncIterable<Buffer>) {
+    let produced = 0
     for await (const chunk of source) {
-      progress.sourceBytes += chunk.length
+      produced += chunk.length
+      progress.sourceBytes = produced
       yield chunk
     }
 
@@ -129,7 +135,7 @@ export async function streamToStorage(options: PipelineOptions): Promise<Pipelin
 
   // Decompresses what is sent as it is sent (on zlib's thread pool), so the stream is proven a
   // whole gzip of the program's output before storage sees its end (see src/compress/gzip-check.ts).
-  const gzipCheck = new InStreamGunzipCheck(codec.name)
+  const gzipCheck = createInStreamCheck(codec.name)
   let gzipCheckedBytes = 0
   async function* checkCompressed(source: AsyncIterable<Buffer>) {
     for await (const chunk of source) {
@@ -140,6 +146,7 @@ export async function streamToStorage(options: PipelineOptions): Promise<Pipelin
     }
 
     gzipCheckedBytes = await gzipCheck.finish()
+    // With a compressor program, what the check decoded is what the producer wrote (program-compressor.ts).
     if (directCompressor) progress.sourceBytes = gzipCheckedBytes
     if (gzipCheckedBytes !== progress.sourceBytes) {
       throw new Error(`the compressed stream decompresses to ${gzipCheckedBytes} bytes, ${options.commandName} produced ${progress.sourceBytes}`)
@@ -179,7 +186,7 @@ export async function streamToStorage(options: PipelineOptions): Promise<Pipelin
       throw new Error(`storage reports ${stored.sizeBytes} bytes for ${options.key}, but ${sizeBytes} were sent`)
     }
 
-    return {sha256: hash.digest('hex'), sizeBytes, sourceBytes: progress.sourceBytes, gzipCheckedBytes}
+    return {sha256: hash.digest('hex'), sizeBytes, sourceBytes: gzipCheckedBytes, gzipCheckedBytes}
   } finally {
     options.signal?.removeEventListener('abort', onCallerAbort)
     if (tool.child.exitCode === null && tool.child.signalCode === null) tool.child.kill('SIGKILL')

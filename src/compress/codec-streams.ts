@@ -93,7 +93,7 @@ export function createDecompressor(codec: CodecName, options: {chunkSize?: numbe
 }
 
 /** Every zstd frame starts with these bytes (RFC 8878, 3.1.1). */
-const ZSTD_FRAME_MAGIC = Buffer.from([0x28, 0xb5, 0x2f, 0xfd])
+export const ZSTD_FRAME_MAGIC = Buffer.from([0x28, 0xb5, 0x2f, 0xfd])
 
 /** The decoder said the compressed bytes are not a whole, valid stream of their codec. */
 export class DamagedStreamError extends Error {

@@ -2,7 +2,7 @@ import {accessSync, constants} from 'node:fs'
 import * as path from 'node:path'
 import type {Readable, Writable} from 'node:stream'
 
-import {ExitStatus, spawnFilter} from '../backup/child-process'
+import {ExitStatus, childExit, spawnFilter} from '../backup/child-process'
 import {OperationError} from '../errors'
 import {CodecName} from './codecs'
 import {defaultCompressionThreads} from './defaults'
@@ -24,7 +24,8 @@ import {defaultCompressionThreads} from './defaults'
  *  - the backup is complete only when the compressor AND the producer exited 0: a producer that
  *    died mid-dump leaves a well-formed but short stream, which its exit status refuses.
  * What dbb gave up is its own count of pg_dump's bytes, which only ever proved the Node pipe
- * between the two; the decoded count now is that number (progress and `uncompressedBytes`).
+ * between the two; the decoded count now is that number (`uncompressedBytes`, and progress where the
+ * check counts as it goes: a zstd stream is counted at its end, src/compress/gzip-check.ts).
  */
 
 export interface ProgramCompressor {
@@ -90,14 +91,9 @@ export function startProgramCompressor(spec: ProgramSpec, options: {level: numbe
   child.stderr.setEncoding('utf8').on('data', (text: string) => (stderr = (stderr + text).slice(-4096)))
   // EPIPE on dbb's copy of the input cannot happen (dbb never writes to it); errors there are not the backup's.
   child.stdin.on('error', () => {})
-  const exited = new Promise<ExitStatus>((resolve) => {
-    child.once('error', (error: NodeJS.ErrnoException) => {
-      if (child.pid === undefined) {
-        stderr = error.code === 'ENOENT' ? `the ${spec.program} program is not on PATH (install it, e.g. apt-get install ${spec.program})` : error.message
-        resolve({code: null, signal: null})
-      }
-    })
-    child.once('close', (code, signal) => resolve({code, signal}))
+  const exited = childExit(child).then(({code, signal, spawnError}): ExitStatus => {
+    if (spawnError) stderr = spawnError.code === 'ENOENT' ? `the ${spec.program} program is not on PATH (install it, e.g. apt-get install ${spec.program})` : spawnError.message
+    return {code, signal}
   })
   return {
     input: child.stdin,

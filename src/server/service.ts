@@ -113,7 +113,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
       triggeredBy: job.triggeredBy,
       signal,
       onIdClaimed: idClaimed,
-      onProgress: ({sourceBytes, storedBytes}: {sourceBytes: number; storedBytes: number}) => progress.update(sourceBytes, {storedBytes}),
+      onProgress: ({sourceBytes, storedBytes}: {sourceBytes: number | undefined; storedBytes: number}) => progress.update(sourceBytes, {storedBytes}),
     }
     if (config.databases?.names === undefined) {
       if (!config.databases?.globals) return runLogicalBackup(deps, options)

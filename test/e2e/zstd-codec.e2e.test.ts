@@ -44,6 +44,9 @@ describe('COMPRESSION=zstd: backup, list, download, restore, mixed with gzip (re
     expect(dump.length).toBe(metadata.sizeBytes)
     expect(createHash('sha256').update(dump).digest('hex')).toBe(metadata.sha256)
 
+    // The dump's size, counted by the in-stream check (zstd -d | wc -c), is what stock zstd decodes the stored file to.
+    const {stdout: plain} = await exec('zstd', ['-dc', path.join(backupDir, metadata.id)], {encoding: 'buffer', maxBuffer: 64 * 1024 * 1024})
+    expect(metadata.uncompressedBytes).toBe(plain.length)
     await cluster.psql('CREATE DATABASE from_stock_tools')
     await exec('bash', ['-o', 'pipefail', '-c', `zstd -dc ${path.join(backupDir, metadata.id)} | psql -X -q -v ON_ERROR_STOP=1 -d from_stock_tools`], {env: pgEnv, maxBuffer: 64 * 1024 * 1024})
     expect(await fingerprint(cluster, 'from_stock_tools')).toEqual(await fingerprint(cluster, 'shop'))
@@ -89,9 +92,17 @@ describe('COMPRESSION=zstd: backup, list, download, restore, mixed with gzip (re
       await waitFor(async () => (await cluster.psql(`SELECT count(*) FROM pg_stat_activity WHERE application_name = 'dbb' AND wait_event_type = 'Lock'`)) === '1')
       const children = (await fs.readFile(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8')).trim().split(/\s+/)
       const zstdPids: string[] = []
-      for (const pid of children) if ((await fs.readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).startsWith('zstd')) zstdPids.push(pid)
-      // The compressor, and on a Node without a zstd decoder also the in-stream check's `zstd -d`.
-      expect(zstdPids.length).toBeGreaterThanOrEqual(1)
+      const commands: string[] = []
+      for (const pid of children) {
+        const command = (await fs.readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).split('\0')
+        if (command[0] === 'zstd' || command[0] === 'wc') {
+          zstdPids.push(pid)
+          commands.push(command.join(' ').trim())
+        }
+      }
+
+      // The compressor, and the in-stream check: `zstd -d` and the `wc -c` counting what it decodes.
+      expect(commands.sort()).toEqual([expect.stringMatching(/^wc -c$/), expect.stringMatching(/^zstd -d /), expect.stringMatching(/^zstd -q -c -1 /)])
       return {child, done, release, zstdPids}
     } catch (error) {
       child.kill('SIGKILL')
@@ -129,7 +140,7 @@ describe('COMPRESSION=zstd: backup, list, download, restore, mixed with gzip (re
       await inFlight.release()
     }
 
-    // Its input closed with dbb: zstd ends by itself instead of lingering.
+    // Their input closed with dbb: the compressor, the check's zstd -d and its wc -c end by themselves instead of lingering.
     for (const pid of inFlight.zstdPids) await waitFor(async () => !(await processAlive(pid)))
     expect(await listIds()).toEqual(before)
     const next = await runCli(['backup', 'run', '--json', '--no-prune'], {...env, COMPRESSION: 'zstd'})

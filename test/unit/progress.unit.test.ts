@@ -68,6 +68,29 @@ describe('progress', () => {
   })
 })
 
+describe('progress whose own count comes only at the end (a zstd backup: the zstd program checks and counts the dump)', () => {
+  it('counts the stored bytes instead, and says so, on a terminal and in the log event (no dump size made up)', () => {
+    const {stream, text} = captureStream(true)
+    const progress = createProgress({label: 'backing up', logger: createLogger({level: 'silent'}), event: 'x', stream, intervalMs: 0})
+    progress.update(undefined, {storedBytes: 3_000_000})
+    expect(text()).toMatch(/backing up: 3\.0 MB stored, [\d.]+ \w+\/s, 0s$/)
+    progress.finish()
+
+    const lines: string[] = []
+    const destination = new Writable({
+      write(chunk, _encoding, callback) {
+        lines.push(String(chunk))
+        callback()
+      },
+    })
+    const logged = createProgress({label: 'backing up', logger: createLogger({format: 'json', destination}), event: 'backup.progress', stream: captureStream(false).stream, intervalMs: 0})
+    logged.update(undefined, {storedBytes: 3_000_000})
+    const event = JSON.parse(lines[0])
+    expect(event).toMatchObject({event: 'backup.progress', storedBytes: 3_000_000, msg: 'backing up: 3.0 MB stored'})
+    expect(event).not.toHaveProperty('bytes')
+  })
+})
+
 describe('progress with a known total (restore: the dump size from the sidecar)', () => {
   it('shows percent and ETA on a terminal, and puts them in the log event otherwise', () => {
     const {stream, text} = captureStream(true)
