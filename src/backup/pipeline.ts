@@ -135,7 +135,7 @@ export async function streamToStorage(options: PipelineOptions): Promise<Pipelin
 
   // Decompresses what is sent as it is sent (on zlib's thread pool), so the stream is proven a
   // whole gzip of the program's output before storage sees its end (see src/compress/gzip-check.ts).
-  const gzipCheck = createInStreamCheck(codec.name)
+  const gzipCheck = createInStreamCheck(codec.name, directCompressor !== undefined)
   let gzipCheckedBytes = 0
   async function* checkCompressed(source: AsyncIterable<Buffer>) {
     for await (const chunk of source) {

@@ -78,30 +78,41 @@ export interface InStreamCheck {
   destroy(): void
 }
 
+/** The decoder program that checks each codec in-stream, and the bytes every stream of it starts with. */
+const CHECK_PROGRAMS: Record<CodecName, {program: string; args: string[]; magic: Buffer}> = {
+  // pigz, not gzip: the same inflate and CRC-32/length check, in 0.34 s instead of 0.53 for the 108 MB dump (it checksums in a thread of its own).
+  gzip: {program: 'pigz', args: ['-d', '-c'], magic: Buffer.from([0x1f, 0x8b])},
+  zstd: {program: 'zstd', args: ['-d', '-q', '-c', '--no-progress'], magic: ZSTD_FRAME_MAGIC},
+}
+
 /**
- * The zstd check done by the zstd program: `zstd -d` decodes the stream and verifies the frame's
- * XXH64 content checksum and its end, and `wc -c` counts what it decodes, so the decoded bytes never
- * pass through dbb. Node's built-in zstd decoder needed 0.41–0.56 CPU-s for the benchmark's 108 MB
- * dump (207 MB base backup); `zstd -d | wc -c` needs 0.20–0.24, and that CPU is taken from pg_dump
- * and the compressor on a small machine: on two cores a base backup with zstd went from 1.95 s to
- * 1.68 s (median of 6 interleaved rounds), a logical one from 1.85 s to 1.80 s (BENCHMARKS.md,
- * "Session 8"). The proof is the same decoding and the same checksum, by the decoder a restore with
- * `zstd -dc` uses. What it gives up is the running count: the dump's size is known at the end
+ * The check done by the codec's own program, for a backup whose compressor is that program
+ * (src/compress/program-compressor.ts): `zstd -d` (verifies the frame's XXH64 content checksum and
+ * its end) or `pigz -d` (the trailer's CRC-32 and length), with `wc -c` counting what it decodes, so
+ * the decoded bytes never pass through dbb. For zstd that is CPU: Node's built-in decoder needed
+ * 0.41–0.56 CPU-s for the benchmark's 108 MB dump (207 MB base backup), `zstd -d | wc -c` needs
+ * 0.20–0.24, and on two cores that CPU is taken from pg_dump and the compressor (a base backup went
+ * from 1.95 s to 1.68 s). For gzip it is memory: the same CPU as Node's inflate, but the 108 MB of
+ * decoded buffers no longer pass through dbb's heap, whose peak RSS fell from 104–108 MB to
+ * 94–96 MB (BENCHMARKS.md, "Session 8"). The proof is the same decoding and the same checksum, by
+ * a stock decoder. What it gives up is the running count: the dump's size is known at the end
  * (progress shows the stored bytes meanwhile).
  */
-export class ProgramZstdCheck implements InStreamCheck {
+export class ProgramCheck implements InStreamCheck {
   readonly decodedBytes = undefined
   private readonly decoder
   private readonly counter
   private readonly settled: Promise<{decoder: ChildExit; counter: ChildExit}>
+  private readonly spec
   private decoderSaid = ''
   private counted = ''
   private inputSeen = 0
   private failure?: Error
 
-  constructor() {
-    this.decoder = spawnFilter('zstd', ['-d', '-q', '-c', '--no-progress'])
-    // wc reads the decoder's output pipe itself; dbb's copy of it is closed at once, so wc sees its end when zstd exits.
+  constructor(private readonly codec: CodecName) {
+    this.spec = CHECK_PROGRAMS[codec]
+    this.decoder = spawnFilter(this.spec.program, this.spec.args)
+    // wc reads the decoder's output pipe itself; dbb's copy of it is closed at once, so wc sees its end when the decoder exits.
     this.counter = spawnReader('wc', ['-c'], this.decoder.stdout)
     this.decoder.stdout.destroy()
     this.decoder.stderr.setEncoding('utf8').on('data', (text: string) => (this.decoderSaid = (this.decoderSaid + text).slice(-4096)))
@@ -110,16 +121,18 @@ export class ProgramZstdCheck implements InStreamCheck {
     this.decoder.stdin.on('error', () => {})
     this.settled = Promise.all([childExit(this.decoder), childExit(this.counter)]).then(([decoder, counter]) => ({decoder, counter}))
     void this.settled.then(({decoder}) => {
-      if (decoder.code !== 0) this.fail(decoder.spawnError?.code === 'ENOENT' ? 'the zstd program is not on PATH' : this.said('zstd', decoder, this.decoderSaid))
+      if (decoder.code !== 0) this.fail(decoder.spawnError?.code === 'ENOENT' ? `the ${this.spec.program} program is not on PATH` : this.said(decoder))
     })
   }
 
   async write(chunk: Buffer): Promise<void> {
     if (this.failure) throw this.failure
-    if (this.inputSeen < ZSTD_FRAME_MAGIC.length) {
-      const expected = ZSTD_FRAME_MAGIC.subarray(this.inputSeen, this.inputSeen + chunk.length)
-      if (!chunk.subarray(0, expected.length).equals(expected)) throw this.fail('not a zstd stream (bad magic number)')
-      this.inputSeen += Math.min(chunk.length, ZSTD_FRAME_MAGIC.length)
+    // The decoders also read other formats (zstd -d decodes gzip, pigz -d zlib and zip): only the codec's own stream passes.
+    const {magic} = this.spec
+    if (this.inputSeen < magic.length) {
+      const expected = magic.subarray(this.inputSeen, this.inputSeen + chunk.length)
+      if (!chunk.subarray(0, expected.length).equals(expected)) throw this.fail(`not a ${this.codec} stream (bad magic number)`)
+      this.inputSeen += Math.min(chunk.length, magic.length)
     }
 
     // A decoder that stopped reading (damaged input, killed) makes the pipe fail with EPIPE: its exit status is the reason given.
@@ -129,11 +142,11 @@ export class ProgramZstdCheck implements InStreamCheck {
 
   async finish(): Promise<number> {
     if (this.failure) throw this.failure
-    if (this.inputSeen === 0) throw this.fail('not a zstd stream (no bytes)')
+    if (this.inputSeen === 0) throw this.fail(`not a ${this.codec} stream (no bytes)`)
     this.decoder.stdin.end()
     const {decoder, counter} = await this.settled
     if (this.failure) throw this.failure
-    if (decoder.code !== 0) throw this.fail(this.said('zstd', decoder, this.decoderSaid))
+    if (decoder.code !== 0) throw this.fail(this.said(decoder))
     const count = /^\s*(\d+)\s*$/.exec(this.counted)
     if (counter.code !== 0 || !count) throw this.fail(`wc -c ${counter.spawnError ? `did not start (${counter.spawnError.message})` : `exited ${counter.code ?? counter.signal} and printed "${this.counted.trim()}"`}`)
     return Number(count[1])
@@ -144,22 +157,24 @@ export class ProgramZstdCheck implements InStreamCheck {
     this.decoder.stdin.destroy()
   }
 
-  private said(program: string, status: ChildExit, stderr: string): string {
+  private said(status: ChildExit): string {
     const how = status.signal ? `killed by ${status.signal}` : `exit code ${status.code}`
-    const last = stderr.trim().split('\n').slice(-2).join(' | ')
-    return `${program} ${how}${last ? `: ${last}` : ''}`
+    const last = this.decoderSaid.trim().split('\n').slice(-2).join(' | ')
+    return `${this.spec.program} ${how}${last ? `: ${last}` : ''}`
   }
 
   private fail(detail: string): Error {
-    this.failure ??= new Error(`the compressed stream failed its in-stream zstd check: ${detail}`)
+    this.failure ??= new Error(`the compressed stream failed its in-stream ${this.codec} check: ${detail}`)
     return this.failure
   }
 }
 
 /**
- * The in-stream check for `codec`: the zstd program where it is on PATH (every zstd backup has it: it
- * is the compressor), Node's decoder otherwise and for gzip (zlib's inflate is as fast as gzip -t).
+ * The in-stream check of a backup: by the codec's program when the compressor is that program
+ * (`pg_dump | zstd`, `pg_dump | pigz`: the program is there, and dbb never held the uncompressed
+ * bytes), else Node's decoder (dbb's in-process parallel gzip, and custom-format dumps, which dbb
+ * reads and compresses itself: it counts what it read, and the check's count must match it).
  */
-export function createInStreamCheck(codec: CodecName): InStreamCheck {
-  return codec === 'zstd' && onPath('zstd') && onPath('wc') ? new ProgramZstdCheck() : new InStreamGunzipCheck(codec)
+export function createInStreamCheck(codec: CodecName, compressorProgram: boolean): InStreamCheck {
+  return compressorProgram && onPath(CHECK_PROGRAMS[codec].program) && onPath('wc') ? new ProgramCheck(codec) : new InStreamGunzipCheck(codec)
 }

@@ -1,0 +1,108 @@
+import {execFileSync} from 'node:child_process'
+import {randomBytes} from 'node:crypto'
+import * as fs from 'node:fs/promises'
+
+import {InStreamCheck, InStreamGunzipCheck, ProgramCheck, createInStreamCheck} from '../../src/compress/gzip-check'
+import {CodecName} from '../../src/compress/codecs'
+import {runningChildren} from '../helpers/children'
+import {tempDir} from '../helpers/cli'
+
+/**
+ * The in-stream check of a backup whose compressor is a program (`pg_dump | zstd`, `pg_dump |
+ * pigz`): the codec's own program decodes what is sent and `wc -c` counts it, so the decoded bytes
+ * never pass through dbb (src/compress/gzip-check.ts, ProgramCheck). Attacked with damaged streams,
+ * a decoder killed mid-stream and a counter that lies; every failure names the check and leaves
+ * neither program running.
+ */
+describe.each<[CodecName, string, string]>([
+  ['zstd', 'zstd', 'gzip'],
+  ['gzip', 'pigz', 'zstd'],
+])('the in-stream %s check by the %s program', (codec, program, other) => {
+  // Dump-like: repetitive SQL and random bytes, 6 MB.
+  const whole = Buffer.concat(Array.from({length: 60}, (_, index) => (index % 3 === 0 ? randomBytes(40_000) : Buffer.from(`INSERT INTO t VALUES (${index}, 'row');\n`.repeat(1500)))))
+  const compress = (name: string, input: Buffer) => execFileSync(name === 'zstd' ? 'zstd' : 'pigz', ['-c', '-1'], {input, maxBuffer: 64 * 1024 * 1024})
+  const compressed = compress(codec, whole)
+
+  /** Feeds `body` in 64 KiB chunks: the decoded count, or the first failure's message. */
+  async function runCheck(check: InStreamCheck, body: Buffer): Promise<{count?: number; error?: string}> {
+    try {
+      for (let offset = 0; offset < body.length; offset += 65_536) await check.write(body.subarray(offset, offset + 65_536))
+      return {count: await check.finish()}
+    } catch (error) {
+      return {error: (error as Error).message}
+    } finally {
+      check.destroy()
+    }
+  }
+
+  /** The pids of a check's decoder and wc that are still running. */
+  const running = (check: ProgramCheck) => {
+    const {decoder, counter} = check as unknown as {decoder: {pid: number}; counter: {pid: number}}
+    const alive = new Set(runningChildren().map(({pid}) => pid))
+    return [decoder.pid, counter.pid].filter((pid) => alive.has(pid))
+  }
+
+  it('is the check a backup through the compressor program gets, and counts what the stream decodes to', async () => {
+    for (const [compressorProgram, kind] of [
+      [true, ProgramCheck],
+      [false, InStreamGunzipCheck],
+    ] as const) {
+      const made = createInStreamCheck(codec, compressorProgram)
+      made.destroy()
+      expect(made).toBeInstanceOf(kind)
+    }
+
+    const check = new ProgramCheck(codec)
+    expect(check.decodedBytes).toBeUndefined()
+    expect(await runCheck(check, compressed)).toEqual({count: whole.length})
+    // Two streams one after the other decode as one (what `zstd -dc` / `gunzip -c` of the file gives a restore).
+    expect(await runCheck(new ProgramCheck(codec), Buffer.concat([compressed, compressed]))).toEqual({count: 2 * whole.length})
+  })
+
+  it.each<[string, (body: Buffer) => Buffer]>([
+    ['a stream missing its last 5 bytes', (body) => body.subarray(0, body.length - 5)],
+    ['half the stream', (body) => body.subarray(0, body.length >> 1)],
+    ['one flipped byte', (body) => Buffer.from(body).fill(body[body.length >> 1] ^ 0x40, body.length >> 1, (body.length >> 1) + 1)],
+    ["the other codec's bytes (which the program might decode)", () => compress(other, whole)],
+    ['no bytes at all', () => Buffer.alloc(0)],
+  ])('refuses %s, naming the check, and leaves neither program running', async (_name, damage) => {
+    const check = new ProgramCheck(codec)
+    const outcome = await runCheck(check, damage(compressed))
+    expect(outcome.count).toBeUndefined()
+    expect(outcome.error).toMatch(new RegExp(`^the compressed stream failed its in-stream ${codec} check: `))
+    await waitUntil(() => running(check).length === 0)
+  })
+
+  it('a decoder killed mid-stream fails the check (never a short count)', async () => {
+    const check = new ProgramCheck(codec)
+    await check.write(compressed.subarray(0, 65_536))
+    const decoder = (check as unknown as {decoder: {pid: number}}).decoder
+    process.kill(decoder.pid, 'SIGKILL')
+    const outcome = await runCheck(check, compressed.subarray(65_536))
+    expect(outcome.count).toBeUndefined()
+    expect(outcome.error).toMatch(new RegExp(`in-stream ${codec} check: ${program} killed by SIGKILL`))
+    await waitUntil(() => running(check).length === 0)
+  })
+
+  it('a counter that prints no number fails the check', async () => {
+    const bin = await tempDir()
+    await fs.writeFile(`${bin}/wc`, '#!/bin/sh\ncat > /dev/null\necho "wc: not today"\n', {mode: 0o755})
+    const saved = process.env.PATH
+    process.env.PATH = `${bin}:${saved}`
+    try {
+      const outcome = await runCheck(new ProgramCheck(codec), compressed)
+      expect(outcome.error).toMatch(new RegExp(`in-stream ${codec} check: wc -c exited 0 and printed "wc: not today"`))
+    } finally {
+      process.env.PATH = saved
+      await fs.rm(bin, {recursive: true, force: true})
+    }
+  })
+})
+
+async function waitUntil(condition: () => boolean, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error('timed out')
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+}
