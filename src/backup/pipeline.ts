@@ -135,7 +135,11 @@ export async function streamToStorage(options: PipelineOptions): Promise<Pipelin
 
   // Decompresses what is sent as it is sent (on zlib's thread pool), so the stream is proven a
   // whole gzip of the program's output before storage sees its end (see src/compress/gzip-check.ts).
-  const gzipCheck = createInStreamCheck(codec.name, directCompressor !== undefined)
+  // The codec's program checks where the compressor is a program, unless age encrypts: then its
+  // processes took CPU from age and from dbb's main thread, which carries every encrypted byte
+  // (measured: encryption cost +9–19 % on top of compression with the program check, +0–1 % with
+  // Node's; BENCHMARKS.md, "Session 8").
+  const gzipCheck = createInStreamCheck(codec.name, directCompressor !== undefined && encryptor === undefined)
   let gzipCheckedBytes = 0
   async function* checkCompressed(source: AsyncIterable<Buffer>) {
     for await (const chunk of source) {

@@ -170,10 +170,11 @@ export class ProgramCheck implements InStreamCheck {
 }
 
 /**
- * The in-stream check of a backup: by the codec's program when the compressor is that program
- * (`pg_dump | zstd`, `pg_dump | pigz`: the program is there, and dbb never held the uncompressed
- * bytes), else Node's decoder (dbb's in-process parallel gzip, and custom-format dumps, which dbb
- * reads and compresses itself: it counts what it read, and the check's count must match it).
+ * The in-stream check of a backup: by the codec's program when the caller asks for it (the
+ * compressor is that program, `pg_dump | zstd` or `pg_dump | pigz`: the program is there, and dbb
+ * never held the uncompressed bytes), else Node's decoder (dbb's in-process parallel gzip, and
+ * custom-format dumps, which dbb reads and compresses itself: it counts what it read, and the
+ * check's count must match it; and encrypted backups, src/backup/pipeline.ts says why).
  */
 export function createInStreamCheck(codec: CodecName, compressorProgram: boolean): InStreamCheck {
   return compressorProgram && onPath(CHECK_PROGRAMS[codec].program) && onPath('wc') ? new ProgramCheck(codec) : new InStreamGunzipCheck(codec)

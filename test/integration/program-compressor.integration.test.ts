@@ -92,6 +92,31 @@ describe.each<[CodecName, string, string[]]>([
     }
   })
 
+  it('encrypted with age, the check is Node\'s decoder (the decoder program would take CPU from age and dbb): progress counts the dump as it goes', async () => {
+    const keyFile = path.join(dir, 'age-key.txt')
+    execFileSync('age-keygen', ['-o', keyFile], {stdio: 'ignore'})
+    const recipient = execFileSync('age-keygen', ['-y', keyFile], {encoding: 'utf8'}).trim()
+    const input = Buffer.from('INSERT INTO t VALUES (1, $$a row of text$$);\n'.repeat(200_000))
+    const source = path.join(dir, 'encrypted.in')
+    await fs.writeFile(source, input)
+    const progress: (number | undefined)[] = []
+    const key = `encrypted.sql.${extension}.age`
+    const result = await streamToStorage({
+      start: (signal, output) => spawnTool('cat', [source], {PATH: process.env.PATH}, signal, output),
+      commandName: 'cat',
+      storage,
+      key,
+      codec,
+      encryptTo: [recipient],
+      onProgress: (p) => progress.push(p.sourceBytes),
+    })
+    expect(result.sourceBytes).toBe(input.length)
+    expect(progress.length).toBeGreaterThan(0)
+    for (const bytes of progress) expect(bytes).toEqual(expect.any(Number))
+    const {stdout} = await run('bash', ['-o', 'pipefail', '-c', `age -d -i ${keyFile} ${path.join(storageDir, key)} | ${decompress.join(' ')}`], {encoding: 'buffer', maxBuffer: 64 * 1024 * 1024})
+    expect(Buffer.compare(stdout, input)).toBe(0)
+  })
+
   it('a producer that ignores the compressor is refused, not stored as an empty stream', async () => {
     const source = path.join(dir, 'ignored.in')
     await fs.writeFile(source, 'data')
