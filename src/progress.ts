@@ -4,8 +4,8 @@ import {clearLiveLine, drawLiveLine} from './live-line'
 
 export interface ProgressReporter {
   /**
-   * `done` undefined: the work's own count is not known yet (a zstd backup's dump size comes at its
-   * end, src/backup/pipeline.ts); the line then counts `extra.storedBytes`.
+   * `done` undefined: the work's own count is not known yet (the dump's size of a backup through a
+   * compressor program comes at its end, src/backup/pipeline.ts); the line then counts `extra.storedBytes`.
    */
   update(done: number | undefined, extra?: Record<string, number>): void
   finish(): void

@@ -30,8 +30,8 @@ import {SpawnedTool, toolFailure} from './child-process'
 export interface StreamProgress {
   /**
    * Bytes the program produced so far (uncompressed); undefined while they are not known: the
-   * producer writes into a zstd program and the zstd program checks the stream, so the count
-   * comes at the end (src/compress/gzip-check.ts, ProgramZstdCheck).
+   * producer writes into a compressor program and the codec's own program checks the stream, so
+   * the count comes at the end (src/compress/gzip-check.ts, ProgramCheck).
    */
   sourceBytes: number | undefined
   /** Compressed bytes handed to storage so far. */
@@ -133,8 +133,9 @@ export async function streamToStorage(options: PipelineOptions): Promise<Pipelin
     if (status.code !== 0) throw toolFailure(options.commandName, status, tool.stderr())
   }
 
-  // Decompresses what is sent as it is sent (on zlib's thread pool), so the stream is proven a
-  // whole gzip of the program's output before storage sees its end (see src/compress/gzip-check.ts).
+  // Decompresses what is sent as it is sent (zlib's thread pool, or the codec's program), so the
+  // stream is proven a whole gzip/zstd of the program's output before storage sees its end
+  // (see src/compress/gzip-check.ts).
   // The codec's program checks where the compressor is a program, unless age encrypts: then its
   // processes took CPU from age and from dbb's main thread, which carries every encrypted byte
   // (measured: encryption cost +9–19 % on top of compression with the program check, +0–1 % with

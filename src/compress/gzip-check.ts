@@ -71,7 +71,7 @@ export class InStreamGunzipCheck implements InStreamCheck {
 
 /** What the pipeline needs of an in-stream check, whichever decoder runs it. */
 export interface InStreamCheck {
-  /** Bytes decoded so far; undefined while a check that counts only at its end runs (ProgramZstdCheck). */
+  /** Bytes decoded so far; undefined while a check that counts only at its end runs (ProgramCheck). */
   readonly decodedBytes: number | undefined
   write(chunk: Buffer): Promise<void>
   finish(): Promise<number>

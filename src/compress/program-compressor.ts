@@ -24,8 +24,8 @@ import {defaultCompressionThreads} from './defaults'
  *  - the backup is complete only when the compressor AND the producer exited 0: a producer that
  *    died mid-dump leaves a well-formed but short stream, which its exit status refuses.
  * What dbb gave up is its own count of pg_dump's bytes, which only ever proved the Node pipe
- * between the two; the decoded count now is that number (`uncompressedBytes`, and progress where the
- * check counts as it goes: a zstd stream is counted at its end, src/compress/gzip-check.ts).
+ * between the two; the decoded count now is that number (`uncompressedBytes`; progress counts the
+ * stored bytes, since the codec's program decodes and counts at the end, src/compress/gzip-check.ts).
  */
 
 export interface ProgramCompressor {
