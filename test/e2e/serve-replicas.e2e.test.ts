@@ -140,7 +140,9 @@ describe('two dbb serve replicas, one database, one storage (real PostgreSQL)', 
     } finally {
       if (!released) await unlock()
     }
-  })
+    // Its own waits add up to more than jest's default 120 s (up to a minute for the slot, then each
+    // step's budget): a step that hangs must fail with its waitFor label, not with jest's bare timeout.
+  }, 240_000)
 
   it('DRILL_INTERVAL: serve drills the newest backup at once when it was never drilled, and stores the result', async () => {
     const backup = await runCli(['backup', 'run', '--json', '--no-prune'], {...cluster.dbbEnv('shop'), BACKUP_LOCAL_DIR: backupDir})
