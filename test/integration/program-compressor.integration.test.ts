@@ -6,7 +6,7 @@ import {promisify} from 'node:util'
 import {crc32} from 'node:zlib'
 
 import {spawnTool} from '../../src/backup/child-process'
-import {streamToStorage} from '../../src/backup/pipeline'
+import {PipelineOptions, streamToStorage} from '../../src/backup/pipeline'
 import {CodecName} from '../../src/compress/codecs'
 import {LocalBackend} from '../../src/plugins/local/src'
 import {runningChildren} from '../helpers/children'
@@ -40,7 +40,8 @@ describe.each<[CodecName, string, string[]]>([
     await fs.rm(dir, {recursive: true, force: true})
   })
 
-  async function storeFile(input: Buffer, key: string) {
+  /** `input` as a producer's output (cat of a file), through the pipeline into storage under `key`. */
+  async function storeFile(input: Buffer, key: string, more: Partial<PipelineOptions> = {}) {
     const source = path.join(dir, `${key}.in`)
     await fs.writeFile(source, input)
     return streamToStorage({
@@ -50,6 +51,7 @@ describe.each<[CodecName, string, string[]]>([
       key,
       codec,
       compressionThreads: 2,
+      ...more,
     })
   }
 
@@ -61,17 +63,7 @@ describe.each<[CodecName, string, string[]]>([
   ])('%s: the stock decompressor returns the exact input; sha256, sizes and the decoded count are recorded', async (name, input) => {
     const key = `${name.replaceAll(' ', '-')}.sql.${extension}`
     const progress: (number | undefined)[] = []
-    const source = path.join(dir, `${key}.in`)
-    await fs.writeFile(source, input)
-    const result = await streamToStorage({
-      start: (signal, output) => spawnTool('cat', [source], {PATH: process.env.PATH}, signal, output),
-      commandName: 'cat',
-      storage,
-      key,
-      codec,
-      compressionThreads: 2,
-      onProgress: (p) => progress.push(p.sourceBytes),
-    })
+    const result = await storeFile(input, key, {onProgress: (p) => progress.push(p.sourceBytes)})
     const stored = await fs.readFile(path.join(storageDir, key))
     const {stdout} = await run(decompress[0], [...decompress.slice(1), path.join(storageDir, key)], {encoding: 'buffer', maxBuffer: 64 * 1024 * 1024})
     expect(Buffer.compare(stdout, input)).toBe(0)
@@ -97,19 +89,9 @@ describe.each<[CodecName, string, string[]]>([
     execFileSync('age-keygen', ['-o', keyFile], {stdio: 'ignore'})
     const recipient = execFileSync('age-keygen', ['-y', keyFile], {encoding: 'utf8'}).trim()
     const input = Buffer.from('INSERT INTO t VALUES (1, $$a row of text$$);\n'.repeat(200_000))
-    const source = path.join(dir, 'encrypted.in')
-    await fs.writeFile(source, input)
     const progress: (number | undefined)[] = []
     const key = `encrypted.sql.${extension}.age`
-    const result = await streamToStorage({
-      start: (signal, output) => spawnTool('cat', [source], {PATH: process.env.PATH}, signal, output),
-      commandName: 'cat',
-      storage,
-      key,
-      codec,
-      encryptTo: [recipient],
-      onProgress: (p) => progress.push(p.sourceBytes),
-    })
+    const result = await storeFile(input, key, {encryptTo: [recipient], onProgress: (p) => progress.push(p.sourceBytes)})
     expect(result.sourceBytes).toBe(input.length)
     expect(progress.length).toBeGreaterThan(0)
     for (const bytes of progress) expect(bytes).toEqual(expect.any(Number))
