@@ -1,4 +1,5 @@
-import {ContentsRecord, compareContents} from '../../src/backup/contents-record'
+import {compareContents} from '../../src/backup/contents-record'
+import type {ContentsRecord} from '../../src/backup/contents-record-schema'
 import {keepNewestPassedDrill} from '../../src/backup/drill-floor'
 import type {BackupMetadata} from '../../src/backup/metadata'
 import {backupIdOfKey} from '../../src/backup/naming'
