@@ -6,7 +6,7 @@ import {BackupDamagedError, BackupUnreadableError, NotFoundError, UsageError, er
 import {printableExcerpt} from '../format'
 import {VERSION} from '../version'
 import type {ObjectInfo, StorageBackend} from '../storage/contract'
-import {contentsRecordSchema} from './contents-record'
+import {contentsRecordSchema} from './contents-record-schema'
 import {databaseProfileSchema, dumpPrivilegesSchema} from './database-profile'
 import {SIDECAR_SUFFIX, decodeDatabaseName, isBackupId, parseBackupId, sidecarKey} from './naming'
 import {WAL_PREFIX} from '../wal/segments'
@@ -126,13 +126,22 @@ const SIDECAR_READ_CONCURRENCY = 16
 
 /**
  * Every key of the location except archived WAL: backups are never under `wal/`, which can hold
- * 100,000 segments (two key ranges around it; on S3 the WAL pages are never requested).
+ * 100,000 segments (two key ranges around it; on S3 the WAL pages are never requested). The range
+ * after `wal/` (the sidecar index, names after "wal") is listed while the first one pages, not after it.
  */
 async function* listBesideWal(storage: StorageBackend): AsyncGenerator<ObjectInfo> {
-  for (const range of [{endBefore: WAL_PREFIX}, {startAfter: AFTER_WAL_KEYS}]) {
-    // Backends may ignore the range (optional in the contract): each key is taken from one range only.
-    for await (const object of storage.list('', range)) if (range.endBefore ? object.key < WAL_PREFIX : object.key > AFTER_WAL_KEYS) yield object
-  }
+  // Backends may ignore the range (optional in the contract): each key is taken from one range only.
+  const afterWal = collect(storage.list('', {startAfter: AFTER_WAL_KEYS}), (object) => object.key > AFTER_WAL_KEYS)
+  // Awaited below; until then a failure of it must not count as unhandled (the first range's failure is reported first).
+  afterWal.catch(() => {})
+  for await (const object of storage.list('', {endBefore: WAL_PREFIX})) if (object.key < WAL_PREFIX) yield object
+  yield* await afterWal
+}
+
+async function collect(objects: AsyncIterable<ObjectInfo>, keep: (object: ObjectInfo) => boolean): Promise<ObjectInfo[]> {
+  const kept: ObjectInfo[] = []
+  for await (const object of objects) if (keep(object)) kept.push(object)
+  return kept
 }
 
 /** Sorts after every archived WAL key (their characters are hex digits, letters, '.', '-'). */
@@ -146,16 +155,26 @@ const AFTER_WAL_KEYS = `${WAL_PREFIX}~`
  * backup and is in neither list.
  */
 export async function scanBackups(storage: StorageBackend, options: ListOptions = {}): Promise<BackupListing> {
-  const objects = new Map<string, ObjectInfo>()
-  for await (const object of options.objects ?? (options.prefix ? storage.list(`${options.prefix}_`) : listBesideWal(storage))) objects.set(object.key, object)
-  const ids = [...objects.keys()]
-    .filter((key) => key.endsWith(SIDECAR_SUFFIX))
-    .map((key) => key.slice(0, -SIDECAR_SUFFIX.length))
-    .filter((id) => isBackupId(id) && (!options.prefix || parseBackupId(id)?.prefix === options.prefix))
+  const listedId = (key: string) => {
+    const id = key.endsWith(SIDECAR_SUFFIX) ? key.slice(0, -SIDECAR_SUFFIX.length) : undefined
+    return id !== undefined && isBackupId(id) && (!options.prefix || parseBackupId(id)?.prefix === options.prefix) ? id : undefined
+  }
 
-  // Many sidecars to read: the location's index may hold them (src/backup/sidecar-index.ts).
-  const useIndex = ids.filter((id) => !options.cache?.has(id)).length >= INDEX_MIN_READS
-  const index = useIndex ? await readSidecarIndex(storage) : new Map<string, IndexEntry>()
+  // Many sidecars to read: the location's index may hold them (src/backup/sidecar-index.ts). It is
+  // requested as soon as the listing shows that many, so it arrives while the listing pages on
+  // (readSidecarIndex never fails: an index it cannot read is an empty one).
+  let indexRead: Promise<Map<string, IndexEntry>> | undefined
+  let toRead = 0
+  const objects = new Map<string, ObjectInfo>()
+  for await (const object of options.objects ?? (options.prefix ? storage.list(`${options.prefix}_`) : listBesideWal(storage))) {
+    objects.set(object.key, object)
+    const id = listedId(object.key)
+    if (id !== undefined && !options.cache?.has(id) && ++toRead >= INDEX_MIN_READS) indexRead ??= readSidecarIndex(storage)
+  }
+
+  const ids = [...objects.keys()].map(listedId).filter((id) => id !== undefined)
+  const useIndex = indexRead !== undefined
+  const index = (await indexRead) ?? new Map<string, IndexEntry>()
   let sidecarsRead = 0
   /** Every sidecar that read as metadata, whether or not its dump matches: what the index may hold. */
   const readable: BackupMetadata[] = []

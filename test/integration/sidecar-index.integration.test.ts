@@ -155,6 +155,68 @@ describe('the sidecar index (local backend)', () => {
     expect(whole.gets).toEqual([SIDECAR_INDEX_KEY])
   })
 
+  it('the index and the range after wal/ are requested while the listing still pages; the answer is the same', async () => {
+    await scanBackups(storage)
+    const expected = await truth()
+    // Each listed key takes a moment, as a page does on S3; events say what was asked when.
+    const events: string[] = []
+    const paced: StorageBackend = {
+      ...storage,
+      get: (key, getOptions) => {
+        events.push(`get ${key}`)
+        return storage.get(key, getOptions)
+      },
+      list: (prefix, range) =>
+        (async function* () {
+          const name = range?.startAfter === undefined ? 'before wal/' : 'after wal/'
+          events.push(`list ${name}`)
+          for await (const object of storage.list(prefix, range)) {
+            await new Promise((resolve) => setTimeout(resolve, 1))
+            yield object
+          }
+
+          events.push(`end ${name}`)
+        })(),
+    }
+    expect(summary((await scanBackups(paced)).backups)).toEqual(expected)
+    const at = (event: string) => events.indexOf(event)
+    expect(at('list after wal/')).toBeLessThan(at('end before wal/'))
+    expect(at(`get ${SIDECAR_INDEX_KEY}`)).toBeGreaterThan(-1)
+    expect(at(`get ${SIDECAR_INDEX_KEY}`)).toBeLessThan(at('end before wal/'))
+  })
+
+  it('a listing that fails in either range, at its start or part way, fails the scan: never a shorter list, no rejection left unhandled', async () => {
+    const unhandled: unknown[] = []
+    const onUnhandled = (reason: unknown) => unhandled.push(reason)
+    process.on('unhandledRejection', onUnhandled)
+    try {
+      for (const failing of ['before wal/', 'after wal/'] as const) {
+        for (const after of [0, 5, count]) {
+          const broken: StorageBackend = {
+            ...storage,
+            list: (prefix, range) =>
+              (async function* () {
+                const name = range?.startAfter === undefined ? 'before wal/' : 'after wal/'
+                let listed = 0
+                for await (const object of storage.list(prefix, range)) {
+                  if (name === failing && listed++ === after) throw new Error(`ECONNRESET while listing ${name}`)
+                  yield object
+                }
+
+                if (name === failing && listed <= after) throw new Error(`ECONNRESET while listing ${name}`)
+              })(),
+          }
+          await expect(scanBackups(broken)).rejects.toThrow(`ECONNRESET while listing ${failing}`)
+        }
+      }
+
+      await new Promise((resolve) => setImmediate(resolve))
+      expect(unhandled).toEqual([])
+    } finally {
+      process.off('unhandledRejection', onUnhandled)
+    }
+  })
+
   it('below INDEX_MIN_READS sidecars the index is neither read nor written', async () => {
     const small = await tempDir('dbb-sidecar-index-small-')
     try {
