@@ -1,4 +1,7 @@
 #!/usr/bin/env node
+// First, so that everything after it compiles from the cache of the previous run (src/compile-cache.ts).
+require('../dist/compile-cache').enableCompileCache()
+
 // archive_command / restore_command answered by the background (src/wal/foreground.ts): a segment
 // the spool uploader already stored ahead, or one the prefetcher already queued. Those answers
 // load nothing else, because PostgreSQL starts this process once per 16 MiB of WAL.

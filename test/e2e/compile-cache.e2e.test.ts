@@ -1,0 +1,82 @@
+import * as fs from 'node:fs'
+import * as path from 'node:path'
+
+import {runCli, tempDir} from '../helpers/cli'
+
+/**
+ * dbb's compile cache through the real CLI (bin/run.js, src/compile-cache.ts): written to a
+ * private directory of the user's home on the first run, used by the next, and never trusted
+ * where someone else could have written it. A damaged cache costs only the time it would save.
+ */
+describe('the compile cache of the dbb CLI', () => {
+  let home: string
+  beforeEach(async () => {
+    home = await tempDir('dbb-cc-home-')
+  })
+  afterEach(() => fs.rmSync(home, {recursive: true, force: true}))
+
+  const cacheDir = () => path.join(home, '.cache', 'dbb', 'compile-cache')
+  /** Every cache file Node wrote (it keeps them in a directory per Node version, architecture and user). */
+  const cacheFiles = () =>
+    fs.existsSync(cacheDir()) ? fs.readdirSync(cacheDir(), {recursive: true, withFileTypes: true}).filter((entry) => entry.isFile()).map((entry) => path.join(entry.parentPath, entry.name)) : []
+  const listEmpty = async (env: Record<string, string> = {}) => {
+    const result = await runCli(['backup', 'list', '--json', '--storage', 'local', '--local-dir', home], {HOME: home, ...env})
+    expect([result.code, result.stderr]).toEqual([0, ''])
+    expect(JSON.parse(result.stdout)).toEqual([])
+  }
+  /** How many modules compiled from the cache, by Node's own debug output (stderr). */
+  const acceptedFromCache = async () => {
+    const result = await runCli(['backup', 'list', '--json', '--storage', 'local', '--local-dir', home], {HOME: home, NODE_DEBUG_NATIVE: 'COMPILE_CACHE'})
+    expect(result.code).toBe(0)
+    expect(JSON.parse(result.stdout)).toEqual([])
+    return result.stderr.split('\n').filter((line) => /code cache for .* was accepted/.test(line)).length
+  }
+
+  it('the first run writes the cache in a private directory; the next runs from it', async () => {
+    await listEmpty()
+    expect(fs.statSync(cacheDir()).mode & 0o777).toBe(0o700)
+    const written = cacheFiles()
+    // Hundreds of modules (oclif, zod, dbb) compile for a listing; each has its entry.
+    expect(written.length).toBeGreaterThan(0)
+    expect(written.map((file) => fs.statSync(file).size).reduce((a, b) => a + b, 0)).toBeGreaterThan(100_000)
+    expect(await acceptedFromCache()).toBeGreaterThan(100)
+    await listEmpty()
+    expect(cacheFiles()).toEqual(written)
+  })
+
+  it('a damaged cache (every entry overwritten with garbage) is ignored: the command still answers', async () => {
+    await listEmpty()
+    for (const file of cacheFiles()) fs.writeFileSync(file, Buffer.alloc(fs.statSync(file).size, 0x5a))
+    expect(await acceptedFromCache()).toBe(0)
+    await listEmpty()
+    // And truncated to nothing.
+    for (const file of cacheFiles()) fs.truncateSync(file, 0)
+    expect(await acceptedFromCache()).toBe(0)
+    await listEmpty()
+  })
+
+  it('a cache directory others can write, or a symlink, is not used: nothing is written there', async () => {
+    fs.mkdirSync(path.join(home, '.cache'), {mode: 0o775})
+    fs.chmodSync(path.join(home, '.cache'), 0o775)
+    await listEmpty()
+    expect(fs.readdirSync(path.join(home, '.cache'))).toEqual([])
+
+    fs.chmodSync(path.join(home, '.cache'), 0o700)
+    const planted = path.join(home, 'planted')
+    fs.mkdirSync(planted, {mode: 0o700})
+    fs.mkdirSync(path.join(home, '.cache', 'dbb'), {mode: 0o700})
+    fs.symlinkSync(planted, cacheDir())
+    await listEmpty()
+    expect(fs.readdirSync(planted)).toEqual([])
+  })
+
+  it("NODE_DISABLE_COMPILE_CACHE=1 turns it off; the operator's NODE_COMPILE_CACHE is used instead of dbb's", async () => {
+    await listEmpty({NODE_DISABLE_COMPILE_CACHE: '1'})
+    expect(fs.existsSync(path.join(home, '.cache'))).toBe(false)
+
+    const theirs = path.join(home, 'theirs')
+    await listEmpty({NODE_COMPILE_CACHE: theirs})
+    expect(fs.existsSync(path.join(home, '.cache'))).toBe(false)
+    expect(fs.readdirSync(theirs, {recursive: true}).length).toBeGreaterThan(0)
+  })
+})
