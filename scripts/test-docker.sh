@@ -71,6 +71,19 @@ check "the zstd program for COMPRESSION=zstd" $DOCKER run --rm --entrypoint zstd
 check "the age program for ENCRYPTION_RECIPIENTS (encrypts to a fresh key)" $DOCKER run --rm --entrypoint sh "$IMAGE" -c 'age-keygen -o /tmp/k 2>/dev/null && echo dbb | age -e -r "$(age-keygen -y /tmp/k)" | age -d -i /tmp/k | grep -qx dbb'
 check "dbb --version under an arbitrary uid (--user 12345:0)" $DOCKER run --rm --user 12345:0 "$IMAGE" --version
 check "dbb backup list --help under an arbitrary uid, read-only root" $DOCKER run --rm --user 12345:0 --read-only "$IMAGE" backup list --help
+# The compile cache the image's user filled at build time (Dockerfile): used as that user, read-only
+# root included; another uid does not use it (src/compile-cache.ts) and still runs.
+compile_cache_hits() { # compile_cache_hits docker-run-flags…: prints how many modules compiled from the cache
+  local out
+  out=$($DOCKER run --rm -e NODE_DEBUG_NATIVE=COMPILE_CACHE "$@" "$IMAGE" backup list --json 2>&1) || { echo "exit $?: $out" | tail -5; return 1; }
+  printf '%s\n' "$out" | grep -c 'was accepted'
+}
+hits=$(compile_cache_hits) hits_ro=$(compile_cache_hits --read-only) hits_uid=$(compile_cache_hits --user 12345:0 --read-only)
+if [ "${hits:-0}" -gt 100 ] 2>/dev/null && [ "${hits_ro:-0}" -gt 100 ] 2>/dev/null && [ "$hits_uid" = 0 ]; then
+  pass "the image's compile cache: $hits modules from it ($hits_ro with a read-only root), none under another uid"
+else
+  fail "the image's compile cache is used by its user only" "image user: $hits; read-only: $hits_ro; uid 12345: $hits_uid"
+fi
 
 # ---- the compose walkthrough ----
 mkdir -p "$WORK/secrets" "$WORK/backups"
