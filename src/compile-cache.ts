@@ -17,12 +17,34 @@ import * as path from 'node:path'
  * no cache, silently: it is an optimization, never a reason to fail. An operator's `NODE_COMPILE_CACHE` (Node enables it before dbb runs)
  * and `NODE_DISABLE_COMPILE_CACHE=1` take precedence.
  */
-export function enableCompileCache(env: NodeJS.ProcessEnv = process.env): string | undefined {
+export function enableCompileCache(argv: readonly string[] = process.argv.slice(2), env: NodeJS.ProcessEnv = process.env): string | undefined {
   if (env.NODE_COMPILE_CACHE || env.NODE_DISABLE_COMPILE_CACHE || typeof nodeModule.enableCompileCache !== 'function') return undefined
+  if (!startsWithCache(argv)) return undefined
   const directory = privateCacheDirectory(env)
   if (directory === undefined) return undefined
   const result = nodeModule.enableCompileCache(directory)
   return result.status === nodeModule.constants.compileCacheStatus.ENABLED ? result.directory : undefined
+}
+
+/**
+ * Commands that move a backup's bytes run for seconds to hours, where 50 ms of start-up is noise,
+ * and their peak memory is a target (≤ 100 MB for a local backup): the code a cache holds is
+ * deserialized at start-up and cost them 2–3 MB of peak RSS (BENCHMARKS.md, "Session 9"). They
+ * start without it; every other command (listing, check, prune, the per-segment WAL calls and
+ * the WAL prefetcher and uploader, whose start PostgreSQL waits for) starts from it.
+ */
+const STREAMING_COMMANDS = ['backup run', 'backup download', 'restore', 'drill', 'serve']
+
+/** Whether the command in `argv` (oclif's `topic command` or `topic:command` form) starts from the cache. */
+export function startsWithCache(argv: readonly string[]): boolean {
+  const words: string[] = []
+  for (const arg of argv) {
+    if (arg.startsWith('-')) break
+    words.push(...arg.split(':'))
+  }
+
+  const command = words.join(' ')
+  return !STREAMING_COMMANDS.some((streaming) => command === streaming || command.startsWith(`${streaming} `))
 }
 
 /** The cache directory when it is (or was just made) private to this user; undefined otherwise. */

@@ -79,4 +79,13 @@ describe('the compile cache of the dbb CLI', () => {
     expect(fs.existsSync(path.join(home, '.cache'))).toBe(false)
     expect(fs.readdirSync(theirs, {recursive: true}).length).toBeGreaterThan(0)
   })
+
+  it('a command that moves a backup\'s bytes (here restore) starts without it, even with a warm cache', async () => {
+    await listEmpty()
+    expect(await acceptedFromCache()).toBeGreaterThan(100)
+    const result = await runCli(['restore', '--help'], {HOME: home, NODE_DEBUG_NATIVE: 'COMPILE_CACHE'})
+    expect(result.code).toBe(0)
+    expect(result.stdout).toContain('restore')
+    expect(result.stderr).not.toContain('[compile cache]')
+  })
 })

@@ -1,7 +1,7 @@
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 
-import {enableCompileCache, privateCacheDirectory} from '../../src/compile-cache'
+import {enableCompileCache, privateCacheDirectory, startsWithCache} from '../../src/compile-cache'
 import {tempDir} from '../helpers/cli'
 
 /**
@@ -80,8 +80,18 @@ describe('the compile cache directory', () => {
   })
 
   it("the operator's NODE_COMPILE_CACHE or NODE_DISABLE_COMPILE_CACHE wins: dbb enables nothing of its own", () => {
-    expect(enableCompileCache({HOME: home, NODE_COMPILE_CACHE: path.join(home, 'theirs')})).toBeUndefined()
-    expect(enableCompileCache({HOME: home, NODE_DISABLE_COMPILE_CACHE: '1'})).toBeUndefined()
+    expect(enableCompileCache(['backup', 'list'], {HOME: home, NODE_COMPILE_CACHE: path.join(home, 'theirs')})).toBeUndefined()
+    expect(enableCompileCache(['backup', 'list'], {HOME: home, NODE_DISABLE_COMPILE_CACHE: '1'})).toBeUndefined()
     expect(fs.existsSync(path.join(home, '.cache'))).toBe(false)
+  })
+
+  it('commands that move a backup\'s bytes start without it (their memory is the target); the rest from it', () => {
+    for (const argv of [['backup', 'run'], ['backup:run', '--json'], ['backup', 'run', '--type', 'base'], ['restore', 'latest', '--force'], ['backup', 'download', 'x'], ['drill'], ['serve']]) {
+      expect([argv.join(' '), startsWithCache(argv)]).toEqual([argv.join(' '), false])
+    }
+
+    for (const argv of [[], ['--version'], ['backup', 'list', '--json'], ['backup:list'], ['check'], ['prune'], ['wal', 'push', '--async', 'p'], ['wal', 'fetch', 'f', 'p'], ['wal', 'prefetch'], ['wal', 'spool-upload'], ['restored']]) {
+      expect([argv.join(' '), startsWithCache(argv)]).toEqual([argv.join(' '), true])
+    }
   })
 })
