@@ -84,6 +84,30 @@ describe.each<[CodecName, string, string]>([
     await waitUntil(() => running(check).length === 0)
   })
 
+  it(`without wc or ${program} on PATH, Node's decoder checks instead: it counts, and refuses half a stream`, async () => {
+    const saved = process.env.PATH
+    const bin = await tempDir()
+    try {
+      // A PATH with only the other of the two programs the check needs.
+      for (const missing of ['wc', program]) {
+        const present = missing === 'wc' ? program : 'wc'
+        await fs.rm(bin, {recursive: true, force: true})
+        await fs.mkdir(bin)
+        await fs.symlink(execFileSync('sh', ['-c', `command -v ${present}`], {encoding: 'utf8'}).trim(), `${bin}/${present}`)
+        process.env.PATH = bin
+        const check = createInStreamCheck(codec, true)
+        expect([missing, check instanceof InStreamGunzipCheck]).toEqual([missing, true])
+        expect(await runCheck(check, compressed)).toEqual({count: whole.length})
+        const half = await runCheck(createInStreamCheck(codec, true), compressed.subarray(0, compressed.length >> 1))
+        expect(half.count).toBeUndefined()
+        expect(half.error).toMatch(new RegExp(`^the compressed stream failed its in-stream ${codec} check: `))
+      }
+    } finally {
+      process.env.PATH = saved
+      await fs.rm(bin, {recursive: true, force: true})
+    }
+  })
+
   it('a counter that prints no number fails the check', async () => {
     const bin = await tempDir()
     await fs.writeFile(`${bin}/wc`, '#!/bin/sh\ncat > /dev/null\necho "wc: not today"\n', {mode: 0o755})
