@@ -3,6 +3,7 @@ import type {AddressInfo} from 'node:net'
 
 import {toolVersion} from '../backup/child-process'
 import {BackupMetadata, listBackups} from '../backup/metadata'
+import type {StreamProgress} from '../backup/pipeline'
 import {runLogicalBackup} from '../backup/run-backup'
 import {describeRun, runDatabaseBackups} from '../backup/run-databases'
 import {explainGlobalsFailure, runGlobalsBackup} from '../backup/globals'
@@ -113,7 +114,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
       triggeredBy: job.triggeredBy,
       signal,
       onIdClaimed: idClaimed,
-      onProgress: ({sourceBytes, storedBytes}: {sourceBytes: number | undefined; storedBytes: number}) => progress.update(sourceBytes, {storedBytes}),
+      onProgress: ({sourceBytes, storedBytes}: StreamProgress) => progress.update(sourceBytes, {storedBytes}),
     }
     if (config.databases?.names === undefined) {
       if (!config.databases?.globals) return runLogicalBackup(deps, options)
