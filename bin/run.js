@@ -1,7 +1,4 @@
 #!/usr/bin/env node
-// First, so that everything after it compiles from the cache of the previous run (src/compile-cache.ts).
-require('../dist/compile-cache').enableCompileCache()
-
 // archive_command / restore_command answered by the background (src/wal/foreground.ts): a segment
 // the spool uploader already stored ahead, or one the prefetcher already queued. Those answers
 // load nothing else, because PostgreSQL starts this process once per 16 MiB of WAL.
@@ -55,6 +52,15 @@ if (process.env.SHELL === undefined) {
   } catch {
     process.env.SHELL = '/bin/sh'
   }
+}
+
+// Before the modules that take time to compile (oclif, zod, the AWS SDK), and after the wal fetch
+// guard: whatever happens here, a restore_command never exits 1. An optimization, never a reason
+// to fail (src/compile-cache.ts).
+try {
+  require('../dist/compile-cache').enableCompileCache()
+} catch {
+  // No cache: the command runs as it would without one.
 }
 
 // PostgreSQL runs archive_command/restore_command once per WAL segment: their exact forms skip

@@ -21,6 +21,9 @@ describe('wal fetch exit guard', () => {
     const run = fs.readFileSync(path.join(__dirname, '..', '..', 'bin', 'run.js'), 'utf8')
     expect(run).toContain(`process.exit(${EXIT_WAL_FETCH_FATAL})`)
     expect(run.indexOf('guardWalFetchExit')).toBeLessThan(run.indexOf("require('@oclif/core')"))
+    // The optional compile cache loads after the guard, inside a try: it can never make a fetch exit 1.
+    expect(run.indexOf('guardWalFetchExit')).toBeLessThan(run.indexOf("require('../dist/compile-cache')"))
+    expect(run).toMatch(/try \{\n\s*require\('\.\.\/dist\/compile-cache'\)\.enableCompileCache\(\)\n\} catch/)
     expect(fs.readFileSync(path.join(__dirname, '..', '..', 'bin', 'dev.js'), 'utf8')).toContain('guardWalFetchExit')
   })
 })
