@@ -14,8 +14,10 @@ import * as path from 'node:path'
  * component of it a real directory (no symlink) owned by root or this user and writable by no one
  * else (a sticky ancestor such as /tmp excepted), the missing ones created with mode 0700.
  * Anything else (no HOME, a read-only or foreign home, `sudo` keeping another user's HOME) means
- * no cache, silently: it is an optimization, never a reason to fail. An operator's `NODE_COMPILE_CACHE` (Node enables it before dbb runs)
- * and `NODE_DISABLE_COMPILE_CACHE=1` take precedence.
+ * no cache, silently: it is an optimization, never a reason to fail. An operator's
+ * `NODE_COMPILE_CACHE` (Node enables it before dbb runs) and `NODE_DISABLE_COMPILE_CACHE=1` take
+ * precedence. A cache directory that cannot be written (read-only, full) is read, and Node
+ * drops what it cannot write without a word.
  */
 export function enableCompileCache(argv: readonly string[] = process.argv.slice(2), env: NodeJS.ProcessEnv = process.env): string | undefined {
   if (env.NODE_COMPILE_CACHE || env.NODE_DISABLE_COMPILE_CACHE || typeof nodeModule.enableCompileCache !== 'function') return undefined
@@ -33,7 +35,7 @@ export function enableCompileCache(argv: readonly string[] = process.argv.slice(
  * start without it; every other command (listing, check, prune, the per-segment WAL calls and
  * the WAL prefetcher and uploader, whose start PostgreSQL waits for) starts from it.
  */
-const STREAMING_COMMANDS = ['backup run', 'backup download', 'restore', 'drill', 'serve']
+export const STREAMING_COMMANDS = ['backup run', 'backup download', 'restore', 'drill', 'serve']
 
 /** Whether the command in `argv` (oclif's `topic command` or `topic:command` form) starts from the cache. */
 export function startsWithCache(argv: readonly string[]): boolean {

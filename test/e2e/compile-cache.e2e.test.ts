@@ -1,7 +1,8 @@
+import {execFileSync, spawn} from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 
-import {runCli, tempDir} from '../helpers/cli'
+import {BIN, cliEnv, collect, runCli, tempDir} from '../helpers/cli'
 
 /**
  * dbb's compile cache through the real CLI (bin/run.js, src/compile-cache.ts): written to a
@@ -87,5 +88,34 @@ describe('the compile cache of the dbb CLI', () => {
     expect(result.code).toBe(0)
     expect(result.stdout).toContain('restore')
     expect(result.stderr).not.toContain('[compile cache]')
+  })
+
+  it('a cache the user cannot write (read-only, as on a full disk) is read, and the command answers with nothing on stderr', async () => {
+    // As root every directory is writable: the run is then the server's user's, as restore_command's is.
+    const asRoot = process.getuid!() === 0
+    const run = async () =>
+      collect(
+        // runuser sets HOME to the user's own; env gives it this test's home back.
+        spawn(asRoot ? 'runuser' : process.execPath, [...(asRoot ? ['-u', 'postgres', '--', 'env', `HOME=${home}`, process.execPath] : []), BIN, 'backup', 'list', '--json', '--storage', 'local', '--local-dir', home], {
+          env: cliEnv({HOME: home}),
+          stdio: ['ignore', 'pipe', 'pipe'],
+        }),
+      )
+    if (asRoot) fs.chownSync(home, Number(execFileSync('id', ['-u', 'postgres'], {encoding: 'utf8'})), 0)
+    const first = await run()
+    expect([first.code, first.stderr, first.stdout.trim()]).toEqual([0, '', '[]'])
+    expect(cacheFiles().length).toBeGreaterThan(0)
+    // Read-only, and emptied of half its entries, so the next run has modules it cannot write.
+    cacheFiles().filter((_, index) => index % 2 === 0).forEach((file) => fs.rmSync(file))
+    const readOnly = (mode: number) => {
+      for (const dir of [cacheDir(), ...fs.readdirSync(cacheDir()).map((entry) => path.join(cacheDir(), entry))]) fs.chmodSync(dir, mode)
+    }
+    readOnly(0o500)
+    try {
+      const again = await run()
+      expect([again.code, again.stderr, again.stdout.trim()]).toEqual([0, '', '[]'])
+    } finally {
+      readOnly(0o700)
+    }
   })
 })

@@ -1,8 +1,8 @@
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 
-import {enableCompileCache, privateCacheDirectory, startsWithCache} from '../../src/compile-cache'
-import {tempDir} from '../helpers/cli'
+import {STREAMING_COMMANDS, enableCompileCache, privateCacheDirectory, startsWithCache} from '../../src/compile-cache'
+import {ROOT, tempDir} from '../helpers/cli'
 
 /**
  * A V8 code cache is code the next dbb runs (root, often): dbb's compile cache is used only in a
@@ -83,6 +83,11 @@ describe('the compile cache directory', () => {
     expect(enableCompileCache(['backup', 'list'], {HOME: home, NODE_COMPILE_CACHE: path.join(home, 'theirs')})).toBeUndefined()
     expect(enableCompileCache(['backup', 'list'], {HOME: home, NODE_DISABLE_COMPILE_CACHE: '1'})).toBeUndefined()
     expect(fs.existsSync(path.join(home, '.cache'))).toBe(false)
+  })
+
+  it('the commands kept from it are commands dbb has (a rename would otherwise put them back on the cache silently)', () => {
+    const manifest = JSON.parse(fs.readFileSync(path.join(ROOT, 'oclif.manifest.json'), 'utf8')) as {commands: Record<string, unknown>}
+    for (const command of STREAMING_COMMANDS) expect([command, command.replaceAll(' ', ':') in manifest.commands]).toEqual([command, true])
   })
 
   it('commands that move a backup\'s bytes start without it (their memory is the target); the rest from it', () => {
