@@ -30,6 +30,29 @@ export async function waitFor<T>(what: string, probe: () => Promise<T | undefine
   }
 }
 
+/**
+ * Stops every prefetcher of `spoolDir` (each queue's uploader.pid) and waits until it is gone: a
+ * detached prefetcher outlives the fetch that started it, and one still writing into its queue makes
+ * removing the test's directory fail (ENOTEMPTY).
+ */
+export async function stopPrefetchers(spoolDir: string): Promise<void> {
+  const queues = await fs.readdir(path.join(spoolDir, 'fetch-queue')).catch(() => [] as string[])
+  for (const queue of queues) {
+    const pid = Number((await fs.readFile(path.join(spoolDir, 'fetch-queue', queue, 'uploader.pid'), 'utf8').catch(() => '')).split('\n')[0])
+    if (!(pid > 0) || pid === process.pid) continue
+    const alive = () => {
+      try {
+        process.kill(pid, 0)
+        return true
+      } catch {
+        return false
+      }
+    }
+    if (alive()) process.kill(pid, 'SIGKILL')
+    await waitFor(`prefetcher ${pid} to exit`, async () => (alive() ? undefined : true), 10_000)
+  }
+}
+
 /** Closes the current WAL segment and waits until archive_command has stored it; returns its name. */
 export async function switchWalAndWaitArchived(cluster: PgCluster, storeDir: string): Promise<string> {
   const segment = await cluster.psql('SELECT pg_walfile_name(pg_switch_wal())')

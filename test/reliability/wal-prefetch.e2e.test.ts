@@ -4,7 +4,7 @@ import * as path from 'node:path'
 
 import {identityLine, queueDirFor, storageIdentity} from '../../src/wal/foreground'
 import {runCli, tempDir} from '../helpers/cli'
-import {waitFor} from '../helpers/wal'
+import {stopPrefetchers, waitFor} from '../helpers/wal'
 
 /**
  * wal fetch prefetch, with the real CLI and the real detached prefetcher on real local storage:
@@ -43,6 +43,7 @@ describe('wal fetch prefetch', () => {
   })
 
   afterAll(async () => {
+    await stopPrefetchers(spoolDir)
     await fs.rm(workDir, {recursive: true, force: true})
   })
 
