@@ -13,7 +13,7 @@ import {isEncryptedKey} from '../encrypt/recipients'
 import {NotFoundError, OperationError, UsageError, errorMessage, isAlreadyExists, isNotFound} from '../errors'
 import type {Logger} from '../logger'
 import type {StorageBackend} from '../storage/contract'
-import {trackTemporaryFile} from './fetch-exit'
+import {createTrackedTemporaryFile} from './fetch-exit'
 import {isWalFileName, walFileKind, walKey, walKeys} from './segments'
 import {requireSameCluster, systemIdentifierOfFile} from './system-identifier'
 
@@ -291,14 +291,17 @@ export async function fetchWal(
     }
   }
 
-  const untrack = trackTemporaryFile(partial)
+  let untrack = () => {}
   try {
+    const temporary = createTrackedTemporaryFile(partial)
+    untrack = temporary.untrack
     // A segment is decompressed whole into a file: FILE_CODEC_CHUNK, not zlib's 16 KiB (half the CPU; replay's prefetcher is CPU-bound).
-    await pipeline(source, createObjectDecoder(key, codecOfKey(key) ?? 'gzip', identityFile, {chunkSize: FILE_CODEC_CHUNK}), countTap, createWriteStream(partial, {mode: 0o600, flush: true}), {signal: options.signal})
+    await pipeline(source, createObjectDecoder(key, codecOfKey(key) ?? 'gzip', identityFile, {chunkSize: FILE_CODEC_CHUNK}), countTap, createWriteStream(partial, {fd: temporary.fd, flush: true}), {signal: options.signal})
     // A phase boundary (the crash-point matrix kills here): complete and fsynced, not yet under its final name.
     options.logger?.debug({event: 'wal.fetch_written', wal: name, partial, sizeBytes}, 'written to a temporary file, renaming')
     await fs.rename(partial, destination)
   } catch (error) {
+    ;(source as unknown as {destroy?: () => void}).destroy?.() // the temporary file could not be created: the pipeline never took the source
     await fs.rm(partial, {force: true})
     // A wrong identity is a configuration error, said as one; the exit stays fatal (wal fetch maps every failure but absence to 200).
     const wrongIdentity = identityFile && isDamagedStreamError(error) ? identityFailure(errorMessage(error), key, identityFile) : undefined

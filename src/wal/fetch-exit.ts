@@ -1,4 +1,4 @@
-import {rmSync} from 'node:fs'
+import {openSync, rmSync} from 'node:fs'
 
 import {EXIT_WAL_FETCH_FATAL, EXIT_WAL_NOT_IN_ARCHIVE} from '../errors'
 
@@ -15,10 +15,21 @@ let installed = false
 /** Temporary files a fetch is writing into pg_wal: removed if the process dies of a fatal error mid-write. */
 const temporaryFiles = new Set<string>()
 
-/** While a fetch writes `file` (a `.dbb-partial` beside its destination), a fatal exit removes it. */
-export function trackTemporaryFile(file: string): () => void {
+/**
+ * Creates `file` (a `.dbb-partial` beside a fetch's destination, 0600; truncated if a killed
+ * process with the same pid left one) and tracks it until `untrack()`: a fatal exit removes it. The open is synchronous on purpose: an asynchronous
+ * open still running in libuv's thread pool when an exception ends the process creates the file
+ * after the handler removed it, which left a `.dbb-partial` in pg_wal under CI load. Once this
+ * returns, the file exists, so removing it is final; writes still in flight go to an unlinked inode.
+ */
+export function createTrackedTemporaryFile(file: string): {fd: number; untrack: () => void} {
   temporaryFiles.add(file)
-  return () => temporaryFiles.delete(file)
+  try {
+    return {fd: openSync(file, 'w', 0o600), untrack: () => temporaryFiles.delete(file)}
+  } catch (error) {
+    temporaryFiles.delete(file)
+    throw error
+  }
 }
 
 /** Called by wal fetch when, and only when, storage answered NOT_FOUND for the requested file. */

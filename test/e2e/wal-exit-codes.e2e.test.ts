@@ -1,4 +1,5 @@
 import {execFileSync, spawn} from 'node:child_process'
+import {randomBytes} from 'node:crypto'
 import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
 import {gzipSync} from 'node:zlib'
@@ -111,6 +112,43 @@ describe('wal fetch / wal push exit codes', () => {
     await fs.writeFile(rejecter, "setImmediate(() => Promise.reject(new Error('injected rejection')))\n")
     await expectFatal(await fetchLocal(segment, {NODE_OPTIONS: `--require ${rejecter}`}), /unexpected error: injected rejection/)
   })
+
+  // The handler removes the fetch's temporary file; an exception at any moment (before the file
+  // exists, while its creation could still be in flight, mid-stream, after the rename) must leave
+  // pg_wal with nothing half-written: either no file or the whole segment, and no .dbb-partial.
+  it('an exception at any moment of a fetch leaves nothing half-written in pg_wal', async () => {
+    const large = '000000010000000000000005'
+    const bytes = randomBytes(16 * 1024 * 1024)
+    await fs.writeFile(path.join(workDir, 'pg_wal', large), bytes)
+    expect((await runCli(['wal', 'push', `pg_wal/${large}`], {BACKUP_LOCAL_DIR: storeDir}, {cwd: workDir})).code).toBe(0)
+    await fs.rm(path.join(workDir, 'pg_wal', large))
+    const thrower = path.join(workDir, 'throw-after.js')
+    await fs.writeFile(thrower, "setTimeout(() => { throw new Error('injected bug') }, Number(process.env.DBB_TEST_THROW_AFTER_MS)).unref()\n")
+    // Delays spread over one whole fetch as timed on this machine now (start-up is most of it; the
+    // stream is the last third or so), so a slow CI machine is swept as densely as a fast one.
+    const started = Date.now()
+    expect((await fetchLocal(large)).code).toBe(0)
+    const fetchMs = Date.now() - started
+    await fs.rm(path.join(workDir, 'pg_wal', 'RECOVERYXLOG'))
+    const delays = [0, 1, 2, 5, ...Array.from({length: 18}, (_, step) => Math.round(fetchMs * (0.3 + step * 0.05)))]
+    const outcomes = new Set<string>()
+    for (const delay of delays) {
+      const result = await fetchLocal(large, {NODE_OPTIONS: `--require ${thrower}`, DBB_TEST_THROW_AFTER_MS: String(delay)})
+      const left = (await fs.readdir(path.join(workDir, 'pg_wal'))).filter((name) => name !== segment)
+      expect(left.filter((name) => name !== 'RECOVERYXLOG')).toEqual([])
+      if (left.includes('RECOVERYXLOG')) {
+        expect((await fs.readFile(path.join(workDir, 'pg_wal', 'RECOVERYXLOG'))).equals(bytes)).toBe(true)
+        await fs.rm(path.join(workDir, 'pg_wal', 'RECOVERYXLOG'))
+      }
+
+      if (result.code === 0) expect(left).toEqual(['RECOVERYXLOG'])
+      else expect(result.code).toBe(EXIT_WAL_FETCH_FATAL)
+      outcomes.add(result.code === 0 ? 'fetched' : 'fatal')
+    }
+
+    // The sweep reached both sides: killed by the bug early, finished before the timer late.
+    expect([...outcomes].sort()).toEqual(['fatal', 'fetched'])
+  }, 120_000)
 
   it('S3 answering 500, and S3 unreachable, are fatal', async () => {
     proxy.inject({match: (request) => request.method === 'GET' && request.url.includes(segment), status: 500, code: 'InternalError', message: 'boom', times: 50})
