@@ -1,12 +1,14 @@
-import {readdirSync} from 'node:fs'
+import {createWriteStream, readdirSync} from 'node:fs'
 import * as fs from 'node:fs/promises'
 import * as os from 'node:os'
 import * as path from 'node:path'
+import {pipeline} from 'node:stream/promises'
 
 import {NotFoundError, errorMessage} from '../errors'
 import type {Logger} from '../logger'
 import type {StorageBackend} from '../storage/contract'
 import {fetchWal} from './archive'
+import {createTrackedTemporaryFile} from './fetch-exit'
 import {ANSWER_FILE, ASK_FILE, IDENTITY_FILE, PREFETCH_PID_FILE, WANTED_FILE, identityLine} from './foreground'
 import {lockSpool} from './spool'
 import {isWalFileName, walFileKind} from './segments'
@@ -96,10 +98,29 @@ export async function takeQueued(queueDir: string, name: string, destination: st
     if (code !== 'EXDEV') throw error
   }
 
-  // The queue is on another filesystem than pg_wal: copy, then publish complete.
-  const partial = `${destination}.dbb-partial`
-  await fs.copyFile(queued, partial)
-  await fs.rename(partial, destination)
+  // The queue is on another filesystem than pg_wal (a spool on tmpfs, pg_wal on a volume): rename
+  // says EXDEV before it looks for the file, so absence is learnt here, from the open. Then copy,
+  // and publish complete. The copy is this process's own tracked file (fetch-exit.ts), so a fatal
+  // exit mid-copy leaves nothing in pg_wal.
+  const source = await fs.open(queued).catch((error: NodeJS.ErrnoException) => {
+    if (error.code === 'ENOENT') return undefined
+    throw error
+  })
+  if (!source) return false
+  const partial = `${destination}.${process.pid}-queued.dbb-partial`
+  let temporary: {fd: number; untrack: () => void} | undefined
+  try {
+    temporary = createTrackedTemporaryFile(partial)
+    await pipeline(source.createReadStream(), createWriteStream(partial, {fd: temporary.fd}))
+    await fs.rename(partial, destination)
+  } catch (error) {
+    await source.close().catch(() => {})
+    await fs.rm(partial, {force: true})
+    throw error
+  } finally {
+    temporary?.untrack()
+  }
+
   await fs.rm(queued, {force: true})
   return true
 }

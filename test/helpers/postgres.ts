@@ -58,8 +58,8 @@ export function asServerUser(command: string, args: string[]): [string, string[]
 // One free-port helper for dbb and its tests (the physical drill picks its private server's port with it).
 export {freePort}
 
-export async function makeServerOwnedDir(prefix: string): Promise<string> {
-  const dir = await fs.mkdtemp(path.join(os.tmpdir(), prefix))
+export async function makeServerOwnedDir(prefix: string, parent = os.tmpdir()): Promise<string> {
+  const dir = await fs.mkdtemp(path.join(parent, prefix))
   if (isRoot) execFileSync('chown', ['postgres:postgres', dir])
   return dir
 }

@@ -12,15 +12,21 @@ import {archivingSettings, switchWalAndWaitArchived, waitForPromotion} from '../
  * later requests are answered from the queue (each such answer is a line in the server log);
  * recovery reaches the end of the archive with exactly the rows written.
  */
-describe('wal fetch prefetch during a real replay', () => {
+// The spool beside pg_wal, and on another filesystem (a tmpfs, as a Kubernetes emptyDir with
+// medium: Memory): there a queued segment is copied into pg_wal, not renamed.
+describe.each([
+  ['on the data directory\'s filesystem', undefined],
+  ['on a tmpfs (another filesystem than pg_wal)', '/dev/shm'],
+])('wal fetch prefetch during a real replay, spool %s', (_where, spoolParent) => {
   let cluster: PgCluster | undefined
   let storeDir: string
   let spoolDir: string
 
   beforeAll(async () => {
     storeDir = await makeServerOwnedDir('dbb-prefetch-replay-store-')
-    spoolDir = await makeServerOwnedDir('dbb-prefetch-replay-spool-')
+    spoolDir = await makeServerOwnedDir('dbb-prefetch-replay-spool-', spoolParent)
     cluster = await startPostgres({settings: archivingSettings(storeDir)})
+    if (spoolParent) expect((await fs.stat(spoolDir)).dev).not.toBe((await fs.stat(cluster.dataDir)).dev)
   })
 
   afterAll(async () => {

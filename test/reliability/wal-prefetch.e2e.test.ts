@@ -8,11 +8,16 @@ import {stopPrefetchers, waitFor} from '../helpers/wal'
 
 /**
  * wal fetch prefetch, with the real CLI and the real detached prefetcher on real local storage:
- * later segments are queued verified, served by rename, a damaged one is never queued (PostgreSQL's
+ * later segments are queued verified, served by rename (or a copy, across filesystems), a damaged one is never queued (PostgreSQL's
  * own request for it exits 200) and does not disturb the others, and the queue of another archive
  * is never served.
  */
-describe('wal fetch prefetch', () => {
+// The spool beside pg_wal (a queued segment is renamed in), and on a tmpfs, another filesystem
+// (copied in; a segment that is not queued must still be fetched from storage, never an error).
+describe.each([
+  ['beside pg_wal', undefined],
+  ['on a tmpfs', '/dev/shm'],
+])('wal fetch prefetch, spool %s', (_where, spoolParent) => {
   let workDir: string
   let storeDir: string
   let spoolDir: string
@@ -24,7 +29,8 @@ describe('wal fetch prefetch', () => {
   beforeAll(async () => {
     workDir = await tempDir('dbb-prefetch-')
     storeDir = path.join(workDir, 'store')
-    spoolDir = path.join(workDir, 'spool')
+    spoolDir = spoolParent ? await fs.mkdtemp(path.join(spoolParent, 'dbb-prefetch-spool-')) : path.join(workDir, 'spool')
+    if (spoolParent) expect((await fs.stat(spoolDir)).dev).not.toBe((await fs.stat(workDir)).dev)
     await fs.mkdir(storeDir)
     await fs.mkdir(path.join(workDir, 'pg_wal'))
     // 1 MiB "segments": the prefetcher learns the segment size from the file PostgreSQL asked for.
@@ -45,6 +51,7 @@ describe('wal fetch prefetch', () => {
   afterAll(async () => {
     await stopPrefetchers(spoolDir)
     await fs.rm(workDir, {recursive: true, force: true})
+    await fs.rm(spoolDir, {recursive: true, force: true})
   })
 
   it('queues the following segments verified, serves them, and a damaged one exits 200 without breaking the others', async () => {
