@@ -9,6 +9,7 @@ import {programFor, startProgramCompressor} from '../compress/program-compressor
 import {AGE_CONTENT_TYPE, createEncryptor} from '../encrypt/age'
 import {AbortedError} from '../errors'
 import type {StorageBackend} from '../storage/contract'
+import {deadBufferCollector} from '../dead-buffers'
 import {SpawnedTool, toolFailure} from './child-process'
 
 /**
@@ -109,11 +110,16 @@ export async function streamToStorage(options: PipelineOptions): Promise<Pipelin
   const progress = {sourceBytes: 0 as number | undefined, storedBytes: 0}
   const hash = createHash('sha256')
 
+  // dbb reads every uncompressed byte here (its own compressor, or a wrapper's tap): one dead
+  // 64 KiB buffer per read, collected as it goes (src/dead-buffers.ts). Not with a compressor
+  // program: dbb then reads only compressed bytes (measured: no change there).
+  const collectDeadBuffers = directCompressor ? undefined : deadBufferCollector()
   async function* exitCodeGate(source: AsyncIterable<Buffer>) {
     let produced = 0
     for await (const chunk of source) {
       produced += chunk.length
       progress.sourceBytes = produced
+      collectDeadBuffers?.(chunk.length)
       yield chunk
     }
 

@@ -56,3 +56,22 @@ export function collect(child: ChildProcess): Promise<CliResult> {
 export async function tempDir(prefix = 'dbb-test-'): Promise<string> {
   return fs.mkdtemp(path.join(os.tmpdir(), prefix))
 }
+
+/**
+ * A PATH of one directory holding a link to every program on this PATH but `program` (the first of
+ * each name, as the shell would find it): a dbb run with it does not find that program (e.g. pigz,
+ * so dbb compresses in-process). The benchmark uses it too.
+ */
+export async function pathWithout(program: string, directory: string): Promise<string> {
+  await fs.mkdir(directory, {recursive: true})
+  for (const entry of (process.env.PATH ?? '').split(path.delimiter).filter(Boolean)) {
+    for (const name of await fs.readdir(entry).catch(() => [] as string[])) {
+      if (name === program) continue
+      await fs.symlink(path.join(entry, name), path.join(directory, name)).catch((error: NodeJS.ErrnoException) => {
+        if (error.code !== 'EEXIST') throw error
+      })
+    }
+  }
+
+  return directory
+}
