@@ -20,6 +20,7 @@ import * as fs from 'node:fs/promises'
 import * as os from 'node:os'
 import * as path from 'node:path'
 
+import {pathWithout} from '../test/helpers/cli'
 import {PgCluster, startPostgres} from '../test/helpers/postgres'
 import type {S3Server} from '../test/helpers/s3-server'
 import {plantS3rverObjects} from '../test/helpers/s3rver-plant'
@@ -69,6 +70,7 @@ function parseOptions(argv: string[]): Options {
 const seconds = (ms: number) => (ms / 1000).toFixed(2)
 
 const SMALL_YOUNG_GENERATION = '--max-semi-space-size=1'
+const WITHOUT_PIGZ = "dbb backup run → local, without pigz on PATH (dbb's own gzip)"
 
 /** A named pipeline: run once per round, its samples collected. */
 interface Pipeline {
@@ -216,6 +218,20 @@ async function main(): Promise<void> {
       },
       samples: [],
     })
+    // Without pigz on PATH dbb compresses in-process, and the whole dump passes through its heap
+    // (issue 15's memory target holds for that too: src/dead-buffers.ts).
+    const noPigzDir = path.join(work, 'no-pigz')
+    await fs.mkdir(noPigzDir)
+    const noPigzPath = await pathWithout('pigz', path.join(work, 'path-without-pigz'))
+    pipelines.push({
+      name: WITHOUT_PIGZ,
+      run: async () => {
+        const result = await dbbBackup(database, {BACKUP_LOCAL_DIR: noPigzDir, PATH: noPigzPath})
+        await removeBackup(noPigzDir, result.id)
+        return result
+      },
+      samples: [],
+    })
     if (s3) {
       pipelines.push({
         name: 'dbb backup run → S3 (s3rver, loopback)',
@@ -303,6 +319,8 @@ async function main(): Promise<void> {
       flatness.push({database, floorMs: median(floors), row: sampledRow('dbb backup run → local (defaults)', samples)})
     } else {
       flatness.push({database, row: rows[2], floorMs: rows[0].wallMs})
+      const withoutPigz = rows.find((row) => row.name === WITHOUT_PIGZ)
+      if (withoutPigz) flatness.push({database, row: withoutPigz, floorMs: rows[0].wallMs})
       log('cold start')
       const emptyDir = path.join(work, 'empty')
       await fs.mkdir(emptyDir)
@@ -333,6 +351,17 @@ async function main(): Promise<void> {
       }
 
       flatness.push({database: large, floorMs: median(floors), row: sampledRow('dbb backup run → local (defaults)', samples)})
+      if (options.only !== 'flatness') {
+        const noPigzPath = await pathWithout('pigz', path.join(work, 'path-without-pigz-large'))
+        const withoutPigz = []
+        for (let attempt = 0; attempt < 2; attempt++) {
+          const result = await dbbBackup(large, {BACKUP_LOCAL_DIR: localDir, PATH: noPigzPath})
+          await removeBackup(localDir, result.id)
+          withoutPigz.push(result)
+        }
+
+        flatness.push({database: large, floorMs: median(floors), row: sampledRow(WITHOUT_PIGZ, withoutPigz)})
+      }
     }
 
     const report: Report = {
