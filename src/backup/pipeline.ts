@@ -110,10 +110,6 @@ export async function streamToStorage(options: PipelineOptions): Promise<Pipelin
   const progress = {sourceBytes: 0 as number | undefined, storedBytes: 0}
   const hash = createHash('sha256')
 
-  // dbb reads every uncompressed byte here (its own compressor, or a wrapper's tap): one dead
-  // 64 KiB buffer per read, collected as it goes (src/dead-buffers.ts). Not with a compressor
-  // program: dbb then reads only compressed bytes (measured: no change there).
-  const collectDeadBuffers = directCompressor ? undefined : deadBufferCollector()
   async function* exitCodeGate(source: AsyncIterable<Buffer>) {
     let produced = 0
     for await (const chunk of source) {
@@ -147,10 +143,23 @@ export async function streamToStorage(options: PipelineOptions): Promise<Pipelin
   // (measured: encryption cost +9–19 % on top of compression with the program check, +0–1 % with
   // Node's; BENCHMARKS.md, "Session 8").
   const gzipCheck = createInStreamCheck(codec.name, directCompressor !== undefined && encryptor === undefined)
+  // The uncompressed dump passes through dbb's heap where dbb compresses it (exitCodeGate reads
+  // every byte pg_dump writes) or where Node's decoder checks it (encrypted backups, or no decoder
+  // program): its dead buffers are collected as it goes (src/dead-buffers.ts). Not where only
+  // compressed bytes reach dbb (measured: no change there).
+  const nodeDecodes = gzipCheck.decodedBytes !== undefined
+  const collectDeadBuffers = !directCompressor || nodeDecodes ? deadBufferCollector() : undefined
   let gzipCheckedBytes = 0
+  let decodedCollected = 0
   async function* checkCompressed(source: AsyncIterable<Buffer>) {
     for await (const chunk of source) {
       await gzipCheck.write(chunk)
+      if (directCompressor && collectDeadBuffers) {
+        const decoded = gzipCheck.decodedBytes ?? 0
+        collectDeadBuffers(decoded - decodedCollected)
+        decodedCollected = decoded
+      }
+
       // With a compressor program, what the producer wrote is known only decoded.
       if (directCompressor) progress.sourceBytes = gzipCheck.decodedBytes
       yield chunk
