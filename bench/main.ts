@@ -12,7 +12,7 @@
  *   --output FILE    report file (default BENCHMARKS.md in the repository)
  *   --note TEXT      a line printed under the title, e.g. "machine shared with other jobs"
  *   --only restore   measure only the restore rows (dbb restore beside gunzip | psql), skipping the rest
- *   --only flatness  measure only memory flatness: dbb backup run → local on the default and the --large-factor database
+ *   --only flatness  measure only memory flatness: dbb backup run → local, with defaults and without pigz on PATH, on the default and the --large-factor database
  *   --list-backups N backups planted on s3rver for the `dbb backup list` row (default 1000; 0 skips it)
  */
 import {execFileSync} from 'node:child_process'
@@ -119,6 +119,19 @@ async function main(): Promise<void> {
       const timed = await timeDbb(['backup', 'run', '--json', '--no-prune'], dbbEnv(db, extra))
       const outcome = JSON.parse(timed.stdout) as {metadata: {id: string; sizeBytes: number}}
       return {...timed, outputBytes: outcome.metadata.sizeBytes, id: outcome.metadata.id}
+    }
+
+    /** The flatness table's row for dbb's own gzip (no pigz on PATH), `runs` backups of `db`. */
+    const backupWithoutPigz = async (db: BenchDatabase, runs: number) => {
+      const noPigzPath = await pathWithout('pigz', path.join(work, 'path-without-pigz'))
+      const samples = []
+      for (let attempt = 0; attempt < runs; attempt++) {
+        const result = await dbbBackup(db, {BACKUP_LOCAL_DIR: localDir, PATH: noPigzPath})
+        await removeBackup(localDir, result.id)
+        samples.push(result)
+      }
+
+      return sampledRow(WITHOUT_PIGZ, samples)
     }
 
     let lastLocalBackup: string | undefined
@@ -317,6 +330,7 @@ async function main(): Promise<void> {
       }
 
       flatness.push({database, floorMs: median(floors), row: sampledRow('dbb backup run → local (defaults)', samples)})
+      flatness.push({database, floorMs: median(floors), row: await backupWithoutPigz(database, options.runs)})
     } else {
       flatness.push({database, row: rows[2], floorMs: rows[0].wallMs})
       const withoutPigz = rows.find((row) => row.name === WITHOUT_PIGZ)
@@ -351,17 +365,7 @@ async function main(): Promise<void> {
       }
 
       flatness.push({database: large, floorMs: median(floors), row: sampledRow('dbb backup run → local (defaults)', samples)})
-      if (options.only !== 'flatness') {
-        const noPigzPath = await pathWithout('pigz', path.join(work, 'path-without-pigz-large'))
-        const withoutPigz = []
-        for (let attempt = 0; attempt < 2; attempt++) {
-          const result = await dbbBackup(large, {BACKUP_LOCAL_DIR: localDir, PATH: noPigzPath})
-          await removeBackup(localDir, result.id)
-          withoutPigz.push(result)
-        }
-
-        flatness.push({database: large, floorMs: median(floors), row: sampledRow(WITHOUT_PIGZ, withoutPigz)})
-      }
+      flatness.push({database: large, floorMs: median(floors), row: await backupWithoutPigz(large, options.only === 'flatness' ? options.runs : 2)})
     }
 
     const report: Report = {

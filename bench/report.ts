@@ -87,7 +87,9 @@ function flatnessTable(report: Report): string[] {
 
 /** Markdown of a `--only flatness` run: its own section of BENCHMARKS.md, beside the main table. */
 export function renderFlatnessReport(report: Report): string {
-  const [base, large] = report.flatness
+  // Several runs per database (defaults, without pigz): the large database is the first other one.
+  const [base] = report.flatness
+  const large = report.flatness.find(({database}) => database.name !== base?.database.name)
   const factor = base && large ? large.database.dumpBytes / base.database.dumpBytes : undefined
   const lines = [
     '## Memory flatness run (npm run bench -- --only flatness)',
