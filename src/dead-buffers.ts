@@ -8,8 +8,8 @@ import {runInNewContext} from 'node:vm'
  * own them dead. Collections are paced by JS allocation, which is a few hundred bytes per chunk,
  * and while an incremental marking cycle runs (V8 starts one when external memory grows, then
  * advances it slowly because the JS heap barely grows), even scavenges free none of them: a gzip
- * backup without pigz (dbb's own compressor reads the whole dump) held 33–36 MB of dead buffers
- * and peaked at 121–123 MB RSS, against 91–96 MB with pigz (BENCHMARKS.md, "Session 10").
+ * backup without pigz (dbb's own compressor reads the whole dump) held 33–36 MiB of dead buffers
+ * and peaked at 128–134 MB RSS, against 95–96 MB with pigz (BENCHMARKS.md, "Session 10").
  *
  * So whoever reads a stream calls the returned function with each chunk's size, and every
  * `intervalBytes` it collects: a scavenge of the 1 MB young generation (≈ 1 ms) while the

@@ -6,10 +6,10 @@ import {createCompressor} from '../compress/codec-streams'
 import {CODECS, CodecName} from '../compress/codecs'
 import {createInStreamCheck} from '../compress/gzip-check'
 import {programFor, startProgramCompressor} from '../compress/program-compressor'
+import {deadBufferCollector} from '../dead-buffers'
 import {AGE_CONTENT_TYPE, createEncryptor} from '../encrypt/age'
 import {AbortedError} from '../errors'
 import type {StorageBackend} from '../storage/contract'
-import {deadBufferCollector} from '../dead-buffers'
 import {SpawnedTool, toolFailure} from './child-process'
 
 /**
@@ -115,7 +115,7 @@ export async function streamToStorage(options: PipelineOptions): Promise<Pipelin
     for await (const chunk of source) {
       produced += chunk.length
       progress.sourceBytes = produced
-      collectDeadBuffers?.(chunk.length)
+      collectDeadBuffers?.(chunk.length) // declared with the check below; this runs once the pipeline starts
       yield chunk
     }
 

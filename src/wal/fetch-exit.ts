@@ -17,10 +17,11 @@ const temporaryFiles = new Set<string>()
 
 /**
  * Creates `file` (a `.dbb-partial` beside a fetch's destination, 0600; truncated if a killed
- * process with the same pid left one) and tracks it until `untrack()`: a fatal exit removes it. The open is synchronous on purpose: an asynchronous
- * open still running in libuv's thread pool when an exception ends the process creates the file
- * after the handler removed it, which left a `.dbb-partial` in pg_wal under CI load. Once this
- * returns, the file exists, so removing it is final; writes still in flight go to an unlinked inode.
+ * process with the same pid left one) and tracks it until `untrack()`: a fatal exit removes it.
+ * The open is synchronous on purpose: an asynchronous open still running in libuv's thread pool
+ * when an exception ends the process creates the file after the handler removed it, which left a
+ * `.dbb-partial` in pg_wal under CI load. Once this returns, the file exists, so removing it is
+ * final; writes still in flight go to an unlinked inode.
  */
 export function createTrackedTemporaryFile(file: string): {fd: number; untrack: () => void} {
   temporaryFiles.add(file)
