@@ -8,6 +8,7 @@ import {setTimeout as sleep} from 'node:timers/promises'
 import {runServerProgram, runTool} from '../backup/child-process'
 import {OperationError, UsageError, errorMessage} from '../errors'
 import type {Logger} from '../logger'
+import {processAlive} from '../process-alive'
 
 /**
  * The private PostgreSQL server of a physical drill: a data directory in a temporary directory
@@ -78,22 +79,13 @@ export async function createPrivateDirectory(user: ServerUser, backupId: string)
   return {root, dataDir: path.join(root, 'data'), logFile}
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM'
-  }
-}
-
 /** The postmaster running on `dataDir` (postmaster.pid names it and the directory, and the process lives). */
 async function postmasterOf(dataDir: string): Promise<number | undefined> {
   const text = await fs.readFile(path.join(dataDir, 'postmaster.pid'), 'utf8').catch(() => undefined)
   const [pidLine, dirLine] = text?.split('\n') ?? []
   const pid = Number(pidLine?.trim())
   if (!Number.isInteger(pid) || pid <= 0 || dirLine?.trim() !== dataDir) return undefined
-  return alive(pid) ? pid : undefined
+  return processAlive(pid) ? pid : undefined
 }
 
 /** Stops a postmaster by signal: SIGQUIT (immediate shutdown: it ends its children), then SIGKILL. */
@@ -105,8 +97,8 @@ async function killPostmaster(pid: number): Promise<void> {
   }
 
   const deadline = Date.now() + 10_000
-  while (alive(pid) && Date.now() < deadline) await sleep(100)
-  if (alive(pid)) process.kill(pid, 'SIGKILL')
+  while (processAlive(pid) && Date.now() < deadline) await sleep(100)
+  if (processAlive(pid)) process.kill(pid, 'SIGKILL')
 }
 
 /**
@@ -125,7 +117,7 @@ export async function sweepLeftovers(logger: Logger, tmp = os.tmpdir()): Promise
       continue // not provably dbb's: never touched
     }
 
-    if (marker.hostname === os.hostname() && marker.pid !== process.pid && alive(marker.pid)) continue
+    if (marker.hostname === os.hostname() && marker.pid !== process.pid && processAlive(marker.pid)) continue
     if (marker.pid === process.pid && marker.hostname === os.hostname()) continue
     const pid = await postmasterOf(path.join(root, 'data'))
     if (pid !== undefined) await killPostmaster(pid)

@@ -6,6 +6,7 @@ import {toolVersion} from '../backup/child-process'
 import type {BackupMetadata} from '../backup/metadata'
 import {majorVersion} from '../db/client-version'
 import {OperationError, UsageError} from '../errors'
+import {processAlive} from '../process-alive'
 
 /**
  * Restoring custom-format archives (BACKUP_FORMAT=custom, issue 20 item 3) with pg_restore: its
@@ -130,13 +131,7 @@ export async function sweepDeadRestoreDirs(directory = tmpdir()): Promise<string
 }
 
 function isAlive(pid: number): boolean {
-  if (pid === process.pid) return true
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM'
-  }
+  return pid === process.pid || processAlive(pid)
 }
 
 // ---- pg_restore --list

@@ -2,6 +2,7 @@ import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
 
 import {OperationError, UsageError} from '../errors'
+import {processAlive} from '../process-alive'
 import type {RecoveryTarget} from './base'
 
 /**
@@ -32,13 +33,8 @@ async function runningPostmaster(pgdata: string): Promise<number | undefined> {
   const text = await fs.readFile(path.join(pgdata, 'postmaster.pid'), 'utf8').catch(() => undefined)
   const pid = Number(text?.split('\n')[0]?.trim())
   if (!Number.isInteger(pid) || pid <= 0) return undefined
-  try {
-    process.kill(pid, 0)
-    return pid
-  } catch (error) {
-    // EPERM: the process exists but belongs to another user (postgres) — still running.
-    return (error as NodeJS.ErrnoException).code === 'EPERM' ? pid : undefined
-  }
+  // A live postmaster usually belongs to another user (postgres): processAlive counts EPERM as alive.
+  return processAlive(pid) ? pid : undefined
 }
 
 /** A staging directory inside pgdata, so moving the extracted files into place is a rename on one filesystem. */

@@ -13,7 +13,7 @@ import {isEncryptedKey} from '../encrypt/recipients'
 import {NotFoundError, OperationError, UsageError, errorMessage, isAlreadyExists, isNotFound} from '../errors'
 import type {Logger} from '../logger'
 import type {StorageBackend} from '../storage/contract'
-import {createTrackedTemporaryFile} from './fetch-exit'
+import {createTrackedTemporaryFile, removeDeadFetchesFiles, temporaryFileFor} from './fetch-exit'
 import {isWalFileName, walFileKind, walKey, walKeys} from './segments'
 import {requireSameCluster, systemIdentifierOfFile} from './system-identifier'
 
@@ -255,6 +255,11 @@ export async function fetchWal(
     throw new NotFoundError(`${name} is not a WAL file name, so it is not in the archive`)
   }
 
+  // Every fetch into a directory tidies it first, also one that then finds nothing (the probes at
+  // the start and end of recovery): a killed fetch's leftover goes at the next recovery at the latest.
+  const leftovers = await removeDeadFetchesFiles(path.dirname(destination))
+  if (leftovers.length > 0) options.logger?.info({event: 'wal.fetch_leftovers_removed', files: leftovers}, `removed ${leftovers.length} temporary file(s) of killed fetches from ${path.dirname(destination)}`)
+
   // Only a positive "no such object" under every codec's key is NotFoundError (exit 1, "end of the
   // archive" to PostgreSQL); every other failure must abort recovery, so it is never described as
   // absence. The configured codec's key is tried first: one request for what this server archives.
@@ -282,7 +287,7 @@ export async function fetchWal(
   // answering a question about a segment its read-ahead is downloading, or a prefetcher and
   // restore_command) must never write into the same inode, or the first rename would publish a
   // file the second is still writing: PostgreSQL was handed a segment of the wrong size.
-  const partial = `${destination}.${process.pid}-${++fetchSequence}.dbb-partial`
+  const partial = temporaryFileFor(destination, String(++fetchSequence))
   let sizeBytes = 0
   async function* countTap(source: AsyncIterable<Buffer>) {
     for await (const chunk of source) {

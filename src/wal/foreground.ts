@@ -2,6 +2,8 @@ import {createHash} from 'node:crypto'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 
+import {processAlive} from '../process-alive'
+
 /**
  * The foreground of archive_command and restore_command when the background already did the work:
  * PostgreSQL runs one process per WAL segment, and at 16 MiB a segment a 100 MB/s server starts six
@@ -113,14 +115,6 @@ export function uploaderLock(spoolDir: string): {pid: number; readAheadDir: stri
   return Number.isInteger(pid) && pid > 0 ? {pid, readAheadDir: readAheadDir.trim()} : undefined
 }
 
-export function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM'
-  }
-}
 
 const sleeper = new Int32Array(new SharedArrayBuffer(4))
 function sleepSync(ms: number): void {

@@ -8,7 +8,7 @@ import {NotFoundError, errorMessage} from '../errors'
 import type {Logger} from '../logger'
 import type {StorageBackend} from '../storage/contract'
 import {fetchWal} from './archive'
-import {createTrackedTemporaryFile} from './fetch-exit'
+import {createTrackedTemporaryFile, temporaryFileFor} from './fetch-exit'
 import {ANSWER_FILE, ASK_FILE, IDENTITY_FILE, PREFETCH_PID_FILE, WANTED_FILE, identityLine} from './foreground'
 import {lockSpool} from './spool'
 import {isWalFileName, walFileKind} from './segments'
@@ -107,7 +107,7 @@ export async function takeQueued(queueDir: string, name: string, destination: st
     throw error
   })
   if (!source) return false
-  const partial = `${destination}.${process.pid}-queued.dbb-partial`
+  const partial = temporaryFileFor(destination, 'queued')
   let temporary: {fd: number; untrack: () => void} | undefined
   try {
     temporary = createTrackedTemporaryFile(partial)

@@ -8,7 +8,8 @@ import type {StorageBackend} from '../storage/contract'
 import {hashFile, pushWal} from './archive'
 import {isWalFileName} from './segments'
 import {spawnDetachedDbb} from '../backup/child-process'
-import {fileIdentity, processAlive, takeMatchingMarker, uploadedMarkerPath, uploaderLock} from './foreground'
+import {processAlive} from '../process-alive'
+import {fileIdentity, takeMatchingMarker, uploadedMarkerPath, uploaderLock} from './foreground'
 
 /**
  * Asynchronous archiving, after pgBackRest's archive-push-async: archive_command only QUEUES a

@@ -1,13 +1,15 @@
-import {execFileSync, spawn} from 'node:child_process'
+import {ChildProcess, execFileSync, spawn} from 'node:child_process'
 import {randomBytes} from 'node:crypto'
 import * as fs from 'node:fs/promises'
+import * as os from 'node:os'
 import * as path from 'node:path'
 import {gzipSync} from 'node:zlib'
 
 import {EXIT_WAL_FETCH_FATAL, EXIT_WAL_NOT_IN_ARCHIVE} from '../../src/errors'
-import {BIN, CliResult, collect, cliEnv, runCli, tempDir} from '../helpers/cli'
+import {BIN, CliResult, collect, cliEnv, runCli, startCli, tempDir} from '../helpers/cli'
 import {RecordingProxy, startRecordingProxy} from '../helpers/recording-proxy'
 import {S3Server, startS3Server} from '../helpers/s3-server'
+import {waitFor} from '../helpers/serve'
 
 /**
  * The exit-code contract of wal fetch (PostgreSQL's restore_command: 1–125 = "not in the archive",
@@ -149,6 +151,62 @@ describe('wal fetch / wal push exit codes', () => {
     // The sweep reached both sides: killed by the bug early, finished before the timer late.
     expect([...outcomes].sort()).toEqual(['fatal', 'fetched'])
   }, 120_000)
+
+  // A fetch ended from outside mid-download: PostgreSQL's fast shutdown sends SIGTERM to
+  // restore_command's process group, an immediate shutdown SIGQUIT, a terminal SIGINT or SIGHUP.
+  // The download is held mid-stream by the proxy, so the temporary file certainly exists when the
+  // signal lands. The fetch removes it and exits 128 + n, which PostgreSQL reads as that signal (a
+  // fast shutdown for SIGTERM, fatal otherwise). A SIGKILL runs no handler: the next fetch into the
+  // directory removes what it left, and only what a dead process left.
+  describe('a fetch stopped mid-download', () => {
+    const large = '000000010000000000000007'
+    let bytes: Buffer
+
+    beforeAll(async () => {
+      bytes = randomBytes(16 * 1024 * 1024)
+      await fs.writeFile(path.join(workDir, 'pg_wal', large), bytes)
+      expect((await runCli(['wal', 'push', `pg_wal/${large}`], s3.dbbEnv(), {cwd: workDir})).code).toBe(0)
+      await fs.rm(path.join(workDir, 'pg_wal', large))
+    })
+
+    const pgWal = async () => (await fs.readdir(path.join(workDir, 'pg_wal'))).filter((name) => name !== segment).sort()
+
+    /** A fetch whose download stops after 1 MiB: resolves once its temporary file holds bytes. */
+    async function heldFetch(): Promise<{child: ChildProcess; result: Promise<CliResult>; partial: string}> {
+      proxy.inject({match: (request) => request.method === 'GET' && request.url.includes(large), kind: 'hold', afterBytes: 1024 * 1024})
+      const child = startCli(['wal', 'fetch', large, 'pg_wal/RECOVERYXLOG'], s3.dbbEnv({}, proxy.endpoint), {cwd: workDir})
+      const result = collect(child)
+      const partial = `RECOVERYXLOG.${child.pid}-1.dbb-partial`
+      await waitFor(async () => ((await fs.stat(path.join(workDir, 'pg_wal', partial)).catch(() => undefined))?.size ?? 0) > 0 || undefined, 30_000, `${partial} to hold bytes`)
+      return {child, result, partial}
+    }
+
+    it.each(['SIGTERM', 'SIGINT', 'SIGQUIT', 'SIGHUP'] as const)('%s: the temporary file is removed and the exit is 128 + the signal', async (signal) => {
+      const {child, result} = await heldFetch()
+      child.kill(signal)
+      const {code, stderr} = await result
+      expect([signal, code, stderr]).toEqual([signal, 128 + os.constants.signals[signal], stderr])
+      expect(await pgWal()).toEqual([])
+    })
+
+    it("SIGKILL leaves its temporary file; the next fetch removes it, keeps a live process's, and delivers the segment", async () => {
+      const {child, result, partial} = await heldFetch()
+      child.kill('SIGKILL')
+      expect((await result).code).toBeNull()
+      // What the next fetch must clean up (so this test fails if nothing does), and a file of a
+      // process that still runs (this test's own), which must survive.
+      const live = `RECOVERYXLOG.${process.pid}-9.dbb-partial`
+      await fs.writeFile(path.join(workDir, 'pg_wal', live), 'a live fetch')
+      expect(await pgWal()).toEqual([partial, live].sort())
+
+      const again = await runCli(['wal', 'fetch', large, 'pg_wal/RECOVERYXLOG'], s3.dbbEnv(), {cwd: workDir})
+      expect([again.code, again.stderr]).toEqual([0, expect.stringContaining(partial)])
+      expect(await pgWal()).toEqual(['RECOVERYXLOG', live].sort())
+      expect((await fs.readFile(path.join(workDir, 'pg_wal', 'RECOVERYXLOG'))).equals(bytes)).toBe(true)
+      await fs.rm(path.join(workDir, 'pg_wal', 'RECOVERYXLOG'))
+      await fs.rm(path.join(workDir, 'pg_wal', live))
+    })
+  })
 
   it('S3 answering 500, and S3 unreachable, are fatal', async () => {
     proxy.inject({match: (request) => request.method === 'GET' && request.url.includes(segment), status: 500, code: 'InternalError', message: 'boom', times: 50})

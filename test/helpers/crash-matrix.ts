@@ -192,6 +192,8 @@ export function describeCrashMatrix(name: string, createBackend: () => Promise<M
       const again = await runCli(['wal', 'fetch', name, dest], backend.store.env)
       expect([context, 'next fetch', again.code, again.code === 0 ? '' : again.stderr]).toEqual([context, 'next fetch', 0, ''])
       expect([context, sha(await fs.readFile(dest))]).toEqual([context, sourceSha])
+      // The killed fetch's temporary file (SIGKILL runs no handler) is gone after the next fetch.
+      expect([context, await fs.readdir(destDir)]).toEqual([context, ['RECOVERYXLOG']])
     }, CASE_TIMEOUT_MS)
   })
 }

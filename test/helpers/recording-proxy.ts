@@ -23,9 +23,10 @@ export interface InjectedFailure {
    * cut without an answer. `stall`: nothing is answered for `stallMs`, then the connection is cut
    * (a hung server, bounded so tests stay bounded). `cut`: the request is forwarded, and the
    * answer's connection is cut once `afterBytes` of its body have gone through (a connection lost
-   * mid-download).
+   * mid-download). `hold`: the same, but the connection stays open and silent until the proxy
+   * closes (a download stopped mid-stream, for as long as the test needs it).
    */
-  kind?: 'answer' | 'reset' | 'stall' | 'cut'
+  kind?: 'answer' | 'reset' | 'stall' | 'cut' | 'hold'
   stallMs?: number
   afterBytes?: number
   status?: number
@@ -70,7 +71,8 @@ export async function startRecordingProxy(targetPort: () => number): Promise<Rec
 
     function forward() {
       const failure = failures.find((candidate) => candidate.remaining > 0 && candidate.match(record))
-      if (failure && failure.kind !== 'cut') {
+      const midBody = failure?.kind === 'cut' || failure?.kind === 'hold'
+      if (failure && !midBody) {
         failure.remaining -= 1
         if (failure.kind === 'reset' || failure.kind === 'stall') {
           record.status = 0
@@ -96,7 +98,7 @@ export async function startRecordingProxy(targetPort: () => number): Promise<Rec
           record.status = response.statusCode
           outgoing.writeHead(response.statusCode ?? 502, response.headers)
           response.on('error', () => outgoing.destroy())
-          if (failure?.kind !== 'cut') {
+          if (!failure || !midBody) {
             response.pipe(outgoing)
             return
           }
@@ -104,13 +106,16 @@ export async function startRecordingProxy(targetPort: () => number): Promise<Rec
           failure.remaining -= 1
           const afterBytes = failure.afterBytes ?? 0
           let sent = 0
+          let stopped = false
           response.on('data', (chunk: Buffer) => {
+            if (stopped) return
             if (sent + chunk.length > afterBytes) {
+              stopped = true
               outgoing.write(chunk.subarray(0, afterBytes - sent))
               // 0, as for a reset: no complete answer reached the client.
               record.status = 0
               response.destroy()
-              outgoing.socket?.destroy()
+              if (failure.kind === 'cut') outgoing.socket?.destroy()
               return
             }
 

@@ -17,6 +17,11 @@ describe('wal fetch exit guard', () => {
     expect(walFetchExitCode(code as number, notInArchive as boolean)).toBe(expected)
   })
 
+  it('a fetch ended by a signal keeps 128 + n whatever the code said, as PostgreSQL reads death by that signal', () => {
+    expect(walFetchExitCode(0, false, 143)).toBe(143)
+    expect(walFetchExitCode(EXIT_WAL_NOT_IN_ARCHIVE, true, 131)).toBe(131)
+  })
+
   it('bin/run.js and bin/dev.js install the guard, and run.js repeats the fatal code of src/errors.ts for when dist/ cannot load', () => {
     const run = fs.readFileSync(path.join(__dirname, '..', '..', 'bin', 'run.js'), 'utf8')
     expect(run).toContain(`process.exit(${EXIT_WAL_FETCH_FATAL})`)
