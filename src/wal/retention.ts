@@ -11,8 +11,14 @@ export interface WalPrunePlan {
   delete: {key: string; sizeBytes: number; reason: string}[]
 }
 
-/** A local-backend write in progress or abandoned by a crash: `wal/<name>.gz.<random>.partial` (or `.zst.…`). */
-const PARTIAL_WRITE = /\.(gz|zst)\.[0-9a-f]+\.partial$/
+/**
+ * A local-backend write in progress or abandoned by a crash: `<the key of an archived WAL file>.<random>.partial`,
+ * whatever its codec and whether encrypted (`wal/<name>.gz.age.<random>.partial`), which walNameOfKey knows.
+ */
+function isPartialWalWrite(key: string): boolean {
+  const suffix = /\.[0-9a-f]+\.partial$/.exec(key)
+  return suffix !== null && walNameOfKey(key.slice(0, suffix.index)) !== undefined
+}
 
 /**
  * Which archived WAL prune deletes; pure. WAL is only useful on top of a base backup, so
@@ -32,7 +38,7 @@ export function planWalPruning(objects: ObjectInfo[], retainedBaseBackups: Backu
     const name = walNameOfKey(object.key)
     if (name === undefined) {
       const ageMs = now.getTime() - object.lastModified.getTime()
-      if (PARTIAL_WRITE.test(object.key) && ageMs > orphanGraceMs) {
+      if (isPartialWalWrite(object.key) && ageMs > orphanGraceMs) {
         plan.delete.push({key: object.key, sizeBytes: object.sizeBytes, reason: `unfinished WAL upload (age ${formatElapsed(ageMs)})`})
       }
 

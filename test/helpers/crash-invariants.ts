@@ -108,7 +108,7 @@ export interface ArchiveState {
 }
 
 const SIDECAR = '.meta.json'
-const WAL_KEY = /^wal\/([0-9A-F]{24}|[0-9A-F]{8}\.history)\.(gz|zst)$/
+const WAL_KEY = /^wal\/([0-9A-F]{24}|[0-9A-F]{8}\.history)\.(gz|zst)(\.age)?$/
 
 /**
  * Checks every invariant above; returns what is listed and what is left over. `viaCli: false`
@@ -138,8 +138,8 @@ export async function checkArchive(model: ArchiveModel, context: string, options
     const sha256 = sha(dump)
     if (dump.length !== backup.sizeBytes || sha256 !== backup.sha256) {
       problems.push(`${backup.id} is listed but stored partially: ${dump.length} bytes sha256 ${sha256.slice(0, 12)}, sidecar says ${backup.sizeBytes} bytes ${backup.sha256.slice(0, 12)}`)
-    } else if (!compressedIntact(backup.id, dump)) {
-      problems.push(`${backup.id} is listed but fails ${backup.id.endsWith('.zst') ? 'zstd' : 'gzip'} -t`)
+    } else if (!compressedIntact(backup.id, decrypted(model.store, backup.id, dump))) {
+      problems.push(`${backup.id} is listed but fails ${backup.id.includes('.zst') ? 'zstd' : 'gzip'} -t`)
     }
   }
 
@@ -155,7 +155,7 @@ export async function checkArchive(model: ArchiveModel, context: string, options
     const wal = WAL_KEY.exec(key)
     if (wal) {
       const expected = model.walSources.get(wal[1])
-      const actual = await model.store.read(key).then((data) => decompressedSha(key, data), (error: Error) => `unreadable: ${error.message}`)
+      const actual = await model.store.read(key).then((data) => decompressedSha(key, decrypted(model.store, key, data)), (error: Error) => `unreadable: ${error.message}`)
       if (actual !== expected) problems.push(`${key} does not decompress to its source segment (${actual.slice(0, 24)}, expected ${expected?.slice(0, 12) ?? 'no such source'})`)
       continue
     }
@@ -183,8 +183,20 @@ export function sha(data: Buffer): string {
   return createHash('sha256').update(data).digest('hex')
 }
 
+/**
+ * An encrypted object (`….age`) decrypted with the stock `age` program and the store's
+ * AGE_IDENTITY_FILE, as an operator would; anything else as stored. A damaged age file throws, which
+ * the callers report as a broken invariant.
+ */
+function decrypted(store: TestStore, key: string, data: Buffer): Buffer {
+  if (!key.endsWith('.age')) return data
+  const identity = store.env.AGE_IDENTITY_FILE
+  if (!identity) throw new Error(`${key} is encrypted and the test store has no AGE_IDENTITY_FILE`)
+  return execFileSync('age', ['-d', '-i', identity], {input: data, maxBuffer: 1024 * 1024 * 1024})
+}
+
 function decompressedSha(key: string, data: Buffer): string {
-  return sha(key.endsWith('.zst') ? execFileSync('zstd', ['-dc'], {input: data, maxBuffer: 1024 * 1024 * 1024}) : gunzipSync(data))
+  return sha(key.replace(/\.age$/, '').endsWith('.zst') ? execFileSync('zstd', ['-dc'], {input: data, maxBuffer: 1024 * 1024 * 1024}) : gunzipSync(data))
 }
 
 /** `gzip -t`, the check an operator runs by hand. */
@@ -192,10 +204,10 @@ export function gzipIntact(data: Buffer): boolean {
   return compressedIntact('.gz', data)
 }
 
-/** `gzip -t` or `zstd -t` by the key's extension. */
+/** `gzip -t` or `zstd -t` by the key's extension (of the decrypted bytes, for a `….age` key). */
 export function compressedIntact(key: string, data: Buffer): boolean {
   try {
-    execFileSync(key.endsWith('.zst') ? 'zstd' : 'gzip', ['-t'], {input: data, stdio: ['pipe', 'ignore', 'ignore']})
+    execFileSync(key.replace(/\.age$/, '').endsWith('.zst') ? 'zstd' : 'gzip', ['-t'], {input: data, stdio: ['pipe', 'ignore', 'ignore']})
     return true
   } catch {
     return false

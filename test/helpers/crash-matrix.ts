@@ -172,7 +172,9 @@ export function describeCrashMatrix(name: string, createBackend: () => Promise<M
       // PostgreSQL re-runs archive_command for the same segment until it exits 0.
       const again = await runCli(['wal', 'push', segment.file], backend.store.env)
       expect([context, 're-push', again.code, again.code === 0 ? '' : again.stderr]).toEqual([context, 're-push', 0, ''])
-      expect([context, (await model.store.keys()).includes(`wal/${segment.name}.${backend.store.env.COMPRESSION === 'zstd' ? 'zst' : 'gz'}`)]).toEqual([context, true])
+      const {COMPRESSION, ENCRYPTION_RECIPIENTS} = backend.store.env
+      const archivedKey = `wal/${segment.name}.${COMPRESSION === 'zstd' ? 'zst' : 'gz'}${ENCRYPTION_RECIPIENTS ? '.age' : ''}`
+      expect([context, (await model.store.keys()).includes(archivedKey)]).toEqual([context, true])
       if (state.leftovers.length > 0) await pruneAfterGrace(context)
       await expectNoLeftovers(model, context, {viaCli: false})
     }, CASE_TIMEOUT_MS)

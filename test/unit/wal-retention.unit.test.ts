@@ -55,9 +55,23 @@ describe('planWalPruning', () => {
     expect(planWalPruning(archive, [], NOW, HOUR).delete).toEqual([])
   })
 
-  it('removes unfinished uploads only after the grace period, and leaves unknown objects alone', () => {
-    const objects = [object('wal/000000010000000000000009.gz.0a1b2c3d.partial', 3), object('wal/00000001000000000000000A.gz.ffee.partial', 0.5), object('wal/README')]
-    expect(planWalPruning(objects, [], NOW, 2 * HOUR).delete.map((entry) => entry.key)).toEqual(['wal/000000010000000000000009.gz.0a1b2c3d.partial'])
+  it('removes unfinished uploads of every codec, encrypted or not, only after the grace period, and leaves unknown objects alone', () => {
+    const unfinished = [
+      'wal/000000010000000000000009.gz.0a1b2c3d.partial',
+      'wal/00000001000000000000000B.zst.0a1b2c3d.partial',
+      // An encrypted segment's (the crash matrix with age found these left forever).
+      'wal/00000001000000000000000C.gz.age.02c1d6f91066.partial',
+      'wal/00000001000000000000000D.zst.age.51329e3a0fac.partial',
+      'wal/00000003.history.gz.age.0a1b2c3d.partial',
+    ]
+    const objects = [
+      ...unfinished.map((key) => object(key, 3)),
+      object('wal/00000001000000000000000A.gz.ffee.partial', 0.5),
+      object('wal/README'),
+      object('wal/README.0a1b2c3d.partial', 3),
+      object('wal/000000010000000000000009.lz4.0a1b2c3d.partial', 3),
+    ]
+    expect(planWalPruning(objects, [], NOW, 2 * HOUR).delete.map((entry) => entry.key)).toEqual(unfinished)
   })
 })
 
