@@ -121,12 +121,15 @@ async function main(): Promise<void> {
       return {...timed, outputBytes: outcome.metadata.sizeBytes, id: outcome.metadata.id}
     }
 
+    /** A PATH without pigz (dbb then gzips in-process), made once for every row that needs it. */
+    let pathWithoutPigz: Promise<string> | undefined
+    const noPigzPath = () => (pathWithoutPigz ??= pathWithout('pigz', path.join(work, 'path-without-pigz')))
+
     /** The flatness table's row for dbb's own gzip (no pigz on PATH), `runs` backups of `db`. */
     const backupWithoutPigz = async (db: BenchDatabase, runs: number) => {
-      const noPigzPath = await pathWithout('pigz', path.join(work, 'path-without-pigz'))
       const samples = []
       for (let attempt = 0; attempt < runs; attempt++) {
-        const result = await dbbBackup(db, {BACKUP_LOCAL_DIR: localDir, PATH: noPigzPath})
+        const result = await dbbBackup(db, {BACKUP_LOCAL_DIR: localDir, PATH: await noPigzPath()})
         await removeBackup(localDir, result.id)
         samples.push(result)
       }
@@ -235,11 +238,10 @@ async function main(): Promise<void> {
     // (issue 15's memory target holds for that too: src/dead-buffers.ts).
     const noPigzDir = path.join(work, 'no-pigz')
     await fs.mkdir(noPigzDir)
-    const noPigzPath = await pathWithout('pigz', path.join(work, 'path-without-pigz'))
     pipelines.push({
       name: WITHOUT_PIGZ,
       run: async () => {
-        const result = await dbbBackup(database, {BACKUP_LOCAL_DIR: noPigzDir, PATH: noPigzPath})
+        const result = await dbbBackup(database, {BACKUP_LOCAL_DIR: noPigzDir, PATH: await noPigzPath()})
         await removeBackup(noPigzDir, result.id)
         return result
       },
