@@ -101,11 +101,14 @@ export function takeMatchingMarker(spoolDir: string, walPath: string): boolean {
   return true
 }
 
-/** The first line of the spool's lock file: the uploader's pid; the second: the pg_wal it reads ahead ('' for none). */
-export function uploaderLock(spoolDir: string): {pid: number; readAheadDir: string} | undefined {
+/**
+ * The first line of the spool's lock file: the uploader's pid; the second: the pg_wal it reads ahead
+ * ('' for none). `file`: another file in the spool of the same form (a lock moved aside, see lockSpool).
+ */
+export function uploaderLock(spoolDir: string, file = LOCK_FILE): {pid: number; readAheadDir: string} | undefined {
   let text: string
   try {
-    text = fs.readFileSync(path.join(spoolDir, LOCK_FILE), 'utf8')
+    text = fs.readFileSync(path.join(spoolDir, file), 'utf8')
   } catch {
     return undefined
   }

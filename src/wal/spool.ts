@@ -178,12 +178,42 @@ export async function lockSpool(spoolDir: string, readAheadDir?: string): Promis
       }
 
       if (await lockHolderAlive(lockPath)) return undefined
-      await fs.rm(lockPath, {force: true})
+      if (!(await removeStaleLock(lockPath))) return undefined
     }
 
     return undefined
   } finally {
     await fs.rm(staged, {force: true})
+  }
+}
+
+/**
+ * Removes the lock at `lockPath`, which was just seen held by a dead process; false when it turned
+ * out to be a live holder's. Every process that saw it stale at the same moment gets here, and
+ * removing it by name could remove the lock another of them has taken since (two uploaders then
+ * shared the spool's read-ahead copies; wal-queue-races.e2e made it happen). So it is first moved
+ * aside under this process's own name: a rename moves any one lock file once, and what was moved is
+ * looked at before it is dropped. A live holder's lock is linked back and left to it.
+ */
+async function removeStaleLock(lockPath: string): Promise<boolean> {
+  const aside = `${lockPath}.${process.pid}.stale`
+  try {
+    await fs.rename(lockPath, aside)
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return true // another process moved it: try to take the lock
+    throw error
+  }
+
+  try {
+    const moved = uploaderLock(path.dirname(lockPath), path.basename(aside))
+    if (moved === undefined || !processAlive(moved.pid)) return true
+    await fs.link(aside, lockPath).catch((error: NodeJS.ErrnoException) => {
+      // A third process took the lock in between: it holds it now, as the moved lock's owner thinks it does.
+      if (error.code !== 'EEXIST') throw error
+    })
+    return false
+  } finally {
+    await fs.rm(aside, {force: true})
   }
 }
 

@@ -1,4 +1,4 @@
-import {spawn} from 'node:child_process'
+import {spawn, spawnSync} from 'node:child_process'
 import {randomBytes} from 'node:crypto'
 import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
@@ -42,15 +42,15 @@ describe('prefetch queue races', () => {
     }
   }, 60_000)
 
-  it('of eight processes taking one spool lock at once, exactly one holds it, and the lock file is never seen half-written', async () => {
-    const spoolDir = path.join(workDir, 'spool')
+  /** Eight processes taking the lock of `spoolDir` at once: each one's answer, held or not. */
+  async function eightTakers(spoolDir: string): Promise<string[]> {
     const script = `
       const {lockSpool} = require(${JSON.stringify(path.join(ROOT, 'dist', 'wal', 'spool.js'))})
       lockSpool(${JSON.stringify(spoolDir)}).then(async (release) => {
         process.stdout.write(release ? 'held' : 'not held')
         if (release) { await new Promise((resolve) => setTimeout(resolve, 1500)); await release() }
       })`
-    const results = await Promise.all(
+    return Promise.all(
       Array.from({length: 8}, () =>
         new Promise<string>((resolve, reject) => {
           const child = spawn(process.execPath, ['-e', script], {stdio: ['ignore', 'pipe', 'inherit']})
@@ -61,9 +61,29 @@ describe('prefetch queue races', () => {
         }),
       ),
     )
+  }
+
+  it('of eight processes taking one spool lock at once, exactly one holds it, and the lock file is never seen half-written', async () => {
+    const spoolDir = path.join(workDir, 'spool')
+    const results = await eightTakers(spoolDir)
     expect(results.filter((result) => result === 'held')).toHaveLength(1)
     expect(results.filter((result) => result === 'not held')).toHaveLength(7)
     // Released by its holder, and no staged copy of any process is left.
     expect((await fs.readdir(spoolDir)).filter((entry) => entry.startsWith('uploader.pid'))).toEqual([])
   }, 60_000)
+
+  // The lock of a SIGKILLed holder (after a crash, with a backlog, the archiver's next pushes each
+  // start an uploader while the first is still starting): every taker sees it stale at once. Taking
+  // it over must still leave exactly one holder, or two uploaders share the spool's read-ahead copies.
+  it('of eight processes finding a stale lock at once, exactly one takes it over', async () => {
+    const spoolDir = path.join(workDir, 'spool')
+    await fs.mkdir(spoolDir)
+    for (let round = 0; round < 6; round++) {
+      const dead = spawnSync(process.execPath, ['-e', '0']).pid
+      await fs.writeFile(path.join(spoolDir, 'uploader.pid'), `${dead}\n\n`)
+      const results = await eightTakers(spoolDir)
+      expect([round, results.filter((result) => result === 'held').length]).toEqual([round, 1])
+      expect((await fs.readdir(spoolDir)).filter((entry) => entry.startsWith('uploader.pid'))).toEqual([])
+    }
+  }, 120_000)
 })
