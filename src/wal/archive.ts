@@ -15,7 +15,7 @@ import type {Logger} from '../logger'
 import type {StorageBackend} from '../storage/contract'
 import {createTrackedTemporaryFile, removeDeadFetchesFiles, temporaryFileFor} from './fetch-exit'
 import {isWalFileName, walFileKind, walKey, walKeys} from './segments'
-import {requireSameCluster, systemIdentifierOfFile} from './system-identifier'
+import {requireSameCluster, segmentHeaderOfFile} from './system-identifier'
 
 export interface PushResult {
   name: string
@@ -65,13 +65,16 @@ export async function pushWal(
   const recipients = options.encryptTo ?? walRecipients()
   const key = walKey(name, codec, recipients !== undefined)
   try {
-    // Segments carry their cluster's system identifier: refuse one of another cluster before anything is stored.
+    // Segments carry their cluster's system identifier: refuse one of another cluster before anything
+    // is stored. Their header also gives the size of a whole segment, which is all that is stored.
     const kind = walFileKind(name)
+    let wholeBytes: number | undefined
     if (kind === 'segment' || kind === 'partial') {
-      const systemIdentifier = await systemIdentifierOfFile(filePath, Number.parseInt(name.slice(0, 8), 16)).catch((error: NodeJS.ErrnoException) => {
+      const header = await segmentHeaderOfFile(filePath, Number.parseInt(name.slice(0, 8), 16)).catch((error: NodeJS.ErrnoException) => {
         throw new OperationError(`cannot read ${filePath}: ${error.code ?? error.message}`)
       })
-      if (systemIdentifier !== undefined) await requireSameCluster(storage, name, systemIdentifier)
+      if (header !== undefined) await requireSameCluster(storage, name, header.systemIdentifier)
+      if (kind === 'segment') wholeBytes = header?.segmentSize
     }
 
     // The common re-push case (archiver retry after a crash) is found before uploading anything,
@@ -79,7 +82,7 @@ export async function pushWal(
     const archived = (await Promise.all(walKeys(name, codec, recipients !== undefined).map(async (candidate) => ((await storage.stat(candidate)) ? candidate : undefined)))).find(Boolean)
     if (archived) return await compareWithArchived(storage, name, archived, await hashFile(filePath), options)
     options.logger?.debug({event: 'wal.push_uploading', wal: name, key}, `not archived yet, uploading ${name}`)
-    const stored = await storeCompressed(storage, filePath, key, codec, options.signal, recipients, options.hash ?? true)
+    const stored = await storeCompressed(storage, filePath, key, codec, options.signal, recipients, options.hash ?? true, wholeBytes)
     options.logger?.info({event: 'wal.pushed', wal: name, sizeBytes: stored.sizeBytes, sha256: stored.sha256}, `archived ${name}`)
     return {name, key, outcome: 'stored', ...stored}
   } catch (error) {
@@ -122,16 +125,27 @@ async function storeCompressed(
   signal?: AbortSignal,
   recipients?: readonly string[],
   hashContent = true,
+  wholeBytes?: number,
 ): Promise<{sizeBytes: number; sha256?: string}> {
   const handle = await fs.open(filePath, 'r').catch((error: NodeJS.ErrnoException) => {
     throw new OperationError(`cannot read ${filePath}: ${error.code ?? error.message}`)
   })
   const hash = createHash('sha256')
   let sentBytes = 0
+  let readBytes = 0
   async function* hashTap(source: AsyncIterable<Buffer>) {
     for await (const chunk of source) {
+      readBytes += chunk.length
       if (hashContent) hash.update(chunk)
       yield chunk
+    }
+
+    // A segment is archived only whole. PostgreSQL hands archive_command complete segments, but a
+    // file cut short or rewritten while it is read (a copy another process truncates and rewrites)
+    // would otherwise be stored under the segment's final name, and recovery would stop there.
+    // Failing here, before the stream ends, makes the storage write fail like any broken stream.
+    if (wholeBytes !== undefined && readBytes !== wholeBytes) {
+      throw new OperationError(`${filePath} was ${readBytes} bytes when read, not the ${wholeBytes} of a whole segment (its header's segment size): not archived`)
     }
   }
 

@@ -24,11 +24,23 @@ const XLP_LONG_HEADER = 0x0002
 
 const isPowerOfTwo = (value: number) => value > 0 && (value & (value - 1)) === 0
 
+/** What a segment's long page header says about the segment. */
+export interface SegmentHeader {
+  systemIdentifier: string
+  /** xlp_seg_size: the server's wal_segment_size, the size of every whole segment file. */
+  segmentSize: number
+}
+
 /**
  * The system identifier in a segment's first page header, or undefined when the bytes are not the
  * long header of a segment of `timeline` (a file that is not a real segment, e.g. zeros).
  */
 export function systemIdentifierOfHeader(header: Buffer, timeline: number): string | undefined {
+  return segmentHeaderOf(header, timeline)?.systemIdentifier
+}
+
+/** The long header at the start of a segment of `timeline`, or undefined when the bytes are not one. */
+export function segmentHeaderOf(header: Buffer, timeline: number): SegmentHeader | undefined {
   if (header.length < LONG_HEADER_BYTES) return undefined
   const info = header.readUInt16LE(2)
   const headerTimeline = header.readUInt32LE(4)
@@ -45,15 +57,15 @@ export function systemIdentifierOfHeader(header: Buffer, timeline: number): stri
     blockSize <= 32_768
   if (!plausible) return undefined
   const sysid = header.readBigUInt64LE(24)
-  return sysid === 0n ? undefined : sysid.toString()
+  return sysid === 0n ? undefined : {systemIdentifier: sysid.toString(), segmentSize}
 }
 
-export async function systemIdentifierOfFile(filePath: string, timeline: number): Promise<string | undefined> {
+export async function segmentHeaderOfFile(filePath: string, timeline: number): Promise<SegmentHeader | undefined> {
   const handle = await fs.open(filePath, 'r')
   try {
     const header = Buffer.alloc(LONG_HEADER_BYTES)
     const {bytesRead} = await handle.read(header, 0, LONG_HEADER_BYTES, 0)
-    return systemIdentifierOfHeader(header.subarray(0, bytesRead), timeline)
+    return segmentHeaderOf(header.subarray(0, bytesRead), timeline)
   } finally {
     await handle.close()
   }
