@@ -2,7 +2,7 @@ import {createHash} from 'node:crypto'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 
-import {processAlive} from '../process-alive'
+import {recordedProcessAlive} from '../process-alive'
 
 /**
  * The foreground of archive_command and restore_command when the background already did the work:
@@ -101,11 +101,21 @@ export function takeMatchingMarker(spoolDir: string, walPath: string): boolean {
   return true
 }
 
+export interface SpoolLock {
+  pid: number
+  /** The pg_wal the uploader reads ahead ('' for none). */
+  readAheadDir: string
+  /** The holder's start time (processStartTime), so a later process given the same pid is not taken for it. */
+  startTime?: string
+}
+
 /**
- * The first line of the spool's lock file: the uploader's pid; the second: the pg_wal it reads ahead
- * ('' for none). `file`: another file in the spool of the same form (a lock moved aside, see lockSpool).
+ * The spool's lock file: the uploader's pid on the first line (bin/dbb-wal reads only that one), the
+ * pg_wal it reads ahead on the second ('' for none), its start time on the third (absent in locks
+ * written before session 11). `file`: another file in the spool of the same form (a lock moved
+ * aside, see lockSpool).
  */
-export function uploaderLock(spoolDir: string, file = LOCK_FILE): {pid: number; readAheadDir: string} | undefined {
+export function uploaderLock(spoolDir: string, file = LOCK_FILE): SpoolLock | undefined {
   let text: string
   try {
     text = fs.readFileSync(path.join(spoolDir, file), 'utf8')
@@ -113,9 +123,14 @@ export function uploaderLock(spoolDir: string, file = LOCK_FILE): {pid: number; 
     return undefined
   }
 
-  const [pidLine, readAheadDir = ''] = text.split('\n')
+  const [pidLine, readAheadDir = '', startTime = ''] = text.split('\n')
   const pid = Number(pidLine.trim())
-  return Number.isInteger(pid) && pid > 0 ? {pid, readAheadDir: readAheadDir.trim()} : undefined
+  return Number.isInteger(pid) && pid > 0 ? {pid, readAheadDir: readAheadDir.trim(), ...(startTime.trim() ? {startTime: startTime.trim()} : {})} : undefined
+}
+
+/** Whether the process that wrote `lock` still holds it (runs, and is that process, not a later one with its pid). */
+export function lockHolderRuns(lock: SpoolLock | undefined): boolean {
+  return lock !== undefined && recordedProcessAlive(lock.pid, lock.startTime)
 }
 
 
@@ -144,7 +159,7 @@ export function pushFromReadAhead(walPath: string, env: NodeJS.ProcessEnv, waitM
     if (fs.existsSync(uploadedMarkerPath(spoolDir, name))) return undefined
     // Wait only for an uploader that is reading ahead this very pg_wal and is not failing.
     const lock = uploaderLock(spoolDir)
-    const worthWaiting = lock !== undefined && lock.readAheadDir === walDir && processAlive(lock.pid) && !fs.existsSync(path.join(spoolDir, ERROR_FILE))
+    const worthWaiting = lock !== undefined && lock.readAheadDir === walDir && lockHolderRuns(lock) && !fs.existsSync(path.join(spoolDir, ERROR_FILE))
     if (!worthWaiting || Date.now() >= deadline || !fs.existsSync(walPath)) return undefined
     sleepSync(POLL_MS)
   }
@@ -212,8 +227,7 @@ export function notePrefetchWanted(queueDir: string, name: string, segmentSize: 
 
 /** Whether a live prefetcher holds `queueDir`. */
 export function prefetcherRunning(queueDir: string): boolean {
-  const lock = uploaderLock(queueDir)
-  return lock !== undefined && processAlive(lock.pid)
+  return lockHolderRuns(uploaderLock(queueDir))
 }
 
 /** How long the fetch that started a prefetcher waits for it to serve bin/dbb-wal (a Node start under load). */

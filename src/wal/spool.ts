@@ -8,8 +8,8 @@ import type {StorageBackend} from '../storage/contract'
 import {hashFile, pushWal} from './archive'
 import {isWalFileName} from './segments'
 import {spawnDetachedDbb} from '../backup/child-process'
-import {processAlive} from '../process-alive'
-import {fileIdentity, takeMatchingMarker, uploadedMarkerPath, uploaderLock} from './foreground'
+import {processStartTime} from '../process-alive'
+import {fileIdentity, lockHolderRuns, takeMatchingMarker, uploadedMarkerPath, uploaderLock} from './foreground'
 
 /**
  * Asynchronous archiving, after pgBackRest's archive-push-async: archive_command only QUEUES a
@@ -165,7 +165,7 @@ export async function lockSpool(spoolDir: string, readAheadDir?: string): Promis
   // the lock too — two prefetchers then wrote the same queue entry (a partial segment was served).
   // The second line tells a waiting push which pg_wal this uploader reads ahead (src/wal/foreground.ts).
   const staged = `${lockPath}.${process.pid}`
-  await fs.writeFile(staged, `${process.pid}\n${readAheadDir ?? ''}\n`)
+  await fs.writeFile(staged, `${process.pid}\n${readAheadDir ?? ''}\n${processStartTime(process.pid) ?? ''}\n`)
   try {
     for (let attempt = 0; attempt < 3; attempt++) {
       try {
@@ -205,8 +205,7 @@ async function removeStaleLock(lockPath: string): Promise<boolean> {
   }
 
   try {
-    const moved = uploaderLock(path.dirname(lockPath), path.basename(aside))
-    if (moved === undefined || !processAlive(moved.pid)) return true
+    if (!lockHolderRuns(uploaderLock(path.dirname(lockPath), path.basename(aside)))) return true
     await fs.link(aside, lockPath).catch((error: NodeJS.ErrnoException) => {
       // A third process took the lock in between: it holds it now, as the moved lock's owner thinks it does.
       if (error.code !== 'EEXIST') throw error
@@ -218,8 +217,7 @@ async function removeStaleLock(lockPath: string): Promise<boolean> {
 }
 
 async function lockHolderAlive(lockPath: string): Promise<boolean> {
-  const lock = uploaderLock(path.dirname(lockPath))
-  return lock !== undefined && processAlive(lock.pid)
+  return lockHolderRuns(uploaderLock(path.dirname(lockPath)))
 }
 
 /** Whether some process is uploading this spool now. */

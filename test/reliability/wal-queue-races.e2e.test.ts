@@ -4,6 +4,7 @@ import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
 
 import {LocalBackend} from '../../src/plugins/local/src/local-backend'
+import {processStartTime} from '../../src/process-alive'
 import {fetchWal, pushWal} from '../../src/wal/archive'
 import {ROOT, tempDir} from '../helpers/cli'
 
@@ -85,5 +86,25 @@ describe('prefetch queue races', () => {
       expect([round, results.filter((result) => result === 'held').length]).toEqual([round, 1])
       expect((await fs.readdir(spoolDir)).filter((entry) => entry.startsWith('uploader.pid'))).toEqual([])
     }
+  }, 120_000)
+
+  // Pids are reused: a container restarted on the same volume numbers its processes from 1 again,
+  // so a SIGKILLed uploader's lock can name a live process that is not it (here: this test's own
+  // process). The lock records its holder's start time, and only that process counts as holding it.
+  it('a lock naming a live process that did not write it (a reused pid) is taken over; its real holder keeps it', async () => {
+    const spoolDir = path.join(workDir, 'spool')
+    await fs.mkdir(spoolDir)
+    const started = processStartTime(process.pid)
+    expect(started).toMatch(/^\d+$/)
+
+    await fs.writeFile(path.join(spoolDir, 'uploader.pid'), `${process.pid}\n\n${Number(started) - 100}\n`)
+    const reused = await eightTakers(spoolDir)
+    expect(reused.filter((result) => result === 'held')).toHaveLength(1)
+
+    await fs.writeFile(path.join(spoolDir, 'uploader.pid'), `${process.pid}\n\n${started}\n`)
+    expect(await eightTakers(spoolDir)).toEqual(Array.from({length: 8}, () => 'not held'))
+    // A lock written before the start time was recorded: the pid alone decides, as before.
+    await fs.writeFile(path.join(spoolDir, 'uploader.pid'), `${process.pid}\n\n`)
+    expect(await eightTakers(spoolDir)).toEqual(Array.from({length: 8}, () => 'not held'))
   }, 120_000)
 })
