@@ -1,3 +1,4 @@
+import type {StreamProgress} from './backup/pipeline'
 import type {Logger} from './logger'
 import {formatBytes, formatElapsed} from './format'
 import {clearLiveLine, drawLiveLine} from './live-line'
@@ -92,3 +93,13 @@ export function createProgress(options: {
   }
 }
 
+
+/**
+ * A backup's progress as its pipeline streams: `backup run` (a live line on a terminal, log events
+ * elsewhere) and `dbb serve`'s jobs (log events) report it the same way. `onProgress` is the
+ * pipeline's callback.
+ */
+export function createBackupProgress(logger: Logger, options: {interactive?: boolean} = {}): ProgressReporter & {onProgress(progress: StreamProgress): void} {
+  const progress = createProgress({label: 'backing up', logger, event: 'backup.progress', ...options})
+  return Object.assign(progress, {onProgress: ({sourceBytes, storedBytes}: StreamProgress) => progress.update(sourceBytes, {storedBytes})})
+}

@@ -3,7 +3,6 @@ import type {AddressInfo} from 'node:net'
 
 import {toolVersion} from '../backup/child-process'
 import {BackupMetadata, listBackups} from '../backup/metadata'
-import type {StreamProgress} from '../backup/pipeline'
 import {runLogicalBackup} from '../backup/run-backup'
 import {describeRun, runDatabaseBackups} from '../backup/run-databases'
 import {explainGlobalsFailure, runGlobalsBackup} from '../backup/globals'
@@ -13,7 +12,7 @@ import type {Logger} from '../logger'
 import {backupFinishedEvents, backupStarted, drillFinished} from '../notify/backup-events'
 import {describeFailure} from '../drill/run-drill'
 import type {Notifier} from '../notify/notifier'
-import {createProgress} from '../progress'
+import {createBackupProgress} from '../progress'
 import type {PhysicalDrillDependencies} from '../drill/physical'
 import type {StorageBackend} from '../storage/contract'
 import {createApp} from './app'
@@ -108,13 +107,13 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
   }
 
   const backUp: JobWork = async ({job, signal, logger: jobLogger, idClaimed, reportRun}) => {
-    const progress = createProgress({label: 'backing up', logger: jobLogger, event: 'backup.progress', interactive: false})
+    const progress = createBackupProgress(jobLogger, {interactive: false})
     const deps = {database: config.database, storage, namePrefix: config.namePrefix, retention: config.retention, compression: config.compression, logicalDump: config.logicalDump, encryption: config.encryption, logger: jobLogger}
     const options = {
       triggeredBy: job.triggeredBy,
       signal,
       onIdClaimed: idClaimed,
-      onProgress: ({sourceBytes, storedBytes}: StreamProgress) => progress.update(sourceBytes, {storedBytes}),
+      onProgress: progress.onProgress,
     }
     if (config.databases?.names === undefined) {
       if (!config.databases?.globals) return runLogicalBackup(deps, options)

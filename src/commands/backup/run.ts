@@ -6,9 +6,8 @@ import {BackupOutcome, runLogicalBackup} from '../../backup/run-backup'
 import {MultiBackupOutcome, describeRun, runDatabaseBackups} from '../../backup/run-databases'
 import {explainGlobalsFailure, runGlobalsBackup} from '../../backup/globals'
 import {EXIT_PARTIAL_FAILURE, errorMessage} from '../../errors'
-import {StreamProgress} from '../../backup/pipeline'
 import {formatBytes} from '../../format'
-import {createProgress} from '../../progress'
+import {createBackupProgress} from '../../progress'
 import {Section} from '../../config'
 import {settingFlagsFor} from '../../settings'
 import {backupFinishedEvents, backupStarted} from '../../notify/backup-events'
@@ -76,7 +75,7 @@ Notifications (NOTIFY_URLS): backup.failed, backup.succeeded with NOTIFY_ON_SUCC
 
   private async backup(): Promise<(BackupOutcome & {globalsError?: string}) | MultiBackupOutcome> {
     const storage = await this.openStorage()
-    const progress = createProgress({label: 'backing up', logger: this.logger, event: 'backup.progress'})
+    const progress = createBackupProgress(this.logger)
     try {
       const deps = {
         database: this.settings.database,
@@ -92,7 +91,7 @@ Notifications (NOTIFY_URLS): backup.failed, backup.succeeded with NOTIFY_ON_SUCC
         triggeredBy: 'cli' as const,
         prune: this.flags.prune,
         signal: this.interruptSignal(),
-        onProgress: ({sourceBytes, storedBytes}: StreamProgress) => progress.update(sourceBytes, {storedBytes}),
+        onProgress: progress.onProgress,
       }
       const {databases} = this.settings
       if (this.flags.type !== 'base' && databases.names !== undefined) {
