@@ -1,4 +1,6 @@
+import {execFileSync} from 'node:child_process'
 import * as fs from 'node:fs/promises'
+import * as path from 'node:path'
 
 import {runCli, tempDir} from '../helpers/cli'
 import {CRASH_SEED, KillPoint, phaseEvents, runWithKill, seededRandom} from '../helpers/crash-harness'
@@ -15,20 +17,27 @@ import {fingerprint, seedDatabase} from '../helpers/seed'
  * restore's phases as they change. On a restore that drops the target before importing into it,
  * this fails at every kill between the drop and the commit: that is what the staging-database +
  * atomic-swap restore fixes.
+ *
+ * Run on a plain backup and on one encrypted with age (the restore then decrypts through the `age`
+ * program as it imports, with AGE_IDENTITY_FILE): the same invariants, whatever the kill hits.
  */
 const ROWS = 60_000
 const RANDOM_POINTS = Number(process.env.CRASH_RANDOM_POINTS ?? 2)
 
-describe('crash-point matrix: restore (real PostgreSQL, local storage)', () => {
+describe.each([
+  ['a plain backup', false],
+  ['a backup encrypted with age', true],
+])('crash-point matrix: restore of %s (real PostgreSQL, local storage)', (_label, encrypted) => {
   let cluster: PgCluster
   let storeDir: string
+  let encryption: Record<string, string> = {}
   let backupId: string
   let backupRows: Record<string, string>
   let oldRows: Record<string, string>
   let cleanMs = 0
   let phases: string[] = []
 
-  const env = () => ({...cluster.dbbEnv('shop'), BACKUP_LOCAL_DIR: storeDir})
+  const env = () => ({...cluster.dbbEnv('shop'), BACKUP_LOCAL_DIR: storeDir, ...encryption})
   /** The target's state before each kill: the backup's rows, changed the same way every time. */
   const diverge = () => cluster.psql(`DELETE FROM events WHERE id > 1000; UPDATE customers SET name = name || ' (changed)'; INSERT INTO events VALUES (-1, 'after the backup', 0, '2026-06-01T00:00:00Z')`, 'shop')
   /** The rows, sequence and view; without `serial`, which the fingerprint reads with nextval() and so advances. */
@@ -44,10 +53,17 @@ describe('crash-point matrix: restore (real PostgreSQL, local storage)', () => {
   beforeAll(async () => {
     cluster = await startPostgres()
     storeDir = await tempDir('dbb-crash-restore-')
+    if (encrypted) {
+      const identity = path.join(storeDir, '..', `${path.basename(storeDir)}-key.txt`)
+      execFileSync('age-keygen', ['-o', identity], {stdio: 'ignore'})
+      encryption = {ENCRYPTION_RECIPIENTS: execFileSync('age-keygen', ['-y', identity], {encoding: 'utf8'}).trim(), AGE_IDENTITY_FILE: identity}
+    }
+
     await seedDatabase(cluster, 'shop', ROWS)
     const backup = await runCli(['backup', 'run', '--json'], env())
     expect(backup.code).toBe(0)
     backupId = JSON.parse(backup.stdout).metadata.id
+    expect(backupId.endsWith('.age')).toBe(encrypted)
     backupRows = await rowsNow()
     await diverge()
     oldRows = await rowsNow()
@@ -64,6 +80,7 @@ describe('crash-point matrix: restore (real PostgreSQL, local storage)', () => {
   afterAll(async () => {
     await cluster?.destroy()
     if (storeDir) await fs.rm(storeDir, {recursive: true, force: true})
+    if (encryption.AGE_IDENTITY_FILE) await fs.rm(encryption.AGE_IDENTITY_FILE, {force: true})
   })
 
   it('a clean restore logs its phase boundaries (the kill points below)', () => {
