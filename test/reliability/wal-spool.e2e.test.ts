@@ -1,4 +1,4 @@
-import {ChildProcess} from 'node:child_process'
+import {ChildProcess, spawn} from 'node:child_process'
 import {randomBytes} from 'node:crypto'
 import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
@@ -84,6 +84,41 @@ describe('wal push --async spool', () => {
     for (const [n, content] of contents) expect((await stored(n)).equals(content)).toBe(true)
     // Segment 1 was already stored: compared by content, not rewritten.
     expect((await fs.stat(path.join(storeDir, 'wal', `${segmentName(1)}.gz`))).mtimeMs).toBe(firstStat.mtimeMs)
+  }, 120_000)
+
+  // A container restarted on the same volume numbers its processes from 1 again: the lock of an
+  // uploader SIGKILLed with the old container can name a live process of the new one. It records
+  // its holder's start time, so the next push still starts an uploader (before: none ever again).
+  it("a killed uploader's lock whose pid now belongs to another process is taken over: the spool drains", async () => {
+    const contents = new Map<number, Buffer>()
+    contents.set(1, await writeSegment(1))
+    const blocked = path.join(workDir, 'blocked')
+    await fs.writeFile(blocked, '')
+    expect((await pushAsync(1, {BACKUP_LOCAL_DIR: path.join(blocked, 'store')})).code).toBe(0)
+    const lockFile = path.join(spoolDir, 'uploader.pid')
+    // The uploader the push started takes its lock once Node is up.
+    const lock = await waitFor('the uploader to hold the spool', async () => fs.readFile(lockFile, 'utf8').catch(() => undefined))
+    const [killedPid, readAhead, startTime] = lock.split('\n')
+    expect(startTime).toMatch(/^\d+$/)
+    process.kill(Number(killedPid), 'SIGKILL')
+    await waitFor('the uploader to die', async () => {
+      try {
+        process.kill(Number(killedPid), 0)
+        return undefined
+      } catch {
+        return true
+      }
+    })
+
+    // Its pid given to another live process: the lock is otherwise the killed uploader's own.
+    const other = spawn('sleep', ['60'], {stdio: 'ignore'})
+    children.push(other)
+    await fs.writeFile(lockFile, `${other.pid}\n${readAhead}\n${startTime}\n`)
+    contents.set(2, await writeSegment(2))
+    expect((await pushAsync(2)).code).toBe(0)
+    await waitFor('the spool to drain', async () => ((await spooled()).length === 0 ? true : undefined), 60_000)
+    for (const [n, content] of contents) expect((await stored(n)).equals(content)).toBe(true)
+    expect(Number((await fs.readFile(lockFile, 'utf8').catch(() => '')).split('\n')[0])).not.toBe(other.pid)
   }, 120_000)
 
   it('storage down: the spool fills to WAL_SPOOL_MAX_SEGMENTS, then pushes fail (exit 1, naming the cause) until storage is back', async () => {
