@@ -93,7 +93,6 @@ export function createProgress(options: {
   }
 }
 
-
 /**
  * A backup's progress as its pipeline streams: `backup run` (a live line on a terminal, log events
  * elsewhere) and `dbb serve`'s jobs (log events) report it the same way. `onProgress` is the

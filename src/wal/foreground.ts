@@ -133,7 +133,6 @@ export function lockHolderRuns(lock: SpoolLock | undefined): boolean {
   return lock !== undefined && recordedProcessAlive(lock.pid, lock.startTime)
 }
 
-
 const sleeper = new Int32Array(new SharedArrayBuffer(4))
 function sleepSync(ms: number): void {
   Atomics.wait(sleeper, 0, 0, ms)

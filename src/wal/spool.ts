@@ -207,7 +207,8 @@ async function removeStaleLock(lockPath: string): Promise<boolean> {
   try {
     if (!lockHolderRuns(uploaderLock(path.dirname(lockPath), path.basename(aside)))) return true
     await fs.link(aside, lockPath).catch((error: NodeJS.ErrnoException) => {
-      // A third process took the lock in between: it holds it now, as the moved lock's owner thinks it does.
+      // A third process took the lock in between: it and the moved lock's owner both think they hold
+      // it. The one interleaving left (three takers, two races at once); RELIABILITY.md, session 11.
       if (error.code !== 'EEXIST') throw error
     })
     return false
