@@ -8,7 +8,7 @@ import type {StorageBackend} from '../storage/contract'
 import {hashFile, pushWal} from './archive'
 import {isWalFileName} from './segments'
 import {spawnDetachedDbb} from '../backup/child-process'
-import {processStartTime} from '../process-alive'
+import {processAlive, processStartTime} from '../process-alive'
 import {fileIdentity, lockHolderRuns, takeMatchingMarker, uploadedMarkerPath, uploaderLock} from './foreground'
 
 /**
@@ -265,6 +265,7 @@ export interface UploaderOptions {
  */
 export async function runUploader(options: UploaderOptions): Promise<{stored: number}> {
   const {spoolDir, storage, logger, signal} = options
+  await removeDeadAheadCopies(spoolDir)
   const inFlight = new Set<string>()
   let stored = 0
   let idleSince = Date.now()
@@ -366,7 +367,9 @@ async function readyAhead(spoolDir: string, walDir: string, spooled: Set<string>
  * have been recycled and the copy mixed old and new content: discarded).
  */
 async function copyAhead(spoolDir: string, walDir: string, name: string): Promise<{file: string; identity: string} | undefined> {
-  const aheadDir = path.join(spoolDir, AHEAD_DIR)
+  // A directory per uploader: two uploaders (the one lock interleaving left, RELIABILITY.md session
+  // 11) never copy into the file the other is reading.
+  const aheadDir = path.join(spoolDir, AHEAD_DIR, String(process.pid))
   await fs.mkdir(aheadDir, {recursive: true, mode: 0o700})
   const copy = path.join(aheadDir, name)
   const source = path.join(walDir, name)
@@ -380,6 +383,21 @@ async function copyAhead(spoolDir: string, walDir: string, name: string): Promis
   } catch {
     await fs.rm(copy, {force: true})
     return undefined
+  }
+}
+
+/**
+ * Removes the read-ahead copies of uploaders that no longer run. An uploader SIGKILLed between its
+ * copy and the upload leaves up to a segment per parallel upload, and nothing else ever removes it
+ * (PostgreSQL's retry of that segment goes through the spool). Loose files are the layout before
+ * the per-uploader directories; they are never in use once an uploader holds the lock.
+ */
+async function removeDeadAheadCopies(spoolDir: string): Promise<void> {
+  const aheadDir = path.join(spoolDir, AHEAD_DIR)
+  for (const entry of await fs.readdir(aheadDir).catch(() => [] as string[])) {
+    const pid = Number(entry)
+    if (Number.isSafeInteger(pid) && pid > 0 && (pid === process.pid || processAlive(pid))) continue
+    await fs.rm(path.join(aheadDir, entry), {recursive: true, force: true})
   }
 }
 

@@ -1,4 +1,4 @@
-import {ChildProcess, spawn} from 'node:child_process'
+import {ChildProcess, spawn, spawnSync} from 'node:child_process'
 import {randomBytes} from 'node:crypto'
 import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
@@ -119,6 +119,30 @@ describe('wal push --async spool', () => {
     await waitFor('the spool to drain', async () => ((await spooled()).length === 0 ? true : undefined), 60_000)
     for (const [n, content] of contents) expect((await stored(n)).equals(content)).toBe(true)
     expect(Number((await fs.readFile(lockFile, 'utf8').catch(() => '')).split('\n')[0])).not.toBe(other.pid)
+  }, 120_000)
+
+  // An uploader SIGKILLed between its read-ahead copy and the upload left the copy for good
+  // (PostgreSQL's retry of that segment goes through the spool). Copies are per uploader now, and the
+  // next uploader removes those of processes that no longer run, and the old layout's loose files.
+  it("a dead uploader's read-ahead copies are removed by the next uploader; a running one's are kept", async () => {
+    const ahead = path.join(spoolDir, 'ahead')
+    const dead = String(spawnSync(process.execPath, ['-e', '0']).pid)
+    const live = spawn('sleep', ['60'], {stdio: 'ignore'})
+    children.push(live)
+    for (const [dir, name] of [[dead, segmentName(9)], [String(live.pid), segmentName(7)]]) {
+      await fs.mkdir(path.join(ahead, dir), {recursive: true})
+      await fs.writeFile(path.join(ahead, dir, name), Buffer.alloc(1024 * 1024))
+    }
+
+    await fs.writeFile(path.join(ahead, segmentName(8)), Buffer.alloc(1024 * 1024))
+    const content = await writeSegment(1)
+    expect((await pushAsync(1)).code).toBe(0)
+    await waitFor('the spool to drain', async () => ((await spooled()).length === 0 ? true : undefined), 60_000)
+    expect((await stored(1)).equals(content)).toBe(true)
+    const uploader = Number((await fs.readFile(path.join(spoolDir, 'uploader.pid'), 'utf8').catch(() => '')).split('\n')[0])
+    const left = (await fs.readdir(ahead)).filter((entry) => entry !== String(uploader))
+    expect(left).toEqual([String(live.pid)])
+    expect(await fs.readdir(path.join(ahead, String(live.pid)))).toEqual([segmentName(7)])
   }, 120_000)
 
   it('storage down: the spool fills to WAL_SPOOL_MAX_SEGMENTS, then pushes fail (exit 1, naming the cause) until storage is back', async () => {
