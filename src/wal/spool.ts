@@ -303,7 +303,13 @@ export async function runUploader(options: UploaderOptions): Promise<{stored: nu
       failed = true
       const message = `${new Date().toISOString()} ${name}: ${errorMessage(error)}`
       logger?.error({event: 'wal.spool_upload_failed', wal: name}, message)
-      await fs.writeFile(path.join(spoolDir, ERROR_FILE), `${message}\n`).catch(() => {})
+      // Whole or not at all: a full-spool push reading it mid-write would tell PostgreSQL's log
+      // that no error was reported (parallel uploads fail together and rewrite it at once).
+      const errorFile = path.join(spoolDir, ERROR_FILE)
+      await fs
+        .writeFile(`${errorFile}.${name}.tmp`, `${message}\n`)
+        .then(() => fs.rename(`${errorFile}.${name}.tmp`, errorFile))
+        .catch(() => {})
     } finally {
       inFlight.delete(name)
     }
