@@ -34,7 +34,30 @@ function remount(dir: string, mode: 'ro' | 'rw'): void {
 
 const named = (result: CliResult, pattern: RegExp) => [result.code, pattern.test(result.stderr) ? 'names the cause' : result.stderr]
 
-describe('storage-fault matrix: local backend (full disk, read-only filesystem, missing directory)', () => {
+/**
+ * The matrix runs for the default gzip, and for zstd with age encryption, where a child program
+ * (`age`) sits between dbb and the disk in both directions: its failure must still name the cause.
+ */
+interface Codec {
+  label: string
+  walSuffix: string
+  env(keys: string): Record<string, string>
+}
+const CODECS: Codec[] = [
+  {label: 'gzip', walSuffix: '.gz', env: () => ({})},
+  {
+    label: 'zstd, encrypted with age',
+    walSuffix: '.zst.age',
+    env(keys) {
+      const identity = path.join(keys, 'key.txt')
+      if (!existsSync(identity)) execFileSync('age-keygen', ['-o', identity], {stdio: 'ignore'})
+      const recipient = execFileSync('age-keygen', ['-y', identity], {encoding: 'utf8'}).trim()
+      return {COMPRESSION: 'zstd', ENCRYPTION_RECIPIENTS: recipient, AGE_IDENTITY_FILE: identity}
+    },
+  },
+]
+
+describe.each(CODECS)('storage-fault matrix: local backend (full disk, read-only filesystem, missing directory), $label', (codec) => {
   let cluster: PgCluster
   let workDir: string
   let mountPoint: string
@@ -44,8 +67,9 @@ describe('storage-fault matrix: local backend (full disk, read-only filesystem, 
   let archived: {name: string; sha256: string}
   let big: {name: string; file: string}
   const mounted: string[] = []
+  let codecEnv: Record<string, string>
 
-  const storageEnv = () => ({BACKUP_LOCAL_DIR: store})
+  const storageEnv = () => ({BACKUP_LOCAL_DIR: store, ...codecEnv})
   const dbEnv = (database = 'shop') => ({...cluster.dbbEnv(database), ...storageEnv()})
 
   beforeAll(async () => {
@@ -56,6 +80,8 @@ describe('storage-fault matrix: local backend (full disk, read-only filesystem, 
     await cluster.psql('CREATE DATABASE big')
     await cluster.psql(`CREATE TABLE blobs AS SELECT g AS id, md5(random()::text) || md5(random()::text) || md5(random()::text) AS payload FROM generate_series(1, 100000) g`, 'big')
     workDir = await tempDir('dbb-local-faults-')
+    await fs.mkdir(path.join(workDir, 'keys'))
+    codecEnv = codec.env(path.join(workDir, 'keys'))
     mountPoint = path.join(workDir, 'volume')
     destMount = path.join(workDir, 'pg_wal')
     await fs.mkdir(mountPoint)
@@ -66,7 +92,8 @@ describe('storage-fault matrix: local backend (full disk, read-only filesystem, 
     mounted.push(destMount)
     store = path.join(mountPoint, 'backups')
     await fs.mkdir(store)
-    model = {store: localStore(store), mustSurvive: new Map(), walSources: new Map()}
+    const local = localStore(store)
+    model = {store: {...local, env: {...local.env, ...codecEnv}}, mustSurvive: new Map(), walSources: new Map()}
 
     const first = await runCli(['backup', 'run', '--json'], dbEnv())
     expect([first.code, first.stderr]).toEqual([0, expect.any(String)])
@@ -78,6 +105,7 @@ describe('storage-fault matrix: local backend (full disk, read-only filesystem, 
     model.walSources.set(segmentName(1), small.sha256)
     expect((await runCli(['wal', 'push', small.file], storageEnv())).code).toBe(0)
     archived = {name: segmentName(1), sha256: small.sha256}
+    expect(await model.store.keys()).toContain(`wal/${archived.name}${codec.walSuffix}`)
     const large = await writeSourceSegment(workDir, segmentName(2), SEGMENT_BYTES, 2)
     model.walSources.set(segmentName(2), large.sha256)
     big = {name: segmentName(2), file: large.file}
@@ -107,7 +135,7 @@ describe('storage-fault matrix: local backend (full disk, read-only filesystem, 
     it('wal push: exit 1 naming ENOSPC (PostgreSQL keeps the segment and retries); nothing under the final name', async () => {
       const result = await runCli(['wal', 'push', big.file], storageEnv())
       expect(named(result, /ENOSPC/)).toEqual([1, 'names the cause'])
-      expect(existsSync(path.join(store, 'wal', `${big.name}.gz`))).toBe(false)
+      expect(existsSync(path.join(store, 'wal', `${big.name}${codec.walSuffix}`))).toBe(false)
     })
 
     it('prune: deleting needs no space, it succeeds on a full disk', async () => {
