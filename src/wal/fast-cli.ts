@@ -188,16 +188,16 @@ export async function runFast(invocation: FastInvocation, givenEnv: NodeJS.Proce
 
       case 'spool-upload': {
         const spoolDir = requireSpoolDir(config.walAsync.spoolDir)
-        const release = await lockSpool(spoolDir, invocation.walDir === undefined ? undefined : path.resolve(invocation.walDir))
-        if (!release) return 0
+        const lock = await lockSpool(spoolDir, invocation.walDir === undefined ? undefined : path.resolve(invocation.walDir))
+        if (!lock) return 0
         const controller = new AbortController()
         process.once('SIGTERM', () => controller.abort())
         process.once('SIGINT', () => controller.abort())
         try {
-          const {stored} = await runUploader({storage: await openStorage(), spoolDir, parallel: config.walAsync.parallel, logger, signal: controller.signal, idleExitMs: 10_000, walDir: invocation.walDir})
+          const {stored} = await runUploader({storage: await openStorage(), spoolDir, parallel: config.walAsync.parallel, logger, signal: controller.signal, idleExitMs: 10_000, walDir: invocation.walDir, lock})
           logger.info({event: 'wal.spool_uploader_done', stored}, `spool uploader stored ${stored} files and is idle; exiting`)
         } finally {
-          await release()
+          await lock.release()
         }
 
         return 0

@@ -217,8 +217,8 @@ export async function prefetch(options: {
 }): Promise<{fetched: number}> {
   const {storage, queueDir, logger} = options
   await fs.mkdir(queueDir, {recursive: true, mode: 0o700})
-  const release = await lockSpool(queueDir)
-  if (!release) return {fetched: 0}
+  const lock = await lockSpool(queueDir)
+  if (!lock) return {fetched: 0}
   // Trust nothing an earlier prefetcher left (a killed one's partial downloads; entries of a replay
   // long over; a hard link an older bin/dbb-wal left between its `ln` and `rm`, which can share its
   // inode with a file PostgreSQL recycles and overwrites). Entries are cheap to download again.
@@ -275,6 +275,12 @@ export async function prefetch(options: {
     }
 
     while (Date.now() - lastRequestAt < (options.idleExitMs ?? WANTED_IDLE_EXIT_MS)) {
+      if (lock.lost()) {
+        // Two prefetchers would each remove the other's queue entries as outside their window.
+        logger?.warn({event: 'wal.prefetch_lock_lost', queueDir}, `another prefetcher holds ${queueDir} now; this one stops`)
+        break
+      }
+
       const ask = await answerPendingAsk()
       if (head !== undefined && wanted.segmentSize === 0) {
         const name = head
@@ -333,7 +339,7 @@ export async function prefetch(options: {
       }
     }
   } finally {
-    await release()
+    await lock.release()
   }
 
   return {fetched}

@@ -24,20 +24,20 @@ export function startSpoolService(options: {config: WalAsyncConfig; storage: Sto
   const controller = new AbortController()
   const done = (async () => {
     while (!controller.signal.aborted) {
-      const release = await lockSpool(spoolDir).catch((error: unknown) => {
+      const lock = await lockSpool(spoolDir).catch((error: unknown) => {
         logger.error({event: 'wal.spool_lock_failed', spoolDir, error: errorMessage(error)}, `cannot use the WAL spool ${spoolDir}`)
         return undefined
       })
-      if (!release) {
+      if (!lock) {
         await new Promise((resolve) => setTimeout(resolve, LOCK_RETRY_MS).unref())
         continue
       }
 
       logger.info({event: 'wal.spool_uploader_started', spoolDir, parallel: config.parallel}, `uploading the WAL spool ${spoolDir}`)
       try {
-        await runUploader({storage, spoolDir, parallel: config.parallel, logger, signal: controller.signal})
+        await runUploader({storage, spoolDir, parallel: config.parallel, logger, signal: controller.signal, lock})
       } finally {
-        await release()
+        await lock.release()
       }
     }
   })()

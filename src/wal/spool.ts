@@ -151,12 +151,25 @@ async function syncDirectory(directory: string): Promise<void> {
   }
 }
 
+/** A held spool (or prefetch queue) lock. */
+export interface SpoolLockHandle {
+  /** Removes the lock if it still names this process. */
+  release(): Promise<void>
+  /**
+   * True once the lock names another process: the one takeover interleaving left (see
+   * removeStaleLock) gave it to someone else, and this holder must stop starting work so the two
+   * overlap only by what is in flight. A lock momentarily absent (moved aside by a taker that is
+   * about to link it back) is not lost.
+   */
+  lost(): boolean
+}
+
 /**
  * One uploader per spool, by a pid file created exclusively. A pid file whose process is gone (an
- * uploader killed with SIGKILL) is stale and taken over. Returns a release function, or undefined
- * when another live process holds the spool.
+ * uploader killed with SIGKILL) is stale and taken over. Returns the held lock, or undefined when
+ * another live process holds the spool.
  */
-export async function lockSpool(spoolDir: string, readAheadDir?: string): Promise<(() => Promise<void>) | undefined> {
+export async function lockSpool(spoolDir: string, readAheadDir?: string): Promise<SpoolLockHandle | undefined> {
   await fs.mkdir(spoolDir, {recursive: true, mode: 0o700})
   const lockPath = path.join(spoolDir, LOCK_FILE)
   // Written whole under a name of this process, then linked to the lock's name (link() fails if it
@@ -170,8 +183,14 @@ export async function lockSpool(spoolDir: string, readAheadDir?: string): Promis
     for (let attempt = 0; attempt < 3; attempt++) {
       try {
         await fs.link(staged, lockPath)
-        return async () => {
-          if (uploaderLock(spoolDir)?.pid === process.pid) await fs.rm(lockPath, {force: true})
+        return {
+          async release() {
+            if (uploaderLock(spoolDir)?.pid === process.pid) await fs.rm(lockPath, {force: true})
+          },
+          lost() {
+            const holder = uploaderLock(spoolDir)?.pid
+            return holder !== undefined && holder !== process.pid
+          },
         }
       } catch (error) {
         if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
@@ -253,6 +272,8 @@ export interface UploaderOptions {
   walDir?: string
   /** Called after each file is stored and removed from the spool. */
   onStored?: (name: string) => void
+  /** The spool lock this uploader holds: once lost to another uploader, no new upload starts. */
+  lock?: Pick<SpoolLockHandle, 'lost'>
 }
 
 /**
@@ -317,6 +338,11 @@ export async function runUploader(options: UploaderOptions): Promise<{stored: nu
 
   const running = new Set<Promise<void>>()
   while (!signal?.aborted) {
+    if (options.lock?.lost()) {
+      logger?.warn({event: 'wal.spool_lock_lost', spoolDir}, `another uploader holds the WAL spool ${spoolDir} now; this one stops after its uploads in flight`)
+      break
+    }
+
     const spooled = await spooledNames(spoolDir)
     const ahead = options.walDir ? await readyAhead(spoolDir, options.walDir, new Set(spooled)) : []
     const waiting = [...spooled.map((name) => ({name, ahead: false})), ...ahead.map((name) => ({name, ahead: true}))]

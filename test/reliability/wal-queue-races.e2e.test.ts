@@ -6,7 +6,9 @@ import * as path from 'node:path'
 import {LocalBackend} from '../../src/plugins/local/src/local-backend'
 import {processStartTime} from '../../src/process-alive'
 import {fetchWal, pushWal} from '../../src/wal/archive'
+import {prefetch} from '../../src/wal/prefetch'
 import {ROOT, tempDir} from '../helpers/cli'
+import {waitFor} from '../helpers/wal'
 
 /**
  * Two prefetchers at once (a .history probe and the first segment each start one), or a prefetcher
@@ -47,9 +49,9 @@ describe('prefetch queue races', () => {
   async function eightTakers(spoolDir: string): Promise<string[]> {
     const script = `
       const {lockSpool} = require(${JSON.stringify(path.join(ROOT, 'dist', 'wal', 'spool.js'))})
-      lockSpool(${JSON.stringify(spoolDir)}).then(async (release) => {
-        process.stdout.write(release ? 'held' : 'not held')
-        if (release) { await new Promise((resolve) => setTimeout(resolve, 1500)); await release() }
+      lockSpool(${JSON.stringify(spoolDir)}).then(async (lock) => {
+        process.stdout.write(lock ? 'held' : 'not held')
+        if (lock) { await new Promise((resolve) => setTimeout(resolve, 1500)); await lock.release() }
       })`
     return Promise.all(
       Array.from({length: 8}, () =>
@@ -107,4 +109,25 @@ describe('prefetch queue races', () => {
     await fs.writeFile(path.join(spoolDir, 'uploader.pid'), `${process.pid}\n\n`)
     expect(await eightTakers(spoolDir)).toEqual(Array.from({length: 8}, () => 'not held'))
   }, 120_000)
+
+  // A prefetcher whose queue lock went to another prefetcher (the takeover interleaving left) would
+  // remove that one's entries as outside its own window: it stops instead, and leaves the lock.
+  it('a prefetcher whose lock names another process now stops at once, well before its idle exit', async () => {
+    await fs.mkdir(path.join(workDir, 'store'))
+    const storage = new LocalBackend(path.join(workDir, 'store'))
+    const queueDir = path.join(workDir, 'queue')
+    const other = spawn('sleep', ['60'], {stdio: 'ignore'})
+    try {
+      const started = Date.now()
+      const running = prefetch({storage, queueDir, name: '000000010000000000000010', count: 2, segmentSize: 16 * 1024 * 1024, idleExitMs: 60_000})
+      await waitFor('the prefetcher to take the lock', async () => ((await fs.readFile(path.join(queueDir, 'uploader.pid'), 'utf8').catch(() => '')).startsWith(`${process.pid}\n`) ? true : undefined))
+      await fs.writeFile(path.join(queueDir, 'swap'), `${other.pid}\n\n${processStartTime(other.pid!)}\n`)
+      await fs.rename(path.join(queueDir, 'swap'), path.join(queueDir, 'uploader.pid'))
+      await running
+      expect(Date.now() - started).toBeLessThan(30_000)
+      expect(Number((await fs.readFile(path.join(queueDir, 'uploader.pid'), 'utf8')).split('\n')[0])).toBe(other.pid)
+    } finally {
+      other.kill('SIGKILL')
+    }
+  }, 90_000)
 })

@@ -4,6 +4,7 @@ import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
 import {gunzipSync} from 'node:zlib'
 
+import {processStartTime} from '../../src/process-alive'
 import {runCli, startCli, tempDir} from '../helpers/cli'
 import {waitFor} from '../helpers/wal'
 
@@ -172,6 +173,39 @@ describe('wal push --async spool', () => {
       expect(gunzipSync(await fs.readFile(path.join(blocked, 'store', 'wal', `${segmentName(n)}.gz`))).equals(content)).toBe(true)
     }
   }, 120_000)
+
+  // The one lock-takeover interleaving left (three takers, two races at once; RELIABILITY.md) can
+  // give a running uploader's lock to another process. The first then stops starting uploads, so the
+  // two overlap only by what is in flight, and it leaves the other's lock alone when it exits.
+  it('an uploader whose lock names another process now stops (storage down: it would retry forever), leaving that lock and the spool as they are', async () => {
+    const blocked = path.join(workDir, 'down')
+    await fs.writeFile(blocked, '')
+    await writeSegment(1)
+    expect((await pushAsync(1, {BACKUP_LOCAL_DIR: path.join(blocked, 'store')})).code).toBe(0)
+    const lockFile = path.join(spoolDir, 'uploader.pid')
+    const uploader = await waitFor('the uploader to take the lock', async () => Number((await fs.readFile(lockFile, 'utf8').catch(() => '')).split('\n')[0]) || undefined)
+    await waitFor('the uploader to report its failure', async () => ((await fs.readFile(path.join(spoolDir, 'uploader.error'), 'utf8').catch(() => '')) ? true : undefined))
+
+    const other = spawn('sleep', ['60'], {stdio: 'ignore'})
+    children.push(other)
+    await fs.writeFile(`${lockFile}.swap`, `${other.pid}\n\n${processStartTime(other.pid!)}\n`)
+    await fs.rename(`${lockFile}.swap`, lockFile)
+    await waitFor(
+      'the uploader to stop',
+      async () => {
+        try {
+          process.kill(uploader, 0)
+          return undefined
+        } catch {
+          return true
+        }
+      },
+      15_000,
+    )
+    expect(Number((await fs.readFile(lockFile, 'utf8')).split('\n')[0])).toBe(other.pid)
+    expect(await fs.readFile(path.join(spoolDir, 'uploader.log'), 'utf8')).toMatch(/"event":"wal.spool_lock_lost"/)
+    expect(await spooled()).toEqual([segmentName(1)])
+  }, 60_000)
 
   it('stores ready segments ahead of their push; the push then answers from the marker without copying', async () => {
     const contents = new Map<number, Buffer>()

@@ -24,13 +24,13 @@ export default class WalSpoolUpload extends DbbCommand<typeof WalSpoolUpload> {
   public async run(): Promise<{stored: number}> {
     const {spoolDir, parallel} = this.settings.walAsync
     if (!spoolDir) throw new ConfigError([{variable: 'WAL_SPOOL_DIR', message: 'is required by wal spool-upload', example: '/var/lib/dbb/wal-async'}])
-    const release = await lockSpool(spoolDir, this.args.walDir === undefined ? undefined : path.resolve(this.args.walDir))
-    if (!release) return {stored: 0}
+    const lock = await lockSpool(spoolDir, this.args.walDir === undefined ? undefined : path.resolve(this.args.walDir))
+    if (!lock) return {stored: 0}
     const storage = await this.openStorage()
     try {
-      return await runUploader({storage, spoolDir, parallel, logger: this.logger, signal: this.interruptSignal(), idleExitMs: 10_000, walDir: this.args.walDir})
+      return await runUploader({storage, spoolDir, parallel, logger: this.logger, signal: this.interruptSignal(), idleExitMs: 10_000, walDir: this.args.walDir, lock})
     } finally {
-      await release()
+      await lock.release()
       await storage.close?.()
     }
   }
