@@ -1,6 +1,7 @@
 import {DeleteObjectCommand, GetObjectCommand, ListObjectsV2Command, PutObjectCommand} from '@aws-sdk/client-s3'
 import {execFileSync} from 'node:child_process'
 import {createHash} from 'node:crypto'
+import {existsSync} from 'node:fs'
 import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
 import {gunzipSync, gzipSync} from 'node:zlib'
@@ -261,3 +262,27 @@ export async function writeSourceSegment(dir: string, name: string, bytes: numbe
 export function segmentName(number: number): string {
   return `00000001${'0'.repeat(8)}${number.toString(16).toUpperCase().padStart(8, '0')}`
 }
+
+/**
+ * What the storage-fault matrices run for: the default gzip, and zstd with age encryption, where a
+ * child program (`age`) sits between dbb and storage in both directions, so its failures must still
+ * fail the command cleanly and name the cause. `env` makes a key in `keys` on first use.
+ */
+export interface Codec {
+  label: string
+  walSuffix: string
+  env(keys: string): Record<string, string>
+}
+export const CODECS: Codec[] = [
+  {label: 'gzip', walSuffix: '.gz', env: () => ({})},
+  {
+    label: 'zstd, encrypted with age',
+    walSuffix: '.zst.age',
+    env(keys) {
+      const identity = path.join(keys, 'key.txt')
+      if (!existsSync(identity)) execFileSync('age-keygen', ['-o', identity], {stdio: 'ignore'})
+      const recipient = execFileSync('age-keygen', ['-y', identity], {encoding: 'utf8'}).trim()
+      return {COMPRESSION: 'zstd', ENCRYPTION_RECIPIENTS: recipient, AGE_IDENTITY_FILE: identity}
+    },
+  },
+]

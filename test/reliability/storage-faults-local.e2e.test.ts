@@ -4,7 +4,7 @@ import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
 
 import {CliResult, runCli, tempDir} from '../helpers/cli'
-import {ArchiveModel, checkArchive, localStore, segmentName, sha, writeOldBackup, writeSourceSegment} from '../helpers/crash-invariants'
+import {ArchiveModel, CODECS, checkArchive, localStore, segmentName, sha, writeOldBackup, writeSourceSegment} from '../helpers/crash-invariants'
 import {PgCluster, isRoot, startPostgres} from '../helpers/postgres'
 import {seedDatabase} from '../helpers/seed'
 
@@ -33,29 +33,6 @@ function remount(dir: string, mode: 'ro' | 'rw'): void {
 }
 
 const named = (result: CliResult, pattern: RegExp) => [result.code, pattern.test(result.stderr) ? 'names the cause' : result.stderr]
-
-/**
- * The matrix runs for the default gzip, and for zstd with age encryption, where a child program
- * (`age`) sits between dbb and the disk in both directions: its failure must still name the cause.
- */
-interface Codec {
-  label: string
-  walSuffix: string
-  env(keys: string): Record<string, string>
-}
-const CODECS: Codec[] = [
-  {label: 'gzip', walSuffix: '.gz', env: () => ({})},
-  {
-    label: 'zstd, encrypted with age',
-    walSuffix: '.zst.age',
-    env(keys) {
-      const identity = path.join(keys, 'key.txt')
-      if (!existsSync(identity)) execFileSync('age-keygen', ['-o', identity], {stdio: 'ignore'})
-      const recipient = execFileSync('age-keygen', ['-y', identity], {encoding: 'utf8'}).trim()
-      return {COMPRESSION: 'zstd', ENCRYPTION_RECIPIENTS: recipient, AGE_IDENTITY_FILE: identity}
-    },
-  },
-]
 
 describe.each(CODECS)('storage-fault matrix: local backend (full disk, read-only filesystem, missing directory), $label', (codec) => {
   let cluster: PgCluster

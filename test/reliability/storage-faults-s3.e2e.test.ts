@@ -4,7 +4,7 @@ import * as path from 'node:path'
 
 import {runCli, tempDir} from '../helpers/cli'
 import {CrashRun, runWithKill} from '../helpers/crash-harness'
-import {ArchiveModel, checkArchive, expectNoLeftovers, s3Store, segmentName, sha, writeOldBackup, writeSourceSegment} from '../helpers/crash-invariants'
+import {ArchiveModel, CODECS, checkArchive, expectNoLeftovers, s3Store, segmentName, sha, writeOldBackup, writeSourceSegment} from '../helpers/crash-invariants'
 import {PgCluster, startPostgres} from '../helpers/postgres'
 import {InjectedFailure, RecordingProxy, startRecordingProxy} from '../helpers/recording-proxy'
 import {S3Server, startS3Server} from '../helpers/s3-server'
@@ -90,7 +90,7 @@ describe('storage-fault matrix: S3 (every request index × 500 / reset / stall)'
     model: ArchiveModel,
     args: () => string[],
     env: (endpoint: string) => Record<string, string>,
-    hooks: {prepare?: () => Promise<void>; judge?: (outcome: Outcome, run: CrashRun) => Promise<string | undefined>; reset?: () => Promise<void>; allowedFailureCodes: number[]},
+    hooks: {prepare?: () => Promise<void>; judge?: (outcome: Outcome, run: CrashRun) => Promise<string | undefined>; reset?: () => Promise<void>; allowedFailureCodes: number[]; kinds?: FaultKind[]},
   ): Promise<Outcome[]> {
     await hooks.prepare?.()
     const clean = await viaProxy(args(), env)
@@ -102,7 +102,7 @@ describe('storage-fault matrix: S3 (every request index × 500 / reset / stall)'
     const outcomes: Outcome[] = []
     const problems: string[] = []
     for (let index = 1; index <= total; index++) {
-      for (const kind of KINDS) {
+      for (const kind of hooks.kinds ?? KINDS) {
         await hooks.prepare?.()
         const {run} = await viaProxy(args(), env, faultAt(index, kind))
         const hung = run.killed
@@ -134,30 +134,90 @@ describe('storage-fault matrix: S3 (every request index × 500 / reset / stall)'
     await expectNoLeftovers(model, `${command}: after the matrix, the next run and a prune`)
   }
 
-  it('backup run: each fault fails the run cleanly (exit 1) or is retried to success; nothing partial listed, no backup lost', async () => {
-    const store = s3Store(s3, 'm-backup')
-    const model: ArchiveModel = {store, mustSurvive: new Map(), walSources: new Map()}
-    const first = await runCli(['backup', 'run', '--json'], {...cluster.dbbEnv('shop'), ...store.env})
-    expect(first.code).toBe(0)
-    const initial = JSON.parse(first.stdout).metadata as {id: string; sha256: string}
-    model.mustSurvive.set(initial.id, initial.sha256)
-    const initialKeys = await store.keys()
+  // The commands whose bytes pass through the codec (and age): each matrix for every codec. A stall
+  // tests the SDK's timeout and retry, the same for every codec: run for the default one only.
+  const kindsFor = (codec: (typeof CODECS)[number]): FaultKind[] => (codec === CODECS[0] ? KINDS : KINDS.filter((kind) => kind !== 'stall'))
+  describe.each(CODECS)('$label', (codec) => {
+    it('backup run: each fault fails the run cleanly (exit 1) or is retried to success; nothing partial listed, no backup lost', async () => {
+      const store = s3Store(s3, `m-backup-${CODECS.indexOf(codec)}`, codec.env(workDir))
+      const model: ArchiveModel = {store, mustSurvive: new Map(), walSources: new Map()}
+      const first = await runCli(['backup', 'run', '--json'], {...cluster.dbbEnv('shop'), ...store.env})
+      expect(first.code).toBe(0)
+      const initial = JSON.parse(first.stdout).metadata as {id: string; sha256: string}
+      model.mustSurvive.set(initial.id, initial.sha256)
+      const initialKeys = await store.keys()
 
-    await runMatrix('backup run', model, () => ['backup', 'run', '--json'], (endpoint) => ({...cluster.dbbEnv('shop'), ...store.envVia(endpoint)}), {
-      allowedFailureCodes: [1],
-      async judge(outcome, run) {
-        if (outcome.code !== 0) return undefined
-        const {metadata} = JSON.parse(run.stdout) as {metadata: {id: string; sha256: string}}
-        const dump = await store.read(metadata.id).catch(() => undefined)
-        return dump && sha(dump) === metadata.sha256 ? undefined : `reported success, but ${metadata.id} is not stored with sha256 ${metadata.sha256}`
-      },
-      // The same state for every case: only the first backup (what a case added or left is removed once checked).
-      async reset() {
-        for (const key of await store.keys()) if (!initialKeys.includes(key)) await store.remove(key)
-      },
-    })
-    await recovers('backup run', model, ['backup', 'run', '--json'], {...cluster.dbbEnv('shop'), ...store.env})
-  }, 1_800_000)
+      await runMatrix('backup run', model, () => ['backup', 'run', '--json'], (endpoint) => ({...cluster.dbbEnv('shop'), ...store.envVia(endpoint)}), {
+        allowedFailureCodes: [1],
+        kinds: kindsFor(codec),
+        async judge(outcome, run) {
+          if (outcome.code !== 0) return undefined
+          const {metadata} = JSON.parse(run.stdout) as {metadata: {id: string; sha256: string}}
+          const dump = await store.read(metadata.id).catch(() => undefined)
+          return dump && sha(dump) === metadata.sha256 ? undefined : `reported success, but ${metadata.id} is not stored with sha256 ${metadata.sha256}`
+        },
+        // The same state for every case: only the first backup (what a case added or left is removed once checked).
+        async reset() {
+          for (const key of await store.keys()) if (!initialKeys.includes(key)) await store.remove(key)
+        },
+      })
+      await recovers('backup run', model, ['backup', 'run', '--json'], {...cluster.dbbEnv('shop'), ...store.env})
+    }, 1_800_000)
+
+    it('wal push: each fault fails the push (exit 1, PostgreSQL retries) or is retried; no partial segment under its final name; the re-push succeeds', async () => {
+      const store = s3Store(s3, `m-push-${CODECS.indexOf(codec)}`, {S3_PART_SIZE: '5MiB', ...codec.env(workDir)})
+      const model: ArchiveModel = {store, mustSurvive: new Map(), walSources: new Map()}
+      const name = segmentName(0x200)
+      // 6 MiB of incompressible bytes: a multipart upload of two parts.
+      const {file, sha256} = await writeSourceSegment(workDir, name, 6 * 1024 * 1024, 0x200)
+      model.walSources.set(name, sha256)
+
+      await runMatrix('wal push', model, () => ['wal', 'push', file], (endpoint) => store.envVia(endpoint), {
+        allowedFailureCodes: [1],
+        kinds: kindsFor(codec),
+        async judge(outcome) {
+          if (outcome.code === 0 && !(await store.keys()).includes(`wal/${name}${codec.walSuffix}`)) return 'exit 0, but the segment is not archived'
+          // archive_command is retried by PostgreSQL until it exits 0: the retry must succeed.
+          const again = await runCli(['wal', 'push', file], store.env)
+          return again.code === 0 ? undefined : `the re-push failed (${again.code}): ${again.stderr}`
+        },
+        async reset() {
+          await store.remove(`wal/${name}${codec.walSuffix}`)
+        },
+      })
+      await recovers('wal push', model, ['wal', 'push', file], store.env)
+    }, 1_800_000)
+
+    it('wal fetch: each fault fails the fetch or is retried; the destination never holds a partial segment', async () => {
+      const store = s3Store(s3, `m-fetch-${CODECS.indexOf(codec)}`, {S3_PART_SIZE: '5MiB', ...codec.env(workDir)})
+      const model: ArchiveModel = {store, mustSurvive: new Map(), walSources: new Map()}
+      const name = segmentName(0x300)
+      const {file, sha256} = await writeSourceSegment(workDir, name, 6 * 1024 * 1024, 0x300)
+      model.walSources.set(name, sha256)
+      expect((await runCli(['wal', 'push', file], store.env)).code).toBe(0)
+      const dest = path.join(workDir, 'pg_wal', 'RECOVERYXLOG')
+      await fs.mkdir(path.dirname(dest), {recursive: true})
+
+      const outcomes = await runMatrix('wal fetch', model, () => ['wal', 'fetch', name, dest], (endpoint) => store.envVia(endpoint), {
+        // Any failure code passes here; which one is the restore_command contract, tested below.
+        allowedFailureCodes: Array.from({length: 255}, (_, code) => code + 1),
+        kinds: kindsFor(codec),
+        async judge(outcome) {
+          if (outcome.code === 0) {
+            return existsSync(dest) && sha(await fs.readFile(dest)) === sha256 ? undefined : 'exit 0, but the destination is not the segment'
+          }
+
+          // PostgreSQL replays whatever is under the final name: after a failure, nothing may be there.
+          return existsSync(dest) ? `exit ${outcome.code}, but ${dest} exists (${(await fs.stat(dest)).size} bytes)` : undefined
+        },
+        async reset() {
+          await fs.rm(dest, {force: true})
+        },
+      })
+      fetchOutcomes.push(...outcomes)
+      await recovers('wal fetch', model, ['wal', 'fetch', name, dest], store.env)
+    }, 1_800_000)
+  })
 
   it('prune: each fault fails prune cleanly (exit 1) or is retried; the retained backup is never touched, an expired one is whole or gone', async () => {
     const store = s3Store(s3, 'm-prune')
@@ -180,58 +240,6 @@ describe('storage-fault matrix: S3 (every request index × 500 / reset / stall)'
     })
     await writeOldBackup(store, expired)
     await recovers('prune', model, ['prune', '--json'], store.env)
-  }, 1_800_000)
-
-  it('wal push: each fault fails the push (exit 1, PostgreSQL retries) or is retried; no partial segment under its final name; the re-push succeeds', async () => {
-    const store = s3Store(s3, 'm-push', {S3_PART_SIZE: '5MiB'})
-    const model: ArchiveModel = {store, mustSurvive: new Map(), walSources: new Map()}
-    const name = segmentName(0x200)
-    // 6 MiB of incompressible bytes: a multipart upload of two parts.
-    const {file, sha256} = await writeSourceSegment(workDir, name, 6 * 1024 * 1024, 0x200)
-    model.walSources.set(name, sha256)
-
-    await runMatrix('wal push', model, () => ['wal', 'push', file], (endpoint) => store.envVia(endpoint), {
-      allowedFailureCodes: [1],
-      async judge(outcome) {
-        if (outcome.code === 0 && !(await store.keys()).includes(`wal/${name}.gz`)) return 'exit 0, but the segment is not archived'
-        // archive_command is retried by PostgreSQL until it exits 0: the retry must succeed.
-        const again = await runCli(['wal', 'push', file], store.env)
-        return again.code === 0 ? undefined : `the re-push failed (${again.code}): ${again.stderr}`
-      },
-      async reset() {
-        await store.remove(`wal/${name}.gz`)
-      },
-    })
-    await recovers('wal push', model, ['wal', 'push', file], store.env)
-  }, 1_800_000)
-
-  it('wal fetch: each fault fails the fetch or is retried; the destination never holds a partial segment', async () => {
-    const store = s3Store(s3, 'm-fetch', {S3_PART_SIZE: '5MiB'})
-    const model: ArchiveModel = {store, mustSurvive: new Map(), walSources: new Map()}
-    const name = segmentName(0x300)
-    const {file, sha256} = await writeSourceSegment(workDir, name, 6 * 1024 * 1024, 0x300)
-    model.walSources.set(name, sha256)
-    expect((await runCli(['wal', 'push', file], store.env)).code).toBe(0)
-    const dest = path.join(workDir, 'pg_wal', 'RECOVERYXLOG')
-    await fs.mkdir(path.dirname(dest), {recursive: true})
-
-    const outcomes = await runMatrix('wal fetch', model, () => ['wal', 'fetch', name, dest], (endpoint) => store.envVia(endpoint), {
-      // Any failure code passes here; which one is the restore_command contract, tested below.
-      allowedFailureCodes: Array.from({length: 255}, (_, code) => code + 1),
-      async judge(outcome) {
-        if (outcome.code === 0) {
-          return existsSync(dest) && sha(await fs.readFile(dest)) === sha256 ? undefined : 'exit 0, but the destination is not the segment'
-        }
-
-        // PostgreSQL replays whatever is under the final name: after a failure, nothing may be there.
-        return existsSync(dest) ? `exit ${outcome.code}, but ${dest} exists (${(await fs.stat(dest)).size} bytes)` : undefined
-      },
-      async reset() {
-        await fs.rm(dest, {force: true})
-      },
-    })
-    fetchOutcomes.push(...outcomes)
-    await recovers('wal fetch', model, ['wal', 'fetch', name, dest], store.env)
   }, 1_800_000)
 
   /**
