@@ -63,6 +63,17 @@ try {
   // No cache: the command runs as it would without one.
 }
 
+// An unsupported Node says so on every command a person or a job runs, never on `wal` ones:
+// PostgreSQL runs those once per WAL segment, and the warning would fill its log.
+if (process.argv[2] !== 'wal' && !String(process.argv[2]).startsWith('wal:')) {
+  try {
+    const warning = require('../dist/node-support').unsupportedNodeWarning()
+    if (warning) process.stderr.write(`Warning: ${warning}\n`)
+  } catch {
+    // Never a reason to fail.
+  }
+}
+
 // PostgreSQL runs archive_command/restore_command once per WAL segment: their exact forms skip
 // oclif's start-up (src/wal/fast-cli.ts); anything else, or a fast-path miss, goes through oclif.
 const fastWal = process.argv[2] === 'wal' ? require('../dist/wal/fast-cli') : undefined

@@ -61,4 +61,28 @@ describe('the supported Node runtime', () => {
     expect(current.status).toBe(0)
     expect(current.stdout.split('\n')[1]).toBe(path.join(path.dirname(process.execPath), 'node'))
   })
+
+  // npm warns about engines only at install time, which a cron job never shows anyone.
+  it('an older Node is named on stderr by every command a person or a job runs, never by the wal commands PostgreSQL runs', async () => {
+    const dir = await tempDir()
+    const asNode20 = path.join(dir, 'as-node-20.js')
+    writeFileSync(asNode20, "Object.defineProperty(process.versions, 'node', {value: '20.20.2'})\n")
+    const dbb = (args: string[], preload: string[] = []) =>
+      spawnSync(process.execPath, [...preload, path.join(ROOT, 'bin', 'run.js'), ...args], {encoding: 'utf8', env: {...process.env, BACKUP_LOCAL_DIR: dir}})
+
+    for (const args of [['--version'], ['backup', 'list', '--json']]) {
+      const old = dbb(args, ['--require', asNode20])
+      expect([args, old.status, old.stderr]).toEqual([args, 0, `Warning: dbb supports Node.js >=${floor} and this is Node 20.20.2. It runs, but untested: COMPRESSION=zstd needs the zstd program, and memory and speed are not what BENCHMARKS.md measured. Install Node ${floor} (README, "Install").\n`])
+      // stdout stays what a script parses.
+      expect(old.stdout).toBe(dbb(args).stdout)
+      expect(dbb(args).stderr).toBe('')
+    }
+
+    const segment = path.join(dir, '000000010000000000000001')
+    writeFileSync(segment, Buffer.alloc(1024))
+    const push = dbb(['wal', 'push', segment], ['--require', asNode20])
+    expect([push.status, push.stderr]).toEqual([0, expect.stringContaining('"event":"wal.pushed"')])
+    expect(push.stderr).not.toMatch(/Warning|Node/)
+  })
 })
+
