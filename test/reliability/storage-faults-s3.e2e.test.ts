@@ -8,12 +8,13 @@ import {ArchiveModel, CODECS, checkArchive, expectNoLeftovers, s3Store, segmentN
 import {PgCluster, startPostgres} from '../helpers/postgres'
 import {InjectedFailure, RecordingProxy, startRecordingProxy} from '../helpers/recording-proxy'
 import {S3Server, startS3Server} from '../helpers/s3-server'
-import {seedDatabase} from '../helpers/seed'
+import {fingerprint, seedDatabase} from '../helpers/seed'
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true'
 
 /**
- * The storage-fault matrix (issue 11) on S3: for `backup run`, `prune`, `wal push` and `wal fetch`,
+ * The storage-fault matrix (issue 11) on S3: for `backup run`, `restore`, `prune`, `wal push` and
+ * `wal fetch`,
  * a clean run through the recording proxy counts the requests N the command makes; then for every
  * request index i in 1..N the command runs again with a fault injected at request i:
  *  - `500`:   request i and the next two answer 500 InternalError (the SDK's 3 attempts: the
@@ -138,6 +139,16 @@ describe('storage-fault matrix: S3 (every request index × 500 / reset / stall)'
   // tests the SDK's timeout and retry, the same for every codec: run for the default one only.
   const kindsFor = (codec: (typeof CODECS)[number]): FaultKind[] => (codec === CODECS[0] ? KINDS : KINDS.filter((kind) => kind !== 'stall'))
   describe.each(CODECS)('$label', (codec) => {
+    /** A store of its own and a segment of 6 MiB of incompressible bytes: a multipart upload of two parts. */
+    async function walCase(prefix: string, number: number) {
+      const store = s3Store(s3, `${prefix}-${CODECS.indexOf(codec)}`, {S3_PART_SIZE: '5MiB', ...codec.env(workDir)})
+      const model: ArchiveModel = {store, mustSurvive: new Map(), walSources: new Map()}
+      const name = segmentName(number)
+      const {file, sha256} = await writeSourceSegment(workDir, name, 6 * 1024 * 1024, number)
+      model.walSources.set(name, sha256)
+      return {store, model, name, file, sha256}
+    }
+
     it('backup run: each fault fails the run cleanly (exit 1) or is retried to success; nothing partial listed, no backup lost', async () => {
       const store = s3Store(s3, `m-backup-${CODECS.indexOf(codec)}`, codec.env(workDir))
       const model: ArchiveModel = {store, mustSurvive: new Map(), walSources: new Map()}
@@ -164,13 +175,53 @@ describe('storage-fault matrix: S3 (every request index × 500 / reset / stall)'
       await recovers('backup run', model, ['backup', 'run', '--json'], {...cluster.dbbEnv('shop'), ...store.env})
     }, 1_800_000)
 
-    it('wal push: each fault fails the push (exit 1, PostgreSQL retries) or is retried; no partial segment under its final name; the re-push succeeds', async () => {
-      const store = s3Store(s3, `m-push-${CODECS.indexOf(codec)}`, {S3_PART_SIZE: '5MiB', ...codec.env(workDir)})
+    // Restore reads storage (the listing, the sidecar, the dump; age decrypts it for the second
+    // codec) while it imports into a staging database: a fault at any request must leave the
+    // target exactly as it was, or restored whole, and never a staging database behind.
+    it('restore: each fault fails the restore (exit 1) or is retried; the target holds its old rows or the backup, nothing else; no staging database is left', async () => {
+      const store = s3Store(s3, `m-restore-${CODECS.indexOf(codec)}`, codec.env(workDir))
       const model: ArchiveModel = {store, mustSurvive: new Map(), walSources: new Map()}
-      const name = segmentName(0x200)
-      // 6 MiB of incompressible bytes: a multipart upload of two parts.
-      const {file, sha256} = await writeSourceSegment(workDir, name, 6 * 1024 * 1024, 0x200)
-      model.walSources.set(name, sha256)
+      const first = await runCli(['backup', 'run', '--json'], {...cluster.dbbEnv('shop'), ...store.env})
+      expect([first.code, first.stderr.slice(-400)]).toEqual([0, expect.any(String)])
+      const {metadata} = JSON.parse(first.stdout) as {metadata: {id: string; sha256: string}}
+      model.mustSurvive.set(metadata.id, metadata.sha256)
+      expect(metadata.id).toMatch(codec.walSuffix === '.gz' ? /\.sql\.gz$/ : /\.sql\.zst\.age$/)
+      const backedUp = await fingerprint(cluster, 'shop')
+      const target = `faulted_${CODECS.indexOf(codec)}`
+      const restoreArgs = () => ['restore', 'latest', '--target-db', target, '--force', '--json']
+      const contents = async () => {
+        const marker = await cluster.psql(`SELECT to_regclass('public.marker') IS NOT NULL`, target)
+        if (marker === 't') return (await cluster.psql('SELECT string_agg(v, \',\') FROM marker', target)) === 'old' ? 'old' : 'changed old rows'
+        return JSON.stringify(await fingerprint(cluster, target).catch((error: Error) => error.message)) === JSON.stringify(backedUp) ? 'restored' : 'neither old nor the backup'
+      }
+
+      const stagingDatabases = async () => (await cluster.psql(`SELECT coalesce(string_agg(datname, ','), '') FROM pg_database WHERE datname LIKE '%\\_dbb\\_%'`)).split(',').filter(Boolean)
+
+      const outcomes = await runMatrix('restore', model, restoreArgs, (endpoint) => ({...cluster.dbbEnv('shop'), ...store.envVia(endpoint)}), {
+        allowedFailureCodes: [1],
+        kinds: kindsFor(codec),
+        async prepare() {
+          await cluster.psql(`DROP DATABASE IF EXISTS ${target} WITH (FORCE)`)
+          await cluster.psql(`CREATE DATABASE ${target}`)
+          await cluster.psql(`CREATE TABLE marker (v text); INSERT INTO marker VALUES ('old')`, target)
+        },
+        async judge(outcome) {
+          const now = await contents()
+          const expected = outcome.code === 0 ? 'restored' : 'old'
+          if (now !== expected) return `exit ${outcome.code}, but the target is ${now} (expected ${expected})`
+          const left = await stagingDatabases()
+          return left.length === 0 ? undefined : `left ${left.join(', ')}`
+        },
+      })
+      // The faults reached it (measured: 500 and reset fail it at each of its 3–4 requests, a stall
+      // is retried to success); each case was judged above.
+      expect(outcomes.filter((outcome) => outcome.code === 1).length).toBeGreaterThan(0)
+      await recovers('restore', model, restoreArgs(), {...cluster.dbbEnv('shop'), ...store.env})
+      expect(await contents()).toBe('restored')
+    }, 1_800_000)
+
+    it('wal push: each fault fails the push (exit 1, PostgreSQL retries) or is retried; no partial segment under its final name; the re-push succeeds', async () => {
+      const {store, model, name, file} = await walCase('m-push', 0x200)
 
       await runMatrix('wal push', model, () => ['wal', 'push', file], (endpoint) => store.envVia(endpoint), {
         allowedFailureCodes: [1],
@@ -189,11 +240,7 @@ describe('storage-fault matrix: S3 (every request index × 500 / reset / stall)'
     }, 1_800_000)
 
     it('wal fetch: each fault fails the fetch or is retried; the destination never holds a partial segment', async () => {
-      const store = s3Store(s3, `m-fetch-${CODECS.indexOf(codec)}`, {S3_PART_SIZE: '5MiB', ...codec.env(workDir)})
-      const model: ArchiveModel = {store, mustSurvive: new Map(), walSources: new Map()}
-      const name = segmentName(0x300)
-      const {file, sha256} = await writeSourceSegment(workDir, name, 6 * 1024 * 1024, 0x300)
-      model.walSources.set(name, sha256)
+      const {store, model, name, file, sha256} = await walCase('m-fetch', 0x300)
       expect((await runCli(['wal', 'push', file], store.env)).code).toBe(0)
       const dest = path.join(workDir, 'pg_wal', 'RECOVERYXLOG')
       await fs.mkdir(path.dirname(dest), {recursive: true})
