@@ -13,8 +13,8 @@ import {fingerprint, seedDatabase} from '../helpers/seed'
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true'
 
 /**
- * The storage-fault matrix (issue 11) on S3: for `backup run`, `restore`, `prune`, `wal push` and
- * `wal fetch`, a clean run through the recording proxy counts the requests N the command makes;
+ * The storage-fault matrix (issue 11) on S3: for `backup run`, `restore` (logical and base),
+ * `prune`, `wal push` and `wal fetch`, a clean run through the recording proxy counts the requests N the command makes;
  * then for every request index i in 1..N the command runs again with a fault injected at request i:
  *  - `500`:   request i and the next two answer 500 InternalError (the SDK's 3 attempts: the
  *             operation at i fails), then the server is healthy again (cleanup can run);
@@ -217,6 +217,43 @@ describe('storage-fault matrix: S3 (every request index × 500 / reset / stall)'
       expect(outcomes.filter((outcome) => outcome.code === 1).length).toBeGreaterThan(0)
       await recovers('restore', model, restoreArgs(), {...cluster.dbbEnv('shop'), ...store.env})
       expect(await contents()).toBe('restored')
+    }, 1_800_000)
+
+    // A base backup is streamed into a staging directory inside --pgdata and replaces its contents
+    // only once verified: a fault at any request leaves the directory exactly as it was.
+    it('restore --type base: each fault fails it (exit 1) or is retried; --pgdata holds exactly its old files or the restored cluster, no staging directory', async () => {
+      const store = s3Store(s3, `m-base-${CODECS.indexOf(codec)}`, codec.env(workDir))
+      const model: ArchiveModel = {store, mustSurvive: new Map(), walSources: new Map()}
+      const base = await runCli(['backup', 'run', '--type', 'base', '--json'], {...cluster.dbbEnv(), ...store.env})
+      expect([base.code, base.stderr.slice(-400)]).toEqual([0, expect.any(String)])
+      const {metadata} = JSON.parse(base.stdout) as {metadata: {id: string; sha256: string}}
+      model.mustSurvive.set(metadata.id, metadata.sha256)
+      const pgdata = path.join(workDir, `pgdata-${CODECS.indexOf(codec)}`)
+      const restoreArgs = () => ['restore', '--type', 'base', 'latest', '--pgdata', pgdata, '--force', '--json']
+      const version = (await fs.readFile(path.join(cluster.dataDir, 'PG_VERSION'), 'utf8')).trim()
+
+      const outcomes = await runMatrix('restore --type base', model, restoreArgs, (endpoint) => store.envVia(endpoint), {
+        allowedFailureCodes: [1],
+        kinds: kindsFor(codec),
+        async prepare() {
+          await fs.rm(pgdata, {recursive: true, force: true})
+          await fs.mkdir(pgdata, {mode: 0o700})
+          await fs.writeFile(path.join(pgdata, 'marker'), 'old')
+        },
+        async judge(outcome) {
+          const entries = (await fs.readdir(pgdata)).sort()
+          if (outcome.code !== 0) {
+            const old = entries.length === 1 && entries[0] === 'marker' && (await fs.readFile(path.join(pgdata, 'marker'), 'utf8')) === 'old'
+            return old ? undefined : `exit ${outcome.code}, but --pgdata holds ${entries.join(', ')}`
+          }
+
+          const restored = !entries.includes('marker') && entries.includes('recovery.signal') && !entries.some((entry) => entry.startsWith('.dbb-restore-'))
+          const pgVersion = await fs.readFile(path.join(pgdata, 'PG_VERSION'), 'utf8').catch(() => '')
+          return restored && pgVersion.trim() === version ? undefined : `exit 0, but --pgdata holds ${entries.join(', ')}`
+        },
+      })
+      expect(outcomes.filter((outcome) => outcome.code === 1).length).toBeGreaterThan(0)
+      await recovers('restore --type base', model, restoreArgs(), store.env)
     }, 1_800_000)
 
     it('wal push: each fault fails the push (exit 1, PostgreSQL retries) or is retried; no partial segment under its final name; the re-push succeeds', async () => {
