@@ -14,8 +14,9 @@ process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true'
 
 /**
  * The storage-fault matrix (issue 11) on S3: for `backup run`, `restore` (logical and base),
- * `prune`, `wal push` and `wal fetch`, a clean run through the recording proxy counts the requests N the command makes;
- * then for every request index i in 1..N the command runs again with a fault injected at request i:
+ * `prune`, `wal push` and `wal fetch`, a clean run through the recording proxy counts the requests
+ * N the command makes; then for every request index i in 1..N the command runs again with a fault
+ * injected at request i:
  *  - `500`:   request i and the next two answer 500 InternalError (the SDK's 3 attempts: the
  *             operation at i fails), then the server is healthy again (cleanup can run);
  *  - `reset`: the same with the connection cut without an answer;
