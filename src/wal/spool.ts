@@ -327,10 +327,11 @@ export async function runUploader(options: UploaderOptions): Promise<{stored: nu
       // Whole or not at all: a full-spool push reading it mid-write would tell PostgreSQL's log
       // that no error was reported (parallel uploads fail together and rewrite it at once).
       const errorFile = path.join(spoolDir, ERROR_FILE)
+      const staged = `${errorFile}.${name}.tmp`
       await fs
-        .writeFile(`${errorFile}.${name}.tmp`, `${message}\n`)
-        .then(() => fs.rename(`${errorFile}.${name}.tmp`, errorFile))
-        .catch(() => {})
+        .writeFile(staged, `${message}\n`)
+        .then(() => fs.rename(staged, errorFile))
+        .catch(() => fs.rm(staged, {force: true}).catch(() => {}))
     } finally {
       inFlight.delete(name)
     }
