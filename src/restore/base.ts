@@ -11,8 +11,9 @@ import {BackupMetadata, damagedBackupError, newestFirst, resolveBackup, restoreS
 import {NotFoundError, OperationError, UsageError, errorMessage} from '../errors'
 import type {Logger} from '../logger'
 import type {StorageBackend} from '../storage/contract'
+import {syncDirectory} from '../sync-directory'
 import {isLsn, parseLsn} from '../wal/segments'
-import {RestoredArchiving, checkDataDirectory, createStagingDirectory, writeRecoveryConfig} from './recovery-config'
+import {CONTROL_FILE, RestoredArchiving, checkDataDirectory, createStagingDirectory, writeRecoveryConfig} from './recovery-config'
 
 /** Where replay stops; without one, PostgreSQL replays every archived WAL file and promotes. */
 export type RecoveryTarget = {kind: 'time'; value: string; at: Date} | {kind: 'lsn'; value: string} | {kind: 'name'; value: string}
@@ -164,14 +165,18 @@ export async function restoreBaseBackup(storage: StorageBackend, options: BaseRe
   const staging = await createStagingDirectory(pgdata)
   try {
     const {sizeBytes, sha256} = await extractVerified(storage, backup, staging, {...options, identityFile})
-    await replaceContents(pgdata, staging)
-    await writeRecoveryConfig(pgdata, {
+    // The cluster is made whole in the staging directory (recovery settings included) before any
+    // of it enters pgdata: a restored cluster without them would start as a primary at the backup's
+    // state, archiving into the archive it was restored from.
+    await writeRecoveryConfig(staging, {
       restoreCommand: options.restoreCommand,
       target: options.target,
       targetTimeline: options.targetTimeline,
       archiving: options.archiving,
       backupId: backup.id,
     })
+    log.debug({event: 'restore.staged', type: 'base'}, 'base backup extracted, verified and configured in the staging directory')
+    await replaceContents(pgdata, staging, log)
     const outcome: BaseRestoreOutcome = {
       id: backup.id,
       pgdata,
@@ -232,18 +237,45 @@ async function extractVerified(
   return {sizeBytes, sha256}
 }
 
-/** Removes everything in `pgdata` but the staging directory, then moves the staged files up (same filesystem: renames). */
-async function replaceContents(pgdata: string, staging: string): Promise<void> {
+/**
+ * Replaces `pgdata`'s contents by the staged cluster so that PostgreSQL can start only on one of
+ * the two whole: `global/pg_control`, without which it refuses to start, is the first file removed
+ * and the last put in place (pgBackRest restores it last for the same reason). A restore killed in
+ * between leaves a directory PostgreSQL will not start, never a half-deleted old cluster or a new
+ * one without its recovery settings; restoring again (`--force`) replaces it.
+ */
+async function replaceContents(pgdata: string, staging: string, log: Logger): Promise<void> {
   const stagingName = path.basename(staging)
+  const stagedControl = path.join(staging, CONTROL_FILE)
+  const owner = await fs.stat(path.join(staging, 'PG_VERSION')).catch(() => {
+    throw new OperationError('the backup holds no PG_VERSION file: it is not a PostgreSQL data directory')
+  })
+  await fs.access(stagedControl).catch(() => {
+    throw new OperationError(`the backup holds no ${CONTROL_FILE}: it is not a PostgreSQL data directory`)
+  })
+  // Parked outside global/, so moving global/ into place does not bring it in early.
+  const parkedControl = path.join(staging, '.pg_control')
+  await fs.rename(stagedControl, parkedControl)
+
+  await fs.rm(path.join(pgdata, CONTROL_FILE), {force: true})
+  await syncDirectory(path.join(pgdata, 'global')).catch(() => {})
+  log.debug({event: 'restore.old_unstartable', type: 'base'}, `removed ${CONTROL_FILE}: from here on PostgreSQL cannot start on ${pgdata} until the restore ends`)
   for (const entry of await fs.readdir(pgdata)) {
     if (entry !== stagingName) await fs.rm(path.join(pgdata, entry), {recursive: true, force: true})
   }
 
-  for (const entry of await fs.readdir(staging)) await fs.rename(path.join(staging, entry), path.join(pgdata, entry))
-  // The directory itself must belong to the server's user with mode 0700, like the files tar restored.
-  const owner = await fs.stat(path.join(pgdata, 'PG_VERSION')).catch(() => {
-    throw new OperationError('the backup holds no PG_VERSION file: it is not a PostgreSQL data directory')
-  })
+  for (const entry of await fs.readdir(staging)) {
+    if (entry !== path.basename(parkedControl)) await fs.rename(path.join(staging, entry), path.join(pgdata, entry))
+  }
+
+  // The directory itself must belong to the server's user with mode 0700, like the files tar
+  // restored: set before the cluster can start.
   if (process.getuid?.() === 0) await fs.chown(pgdata, owner.uid, owner.gid)
   await fs.chmod(pgdata, 0o700)
+  await syncDirectory(pgdata)
+  await syncDirectory(path.join(pgdata, 'global'))
+  log.debug({event: 'restore.swapped', type: 'base'}, 'every file but pg_control is in place')
+  await fs.rename(parkedControl, path.join(pgdata, CONTROL_FILE))
+  await syncDirectory(path.join(pgdata, 'global'))
 }
+

@@ -10,6 +10,9 @@ import type {RecoveryTarget} from './base'
  * holds data, and the recovery settings PostgreSQL 12+ reads at its next start.
  */
 
+/** PostgreSQL refuses to start without it: the file a base restore removes first and puts in place last. */
+export const CONTROL_FILE = path.join('global', 'pg_control')
+
 export async function checkDataDirectory(pgdata: string, options: {force: boolean}): Promise<void> {
   const stats = await fs.stat(pgdata).catch((error: NodeJS.ErrnoException) => {
     if (error.code === 'ENOENT') return undefined
@@ -24,7 +27,16 @@ export async function checkDataDirectory(pgdata: string, options: {force: boolea
 
   const entries = await fs.readdir(pgdata)
   if (entries.length > 0 && !options.force) {
-    throw new UsageError(`--pgdata ${pgdata} is not empty (${entries.length} entries); use --force to replace its contents, or choose an empty directory`)
+    const unstartable = await fs.access(path.join(pgdata, CONTROL_FILE)).then(
+      () => false,
+      () => true,
+    )
+    const interrupted = unstartable && entries.some((entry) => entry.startsWith(STAGING_PREFIX))
+    throw new UsageError(
+      interrupted
+        ? `--pgdata ${pgdata} holds what an interrupted dbb restore left (${entries.length} entries; PostgreSQL will not start on it); use --force to restore into it again`
+        : `--pgdata ${pgdata} is not empty (${entries.length} entries); use --force to replace its contents, or choose an empty directory`,
+    )
   }
 }
 
@@ -37,10 +49,12 @@ async function runningPostmaster(pgdata: string): Promise<number | undefined> {
   return processAlive(pid) ? pid : undefined
 }
 
+const STAGING_PREFIX = '.dbb-restore-'
+
 /** A staging directory inside pgdata, so moving the extracted files into place is a rename on one filesystem. */
 export async function createStagingDirectory(pgdata: string): Promise<string> {
   await fs.mkdir(pgdata, {recursive: true, mode: 0o700})
-  return fs.mkdtemp(path.join(pgdata, '.dbb-restore-'))
+  return fs.mkdtemp(path.join(pgdata, STAGING_PREFIX))
 }
 
 const RECOVERY_SETTING = /^\s*(restore_command|recovery_target\w*)\s*=/

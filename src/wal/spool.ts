@@ -10,6 +10,7 @@ import {isWalFileName} from './segments'
 import {spawnDetachedDbb} from '../backup/child-process'
 import {processAlive, processStartTime} from '../process-alive'
 import {fileIdentity, lockHolderRuns, takeMatchingMarker, uploadedMarkerPath, uploaderLock} from './foreground'
+import {syncDirectory} from '../sync-directory'
 
 /**
  * Asynchronous archiving, after pgBackRest's archive-push-async: archive_command only QUEUES a
@@ -140,15 +141,6 @@ export async function queueWal(filePath: string, options: SpoolOptions): Promise
   }
 
   return {name, outcome: 'queued', queuedFiles: queued.length + 1}
-}
-
-async function syncDirectory(directory: string): Promise<void> {
-  const handle = await fs.open(directory, 'r')
-  try {
-    await handle.sync()
-  } finally {
-    await handle.close()
-  }
 }
 
 /** A held spool (or prefetch queue) lock. */
