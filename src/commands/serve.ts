@@ -1,3 +1,4 @@
+import {constants as osConstants} from 'node:os'
 import {scheduleLeftoverCleanup} from '../backup/leftovers'
 import {DbbCommand} from '../base-command'
 import {requireAgeForRecipients} from '../encrypt/age'
@@ -30,6 +31,21 @@ On SIGTERM or SIGINT it stops accepting requests, lets a backup in flight finish
   static override usesStorage = true
 
   public async run(): Promise<void> {
+    // Listening from the start: a SIGTERM while the services start (docker stop, a rolling update
+    // right after the HTTP server answers) must be a clean shutdown once they are up, not Node's
+    // default death by the signal (it exited 143 when it came between "listening" and the end of
+    // start-up; secret-settings.e2e caught it under load).
+    // A second one before start-up ends (a start-up that hangs on unreachable storage) exits at once.
+    let earlySignal: NodeJS.Signals | undefined
+    let onSignal = (signal: NodeJS.Signals) => {
+      if (earlySignal) process.exit(128 + osConstants.signals[signal])
+      earlySignal = signal
+      this.logger.info({event: 'shutdown.requested_during_startup', signal}, `received ${signal} while starting: stopping once started (again to exit at once)`)
+    }
+
+    const listener = (signal: NodeJS.Signals) => onSignal(signal)
+    process.on('SIGTERM', listener)
+    process.on('SIGINT', listener)
     // ENCRYPTION_RECIPIENTS without the age program (or one age refuses): exit 2 before the service starts, not at the first backup.
     const {recipients} = this.settings.encryption
     if (recipients) await requireAgeForRecipients(recipients)
@@ -65,7 +81,7 @@ On SIGTERM or SIGINT it stops accepting requests, lets a backup in flight finish
     const spool = startSpoolService({config: this.settings.walAsync, storage, logger: this.logger, registry: service.metrics.registry})
     await new Promise<void>((resolve) => {
       let stopping: Promise<void> | undefined
-      const onSignal = (signal: NodeJS.Signals) => {
+      onSignal = (signal: NodeJS.Signals) => {
         if (!stopping) {
           stopLeftoverCleanup()
           // Archiving first: the service closes the storage that the last WAL uploads still need.
@@ -80,8 +96,7 @@ On SIGTERM or SIGINT it stops accepting requests, lets a backup in flight finish
         service.abortNow(`received ${signal} twice`)
       }
 
-      process.on('SIGTERM', onSignal)
-      process.on('SIGINT', onSignal)
+      if (earlySignal) onSignal(earlySignal)
     })
   }
 }

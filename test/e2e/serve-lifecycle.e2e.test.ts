@@ -99,6 +99,33 @@ describe('dbb serve as a process: configuration errors, start, graceful shutdown
     await fs.rm(dir, {recursive: true, force: true})
   })
 
+  // docker stop or a rolling update can come the moment the HTTP server answers, while the rest of
+  // the service still starts: that SIGTERM must be a clean shutdown too (it was Node's default death
+  // by the signal, exit 143, until the handlers were installed before start-up).
+  it('a SIGTERM the moment it listens (start-up not finished) stops it cleanly: exit 0, shutdown complete', async () => {
+    for (let round = 0; round < 3; round++) {
+      const dir = await tempDir('dbb-serve-e2e-')
+      const child = startCli(['serve'], {
+        ...cluster.dbbEnv('shop'),
+        BACKUP_LOCAL_DIR: dir,
+        API_TOKEN: TOKEN,
+        HTTP_HOST: '127.0.0.1',
+        HTTP_PORT: '0',
+        BACKUP_SCHEDULE: '0 3 1 1 *',
+      })
+      const result = collect(child)
+      let stderr = ''
+      child.stderr?.on('data', (text: Buffer) => {
+        const before = stderr
+        stderr += text.toString()
+        if (!before.includes('"event":"server.listening"') && stderr.includes('"event":"server.listening"')) child.kill('SIGTERM')
+      })
+      const {code, signal} = await result.then((done) => ({code: done.code, signal: child.signalCode}))
+      expect([round, code, signal, stderr.includes('"event":"shutdown.complete"')]).toEqual([round, 0, null, true])
+      await fs.rm(dir, {recursive: true, force: true})
+    }
+  }, 120_000)
+
   it('on SIGTERM aborts a backup that outlasts SHUTDOWN_GRACE, leaves nothing behind, and exits 0', async () => {
     const unlock = await holdTableLock(cluster, 'shop', 'customers')
     try {
