@@ -24,8 +24,10 @@ if ((process.argv[2] === 'wal' && process.argv[3] === 'fetch') || process.argv[2
   if (fetchArgs) Object.assign(process.env, fetchArgs.overrides)
   if (fetchArgs && ['', 'local', 's3'].includes((process.env.STORAGE_BACKEND ?? '').trim())) {
     const startPrefetcher = (name, segmentSize) => require('../dist/backup/child-process').spawnDetachedDbb(__filename, ['wal', 'prefetch', name, String(segmentSize)])
-    const code = require('../dist/wal/foreground').fetchFromQueue(fetchArgs.name, fetchArgs.destination, process.env, startPrefetcher)
+    const foreground = require('../dist/wal/foreground')
+    const code = foreground.fetchFromQueue(fetchArgs.name, fetchArgs.destination, process.env, startPrefetcher)
     if (code !== undefined) process.exit(code)
+    foreground.startPrefetcherEarly(fetchArgs.name, process.env, startPrefetcher)
   }
 }
 

@@ -9,7 +9,7 @@ import {SETTING_NAMES, SettingSpec, resolveSettings, setting} from '../settings'
 import {fetchWal, pushWal} from './archive'
 import {declareNotInArchive} from './fetch-exit'
 import {parseWalFetchArgs} from './fetch-args'
-import {awaitPrefetcherReady, identityLine, notePrefetchWanted, prefetcherRunning, queueDirFor, storageIdentity} from './foreground'
+import {awaitPrefetcherReady, identityLine, notePrefetchWanted, prefetcherRunning, prefetcherStartedEarly, queueDirFor, storageIdentity} from './foreground'
 import {prefetch, startPrefetcher, takeQueued, yieldToRecovery} from './prefetch'
 import {walFileKind} from './segments'
 import {ensureUploader, lockSpool, queueWal, runUploader, takeUploadedMarker} from './spool'
@@ -136,7 +136,8 @@ export async function runFast(invocation: FastInvocation, givenEnv: NodeJS.Proce
         const kind = walFileKind(invocation.name)
         const prefetchDir = spoolDir && prefetchCount > 0 && (kind === 'segment' || kind === 'history') ? queueDirFor(path.resolve(spoolDir), storageIdentity(env)) : undefined
         const queueDir = kind === 'segment' ? prefetchDir : undefined
-        let prefetcherStarted = false
+        // bin/run.js may have started it already, before this process loaded the rest of dbb.
+        let prefetcherStarted = prefetcherStartedEarly()
         const startOnce = (name: string, segmentSize: number) => {
           if (prefetcherStarted) return
           prefetcherStarted = true

@@ -28,6 +28,8 @@ import {recordedProcessAlive} from '../process-alive'
 
 /** A WAL segment name; .history/.backup/.partial files are rare and take the full path. */
 const SEGMENT = /^[0-9A-F]{24}$/
+/** A timeline history file (src/wal/segments.ts, which this file does not load): the prefetcher answers those too. */
+const HISTORY = /^[0-9A-F]{8}\.history$/
 const UPLOADED_DIR = 'uploaded'
 const LOCK_FILE = 'uploader.pid'
 const ERROR_FILE = 'uploader.error'
@@ -246,6 +248,29 @@ export function awaitPrefetcherReady(queueDir: string, waitMs = PREFETCHER_READY
     if (Date.now() >= deadline) return false
     sleepSync(POLL_MS)
   }
+}
+
+let prefetcherStartedHere = false
+
+/** Whether startPrefetcherEarly started a prefetcher in this process (the full path then waits for it instead of starting another). */
+export function prefetcherStartedEarly(): boolean {
+  return prefetcherStartedHere
+}
+
+/**
+ * Starts the prefetcher of this fetch's queue now, when prefetch is on and none runs — before this
+ * process loads the config, the logger and the storage backend (≈ 0.15 s of CPU) for its own
+ * download. A recovery's first request (the .history probe) waits for the prefetcher to serve
+ * (awaitPrefetcherReady); begun here, the prefetcher's Node start overlaps this one's on the other
+ * core instead of following it (BENCHMARKS.md, "Session 13: replay"). It starts as the full path
+ * started it: with the requested name and no segment size (backup_label or `wanted` gives it).
+ */
+export function startPrefetcherEarly(name: string, env: NodeJS.ProcessEnv, start: (name: string, segmentSize: number) => void): void {
+  const spool = env.WAL_SPOOL_DIR?.trim()
+  if (!spool || !prefetchCount(env) || !(SEGMENT.test(name) || HISTORY.test(name))) return
+  if (prefetcherRunning(queueDirFor(path.resolve(spool), storageIdentity(env)))) return
+  start(name, 0)
+  prefetcherStartedHere = true
 }
 
 /** `wal fetch <name> <dest>` answered from the prefetch queue; undefined: take the full path. */

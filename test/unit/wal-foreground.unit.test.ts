@@ -106,3 +106,38 @@ describe('identityLine (what bin/dbb-wal compares to find its archive’s prefet
     expect(identityLine(storageIdentity({S3_PREFIX: 'a\tb'}))).toBeUndefined()
   })
 })
+
+describe('startPrefetcherEarly (bin/run.js, before the rest of dbb loads)', () => {
+  it('starts the prefetcher for a .history probe or a segment when prefetch is on and none runs, and tells the full path it did', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dbb-early-prefetch-'))
+    try {
+      jest.isolateModules(() => {
+        const foreground = require('../../src/wal/foreground') as typeof import('../../src/wal/foreground')
+        const {processStartTime} = require('../../src/process-alive') as typeof import('../../src/process-alive')
+        const started: Array<[string, number]> = []
+        const start = (name: string, segmentSize: number) => started.push([name, segmentSize])
+        const env = {WAL_SPOOL_DIR: dir, BACKUP_LOCAL_DIR: '/archive'}
+        // Prefetch off (no spool, WAL_PREFETCH=0, or a value the full path reports), or a file the prefetcher does not serve.
+        foreground.startPrefetcherEarly('00000002.history', {BACKUP_LOCAL_DIR: '/archive'}, start)
+        foreground.startPrefetcherEarly('00000002.history', {...env, WAL_PREFETCH: '0'}, start)
+        foreground.startPrefetcherEarly('00000002.history', {...env, WAL_PREFETCH: 'many'}, start)
+        foreground.startPrefetcherEarly('000000010000000000000002.00000028.backup', env, start)
+        expect(started).toEqual([])
+        // A live prefetcher holds this archive's queue: it is not started twice.
+        const queueDir = foreground.queueDirFor(dir, foreground.storageIdentity(env))
+        fs.mkdirSync(queueDir, {recursive: true})
+        fs.writeFileSync(path.join(queueDir, 'uploader.pid'), `${process.pid}\n\n${processStartTime(process.pid)}\n`)
+        foreground.startPrefetcherEarly('00000002.history', env, start)
+        expect(started).toEqual([])
+        expect(foreground.prefetcherStartedEarly()).toBe(false)
+        // None runs (another archive's does not count): started with no segment size, which backup_label or `wanted` gives it.
+        fs.rmSync(path.join(queueDir, 'uploader.pid'))
+        foreground.startPrefetcherEarly('00000002.history', env, start)
+        expect(started).toEqual([['00000002.history', 0]])
+        expect(foreground.prefetcherStartedEarly()).toBe(true)
+      })
+    } finally {
+      fs.rmSync(dir, {recursive: true, force: true})
+    }
+  })
+})
