@@ -1,4 +1,4 @@
-import {createWriteStream, readdirSync} from 'node:fs'
+import {FSWatcher, createWriteStream, readdirSync, watch} from 'node:fs'
 import * as fs from 'node:fs/promises'
 import * as os from 'node:os'
 import * as path from 'node:path'
@@ -41,6 +41,38 @@ const WANTED_IDLE_EXIT_MS = 10_000
 /** How often it looks at `wanted`; also how long it waits before asking again past the end of the archive. */
 const POLL_MS = 20
 const END_OF_ARCHIVE_RETRY_MS = 1000
+
+/**
+ * Waits up to `pollMs`, or less: until bin/dbb-wal writes a question (ASK_FILE) or where recovery is
+ * (WANTED_FILE) in `queueDir`. PostgreSQL waits for those answers (a question is an unqueued file,
+ * asked at the start and at the end of every recovery), and a poll alone added half a period to
+ * each. Where the directory cannot be watched, it is a poll.
+ */
+export function queueWaiter(queueDir: string, pollMs = POLL_MS): {wait: () => Promise<void>; close: () => void} {
+  let wake: (() => void) | undefined
+  let watcher: FSWatcher | undefined
+  try {
+    watcher = watch(queueDir, (_event, file) => {
+      if (file === ASK_FILE || file === WANTED_FILE) wake?.()
+    })
+    watcher.on('error', () => watcher?.close())
+  } catch {
+    // No inotify here: polling only.
+  }
+
+  return {
+    wait: () =>
+      new Promise<void>((resolve) => {
+        const timer = setTimeout(() => wake?.(), pollMs)
+        wake = () => {
+          wake = undefined
+          clearTimeout(timer)
+          resolve()
+        }
+      }),
+    close: () => watcher?.close(),
+  }
+}
 
 /** The `count` segment names after `name` on its timeline, for segments of `segmentSize` bytes. */
 export function nextSegmentNames(name: string, count: number, segmentSize: number): string[] {
@@ -245,6 +277,9 @@ export async function prefetch(options: {
   const failed = new Set<string>()
   let endOfArchive: {name: string; at: number} | undefined
   let answered: string | undefined
+  /** The last segment queued again at the end of the archive (once per segment: see below). */
+  let requeued: string | undefined
+  const waiter = queueWaiter(queueDir)
   try {
     // A fetch waiting on an answer (bin/dbb-wal) goes before the read-ahead: looked at before each
     // window and after each download in it.
@@ -299,19 +334,23 @@ export async function prefetch(options: {
       const window = nextSegmentNames(wanted.name, options.count, wanted.segmentSize)
       // `wanted` itself too: queued ahead from backup_label, it is the one PostgreSQL asks for next.
       const keep = new Set([...window, wanted.name, ...(ask ? [ask.name] : [])])
-      // Nothing is being downloaded here, so a `.dbb-partial` is a killed prefetcher's leftover: removed too.
+      // A `.dbb-partial` of a name not being downloaded is a killed prefetcher's leftover: removed too.
       // Kept: the lock and another process's staged copy of it (`uploader.pid.<pid>`, src/wal/spool.ts lockSpool).
       const entries = await fs.readdir(queueDir)
+      const inFlight = [...downloading.keys()]
       for (const entry of entries) {
-        if (!entry.startsWith(PREFETCH_PID_FILE) && entry !== IDENTITY_FILE && !entry.startsWith(WANTED_FILE) && !keep.has(entry)) await fs.rm(path.join(queueDir, entry), {force: true})
+        if (entry.startsWith(PREFETCH_PID_FILE) || entry === IDENTITY_FILE || entry.startsWith(WANTED_FILE) || keep.has(entry)) continue
+        if (inFlight.some((name) => entry.startsWith(`${name}.`))) continue
+        await fs.rm(path.join(queueDir, entry), {force: true})
       }
 
       const present = new Set(entries)
       if (endOfArchive && Date.now() - endOfArchive.at > END_OF_ARCHIVE_RETRY_MS) endOfArchive = undefined
       const missing = window.filter((name) => !present.has(name) && !failed.has(name) && !(endOfArchive && name >= endOfArchive.name))
-      const worker = async () => {
-        for (let name = missing.shift(); name !== undefined; name = missing.shift()) {
-          if (endOfArchive && name >= endOfArchive.name) return
+      const worker = async (limit = Number.POSITIVE_INFINITY) => {
+        for (let taken = 0; taken < limit; taken++) {
+          const name = missing.shift()
+          if (name === undefined || (endOfArchive && name >= endOfArchive.name)) return
           try {
             await download(name)
           } catch (error) {
@@ -329,8 +368,24 @@ export async function prefetch(options: {
         }
       }
 
-      if (missing.length > 0) await Promise.all([worker(), worker()])
-      else await new Promise((resolve) => setTimeout(resolve, POLL_MS))
+      // At the end of the archive (the segment after `wanted` is absent) recovery ends, and
+      // PostgreSQL then reads the last segment once more, through restore_command (PostgreSQL 15:
+      // the end-of-log record; BENCHMARKS.md, "Session 13: replay"). Queued again — once — that
+      // request is a rename instead of a download while PostgreSQL waits to finish recovery.
+      if (endOfArchive?.name === window[0] && requeued !== wanted.name && !failed.has(wanted.name)) {
+        requeued = wanted.name
+        // In the background: a question about the segment after it (absent: recovery's next request)
+        // is answered meanwhile; one about this one waits for this download (`downloading`).
+        if (!present.has(wanted.name)) void download(wanted.name).catch(() => {})
+      }
+
+      if (missing.length > 0) {
+        // The segment recovery asks for next goes alone: beside another download it takes twice as
+        // long on two cores, and PostgreSQL is waiting for it (the start of a replay, or a queue
+        // that fell behind). The rest two at a time.
+        if (missing[0] === window[0]) await worker(1)
+        await Promise.all([worker(), worker()])
+      } else await waiter.wait()
       const next = await readWanted(queueDir, wanted.segmentSize)
       if (next && (next.name !== wanted.name || next.segmentSize !== wanted.segmentSize)) {
         wanted = next
@@ -339,6 +394,9 @@ export async function prefetch(options: {
       }
     }
   } finally {
+    // A background download (the end of the archive's) ends before the queue is let go.
+    await Promise.all(downloading.values())
+    waiter.close()
     await lock.release()
   }
 

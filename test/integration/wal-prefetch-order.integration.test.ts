@@ -1,0 +1,116 @@
+import {randomBytes} from 'node:crypto'
+import {existsSync} from 'node:fs'
+import * as fs from 'node:fs/promises'
+import * as path from 'node:path'
+import {gzipSync} from 'node:zlib'
+import type {Readable} from 'node:stream'
+
+import {LocalBackend} from '../../src/plugins/local/src/local-backend'
+import {ASK_FILE, WANTED_FILE} from '../../src/wal/foreground'
+import {prefetch, queueWaiter} from '../../src/wal/prefetch'
+import {tempDir} from '../helpers/cli'
+import {waitFor} from '../helpers/wal'
+
+/**
+ * The prefetcher's order of work, on real local storage, in-process: what PostgreSQL waits for
+ * first is done first. The segment recovery asks for next is downloaded alone (beside another it
+ * takes twice as long), the last segment of the archive is queued a second time for the request
+ * PostgreSQL makes for it at the end of recovery (once), and a question of bin/dbb-wal wakes an
+ * idle prefetcher instead of waiting for its next poll. Storage is observed (every read of an
+ * object, when it starts and when its stream ends), never replaced.
+ */
+const SEGMENT_SIZE = 256 * 1024
+const segment = (n: number) => `0000000100000000000000${n.toString(16).toUpperCase().padStart(2, '0')}`
+
+class ObservedStorage extends LocalBackend {
+  readonly events: string[] = []
+
+  override async get(key: string, options?: Parameters<LocalBackend['get']>[1]): Promise<Readable> {
+    const stream = await super.get(key, options)
+    const name = path.basename(key).replace(/\..*$/, '')
+    this.events.push(`start ${name}`)
+    stream.once('end', () => this.events.push(`end ${name}`))
+    return stream
+  }
+
+  reads(name: string): number {
+    return this.events.filter((event) => event === `start ${name}`).length
+  }
+}
+
+describe('the prefetcher does first what PostgreSQL waits for', () => {
+  let workDir: string
+  let queueDir: string
+  let storage: ObservedStorage
+  const contents = new Map<number, Buffer>()
+
+  beforeEach(async () => {
+    workDir = await tempDir('dbb-prefetch-order-')
+    queueDir = path.join(workDir, 'queue')
+    await fs.mkdir(path.join(workDir, 'store', 'wal'), {recursive: true})
+    storage = new ObservedStorage(path.join(workDir, 'store'))
+  })
+
+  afterEach(async () => {
+    await fs.rm(workDir, {recursive: true, force: true})
+  })
+
+  async function archive(count: number): Promise<void> {
+    for (let n = 1; n <= count; n++) {
+      contents.set(n, randomBytes(SEGMENT_SIZE))
+      await fs.writeFile(path.join(workDir, 'store', 'wal', `${segment(n)}.gz`), gzipSync(contents.get(n)!))
+    }
+  }
+
+  /** What bin/dbb-wal does with a queued segment: renames it out, then says where recovery is. */
+  async function deliver(n: number): Promise<Buffer> {
+    const destination = path.join(workDir, `delivered-${n}-${Date.now()}`)
+    await fs.rename(path.join(queueDir, segment(n)), destination)
+    await fs.writeFile(path.join(queueDir, WANTED_FILE), `${segment(n)}\n`)
+    return fs.readFile(destination)
+  }
+
+  const queued = (n: number) => existsSync(path.join(queueDir, segment(n)))
+
+  it('downloads the segment recovery asks for next alone, before the read-ahead after it', async () => {
+    await archive(6)
+    const running = prefetch({storage, queueDir, name: segment(1), count: 4, segmentSize: SEGMENT_SIZE, idleExitMs: 2000})
+    await waitFor('segments 2 to 5 queued', async () => ([2, 3, 4, 5].every(queued) ? true : undefined))
+    await running
+    // Segment 2 was read to its end before any other read began; the rest two at a time.
+    expect(storage.events.slice(0, 2)).toEqual([`start ${segment(2)}`, `end ${segment(2)}`])
+    expect(new Set(storage.events.slice(2, 4))).toEqual(new Set([`start ${segment(3)}`, `start ${segment(4)}`]))
+  }, 60_000)
+
+  it('queues the last segment again at the end of the archive, once, with the exact bytes', async () => {
+    await archive(3)
+    const running = prefetch({storage, queueDir, name: segment(1), count: 4, segmentSize: SEGMENT_SIZE, idleExitMs: 4000})
+    await waitFor('segments 2 and 3 queued', async () => (queued(2) && queued(3) ? true : undefined))
+    expect((await deliver(2)).equals(contents.get(2)!)).toBe(true)
+    expect((await deliver(3)).equals(contents.get(3)!)).toBe(true)
+    // Recovery reached the last segment and the one after it is absent: PostgreSQL will ask for 3 again.
+    await waitFor('segment 3 queued again', async () => (queued(3) ? true : undefined))
+    expect((await deliver(3)).equals(contents.get(3)!)).toBe(true)
+    // Asked for again (the same `wanted`), it is not downloaded a third time while the prefetcher
+    // runs on to its idle exit (asking again past the end every second: a standby's archive grows).
+    await running
+    expect(queued(3)).toBe(false)
+    expect(storage.reads(segment(3))).toBe(2)
+  }, 60_000)
+
+  it('an idle prefetcher wakes when bin/dbb-wal writes a question or where recovery is', async () => {
+    await fs.mkdir(queueDir)
+    // A poll this long would fail the test by jest's timeout: only the write can end these waits.
+    for (const file of [ASK_FILE, WANTED_FILE]) {
+      const waiter = queueWaiter(queueDir, 3_600_000)
+      try {
+        const woken = waiter.wait()
+        await new Promise((resolve) => setTimeout(resolve, 50))
+        await fs.writeFile(path.join(queueDir, file), `${segment(2)}\n`)
+        await woken
+      } finally {
+        waiter.close()
+      }
+    }
+  }, 30_000)
+})
