@@ -1,7 +1,7 @@
 import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
 
-import {OperationError, UsageError} from '../errors'
+import {EXIT_WAL_FETCH_FATAL, OperationError, UsageError} from '../errors'
 import {processAlive} from '../process-alive'
 import type {RecoveryTarget} from './base'
 
@@ -118,11 +118,19 @@ export function shellWord(word: string): string {
 }
 
 /**
- * `DBB_NODE=<node> <bin/dbb-wal> fetch <storage flags> %f %p`: the restore_command dbb restore
- * writes. bin/dbb-wal (POSIX sh) hands over a segment the prefetcher queued without starting Node
- * and execs `<node> bin/run.js wal fetch …` for everything else, so the exit-code contract is the
- * one of `dbb wal fetch`.
+ * `set -- fetch <storage flags> %f %p; DBB_NODE=<node>; DBB_WAL=<bin/dbb-wal>; command . <bin/dbb-wal>;
+ * exit 200`: the restore_command dbb restore writes. bin/dbb-wal (POSIX sh) hands over a segment
+ * the prefetcher queued without starting Node and execs `<node> bin/run.js wal fetch …` for
+ * everything else, so the exit-code contract is the one of `dbb wal fetch`. It is sourced into the
+ * sh PostgreSQL starts rather than run by it: one program less per segment, 3 ms of the 13 a call
+ * took under replay (BENCHMARKS.md, "Session 13: replay"). A plain `.` of a script that is missing
+ * or unreadable (dbb moved or upgraded, the server in another container) exits the sh with 2, which
+ * PostgreSQL reads as "not in archive" and ends recovery there (and a directory in its place is
+ * sourced as nothing, exit 0 without a file: the same). `command .` returns instead, and since the
+ * script never returns (it exits or execs Node), `; exit 200` makes any return fatal, as exec-ing a
+ * missing script (127) always was.
  */
 export function walForegroundFetchCommand(node: string, foreground: string, storageArgs: string[]): string {
-  return `DBB_NODE=${shellWord(node)} ${[foreground, 'fetch', ...storageArgs].map((word) => shellWord(word)).join(' ')} %f %p`
+  const script = shellWord(foreground)
+  return `set -- ${['fetch', ...storageArgs].map((word) => shellWord(word)).join(' ')} %f %p; DBB_NODE=${shellWord(node)}; DBB_WAL=${script}; command . ${script}; exit ${EXIT_WAL_FETCH_FATAL}`
 }

@@ -65,8 +65,9 @@ describe('point-in-time recovery (real PostgreSQL, archive_command = dbb wal pus
     expect(outcome).toMatchObject({id: metadata.id, pgdata: db.dataDir, target: null, sha256: metadata.sha256})
     expect(await fs.readFile(path.join(db.dataDir, 'recovery.signal'), 'utf8')).toBe('')
     const autoConf = await fs.readFile(path.join(db.dataDir, 'postgresql.auto.conf'), 'utf8')
-    expect(autoConf).toContain(`restore_command = 'DBB_NODE=${process.execPath} ${path.resolve('bin/dbb-wal')} fetch `)
-    expect(autoConf).toContain(`wal fetch --storage local --local-dir ${storeDir} %f %p'`)
+    // dbb's sh foreground, sourced into PostgreSQL's sh, with this dbb's Node and the archive's settings.
+    const foreground = path.resolve('bin/dbb-wal')
+    expect(autoConf).toContain(`restore_command = 'set -- fetch --storage local --local-dir ${storeDir} %f %p; DBB_NODE=${process.execPath}; DBB_WAL=${foreground}; command . ${foreground}; exit 200'`)
 
     await db.start()
     await waitForPromotion(db)

@@ -7,6 +7,7 @@ import {promisify} from 'node:util'
 import {gunzipSync, gzipSync} from 'node:zlib'
 
 import {EXIT_WAL_FETCH_FATAL, EXIT_WAL_NOT_IN_ARCHIVE} from '../../src/errors'
+import {walForegroundFetchCommand} from '../../src/restore/recovery-config'
 import {PREFETCHER_READY_WAIT_MS, fileIdentity, identityLine, queueDirFor, storageIdentity} from '../../src/wal/foreground'
 import {PREFETCH_NICENESS} from '../../src/wal/prefetch'
 import {CliResult, ROOT, cliEnv, collect, runCli, tempDir} from '../helpers/cli'
@@ -188,6 +189,22 @@ describe('bin/dbb-wal, the sh foreground', () => {
 
     const noNode = await foreground(['fetch', '--storage', 'local', '--local-dir', storeDir, name, 'pg_wal/RECOVERYXLOG'], {DBB_NODE: path.join(workDir, 'no-such-node')}, workDir)
     expect(noNode.code).toBeGreaterThan(125)
+    // Sourced (dbb restore's restore_command): the same two answers.
+    const sourcedDown = await sourcedFetch([], name, 'pg_wal/RECOVERYXLOG', s3Down, workDir)
+    expect(sourcedDown.code).toBe(EXIT_WAL_FETCH_FATAL)
+    expect(sourcedDown.stderr).toMatch(/ECONNREFUSED/)
+    const sourcedNoNode = await sourcedFetch(['--storage', 'local', '--local-dir', storeDir], name, 'pg_wal/RECOVERYXLOG', {}, workDir, path.join(workDir, 'no-such-node'))
+    expect(sourcedNoNode.code).toBeGreaterThan(125)
+    // The script itself missing (dbb moved, or the server in a container without it) or not sh: a
+    // plain `.` would exit 2 ("not in archive": recovery would end here); dbb restore's form is fatal.
+    const garbled = path.join(workDir, 'dbb-wal-garbled')
+    await fs.writeFile(garbled, 'if then fi\n')
+    for (const script of [path.join(workDir, 'no-such-dbb-wal'), garbled, workDir]) {
+      const broken = await sourcedFetch(['--storage', 'local', '--local-dir', storeDir], name, 'pg_wal/RECOVERYXLOG', {}, workDir, process.execPath, script)
+      expect(broken.code).toBe(EXIT_WAL_FETCH_FATAL)
+    }
+
+    expect(fsSync.existsSync(path.join(workDir, 'pg_wal', 'RECOVERYXLOG'))).toBe(false)
   }, 60_000)
 })
 
@@ -197,7 +214,19 @@ describe('bin/dbb-wal, the sh foreground', () => {
  * "Not in archive" (1) comes only from that fresh answer; an archive that grew is served; a read
  * error is never "absent".
  */
-describe('bin/dbb-wal asking the prefetcher', () => {
+/**
+ * restore_command as dbb restore writes it: bin/dbb-wal sourced into PostgreSQL's sh (one program
+ * less per segment), its Node named in the command. `%f` and `%p` are put in as PostgreSQL does.
+ */
+function sourcedFetch(storageArgs: string[], name: string, destination: string, env: Record<string, string | undefined>, cwd: string, node = process.execPath, script = FOREGROUND): Promise<CliResult> {
+  const command = walForegroundFetchCommand(node, script, storageArgs).replace('%f', name).replace('%p', destination)
+  return collect(spawn('/bin/sh', ['-c', command], {env: cliEnv(env), cwd, stdio: ['ignore', 'pipe', 'pipe']}))
+}
+
+describe.each([
+  ['run by the sh', false],
+  ['sourced, as dbb restore writes restore_command', true],
+])('bin/dbb-wal asking the prefetcher (%s)', (_form, sourced) => {
   let workDir: string
   let storeDir: string
   let spoolDir: string
@@ -223,7 +252,10 @@ describe('bin/dbb-wal asking the prefetcher', () => {
     await fs.writeFile(path.join(storeDir, 'wal', `${segment(n)}.gz`), gzipSync(contents.get(n)!))
   }
 
-  const fetch = (name: string) => foreground(['fetch', '--storage', 'local', '--local-dir', storeDir, name, 'pg_wal/RECOVERYXLOG'], {WAL_SPOOL_DIR: spoolDir, WAL_PREFETCH: '2'}, workDir)
+  const fetch = (name: string) =>
+    sourced
+      ? sourcedFetch(['--storage', 'local', '--local-dir', storeDir], name, 'pg_wal/RECOVERYXLOG', {WAL_SPOOL_DIR: spoolDir, WAL_PREFETCH: '2'}, workDir)
+      : foreground(['fetch', '--storage', 'local', '--local-dir', storeDir, name, 'pg_wal/RECOVERYXLOG'], {WAL_SPOOL_DIR: spoolDir, WAL_PREFETCH: '2'}, workDir)
   const delivered = () => fs.readFile(path.join(workDir, 'pg_wal', 'RECOVERYXLOG'))
 
   it('answers "not in archive" from a fresh storage answer, serves what arrived since, and never turns a read error into "absent"; a SIGKILLed prefetcher hands over nothing partial', async () => {
@@ -402,7 +434,7 @@ describe('bin/dbb-wal with a real PostgreSQL', () => {
 
     const restore = await runCli(['restore', '--type', 'base', 'latest', '--pgdata', db.dataDir, '--force', '--json'], {BACKUP_LOCAL_DIR: storeDir})
     expect(restore.code).toBe(0)
-    expect(await fs.readFile(path.join(db.dataDir, 'postgresql.auto.conf'), 'utf8')).toContain(`restore_command = 'DBB_NODE=${process.execPath} ${FOREGROUND} fetch --storage local`)
+    expect(await fs.readFile(path.join(db.dataDir, 'postgresql.auto.conf'), 'utf8')).toContain(`restore_command = 'set -- fetch --storage local`)
     await fs.writeFile(path.join(db.baseDir, 'server.log'), '')
     process.env.WAL_SPOOL_DIR = fetchSpool
     await db.start()

@@ -60,7 +60,7 @@ describe('the restored data directory', () => {
     await fs.writeFile(path.join(dir, 'PG_VERSION'), '15\n')
     await fs.writeFile(path.join(dir, 'postgresql.auto.conf'), "work_mem = '8MB'\nrestore_command = 'old'\nrecovery_target_time = '2020-01-01 00:00+00'\n")
     const restoreCommand = walForegroundFetchCommand('/usr/bin/node', '/opt/dbb/bin/dbb-wal', ['--storage', 'local', '--local-dir', "/srv/it's backups"])
-    expect(restoreCommand).toBe(`DBB_NODE=/usr/bin/node /opt/dbb/bin/dbb-wal fetch --storage local --local-dir '/srv/it'\\''s backups' %f %p`)
+    expect(restoreCommand).toBe(`set -- fetch --storage local --local-dir '/srv/it'\\''s backups' %f %p; DBB_NODE=/usr/bin/node; DBB_WAL=/opt/dbb/bin/dbb-wal; command . /opt/dbb/bin/dbb-wal; exit 200`)
     await writeRecoveryConfig(dir, {restoreCommand, target: {kind: 'lsn', value: '0/3000060'}, archiving: 'inherited', backupId: 'backup_20261121T030000Z.tar.gz'})
 
     expect(await fs.readFile(path.join(dir, 'recovery.signal'), 'utf8')).toBe('')
@@ -70,7 +70,7 @@ describe('the restored data directory', () => {
     expect(conf).toContain("# replaced by dbb restore: recovery_target_time = '2020-01-01 00:00+00'")
     const active = conf.split('\n').filter((line) => /^(restore_command|recovery_target)/.test(line))
     expect(active).toEqual([
-      `restore_command = 'DBB_NODE=/usr/bin/node /opt/dbb/bin/dbb-wal fetch --storage local --local-dir ''/srv/it''\\''''s backups'' %f %p'`,
+      `restore_command = 'set -- fetch --storage local --local-dir ''/srv/it''\\''''s backups'' %f %p; DBB_NODE=/usr/bin/node; DBB_WAL=/opt/dbb/bin/dbb-wal; command . /opt/dbb/bin/dbb-wal; exit 200'`,
       "recovery_target_lsn = '0/3000060'",
       "recovery_target_action = 'promote'",
     ])
