@@ -41,6 +41,8 @@ const WANTED_IDLE_EXIT_MS = 10_000
 /** How often it looks at `wanted`; also how long it waits before asking again past the end of the archive. */
 const POLL_MS = 20
 const END_OF_ARCHIVE_RETRY_MS = 1000
+/** A copy of the archive's last segment, for PostgreSQL's second request for it at the end of recovery. */
+const SPARE_SUFFIX = '.again'
 
 /**
  * Waits up to `pollMs`, or less: until bin/dbb-wal writes a question (ASK_FILE) or where recovery is
@@ -115,6 +117,25 @@ export function yieldToRecovery(): void {
     } catch {
       // A thread that ended meanwhile; lowering one's own priority needs no privilege.
     }
+  }
+}
+
+/** Copies `source` to `destination` whole and fsynced (a temporary file, renamed in only when complete). */
+async function copyWhole(source: string, destination: string): Promise<void> {
+  const partial = temporaryFileFor(destination, 'copy')
+  try {
+    await fs.copyFile(source, partial)
+    const handle = await fs.open(partial, 'r+')
+    try {
+      await handle.sync()
+    } finally {
+      await handle.close()
+    }
+
+    await fs.rename(partial, destination)
+  } catch (error) {
+    await fs.rm(partial, {force: true})
+    throw error
   }
 }
 
@@ -277,7 +298,8 @@ export async function prefetch(options: {
   const failed = new Set<string>()
   let endOfArchive: {name: string; at: number} | undefined
   let answered: string | undefined
-  /** The last segment queued again at the end of the archive (once per segment: see below). */
+  /** The last segment whose spare copy was made, and the last one queued again from it (once each: see below). */
+  let spared: string | undefined
   let requeued: string | undefined
   const waiter = queueWaiter(queueDir)
   try {
@@ -332,8 +354,13 @@ export async function prefetch(options: {
       }
 
       const window = nextSegmentNames(wanted.name, options.count, wanted.segmentSize)
+      if (endOfArchive && Date.now() - endOfArchive.at > END_OF_ARCHIVE_RETRY_MS) endOfArchive = undefined
+      // The archive's last segment, when its end is in sight: the one before the first absent.
+      const sequence = [wanted.name, ...window]
+      const endIndex = endOfArchive ? sequence.indexOf(endOfArchive.name) : -1
+      const last = endIndex > 0 ? sequence[endIndex - 1] : undefined
       // `wanted` itself too: queued ahead from backup_label, it is the one PostgreSQL asks for next.
-      const keep = new Set([...window, wanted.name, ...(ask ? [ask.name] : [])])
+      const keep = new Set([...window, wanted.name, ...(ask ? [ask.name] : []), `${wanted.name}${SPARE_SUFFIX}`, ...(last ? [`${last}${SPARE_SUFFIX}`] : [])])
       // A `.dbb-partial` of a name not being downloaded is a killed prefetcher's leftover: removed too.
       // Kept: the lock and another process's staged copy of it (`uploader.pid.<pid>`, src/wal/spool.ts lockSpool).
       const entries = await fs.readdir(queueDir)
@@ -345,7 +372,6 @@ export async function prefetch(options: {
       }
 
       const present = new Set(entries)
-      if (endOfArchive && Date.now() - endOfArchive.at > END_OF_ARCHIVE_RETRY_MS) endOfArchive = undefined
       const missing = window.filter((name) => !present.has(name) && !failed.has(name) && !(endOfArchive && name >= endOfArchive.name))
       const worker = async (limit = Number.POSITIVE_INFINITY) => {
         for (let taken = 0; taken < limit; taken++) {
@@ -368,15 +394,25 @@ export async function prefetch(options: {
         }
       }
 
-      // At the end of the archive (the segment after `wanted` is absent) recovery ends, and
-      // PostgreSQL then reads the last segment once more, through restore_command (PostgreSQL 15:
-      // the end-of-log record; BENCHMARKS.md, "Session 13: replay"). Queued again — once — that
-      // request is a rename instead of a download while PostgreSQL waits to finish recovery.
+      // At the end of the archive recovery ends, and PostgreSQL then reads the last segment once
+      // more, through restore_command (PostgreSQL 15: the end-of-log record; BENCHMARKS.md,
+      // "Session 13: replay"). While it is still queued, a copy of it is kept (whole, fsynced, under
+      // another name, never a link: PostgreSQL recycles the file it is handed); once recovery asked
+      // for it (`wanted`), the copy takes its place — once — so the second request is a rename, not
+      // a download while PostgreSQL waits to finish recovery. Without a copy (a prefetcher that came
+      // late), it is downloaded again, in the background: a question about the absent segment after
+      // it is answered meanwhile, one about this one waits for the download (`downloading`).
+      if (last !== undefined && last !== wanted.name && present.has(last) && spared !== last) {
+        spared = last
+        await copyWhole(path.join(queueDir, last), path.join(queueDir, `${last}${SPARE_SUFFIX}`)).catch(() => {})
+      }
+
       if (endOfArchive?.name === window[0] && requeued !== wanted.name && !failed.has(wanted.name)) {
         requeued = wanted.name
-        // In the background: a question about the segment after it (absent: recovery's next request)
-        // is answered meanwhile; one about this one waits for this download (`downloading`).
-        if (!present.has(wanted.name)) void download(wanted.name).catch(() => {})
+        if (!present.has(wanted.name)) {
+          const spare = path.join(queueDir, `${wanted.name}${SPARE_SUFFIX}`)
+          if (!(await fs.rename(spare, path.join(queueDir, wanted.name)).then(() => true, () => false))) void download(wanted.name).catch(() => {})
+        }
       }
 
       if (missing.length > 0) {
