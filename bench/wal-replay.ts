@@ -5,7 +5,8 @@
  * `dbb-wal push --async`, twice: once with the default gzip and once with COMPRESSION=zstd into a
  * second store); the base backup is restored, in each of --rounds interleaved rounds: (A) with the
  * segments decompressed into pg_wal beforehand and restore_command = 'false', (B) with dbb
- * restore's own restore_command (`dbb-wal fetch …`, the sh foreground) on the gzip archive, (B')
+ * restore's own restore_command (`dbb-wal fetch …`, the sh foreground) on the gzip archive, (F) the
+ * floor of any restore_command here: one `mv` of a segment decompressed beforehand, (B')
  * the same on the zstd archive, and (C) with the Node foreground (`node bin/run.js wal fetch …`),
  * WAL_SPOOL_DIR in the server's environment for all three. Each time is from `pg_ctl start` to the
  * end of recovery; the ratio B/A within a round is the figure of the issue (target ≤ 1.3), and the
@@ -120,13 +121,26 @@ async function main(): Promise<void> {
       }
     }
 
-    const intoPgWal = async (dataDir: string) => {
+    const decompressInto = async (dataDir: string, directory: string) => {
       const {uid, gid} = await fs.stat(dataDir)
       for (const entry of segments) {
-        const target = path.join(dataDir, 'pg_wal', entry.slice(0, 24))
+        const target = path.join(directory, entry.slice(0, 24))
         await fs.writeFile(target, gunzipSync(await fs.readFile(path.join(storeDir, 'wal', entry))), {mode: 0o600})
         if (isRoot) await fs.chown(target, uid, gid)
       }
+    }
+
+    const intoPgWal = (dataDir: string) => decompressInto(dataDir, path.join(dataDir, 'pg_wal'))
+    // The floor of any restore_command on this machine: the segments already decompressed beside
+    // the cluster, restore_command one `mv` (a sh and one program per segment, as bin/dbb-wal's
+    // fastest answer), no download, no check, no prefetcher taking CPU. What the replay costs
+    // beyond this is dbb's; up to it, PostgreSQL's way of asking.
+    const staged = `${fetchSpool}-staged`
+    const intoStaged = async (dataDir: string) => {
+      await fs.rm(staged, {recursive: true, force: true})
+      await fs.mkdir(staged, {mode: 0o700})
+      if (isRoot) await fs.chown(staged, (await fs.stat(dataDir)).uid, (await fs.stat(dataDir)).gid)
+      await decompressInto(dataDir, staged)
     }
 
     // Every run starts with an empty queue and no prefetcher, as a restore does.
@@ -144,7 +158,8 @@ async function main(): Promise<void> {
     const nodeCommand = `${process.execPath} ${DBB} wal fetch --storage local --local-dir ${storeDir} %f %p`
     const variants: Array<{label: string; row: string; args: string[]; prepare: (dataDir: string) => Promise<void>; env: Record<string, string>; store: string}> = [
       {label: 'pgwal', row: 'WAL already in pg_wal (restore_command = false)', args: ['--restore-command', 'false'], prepare: intoPgWal, env: {}, store: storeDir},
-      {label: 'fetch', row: "`dbb-wal fetch` (sh foreground: dbb restore's restore_command, WAL_PREFETCH=8), gzip archive (default)", args: [], prepare: emptyFetchSpool, env: {WAL_SPOOL_DIR: fetchSpool}, store: storeDir},
+      {label: 'mv-floor', row: 'floor of any restore_command: `mv -f <decompressed>/%f %p` (no download, no check, no prefetcher)', args: ['--restore-command', `mv -f -- ${staged}/%f %p 2>/dev/null`], prepare: intoStaged, env: {}, store: storeDir},
+      {label: 'fetch', row: "`dbb-wal fetch` (the sh foreground, sourced: dbb restore's restore_command, WAL_PREFETCH=8), gzip archive (default)", args: [], prepare: emptyFetchSpool, env: {WAL_SPOOL_DIR: fetchSpool}, store: storeDir},
       {label: 'fetch-zstd', row: '`dbb-wal fetch`, the same WAL archived with `COMPRESSION=zstd`', args: [], prepare: emptyFetchSpool, env: {WAL_SPOOL_DIR: fetchSpool, COMPRESSION: 'zstd'}, store: zstdStoreDir},
       {label: 'fetch-node', row: '`node bin/run.js wal fetch` (Node foreground, WAL_PREFETCH=8), gzip archive', args: ['--restore-command', nodeCommand], prepare: emptyFetchSpool, env: {WAL_SPOOL_DIR: fetchSpool}, store: storeDir},
     ]
@@ -185,7 +200,7 @@ async function main(): Promise<void> {
     if (from !== -1 && to > from) await fs.writeFile(report, `${existing.slice(0, from + start.length)}\n${generated}${existing.slice(to)}`)
   } finally {
     await cluster.destroy()
-    for (const dir of [...dirs, ...dirs.map((dir) => `${dir}.log`), storeDir, spoolDir, fetchSpool, zstdStoreDir, zstdSpoolDir]) await fs.rm(dir, {recursive: true, force: true})
+    for (const dir of [...dirs, ...dirs.map((dir) => `${dir}.log`), storeDir, spoolDir, fetchSpool, `${fetchSpool}-staged`, zstdStoreDir, zstdSpoolDir]) await fs.rm(dir, {recursive: true, force: true})
   }
 }
 
