@@ -1,4 +1,3 @@
-import {constants as fsConstants} from 'node:fs'
 import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
 
@@ -10,7 +9,7 @@ import {isWalFileName} from './segments'
 import {spawnDetachedDbb} from '../backup/child-process'
 import {processAlive, processStartTime} from '../process-alive'
 import {fileIdentity, lockHolderRuns, takeMatchingMarker, uploadedMarkerPath, uploaderLock} from './foreground'
-import {syncDirectory} from '../sync-directory'
+import {copyFileWhole, syncDirectory} from '../sync-directory'
 
 /**
  * Asynchronous archiving, after pgBackRest's archive-push-async: archive_command only QUEUES a
@@ -122,21 +121,10 @@ export async function queueWal(filePath: string, options: SpoolOptions): Promise
     )
   }
 
-  const partial = `${target}${PARTIAL_SUFFIX}`
   try {
-    // copyFile may clone or use copy_file_range; fsync the result either way, then publish it.
-    await fs.copyFile(filePath, partial, fsConstants.COPYFILE_FICLONE)
-    const handle = await fs.open(partial, 'r+')
-    try {
-      await handle.sync()
-    } finally {
-      await handle.close()
-    }
-
-    await fs.rename(partial, target)
+    await copyFileWhole(filePath, `${target}${PARTIAL_SUFFIX}`, target)
     await syncDirectory(spoolDir)
   } catch (error) {
-    await fs.rm(partial, {force: true})
     throw new OperationError(`queuing ${name} in ${spoolDir} failed: ${errorMessage(error)}`, {cause: error})
   }
 
