@@ -10,7 +10,7 @@ import {fetchWal, pushWal} from './archive'
 import {declareNotInArchive} from './fetch-exit'
 import {parseWalFetchArgs} from './fetch-args'
 import {awaitPrefetcherReady, identityLine, notePrefetchWanted, prefetcherRunning, prefetcherStartedEarly, queueDirFor, storageIdentity} from './foreground'
-import {prefetch, stageFirstSegment, startPrefetcher, takeQueued, yieldToRecovery} from './prefetch'
+import {prefetch, startPrefetcher, takeQueued, yieldToRecovery} from './prefetch'
 import {walFileKind} from './segments'
 import {ensureUploader, lockSpool, queueWal, runUploader, takeUploadedMarker} from './spool'
 
@@ -173,13 +173,7 @@ export async function runFast(invocation: FastInvocation, givenEnv: NodeJS.Proce
           return error.exitCode
         } finally {
           // The next request goes to bin/dbb-wal, which serves it only from a running prefetcher's queue.
-          if (prefetcherStarted && prefetchDir && identityLine(storageIdentity(env)) !== undefined) {
-            // Recovery's first request: the first segment is fetched while the prefetcher starts.
-            // Best effort, never a change of this call's answer.
-            const first = kind === 'history' ? await stageFirstSegment(backend, prefetchDir, logger).catch(() => undefined) : undefined
-            const ready = awaitPrefetcherReady(prefetchDir)
-            await (first && ready ? first.publish() : first?.discard())?.catch(() => {})
-          }
+          if (prefetcherStarted && prefetchDir && identityLine(storageIdentity(env)) !== undefined) awaitPrefetcherReady(prefetchDir)
         }
       }
 

@@ -11,7 +11,6 @@ import {fetchWal} from './archive'
 import {createTrackedTemporaryFile, temporaryFileFor} from './fetch-exit'
 import {ANSWER_FILE, ASK_FILE, IDENTITY_FILE, PREFETCH_PID_FILE, WANTED_FILE, identityLine} from './foreground'
 import {copyFileWhole} from '../sync-directory'
-import {processAlive} from '../process-alive'
 import {lockSpool} from './spool'
 import {isWalFileName, walFileKind} from './segments'
 import {spawnDetachedDbb} from '../backup/child-process'
@@ -232,46 +231,6 @@ async function answerAsk(
   await fs.writeFile(`${answer}.tmp`, `${ask.nonce} ${ask.name} ${outcome}\n`)
   await fs.rename(`${answer}.tmp`, answer)
   return outcome
-}
-
-/**
- * The first segment of a base-backup restore, downloaded by the fetch that started the prefetcher
- * (recovery's first request, the .history probe) while it waits for the prefetcher to serve — time
- * it spent idle, ≈ 0.15 s of a Node start — instead of by the prefetcher once it serves, while
- * PostgreSQL waits (BENCHMARKS.md, "Session 13: replay"). Staged beside the queue (a new prefetcher
- * removes every segment it finds in it) and `wanted` set to it, so the prefetcher starts with the
- * segment after it; `publish` renames it into the queue once the prefetcher serves. Best effort:
- * any failure leaves the segment to the prefetcher or to PostgreSQL's own request, as before.
- */
-export async function stageFirstSegment(storage: StorageBackend, queueDir: string, logger?: Logger): Promise<{publish: () => Promise<void>; discard: () => Promise<void>} | undefined> {
-  const name = await firstSegmentOfBackupLabel()
-  if (name === undefined) return undefined
-  const staged = `${queueDir}.${name}.${process.pid}`
-  try {
-    await fs.mkdir(queueDir, {recursive: true, mode: 0o700})
-    // What a fetch killed between staging and publishing left (`<queue>.<name>.<pid>`, its pid gone).
-    const parent = path.dirname(queueDir)
-    for (const entry of await fs.readdir(parent)) {
-      const pid = /^[0-9a-f]+\.[0-9A-F]{24}\.(\d+)$/.exec(entry)?.[1]
-      if (entry.startsWith(`${path.basename(queueDir)}.`) && pid !== undefined && !processAlive(Number(pid))) await fs.rm(path.join(parent, entry), {force: true})
-    }
-
-    await fetchWal(storage, name, staged)
-    const size = (await fs.stat(staged)).size
-    await fs.writeFile(path.join(queueDir, `${WANTED_FILE}.tmp`), `${name} ${size}\n`)
-    await fs.rename(path.join(queueDir, `${WANTED_FILE}.tmp`), path.join(queueDir, WANTED_FILE))
-  } catch (error) {
-    await fs.rm(staged, {force: true})
-    logger?.debug({event: 'wal.prefetch_first_not_staged', wal: name, error: errorMessage(error)}, `${name} was not staged for the prefetch queue`)
-    return undefined
-  }
-
-  return {
-    // A whole, verified file renamed in: if the prefetcher queued it meanwhile, the same bytes replace the same bytes.
-    publish: () => fs.rename(staged, path.join(queueDir, name)).catch(() => fs.rm(staged, {force: true})),
-    // No prefetcher serves the queue: nothing would serve it from there.
-    discard: () => fs.rm(staged, {force: true}),
-  }
 }
 
 /**
