@@ -390,7 +390,8 @@ export async function prefetch(options: {
         await copyFileWhole(path.join(queueDir, last), temporaryFileFor(spare, 'copy'), spare).catch(() => {})
       }
 
-      if (endOfArchive?.name === window[0] && requeued !== wanted.name && !failed.has(wanted.name)) {
+      // (A window is empty while the segment size is not known yet: no end of the archive then.)
+      if (endOfArchive !== undefined && endOfArchive.name === window[0] && requeued !== wanted.name && !failed.has(wanted.name)) {
         requeued = wanted.name
         if (!present.has(wanted.name)) {
           const spare = path.join(queueDir, `${wanted.name}${SPARE_SUFFIX}`)

@@ -86,6 +86,9 @@ describe('the prefetcher does first what PostgreSQL waits for', () => {
     await archive(3)
     const running = prefetch({storage, queueDir, name: segment(1), count: 4, segmentSize: SEGMENT_SIZE, idleExitMs: 4000})
     await waitFor('segments 2 and 3 queued', async () => (queued(2) && queued(3) ? true : undefined))
+    // The end of the archive is in sight (4 is absent): a copy of 3 is kept while 3 is queued. (Taken
+    // before the copy exists, 3 is downloaded again instead: the fallback, not tested here.)
+    await waitFor('the copy of segment 3', async () => (existsSync(path.join(queueDir, `${segment(3)}.again`)) ? true : undefined))
     expect((await deliver(2)).equals(contents.get(2)!)).toBe(true)
     expect((await deliver(3)).equals(contents.get(3)!)).toBe(true)
     // Recovery reached the last segment and the one after it is absent: PostgreSQL will ask for 3 again.
@@ -98,6 +101,21 @@ describe('the prefetcher does first what PostgreSQL waits for', () => {
     expect(queued(3)).toBe(false)
     expect(storage.reads(segment(3))).toBe(1)
     expect((await fs.readdir(queueDir)).filter((entry) => entry.startsWith('0000'))).toEqual([])
+  }, 60_000)
+
+  it('started before the segment size is known (the .history probe), it downloads nothing until `wanted` gives it, then only the window after it', async () => {
+    await archive(4)
+    // As the first fetch of a recovery starts it: the requested name, no size, no backup_label here.
+    const running = prefetch({storage, queueDir, name: segment(1), count: 2, segmentSize: 0, idleExitMs: 2000})
+    await waitFor('the prefetcher to hold the queue', async () => (existsSync(path.join(queueDir, 'uploader.pid')) ? true : undefined))
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    expect(storage.events).toEqual([])
+    // The fetch that started it downloaded segment 1 itself and now says where recovery is.
+    await fs.writeFile(path.join(queueDir, WANTED_FILE), `${segment(1)} ${SEGMENT_SIZE}\n`)
+    await waitFor('segments 2 and 3 queued', async () => (queued(2) && queued(3) ? true : undefined))
+    await running
+    expect(storage.reads(segment(1))).toBe(0)
+    expect(queued(1)).toBe(false)
   }, 60_000)
 
   it('an idle prefetcher wakes when bin/dbb-wal writes a question or where recovery is', async () => {
