@@ -342,7 +342,10 @@ export async function prefetch(options: {
       const endIndex = endOfArchive ? sequence.indexOf(endOfArchive.name) : -1
       const last = endIndex > 0 ? sequence[endIndex - 1] : undefined
       // `wanted` itself too: queued ahead from backup_label, it is the one PostgreSQL asks for next.
-      const keep = new Set([...window, wanted.name, ...(ask ? [ask.name] : []), `${wanted.name}${SPARE_SUFFIX}`, ...(last ? [`${last}${SPARE_SUFFIX}`] : [])])
+      // The spare copy (below) is kept until recovery has passed it, also while the end of the
+      // archive is looked for again (`last` unknown for that look): it is made once per segment.
+      const spares = [wanted.name, ...[last, spared].filter((name): name is string => name !== undefined && name >= wanted.name)]
+      const keep = new Set([...window, wanted.name, ...(ask ? [ask.name] : []), ...spares.map((name) => `${name}${SPARE_SUFFIX}`)])
       // A `.dbb-partial` of a name not being downloaded is a killed prefetcher's leftover: removed too.
       // Kept: the lock and another process's staged copy of it (`uploader.pid.<pid>`, src/wal/spool.ts lockSpool).
       const entries = await fs.readdir(queueDir)

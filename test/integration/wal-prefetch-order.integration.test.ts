@@ -103,6 +103,24 @@ describe('the prefetcher does first what PostgreSQL waits for', () => {
     expect((await fs.readdir(queueDir)).filter((entry) => entry.startsWith('0000'))).toEqual([])
   }, 60_000)
 
+  it('keeps the copy of the last segment while recovery is behind it, past the prefetcher looking again for the end of the archive', async () => {
+    await archive(3)
+    const running = prefetch({storage, queueDir, name: segment(1), count: 4, segmentSize: SEGMENT_SIZE, idleExitMs: 6000})
+    await waitFor('the copy of segment 3', async () => (existsSync(path.join(queueDir, `${segment(3)}.again`)) ? true : undefined))
+    // Recovery is slow (a big segment to replay): the prefetcher looks for segment 4 again after a
+    // second (a standby's archive grows) and, for that look, does not know where the end is.
+    await new Promise((resolve) => setTimeout(resolve, 2500))
+    expect(existsSync(path.join(queueDir, `${segment(3)}.again`))).toBe(true)
+    expect((await deliver(2)).equals(contents.get(2)!)).toBe(true)
+    expect((await deliver(3)).equals(contents.get(3)!)).toBe(true)
+    await waitFor('segment 3 queued again', async () => (queued(3) ? true : undefined))
+    expect((await deliver(3)).equals(contents.get(3)!)).toBe(true)
+    await running
+    // Read from storage once: the second time came from the copy, not a download.
+    expect(storage.reads(segment(3))).toBe(1)
+    expect((await fs.readdir(queueDir)).filter((entry) => entry.startsWith('0000'))).toEqual([])
+  }, 60_000)
+
   it('started before the segment size is known (the .history probe), it downloads nothing until `wanted` gives it, then only the window after it', async () => {
     await archive(4)
     // As the first fetch of a recovery starts it: the requested name, no size, no backup_label here.
