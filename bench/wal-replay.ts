@@ -8,7 +8,9 @@
  * restore's own restore_command (`dbb-wal fetch …`, the sh foreground) on the gzip archive, (F) the
  * floor of any restore_command here: one `mv` of a segment decompressed beforehand, (B')
  * the same on the zstd archive, and (C) with the Node foreground (`node bin/run.js wal fetch …`),
- * WAL_SPOOL_DIR in the server's environment for all three. Each time is from `pg_ctl start` to the
+ * WAL_SPOOL_DIR in the server's environment for all three; then (A) and (B) again with `fsync = on`
+ * (the others run with the test clusters' `fsync = off`, which makes the pg_wal replay faster
+ * and so the ratio stricter), B's ratio taken against that A. Each time is from `pg_ctl start` to the
  * end of recovery; the ratio B/A within a round is the figure of the issue (target ≤ 1.3), and the
  * report gives its median over the rounds. The table replaces the part of BENCHMARKS.md between
  * the bench-wal-replay markers.
@@ -83,11 +85,13 @@ async function main(): Promise<void> {
     const segments = (await fs.readdir(path.join(storeDir, 'wal'))).filter((entry) => /^[0-9A-F]{24}\.gz$/.test(entry) && entry >= backup.firstWalSegment).sort()
     process.stderr.write(`${segments.length} segments archived after the base backup\n`)
 
-    const replay = async (label: string, restoreArgs: string[], prepare: (dataDir: string) => Promise<void>, env: Record<string, string>, store: string) => {
+    const replay = async (label: string, restoreArgs: string[], prepare: (dataDir: string) => Promise<void>, env: Record<string, string>, store: string, conf = '') => {
       const dataDir = await makeServerOwnedDir(`dbb-bench-replay-${label}-`)
       dirs.push(dataDir)
       await dbb(['restore', '--type', 'base', 'latest', '--pgdata', dataDir, '--force', ...restoreArgs], {BACKUP_LOCAL_DIR: store})
       await prepare(dataDir)
+      // The test clusters run with fsync = off (test/helpers/postgres.ts); a variant may set it back.
+      if (conf) await fs.appendFile(path.join(dataDir, 'postgresql.conf'), `\n${conf}\n`)
       // The server's environment reaches restore_command (the helper starts it with this process's).
       // Written back before the clock starts: dirty pages of the previous round (a gigabyte of WAL) are
       // not this round's disk traffic.
@@ -156,19 +160,24 @@ async function main(): Promise<void> {
     }
 
     const nodeCommand = `${process.execPath} ${DBB} wal fetch --storage local --local-dir ${storeDir} %f %p`
-    const variants: Array<{label: string; row: string; args: string[]; prepare: (dataDir: string) => Promise<void>; env: Record<string, string>; store: string}> = [
+    // `baseline`: the row a variant's ratio is taken against (pg_wal unless it says otherwise).
+    const variants: Array<{label: string; row: string; args: string[]; prepare: (dataDir: string) => Promise<void>; env: Record<string, string>; store: string; conf?: string; baseline?: string}> = [
       {label: 'pgwal', row: 'WAL already in pg_wal (restore_command = false)', args: ['--restore-command', 'false'], prepare: intoPgWal, env: {}, store: storeDir},
       {label: 'mv-floor', row: 'floor of any restore_command: `mv -f <decompressed>/%f %p` (no download, no check, no prefetcher)', args: ['--restore-command', `mv -f -- ${staged}/%f %p 2>/dev/null`], prepare: intoStaged, env: {}, store: storeDir},
       {label: 'fetch', row: "`dbb-wal fetch` (the sh foreground, sourced: dbb restore's restore_command, WAL_PREFETCH=8), gzip archive (default)", args: [], prepare: emptyFetchSpool, env: {WAL_SPOOL_DIR: fetchSpool}, store: storeDir},
       {label: 'fetch-zstd', row: '`dbb-wal fetch`, the same WAL archived with `COMPRESSION=zstd`', args: [], prepare: emptyFetchSpool, env: {WAL_SPOOL_DIR: fetchSpool, COMPRESSION: 'zstd'}, store: zstdStoreDir},
       {label: 'fetch-node', row: '`node bin/run.js wal fetch` (Node foreground, WAL_PREFETCH=8), gzip archive', args: ['--restore-command', nodeCommand], prepare: emptyFetchSpool, env: {WAL_SPOOL_DIR: fetchSpool}, store: storeDir},
+      // With fsync = on, as servers run: PostgreSQL then fsyncs every segment it restores
+      // (KeepFileRestoredFromArchive's durable_rename), and its end-of-recovery checkpoint syncs.
+      {label: 'pgwal-fsync', row: 'WAL already in pg_wal, `fsync = on` (the rows above run with the test clusters\' `fsync = off`)', args: ['--restore-command', 'false'], prepare: intoPgWal, env: {}, store: storeDir, conf: 'fsync = on'},
+      {label: 'fetch-fsync', row: '`dbb-wal fetch`, gzip archive, `fsync = on` (ratio to the row above)', args: [], prepare: emptyFetchSpool, env: {WAL_SPOOL_DIR: fetchSpool}, store: storeDir, conf: 'fsync = on', baseline: 'pgwal-fsync'},
     ]
     // Interleaved rounds, medians: this machine's speed drifts by tens of percent between minutes,
     // and a ratio of two runs minutes apart measures the drift as much as the replay.
     const results = variants.map(() => [] as Array<{seconds: number; fromQueue: number; redoSeconds: number; redoCpuSeconds: number}>)
     for (let round = 0; round < rounds; round++) {
       for (const [index, variant] of variants.entries()) {
-        const result = await replay(variant.label, variant.args, variant.prepare, variant.env, variant.store)
+        const result = await replay(variant.label, variant.args, variant.prepare, variant.env, variant.store, variant.conf)
         process.stderr.write(`round ${round + 1}: ${variant.label} ${result.seconds.toFixed(2)} s (redo ${result.redoSeconds} s, startup process CPU ${result.redoCpuSeconds.toFixed(2)} s)\n`)
         results[index].push(result)
       }
@@ -176,10 +185,11 @@ async function main(): Promise<void> {
 
     const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]
     const seconds = results.map((runs) => median(runs.map((run) => run.seconds)))
-    const ratios = (index: number) => results[index].map((run, round) => run.seconds / results[0][round].seconds)
+    const baselineOf = (index: number) => Math.max(0, variants.findIndex((variant) => variant.label === (variants[index].baseline ?? 'pgwal')))
+    const ratios = (index: number) => results[index].map((run, round) => run.seconds / results[baselineOf(index)][round].seconds)
     // The headline is the median of the per-round ratios: each round's runs are minutes apart at most.
     const cell = (index: number) =>
-      index === 0 ? '1×' : `**${median(ratios(index)).toFixed(2)}×** (rounds: ${ratios(index).map((ratio) => `${ratio.toFixed(2)}×`).join(', ')})`
+      baselineOf(index) === index ? '1×' : `**${median(ratios(index)).toFixed(2)}×** (rounds: ${ratios(index).map((ratio) => `${ratio.toFixed(2)}×`).join(', ')})`
     const generated = [
       `Measured ${new Date().toISOString()}${note ? ` (${note})` : ''}: replay of ${segments.length} segments (${(segments.length * 16).toLocaleString('en')} MiB of WAL), ${rounds} interleaved rounds, medians; load at start ${loadAtStart}, at the end ${await loadAverage()}:`,
       '',
@@ -187,7 +197,7 @@ async function main(): Promise<void> {
       '| --- | --- | --- | --- | --- | --- |',
       ...variants.map(
         (variant, index) =>
-          `| ${variant.row} | ${seconds[index].toFixed(1)} s | ${cell(index)} | ${median(results[index].map((run) => run.redoSeconds)).toFixed(1)} s | ${median(results[index].map((run) => run.redoCpuSeconds)).toFixed(1)} s | ${index === 0 ? '—' : results[index].map((run) => run.fromQueue).join(', ')} |`,
+          `| ${variant.row} | ${seconds[index].toFixed(1)} s | ${cell(index)} | ${median(results[index].map((run) => run.redoSeconds)).toFixed(1)} s | ${median(results[index].map((run) => run.redoCpuSeconds)).toFixed(1)} s | ${baselineOf(index) === index ? '—' : results[index].map((run) => run.fromQueue).join(', ')} |`,
       ),
       '',
     ].join('\n')

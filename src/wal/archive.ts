@@ -315,6 +315,10 @@ export async function fetchWal(
     const temporary = createTrackedTemporaryFile(partial)
     untrack = temporary.untrack
     // A segment is decompressed whole into a file: FILE_CODEC_CHUNK, not zlib's 16 KiB (half the CPU; replay's prefetcher is CPU-bound).
+    // fsynced, also in the prefetch queue: a file torn by a power loss must never be served, and
+    // PostgreSQL fsyncs each segment it restores (durable_rename), which is cheap once the niced
+    // prefetcher wrote it back ahead. Without it replay was faster only with fsync = off
+    // (BENCHMARKS.md, "Session 14: replay").
     await pipeline(source, createObjectDecoder(key, codecOfKey(key) ?? 'gzip', identityFile, {chunkSize: FILE_CODEC_CHUNK}), countTap, createWriteStream(partial, {fd: temporary.fd, flush: true}), {signal: options.signal})
     // A phase boundary (the crash-point matrix kills here): complete and fsynced, not yet under its final name.
     options.logger?.debug({event: 'wal.fetch_written', wal: name, partial, sizeBytes}, 'written to a temporary file, renaming')
