@@ -28,6 +28,15 @@ if ((process.argv[2] === 'wal' && process.argv[3] === 'fetch') || process.argv[2
     const code = foreground.fetchFromQueue(fetchArgs.name, fetchArgs.destination, process.env, startPrefetcher)
     if (code !== undefined) process.exit(code)
     foreground.startPrefetcherEarly(fetchArgs.name, process.env, startPrefetcher)
+    // Started here (a recovery's first request): asked, instead of loading the rest of dbb.
+    const answer = foreground.prefetcherStartedEarly() ? foreground.answerFromPrefetcher(fetchArgs.name, fetchArgs.destination, process.env, startPrefetcher) : undefined
+    if (answer === 'queued') process.exit(0)
+    if (answer === 'absent') {
+      // Storage's positive "no such object", to a request made after PostgreSQL asked: exit 1 is allowed.
+      require('../dist/wal/fetch-exit').declareNotInArchive()
+      process.stderr.write(`${fetchArgs.name} is not in the WAL archive (storage answered the prefetcher after this request)\n`)
+      process.exit(require('../dist/errors').EXIT_WAL_NOT_IN_ARCHIVE)
+    }
   }
 }
 

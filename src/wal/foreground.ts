@@ -273,6 +273,65 @@ export function startPrefetcherEarly(name: string, env: NodeJS.ProcessEnv, start
   prefetcherStartedHere = true
 }
 
+/** How long the first fetch waits for the prefetcher it started to answer its question (bin/dbb-wal's ANSWER_POLLS: 200 × 10 ms). */
+export const ANSWER_WAIT_MS = 2000
+
+/**
+ * The first fetch of a recovery (usually the `.history` probe), which just started the prefetcher
+ * (startPrefetcherEarly), asks it instead of loading the rest of dbb to ask storage itself: the
+ * call waited for the prefetcher to serve anyway (awaitPrefetcherReady), and its own start — the
+ * config, the logger, zod, the storage backend, on the other core — only slowed the prefetcher's
+ * (BENCHMARKS.md, "Session 14: replay"). The same question and answer as bin/dbb-wal's
+ * ask_prefetcher, with the same rule: `absent` is storage's positive "no such object" to a request
+ * the prefetcher made after reading this question (the caller then exits 1, "not in archive");
+ * `queued` means the file was handed over to `destination` (exit 0). undefined — the prefetcher not
+ * ready in time, "failed", no answer, a queue on another filesystem, any error here — sends the
+ * caller on to the full path, which asks storage itself.
+ */
+export function answerFromPrefetcher(name: string, destination: string, env: NodeJS.ProcessEnv, start: (name: string, segmentSize: number) => void, waitMs = ANSWER_WAIT_MS): 'queued' | 'absent' | undefined {
+  const spool = env.WAL_SPOOL_DIR?.trim()
+  if (!spool || !prefetchCount(env) || !(SEGMENT.test(name) || HISTORY.test(name))) return undefined
+  const queueDir = queueDirFor(path.resolve(spool), storageIdentity(env))
+  try {
+    if (!awaitPrefetcherReady(queueDir)) return undefined
+    const holder = uploaderLock(queueDir)
+    const nonce = `${process.pid}.${Date.now()}`
+    fs.writeFileSync(path.join(queueDir, `${ASK_FILE}.${process.pid}`), `${nonce} ${name}\n`)
+    fs.renameSync(path.join(queueDir, `${ASK_FILE}.${process.pid}`), path.join(queueDir, ASK_FILE))
+    const deadline = Date.now() + waitMs
+    const queued = path.join(queueDir, name)
+    for (;;) {
+      let answer = ''
+      try {
+        answer = fs.readFileSync(path.join(queueDir, ANSWER_FILE), 'utf8')
+      } catch {
+        // No answer yet.
+      }
+
+      if (answer === `${nonce} ${name} absent\n`) return 'absent'
+      // Queued (answered so, or by the read-ahead before the answer): handed over as a queued file is.
+      if (answer === `${nonce} ${name} queued\n` || fs.existsSync(queued)) {
+        fs.renameSync(queued, destination)
+        process.stdout.write(`Restored ${name} from the prefetch queue\n`)
+        if (SEGMENT.test(name)) {
+          try {
+            notePrefetchWanted(queueDir, name, fs.statSync(destination).size, start)
+          } catch {
+            // Delivered; a prefetcher not told only costs speed.
+          }
+        }
+
+        return 'queued'
+      }
+
+      if (answer.startsWith(`${nonce} `) || Date.now() >= deadline || !lockHolderRuns(holder)) return undefined
+      sleepSync(POLL_MS)
+    }
+  } catch {
+    return undefined
+  }
+}
+
 /** `wal fetch <name> <dest>` answered from the prefetch queue; undefined: take the full path. */
 export function fetchFromQueue(name: string, destination: string, env: NodeJS.ProcessEnv, start: (name: string, segmentSize: number) => void): number | undefined {
   const queueDir = prefetchQueue(name, env)

@@ -320,18 +320,23 @@ export async function prefetch(options: {
         break
       }
 
+      // The first segment downloads while the question that started this prefetcher (the .history
+      // probe) is answered beside it: PostgreSQL asks for that segment right after the answer.
+      const first = wanted.segmentSize === 0 ? head : undefined
+      head = undefined
+      const headQueued =
+        first === undefined
+          ? undefined
+          : download(first).then(
+              () => first,
+              // Not queued: PostgreSQL's own request for it gets storage's answer, as for any segment.
+              () => undefined,
+            )
       const ask = await answerPendingAsk()
-      if (head !== undefined && wanted.segmentSize === 0) {
-        const name = head
-        head = undefined
-        try {
-          await download(name)
-          const size = (await fs.stat(path.join(queueDir, name))).size
-          if (wanted.segmentSize === 0 && size > 0) wanted = {name, segmentSize: size}
-        } catch {
-          // Not queued: PostgreSQL's own request for it gets storage's answer, as for any segment.
-        }
-
+      if (headQueued !== undefined) {
+        const name = await headQueued
+        const size = name === undefined ? 0 : ((await fs.stat(path.join(queueDir, name)).catch(() => undefined))?.size ?? 0)
+        if (name !== undefined && wanted.segmentSize === 0 && size > 0) wanted = {name, segmentSize: size}
         continue
       }
 

@@ -341,6 +341,37 @@ describe.each([
     expect((await delivered()).equals(contents.get(8)!)).toBe(true)
   }, 180_000)
 
+  it("a replay's first request is answered by the prefetcher it starts, not by a second load of dbb: storage's absent is 1, a .history in the archive is delivered whole, a read error is fatal", async () => {
+    const queue = queueDirFor(spoolDir, storageIdentity({STORAGE_BACKEND: 'local', BACKUP_LOCAL_DIR: storeDir}))
+    const stopPrefetcher = async () => {
+      await killLockHolder(path.join(queue, 'uploader.pid'))
+      await fs.rm(queue, {recursive: true, force: true})
+    }
+
+    // No prefetcher runs: Node starts one and asks it (the answer names the prefetcher; the full
+    // path, which loads the config and storage itself, says nothing of it).
+    const absent = await fetch('00000002.history')
+    expect(absent.code).toBe(EXIT_WAL_NOT_IN_ARCHIVE)
+    expect(absent.stderr).toContain('storage answered the prefetcher after this request')
+    expect(fsSync.existsSync(path.join(workDir, 'pg_wal', 'RECOVERYXLOG'))).toBe(false)
+
+    await stopPrefetcher()
+    const history = Buffer.from('1\t0/3000000\tno recovery target specified\n')
+    await fs.writeFile(path.join(storeDir, 'wal', '00000002.history.gz'), gzipSync(history))
+    const present = await fetch('00000002.history')
+    expect(present).toMatchObject({code: 0, stdout: 'Restored 00000002.history from the prefetch queue\n'})
+    expect((await delivered()).equals(history)).toBe(true)
+    await fs.rm(path.join(workDir, 'pg_wal', 'RECOVERYXLOG'))
+
+    // A damaged copy in the archive: the prefetcher answers "failed", Node asks storage itself,
+    // and the exit is fatal (never "not in archive").
+    await stopPrefetcher()
+    await fs.writeFile(path.join(storeDir, 'wal', '00000003.history.gz'), Buffer.from('not gzip at all'))
+    const damaged = await fetch('00000003.history')
+    expect(damaged.code).toBe(EXIT_WAL_FETCH_FATAL)
+    expect(fsSync.existsSync(path.join(workDir, 'pg_wal', 'RECOVERYXLOG'))).toBe(false)
+  }, 60_000)
+
   it("a replay's first request, the .history probe, has the first segment backup_label names queued before PostgreSQL asks for it", async () => {
     // What pg_basebackup writes (PostgreSQL runs restore_command in the data directory, here workDir).
     await fs.writeFile(path.join(workDir, 'backup_label'), `START WAL LOCATION: 0/1000028 (file ${segment(1)})\nCHECKPOINT LOCATION: 0/1000060\nBACKUP METHOD: streamed\n`)
