@@ -296,8 +296,8 @@ export function answerFromPrefetcher(name: string, destination: string, env: Nod
     if (!awaitPrefetcherReady(queueDir)) return undefined
     const holder = uploaderLock(queueDir)
     const nonce = `${process.pid}.${Date.now()}`
-    fs.writeFileSync(path.join(queueDir, `${ASK_FILE}.${process.pid}`), `${nonce} ${name}\n`)
-    fs.renameSync(path.join(queueDir, `${ASK_FILE}.${process.pid}`), path.join(queueDir, ASK_FILE))
+    // Written in place, as the sh writes it: the prefetcher takes only a line that parses whole.
+    fs.writeFileSync(path.join(queueDir, ASK_FILE), `${nonce} ${name}\n`)
     const deadline = Date.now() + waitMs
     const queued = path.join(queueDir, name)
     for (;;) {

@@ -1,8 +1,9 @@
+import {ChildProcess, spawn} from 'node:child_process'
 import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
 
-import {fetchFromQueue, fileIdentity, identityLine, prefetchQueue, pushFromReadAhead, storageIdentity, takeMatchingMarker} from '../../src/wal/foreground'
+import {ANSWER_WAIT_MS, answerFromPrefetcher, fetchFromQueue, fileIdentity, identityLine, prefetchQueue, pushFromReadAhead, queueDirFor, storageIdentity, takeMatchingMarker} from '../../src/wal/foreground'
 
 /** The no-config answers of archive_command / restore_command (src/wal/foreground.ts), on real files. */
 describe('WAL foreground (src/wal/foreground.ts)', () => {
@@ -140,4 +141,79 @@ describe('startPrefetcherEarly (bin/run.js, before the rest of dbb loads)', () =
       fs.rmSync(dir, {recursive: true, force: true})
     }
   })
+})
+
+describe('answerFromPrefetcher (the first fetch asks the prefetcher it started)', () => {
+  const name = '00000002.history'
+  let dir: string
+  let queueDir: string
+  let env: NodeJS.ProcessEnv
+  let destination: string
+
+  beforeEach(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dbb-answer-'))
+    env = {WAL_SPOOL_DIR: path.join(dir, 'spool'), BACKUP_LOCAL_DIR: '/archive'}
+    queueDir = queueDirFor(path.join(dir, 'spool'), storageIdentity(env))
+    destination = path.join(dir, 'RECOVERYHISTORY')
+    fs.mkdirSync(queueDir, {recursive: true})
+    fs.writeFileSync(path.join(queueDir, 'identity'), `${identityLine(storageIdentity(env))}\n`)
+  })
+
+  afterEach(() => fs.rmSync(dir, {recursive: true, force: true}))
+
+  /**
+   * A stand-in prefetcher (a real process holding the queue's lock) that answers the first question
+   * it reads with `outcome`, or exits without answering when outcome is 'die'.
+   */
+  function standIn(outcome: 'absent' | 'failed' | 'queued' | 'another question' | 'die'): ChildProcess {
+    const script = `
+      const fs = require('fs'), path = require('path'), q = ${JSON.stringify(queueDir)}
+      fs.writeFileSync(path.join(q, 'uploader.pid'), process.pid + '\\n\\n')
+      const timer = setInterval(() => {
+        let ask = ''
+        try { ask = fs.readFileSync(path.join(q, 'wanted.ask'), 'utf8').trim() } catch {}
+        const [nonce, name] = ask.split(' ')
+        if (!name) return
+        const outcome = ${JSON.stringify(outcome)}
+        if (outcome === 'die') process.exit(0)
+        if (outcome === 'queued') fs.writeFileSync(path.join(q, name), 'history of timeline 2\\n')
+        const answer = outcome === 'another question' ? '1.2 ' + name + ' absent' : nonce + ' ' + name + ' ' + outcome
+        fs.writeFileSync(path.join(q, 'wanted.answer'), answer + '\\n')
+        clearInterval(timer)
+        setTimeout(() => process.exit(0), 5000)
+      }, 10)`
+    return spawn(process.execPath, ['-e', script], {stdio: 'ignore'})
+  }
+
+  const answered = async (outcome: Parameters<typeof standIn>[0]) => {
+    const child = standIn(outcome)
+    try {
+      // The stand-in holds the lock before the question is asked (as awaitPrefetcherReady waits for).
+      while (!fs.existsSync(path.join(queueDir, 'uploader.pid'))) await new Promise((resolve) => setTimeout(resolve, 10))
+      const began = Date.now()
+      const answer = answerFromPrefetcher(name, destination, env, () => {})
+      return {answer, ms: Date.now() - began}
+    } finally {
+      child.kill()
+      fs.rmSync(path.join(queueDir, 'uploader.pid'), {force: true})
+      fs.rmSync(path.join(queueDir, 'wanted.answer'), {force: true})
+    }
+  }
+
+  it('hands over what the prefetcher queued and exits on its "absent"; anything else goes on to the full path, with nothing at the destination', async () => {
+    expect((await answered('absent')).answer).toBe('absent')
+    expect(fs.existsSync(destination)).toBe(false)
+    expect((await answered('queued')).answer).toBe('queued')
+    expect(fs.readFileSync(destination, 'utf8')).toBe('history of timeline 2\n')
+    expect(fs.existsSync(path.join(queueDir, name))).toBe(false)
+    fs.rmSync(destination)
+    // "failed", and an answer to another question (never taken for this one): the full path asks storage.
+    expect((await answered('failed')).answer).toBeUndefined()
+    expect((await answered('another question')).answer).toBeUndefined()
+    // A prefetcher that dies without answering is not waited for to the end of ANSWER_WAIT_MS.
+    const died = await answered('die')
+    expect(died.answer).toBeUndefined()
+    expect(died.ms).toBeLessThan(ANSWER_WAIT_MS)
+    expect(fs.existsSync(destination)).toBe(false)
+  }, 30_000)
 })
