@@ -335,7 +335,10 @@ export function answerFromPrefetcher(name: string, destination: string, env: Nod
 /** `wal fetch <name> <dest>` answered from the prefetch queue; undefined: take the full path. */
 export function fetchFromQueue(name: string, destination: string, env: NodeJS.ProcessEnv, start: (name: string, segmentSize: number) => void): number | undefined {
   const queueDir = prefetchQueue(name, env)
-  if (queueDir === undefined) return undefined
+  // Only while a prefetcher holds the queue, as bin/dbb-wal serves: what a dead one left (a killed
+  // replay's read-ahead) waits for the next prefetcher, which removes it before it serves, instead
+  // of being handed to a later recovery — of an archive since wiped and reused, say.
+  if (queueDir === undefined || !prefetcherRunning(queueDir)) return undefined
   try {
     fs.renameSync(path.join(queueDir, name), destination)
   } catch {
