@@ -9,7 +9,7 @@ import {SETTING_NAMES, SettingSpec, resolveSettings, setting} from '../settings'
 import {fetchWal, pushWal} from './archive'
 import {declareNotInArchive} from './fetch-exit'
 import {parseWalFetchArgs} from './fetch-args'
-import {awaitPrefetcherReady, identityLine, notePrefetchWanted, prefetcherRunning, prefetcherStartedEarly, queueDirFor, storageIdentity} from './foreground'
+import {awaitPrefetcherReady, identityLine, notePrefetchWanted, prefetcherRunning, prefetcherStartedEarly, queueDirFor, queueServed, storageIdentity} from './foreground'
 import {prefetch, startPrefetcher, takeQueued, yieldToRecovery} from './prefetch'
 import {walFileKind} from './segments'
 import {ensureUploader, lockSpool, queueWal, runUploader, takeUploadedMarker} from './spool'
@@ -145,7 +145,8 @@ export async function runFast(invocation: FastInvocation, givenEnv: NodeJS.Proce
         }
 
         try {
-          if (!(queueDir && (await takeQueued(queueDir, invocation.name, invocation.dest)))) {
+          // Served only as bin/run.js and bin/dbb-wal serve it: from a queue its live prefetcher published.
+          if (!(queueDir && queueServed(queueDir) && (await takeQueued(queueDir, invocation.name, invocation.dest)))) {
             // The first fetch of a recovery (a .history probe, then the first segment): the prefetcher
             // starts now, so its Node start overlaps this download and it is answering bin/dbb-wal by
             // the next request. It learns the segment size from `wanted`, written below once a segment

@@ -46,7 +46,8 @@ export const ASK_FILE = 'wanted.ask'
 /**
  * The queue's storage identity on one line (identityLine), written by its prefetcher: bin/dbb-wal
  * finds the queue of its archive by comparing this line with its own, with nothing but sh
- * builtins, instead of hashing the identity with a program per call (the directory name is that hash).
+ * builtins, instead of hashing the identity with a program per call (the directory name is that
+ * hash). Its second line names the lock it was published under (publisherLine): see queueServed.
  */
 export const IDENTITY_FILE = 'identity'
 export const ANSWER_FILE = 'wanted.answer'
@@ -231,12 +232,39 @@ export function prefetcherRunning(queueDir: string): boolean {
   return lockHolderRuns(uploaderLock(queueDir))
 }
 
+/** IDENTITY_FILE's second line: the lock holder that published it, pid and start time as its lock file records them. */
+export function publisherLine(lock: Pick<SpoolLock, 'pid' | 'startTime'>): string {
+  return `${lock.pid} ${lock.startTime ?? ''}`
+}
+
+/** What a prefetcher holding `lock` writes to IDENTITY_FILE (an empty first line when the sh cannot match its identity). */
+export function identityFileText(line: string | undefined, lock: Pick<SpoolLock, 'pid' | 'startTime'>): string {
+  return `${line ?? ''}\n${publisherLine(lock)}\n`
+}
+
+/**
+ * Whether `queueDir` may be served from now: a live prefetcher holds it AND published it under its
+ * own lock. A prefetcher publishes only after it removed what earlier ones left (a killed replay's
+ * read-ahead, entries of an archive since wiped and reused); between a new prefetcher's lock and
+ * that clean-up, the identity file still names the previous holder, and the queue is not served.
+ * bin/dbb-wal makes the same check with builtins (fetch_queued).
+ */
+export function queueServed(queueDir: string): boolean {
+  const lock = uploaderLock(queueDir)
+  if (lock === undefined || !lockHolderRuns(lock)) return false
+  try {
+    return fs.readFileSync(path.join(queueDir, IDENTITY_FILE), 'utf8').split('\n')[1] === publisherLine(lock)
+  } catch {
+    return false
+  }
+}
+
 /** How long the fetch that started a prefetcher waits for it to serve bin/dbb-wal (a Node start under load). */
 export const PREFETCHER_READY_WAIT_MS = 1500
 
 /**
- * Waits (bounded) until the prefetcher just started holds `queueDir` and its identity line is
- * published: the fetch that started it returns only then, so PostgreSQL's next request is answered
+ * Waits (bounded) until the prefetcher just started holds `queueDir` and published it
+ * (queueServed): the fetch that started it returns only then, so PostgreSQL's next request is answered
  * by bin/dbb-wal through the queue instead of by a second Node start (≈ 0.4 s at the start of every
  * replay; BENCHMARKS.md, "Session 7"). Never changes the answer of the fetch, only when it is given;
  * a prefetcher that does not come up costs this wait once.
@@ -244,7 +272,7 @@ export const PREFETCHER_READY_WAIT_MS = 1500
 export function awaitPrefetcherReady(queueDir: string, waitMs = PREFETCHER_READY_WAIT_MS): boolean {
   const deadline = Date.now() + waitMs
   for (;;) {
-    if (prefetcherRunning(queueDir) && fs.existsSync(path.join(queueDir, IDENTITY_FILE))) return true
+    if (queueServed(queueDir)) return true
     if (Date.now() >= deadline) return false
     sleepSync(POLL_MS)
   }
@@ -311,16 +339,7 @@ export function answerFromPrefetcher(name: string, destination: string, env: Nod
       if (answer === `${nonce} ${name} absent\n`) return 'absent'
       // Queued (answered so, or by the read-ahead before the answer): handed over as a queued file is.
       if (answer === `${nonce} ${name} queued\n` || fs.existsSync(queued)) {
-        fs.renameSync(queued, destination)
-        process.stdout.write(`Restored ${name} from the prefetch queue\n`)
-        if (SEGMENT.test(name)) {
-          try {
-            notePrefetchWanted(queueDir, name, fs.statSync(destination).size, start)
-          } catch {
-            // Delivered; a prefetcher not told only costs speed.
-          }
-        }
-
+        handOver(queueDir, name, destination, start)
         return 'queued'
       }
 
@@ -335,24 +354,33 @@ export function answerFromPrefetcher(name: string, destination: string, env: Nod
 /** `wal fetch <name> <dest>` answered from the prefetch queue; undefined: take the full path. */
 export function fetchFromQueue(name: string, destination: string, env: NodeJS.ProcessEnv, start: (name: string, segmentSize: number) => void): number | undefined {
   const queueDir = prefetchQueue(name, env)
-  // Only while a prefetcher holds the queue, as bin/dbb-wal serves: what a dead one left (a killed
-  // replay's read-ahead) waits for the next prefetcher, which removes it before it serves, instead
-  // of being handed to a later recovery — of an archive since wiped and reused, say.
-  if (queueDir === undefined || !prefetcherRunning(queueDir)) return undefined
+  // Only while a prefetcher holds the queue and published it, as bin/dbb-wal serves: what a dead one
+  // left (a killed replay's read-ahead) waits for the next prefetcher, which removes it before it
+  // publishes, instead of being handed to a later recovery — of an archive since wiped and reused, say.
+  if (queueDir === undefined || !queueServed(queueDir)) return undefined
   try {
-    fs.renameSync(path.join(queueDir, name), destination)
+    handOver(queueDir, name, destination, start)
   } catch {
     // Not queued (or the queue is on another filesystem): the full path fetches it from storage.
     return undefined
   }
 
+  return 0
+}
+
+/**
+ * Hands queued `name` over to PostgreSQL at `destination` (a rename: throws when it is not queued or
+ * the queue is on another filesystem, and the caller takes the full path), says so, and tells the
+ * prefetcher where recovery is.
+ */
+function handOver(queueDir: string, name: string, destination: string, start: (name: string, segmentSize: number) => void): void {
+  fs.renameSync(path.join(queueDir, name), destination)
   // PostgreSQL writes a restore_command's output into its log: where an operator sees prefetch working.
   process.stdout.write(`Restored ${name} from the prefetch queue\n`)
+  if (!SEGMENT.test(name)) return
   try {
     notePrefetchWanted(queueDir, name, fs.statSync(destination).size, start)
   } catch {
-    // The segment is delivered; a prefetcher that cannot be told or started only costs speed.
+    // The file is delivered; a prefetcher that cannot be told or started only costs speed.
   }
-
-  return 0
 }

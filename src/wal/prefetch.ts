@@ -9,7 +9,7 @@ import type {Logger} from '../logger'
 import type {StorageBackend} from '../storage/contract'
 import {fetchWal} from './archive'
 import {createTrackedTemporaryFile, temporaryFileFor} from './fetch-exit'
-import {ANSWER_FILE, ASK_FILE, IDENTITY_FILE, PREFETCH_PID_FILE, WANTED_FILE, identityLine} from './foreground'
+import {ANSWER_FILE, ASK_FILE, IDENTITY_FILE, PREFETCH_PID_FILE, WANTED_FILE, identityFileText, identityLine, uploaderLock} from './foreground'
 import {copyFileWhole} from '../sync-directory'
 import {lockSpool} from './spool'
 import {isWalFileName, walFileKind} from './segments'
@@ -261,9 +261,12 @@ export async function prefetch(options: {
     if (isWalFileName(entry) || entry.endsWith('.dbb-partial')) await fs.rm(path.join(queueDir, entry), {force: true})
   }
 
+  // Published only now, under this prefetcher's lock: until then the identity file names the
+  // previous holder and nothing is served from the queue (queueServed, bin/dbb-wal's fetch_queued).
   const line = options.identity === undefined ? undefined : identityLine(options.identity)
-  if (line !== undefined) {
-    await fs.writeFile(path.join(queueDir, `${IDENTITY_FILE}.tmp`), `${line}\n`)
+  const held = uploaderLock(queueDir)
+  if (held?.pid === process.pid) {
+    await fs.writeFile(path.join(queueDir, `${IDENTITY_FILE}.tmp`), identityFileText(line, held))
     await fs.rename(path.join(queueDir, `${IDENTITY_FILE}.tmp`), path.join(queueDir, IDENTITY_FILE))
   }
 

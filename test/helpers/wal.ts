@@ -1,10 +1,12 @@
 import {execFile} from 'node:child_process'
-import {existsSync} from 'node:fs'
+import {existsSync, writeFileSync} from 'node:fs'
 import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
 import {setTimeout as sleep} from 'node:timers/promises'
 import {promisify} from 'node:util'
 
+import {processStartTime} from '../../src/process-alive'
+import {identityFileText, identityLine, uploaderLock} from '../../src/wal/foreground'
 import {BIN} from './cli'
 import {PgCluster, asServerUser, freePort, isRoot} from './postgres'
 
@@ -28,6 +30,16 @@ export async function waitFor<T>(what: string, probe: () => Promise<T | undefine
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
     await sleep(100)
   }
+}
+
+/**
+ * Makes process `pid` (this one by default) stand in for a prefetcher that holds `queue` and has
+ * published it for the archive of `identity` (storageIdentity): the lock file and the identity file
+ * as prefetch() writes them, so bin/dbb-wal and Node serve the queue (queueServed).
+ */
+export function standInPrefetcher(queue: string, identity: string, pid = process.pid): void {
+  writeFileSync(path.join(queue, 'uploader.pid'), `${pid}\n\n${processStartTime(pid) ?? ''}\n`)
+  writeFileSync(path.join(queue, 'identity'), identityFileText(identityLine(identity), uploaderLock(queue)!))
 }
 
 /**

@@ -2,7 +2,7 @@ import {randomBytes} from 'node:crypto'
 import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
 
-import {identityLine, queueDirFor, storageIdentity} from '../../src/wal/foreground'
+import {identityLine, queueDirFor, queueServed, storageIdentity, uploaderLock} from '../../src/wal/foreground'
 import {runCli, tempDir} from '../helpers/cli'
 import {stopPrefetchers, waitFor} from '../helpers/wal'
 
@@ -73,7 +73,10 @@ describe.each([
     )
 
     // Started before the first download (size 0), it learned the 1 MiB size from `wanted`, and published its archive for bin/dbb-wal.
-    expect(await fs.readFile(path.join(queueDir, 'identity'), 'utf8')).toBe(`${identityLine(storageIdentity({BACKUP_LOCAL_DIR: storeDir}))}\n`)
+    // Published under its own lock (pid and start time as the lock file records them), so the queue is served.
+    const holder = uploaderLock(queueDir)!
+    expect(await fs.readFile(path.join(queueDir, 'identity'), 'utf8')).toBe(`${identityLine(storageIdentity({BACKUP_LOCAL_DIR: storeDir}))}\n${holder.pid} ${holder.startTime}\n`)
+    expect(queueServed(queueDir)).toBe(true)
 
     for (const n of [2, 3]) {
       const result = await fetch(n, `pg_wal/RECOVERYXLOG${n}`)

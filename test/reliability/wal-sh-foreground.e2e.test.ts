@@ -7,12 +7,13 @@ import {promisify} from 'node:util'
 import {gunzipSync, gzipSync} from 'node:zlib'
 
 import {EXIT_WAL_FETCH_FATAL, EXIT_WAL_NOT_IN_ARCHIVE} from '../../src/errors'
+import {processStartTime} from '../../src/process-alive'
 import {walForegroundFetchCommand} from '../../src/restore/recovery-config'
-import {PREFETCHER_READY_WAIT_MS, fileIdentity, identityLine, queueDirFor, storageIdentity} from '../../src/wal/foreground'
+import {PREFETCHER_READY_WAIT_MS, fileIdentity, identityFileText, identityLine, queueDirFor, storageIdentity} from '../../src/wal/foreground'
 import {PREFETCH_NICENESS} from '../../src/wal/prefetch'
 import {CliResult, ROOT, cliEnv, collect, runCli, tempDir} from '../helpers/cli'
 import {PgCluster, freePort, isRoot, makeServerOwnedDir, startPostgres} from '../helpers/postgres'
-import {waitFor, waitForPromotion} from '../helpers/wal'
+import {standInPrefetcher, waitFor, waitForPromotion} from '../helpers/wal'
 
 const run = promisify(execFile)
 const FOREGROUND = path.join(ROOT, 'bin', 'dbb-wal')
@@ -121,7 +122,7 @@ describe('bin/dbb-wal, the sh foreground', () => {
     expect(unpublished.stdout).not.toContain('(dbb-wal)')
     await fs.rm(path.join(workDir, 'pg_wal', 'RECOVERYXLOG'), {force: true})
     await fs.writeFile(path.join(queue, name), queued)
-    await fs.writeFile(path.join(queue, 'identity'), `${identityLine(identity)}\n`)
+    standInPrefetcher(queue, identity)
     const served = await foreground(['fetch', ...storageArgs, name, 'pg_wal/RECOVERYXLOG'], env, workDir)
     expect(served).toMatchObject({code: 0, stdout: `Restored ${name} from the prefetch queue (dbb-wal)\n`})
     expect((await fs.readFile(path.join(workDir, 'pg_wal', 'RECOVERYXLOG'))).equals(queued)).toBe(true)
@@ -155,8 +156,7 @@ describe('bin/dbb-wal, the sh foreground', () => {
     const identity = storageIdentity({STORAGE_BACKEND: 'local', BACKUP_LOCAL_DIR: storeDir})
     const queue = queueDirFor(spoolDir, identity)
     await fs.mkdir(queue, {recursive: true})
-    await fs.writeFile(path.join(queue, 'uploader.pid'), `${process.pid}\n\n`)
-    await fs.writeFile(path.join(queue, 'identity'), `${identityLine(identity)}\n`)
+    standInPrefetcher(queue, identity)
     const pgWal = path.join(workDir, 'pg_wal')
     execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', pgWal])
     try {
@@ -269,7 +269,8 @@ describe.each([
     const queue = queueDirFor(spoolDir, storageIdentity({STORAGE_BACKEND: 'local', BACKUP_LOCAL_DIR: storeDir}))
     const started = Number((await fs.readFile(path.join(queue, 'uploader.pid'), 'utf8')).split('\n')[0])
     expect(() => process.kill(started, 0)).not.toThrow()
-    expect(await fs.readFile(path.join(queue, 'identity'), 'utf8')).toBe(`${identityLine(storageIdentity({STORAGE_BACKEND: 'local', BACKUP_LOCAL_DIR: storeDir}))}\n`)
+    // Published under its own lock: the archive's identity line, then the prefetcher's pid and start time.
+    expect(await fs.readFile(path.join(queue, 'identity'), 'utf8')).toBe(`${identityLine(storageIdentity({STORAGE_BACKEND: 'local', BACKUP_LOCAL_DIR: storeDir}))}\n${started} ${processStartTime(started)}\n`)
     // It runs below PostgreSQL's priority on every thread (niceness: field 19 of /proc/<pid>/task/<tid>/stat).
     const niceness = await Promise.all(
       (await fs.readdir(`/proc/${started}/task`)).map(async (thread) => Number((await fs.readFile(`/proc/${started}/task/${thread}/stat`, 'utf8')).replace(/^.*\) /s, '').split(' ')[16])),
@@ -340,6 +341,37 @@ describe.each([
     expect(next.code).toBe(0)
     expect((await delivered()).equals(contents.get(8)!)).toBe(true)
   }, 180_000)
+
+  it('serves a queue only under the lock of the prefetcher that published it: not between a new lock and its clean-up, not to a pid another process reuses', async () => {
+    const identity = storageIdentity({STORAGE_BACKEND: 'local', BACKUP_LOCAL_DIR: storeDir})
+    const queue = queueDirFor(spoolDir, identity)
+    await fs.mkdir(queue, {recursive: true})
+    const leftover = randomBytes(64 * 1024)
+    const fromStorageOnly = async (why: string) => {
+      await fs.writeFile(path.join(queue, segment(1)), leftover)
+      const result = await fetch(segment(1))
+      expect({why, code: result.code, sh: result.stdout.includes('(dbb-wal)')}).toEqual({why, code: 0, sh: false})
+      expect((await delivered()).equals(contents.get(1)!)).toBe(true)
+      await fs.rm(path.join(workDir, 'pg_wal', 'RECOVERYXLOG'))
+    }
+
+    // A new prefetcher (this process stands in) took the lock; the identity file is still the one a
+    // killed prefetcher published, and the queue still holds what that one downloaded.
+    await fs.writeFile(path.join(queue, 'identity'), identityFileText(identityLine(identity), {pid: 999_999_999, startTime: '1'}))
+    await fs.writeFile(path.join(queue, 'uploader.pid'), `${process.pid}\n\n${processStartTime(process.pid)}\n`)
+    await fromStorageOnly('identity published under the previous lock')
+    // The lock and the identity agree, but the pid is now another process's (its start time differs).
+    await fs.writeFile(path.join(queue, 'uploader.pid'), `${process.pid}\n\n1\n`)
+    await fs.writeFile(path.join(queue, 'identity'), identityFileText(identityLine(identity), {pid: process.pid, startTime: '1'}))
+    await fromStorageOnly('pid reused')
+    // Published under the live holder's own lock: served from the queue (what the stand-in queued).
+    standInPrefetcher(queue, identity)
+    await fs.writeFile(path.join(queue, segment(1)), leftover)
+    const served = await fetch(segment(1))
+    expect(served.code).toBe(0)
+    expect(served.stdout).toContain('(dbb-wal)')
+    expect((await delivered()).equals(leftover)).toBe(true)
+  }, 60_000)
 
   it("a replay's first request is answered by the prefetcher it starts, not by a second load of dbb: storage's absent is 1, a .history in the archive is delivered whole, a read error is fatal", async () => {
     const queue = queueDirFor(spoolDir, storageIdentity({STORAGE_BACKEND: 'local', BACKUP_LOCAL_DIR: storeDir}))

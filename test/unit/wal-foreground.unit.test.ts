@@ -3,7 +3,8 @@ import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
 
-import {ANSWER_WAIT_MS, answerFromPrefetcher, fetchFromQueue, fileIdentity, identityLine, prefetchQueue, pushFromReadAhead, queueDirFor, storageIdentity, takeMatchingMarker} from '../../src/wal/foreground'
+import {ANSWER_WAIT_MS, PREFETCHER_READY_WAIT_MS, answerFromPrefetcher, fetchFromQueue, fileIdentity, identityFileText, identityLine, prefetchQueue, pushFromReadAhead, queueDirFor, storageIdentity, takeMatchingMarker} from '../../src/wal/foreground'
+import {standInPrefetcher} from '../helpers/wal'
 
 /** The no-config answers of archive_command / restore_command (src/wal/foreground.ts), on real files. */
 describe('WAL foreground (src/wal/foreground.ts)', () => {
@@ -92,7 +93,13 @@ describe('WAL foreground (src/wal/foreground.ts)', () => {
     fs.writeFileSync(path.join(queue, 'uploader.pid'), '999999999\n\n')
     expect(fetchFromQueue(name, dest, env, () => {})).toBeUndefined()
     expect(fs.existsSync(dest)).toBe(false)
+    // A live holder that has not published the queue yet (between its lock and its clean-up of
+    // what the dead one left; the identity file still names that one): not served either.
+    fs.writeFileSync(path.join(queue, 'identity'), identityFileText(identityLine(storageIdentity(env)), {pid: 999_999_999}))
     fs.writeFileSync(path.join(queue, 'uploader.pid'), `${process.pid}\n\n`)
+    expect(fetchFromQueue(name, dest, env, () => {})).toBeUndefined()
+    expect(fs.existsSync(dest)).toBe(false)
+    standInPrefetcher(queue, storageIdentity(env))
     expect(fetchFromQueue(name, dest, env, (wanted, size) => started.push([wanted, size]))).toBe(0)
     expect(fs.readFileSync(dest).equals(Buffer.alloc(1024 * 1024, 1))).toBe(true)
     expect(fs.readFileSync(path.join(queue, 'wanted'), 'utf8')).toBe(`${name} ${1024 * 1024}\n`)
@@ -164,7 +171,6 @@ describe('answerFromPrefetcher (the first fetch asks the prefetcher it started)'
     queueDir = queueDirFor(path.join(dir, 'spool'), storageIdentity(env))
     destination = path.join(dir, 'RECOVERYHISTORY')
     fs.mkdirSync(queueDir, {recursive: true})
-    fs.writeFileSync(path.join(queueDir, 'identity'), `${identityLine(storageIdentity(env))}\n`)
   })
 
   afterEach(() => fs.rmSync(dir, {recursive: true, force: true}))
@@ -173,9 +179,12 @@ describe('answerFromPrefetcher (the first fetch asks the prefetcher it started)'
    * A stand-in prefetcher (a real process holding the queue's lock) that answers the first question
    * it reads with `outcome`, or exits without answering when outcome is 'die'.
    */
-  function standIn(outcome: 'absent' | 'failed' | 'queued' | 'another question' | 'die'): ChildProcess {
+  function standIn(outcome: 'absent' | 'failed' | 'queued' | 'another question' | 'die' | 'unpublished'): ChildProcess {
+    // Published under its own lock (identityFileText), except 'unpublished': the identity file still names the previous holder.
+    const identity = outcome === 'unpublished' ? identityFileText(identityLine(storageIdentity(env)), {pid: 999_999_999}) : undefined
     const script = `
       const fs = require('fs'), path = require('path'), q = ${JSON.stringify(queueDir)}
+      fs.writeFileSync(path.join(q, 'identity'), ${JSON.stringify(identity ?? null)} ?? (${JSON.stringify(identityLine(storageIdentity(env)))} + '\\n' + process.pid + ' \\n'))
       fs.writeFileSync(path.join(q, 'uploader.pid'), process.pid + '\\n\\n')
       const timer = setInterval(() => {
         let ask = ''
@@ -223,5 +232,14 @@ describe('answerFromPrefetcher (the first fetch asks the prefetcher it started)'
     expect(died.answer).toBeUndefined()
     expect(died.ms).toBeLessThan(ANSWER_WAIT_MS)
     expect(fs.existsSync(destination)).toBe(false)
+  }, 30_000)
+
+  it('neither asks nor hands over while the prefetcher it started has not published the queue (what a killed one left is still there)', async () => {
+    fs.writeFileSync(path.join(queueDir, name), 'left by a killed prefetcher\n')
+    const unpublished = await answered('unpublished')
+    expect(unpublished.answer).toBeUndefined()
+    expect(unpublished.ms).toBeGreaterThanOrEqual(PREFETCHER_READY_WAIT_MS)
+    expect(fs.existsSync(destination)).toBe(false)
+    expect(fs.existsSync(path.join(queueDir, 'wanted.ask'))).toBe(false)
   }, 30_000)
 })
