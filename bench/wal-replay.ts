@@ -16,7 +16,9 @@
  * the bench-wal-replay markers.
  *
  * Flags: --mb N (default 1024: 1 GiB of WAL, the issue's figure), --rounds N (default 3: interleaved,
- * medians reported), --note TEXT.
+ * medians reported), --note TEXT, --only LABEL,… (those variants alone, each against its baseline
+ * when that is among them; printed, not written to BENCHMARKS.md), --compare DIR (another built
+ * checkout's bin/dbb-wal in the same rounds; printed only).
  */
 import {execFile} from 'node:child_process'
 import * as fs from 'node:fs/promises'
@@ -25,6 +27,7 @@ import {setTimeout as sleep} from 'node:timers/promises'
 import {promisify} from 'node:util'
 import {gunzipSync} from 'node:zlib'
 
+import {walForegroundFetchCommand} from '../src/restore/recovery-config'
 import {isRoot, makeServerOwnedDir, startPostgres} from '../test/helpers/postgres'
 import {startRestoredServer} from '../test/helpers/wal'
 import {DBB, ROOT} from './measure'
@@ -39,6 +42,15 @@ async function main(): Promise<void> {
   const note = noteIndex === -1 ? '' : argv[noteIndex + 1]
   const roundsIndex = argv.indexOf('--rounds')
   const rounds = roundsIndex === -1 ? 3 : Number(argv[roundsIndex + 1])
+  // --only pgwal-fsync,fetch-fsync: those variants alone (a quick A/B while changing one thing);
+  // the table is printed, and BENCHMARKS.md keeps the last full run.
+  const onlyIndex = argv.indexOf('--only')
+  const only = onlyIndex === -1 ? undefined : argv[onlyIndex + 1].split(',')
+  // --compare DIR: another built dbb checkout (git worktree add DIR <commit>; npm run build there)
+  // whose bin/dbb-wal replays too, in the same rounds — an A/B that the machine's drift between
+  // runs minutes apart cannot blur. Adds the variants fetch@ and fetch-fsync@.
+  const compareIndex = argv.indexOf('--compare')
+  const compare = compareIndex === -1 ? undefined : path.resolve(argv[compareIndex + 1])
   const loadAverage = async () => (await fs.readFile('/proc/loadavg', 'utf8')).split(' ').slice(0, 3).join(' ')
   const loadAtStart = await loadAverage()
   const storeDir = await makeServerOwnedDir('dbb-bench-replay-store-')
@@ -161,7 +173,7 @@ async function main(): Promise<void> {
 
     const nodeCommand = `${process.execPath} ${DBB} wal fetch --storage local --local-dir ${storeDir} %f %p`
     // `baseline`: the row a variant's ratio is taken against (pg_wal unless it says otherwise).
-    const variants: Array<{label: string; row: string; args: string[]; prepare: (dataDir: string) => Promise<void>; env: Record<string, string>; store: string; conf?: string; baseline?: string}> = [
+    const allVariants: Array<{label: string; row: string; args: string[]; prepare: (dataDir: string) => Promise<void>; env: Record<string, string>; store: string; conf?: string; baseline?: string}> = [
       {label: 'pgwal', row: 'WAL already in pg_wal (restore_command = false)', args: ['--restore-command', 'false'], prepare: intoPgWal, env: {}, store: storeDir},
       {label: 'mv-floor', row: 'floor of any restore_command: `mv -f <decompressed>/%f %p` (no download, no check, no prefetcher)', args: ['--restore-command', `mv -f -- ${staged}/%f %p 2>/dev/null`], prepare: intoStaged, env: {}, store: storeDir},
       {label: 'fetch', row: "`dbb-wal fetch` (the sh foreground, sourced: dbb restore's restore_command, WAL_PREFETCH=8), gzip archive (default)", args: [], prepare: emptyFetchSpool, env: {WAL_SPOOL_DIR: fetchSpool}, store: storeDir},
@@ -172,6 +184,17 @@ async function main(): Promise<void> {
       {label: 'pgwal-fsync', row: 'WAL already in pg_wal, `fsync = on` (the rows above run with the test clusters\' `fsync = off`)', args: ['--restore-command', 'false'], prepare: intoPgWal, env: {}, store: storeDir, conf: 'fsync = on'},
       {label: 'fetch-fsync', row: '`dbb-wal fetch`, gzip archive, `fsync = on` (ratio to the row above)', args: [], prepare: emptyFetchSpool, env: {WAL_SPOOL_DIR: fetchSpool}, store: storeDir, conf: 'fsync = on', baseline: 'pgwal-fsync'},
     ]
+    if (compare) {
+      const command = walForegroundFetchCommand(process.execPath, path.join(compare, 'bin', 'dbb-wal'), ['--storage', 'local', '--local-dir', storeDir])
+      allVariants.push(
+        {label: 'fetch@', row: `\`dbb-wal fetch\` of ${compare}, gzip archive`, args: ['--restore-command', command], prepare: emptyFetchSpool, env: {WAL_SPOOL_DIR: fetchSpool}, store: storeDir},
+        {label: 'fetch-fsync@', row: `\`dbb-wal fetch\` of ${compare}, gzip archive, \`fsync = on\` (ratio to pg_wal with fsync = on)`, args: ['--restore-command', command], prepare: emptyFetchSpool, env: {WAL_SPOOL_DIR: fetchSpool}, store: storeDir, conf: 'fsync = on', baseline: 'pgwal-fsync'},
+      )
+    }
+
+    const unknown = only?.filter((label) => !allVariants.some((variant) => variant.label === label)) ?? []
+    if (unknown.length > 0) throw new Error(`--only: no variant ${unknown.join(', ')} (there are ${allVariants.map((variant) => variant.label).join(', ')})`)
+    const variants = only ? allVariants.filter((variant) => only.includes(variant.label)) : allVariants
     // Interleaved rounds, medians: this machine's speed drifts by tens of percent between minutes,
     // and a ratio of two runs minutes apart measures the drift as much as the replay.
     const results = variants.map(() => [] as Array<{seconds: number; fromQueue: number; redoSeconds: number; redoCpuSeconds: number}>)
@@ -207,7 +230,7 @@ async function main(): Promise<void> {
     const [start, end] = ['<!-- bench-wal-replay:start (generated by npm run bench:wal-replay) -->', '<!-- bench-wal-replay:end -->']
     const from = existing.indexOf(start)
     const to = existing.indexOf(end)
-    if (from !== -1 && to > from) await fs.writeFile(report, `${existing.slice(0, from + start.length)}\n${generated}${existing.slice(to)}`)
+    if (!only && !compare && from !== -1 && to > from) await fs.writeFile(report, `${existing.slice(0, from + start.length)}\n${generated}${existing.slice(to)}`)
   } finally {
     await cluster.destroy()
     for (const dir of [...dirs, ...dirs.map((dir) => `${dir}.log`), storeDir, spoolDir, fetchSpool, `${fetchSpool}-staged`, zstdStoreDir, zstdSpoolDir]) await fs.rm(dir, {recursive: true, force: true})
