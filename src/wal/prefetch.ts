@@ -256,9 +256,10 @@ export async function prefetch(options: {
   if (!lock) return {fetched: 0}
   // Trust nothing an earlier prefetcher left (a killed one's partial downloads; entries of a replay
   // long over; a hard link an older bin/dbb-wal left between its `ln` and `rm`, which can share its
-  // inode with a file PostgreSQL recycles and overwrites). Entries are cheap to download again.
+  // inode with a file PostgreSQL recycles and overwrites; a spare copy of the last segment, which
+  // would be queued again as is at the end of the archive). Entries are cheap to download again.
   for (const entry of await fs.readdir(queueDir)) {
-    if (isWalFileName(entry) || entry.endsWith('.dbb-partial')) await fs.rm(path.join(queueDir, entry), {force: true})
+    if (isWalFileName(entry) || entry.endsWith('.dbb-partial') || entry.endsWith(SPARE_SUFFIX)) await fs.rm(path.join(queueDir, entry), {force: true})
   }
 
   // Published only now, under this prefetcher's lock: until then the identity file names the

@@ -121,6 +121,19 @@ describe('the prefetcher does first what PostgreSQL waits for', () => {
     expect((await fs.readdir(queueDir)).filter((entry) => entry.startsWith('0000'))).toEqual([])
   }, 60_000)
 
+  it('never queues again a spare copy an earlier prefetcher left: the end of the archive gets storage\'s bytes', async () => {
+    await archive(3)
+    // A killed prefetcher's copy of segment 3, of an archive since wiped and reused under the same
+    // settings; this prefetcher starts when recovery is already at 3, the last segment.
+    await fs.mkdir(queueDir, {recursive: true})
+    await fs.writeFile(path.join(queueDir, `${segment(3)}.again`), randomBytes(SEGMENT_SIZE))
+    const running = prefetch({storage, queueDir, name: segment(3), count: 4, segmentSize: SEGMENT_SIZE, idleExitMs: 2000})
+    await waitFor('segment 3 queued again', async () => (queued(3) ? true : undefined))
+    expect((await deliver(3)).equals(contents.get(3)!)).toBe(true)
+    await running
+    expect(storage.reads(segment(3))).toBe(1)
+  }, 60_000)
+
   it('started before the segment size is known (the .history probe), it downloads nothing until `wanted` gives it, then only the window after it', async () => {
     await archive(4)
     // As the first fetch of a recovery starts it: the requested name, no size, no backup_label here.
