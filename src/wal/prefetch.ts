@@ -271,6 +271,15 @@ export async function prefetch(options: {
     await fs.rename(path.join(queueDir, `${IDENTITY_FILE}.tmp`), path.join(queueDir, IDENTITY_FILE))
   }
 
+  // A `wanted` older than a prefetcher waits idle is an earlier replay's (the queue directory
+  // outlives it: the next drill, the next restore with the same spool). Read, its window would be
+  // downloaded first, and the first segment this recovery asks for (backup_label's) not at all.
+  const wantedFile = path.join(queueDir, WANTED_FILE)
+  const wantedAgeMs = await fs.stat(wantedFile).then(
+    (stat) => Date.now() - stat.mtimeMs,
+    () => 0,
+  )
+  if (wantedAgeMs > WANTED_IDLE_EXIT_MS) await fs.rm(wantedFile, {force: true})
   let fetched = 0
   let wanted = (await readWanted(queueDir, options.segmentSize)) ?? {name: options.name, segmentSize: options.segmentSize}
   // Started on recovery's first request, the .history probe, before any segment gave the size: the

@@ -134,6 +134,19 @@ describe('the prefetcher does first what PostgreSQL waits for', () => {
     expect(storage.reads(segment(3))).toBe(1)
   }, 60_000)
 
+  it("ignores an earlier replay's `wanted` (older than a prefetcher waits idle): this recovery's window is downloaded, not that one's", async () => {
+    await archive(9)
+    await fs.mkdir(queueDir, {recursive: true})
+    await fs.writeFile(path.join(queueDir, WANTED_FILE), `${segment(6)} ${SEGMENT_SIZE}\n`)
+    const anHourAgo = new Date(Date.now() - 3_600_000)
+    await fs.utimes(path.join(queueDir, WANTED_FILE), anHourAgo, anHourAgo)
+    const running = prefetch({storage, queueDir, name: segment(1), count: 2, segmentSize: SEGMENT_SIZE, idleExitMs: 1000})
+    await waitFor('segments 2 and 3 queued', async () => (queued(2) && queued(3) ? true : undefined))
+    await running
+    expect(storage.events[0]).toBe(`start ${segment(2)}`)
+    expect(storage.reads(segment(7))).toBe(0)
+  }, 60_000)
+
   it('started before the segment size is known (the .history probe), it downloads nothing until `wanted` gives it, then only the window after it', async () => {
     await archive(4)
     // As the first fetch of a recovery starts it: the requested name, no size, no backup_label here.
