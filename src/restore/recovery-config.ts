@@ -31,7 +31,7 @@ export async function checkDataDirectory(pgdata: string, options: {force: boolea
       () => false,
       () => true,
     )
-    const interrupted = unstartable && entries.some((entry) => entry.startsWith(STAGING_PREFIX))
+    const interrupted = unstartable && entries.some((entry) => STAGING_PREFIXES.some((prefix) => entry.startsWith(prefix)))
     throw new UsageError(
       interrupted
         ? `--pgdata ${pgdata} holds what an interrupted dbb restore left (${entries.length} entries; PostgreSQL will not start on it); use --force to restore into it again`
@@ -49,7 +49,16 @@ async function runningPostmaster(pgdata: string): Promise<number | undefined> {
   return processAlive(pid) ? pid : undefined
 }
 
-const STAGING_PREFIX = '.dbb-restore-'
+/**
+ * The staging directory's name starts with PostgreSQL's temporary-file prefix (`pgsql_tmp`), which
+ * pg_basebackup (and pgBackRest, and pg_rewind) skip: a restore killed before its swap leaves the
+ * partly extracted backup beside the untouched old cluster, and if that cluster is started again
+ * instead of restored, its base backups would otherwise carry the leftover (checked by
+ * base-restore-crash.e2e with the real pg_basebackup).
+ */
+export const STAGING_PREFIX = 'pgsql_tmp.dbb-restore-'
+/** Also what an older dbb named it, recognized when telling an interrupted restore apart. */
+const STAGING_PREFIXES = [STAGING_PREFIX, '.dbb-restore-']
 
 /** A staging directory inside pgdata, so moving the extracted files into place is a rename on one filesystem. */
 export async function createStagingDirectory(pgdata: string): Promise<string> {

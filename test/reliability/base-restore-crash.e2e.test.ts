@@ -4,6 +4,7 @@ import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
 import {promisify} from 'node:util'
 
+import {STAGING_PREFIX, createStagingDirectory} from '../../src/restore/recovery-config'
 import {runCli, startCli} from '../helpers/cli'
 import {CRASH_SEED, KillPoint, phaseEvents, runWithKill, seededRandom} from '../helpers/crash-harness'
 import {PgCluster, asServerUser, makeServerOwnedDir, startPostgres} from '../helpers/postgres'
@@ -49,7 +50,7 @@ describe('crash-point matrix: restore --type base over another cluster (real Pos
     for (const entry of entries) {
       const full = path.join(entry.parentPath, entry.name)
       const relative = path.relative(dir, full)
-      if (relative.startsWith('.dbb-restore-')) continue
+      if (relative.startsWith(STAGING_PREFIX)) continue
       lines.push(`${relative} ${entry.isDirectory() ? '-' : (await fs.stat(full)).size}`)
     }
 
@@ -194,4 +195,24 @@ describe('crash-point matrix: restore --type base over another cluster (real Pos
       await server.stop()
     }
   }, 900_000)
+
+  // Last: it adds a base backup, which becomes `latest` for anything after it.
+  it('the staging directory a kill before the swap leaves beside the old cluster is not carried into base backups of that cluster, started again', async () => {
+    // What a restore killed before its swap leaves (the same function makes it), in a cluster that runs.
+    const staging = await createStagingDirectory(cluster.dataDir)
+    try {
+      await fs.writeFile(path.join(staging, 'PG_VERSION'), 'partly extracted\n')
+      await run('chown', ['-R', '--reference', cluster.dataDir, staging]).catch(() => {})
+      const backup = await runCli(['backup', 'run', '--type', 'base', '--no-prune', '--json'], {...cluster.dbbEnv(), ...env()})
+      expect([backup.code, backup.code === 0 ? '' : backup.stderr.slice(-400)]).toEqual([0, ''])
+      const {id} = JSON.parse(backup.stdout).metadata as {id: string}
+      // The stored tar, as pg_basebackup streamed it (stock tools: gunzip | tar -t).
+      const {stdout} = await run('sh', ['-c', `gzip -dc "$1" | tar -t`, 'sh', path.join(storeDir, id)], {maxBuffer: 64 * 1024 * 1024})
+      const entries = stdout.split('\n')
+      expect(entries).toContain('PG_VERSION')
+      expect(entries.filter((entry) => entry.includes('dbb-restore'))).toEqual([])
+    } finally {
+      await fs.rm(staging, {recursive: true, force: true})
+    }
+  }, 300_000)
 })

@@ -2,6 +2,7 @@ import {existsSync} from 'node:fs'
 import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
 
+import {STAGING_PREFIX} from '../../src/restore/recovery-config'
 import {runCli, tempDir} from '../helpers/cli'
 import {CrashRun, runWithKill} from '../helpers/crash-harness'
 import {ArchiveModel, CODECS, checkArchive, expectNoLeftovers, s3Store, segmentName, sha, writeOldBackup, writeSourceSegment} from '../helpers/crash-invariants'
@@ -248,7 +249,7 @@ describe('storage-fault matrix: S3 (every request index × 500 / reset / stall)'
             return old ? undefined : `exit ${outcome.code}, but --pgdata holds ${entries.join(', ')}`
           }
 
-          const restored = !entries.includes('marker') && entries.includes('recovery.signal') && !entries.some((entry) => entry.startsWith('.dbb-restore-'))
+          const restored = !entries.includes('marker') && entries.includes('recovery.signal') && !entries.some((entry) => entry.startsWith(STAGING_PREFIX))
           const pgVersion = await fs.readFile(path.join(pgdata, 'PG_VERSION'), 'utf8').catch(() => '')
           return restored && pgVersion.trim() === version ? undefined : `exit 0, but --pgdata holds ${entries.join(', ')}`
         },
