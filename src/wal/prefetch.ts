@@ -296,6 +296,13 @@ export async function prefetch(options: {
   /** The last segment whose spare copy was made, and the last one queued again from it (once each: see below). */
   let spared: string | undefined
   let requeued: string | undefined
+  /**
+   * Names this prefetcher queued. One gone from the queue was handed over: bin/dbb-wal renames it
+   * out, THEN writes `wanted`, and a pass in between saw it missing from a window that still starts
+   * before it — and downloaded it again. If recovery does ask for it again (a new replay while this
+   * prefetcher still runs), its question is answered like any other.
+   */
+  const queuedHere = new Set<string>()
   const waiter = queueWaiter(queueDir)
   try {
     // A fetch waiting on an answer (bin/dbb-wal) goes before the read-ahead: looked at before each
@@ -305,6 +312,7 @@ export async function prefetch(options: {
       if (ask && ask.nonce !== answered) {
         answered = ask.nonce
         const outcome = await answerAsk(storage, queueDir, ask, downloading, logger)
+        if (outcome === 'queued') queuedHere.add(ask.name)
         // Started on a .history request (size 0): the first segment asked for gives the size, and the window.
         if (outcome === 'queued' && wanted.segmentSize === 0 && walFileKind(ask.name) === 'segment') {
           const size = (await fs.stat(path.join(queueDir, ask.name)).catch(() => undefined))?.size
@@ -323,6 +331,7 @@ export async function prefetch(options: {
       const done = fetchWal(storage, name, path.join(queueDir, name)).then(() => undefined)
       downloading.set(name, done.catch(() => undefined))
       await done.finally(() => downloading.delete(name))
+      queuedHere.add(name)
       fetched += 1
     }
 
@@ -375,7 +384,7 @@ export async function prefetch(options: {
       }
 
       const present = new Set(entries)
-      const missing = window.filter((name) => !present.has(name) && !failed.has(name) && !(endOfArchive && name >= endOfArchive.name))
+      const missing = window.filter((name) => !present.has(name) && !failed.has(name) && !queuedHere.has(name) && !(endOfArchive && name >= endOfArchive.name))
       const worker = async (limit = Number.POSITIVE_INFINITY) => {
         for (let taken = 0; taken < limit; taken++) {
           const name = missing.shift()
@@ -429,6 +438,8 @@ export async function prefetch(options: {
       } else await waiter.wait()
       const next = await readWanted(queueDir, wanted.segmentSize)
       if (next && (next.name !== wanted.name || next.segmentSize !== wanted.segmentSize)) {
+        // Back (another recovery): what was handed over before is wanted again.
+        if (next.name < wanted.name) queuedHere.clear()
         wanted = next
         lastRequestAt = Date.now()
         failed.clear()

@@ -82,6 +82,19 @@ describe('the prefetcher does first what PostgreSQL waits for', () => {
     expect(new Set(storage.events.slice(2, 4))).toEqual(new Set([`start ${segment(3)}`, `start ${segment(4)}`]))
   }, 60_000)
 
+  it('does not download again a segment handed over before recovery said it moved on (bin/dbb-wal renames it out, then writes `wanted`)', async () => {
+    await archive(6)
+    const running = prefetch({storage, queueDir, name: segment(1), count: 4, segmentSize: SEGMENT_SIZE, idleExitMs: 1500})
+    await waitFor('segments 2 to 5 queued', async () => ([2, 3, 4, 5].every(queued) ? true : undefined))
+    // The rename alone (it wakes the prefetcher): the window still starts at 2, and 2 is missing.
+    await fs.rename(path.join(queueDir, segment(2)), path.join(workDir, 'handed-over'))
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    await fs.writeFile(path.join(queueDir, WANTED_FILE), `${segment(2)}\n`)
+    await waitFor('segment 6 queued', async () => (queued(6) ? true : undefined))
+    await running
+    expect(storage.reads(segment(2))).toBe(1)
+  }, 60_000)
+
   it('queues the last segment again at the end of the archive, once, with the exact bytes, from a copy made while it was queued', async () => {
     await archive(3)
     const running = prefetch({storage, queueDir, name: segment(1), count: 4, segmentSize: SEGMENT_SIZE, idleExitMs: 4000})

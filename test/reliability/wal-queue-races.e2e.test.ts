@@ -47,23 +47,35 @@ describe('prefetch queue races', () => {
 
   /** Eight processes taking the lock of `spoolDir` at once: each one's answer, held or not. */
   async function eightTakers(spoolDir: string): Promise<string[]> {
+    // The holder keeps the lock until every taker has answered (the test then closes its stdin):
+    // with a fixed hold, a taker that started late on a loaded machine found the lock released and
+    // took it too, which is a second holder in time, not at once.
     const script = `
       const {lockSpool} = require(${JSON.stringify(path.join(ROOT, 'dist', 'wal', 'spool.js'))})
       lockSpool(${JSON.stringify(spoolDir)}).then(async (lock) => {
         process.stdout.write(lock ? 'held' : 'not held')
-        if (lock) { await new Promise((resolve) => setTimeout(resolve, 1500)); await lock.release() }
+        if (lock) {
+          await new Promise((resolve) => process.stdin.on('end', resolve).resume())
+          await lock.release()
+        }
       })`
-    return Promise.all(
-      Array.from({length: 8}, () =>
-        new Promise<string>((resolve, reject) => {
-          const child = spawn(process.execPath, ['-e', script], {stdio: ['ignore', 'pipe', 'inherit']})
-          let out = ''
-          child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()))
-          child.on('error', reject)
-          child.on('close', () => resolve(out))
-        }),
-      ),
-    )
+    const takers = Array.from({length: 8}, () => {
+      const child = spawn(process.execPath, ['-e', script], {stdio: ['pipe', 'pipe', 'inherit']})
+      let out = ''
+      const answered = new Promise<void>((resolve, reject) => {
+        child.stdout.on('data', (chunk: Buffer) => {
+          out += chunk.toString()
+          resolve()
+        })
+        child.on('error', reject)
+        child.on('close', () => resolve())
+      })
+      const closed = new Promise<string>((resolve) => child.on('close', () => resolve(out)))
+      return {child, answered, closed}
+    })
+    await Promise.all(takers.map((taker) => taker.answered))
+    for (const {child} of takers) child.stdin.end()
+    return Promise.all(takers.map((taker) => taker.closed))
   }
 
   it('of eight processes taking one spool lock at once, exactly one holds it, and the lock file is never seen half-written', async () => {
@@ -83,7 +95,10 @@ describe('prefetch queue races', () => {
     await fs.mkdir(spoolDir)
     for (let round = 0; round < 6; round++) {
       const dead = spawnSync(process.execPath, ['-e', '0']).pid
-      await fs.writeFile(path.join(spoolDir, 'uploader.pid'), `${dead}\n\n`)
+      // With a start time no process started now has: on a busy machine (CI, with the suite's other
+      // workers spawning) the dead pid can be reused before the takers look, and a lock without one
+      // would then name a live process (by its pid alone) and nobody would take it over.
+      await fs.writeFile(path.join(spoolDir, 'uploader.pid'), `${dead}\n\n1\n`)
       const results = await eightTakers(spoolDir)
       expect([round, results.filter((result) => result === 'held').length]).toEqual([round, 1])
       expect((await fs.readdir(spoolDir)).filter((entry) => entry.startsWith('uploader.pid'))).toEqual([])
