@@ -438,8 +438,10 @@ export async function prefetch(options: {
       } else await waiter.wait()
       const next = await readWanted(queueDir, wanted.segmentSize)
       if (next && (next.name !== wanted.name || next.segmentSize !== wanted.segmentSize)) {
-        // Back (another recovery): what was handed over before is wanted again.
+        // Back (another recovery): what was handed over before is wanted again. Forward: names up
+        // to `wanted` are behind every window from now on (and a standby's replay runs for weeks).
         if (next.name < wanted.name) queuedHere.clear()
+        for (const name of queuedHere) if (name <= next.name) queuedHere.delete(name)
         wanted = next
         lastRequestAt = Date.now()
         failed.clear()
