@@ -23,8 +23,10 @@ if ((process.argv[2] === 'wal' && process.argv[3] === 'fetch') || process.argv[2
   const fetchArgs = process.argv[3] === 'fetch' ? require('../dist/wal/fetch-args').parseWalFetchArgs(process.argv.slice(4)) : undefined
   if (fetchArgs) Object.assign(process.env, fetchArgs.overrides)
   if (fetchArgs && ['', 'local', 's3'].includes((process.env.STORAGE_BACKEND ?? '').trim())) {
-    const startPrefetcher = (name, segmentSize) => require('../dist/backup/child-process').spawnDetachedDbb(__filename, ['wal', 'prefetch', name, String(segmentSize)])
     const foreground = require('../dist/wal/foreground')
+    // Called only with WAL_SPOOL_DIR set (prefetch needs it); its log goes there (foreground.prefetchLogFor).
+    const startPrefetcher = (name, segmentSize) =>
+      require('../dist/backup/child-process').spawnDetachedDbb(__filename, ['wal', 'prefetch', name, String(segmentSize)], foreground.prefetchLogFor(process.env.WAL_SPOOL_DIR.trim()))
     const code = foreground.fetchFromQueue(fetchArgs.name, fetchArgs.destination, process.env, startPrefetcher)
     if (code !== undefined) process.exit(code)
     foreground.startPrefetcherEarly(fetchArgs.name, process.env, startPrefetcher)

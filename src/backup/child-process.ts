@@ -1,4 +1,6 @@
 import {ChildProcess, ChildProcessByStdio, execFile, spawn} from 'node:child_process'
+import * as fs from 'node:fs'
+import * as path from 'node:path'
 import {Readable, Writable} from 'node:stream'
 import {promisify} from 'node:util'
 
@@ -221,10 +223,40 @@ export function childExit(child: ChildProcess): Promise<ChildExit> {
 
 /**
  * Starts dbb itself (`node <cliEntry> args…`), detached, as the WAL spool uploader and the fetch
- * prefetcher are. The one child that gets dbb's whole environment: it is dbb, and it needs the
- * same settings (storage credentials included) as the process that starts it.
+ * prefetcher are, its stdout and stderr appended to `logFile` (openDetachedLog). The one child
+ * that gets dbb's whole environment: it is dbb, and it needs the same settings (storage
+ * credentials included) as the process that starts it; its log is scrubbed of them as every dbb
+ * log is (src/logger.ts).
  */
-export function spawnDetachedDbb(cliEntry: string, args: string[], output: number | 'ignore' = 'ignore'): void {
-  const child = spawn(process.execPath, [cliEntry, ...args], {detached: true, stdio: ['ignore', output, output], env: process.env})
-  child.unref()
+export function spawnDetachedDbb(cliEntry: string, args: string[], logFile: string): void {
+  const log = openDetachedLog(logFile)
+  try {
+    const child = spawn(process.execPath, [cliEntry, ...args], {detached: true, stdio: ['ignore', log ?? 'ignore', log ?? 'ignore'], env: process.env})
+    child.unref()
+  } finally {
+    if (log !== undefined) fs.closeSync(log)
+  }
+}
+
+/** When a background process's log (WAL_SPOOL_DIR/uploader.log, prefetch.log) is set aside as `<log>.1` at the next start. */
+export const DETACHED_LOG_MAX_BYTES = 10 * 1024 * 1024
+
+/**
+ * The log of a detached dbb, opened for appending (mode 0600, its directory made 0700 when
+ * missing, as the spool's own directories are). No terminal and no PostgreSQL log reads a
+ * background process, so its warnings would otherwise reach nobody. A standby's uploader and
+ * prefetcher start again every time they were idle for 10 s, for weeks: once the file passes
+ * DETACHED_LOG_MAX_BYTES, the start renames it to `<log>.1` (replacing the one before), so the two
+ * together stay within twice that. Undefined when it cannot be opened: a log is never a reason for
+ * the process not to start (it then writes nowhere, as before the logs existed).
+ */
+function openDetachedLog(logFile: string): number | undefined {
+  try {
+    fs.mkdirSync(path.dirname(logFile), {recursive: true, mode: 0o700})
+    const size = fs.statSync(logFile, {throwIfNoEntry: false})?.size ?? 0
+    if (size >= DETACHED_LOG_MAX_BYTES) fs.renameSync(logFile, `${logFile}.1`)
+    return fs.openSync(logFile, 'a', 0o600)
+  } catch {
+    return undefined
+  }
 }

@@ -139,9 +139,9 @@ export async function runFast(invocation: FastInvocation, givenEnv: NodeJS.Proce
         // bin/run.js may have started it already, before this process loaded the rest of dbb.
         let prefetcherStarted = prefetcherStartedEarly()
         const startOnce = (name: string, segmentSize: number) => {
-          if (prefetcherStarted) return
+          if (prefetcherStarted || !spoolDir) return
           prefetcherStarted = true
-          startPrefetcher(CLI_ENTRY, name, segmentSize)
+          startPrefetcher(CLI_ENTRY, spoolDir, name, segmentSize)
         }
 
         try {

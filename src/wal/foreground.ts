@@ -199,6 +199,14 @@ export function queueDirFor(spoolDir: string, identity: string): string {
   return path.join(spoolDir, 'fetch-queue', createHash('sha256').update(identity).digest('hex').slice(0, 16))
 }
 
+/**
+ * The detached prefetcher's log, `<WAL_SPOOL_DIR>/prefetch.log`, beside the spool uploader's
+ * `uploader.log`: one file for every archive's prefetcher (each line names its queue when it matters).
+ */
+export function prefetchLogFor(spoolDir: string): string {
+  return path.join(path.resolve(spoolDir), 'prefetch.log')
+}
+
 /** WAL_PREFETCH as a count; undefined when it is not a plain count (the full path reports the error). */
 export function prefetchCount(env: NodeJS.ProcessEnv): number | undefined {
   const raw = env.WAL_PREFETCH?.trim()

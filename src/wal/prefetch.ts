@@ -9,7 +9,7 @@ import type {Logger} from '../logger'
 import type {StorageBackend} from '../storage/contract'
 import {fetchWal} from './archive'
 import {createTrackedTemporaryFile, temporaryFileFor} from './fetch-exit'
-import {ANSWER_FILE, ASK_FILE, IDENTITY_FILE, PREFETCH_PID_FILE, WANTED_FILE, identityFileText, identityLine, uploaderLock} from './foreground'
+import {ANSWER_FILE, ASK_FILE, IDENTITY_FILE, PREFETCH_PID_FILE, WANTED_FILE, identityFileText, identityLine, prefetchLogFor, uploaderLock} from './foreground'
 import {copyFileWhole} from '../sync-directory'
 import {lockSpool} from './spool'
 import {isWalFileName, walFileKind} from './segments'
@@ -161,8 +161,8 @@ export async function takeQueued(queueDir: string, name: string, destination: st
 }
 
 /** Starts a detached prefetcher for the segments after `name` (the caller checked none runs). */
-export function startPrefetcher(cliEntry: string, name: string, segmentSize: number): void {
-  spawnDetachedDbb(cliEntry, ['wal', 'prefetch', name, String(segmentSize)])
+export function startPrefetcher(cliEntry: string, spoolDir: string, name: string, segmentSize: number): void {
+  spawnDetachedDbb(cliEntry, ['wal', 'prefetch', name, String(segmentSize)], prefetchLogFor(spoolDir))
 }
 
 /**
@@ -454,5 +454,7 @@ export async function prefetch(options: {
     await lock.release()
   }
 
+  // In WAL_SPOOL_DIR/prefetch.log (startPrefetcher): one line per run that held the queue.
+  logger?.info({event: 'wal.prefetch_done', queueDir, fetched}, `prefetcher of ${queueDir} exits, having downloaded ${fetched} files ahead of recovery`)
   return {fetched}
 }

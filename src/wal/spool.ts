@@ -232,12 +232,7 @@ export async function uploaderRunning(spoolDir: string): Promise<boolean> {
  */
 export async function ensureUploader(spoolDir: string, cliEntry: string, walDir?: string): Promise<void> {
   if (await uploaderRunning(spoolDir)) return
-  const log = await fs.open(path.join(spoolDir, 'uploader.log'), 'a', 0o600)
-  try {
-    spawnDetachedDbb(cliEntry, ['wal', 'spool-upload', ...(walDir ? [walDir] : [])], log.fd)
-  } finally {
-    await log.close()
-  }
+  spawnDetachedDbb(cliEntry, ['wal', 'spool-upload', ...(walDir ? [walDir] : [])], path.join(spoolDir, 'uploader.log'))
 }
 
 export interface UploaderOptions {

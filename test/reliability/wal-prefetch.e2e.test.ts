@@ -88,6 +88,15 @@ describe.each([
     expect(damaged.code).toBe(200)
     expect(damaged.stderr).toMatch(/damaged/)
     await expect(fs.stat(path.join(workDir, 'pg_wal', 'RECOVERYXLOG4'))).rejects.toThrow()
+    // The prefetcher's own failure to queue 4 is in its log, WAL_SPOOL_DIR/prefetch.log, private to
+    // the server's user: no terminal and no PostgreSQL log reads a detached process.
+    const prefetchLog = path.join(spoolDir, 'prefetch.log')
+    const failure = await waitFor('the prefetcher to log its failure to queue 4', async () => {
+      const lines = (await fs.readFile(prefetchLog, 'utf8').catch(() => '')).split('\n').filter((line) => line.startsWith('{'))
+      return lines.map((line) => JSON.parse(line) as {event?: string; wal?: string; error?: string}).find((entry) => entry.event === 'wal.prefetch_failed' && entry.wal === name(4))
+    })
+    expect(failure.error).toMatch(/damaged/)
+    expect((await fs.stat(prefetchLog)).mode & 0o777).toBe(0o600)
 
     const fifth = await fetch(5, 'pg_wal/RECOVERYXLOG5')
     expect(fifth.code).toBe(0)

@@ -181,10 +181,16 @@ describe('bin/dbb-wal, the sh foreground', () => {
 
   it('fetch with storage down, or a Node that cannot start, is fatal (> 125), never "not in archive"', async () => {
     const port = await freePort()
-    const s3Down = {STORAGE_BACKEND: 's3', S3_ENDPOINT: `http://127.0.0.1:${port}`, S3_BUCKET: 'wal', S3_FORCE_PATH_STYLE: 'true', AWS_ACCESS_KEY_ID: 'k', AWS_SECRET_ACCESS_KEY: 's', AWS_REGION: 'us-east-1', WAL_SPOOL_DIR: spoolDir}
+    const secret = 'prefetch-log-secret-7c1e9a04'
+    const s3Down = {STORAGE_BACKEND: 's3', S3_ENDPOINT: `http://127.0.0.1:${port}`, S3_BUCKET: 'wal', S3_FORCE_PATH_STYLE: 'true', AWS_ACCESS_KEY_ID: 'k', AWS_SECRET_ACCESS_KEY: secret, AWS_REGION: 'us-east-1', WAL_SPOOL_DIR: spoolDir}
     const down = await foreground(['fetch', name, 'pg_wal/RECOVERYXLOG'], s3Down, workDir)
     expect(down.code).toBe(EXIT_WAL_FETCH_FATAL)
     expect(down.stderr).toMatch(/ECONNREFUSED/)
+    // The prefetcher that fetch started met the same refusal; its log (WAL_SPOOL_DIR/prefetch.log)
+    // says so, and holds no credential although the process has them all.
+    const prefetchLog = path.join(spoolDir, 'prefetch.log')
+    await waitFor('the prefetcher to log the refused connection', async () => ((await fs.readFile(prefetchLog, 'utf8').catch(() => '')).includes('ECONNREFUSED') ? true : undefined))
+    expect(await fs.readFile(prefetchLog, 'utf8')).not.toContain(secret)
     expect(fsSync.existsSync(path.join(workDir, 'pg_wal', 'RECOVERYXLOG'))).toBe(false)
 
     const noNode = await foreground(['fetch', '--storage', 'local', '--local-dir', storeDir, name, 'pg_wal/RECOVERYXLOG'], {DBB_NODE: path.join(workDir, 'no-such-node')}, workDir)
