@@ -1,4 +1,13 @@
 #!/usr/bin/env node
+// A wal command's output is messages — for PostgreSQL's log (archive_command, restore_command) or a
+// background process's log file — never data, `--json` aside. When it cannot be written (that log's
+// disk full, a pipe whose reader went away), the segment is stored or restored all the same and the
+// exit code must say so: an unhandled 'error' on stdout made `wal push` exit 1 after storing the
+// segment, and PostgreSQL retried it for ever while pg_wal grew. Logs: src/logger.ts logDestination.
+if ((process.argv[2] === 'wal' || String(process.argv[2]).startsWith('wal:')) && !process.argv.includes('--json')) {
+  for (const stream of [process.stdout, process.stderr]) stream.on('error', () => {})
+}
+
 // archive_command / restore_command answered by the background (src/wal/foreground.ts): a segment
 // the spool uploader already stored ahead, or one the prefetcher already queued. Those answers
 // load nothing else, because PostgreSQL starts this process once per 16 MiB of WAL.

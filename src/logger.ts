@@ -51,11 +51,30 @@ export function createLogger({format, level = 'info', destination = 2, secretVar
     const pretty = require('pino-pretty') as typeof import('pino-pretty')
     return pino(
       {...options, hooks: {streamWrite: (line: string) => (clearLiveLine(), redactSecrets(line))}},
-      pretty({destination, sync: true, translateTime: 'SYS:HH:MM:ss', hideObject: true, messageFormat: plainMessage}),
+      pretty({destination: typeof destination === 'number' ? logDestination(destination) : destination, sync: true, translateTime: 'SYS:HH:MM:ss', hideObject: true, messageFormat: plainMessage}),
     )
   }
 
-  return pino(options, typeof destination === 'number' ? pino.destination({dest: destination, sync: true}) : destination)
+  return pino(options, typeof destination === 'number' ? logDestination(destination) : destination)
+}
+
+/** Log bytes held while the destination refuses them; lines past it are dropped. */
+const UNWRITTEN_LOG_LIMIT = 1024 * 1024
+
+/**
+ * A file descriptor as a log destination: written synchronously, so a line is out before the step
+ * it reports moves on, and a line that cannot be written never fails the work it reports on. With
+ * no 'error' listener, sonic-boom's failed write (ENOSPC when the log file's disk is full, EPIPE
+ * when the reader of a pipe went away) threw out of the log call: `dbb wal push` then exited 1
+ * after storing the segment, whenever PostgreSQL's stderr was a file on a full disk (Debian's
+ * default: logging_collector off, pg_ctlcluster's log file under /var/log), and PostgreSQL retried
+ * it for ever while pg_wal grew. So a refused write is kept (at most UNWRITTEN_LOG_LIMIT) and tried
+ * again with the next line, and the work goes on; the exit code is what reports the outcome.
+ */
+function logDestination(fd: number): ReturnType<typeof pino.destination> {
+  const stream = pino.destination({dest: fd, sync: true, maxLength: UNWRITTEN_LOG_LIMIT})
+  stream.on('error', () => {})
+  return stream
 }
 
 const ENVELOPE = new Set(['level', 'time', 'msg', 'pid', 'hostname', 'service', 'event'])

@@ -49,20 +49,23 @@ export function standInPrefetcher(queue: string, identity: string, pid = process
  */
 export async function stopPrefetchers(spoolDir: string): Promise<void> {
   const queues = await fs.readdir(path.join(spoolDir, 'fetch-queue')).catch(() => [] as string[])
-  for (const queue of queues) {
-    const pid = Number((await fs.readFile(path.join(spoolDir, 'fetch-queue', queue, 'uploader.pid'), 'utf8').catch(() => '')).split('\n')[0])
-    if (!(pid > 0) || pid === process.pid) continue
-    const alive = () => {
-      try {
-        process.kill(pid, 0)
-        return true
-      } catch {
-        return false
-      }
+  for (const queue of queues) await stopLockHolder(path.join(spoolDir, 'fetch-queue', queue, 'uploader.pid'))
+}
+
+/** SIGKILLs the process a lock file (`uploader.pid`: a spool uploader's or a prefetcher's) names, and waits until it is gone. */
+export async function stopLockHolder(lockFile: string): Promise<void> {
+  const pid = Number((await fs.readFile(lockFile, 'utf8').catch(() => '')).split('\n')[0])
+  if (!(pid > 0) || pid === process.pid) return
+  const alive = () => {
+    try {
+      process.kill(pid, 0)
+      return true
+    } catch {
+      return false
     }
-    if (alive()) process.kill(pid, 'SIGKILL')
-    await waitFor(`prefetcher ${pid} to exit`, async () => (alive() ? undefined : true), 10_000)
   }
+  if (alive()) process.kill(pid, 'SIGKILL')
+  await waitFor(`process ${pid} (${path.basename(path.dirname(lockFile))}) to exit`, async () => (alive() ? undefined : true), 10_000)
 }
 
 /** Closes the current WAL segment and waits until archive_command has stored it; returns its name. */
