@@ -4,6 +4,8 @@
 // disk full, a pipe whose reader went away), the segment is stored or restored all the same and the
 // exit code must say so: an unhandled 'error' on stdout made `wal push` exit 1 after storing the
 // segment, and PostgreSQL retried it for ever while pg_wal grew. Logs: src/logger.ts logDestination.
+// The oclif commands say the same through DbbCommand.stdoutIsReport; this covers the fast paths,
+// which answer before oclif loads.
 if ((process.argv[2] === 'wal' || String(process.argv[2]).startsWith('wal:')) && !process.argv.includes('--json')) {
   for (const stream of [process.stdout, process.stderr]) stream.on('error', () => {})
 }

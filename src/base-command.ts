@@ -32,6 +32,12 @@ export abstract class DbbCommand<T extends typeof Command> extends Command {
    * caller reads exit codes its own way (wal fetch: PostgreSQL's restore_command, see src/errors.ts).
    */
   static failureExitCode?: number
+  /**
+   * Whether the command's stdout (without `--json`) is a report on work it does — a backup stored,
+   * segments archived, a database restored — rather than what was asked for (a listing, a dump).
+   * See reportOnly().
+   */
+  static stdoutIsReport = false
 
   protected flags!: CommandFlags<T>
   protected args!: CommandArgs<T>
@@ -63,6 +69,15 @@ export abstract class DbbCommand<T extends typeof Command> extends Command {
     } as Interfaces.Input<Record<string, unknown>, Record<string, unknown>, Record<string, unknown>>)
     this.flags = flags as CommandFlags<T>
     this.args = args as CommandArgs<T>
+    // A report that cannot be written (stdout and stderr appended to a log on a full disk, as cron
+    // jobs often do; a pipe whose reader went away) must not turn the work into a failure: cron,
+    // CI and PostgreSQL read the exit code, which already says how the work went. oclif's listener
+    // on stdout swallows EPIPE only and rethrows the rest, so ENOSPC threw after the backup was
+    // stored and exited 1; it is replaced here (nothing else listens this early). What was asked
+    // for (--json, a listing, download -o -) still fails when it cannot be written.
+    if (!this.jsonEnabled() && this.stdoutIsReport()) {
+      for (const stream of [process.stdout, process.stderr]) stream.removeAllListeners('error').on('error', () => {})
+    }
 
     const known: SettingSpec[] = [...SETTING_NAMES.map((name) => setting(name)), ...this.storageSettings]
     // Core settings and the backend's settings are validated together: one report with every problem.
@@ -95,6 +110,11 @@ export abstract class DbbCommand<T extends typeof Command> extends Command {
 
     if (issues.length > 0) throw new ConfigError(issues)
     if (this.settings.notify) this.notifier = new Notifier(this.settings.notify, this.logger)
+  }
+
+  /** Whether this invocation's stdout is a report (static stdoutIsReport); a command with modes that list overrides it. */
+  protected stdoutIsReport(): boolean {
+    return (this.ctor as typeof DbbCommand).stdoutIsReport
   }
 
   /** Tells people (NOTIFY_URLS): returns at once, never throws; the command waits for deliveries at exit (see finally). */

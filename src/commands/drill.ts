@@ -44,6 +44,7 @@ Exit codes: 0 passed; ${EXIT_DRILL_FAILED} failed (the backup did not restore, o
 
   static override configSections: readonly Section[] = ['database', 'namePrefix', 'storageBackend', 'drill', 'notify', 'decryption']
   static override usesStorage = true
+  static override stdoutIsReport = true
 
   public async run(): Promise<DrillResult> {
     const storage = await this.openStorage()

@@ -30,6 +30,7 @@ A backup whose sidecar exists but cannot be read (storage error, invalid JSON) o
 
   static override configSections: readonly Section[] = ['namePrefix', 'retention', 'storageBackend', 'notify']
   static override usesStorage = true
+  static override stdoutIsReport = true
 
   public async run(): Promise<PruneResult> {
     const storage = await this.openStorage()

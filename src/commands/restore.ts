@@ -108,6 +108,11 @@ On a terminal it shows what it is about to do and counts down 5 seconds (Ctrl-C 
   static override configSections: readonly Section[] = ['namePrefix', 'storageBackend', 'decryption']
   static override usesStorage = true
 
+  /** A restore (of a backup, of the globals) reports on its work; without either it lists the backups, and --list prints an archive's contents: those are what was asked for. */
+  protected override stdoutIsReport(): boolean {
+    return (this.args.backup !== undefined || this.flags.globals) && !this.flags.list
+  }
+
   public async run(): Promise<(ArchiveListing & {id: string}) | BackupMetadata[] | RestoreOutcome | BaseRestoreOutcome | GlobalsRestoreResult | (RestoreOutcome & {globals: GlobalsRestoreResult})> {
     const reference = this.args.backup
     if (this.flags.globals && this.flags.type !== 'base') return this.restoreWithGlobals(reference)

@@ -29,6 +29,7 @@ On SIGTERM or SIGINT it stops accepting requests, lets a backup in flight finish
 
   static override configSections: readonly Section[] = ['database', 'namePrefix', 'retention', 'storageBackend', 'compression', 'logicalDump', 'server', 'schedule', ...ARCHIVING_SECTIONS, 'walAsync', 'databases', 'drill', 'encryption', 'decryption']
   static override usesStorage = true
+  static override stdoutIsReport = true
 
   public async run(): Promise<void> {
     // Listening from the start: a SIGTERM while the services start (docker stop, a rolling update

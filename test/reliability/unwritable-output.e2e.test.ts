@@ -132,7 +132,7 @@ describe('output that cannot be written (a full log disk, a closed pipe)', () =>
       await cluster?.destroy()
     })
 
-    it('backup run with its log on a full disk, or its stderr closed: exit 0, the backup listed and restorable', async () => {
+    it('backup run, restore and prune reporting to a full disk or a closed pipe: exit 0 and the work done; what was asked for stays strict', async () => {
       const backupDir = path.join(workDir, 'backups')
       await fs.mkdir(backupDir)
       const env = {...cluster.dbbEnv('shop'), BACKUP_LOCAL_DIR: backupDir, LOG_LEVEL: 'debug'}
@@ -143,16 +143,25 @@ describe('output that cannot be written (a full log disk, a closed pipe)', () =>
         ids.push((JSON.parse(run.stdout) as {metadata: {id: string}}).metadata.id)
       }
 
+      // As cron runs it: `dbb backup run >> /var/log/dbb.log 2>&1`, the report and the log on the full disk.
+      await new Promise((resolve) => setTimeout(resolve, 1100)) // backup ids have a one-second resolution
+      expect(await exitCode(['backup', 'run', '--no-prune'], env, 'full disk')).toBe(0)
       const listed = JSON.parse((await runCli(['backup', 'list', '--json'], {BACKUP_LOCAL_DIR: backupDir})).stdout) as {id: string}[]
-      expect(listed.map((backup) => backup.id).sort()).toEqual([...ids].sort())
+      expect(listed).toHaveLength(3)
+      expect(listed.map((backup) => backup.id)).toEqual(expect.arrayContaining(ids))
+
       const id = ids[0]
-      const restore = await runCli(['restore', id, '--target-db', 'shop_copy', '--force', '--json'], {...env, LOG_LEVEL: 'info'})
-      expect(restore.code).toBe(0)
+      expect(await exitCode(['restore', id, '--target-db', 'shop_copy', '--force'], env, 'full disk')).toBe(0)
       expect(await cluster.psql('SELECT count(*) FROM events', 'shop_copy')).toBe(await cluster.psql('SELECT count(*) FROM events', 'shop'))
+      expect(await exitCode(['prune'], {...env, BACKUPS_TO_RETAIN: '1', RETENTION_DAYS: '0'}, 'closed pipe')).toBe(0)
+      expect(JSON.parse((await runCli(['backup', 'list', '--json'], {BACKUP_LOCAL_DIR: backupDir})).stdout)).toHaveLength(1)
+      const [kept] = JSON.parse((await runCli(['backup', 'list', '--json'], {BACKUP_LOCAL_DIR: backupDir})).stdout) as {id: string}[]
 
       // Data stays strict: a dump or --json that cannot be written fails the command, never exit 0.
-      expect(await exitCode(['backup', 'download', id, '-o', '-'], {BACKUP_LOCAL_DIR: backupDir}, 'full disk')).toBe(1)
+      expect(await exitCode(['backup', 'download', kept.id, '-o', '-'], {BACKUP_LOCAL_DIR: backupDir}, 'full disk')).toBe(1)
       expect(await exitCode(['backup', 'list', '--json'], {BACKUP_LOCAL_DIR: backupDir}, 'full disk')).toBe(1)
+      expect(await exitCode(['backup', 'list'], {BACKUP_LOCAL_DIR: backupDir}, 'full disk')).toBe(1)
+      expect(await exitCode(['restore', kept.id, '--target-db', 'shop_copy', '--force', '--json'], env, 'full disk')).toBe(1)
       expect(await exitCode(['wal', 'push', '--json', `pg_wal/${name(1)}`], {BACKUP_LOCAL_DIR: storeDir}, 'full disk')).toBe(1)
     }, 120_000)
   })

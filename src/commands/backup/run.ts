@@ -47,6 +47,7 @@ Notifications (NOTIFY_URLS): backup.failed, backup.succeeded with NOTIFY_ON_SUCC
 
   static override configSections: readonly Section[] = ['database', 'namePrefix', 'retention', 'storageBackend', 'baseBackup', 'compression', 'logicalDump', 'databases', 'notify', 'encryption']
   static override usesStorage = true
+  static override stdoutIsReport = true
 
   public async run(): Promise<(BackupOutcome & {globalsError?: string}) | MultiBackupOutcome> {
     const storage = await this.openStorage()

@@ -27,6 +27,7 @@ dbb restore --type base writes this command into postgresql.auto.conf for you.`
   static override flags = settingFlagsFor('wal fetch')
   static override configSections: readonly Section[] = ['storageBackend', 'decryption']
   static override usesStorage = true
+  static override stdoutIsReport = true
   static override failureExitCode = EXIT_WAL_FETCH_FATAL
 
   public async run(): Promise<{name: string; dest: string; found: boolean; sizeBytes?: number}> {

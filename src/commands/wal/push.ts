@@ -36,6 +36,7 @@ In postgresql.conf:  archive_mode = on,  archive_command = 'dbb wal push %p'  (o
 
   static override configSections: readonly Section[] = ['storageBackend', 'walAsync']
   static override usesStorage = true
+  static override stdoutIsReport = true
 
   public async run(): Promise<PushResult | QueueResult> {
     if (this.flags.async) {

@@ -20,6 +20,7 @@ export default class WalSpoolUpload extends DbbCommand<typeof WalSpoolUpload> {
   static override flags = settingFlagsFor('wal spool-upload')
   static override configSections: readonly Section[] = ['storageBackend', 'walAsync']
   static override usesStorage = true
+  static override stdoutIsReport = true
 
   public async run(): Promise<{stored: number}> {
     const {spoolDir, parallel} = this.settings.walAsync
