@@ -5,7 +5,9 @@ import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
 
 import {EXIT_WAL_NOT_IN_ARCHIVE} from '../../src/errors'
-import {BIN, CliResult, cliEnv, runCli, tempDir} from '../helpers/cli'
+import {walForegroundFetchCommand} from '../../src/restore/recovery-config'
+import {queueDirFor, storageIdentity} from '../../src/wal/foreground'
+import {BIN, CliResult, ROOT, cliEnv, runCli, tempDir} from '../helpers/cli'
 import {PgCluster, isRoot, startPostgres} from '../helpers/postgres'
 import {seedDatabase} from '../helpers/seed'
 import {stopLockHolder, stopPrefetchers, waitFor} from '../helpers/wal'
@@ -31,11 +33,12 @@ describe('output that cannot be written (a full log disk, a closed pipe)', () =>
    * PostgreSQL's log file), a pipe its reader closed before dbb wrote anything, or a pipe read here.
    */
   type Output = 'full disk' | 'closed pipe' | 'read'
-  const runWith = (args: string[], env: Record<string, string>, stdout: Output, stderr: Output = stdout): Promise<CliResult> => {
+  const runWith = (args: string[], env: Record<string, string>, stdout: Output, stderr: Output = stdout, program?: string): Promise<CliResult> => {
     const log = fsSync.openSync(path.join(fullDisk, 'postgresql.log'), 'a')
     try {
       const stdio = (output: Output) => (output === 'full disk' ? log : 'pipe')
-      const child = spawn(process.execPath, [BIN, ...args], {env: cliEnv(env), cwd: workDir, stdio: ['ignore', stdio(stdout), stdio(stderr)]})
+      const [command, commandArgs] = program ? [program, args.slice(1)] : [process.execPath, [BIN, ...args]]
+      const child = spawn(command, commandArgs, {env: cliEnv(env), cwd: workDir, stdio: ['ignore', stdio(stdout), stdio(stderr)]})
       const result = {code: null as number | null, stdout: '', stderr: ''}
       for (const [output, stream, key] of [[stdout, child.stdout, 'stdout'], [stderr, child.stderr, 'stderr']] as const) {
         if (output === 'closed pipe') stream!.destroy()
@@ -51,7 +54,8 @@ describe('output that cannot be written (a full log disk, a closed pipe)', () =>
     }
   }
 
-  const exitCode = async (args: string[], env: Record<string, string>, output: Output) => (await runWith(args, env, output)).code
+  /** The exit code of dbb (or of `program`, args[0] naming it) with both streams as `output`. */
+  const exitCode = async (args: string[], env: Record<string, string>, output: Output, program?: string) => (await runWith(args, env, output, output, program)).code
 
   const storedBytes = async (n: number) => {
     const restored = path.join(workDir, `check-${n}-${randomBytes(4).toString('hex')}`)
@@ -117,6 +121,26 @@ describe('output that cannot be written (a full log disk, a closed pipe)', () =>
     for (const n of [4, 5, 6]) {
       expect(await exitCode(['wal', 'fetch', name(n), `pg_wal/RECOVERYXLOG${n}`], env, 'full disk')).toBe(0)
       expect((await fs.readFile(path.join(workDir, 'pg_wal', `RECOVERYXLOG${n}`))).equals(contents.get(n)!)).toBe(true)
+    }
+  }, 60_000)
+
+  it('restore_command as dbb restore writes it (bin/dbb-wal sourced), on a full log disk: the sh serves the queue, exit 0 with the right bytes', async () => {
+    const spoolDir = path.join(workDir, 'spool-sourced')
+    const env = {BACKUP_LOCAL_DIR: storeDir, WAL_SPOOL_DIR: spoolDir}
+    const restoreCommand = (node: string, n: number, destination: string) => ['/bin/sh', '-c', walForegroundFetchCommand(node, path.join(ROOT, 'bin', 'dbb-wal'), []).replace('%f', name(n)).replace('%p', destination)]
+    for (const n of [4, 5, 6]) expect((await runCli(['wal', 'push', `pg_wal/${name(n)}`], {BACKUP_LOCAL_DIR: storeDir}, {cwd: workDir})).code).toBe(0)
+    try {
+      // The first request starts Node, which starts the prefetcher; once 5 and 6 are queued, the sh
+      // alone serves them: with no Node to fall back on, exit 0 can only come from the queue.
+      expect(await exitCode(restoreCommand(process.execPath, 4, 'pg_wal/SOURCED4'), env, 'full disk', '/bin/sh')).toBe(0)
+      const queue = queueDirFor(spoolDir, storageIdentity(env))
+      await waitFor('5 and 6 queued', async () => ([5, 6].every((n) => fsSync.existsSync(path.join(queue, name(n)))) ? true : undefined))
+      for (const n of [5, 6]) expect(await exitCode(restoreCommand(path.join(workDir, 'no-node-here'), n, `pg_wal/SOURCED${n}`), env, 'full disk', '/bin/sh')).toBe(0)
+      for (const n of [4, 5, 6]) expect((await fs.readFile(path.join(workDir, `pg_wal/SOURCED${n}`))).equals(contents.get(n)!)).toBe(true)
+      // Past the end of the archive: still exit 1.
+      expect(await exitCode(restoreCommand(process.execPath, 0x41, 'pg_wal/SOURCED'), env, 'full disk', '/bin/sh')).toBe(EXIT_WAL_NOT_IN_ARCHIVE)
+    } finally {
+      await stopPrefetchers(spoolDir)
     }
   }, 60_000)
 
