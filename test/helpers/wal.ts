@@ -1,4 +1,5 @@
 import {execFile} from 'node:child_process'
+import {randomBytes} from 'node:crypto'
 import {existsSync, writeFileSync} from 'node:fs'
 import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
@@ -132,4 +133,20 @@ export async function postmasterRunning(source: PgCluster, dataDir: string): Pro
 export async function archivedWal(storeDir: string): Promise<string[]> {
   const entries = await fs.readdir(path.join(storeDir, 'wal')).catch(() => [] as string[])
   return entries.filter((entry) => entry.endsWith('.gz')).map((entry) => entry.slice(0, -'.gz'.length)).sort()
+}
+
+/**
+ * 1 MiB stand-ins for WAL segments 1…count in `walDir`, named by `name`: 128 KiB of random bytes then
+ * zeros, as a partly filled segment is (the fetch and the prefetcher learn the segment size from the
+ * file). Returns each one's bytes by number.
+ */
+export async function writeStandInSegments(walDir: string, count: number, name: (n: number) => string): Promise<Map<number, Buffer>> {
+  const contents = new Map<number, Buffer>()
+  for (let n = 1; n <= count; n++) {
+    const content = Buffer.concat([randomBytes(128 * 1024), Buffer.alloc(896 * 1024)])
+    contents.set(n, content)
+    await fs.writeFile(path.join(walDir, name(n)), content)
+  }
+
+  return contents
 }

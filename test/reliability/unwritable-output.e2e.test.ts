@@ -10,7 +10,7 @@ import {queueDirFor, storageIdentity} from '../../src/wal/foreground'
 import {BIN, CliResult, ROOT, cliEnv, runCli, tempDir} from '../helpers/cli'
 import {PgCluster, isRoot, startPostgres} from '../helpers/postgres'
 import {seedDatabase} from '../helpers/seed'
-import {stopLockHolder, stopPrefetchers, waitFor} from '../helpers/wal'
+import {stopLockHolder, stopPrefetchers, waitFor, writeStandInSegments} from '../helpers/wal'
 
 /**
  * Output that cannot be written never turns work that was done into a failure. PostgreSQL hands
@@ -26,7 +26,7 @@ describe('output that cannot be written (a full log disk, a closed pipe)', () =>
   let storeDir: string
   let fullDisk: string
   const name = (n: number) => `0000000100000000000000${n.toString(16).toUpperCase().padStart(2, '0')}`
-  const contents = new Map<number, Buffer>()
+  let contents: Map<number, Buffer>
 
   /**
    * Runs dbb with each of stdout and stderr either appended to a file on the full tmpfs (as
@@ -71,11 +71,7 @@ describe('output that cannot be written (a full log disk, a closed pipe)', () =>
     await fs.mkdir(storeDir)
     await fs.mkdir(fullDisk)
     await fs.mkdir(path.join(workDir, 'pg_wal'))
-    for (let n = 1; n <= 6; n++) {
-      const content = Buffer.concat([randomBytes(64 * 1024), Buffer.alloc(960 * 1024)])
-      contents.set(n, content)
-      await fs.writeFile(path.join(workDir, 'pg_wal', name(n)), content)
-    }
+    contents = await writeStandInSegments(path.join(workDir, 'pg_wal'), 6, name)
 
     execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', fullDisk])
     // Fill it: every later write there fails with ENOSPC.

@@ -4,7 +4,7 @@ import * as path from 'node:path'
 
 import {identityLine, queueDirFor, queueServed, storageIdentity, uploaderLock} from '../../src/wal/foreground'
 import {runCli, tempDir} from '../helpers/cli'
-import {stopPrefetchers, waitFor} from '../helpers/wal'
+import {stopPrefetchers, waitFor, writeStandInSegments} from '../helpers/wal'
 
 /**
  * wal fetch prefetch, with the real CLI and the real detached prefetcher on real local storage:
@@ -21,7 +21,7 @@ describe.each([
   let workDir: string
   let storeDir: string
   let spoolDir: string
-  const contents = new Map<number, Buffer>()
+  let contents: Map<number, Buffer>
   const name = (n: number) => `0000000100000000000000${n.toString(16).toUpperCase().padStart(2, '0')}`
   const env = () => ({BACKUP_LOCAL_DIR: storeDir, WAL_SPOOL_DIR: spoolDir, WAL_PREFETCH: '8'})
   const fetch = (n: number, dest: string) => runCli(['wal', 'fetch', name(n), dest], env(), {cwd: workDir})
@@ -34,12 +34,8 @@ describe.each([
     await fs.mkdir(storeDir)
     await fs.mkdir(path.join(workDir, 'pg_wal'))
     // 1 MiB "segments": the prefetcher learns the segment size from the file PostgreSQL asked for.
-    for (let n = 1; n <= 5; n++) {
-      const content = Buffer.concat([randomBytes(128 * 1024), Buffer.alloc(896 * 1024)])
-      contents.set(n, content)
-      await fs.writeFile(path.join(workDir, 'pg_wal', name(n)), content)
-      expect((await runCli(['wal', 'push', `pg_wal/${name(n)}`], {BACKUP_LOCAL_DIR: storeDir}, {cwd: workDir})).code).toBe(0)
-    }
+    contents = await writeStandInSegments(path.join(workDir, 'pg_wal'), 5, name)
+    for (let n = 1; n <= 5; n++) expect((await runCli(['wal', 'push', `pg_wal/${name(n)}`], {BACKUP_LOCAL_DIR: storeDir}, {cwd: workDir})).code).toBe(0)
 
     // Segment 4 damaged in storage: its gzip data garbled after the header.
     const damaged = path.join(storeDir, 'wal', `${name(4)}.gz`)
