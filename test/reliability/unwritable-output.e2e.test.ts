@@ -104,10 +104,24 @@ describe('output that cannot be written (a full log disk, a closed pipe)', () =>
     expect((await storedBytes(2)).equals(contents.get(2)!)).toBe(true)
   }, 60_000)
 
-  it('wal push and wal fetch with both pipes closed by their reader: exit 0, the work done', async () => {
-    expect(await exitCode(['wal', 'push', `pg_wal/${name(3)}`], {BACKUP_LOCAL_DIR: storeDir}, 'closed pipe')).toBe(0)
+  it('wal push --async whose uploader.log cannot be opened (another user made it, say): acknowledged, then stored', async () => {
+    // Before, the push failed (exit 1) after spooling, and so did every retry: archiving stalled.
+    // As root, a directory in its place is what cannot be opened (EISDIR); a file of another user's
+    // fails the same way for the server's user (EACCES).
+    const spoolDir = path.join(workDir, 'spool-no-log')
+    await fs.mkdir(path.join(spoolDir, 'uploader.log'), {recursive: true})
+    const push = await runCli(['wal', 'push', '--async', `pg_wal/${name(3)}`], {BACKUP_LOCAL_DIR: storeDir, WAL_SPOOL_DIR: spoolDir}, {cwd: workDir})
+    expect(push.code).toBe(0)
+    await waitFor('the uploader to store segment 3', async () => (fsSync.existsSync(path.join(storeDir, 'wal', `${name(3)}.gz`)) ? true : undefined))
     expect((await storedBytes(3)).equals(contents.get(3)!)).toBe(true)
-    expect(await exitCode(['wal', 'fetch', name(3), 'pg_wal/RECOVERYXLOG3'], {BACKUP_LOCAL_DIR: storeDir}, 'closed pipe')).toBe(0)
+    await stopLockHolder(path.join(spoolDir, 'uploader.pid'))
+  }, 60_000)
+
+  it('wal push and wal fetch with both pipes closed by their reader: exit 0, the work done', async () => {
+    const storeOfItsOwn = path.join(workDir, 'store-closed-pipes')
+    await fs.mkdir(storeOfItsOwn)
+    expect(await exitCode(['wal', 'push', `pg_wal/${name(3)}`], {BACKUP_LOCAL_DIR: storeOfItsOwn}, 'closed pipe')).toBe(0)
+    expect(await exitCode(['wal', 'fetch', name(3), 'pg_wal/RECOVERYXLOG3'], {BACKUP_LOCAL_DIR: storeOfItsOwn}, 'closed pipe')).toBe(0)
     expect((await fs.readFile(path.join(workDir, 'pg_wal', 'RECOVERYXLOG3'))).equals(contents.get(3)!)).toBe(true)
   }, 60_000)
 
