@@ -35,7 +35,7 @@ export abstract class DbbCommand<T extends typeof Command> extends Command {
   /**
    * Whether the command's stdout (without `--json`) is a report on work it does — a backup stored,
    * segments archived, a database restored — rather than what was asked for (a listing, a dump).
-   * See reportOnly().
+   * Read through stdoutIsReport(), which a command with listing modes overrides (restore).
    */
   static stdoutIsReport = false
 

@@ -201,7 +201,7 @@ export function queueDirFor(spoolDir: string, identity: string): string {
 
 /**
  * The detached prefetcher's log, `<WAL_SPOOL_DIR>/prefetch.log`, beside the spool uploader's
- * `uploader.log`: one file for every archive's prefetcher (each line names its queue when it matters).
+ * `uploader.log`: one file for every archive's prefetcher (its lines name the segment or the queue).
  */
 export function prefetchLogFor(spoolDir: string): string {
   return path.join(path.resolve(spoolDir), 'prefetch.log')
