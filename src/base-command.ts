@@ -1,4 +1,5 @@
 import {Command, Errors, Interfaces} from '@oclif/core'
+import {writeSync} from 'node:fs'
 
 import {Config, Section, loadConfig} from './config'
 import {ConfigError, ConfigIssue, DbbError, EXIT_FAILURE, EXIT_USAGE, asConfigError, errorMessage} from './errors'
@@ -69,15 +70,7 @@ export abstract class DbbCommand<T extends typeof Command> extends Command {
     } as Interfaces.Input<Record<string, unknown>, Record<string, unknown>, Record<string, unknown>>)
     this.flags = flags as CommandFlags<T>
     this.args = args as CommandArgs<T>
-    // A report that cannot be written (stdout and stderr appended to a log on a full disk, as cron
-    // jobs often do; a pipe whose reader went away) must not turn the work into a failure: cron,
-    // CI and PostgreSQL read the exit code, which already says how the work went. oclif's listener
-    // on stdout swallows EPIPE only and rethrows the rest, so ENOSPC threw after the backup was
-    // stored and exited 1; it is replaced here (nothing else listens this early). What was asked
-    // for (--json, a listing, download -o -) still fails when it cannot be written.
-    if (!this.jsonEnabled() && this.stdoutIsReport()) {
-      for (const stream of [process.stdout, process.stderr]) stream.removeAllListeners('error').on('error', () => {})
-    }
+    this.handleUnwritableOutput()
 
     const known: SettingSpec[] = [...SETTING_NAMES.map((name) => setting(name)), ...this.storageSettings]
     // Core settings and the backend's settings are validated together: one report with every problem.
@@ -110,6 +103,34 @@ export abstract class DbbCommand<T extends typeof Command> extends Command {
 
     if (issues.length > 0) throw new ConfigError(issues)
     if (this.settings.notify) this.notifier = new Notifier(this.settings.notify, this.logger)
+  }
+
+  /**
+   * What happens when stdout or stderr cannot be written (appended to a log on a full disk, as cron
+   * jobs often do; a pipe whose reader went away). oclif's listener on stdout swallows EPIPE and
+   * rethrows the rest as an uncaught exception: ENOSPC threw after a backup was stored and exited 1,
+   * with a stack trace. It is replaced here (nothing else listens this early):
+   *  - a report (stdoutIsReport, without --json) that cannot be written is dropped: cron, CI and
+   *    PostgreSQL read the exit code, which already says how the work went;
+   *  - what was asked for (--json, a listing, download -o -) fails the command: exit 1 and one
+   *    `Error:` line on stderr (a reader that went away, EPIPE, is `dbb backup list | head`: quiet);
+   *  - stderr carries no data: a failed write there is dropped (the logger's own: src/logger.ts).
+   */
+  private handleUnwritableOutput(): void {
+    const report = !this.jsonEnabled() && this.stdoutIsReport()
+    let reported = false
+    process.stdout.removeAllListeners('error').on('error', (error: NodeJS.ErrnoException) => {
+      if (report || error.code === 'EPIPE') return
+      process.exitCode = EXIT_FAILURE
+      if (reported) return
+      reported = true
+      try {
+        writeSync(2, `Error: the output could not be written to stdout: ${errorMessage(error)}\n`)
+      } catch {
+        // stderr is gone too: the exit code says it.
+      }
+    })
+    process.stderr.removeAllListeners('error').on('error', () => {})
   }
 
   /** Whether this invocation's stdout is a report (static stdoutIsReport); a command with modes that list overrides it. */

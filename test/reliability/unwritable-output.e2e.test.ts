@@ -192,11 +192,25 @@ describe('output that cannot be written (a full log disk, a closed pipe)', () =>
       const [kept] = JSON.parse((await runCli(['backup', 'list', '--json'], {BACKUP_LOCAL_DIR: backupDir})).stdout) as {id: string}[]
 
       // Data stays strict: a dump or --json that cannot be written fails the command, never exit 0.
-      expect(await exitCode(['backup', 'download', kept.id, '-o', '-'], {BACKUP_LOCAL_DIR: backupDir}, 'full disk')).toBe(1)
-      expect(await exitCode(['backup', 'list', '--json'], {BACKUP_LOCAL_DIR: backupDir}, 'full disk')).toBe(1)
-      expect(await exitCode(['backup', 'list'], {BACKUP_LOCAL_DIR: backupDir}, 'full disk')).toBe(1)
-      expect(await exitCode(['restore', kept.id, '--target-db', 'shop_copy', '--force', '--json'], env, 'full disk')).toBe(1)
-      expect(await exitCode(['wal', 'push', '--json', `pg_wal/${name(1)}`], {BACKUP_LOCAL_DIR: storeDir}, 'full disk')).toBe(1)
+      // Exit 1 and a clean `Error:` line naming the cause, not a stack trace.
+      const asked: [string[], Record<string, string>][] = [
+        [['backup', 'download', kept.id, '-o', '-'], {BACKUP_LOCAL_DIR: backupDir}],
+        [['backup', 'list', '--json'], {BACKUP_LOCAL_DIR: backupDir}],
+        [['backup', 'list'], {BACKUP_LOCAL_DIR: backupDir}],
+        [['restore', kept.id, '--target-db', 'shop_copy', '--force', '--json'], env],
+        [['wal', 'push', '--json', `pg_wal/${name(1)}`], {BACKUP_LOCAL_DIR: storeDir}],
+      ]
+      for (const [args, askedEnv] of asked) {
+        const failed = await runWith(args, {...askedEnv, LOG_LEVEL: 'error'}, 'full disk', 'read')
+        expect({args, code: failed.code}).toEqual({args, code: 1})
+        expect(failed.stderr).toMatch(/^Error: .*ENOSPC/m)
+        expect(failed.stderr).not.toMatch(/^\s+at /m)
+      }
+
+      // A reader that went away on purpose (`dbb backup list | head`) is quiet, as before.
+      const intoHead = await runWith(['backup', 'list'], {BACKUP_LOCAL_DIR: backupDir}, 'closed pipe', 'read')
+      expect(intoHead.code).toBe(0)
+      expect(intoHead.stderr).toBe('')
     }, 120_000)
   })
 })
