@@ -13,7 +13,7 @@ import {PREFETCHER_READY_WAIT_MS, fileIdentity, identityFileText, identityLine, 
 import {PREFETCH_NICENESS} from '../../src/wal/prefetch'
 import {CliResult, ROOT, cliEnv, collect, runCli, tempDir} from '../helpers/cli'
 import {PgCluster, freePort, isRoot, makeServerOwnedDir, startPostgres} from '../helpers/postgres'
-import {standInPrefetcher, waitFor, waitForPromotion} from '../helpers/wal'
+import {standInPrefetcher, stopLockHolder, waitFor, waitForPromotion} from '../helpers/wal'
 
 const run = promisify(execFile)
 const FOREGROUND = path.join(ROOT, 'bin', 'dbb-wal')
@@ -22,19 +22,6 @@ const ROWS_DIGEST = `SELECT count(*)::text || ':' || sum(abalance)::text || ':' 
 /** Runs bin/dbb-wal (POSIX sh) as PostgreSQL would, with the Node it execs for everything it does not answer itself. */
 function foreground(args: string[], env: Record<string, string | undefined>, cwd: string): Promise<CliResult> {
   return collect(spawn(FOREGROUND, args, {env: cliEnv({DBB_NODE: process.execPath, ...env}), cwd, stdio: ['ignore', 'pipe', 'pipe']}))
-}
-
-function killQuietly(pid: number): void {
-  try {
-    process.kill(pid, 'SIGKILL')
-  } catch {
-    // already gone
-  }
-}
-
-async function killLockHolder(lockFile: string): Promise<void> {
-  const pid = Number((await fs.readFile(lockFile, 'utf8').catch(() => '')).split('\n')[0])
-  if (pid > 0 && pid !== process.pid) killQuietly(pid)
 }
 
 /**
@@ -59,7 +46,7 @@ describe('bin/dbb-wal, the sh foreground', () => {
   })
 
   afterEach(async () => {
-    await killLockHolder(path.join(spoolDir, 'uploader.pid'))
+    await stopLockHolder(path.join(spoolDir, 'uploader.pid'))
     await fs.rm(workDir, {recursive: true, force: true})
   })
 
@@ -249,7 +236,7 @@ describe.each([
   })
 
   afterEach(async () => {
-    await killLockHolder(path.join(queueDirFor(spoolDir, storageIdentity({STORAGE_BACKEND: 'local', BACKUP_LOCAL_DIR: storeDir})), 'uploader.pid'))
+    await stopLockHolder(path.join(queueDirFor(spoolDir, storageIdentity({STORAGE_BACKEND: 'local', BACKUP_LOCAL_DIR: storeDir})), 'uploader.pid'))
     await fs.rm(workDir, {recursive: true, force: true})
   })
 
@@ -382,7 +369,7 @@ describe.each([
   it("a replay's first request is answered by the prefetcher it starts, not by a second load of dbb: storage's absent is 1, a .history in the archive is delivered whole, a read error is fatal", async () => {
     const queue = queueDirFor(spoolDir, storageIdentity({STORAGE_BACKEND: 'local', BACKUP_LOCAL_DIR: storeDir}))
     const stopPrefetcher = async () => {
-      await killLockHolder(path.join(queue, 'uploader.pid'))
+      await stopLockHolder(path.join(queue, 'uploader.pid'))
       await fs.rm(queue, {recursive: true, force: true})
     }
 
@@ -468,7 +455,7 @@ describe('bin/dbb-wal with a real PostgreSQL', () => {
 
   afterAll(async () => {
     delete process.env.WAL_SPOOL_DIR
-    await killLockHolder(path.join(spoolDir, 'uploader.pid'))
+    await stopLockHolder(path.join(spoolDir, 'uploader.pid'))
     await cluster?.destroy()
     for (const dir of [storeDir, spoolDir, fetchSpool]) await fs.rm(dir, {recursive: true, force: true})
   })
@@ -511,6 +498,6 @@ describe('bin/dbb-wal with a real PostgreSQL', () => {
     expect(await db.psql(ROWS_DIGEST)).toBe(expected)
     const replayLog = await fs.readFile(path.join(db.baseDir, 'server.log'), 'utf8')
     expect(replayLog).toMatch(/Restored [0-9A-F]{24} from the prefetch queue \(dbb-wal\)/)
-    await killLockHolder(path.join(queueDirFor(fetchSpool, storageIdentity({STORAGE_BACKEND: 'local', BACKUP_LOCAL_DIR: storeDir})), 'uploader.pid'))
+    await stopLockHolder(path.join(queueDirFor(fetchSpool, storageIdentity({STORAGE_BACKEND: 'local', BACKUP_LOCAL_DIR: storeDir})), 'uploader.pid'))
   }, 300_000)
 })
