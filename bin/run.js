@@ -15,8 +15,14 @@ if ((process.argv[2] === 'wal' || String(process.argv[2]).startsWith('wal:')) &&
 // load nothing else, because PostgreSQL starts this process once per 16 MiB of WAL.
 const walForm = process.argv[2] === 'wal' && ['', 'local', 's3'].includes((process.env.STORAGE_BACKEND ?? '').trim())
 if (walForm && process.argv[3] === 'push' && process.argv[4] === '--async' && process.argv.length === 6) {
-  const code = require('../dist/wal/foreground').pushFromReadAhead(process.argv[5], process.env)
+  const foreground = require('../dist/wal/foreground')
+  const code = foreground.pushFromReadAhead(process.argv[5], process.env)
   if (code !== undefined) process.exit(code)
+  // This push spools the segment itself. The first of a drain (no uploader runs) starts the uploader
+  // before it loads the rest of dbb, so the two Node starts overlap (foreground.startUploaderEarly).
+  foreground.startUploaderEarly(process.argv[5], process.env, (spoolDir, walDir) =>
+    require('../dist/backup/child-process').spawnDetachedDbb(__filename, ['wal', 'spool-upload', walDir], foreground.uploaderLogFor(spoolDir)),
+  )
 }
 // restore_command contract first, before anything that could fail loads: `dbb wal fetch` never exits
 // 1–125 unless storage said "no such object" (src/wal/fetch-exit.ts). 200 is EXIT_WAL_FETCH_FATAL of

@@ -207,6 +207,35 @@ export function prefetchLogFor(spoolDir: string): string {
   return path.join(path.resolve(spoolDir), 'prefetch.log')
 }
 
+/** The spool uploader's log, `<WAL_SPOOL_DIR>/uploader.log` (ensureUploader in src/wal/spool.ts, startUploaderEarly). */
+export function uploaderLogFor(spoolDir: string): string {
+  return path.join(path.resolve(spoolDir), 'uploader.log')
+}
+
+let uploaderStartedHere = false
+
+/** Whether startUploaderEarly started an uploader in this process (ensureUploader then starts no second one). */
+export function uploaderStartedEarly(): boolean {
+  return uploaderStartedHere
+}
+
+/**
+ * Starts the spool uploader now, for an async push the read-ahead did not answer, when none holds
+ * the spool: before this process loads the config and copies the segment into the spool (≈ 0.1–0.2
+ * s at the start of a drain). Begun here, the uploader's Node start overlaps this push's work on the
+ * other core, and its read-ahead answers the next pushes that much sooner: at the start of a burst
+ * after an idle exit, that start is what the archiver lags by (BENCHMARKS.md, "Session 17"). It
+ * starts as ensureUploader starts it, with this pg_wal to read ahead.
+ */
+export function startUploaderEarly(walPath: string, env: NodeJS.ProcessEnv, start: (spoolDir: string, walDir: string) => void): void {
+  const spool = env.WAL_SPOOL_DIR?.trim()
+  if (!spool || !SEGMENT.test(path.basename(walPath))) return
+  const spoolDir = path.resolve(spool)
+  if (lockHolderRuns(uploaderLock(spoolDir))) return
+  start(spoolDir, path.dirname(path.resolve(walPath)))
+  uploaderStartedHere = true
+}
+
 /** WAL_PREFETCH as a count; undefined when it is not a plain count (the full path reports the error). */
 export function prefetchCount(env: NodeJS.ProcessEnv): number | undefined {
   const raw = env.WAL_PREFETCH?.trim()

@@ -8,7 +8,7 @@ import {hashFile, pushWal} from './archive'
 import {isWalFileName} from './segments'
 import {spawnDetachedDbb} from '../backup/child-process'
 import {processAlive, processStartTime} from '../process-alive'
-import {fileIdentity, lockHolderRuns, takeMatchingMarker, uploadedMarkerPath, uploaderLock} from './foreground'
+import {fileIdentity, lockHolderRuns, takeMatchingMarker, uploadedMarkerPath, uploaderLock, uploaderLogFor, uploaderStartedEarly} from './foreground'
 import {copyFileWhole, syncDirectory} from '../sync-directory'
 
 /**
@@ -231,8 +231,9 @@ export async function uploaderRunning(spoolDir: string): Promise<boolean> {
  * which holds the storage settings it needs.
  */
 export async function ensureUploader(spoolDir: string, cliEntry: string, walDir?: string): Promise<void> {
-  if (await uploaderRunning(spoolDir)) return
-  spawnDetachedDbb(cliEntry, ['wal', 'spool-upload', ...(walDir ? [walDir] : [])], path.join(spoolDir, 'uploader.log'))
+  // bin/run.js may have started it already (startUploaderEarly): it has not taken the lock yet.
+  if (uploaderStartedEarly() || (await uploaderRunning(spoolDir))) return
+  spawnDetachedDbb(cliEntry, ['wal', 'spool-upload', ...(walDir ? [walDir] : [])], uploaderLogFor(spoolDir))
 }
 
 export interface UploaderOptions {

@@ -158,6 +158,46 @@ describe('startPrefetcherEarly (bin/run.js, before the rest of dbb loads)', () =
   })
 })
 
+describe('startUploaderEarly (bin/run.js, an async push the read-ahead did not answer)', () => {
+  it('starts the uploader for a segment when none holds the spool, and ensureUploader then starts no second one', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dbb-early-uploader-'))
+    try {
+      await jest.isolateModulesAsync(async () => {
+        const foreground = require('../../src/wal/foreground') as typeof import('../../src/wal/foreground')
+        const spool = require('../../src/wal/spool') as typeof import('../../src/wal/spool')
+        const {processStartTime} = require('../../src/process-alive') as typeof import('../../src/process-alive')
+        const started: Array<[string, string]> = []
+        const start = (spoolDir: string, walDir: string) => started.push([spoolDir, walDir])
+        const spoolDir = path.join(dir, 'spool')
+        const segment = path.join(dir, 'pg_wal', '000000010000000000000002')
+        // No spool, or a file that is not a segment (its push takes the full path, which starts the uploader as before).
+        foreground.startUploaderEarly(segment, {}, start)
+        foreground.startUploaderEarly(path.join(dir, 'pg_wal', '00000002.history'), {WAL_SPOOL_DIR: spoolDir}, start)
+        expect(started).toEqual([])
+        // A live uploader holds the spool: not started twice.
+        fs.mkdirSync(spoolDir)
+        fs.writeFileSync(path.join(spoolDir, 'uploader.pid'), `${process.pid}\n${path.dirname(segment)}\n${processStartTime(process.pid)}\n`)
+        foreground.startUploaderEarly(segment, {WAL_SPOOL_DIR: spoolDir}, start)
+        expect(started).toEqual([])
+        expect(foreground.uploaderStartedEarly()).toBe(false)
+        // None runs (a relative WAL_SPOOL_DIR resolves as the full path resolves it): started with this pg_wal to read ahead.
+        fs.rmSync(path.join(spoolDir, 'uploader.pid'))
+        const relative = path.relative(process.cwd(), spoolDir)
+        foreground.startUploaderEarly(segment, {WAL_SPOOL_DIR: ` ${relative} `}, start)
+        expect(started).toEqual([[spoolDir, path.dirname(segment)]])
+        expect(foreground.uploaderStartedEarly()).toBe(true)
+        expect(foreground.uploaderLogFor(relative)).toBe(path.join(spoolDir, 'uploader.log'))
+        // The full path's ensureUploader, in the same process, before the new uploader took the lock:
+        // it would start a second Node on two busy cores. (A start would create uploader.log.)
+        await spool.ensureUploader(spoolDir, path.join(dir, 'no-such-cli.js'), path.dirname(segment))
+        expect(fs.existsSync(path.join(spoolDir, 'uploader.log'))).toBe(false)
+      })
+    } finally {
+      fs.rmSync(dir, {recursive: true, force: true})
+    }
+  })
+})
+
 describe('answerFromPrefetcher (the first fetch asks the prefetcher it started)', () => {
   const name = '00000002.history'
   let dir: string
