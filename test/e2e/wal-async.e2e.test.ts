@@ -5,7 +5,7 @@ import {promisify} from 'node:util'
 
 import {BIN, runCli} from '../helpers/cli'
 import {PgCluster, makeServerOwnedDir, startPostgres} from '../helpers/postgres'
-import {archivedWal, switchWalAndWaitArchived, waitFor, waitForPromotion} from '../helpers/wal'
+import {archivedWal, stopLockHolder, switchWalAndWaitArchived, waitFor, waitForPromotion} from '../helpers/wal'
 
 const run = promisify(execFile)
 
@@ -35,14 +35,7 @@ describe('asynchronous WAL archiving (real PostgreSQL, wal push --async)', () =>
   afterEach(async () => {
     await cluster?.destroy()
     // The detached uploader exits on its own once the spool stays empty; stop it now if it still runs.
-    const pid = Number((await fs.readFile(path.join(spoolDir, 'uploader.pid'), 'utf8').catch(() => '')).split('\n')[0])
-    if (pid > 0) {
-      try {
-        process.kill(pid, 'SIGTERM')
-      } catch {
-        // already gone
-      }
-    }
+    await stopLockHolder(path.join(spoolDir, 'uploader.pid'))
 
     await fs.rm(storeDir, {recursive: true, force: true})
     await fs.rm(spoolDir, {recursive: true, force: true})

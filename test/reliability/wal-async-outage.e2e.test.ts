@@ -6,7 +6,7 @@ import {gunzipSync} from 'node:zlib'
 import {BIN} from '../helpers/cli'
 import {PgCluster, makeServerOwnedDir, startPostgres} from '../helpers/postgres'
 import {S3Server, startS3Server} from '../helpers/s3-server'
-import {waitFor} from '../helpers/wal'
+import {stopLockHolder, waitFor} from '../helpers/wal'
 
 /**
  * Storage down while a real PostgreSQL keeps writing, with `wal push --async` to a real s3rver:
@@ -39,14 +39,7 @@ describe('wal push --async with S3 down (real PostgreSQL, real s3rver)', () => {
 
   afterAll(async () => {
     await cluster?.destroy()
-    const pid = Number((await fs.readFile(path.join(spoolDir, 'uploader.pid'), 'utf8').catch(() => '')).split('\n')[0])
-    if (pid > 0) {
-      try {
-        process.kill(pid, 'SIGKILL')
-      } catch {
-        // already gone
-      }
-    }
+    await stopLockHolder(path.join(spoolDir, 'uploader.pid'))
 
     await s3?.destroy()
     await fs.rm(spoolDir, {recursive: true, force: true})
