@@ -116,8 +116,11 @@ export async function runFast(invocation: FastInvocation, givenEnv: NodeJS.Proce
       case 'push': {
         if (invocation.async) {
           const spoolDir = requireSpoolDir(config.walAsync.spoolDir)
-          const result = await queueWal(invocation.path, {spoolDir, maxSegments: config.walAsync.maxSegments})
+          // Before queueing, whatever its outcome: a full spool fails this push, and only an uploader
+          // empties it. After a reboot or a SIGKILL none runs, and a push that failed first would
+          // never start one: archiving stalled for good while pg_wal grew.
           await ensureUploader(spoolDir, CLI_ENTRY, path.dirname(path.resolve(invocation.path)))
+          const result = await queueWal(invocation.path, {spoolDir, maxSegments: config.walAsync.maxSegments})
           process.stdout.write(`${result.outcome === 'queued' ? 'Queued' : result.outcome === 'uploaded' ? 'Already stored by the uploader:' : 'Already queued (identical)'} ${result.name} in ${spoolDir} (${result.queuedFiles} waiting)\n`)
           return 0
         }

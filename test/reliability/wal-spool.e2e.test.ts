@@ -174,6 +174,40 @@ describe('wal push --async spool', () => {
     }
   }, 120_000)
 
+  // After a reboot, or an uploader SIGKILLed, with storage down long enough to fill the spool: no
+  // uploader runs, and every push fails "full". Each such push must start one, or archiving stalls
+  // for good while pg_wal grows (it did: the push started the uploader only after queueing).
+  it.each([
+    {form: 'a segment (bin/run.js starts the uploader before anything else)', file: segmentName(3), flags: [] as string[]},
+    {form: 'a timeline history file (the fast path queues it)', file: '00000002.history', flags: [] as string[]},
+    {form: 'a segment, a setting given as a flag (the oclif command)', file: segmentName(3), flags: ['--wal-spool-max-segments', '2']},
+  ])('a full spool and no uploader: the push that fails "full" starts one, the spool drains, the retry succeeds — $form', async ({file, flags}) => {
+    const contents = new Map<number, Buffer>()
+    for (const n of [1, 2]) {
+      contents.set(n, await writeSegment(n))
+      // Spooled whole, as a push before the reboot left them.
+      await fs.mkdir(spoolDir, {recursive: true, mode: 0o700})
+      await fs.copyFile(path.join(workDir, 'pg_wal', segmentName(n)), path.join(spoolDir, segmentName(n)))
+    }
+
+    const content = file.endsWith('.history') ? Buffer.from('1\t0/3000000\tno recovery target specified\n') : await writeSegment(3)
+    await fs.writeFile(path.join(workDir, 'pg_wal', file), content)
+    const push = () => runCli(['wal', 'push', '--async', ...flags, `pg_wal/${file}`], env(flags.length > 0 ? {} : {WAL_SPOOL_MAX_SEGMENTS: '2'}), {cwd: workDir})
+    const full = await push()
+    expect(full.code).toBe(1)
+    expect(full.stderr).toMatch(/spool .* is full \(2 files waiting, WAL_SPOOL_MAX_SEGMENTS=2\)/)
+
+    await waitFor('the spool to drain', async () => ((await spooled()).length === 0 ? true : undefined), 60_000)
+    for (const [n, expected] of contents) expect((await stored(n)).equals(expected)).toBe(true)
+    // PostgreSQL's retry.
+    const retried = await push()
+    expect(retried.code).toBe(0)
+    await waitFor(`${file} stored`, async () => {
+      const object = await fs.readFile(path.join(storeDir, 'wal', `${file}.gz`)).catch(() => undefined)
+      return object && gunzipSync(object).equals(content) ? true : undefined
+    }, 60_000)
+  }, 120_000)
+
   // The one lock-takeover interleaving left (three takers, two races at once; RELIABILITY.md) can
   // give a running uploader's lock to another process. The first then stops starting uploads, so the
   // two overlap only by what is in flight, and it leaves the other's lock alone when it exits.

@@ -42,8 +42,10 @@ In postgresql.conf:  archive_mode = on,  archive_command = 'dbb wal push %p'  (o
     if (this.flags.async) {
       const {spoolDir, maxSegments} = this.settings.walAsync
       if (!spoolDir) throw new ConfigError([{variable: 'WAL_SPOOL_DIR', message: 'is required by wal push --async', example: '/var/lib/dbb/wal-async'}])
-      const queued = await queueWal(this.args.path, {spoolDir, maxSegments})
+      // Before queueing, whatever its outcome: a full spool fails this push, and only an uploader
+      // empties it (src/wal/fast-cli.ts, the same order).
       await ensureUploader(spoolDir, CLI_ENTRY, path.dirname(path.resolve(this.args.path)))
+      const queued = await queueWal(this.args.path, {spoolDir, maxSegments})
       this.log(`${queued.outcome === 'queued' ? 'Queued' : queued.outcome === 'uploaded' ? 'Already stored by the uploader:' : 'Already queued (identical)'} ${queued.name} in ${spoolDir} (${queued.queuedFiles} waiting)`)
       return queued
     }
