@@ -268,6 +268,10 @@ export async function runUploader(options: UploaderOptions): Promise<{stored: nu
   let idleSince = Date.now()
   let backoffMs = 0
   let failed = false
+  // The error file an uploader killed while storage failed left behind (a reboot, a pod restart):
+  // removed at this uploader's first stored file, or it would be reported for ever — in /metrics, in
+  // a full-spool push's message — and every push would stop waiting for the read-ahead.
+  let inheritedError = true
 
   const uploadOne = async (name: string, ahead: boolean) => {
     let file = path.join(spoolDir, name)
@@ -347,8 +351,9 @@ export async function runUploader(options: UploaderOptions): Promise<{stored: nu
       failed = false
       backoffMs = Math.min(30_000, Math.max(500, backoffMs * 2))
       await sleep(backoffMs, signal)
-    } else if (backoffMs > 0) {
+    } else if (backoffMs > 0 || (inheritedError && stored > 0)) {
       backoffMs = 0
+      inheritedError = false
       await fs.rm(path.join(spoolDir, ERROR_FILE), {force: true})
     }
   }

@@ -1,4 +1,5 @@
 import {ChildProcess, spawn, spawnSync} from 'node:child_process'
+import {existsSync} from 'node:fs'
 import {randomBytes} from 'node:crypto'
 import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
@@ -206,6 +207,21 @@ describe('wal push --async spool', () => {
       const object = await fs.readFile(path.join(storeDir, 'wal', `${file}.gz`)).catch(() => undefined)
       return object && gunzipSync(object).equals(content) ? true : undefined
     }, 60_000)
+  }, 120_000)
+
+  // An uploader killed while storage failed (a reboot, a pod restart) leaves its last error behind.
+  // The next one, storing from its first attempt, must take it back: /metrics reports the spool as
+  // failing while the file is there, a full-spool push quotes it, and every push stops waiting for
+  // the read-ahead (bin/dbb-wal and foreground.pushFromReadAhead) and copies its segment instead.
+  it("a new uploader that stores takes back the error a killed one left (uploader.error), so it is not reported for ever", async () => {
+    const content = await writeSegment(1)
+    await fs.mkdir(spoolDir, {recursive: true, mode: 0o700})
+    const errorFile = path.join(spoolDir, 'uploader.error')
+    await fs.writeFile(errorFile, `2026-12-05T00:00:00.000Z ${segmentName(0)}: storage was down\n`)
+    expect((await pushAsync(1)).code).toBe(0)
+    await waitFor('the spool to drain', async () => ((await spooled()).length === 0 ? true : undefined), 60_000)
+    expect((await stored(1)).equals(content)).toBe(true)
+    await waitFor('the inherited error to be taken back', async () => (existsSync(errorFile) ? undefined : true), 10_000)
   }, 120_000)
 
   // The one lock-takeover interleaving left (three takers, two races at once; RELIABILITY.md) can
