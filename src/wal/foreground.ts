@@ -221,11 +221,12 @@ export function uploaderStartedEarly(): boolean {
 
 /**
  * Starts the spool uploader now, for an async push the read-ahead did not answer, when none holds
- * the spool: before this process loads the config and copies the segment into the spool (≈ 0.1–0.2
- * s at the start of a drain). Begun here, the uploader's Node start overlaps this push's work on the
- * other core, and its read-ahead answers the next pushes that much sooner: at the start of a burst
- * after an idle exit, that start is what the archiver lags by (BENCHMARKS.md, "Session 17"). It
- * starts as ensureUploader starts it, with this pg_wal to read ahead.
+ * the spool: before this process loads the config, the logger and zod (≈ 0.1 s), which the full
+ * path's ensureUploader waits for. Begun here, the uploader's Node start overlaps this push's work
+ * on the other core, and its read-ahead answers the next pushes that much sooner: at the start of
+ * a burst after an idle exit, that start is what the archiver lags by (BENCHMARKS.md, "Session
+ * 17"; measured, the gain is within this machine's spread). It starts as ensureUploader starts it,
+ * with this pg_wal to read ahead.
  */
 export function startUploaderEarly(walPath: string, env: NodeJS.ProcessEnv, start: (spoolDir: string, walDir: string) => void): void {
   const spool = env.WAL_SPOOL_DIR?.trim()
