@@ -14,7 +14,7 @@
  *    what an archiver already running sustains.
  *  - Per-call cost of a prepared call (stored ahead / queued) for each foreground, CPU and wall.
  *  - Archiver lag under pgbench at full speed: pgbench runs with archiving on; every 250 ms the
- *    distance in segments between the segment being written and the last one archived is sampled.
+ *    segments finished and not yet archived (pg_wal's `.ready` marks) are counted.
  *
  * Flags: --backlog-mb N (default 1024), --pgbench-seconds N (default 30), --calls N (default 20), --note TEXT. The table
  * replaces the part of BENCHMARKS.md between the bench-wal markers (and is printed). For an A/B while
@@ -49,8 +49,8 @@ type Mode = 'sync' | 'async' | 'async-sh' | 'async-sh-zstd'
 
 function archiveCommand(mode: Mode, storeDir: string, spoolDir: string, root = ROOT): string {
   const settings = `BACKUP_LOCAL_DIR=${storeDir} WAL_SPOOL_DIR=${spoolDir}${mode === 'async-sh-zstd' ? ' COMPRESSION=zstd' : ''}`
-  if (mode === 'sync' || mode === 'async') return `${settings} ${process.execPath} ${root === ROOT ? DBB : path.join(root, 'bin', 'run.js')} wal push ${mode === 'async' ? '--async ' : ''}%p`
-  return `${settings} DBB_NODE=${process.execPath} ${root === ROOT ? FOREGROUND : path.join(root, 'bin', 'dbb-wal')} push --async %p`
+  if (mode === 'sync' || mode === 'async') return `${settings} ${process.execPath} ${path.join(root, 'bin', 'run.js')} wal push ${mode === 'async' ? '--async ' : ''}%p`
+  return `${settings} DBB_NODE=${process.execPath} ${path.join(root, 'bin', 'dbb-wal')} push --async %p`
 }
 
 /** CPU seconds (user + sys) of a live process, from /proc (clock ticks of 10 ms). */
@@ -237,9 +237,9 @@ async function lagUnderPgbench(cluster: PgCluster, mode: Mode, seconds: number, 
   // pg_wal/archive_status (a segment's mark becomes `.done` when archive_command succeeded), which is
   // what pg_current_wal_lsn() against pg_stat_archiver.last_archived_wal tells, read with a readdir:
   // a psql every 250 ms took CPU from the server and the archiver it measured.
-  const statusDir = path.join(cluster.dataDir, 'pg_wal', 'archive_status')
+  const waiting = async () => (await fs.readdir(path.join(cluster.dataDir, 'pg_wal', 'archive_status'))).filter((entry) => entry.endsWith('.ready')).length
   while (!finished) {
-    lags.push((await fs.readdir(statusDir)).filter((entry) => entry.endsWith('.ready')).length)
+    lags.push(await waiting())
     await sleep(LAG_SAMPLE_SECONDS * 1000)
   }
 
@@ -250,7 +250,7 @@ async function lagUnderPgbench(cluster: PgCluster, mode: Mode, seconds: number, 
   // Drained by this mode before the next run starts: a backlog left here would be counted as the
   // next mode's lag (it was, before: the sync run's 25–46 segments went on to the gzip run).
   await cluster.psql('SELECT pg_switch_wal()')
-  for (let waited = 0; waited < 300_000 && (await fs.readdir(statusDir)).some((entry) => entry.endsWith('.ready')); waited += 250) await sleep(250)
+  for (let waited = 0; waited < 300_000 && (await waiting()) > 0; waited += 250) await sleep(250)
   await setArchiveCommand(cluster, '')
   await stopUploader(spoolDir)
   await fs.rm(storeDir, {recursive: true, force: true})
