@@ -250,6 +250,8 @@ export interface UploaderOptions {
   onStored?: (name: string) => void
   /** The spool lock this uploader holds: once lost to another uploader, no new upload starts. */
   lock?: Pick<SpoolLockHandle, 'lost'>
+  /** Start no upload from this time on (ms since the epoch) and return once those in flight end. */
+  stopStartingAt?: number
 }
 
 /**
@@ -260,7 +262,7 @@ export interface UploaderOptions {
  * `<spool>/uploader.error` (which a full-spool push reports to PostgreSQL's log) and retried with
  * back-off.
  */
-export async function runUploader(options: UploaderOptions): Promise<{stored: number}> {
+export async function runUploader(options: UploaderOptions): Promise<{stored: number; readAheadFailure?: string}> {
   const {spoolDir, storage, logger, signal} = options
   await removeDeadAheadCopies(spoolDir)
   const inFlight = new Set<string>()
@@ -272,13 +274,24 @@ export async function runUploader(options: UploaderOptions): Promise<{stored: nu
   // removed at this uploader's first stored file, or it would be reported for ever — in /metrics, in
   // a full-spool push's message — and every push would stop waiting for the read-ahead.
   let inheritedError = true
+  // Set when pg_wal cannot be read (permissions, I/O, a full spool disk for the copy): this uploader
+  // stops, because while it holds the lock as reading ahead, every push waits for its marker.
+  let readAheadFailure: string | undefined
 
   const uploadOne = async (name: string, ahead: boolean) => {
     let file = path.join(spoolDir, name)
     try {
       let identity: string | undefined
       if (ahead) {
-        const copy = await copyAhead(spoolDir, options.walDir!, name)
+        let copy: Awaited<ReturnType<typeof copyAhead>>
+        try {
+          copy = await copyAhead(spoolDir, options.walDir!, name)
+        } catch (error) {
+          readAheadFailure ??= `${name}: ${errorMessage(error)}`
+          logger?.error({event: 'wal.read_ahead_failed', wal: name, walDir: options.walDir}, `cannot read ${name} ahead from ${options.walDir}: ${errorMessage(error)}; this uploader stops reading ahead`)
+          return
+        }
+
         if (copy === undefined) return
         ;({file, identity} = copy)
       }
@@ -319,6 +332,7 @@ export async function runUploader(options: UploaderOptions): Promise<{stored: nu
 
   const running = new Set<Promise<void>>()
   while (!signal?.aborted) {
+    if (options.stopStartingAt !== undefined && Date.now() >= options.stopStartingAt) break
     if (options.lock?.lost()) {
       logger?.warn({event: 'wal.spool_lock_lost', spoolDir}, `another uploader holds the WAL spool ${spoolDir} now; this one stops after its uploads in flight`)
       break
@@ -345,6 +359,7 @@ export async function runUploader(options: UploaderOptions): Promise<{stored: nu
     }
 
     await Promise.race(running)
+    if (readAheadFailure !== undefined) break
     if (failed) {
       // Storage is failing: finish what is in flight, then wait before trying again.
       await Promise.all(running)
@@ -359,7 +374,7 @@ export async function runUploader(options: UploaderOptions): Promise<{stored: nu
   }
 
   await Promise.allSettled(running)
-  return {stored}
+  return {stored, ...(readAheadFailure === undefined ? {} : {readAheadFailure})}
 }
 
 /** Segments PostgreSQL marked ready to archive that are neither spooled nor already stored ahead. */
@@ -378,7 +393,9 @@ async function readyAhead(spoolDir: string, walDir: string, spooled: Set<string>
 /**
  * Copies a ready segment out of pg_wal; returns the copy and the source file's identity, or
  * undefined when PostgreSQL archived it meanwhile or the file changed during the copy (then it may
- * have been recycled and the copy mixed old and new content: discarded).
+ * have been recycled and the copy mixed old and new content: discarded). Any other error (pg_wal or
+ * the segment not readable, an I/O error, no space for the copy) is thrown: a read error is not
+ * "archived meanwhile".
  */
 async function copyAhead(spoolDir: string, walDir: string, name: string): Promise<{file: string; identity: string} | undefined> {
   // A directory per uploader: two uploaders (the one lock interleaving left, RELIABILITY.md session
@@ -392,11 +409,17 @@ async function copyAhead(spoolDir: string, walDir: string, name: string): Promis
     await fs.copyFile(source, copy)
     const after = fileIdentity(await fs.stat(source, {bigint: true}))
     await fs.access(path.join(walDir, 'archive_status', `${name}.ready`))
-    if (before !== after) throw new Error(`${name} changed while it was copied`)
+    if (before !== after) {
+      await fs.rm(copy, {force: true})
+      return undefined
+    }
+
     return {file: copy, identity: after}
-  } catch {
+  } catch (error) {
     await fs.rm(copy, {force: true})
-    return undefined
+    // The segment or its .ready gone: PostgreSQL archived it meanwhile (a push raced us).
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    throw error
   }
 }
 
