@@ -575,6 +575,14 @@ export const SETTINGS = {
     commands: ['wal push', 'wal spool-upload', 'serve'],
     value: (f) => f.intInRange(1, 64),
   },
+  WAL_READ_AHEAD_DIR: {
+    flag: 'wal-read-ahead-dir',
+    group: 'WAL ASYNC',
+    summary: "dbb serve: the server's <data directory>/pg_wal; serve then stores ready segments ahead of their push. Needs serve to run as pg_wal's owner.",
+    example: '/var/lib/postgresql/data/pg_wal',
+    commands: ['serve'],
+    value: (f) => f.z.string(),
+  },
   WAL_PREFETCH: {
     flag: 'wal-prefetch',
     group: 'WAL ASYNC',

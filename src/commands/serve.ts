@@ -27,7 +27,7 @@ On SIGTERM or SIGINT it stops accepting requests, lets a backup in flight finish
   static override enableJsonFlag = false
   static override flags = settingFlagsFor('serve')
 
-  static override configSections: readonly Section[] = ['database', 'namePrefix', 'retention', 'storageBackend', 'compression', 'logicalDump', 'server', 'schedule', ...ARCHIVING_SECTIONS, 'walAsync', 'databases', 'drill', 'encryption', 'decryption']
+  static override configSections: readonly Section[] = ['database', 'namePrefix', 'retention', 'storageBackend', 'compression', 'logicalDump', 'server', 'schedule', ...ARCHIVING_SECTIONS, 'walAsync', 'walReadAhead', 'databases', 'drill', 'encryption', 'decryption']
   static override usesStorage = true
   static override stdoutIsReport = true
 
@@ -79,7 +79,7 @@ On SIGTERM or SIGINT it stops accepting requests, lets a backup in flight finish
     // A killed run's leftovers (e.g. `docker stop` past its grace): now, and once more when a run killed just before this start is surely dead.
     const stopLeftoverCleanup = scheduleLeftoverCleanup(storage, {prefix: this.settings.namePrefix, logger: this.logger})
     // wal push --async: the spool uploader and its /metrics (off unless WAL_SPOOL_DIR is set).
-    const spool = startSpoolService({config: this.settings.walAsync, storage, logger: this.logger, registry: service.metrics.registry})
+    const spool = startSpoolService({config: {...this.settings.walAsync, ...this.settings.walReadAhead}, storage, logger: this.logger, registry: service.metrics.registry})
     await new Promise<void>((resolve) => {
       let stopping: Promise<void> | undefined
       onSignal = (signal: NodeJS.Signals) => {

@@ -47,6 +47,7 @@ const sections = {
   // Notifications (src/notify): NOTIFY_* and the SLACK_* aliases.
   notify: notifySections.notify,
   walAsync: walAsyncSections.walAsync,
+  walReadAhead: walAsyncSections.walReadAhead,
   // Several databases and cluster globals (issue 20).
   databases: coreSections.databases,
   // restore drills (issue 19)
@@ -67,6 +68,7 @@ export type WalStreamingConfig = Config['walStreaming']
 export type CheckConfig = Config['check']
 export type NotifySettings = Config['notify']
 export type WalAsyncConfig = Config['walAsync']
+export type WalReadAheadConfig = Config['walReadAhead']
 
 /** The settings each section reads: what a command that needs the section must declare as flags. */
 export const SECTION_SETTINGS = Object.fromEntries(

@@ -75,6 +75,7 @@ export const CORE_CASES: Record<SettingName, SettingCase> = {
   WAL_STREAMING_SLOT: {malformed: ['Bad-Slot!', 'slot name'], outOfRange: ['s'.repeat(64)]},
   WAL_STREAMING_DIR: {freeText: 'a directory path; a missing or unwritable one fails when streaming starts (exit 1)'},
   WAL_SPOOL_DIR: {freeText: 'a directory path; created on first use, an unwritable one fails the push (exit 1, PostgreSQL retries)'},
+  WAL_READ_AHEAD_DIR: {freeText: "a directory path; one serve cannot read ahead (missing, not pg_wal, another user's) is logged and looked at again, while pushes spool (nothing lost)"},
   WAL_SPOOL_MAX_SEGMENTS: {malformed: ['many', '1.5'], outOfRange: ['0', '1000001']},
   WAL_PREFETCH: {malformed: ['lots', '1.5'], outOfRange: ['-1', '257']},
   WAL_ASYNC_PARALLEL: {malformed: ['four', '2.5'], outOfRange: ['0', '65']},
