@@ -6,7 +6,9 @@
  *    the segments wait in pg_wal as `.ready`); then archive_command is set to dbb and the time until
  *    storage holds every segment is measured. Sync: `dbb wal push %p`; async: `dbb wal push --async
  *    %p` (spool + detached uploader with read-ahead); async-sh: the same through bin/dbb-wal (no
- *    Node start for a segment the read-ahead stored), with gzip and with COMPRESSION=zstd. MB/s =
+ *    Node start for a segment the read-ahead stored), with gzip and with COMPRESSION=zstd;
+ *    async-serve: the same sh push beside a running `dbb serve` that holds the spool and reads ahead
+ *    pg_wal (WAL_READ_AHEAD_DIR). MB/s =
  *    segments waiting × 16 MiB / that time; the uploader's CPU per segment from /proc. That drain
  *    starts cold (the first push starts Node and the uploader: ≈ 1–1.8 s before the first segment
  *    is stored), so the steady rate is reported too: the segments stored after the third, over the
@@ -22,14 +24,14 @@
  * rows alone), --compare DIR (another built checkout archives too, in the same rounds), --rounds N
  * (interleaved).
  */
-import {execFile, spawnSync} from 'node:child_process'
+import {execFile, spawn, spawnSync} from 'node:child_process'
 import * as fs from 'node:fs/promises'
 import * as os from 'node:os'
 import * as path from 'node:path'
 import {setTimeout as sleep} from 'node:timers/promises'
 import {promisify} from 'node:util'
 
-import {PgCluster, makeServerOwnedDir, startPostgres} from '../test/helpers/postgres'
+import {PgCluster, asServerUser, freePort, makeServerOwnedDir, startPostgres} from '../test/helpers/postgres'
 import {fileIdentity, identityFileText, identityLine, queueDirFor, storageIdentity} from '../src/wal/foreground'
 import {processStartTime} from '../src/process-alive'
 import {DBB, ROOT, median} from './measure'
@@ -45,10 +47,11 @@ const FOREGROUND = path.join(ROOT, 'bin', 'dbb-wal')
  * async-sh: `dbb-wal push --async %p` (bin/dbb-wal, no Node start when the read-ahead stored the
  * segment), gzip or zstd (COMPRESSION) for the stored copy.
  */
-type Mode = 'sync' | 'async' | 'async-sh' | 'async-sh-zstd'
+type Mode = 'sync' | 'async' | 'async-sh' | 'async-sh-zstd' | 'async-serve'
 
 function archiveCommand(mode: Mode, storeDir: string, spoolDir: string, root = ROOT): string {
   const settings = `BACKUP_LOCAL_DIR=${storeDir} WAL_SPOOL_DIR=${spoolDir}${mode === 'async-sh-zstd' ? ' COMPRESSION=zstd' : ''}`
+  // async-serve: the same sh push, with `dbb serve` (already running) holding the spool instead of a detached uploader.
   if (mode === 'sync' || mode === 'async') return `${settings} ${process.execPath} ${path.join(root, 'bin', 'run.js')} wal push ${mode === 'async' ? '--async ' : ''}%p`
   return `${settings} DBB_NODE=${process.execPath} ${path.join(root, 'bin', 'dbb-wal')} push --async %p`
 }
@@ -166,6 +169,39 @@ async function stopUploader(spoolDir: string): Promise<void> {
   }
 }
 
+/**
+ * async-serve: `dbb serve` holds the spool before the measurement starts, as a sidecar that runs all
+ * the time does (its start is not part of the drain). It runs as the server's OS user, as the
+ * README's same-host setup has it, so that it may read pg_wal (WAL_READ_AHEAD_DIR) and the push may
+ * read its markers. Stopped with stopUploader (its pid is the lock's).
+ */
+async function startServe(cluster: PgCluster, storeDir: string, spoolDir: string, root: string): Promise<void> {
+  const env = {
+    ...process.env,
+    ...cluster.dbbEnv(),
+    BACKUP_LOCAL_DIR: storeDir,
+    WAL_SPOOL_DIR: spoolDir,
+    WAL_READ_AHEAD_DIR: path.join(cluster.dataDir, 'pg_wal'),
+    API_TOKEN: 'bench-wal-serve-token-0123456789abcdef',
+    HTTP_HOST: '127.0.0.1',
+    HTTP_PORT: String(await freePort()),
+    BACKUP_SCHEDULE: '0 3 1 1 *',
+    LOG_LEVEL: 'warn',
+  }
+  const [command, args] = asServerUser(process.execPath, [path.join(root, 'bin', 'run.js'), 'serve'])
+  const child = spawn(command, args, {env, stdio: ['ignore', 'ignore', 'inherit']})
+  let exited = false
+  child.once('exit', () => (exited = true))
+  for (let waited = 0; waited < 30_000; waited += 100) {
+    if (exited) throw new Error('dbb serve exited before it took the WAL spool')
+    const holder = Number((await fs.readFile(path.join(spoolDir, 'uploader.pid'), 'utf8').catch(() => '')).split('\n')[0])
+    if (holder > 0) return
+    await sleep(100)
+  }
+
+  throw new Error('dbb serve did not take the WAL spool within 30 s')
+}
+
 async function freshDirs(label: string): Promise<{storeDir: string; spoolDir: string}> {
   const storeDir = await makeServerOwnedDir(`dbb-bench-wal-${label}-store-`)
   const spoolDir = await makeServerOwnedDir(`dbb-bench-wal-${label}-spool-`)
@@ -182,6 +218,8 @@ async function sustained(cluster: PgCluster, mode: Mode, backlogMb: number, root
   const last = await cluster.psql('SELECT pg_walfile_name(pg_switch_wal())')
   const firstReady = (await fs.readdir(path.join(cluster.dataDir, 'pg_wal', 'archive_status'))).filter((entry) => entry.endsWith('.ready')).length
 
+  if (mode === 'async-serve') await startServe(cluster, storeDir, spoolDir, root)
+  const cpuBefore = mode === 'async-serve' ? await processCpuSeconds(Number((await fs.readFile(path.join(spoolDir, 'uploader.pid'), 'utf8')).split('\n')[0])) : 0
   const started = process.hrtime.bigint()
   const startedAtMs = Date.now()
   await setArchiveCommand(cluster, archiveCommand(mode, storeDir, spoolDir, root))
@@ -198,7 +236,8 @@ async function sustained(cluster: PgCluster, mode: Mode, backlogMb: number, root
   await setArchiveCommand(cluster, '')
   // The uploader that ran the whole drain (started by the first push): its CPU per segment stored.
   const uploaderPid = Number((await fs.readFile(path.join(spoolDir, 'uploader.pid'), 'utf8').catch(() => '')).split('\n')[0])
-  const uploaderCpu = uploaderPid > 0 ? await processCpuSeconds(uploaderPid) : undefined
+  const uploaderCpuTotal = uploaderPid > 0 ? await processCpuSeconds(uploaderPid) : undefined
+  const uploaderCpu = uploaderCpuTotal === undefined || cpuBefore === undefined ? undefined : uploaderCpuTotal - cpuBefore
   await stopUploader(spoolDir)
   await fs.rm(storeDir, {recursive: true, force: true})
   await fs.rm(spoolDir, {recursive: true, force: true})
@@ -218,6 +257,7 @@ const LAG_SAMPLE_SECONDS = 0.25
 
 async function lagUnderPgbench(cluster: PgCluster, mode: Mode, seconds: number, workload: 'tpcb' | 'bulk', root = ROOT): Promise<{walMbPerSecond: number; medianLag: number; maxLag: number; withinTargetFrom?: number}> {
   const {storeDir, spoolDir} = await freshDirs(`lag-${mode}`)
+  if (mode === 'async-serve') await startServe(cluster, storeDir, spoolDir, root)
   await setArchiveCommand(cluster, archiveCommand(mode, storeDir, spoolDir, root))
   const pgEnv = {...process.env, PGHOST: cluster.host, PGPORT: String(cluster.port), PGUSER: cluster.user, PGPASSWORD: cluster.password}
   const before = await cluster.psql('SELECT pg_current_wal_lsn()')
@@ -257,7 +297,7 @@ async function lagUnderPgbench(cluster: PgCluster, mode: Mode, seconds: number, 
   await fs.rm(spoolDir, {recursive: true, force: true})
   // A peak usually sits in the first seconds, the cold start: the first push starts Node and the
   // detached uploader (≈ 1 s, 3–4 segments at 50 MB/s of WAL), which `dbb serve`'s uploader, always
-  // running, has not. So the row also says from when on the lag stayed within the target.
+  // running, has not (async-serve). So the row also says from when on the lag stayed within the target.
   const lastAbove = lags.findLastIndex((lag) => lag > LAG_TARGET)
   const withinTargetFrom = lastAbove === -1 ? 0 : lastAbove === lags.length - 1 ? undefined : (lastAbove + 1) * LAG_SAMPLE_SECONDS
   return {walMbPerSecond: bytes / 1024 / 1024 / seconds, medianLag: median(lags), maxLag: Math.max(0, ...lags), withinTargetFrom}
@@ -272,7 +312,7 @@ async function main(): Promise<void> {
 
   const backlogMb = Number(option('--backlog-mb', '1024'))
   const pgbenchSeconds = Number(option('--pgbench-seconds', '30'))
-  const allModes = ['sync', 'async', 'async-sh', 'async-sh-zstd'] as const
+  const allModes = ['sync', 'async', 'async-sh', 'async-sh-zstd', 'async-serve'] as const
   const only = argv.includes('--only') ? option('--only', '').split(',') : undefined
   const unknown = only?.filter((mode) => !(allModes as readonly string[]).includes(mode)) ?? []
   if (unknown.length > 0) throw new Error(`--only: no mode ${unknown.join(', ')} (there are ${allModes.join(', ')})`)
@@ -299,7 +339,7 @@ async function main(): Promise<void> {
       process.stderr.write(`${rows.at(-1)}\n`)
     }
 
-    const lagRuns = ([['sync', 'tpcb'], ['async-sh', 'tpcb'], ['async-sh-zstd', 'tpcb'], ['sync', 'bulk'], ['async-sh', 'bulk'], ['async-sh-zstd', 'bulk']] as const).filter(([mode]) => (modes as readonly Mode[]).includes(mode))
+    const lagRuns = ([['sync', 'tpcb'], ['async-sh', 'tpcb'], ['async-sh-zstd', 'tpcb'], ['sync', 'bulk'], ['async-sh', 'bulk'], ['async-sh-zstd', 'bulk'], ['async-serve', 'bulk']] as const).filter(([mode]) => (modes as readonly Mode[]).includes(mode))
     for (const [mode, workload, root] of Array.from({length: rounds}, () => lagRuns.flatMap(([mode, workload]) => roots.map((root) => [mode, workload, root] as const))).flat()) {
       const result = await lagUnderPgbench(cluster, mode, pgbenchSeconds, workload, root)
       const load = workload === 'tpcb' ? 'pgbench (-c 4, TPC-B)' : 'pgbench (-c 2, 2,000-row inserts)'
