@@ -578,7 +578,7 @@ export const SETTINGS = {
   WAL_READ_AHEAD_DIR: {
     flag: 'wal-read-ahead-dir',
     group: 'WAL ASYNC',
-    summary: "dbb serve: the server's <data directory>/pg_wal; serve then stores ready segments ahead of their push. Needs serve to run as pg_wal's owner.",
+    summary: "dbb serve: the server's pg_wal, named as PostgreSQL names it (the data directory's pg_wal, even if a link); serve then stores ready segments ahead of their push. Needs serve to run as pg_wal's owner.",
     example: '/var/lib/postgresql/data/pg_wal',
     commands: ['serve'],
     value: (f) => f.z.string(),
