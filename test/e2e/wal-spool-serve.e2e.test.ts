@@ -104,7 +104,8 @@ describe('dbb serve reads ahead the server pg_wal (WAL_READ_AHEAD_DIR)', () => {
     // Serve, or a detached uploader that took over from it.
     await stopLockHolder(path.join(spoolDir, 'uploader.pid'))
     await cluster?.destroy()
-    for (const dir of [storeDir, spoolDir]) if (dir) await fs.rm(dir, {recursive: true, force: true})
+    // The storage directory set aside by the outage test, had it failed before putting it back.
+    for (const dir of [storeDir, `${storeDir}.aside`, spoolDir]) if (dir) await fs.rm(dir, {recursive: true, force: true})
   })
 
   const setArchiveCommand = async (command: string) => {
@@ -176,6 +177,38 @@ describe('dbb serve reads ahead the server pg_wal (WAL_READ_AHEAD_DIR)', () => {
     expect(uploaderLock(spoolDir)).toMatchObject({pid: serve.pid, readAheadDir: serve.physical})
 
     // serve itself (runuser, when the test runs as root, dies of a signal it is sent rather than relaying it).
+    process.kill(serve.pid, 'SIGTERM')
+    expect((await serve.exited).code).toBe(0)
+    await setArchiveCommand('')
+  }, 240_000)
+
+  // Storage down while serve reads ahead: its failing uploads write uploader.error, so pushes stop
+  // waiting for markers and spool their segments (acknowledged durable in the spool); once storage
+  // is back serve drains the spool, takes the error back, and answers pushes from its markers again.
+  it('with storage down, lets pushes spool instead of waiting, then drains and reads ahead again', async () => {
+    const serve = await startServe()
+    const aside = `${storeDir}.aside`
+    await fs.rename(storeDir, aside)
+    await setArchiveCommand(`BACKUP_LOCAL_DIR=${storeDir} WAL_SPOOL_DIR=${spoolDir} DBB_NODE=${process.execPath} ${foreground} push --async %p`)
+    await fs.writeFile(path.join(cluster.baseDir, 'server.log'), '')
+    const during = await readySegments(3)
+    await waitArchived([...during.keys()].at(-1)!)
+    const log = await fs.readFile(path.join(cluster.baseDir, 'server.log'), 'utf8')
+    expect(log).toMatch(/Queued [0-9A-F]{24} in /)
+    expect(await fs.readFile(path.join(spoolDir, 'uploader.error'), 'utf8')).toMatch(/does not exist/)
+
+    await fs.rename(aside, storeDir)
+    await waitFor(async () => ((await fs.readdir(spoolDir)).some((entry) => /^[0-9A-F]{24}$/.test(entry) || entry === 'uploader.error') ? undefined : true), 120_000, 'the spool to drain and the error to be taken back')
+    await expectStored(during)
+    // Serve never gave up the spool, and its read-ahead answers the next pushes again.
+    expect(uploaderLock(spoolDir)).toMatchObject({pid: serve.pid, readAheadDir: serve.physical})
+    await fs.writeFile(path.join(cluster.baseDir, 'server.log'), '')
+    const after = await readySegments(2)
+    await waitArchived([...after.keys()].at(-1)!)
+    await expectStored(after)
+    const afterLog = await fs.readFile(path.join(cluster.baseDir, 'server.log'), 'utf8')
+    for (const name of after.keys()) expect([name, afterLog.includes(`Already stored by the uploader: ${name} (dbb-wal)`)]).toEqual([name, true])
+
     process.kill(serve.pid, 'SIGTERM')
     expect((await serve.exited).code).toBe(0)
     await setArchiveCommand('')
