@@ -12,7 +12,7 @@ import {parseWalFetchArgs} from './fetch-args'
 import {awaitPrefetcherReady, identityLine, notePrefetchWanted, prefetcherRunning, prefetcherStartedEarly, queueDirFor, queueServed, storageIdentity} from './foreground'
 import {prefetch, startPrefetcher, takeQueued, yieldToRecovery} from './prefetch'
 import {walFileKind} from './segments'
-import {ensureUploader, lockSpool, queueWal, runUploader, takeUploadedMarker} from './spool'
+import {UPLOADER_IDLE_EXIT_MS, ensureUploader, queueWal, runDetachedUploader, takeUploadedMarker} from './spool'
 
 /**
  * The archive_command / restore_command fast path. PostgreSQL runs `dbb wal push` once per
@@ -193,18 +193,11 @@ export async function runFast(invocation: FastInvocation, givenEnv: NodeJS.Proce
 
       case 'spool-upload': {
         const spoolDir = requireSpoolDir(config.walAsync.spoolDir)
-        const lock = await lockSpool(spoolDir, invocation.walDir === undefined ? undefined : path.resolve(invocation.walDir))
-        if (!lock) return 0
         const controller = new AbortController()
         process.once('SIGTERM', () => controller.abort())
         process.once('SIGINT', () => controller.abort())
-        try {
-          const {stored} = await runUploader({storage: await openStorage(), spoolDir, parallel: config.walAsync.parallel, logger, signal: controller.signal, idleExitMs: 10_000, walDir: invocation.walDir, lock})
-          logger.info({event: 'wal.spool_uploader_done', stored}, `spool uploader stored ${stored} files and is idle; exiting`)
-        } finally {
-          await lock.release()
-        }
-
+        const {stored} = await runDetachedUploader({openStorage, spoolDir, parallel: config.walAsync.parallel, logger, signal: controller.signal, idleExitMs: UPLOADER_IDLE_EXIT_MS, walDir: invocation.walDir})
+        logger.info({event: 'wal.spool_uploader_done', stored}, `spool uploader stored ${stored} files and is idle; exiting`)
         return 0
       }
     }

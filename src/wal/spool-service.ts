@@ -72,7 +72,7 @@ export function startSpoolService(options: {config: WalAsyncConfig & Partial<Wal
         const stopStartingAt = config.readAheadDir && !readAheadDir ? readAheadOffUntil : undefined
         const result = await runUploader({storage, spoolDir, parallel: config.parallel, logger, signal: controller.signal, lock, walDir: readAheadDir, stopStartingAt})
         // pg_wal stopped being readable: the lock must stop promising read-ahead (pushes wait for it).
-        if (result.readAheadFailure !== undefined) readAheadOffUntil = Date.now() + READ_AHEAD_RETRY_MS
+        if (result.readAheadFailed) readAheadOffUntil = Date.now() + READ_AHEAD_RETRY_MS
       } finally {
         await lock.release()
       }

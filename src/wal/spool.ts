@@ -49,6 +49,8 @@ const ERROR_FILE = 'uploader.error'
 const UPLOADED_DIR = 'uploaded'
 const AHEAD_DIR = 'ahead'
 const IDLE_POLL_MS = 20
+/** The detached uploader exits once the spool stayed empty this long (the next push starts another). */
+export const UPLOADER_IDLE_EXIT_MS = 10_000
 
 export interface SpoolOptions {
   spoolDir: string
@@ -262,7 +264,7 @@ export interface UploaderOptions {
  * `<spool>/uploader.error` (which a full-spool push reports to PostgreSQL's log) and retried with
  * back-off.
  */
-export async function runUploader(options: UploaderOptions): Promise<{stored: number; readAheadFailure?: string}> {
+export async function runUploader(options: UploaderOptions): Promise<{stored: number; readAheadFailed: boolean}> {
   const {spoolDir, storage, logger, signal} = options
   await removeDeadAheadCopies(spoolDir)
   const inFlight = new Set<string>()
@@ -275,8 +277,9 @@ export async function runUploader(options: UploaderOptions): Promise<{stored: nu
   // a full-spool push's message — and every push would stop waiting for the read-ahead.
   let inheritedError = true
   // Set when pg_wal cannot be read (permissions, I/O, a full spool disk for the copy): this uploader
-  // stops, because while it holds the lock as reading ahead, every push waits for its marker.
-  let readAheadFailure: string | undefined
+  // stops, because while it holds the lock as reading ahead, every push waits for its marker. Its
+  // caller takes the lock again without naming pg_wal and goes on with the spool alone.
+  let readAheadFailed = false
 
   const uploadOne = async (name: string, ahead: boolean) => {
     let file = path.join(spoolDir, name)
@@ -287,7 +290,7 @@ export async function runUploader(options: UploaderOptions): Promise<{stored: nu
         try {
           copy = await copyAhead(spoolDir, options.walDir!, name)
         } catch (error) {
-          readAheadFailure ??= `${name}: ${errorMessage(error)}`
+          readAheadFailed = true
           logger?.error({event: 'wal.read_ahead_failed', wal: name, walDir: options.walDir}, `cannot read ${name} ahead from ${options.walDir}: ${errorMessage(error)}; this uploader stops reading ahead`)
           return
         }
@@ -359,7 +362,7 @@ export async function runUploader(options: UploaderOptions): Promise<{stored: nu
     }
 
     await Promise.race(running)
-    if (readAheadFailure !== undefined) break
+    if (readAheadFailed) break
     if (failed) {
       // Storage is failing: finish what is in flight, then wait before trying again.
       await Promise.all(running)
@@ -374,7 +377,42 @@ export async function runUploader(options: UploaderOptions): Promise<{stored: nu
   }
 
   await Promise.allSettled(running)
-  return {stored, ...(readAheadFailure === undefined ? {} : {readAheadFailure})}
+  return {stored, readAheadFailed}
+}
+
+/**
+ * The detached uploader (`dbb wal spool-upload`, started by a push): takes the spool unless another
+ * uploader holds it, opens storage, uploads until the spool stayed empty `idleExitMs`. When pg_wal
+ * cannot be read ahead it does not exit with the spool full — nothing would drain it before the next
+ * push — but takes the lock again without naming pg_wal (so pushes stop waiting for its markers and
+ * spool their segments) and drains the spool alone, as serve does until it looks at pg_wal again.
+ * Storage is opened only once the lock is held; closing it is the caller's.
+ */
+export async function runDetachedUploader(
+  options: Omit<UploaderOptions, 'storage' | 'lock'> & {openStorage(): Promise<StorageBackend>},
+): Promise<{stored: number}> {
+  const {spoolDir} = options
+  let walDir = options.walDir === undefined ? undefined : path.resolve(options.walDir)
+  let lock = await lockSpool(spoolDir, walDir)
+  if (!lock) return {stored: 0}
+  let stored = 0
+  try {
+    const storage = await options.openStorage()
+    for (;;) {
+      const result = await runUploader({...options, storage, walDir, lock})
+      stored += result.stored
+      if (!result.readAheadFailed || walDir === undefined || options.signal?.aborted) break
+      await lock.release()
+      walDir = undefined
+      // Another uploader a push started in between holds it now: the spool is in its hands.
+      lock = await lockSpool(spoolDir)
+      if (!lock) break
+    }
+  } finally {
+    await lock?.release()
+  }
+
+  return {stored}
 }
 
 /** Segments PostgreSQL marked ready to archive that are neither spooled nor already stored ahead. */

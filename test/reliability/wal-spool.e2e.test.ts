@@ -6,7 +6,8 @@ import * as path from 'node:path'
 import {gunzipSync} from 'node:zlib'
 
 import {processStartTime} from '../../src/process-alive'
-import {runCli, startCli, tempDir} from '../helpers/cli'
+import {uploaderLock} from '../../src/wal/foreground'
+import {collect, runCli, startCli, tempDir} from '../helpers/cli'
 import {waitFor} from '../helpers/wal'
 
 /**
@@ -286,6 +287,35 @@ describe('wal push --async spool', () => {
     const conflict = await pushAsync(9)
     expect(conflict.code).toBe(1)
     expect(conflict.stderr).toMatch(/already queued .* with different content/)
+  }, 120_000)
+
+  // pg_wal turns unreadable under a detached uploader: it must stop promising read-ahead (every push
+  // would wait 5 s for its marker) and still drain what the pushes spooled — not exit and leave
+  // acknowledged WAL outside storage until some later push starts another uploader.
+  it('a ready segment it cannot read ahead: the uploader takes its lock back without pg_wal and still drains the spool', async () => {
+    // Named first, so with one upload at a time it is the first thing the uploader tries: a directory
+    // under a segment's name (EISDIR; the field's EACCES cannot be made as root, which CI runs as).
+    const unreadable = segmentName(1)
+    await fs.mkdir(path.join(workDir, 'pg_wal', unreadable))
+    await fs.writeFile(path.join(workDir, 'pg_wal', 'archive_status', `${unreadable}.ready`), '')
+    await fs.mkdir(spoolDir)
+    const contents = new Map<number, Buffer>()
+    for (let n = 2; n <= 5; n++) {
+      contents.set(n, randomBytes(64 * 1024))
+      await fs.writeFile(path.join(spoolDir, segmentName(n)), contents.get(n)!)
+    }
+
+    const uploader = startCli(['wal', 'spool-upload', path.join(workDir, 'pg_wal')], env({WAL_ASYNC_PARALLEL: '1'}), {cwd: workDir})
+    children.push(uploader)
+    const output = collect(uploader)
+    await waitFor('the spool to drain', async () => ((await spooled()).length === 0 ? true : undefined), 60_000)
+    for (const [n, content] of contents) expect([n, (await stored(n)).equals(content)]).toEqual([n, true])
+    // Still the same uploader, its lock no longer naming pg_wal: a push from it spools at once instead of waiting.
+    expect(uploaderLock(spoolDir)).toMatchObject({pid: uploader.pid, readAheadDir: ''})
+    const {code, stderr} = await output
+    expect(code).toBe(0)
+    expect(stderr).toMatch(new RegExp(`"event":"wal.read_ahead_failed".*cannot read ${unreadable} ahead from .*EISDIR`))
+    expect(stderr).toMatch(/"event":"wal.spool_uploader_done".*stored 4 files/)
   }, 120_000)
 
   it('a segment recycled or rewritten in pg_wal after the read-ahead stored it is never acknowledged from the stale copy', async () => {

@@ -1,15 +1,14 @@
-import * as path from 'node:path'
-
 import {Args} from '@oclif/core'
 
 import {DbbCommand} from '../../base-command'
 import {Section} from '../../config'
 import {ConfigError} from '../../errors'
 import {settingFlagsFor} from '../../settings'
-import {lockSpool, runUploader} from '../../wal/spool'
+import type {StorageBackend} from '../../storage/contract'
+import {UPLOADER_IDLE_EXIT_MS, runDetachedUploader} from '../../wal/spool'
 
 export default class WalSpoolUpload extends DbbCommand<typeof WalSpoolUpload> {
-  static override summary = 'Upload the WAL spool that wal push --async fills, then exit once it stayed empty for 10 seconds.'
+  static override summary = `Upload the WAL spool that wal push --async fills, then exit once it stayed empty for ${UPLOADER_IDLE_EXIT_MS / 1000} seconds.`
   static override description = `Started in the background by dbb wal push --async when no uploader holds the spool (WAL_SPOOL_DIR); dbb serve runs the same uploader in-process. Stores up to WAL_ASYNC_PARALLEL files at once, oldest names first, and removes each from the spool only once storage holds it. Exits 0 at once when another process already uploads this spool.`
 
   static override hidden = true
@@ -25,14 +24,19 @@ export default class WalSpoolUpload extends DbbCommand<typeof WalSpoolUpload> {
   public async run(): Promise<{stored: number}> {
     const {spoolDir, parallel} = this.settings.walAsync
     if (!spoolDir) throw new ConfigError([{variable: 'WAL_SPOOL_DIR', message: 'is required by wal spool-upload', example: '/var/lib/dbb/wal-async'}])
-    const lock = await lockSpool(spoolDir, this.args.walDir === undefined ? undefined : path.resolve(this.args.walDir))
-    if (!lock) return {stored: 0}
-    const storage = await this.openStorage()
+    let storage: StorageBackend | undefined
     try {
-      return await runUploader({storage, spoolDir, parallel, logger: this.logger, signal: this.interruptSignal(), idleExitMs: 10_000, walDir: this.args.walDir, lock})
+      return await runDetachedUploader({
+        openStorage: async () => (storage = await this.openStorage()),
+        spoolDir,
+        parallel,
+        logger: this.logger,
+        signal: this.interruptSignal(),
+        idleExitMs: UPLOADER_IDLE_EXIT_MS,
+        walDir: this.args.walDir,
+      })
     } finally {
-      await lock.release()
-      await storage.close?.()
+      await storage?.close?.()
     }
   }
 }
