@@ -157,3 +157,24 @@ export async function startRecordingProxy(targetPort: () => number): Promise<Rec
     },
   }
 }
+
+/**
+ * The storage-fault matrix's faults (test/reliability/storage-faults-s3.e2e.test.ts), from the
+ * `index`-th request a proxy sees on:
+ *  - `500`:   that request and the next two answer 500 InternalError (the SDK's 3 attempts: the
+ *             operation fails), then the server is healthy again;
+ *  - `reset`: the same with the connection cut without an answer;
+ *  - `stall`: no answer for 1.5 s, then the connection is cut (a hung server, bounded; the SDK retries).
+ */
+export type FaultKind = '500' | 'reset' | 'stall'
+export const KINDS: FaultKind[] = ['500', 'reset', 'stall']
+const SDK_ATTEMPTS = 3
+
+export function faultAt(index: number, kind: FaultKind): InjectedFailure {
+  let seen = 0
+  // Called once per request until the failure is used up: counts requests, fires from the i-th on.
+  const match = () => ++seen >= index
+  if (kind === 'stall') return {match, kind: 'stall', stallMs: 1500, times: 1}
+  if (kind === 'reset') return {match, kind: 'reset', times: SDK_ATTEMPTS}
+  return {match, status: 500, code: 'InternalError', message: 'We encountered an internal error. Please try again.', times: SDK_ATTEMPTS}
+}

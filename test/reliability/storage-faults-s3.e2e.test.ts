@@ -7,7 +7,7 @@ import {runCli, tempDir} from '../helpers/cli'
 import {CrashRun, runWithKill} from '../helpers/crash-harness'
 import {ArchiveModel, CODECS, checkArchive, expectNoLeftovers, s3Store, segmentName, sha, writeOldBackup, writeSourceSegment} from '../helpers/crash-invariants'
 import {PgCluster, startPostgres} from '../helpers/postgres'
-import {InjectedFailure, RecordingProxy, startRecordingProxy} from '../helpers/recording-proxy'
+import {FaultKind, InjectedFailure, KINDS, RecordingProxy, faultAt, startRecordingProxy} from '../helpers/recording-proxy'
 import {S3Server, startS3Server} from '../helpers/s3-server'
 import {fingerprint, seedDatabase} from '../helpers/seed'
 
@@ -17,21 +17,13 @@ process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true'
  * The storage-fault matrix (issue 11) on S3: for `backup run`, `restore` (logical and base),
  * `prune`, `wal push` and `wal fetch`, a clean run through the recording proxy counts the requests
  * N the command makes; then for every request index i in 1..N the command runs again with a fault
- * injected at request i:
- *  - `500`:   request i and the next two answer 500 InternalError (the SDK's 3 attempts: the
- *             operation at i fails), then the server is healthy again (cleanup can run);
- *  - `reset`: the same with the connection cut without an answer;
- *  - `stall`: request i gets no answer for 1.5 s, then its connection is cut (a hung server,
- *             bounded; the SDK retries it).
+ * injected at request i: `500`, `reset` or `stall` (faultAt, test/helpers/recording-proxy.ts).
  * Each run must end by itself (never hang) and either succeed or fail with its documented exit
  * code, and the archive invariants (test/helpers/crash-invariants.ts) must hold afterwards. After
  * each command's matrix, a clean run succeeds and a prune past ORPHAN_GRACE leaves nothing behind.
  * Each case starts from the same storage state (the matrix resets it), so index i names the same
  * request in every case.
  */
-type FaultKind = '500' | 'reset' | 'stall'
-const KINDS: FaultKind[] = ['500', 'reset', 'stall']
-const SDK_ATTEMPTS = 3
 const RUN_TIMEOUT_MS = 120_000
 
 interface Outcome {
@@ -40,15 +32,6 @@ interface Outcome {
   code: number | null
   hung: boolean
   stderr: string
-}
-
-function faultAt(index: number, kind: FaultKind): InjectedFailure {
-  let seen = 0
-  // Called once per request until the failure is used up: counts requests, fires from the i-th on.
-  const match = () => ++seen >= index
-  if (kind === 'stall') return {match, kind: 'stall', stallMs: 1500, times: 1}
-  if (kind === 'reset') return {match, kind: 'reset', times: SDK_ATTEMPTS}
-  return {match, status: 500, code: 'InternalError', message: 'We encountered an internal error. Please try again.', times: SDK_ATTEMPTS}
 }
 
 describe('storage-fault matrix: S3 (every request index × 500 / reset / stall)', () => {
