@@ -24,16 +24,16 @@
  * rows alone), --compare DIR (another built checkout archives too, in the same rounds), --rounds N
  * (interleaved).
  */
-import {execFile, spawn, spawnSync} from 'node:child_process'
+import {execFile, spawnSync} from 'node:child_process'
 import * as fs from 'node:fs/promises'
 import * as os from 'node:os'
 import * as path from 'node:path'
 import {setTimeout as sleep} from 'node:timers/promises'
 import {promisify} from 'node:util'
 
-import {PgCluster, asServerUser, freePort, makeServerOwnedDir, startPostgres} from '../test/helpers/postgres'
-import {fileIdentity, identityFileText, identityLine, queueDirFor, storageIdentity} from '../src/wal/foreground'
-import {processStartTime} from '../src/process-alive'
+import {PgCluster, makeServerOwnedDir, startPostgres} from '../test/helpers/postgres'
+import {standInPrefetcher, startServeReadingAhead} from '../test/helpers/wal'
+import {fileIdentity, queueDirFor, storageIdentity, uploaderLock} from '../src/wal/foreground'
 import {DBB, ROOT, median} from './measure'
 
 const run = promisify(execFile)
@@ -89,12 +89,8 @@ async function perCallCosts(calls: number): Promise<string[]> {
   const identity = fileIdentity(await fs.stat(path.join(walDir, name), {bigint: true}))
   const queue = queueDirFor(spoolDir, storageIdentity({STORAGE_BACKEND: 'local', BACKUP_LOCAL_DIR: storeDir}))
   await fs.mkdir(queue, {recursive: true})
-  // This process stands in for the live prefetcher (its pid in the lock, the identity it publishes), so none is started.
-  // (The lock file's lines: pid, the directory it reads ahead, start time; the identity's second line
-  // names that lock, or the queue is not served: queueServed in src/wal/foreground.ts.)
-  const lock = {pid: process.pid, startTime: processStartTime(process.pid)}
-  await fs.writeFile(path.join(queue, 'uploader.pid'), `${lock.pid}\n\n${lock.startTime ?? ''}\n`)
-  await fs.writeFile(path.join(queue, 'identity'), identityFileText(identityLine(storageIdentity({STORAGE_BACKEND: 'local', BACKUP_LOCAL_DIR: storeDir})), lock))
+  // This process stands in for the live prefetcher (its lock, the identity it publishes), so none is started.
+  standInPrefetcher(queue, storageIdentity({STORAGE_BACKEND: 'local', BACKUP_LOCAL_DIR: storeDir}))
   const env = {...process.env, BACKUP_LOCAL_DIR: storeDir, WAL_SPOOL_DIR: spoolDir, DBB_NODE: process.execPath}
   const fetchArgs = ['fetch', '--storage', 'local', '--local-dir', storeDir, name, path.join(walDir, 'RECOVERYXLOG')]
   const cases: {label: string; command: string; args: string[]; prepare: () => Promise<void>}[] = [
@@ -150,8 +146,8 @@ async function storedArrivals(storeDir: string): Promise<number[]> {
 
 /** Stops the detached uploader (it outlives the measurement by its idle time) so its spool can be removed. */
 async function stopUploader(spoolDir: string): Promise<void> {
-  const pid = Number((await fs.readFile(path.join(spoolDir, 'uploader.pid'), 'utf8').catch(() => '')).split('\n')[0])
-  if (!(pid > 0)) return
+  const pid = uploaderLock(spoolDir)?.pid
+  if (pid === undefined) return
   try {
     process.kill(pid, 'SIGTERM')
   } catch {
@@ -171,35 +167,12 @@ async function stopUploader(spoolDir: string): Promise<void> {
 
 /**
  * async-serve: `dbb serve` holds the spool before the measurement starts, as a sidecar that runs all
- * the time does (its start is not part of the drain). It runs as the server's OS user, as the
- * README's same-host setup has it, so that it may read pg_wal (WAL_READ_AHEAD_DIR) and the push may
- * read its markers. Stopped with stopUploader (its pid is the lock's).
+ * the time does (its start is not part of the drain), as the server's OS user (the README's
+ * same-host setup: startServeReadingAhead). Stopped with stopUploader (its pid is the lock's).
  */
-async function startServe(cluster: PgCluster, storeDir: string, spoolDir: string, root: string): Promise<void> {
-  const env = {
-    ...process.env,
-    ...cluster.dbbEnv(),
-    BACKUP_LOCAL_DIR: storeDir,
-    WAL_SPOOL_DIR: spoolDir,
-    WAL_READ_AHEAD_DIR: path.join(cluster.dataDir, 'pg_wal'),
-    API_TOKEN: 'bench-wal-serve-token-0123456789abcdef',
-    HTTP_HOST: '127.0.0.1',
-    HTTP_PORT: String(await freePort()),
-    BACKUP_SCHEDULE: '0 3 1 1 *',
-    LOG_LEVEL: 'warn',
-  }
-  const [command, args] = asServerUser(process.execPath, [path.join(root, 'bin', 'run.js'), 'serve'])
-  const child = spawn(command, args, {env, stdio: ['ignore', 'ignore', 'inherit']})
-  let exited = false
-  child.once('exit', () => (exited = true))
-  for (let waited = 0; waited < 30_000; waited += 100) {
-    if (exited) throw new Error('dbb serve exited before it took the WAL spool')
-    const holder = Number((await fs.readFile(path.join(spoolDir, 'uploader.pid'), 'utf8').catch(() => '')).split('\n')[0])
-    if (holder > 0) return
-    await sleep(100)
-  }
-
-  throw new Error('dbb serve did not take the WAL spool within 30 s')
+async function startServe(cluster: PgCluster, storeDir: string, spoolDir: string, root: string): Promise<number> {
+  const serve = await startServeReadingAhead(cluster, {storeDir, spoolDir}, {bin: path.join(root, 'bin', 'run.js'), env: {LOG_LEVEL: 'warn'}, stdio: ['ignore', 'ignore', 'inherit']})
+  return serve.pid
 }
 
 async function freshDirs(label: string): Promise<{storeDir: string; spoolDir: string}> {
@@ -218,8 +191,7 @@ async function sustained(cluster: PgCluster, mode: Mode, backlogMb: number, root
   const last = await cluster.psql('SELECT pg_walfile_name(pg_switch_wal())')
   const firstReady = (await fs.readdir(path.join(cluster.dataDir, 'pg_wal', 'archive_status'))).filter((entry) => entry.endsWith('.ready')).length
 
-  if (mode === 'async-serve') await startServe(cluster, storeDir, spoolDir, root)
-  const cpuBefore = mode === 'async-serve' ? await processCpuSeconds(Number((await fs.readFile(path.join(spoolDir, 'uploader.pid'), 'utf8')).split('\n')[0])) : 0
+  const cpuBefore = mode === 'async-serve' ? await processCpuSeconds(await startServe(cluster, storeDir, spoolDir, root)) : 0
   const started = process.hrtime.bigint()
   const startedAtMs = Date.now()
   await setArchiveCommand(cluster, archiveCommand(mode, storeDir, spoolDir, root))
@@ -235,8 +207,8 @@ async function sustained(cluster: PgCluster, mode: Mode, backlogMb: number, root
   const steadyMbPerSecond = arrivals.length > 5 ? ((arrivals.length - 3) * SEGMENT_BYTES) / 1024 / 1024 / ((arrivals.at(-1)! - arrivals[2]) / 1000) : Number.NaN
   await setArchiveCommand(cluster, '')
   // The uploader that ran the whole drain (started by the first push): its CPU per segment stored.
-  const uploaderPid = Number((await fs.readFile(path.join(spoolDir, 'uploader.pid'), 'utf8').catch(() => '')).split('\n')[0])
-  const uploaderCpuTotal = uploaderPid > 0 ? await processCpuSeconds(uploaderPid) : undefined
+  const uploaderPid = uploaderLock(spoolDir)?.pid
+  const uploaderCpuTotal = uploaderPid === undefined ? undefined : await processCpuSeconds(uploaderPid)
   const uploaderCpu = uploaderCpuTotal === undefined || cpuBefore === undefined ? undefined : uploaderCpuTotal - cpuBefore
   await stopUploader(spoolDir)
   await fs.rm(storeDir, {recursive: true, force: true})

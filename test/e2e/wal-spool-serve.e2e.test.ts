@@ -1,13 +1,13 @@
-import {ChildProcess, spawn} from 'node:child_process'
+import {ChildProcess} from 'node:child_process'
 import {randomBytes} from 'node:crypto'
 import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
 import {gunzipSync} from 'node:zlib'
 
 import {uploaderLock} from '../../src/wal/foreground'
-import {BIN, ROOT, cliEnv, collect, runCli, startCli, tempDir} from '../helpers/cli'
-import {PgCluster, asServerUser, freePort, makeServerOwnedDir, startPostgres} from '../helpers/postgres'
-import {stopLockHolder} from '../helpers/wal'
+import {ROOT, collect, runCli, startCli, tempDir} from '../helpers/cli'
+import {PgCluster, freePort, makeServerOwnedDir, startPostgres} from '../helpers/postgres'
+import {startServeReadingAhead, stopLockHolder} from '../helpers/wal'
 import {waitFor} from '../helpers/serve'
 
 const TOKEN = 'e2e-spool-serve-token-0123456789abcdef'
@@ -124,31 +124,10 @@ describe('dbb serve reads ahead the server pg_wal (WAL_READ_AHEAD_DIR)', () => {
     return new Map(await Promise.all(ready.sort().map(async (name) => [name, await fs.readFile(path.join(walDir, name))] as const)))
   }
 
-  /** dbb serve as the server's OS user; resolves once it holds the spool, announcing read-ahead of pg_wal. Returns its exit. */
+  /** dbb serve as the server's OS user, holding the spool and reading ahead pg_wal; `exited` is its output and exit. */
   const startServe = async () => {
-    const [command, args] = asServerUser(process.execPath, [BIN, 'serve'])
-    const child = spawn(command, args, {
-      env: cliEnv({
-        ...cluster.dbbEnv(),
-        BACKUP_LOCAL_DIR: storeDir,
-        WAL_SPOOL_DIR: spoolDir,
-        WAL_READ_AHEAD_DIR: walDir,
-        API_TOKEN: TOKEN,
-        HTTP_HOST: '127.0.0.1',
-        HTTP_PORT: String(await freePort()),
-        BACKUP_SCHEDULE: '0 3 1 1 *',
-      }),
-      stdio: ['ignore', 'pipe', 'pipe'],
-    })
-    const exited = collect(child)
-    const physical = await fs.realpath(walDir)
-    // The holder must be serve (runuser's child when the test runs as root), not an uploader a push started.
-    const isServe = async (pid: number) => pid === child.pid || (await fs.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '')).split(') ')[1]?.split(' ')[1] === String(child.pid)
-    const lock = await waitFor(async () => {
-      const held = uploaderLock(spoolDir)
-      return held?.readAheadDir === physical && (await isServe(held.pid)) ? held : undefined
-    }, 60_000, 'serve to hold the spool, reading ahead pg_wal')
-    return {exited, pid: lock.pid, physical}
+    const serve = await startServeReadingAhead(cluster, {storeDir, spoolDir})
+    return {...serve, exited: collect(serve.child)}
   }
 
   const waitArchived = async (last: string) => {
@@ -174,7 +153,7 @@ describe('dbb serve reads ahead the server pg_wal (WAL_READ_AHEAD_DIR)', () => {
     for (const name of contents.keys()) expect([name, log.includes(`Already stored by the uploader: ${name} (dbb-wal)`)]).toEqual([name, true])
     expect(log).not.toMatch(/Queued [0-9A-F]{24} in /)
     // No detached uploader was started beside serve: the lock is still serve's.
-    expect(uploaderLock(spoolDir)).toMatchObject({pid: serve.pid, readAheadDir: serve.physical})
+    expect(uploaderLock(spoolDir)).toMatchObject({pid: serve.pid, readAheadDir: serve.walDir})
 
     // serve itself (runuser, when the test runs as root, dies of a signal it is sent rather than relaying it).
     process.kill(serve.pid, 'SIGTERM')
@@ -201,7 +180,7 @@ describe('dbb serve reads ahead the server pg_wal (WAL_READ_AHEAD_DIR)', () => {
     await waitFor(async () => ((await fs.readdir(spoolDir)).some((entry) => /^[0-9A-F]{24}$/.test(entry) || entry === 'uploader.error') ? undefined : true), 120_000, 'the spool to drain and the error to be taken back')
     await expectStored(during)
     // Serve never gave up the spool, and its read-ahead answers the next pushes again.
-    expect(uploaderLock(spoolDir)).toMatchObject({pid: serve.pid, readAheadDir: serve.physical})
+    expect(uploaderLock(spoolDir)).toMatchObject({pid: serve.pid, readAheadDir: serve.walDir})
     await fs.writeFile(path.join(cluster.baseDir, 'server.log'), '')
     const after = await readySegments(2)
     await waitArchived([...after.keys()].at(-1)!)

@@ -1,6 +1,6 @@
-import {execFile} from 'node:child_process'
+import {ChildProcess, StdioOptions, execFile, spawn} from 'node:child_process'
 import {randomBytes} from 'node:crypto'
-import {existsSync, writeFileSync} from 'node:fs'
+import {existsSync, readFileSync, writeFileSync} from 'node:fs'
 import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
 import {setTimeout as sleep} from 'node:timers/promises'
@@ -8,7 +8,7 @@ import {promisify} from 'node:util'
 
 import {processStartTime} from '../../src/process-alive'
 import {identityFileText, identityLine, uploaderLock} from '../../src/wal/foreground'
-import {BIN} from './cli'
+import {BIN, cliEnv} from './cli'
 import {PgCluster, asServerUser, freePort, isRoot} from './postgres'
 
 const run = promisify(execFile)
@@ -67,6 +67,67 @@ export async function stopLockHolder(lockFile: string): Promise<void> {
   }
   if (alive()) process.kill(pid, 'SIGKILL')
   await waitFor(`process ${pid} (${path.basename(path.dirname(lockFile))}) to exit`, async () => (alive() ? undefined : true), 10_000)
+}
+
+/** Whether `pid` is `parent` or its child: a dbb run through runuser (asServerUser, when the tests run as root) is runuser's child. */
+export function processOrChildOf(pid: number, parent: number): boolean {
+  if (pid === parent) return true
+  try {
+    return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ')[1] === String(parent)
+  } catch {
+    return false
+  }
+}
+
+export interface ServeReadingAhead {
+  child: ChildProcess
+  /** serve's own pid (runuser's child when the tests run as root): the lock holder to signal. */
+  pid: number
+  /** pg_wal as serve announces it in the lock, and as a push from the data directory names it. */
+  walDir: string
+}
+
+/**
+ * `dbb serve` as the server's OS user, uploading `spoolDir` into the local `storeDir` and reading
+ * ahead the cluster's pg_wal (WAL_READ_AHEAD_DIR): the README's same-host setup. Resolves once
+ * serve itself holds the spool with its lock naming pg_wal — not a detached uploader a push started,
+ * and not serve before its probe of pg_wal passed. `bin` is another checkout's bin/run.js for the
+ * benchmark's A/B runs; `env` adds to the clean CLI environment (cliEnv).
+ */
+export async function startServeReadingAhead(
+  cluster: PgCluster,
+  dirs: {storeDir: string; spoolDir: string},
+  options: {bin?: string; env?: Record<string, string>; stdio?: StdioOptions; timeoutMs?: number} = {},
+): Promise<ServeReadingAhead> {
+  const walDir = path.join(cluster.dataDir, 'pg_wal')
+  const [command, args] = asServerUser(process.execPath, [options.bin ?? BIN, 'serve'])
+  const child = spawn(command, args, {
+    env: cliEnv({
+      ...cluster.dbbEnv(),
+      BACKUP_LOCAL_DIR: dirs.storeDir,
+      WAL_SPOOL_DIR: dirs.spoolDir,
+      WAL_READ_AHEAD_DIR: walDir,
+      API_TOKEN: 'serve-reading-ahead-token-0123456789abcdef',
+      HTTP_HOST: '127.0.0.1',
+      HTTP_PORT: String(await freePort()),
+      BACKUP_SCHEDULE: '0 3 1 1 *',
+      ...options.env,
+    }),
+    stdio: options.stdio ?? ['ignore', 'pipe', 'pipe'],
+  })
+  let exited = false
+  child.once('exit', () => (exited = true))
+  const physical = await fs.realpath(walDir)
+  const pid = await waitFor(
+    'dbb serve to hold the WAL spool, reading ahead pg_wal',
+    async () => {
+      if (exited) throw new Error(`dbb serve exited (${child.exitCode ?? child.signalCode}) before it took the WAL spool`)
+      const held = uploaderLock(dirs.spoolDir)
+      return held?.readAheadDir === physical && processOrChildOf(held.pid, child.pid!) ? held.pid : undefined
+    },
+    options.timeoutMs ?? 60_000,
+  )
+  return {child, pid, walDir: physical}
 }
 
 /** Closes the current WAL segment and waits until archive_command has stored it; returns its name. */

@@ -7,8 +7,9 @@ import {gunzipSync} from 'node:zlib'
 
 import {processStartTime} from '../../src/process-alive'
 import {uploaderLock} from '../../src/wal/foreground'
-import {collect, runCli, startCli, tempDir} from '../helpers/cli'
-import {waitFor} from '../helpers/wal'
+import {BIN, cliEnv, collect, runCli, startCli, tempDir} from '../helpers/cli'
+import {asServerUser, isRoot} from '../helpers/postgres'
+import {processOrChildOf, waitFor} from '../helpers/wal'
 
 /**
  * The async spool's guarantees, with the real CLI and the real detached uploader: a segment is
@@ -291,13 +292,16 @@ describe('wal push --async spool', () => {
 
   // pg_wal turns unreadable under a detached uploader: it must stop promising read-ahead (every push
   // would wait 5 s for its marker) and still drain what the pushes spooled — not exit and leave
-  // acknowledged WAL outside storage until some later push starts another uploader.
-  it('a ready segment it cannot read ahead: the uploader takes its lock back without pg_wal and still drains the spool', async () => {
-    // Named first, so with one upload at a time it is the first thing the uploader tries: a directory
-    // under a segment's name (EISDIR; the field's EACCES cannot be made as root, which CI runs as).
+  // acknowledged WAL outside storage until some later push starts another uploader. Two ways a ready
+  // segment cannot be read: a directory under its name, and the field's case, a file the uploader's
+  // OS user may not read (as root, which CI runs as, the uploader runs as the server's user and the
+  // file is root's; otherwise the file's mode is 000).
+  it.each([
+    {how: 'a directory under its name', error: 'EISDIR', otherUser: false},
+    {how: 'a file its OS user may not read', error: 'EACCES', otherUser: true},
+  ])('a ready segment it cannot read ahead ($how): the uploader takes its lock back without pg_wal and still drains the spool', async ({error, otherUser}) => {
+    // Named first, so with one upload at a time it is the first thing the uploader tries.
     const unreadable = segmentName(1)
-    await fs.mkdir(path.join(workDir, 'pg_wal', unreadable))
-    await fs.writeFile(path.join(workDir, 'pg_wal', 'archive_status', `${unreadable}.ready`), '')
     await fs.mkdir(spoolDir)
     const contents = new Map<number, Buffer>()
     for (let n = 2; n <= 5; n++) {
@@ -305,16 +309,29 @@ describe('wal push --async spool', () => {
       await fs.writeFile(path.join(spoolDir, segmentName(n)), contents.get(n)!)
     }
 
-    const uploader = startCli(['wal', 'spool-upload', path.join(workDir, 'pg_wal')], env({WAL_ASYNC_PARALLEL: '1'}), {cwd: workDir})
+    if (otherUser && isRoot) {
+      await fs.chmod(workDir, 0o755)
+      spawnSync('chown', ['-R', 'postgres:postgres', workDir])
+    }
+
+    const unreadablePath = path.join(workDir, 'pg_wal', unreadable)
+    if (error === 'EISDIR') await fs.mkdir(unreadablePath)
+    else await fs.writeFile(unreadablePath, randomBytes(1024), {mode: isRoot ? 0o600 : 0o000})
+    await fs.writeFile(path.join(workDir, 'pg_wal', 'archive_status', `${unreadable}.ready`), '')
+
+    const [command, args] = otherUser ? asServerUser(process.execPath, [BIN, 'wal', 'spool-upload', path.join(workDir, 'pg_wal')]) : [process.execPath, [BIN, 'wal', 'spool-upload', path.join(workDir, 'pg_wal')]]
+    const uploader = spawn(command, args, {env: cliEnv(env({WAL_ASYNC_PARALLEL: '1'})), cwd: workDir, stdio: ['ignore', 'pipe', 'pipe']})
     children.push(uploader)
     const output = collect(uploader)
     await waitFor('the spool to drain', async () => ((await spooled()).length === 0 ? true : undefined), 60_000)
     for (const [n, content] of contents) expect([n, (await stored(n)).equals(content)]).toEqual([n, true])
     // Still the same uploader, its lock no longer naming pg_wal: a push from it spools at once instead of waiting.
-    expect(uploaderLock(spoolDir)).toMatchObject({pid: uploader.pid, readAheadDir: ''})
+    const holder = uploaderLock(spoolDir)
+    expect(holder?.readAheadDir).toBe('')
+    expect(processOrChildOf(holder!.pid, uploader.pid!)).toBe(true)
     const {code, stderr} = await output
     expect(code).toBe(0)
-    expect(stderr).toMatch(new RegExp(`"event":"wal.read_ahead_failed".*cannot read ${unreadable} ahead from .*EISDIR`))
+    expect(stderr).toMatch(new RegExp(`"event":"wal.read_ahead_failed".*cannot read ${unreadable} ahead from .*${error}`))
     expect(stderr).toMatch(/"event":"wal.spool_uploader_done".*stored 4 files/)
   }, 120_000)
 
