@@ -78,31 +78,40 @@ export interface InStreamCheck {
   destroy(): void
 }
 
-/** The decoder program that checks each codec in-stream, and the bytes every stream of it starts with. */
-const CHECK_PROGRAMS: Record<CodecName, {program: string; args: string[]; magic: Buffer}> = {
+/**
+ * The program that checks each codec in-stream, the bytes every stream of it starts with, and how
+ * the decoded size is learnt: `wc -c` counting the decoder's output, or the decoder's own report.
+ */
+const CHECK_PROGRAMS: Record<CodecName, {program: string; args: string[]; magic: Buffer; reportsSize?: RegExp}> = {
   // pigz, not gzip: the same inflate and CRC-32/length check, in 0.34 s instead of 0.53 for the 108 MB dump (it checksums in a thread of its own).
+  // `pigz -t` reports no size (the trailer's is modulo 4 GiB), so it decodes into wc.
   gzip: {program: 'pigz', args: ['-d', '-c'], magic: Buffer.from([0x1f, 0x8b])},
-  zstd: {program: 'zstd', args: ['-d', '-q', '-c', '--no-progress'], magic: ZSTD_FRAME_MAGIC},
+  // `zstd -t` is `zstd -d` with the output thrown away inside zstd: every frame decoded, its content
+  // checksum verified, and the total printed on stderr (`/*stdin*\ : 67543861 bytes`, zstd's
+  // "%-20s: %llu bytes", which older versions start with \r). No wc, and no pipe carrying every
+  // decoded byte.
+  zstd: {program: 'zstd', args: ['-t', '--no-progress'], magic: ZSTD_FRAME_MAGIC, reportsSize: /:\s*(\d+) bytes\s*$/},
 }
 
 /**
  * The check done by the codec's own program, for a backup whose compressor is that program
- * (src/compress/program-compressor.ts): `zstd -d` (verifies the frame's XXH64 content checksum and
- * its end) or `pigz -d` (the trailer's CRC-32 and length), with `wc -c` counting what it decodes, so
- * the decoded bytes never pass through dbb. For zstd that is CPU: Node's built-in decoder needed
- * 0.41–0.56 CPU-s for the benchmark's 108 MB dump (207 MB base backup), `zstd -d | wc -c` needs
- * 0.20–0.24, and on two cores that CPU is taken from pg_dump and the compressor (a base backup went
- * from 1.95 s to 1.68 s). For gzip it is memory: the same CPU as Node's inflate, but the 108 MB of
- * decoded buffers no longer pass through dbb's heap, whose peak RSS fell from 104–108 MB to
- * 94–96 MB (BENCHMARKS.md, "Session 8"). The proof is the same decoding and the same checksum, by
- * a stock decoder. What it gives up is the running count: the dump's size is known at the end
- * (progress shows the stored bytes meanwhile).
+ * (src/compress/program-compressor.ts): `zstd -t` (decodes every frame, verifies its XXH64 content
+ * checksum and its end, and reports the decoded size) or `pigz -d` (the trailer's CRC-32 and
+ * length) with `wc -c` counting what it decodes, so the decoded bytes never pass through dbb. For
+ * zstd that is CPU: Node's built-in decoder needed 0.41–0.56 CPU-s for the benchmark's 108 MB dump
+ * (207 MB base backup), `zstd -d | wc -c` 0.20–0.24, and on two cores that CPU is taken from pg_dump
+ * and the compressor (a base backup went from 1.95 s to 1.68 s). For gzip it is memory: the same CPU
+ * as Node's inflate, but the 108 MB of decoded buffers no longer pass through dbb's heap, whose peak
+ * RSS fell from 104–108 MB to 94–96 MB (BENCHMARKS.md, "Session 8"). The proof is the same decoding
+ * and the same checksum, by a stock decoder. What it gives up is the running count: the dump's size
+ * is known at the end (progress shows the stored bytes meanwhile).
  */
 export class ProgramCheck implements InStreamCheck {
   readonly decodedBytes = undefined
   private readonly decoder
+  /** `wc -c` reading the decoder's output; none when the decoder reports the size itself. */
   private readonly counter
-  private readonly settled: Promise<{decoder: ChildExit; counter: ChildExit}>
+  private readonly settled: Promise<{decoder: ChildExit; counter?: ChildExit}>
   private readonly spec
   private decoderSaid = ''
   private counted = ''
@@ -113,13 +122,14 @@ export class ProgramCheck implements InStreamCheck {
     this.spec = CHECK_PROGRAMS[codec]
     this.decoder = spawnFilter(this.spec.program, this.spec.args)
     // wc reads the decoder's output pipe itself; dbb's copy of it is closed at once, so wc sees its end when the decoder exits.
-    this.counter = spawnReader('wc', ['-c'], this.decoder.stdout)
+    this.counter = this.spec.reportsSize ? undefined : spawnReader('wc', ['-c'], this.decoder.stdout)
     this.decoder.stdout.destroy()
+    // Its last 4 KiB: the error message, or the decoded size where the decoder reports it (a short last line).
     this.decoder.stderr.setEncoding('utf8').on('data', (text: string) => (this.decoderSaid = (this.decoderSaid + text).slice(-4096)))
-    this.counter.stdout.setEncoding('utf8').on('data', (text: string) => (this.counted += text))
+    this.counter?.stdout.setEncoding('utf8').on('data', (text: string) => (this.counted += text))
     // EPIPE once the decoder stopped reading (damaged input): its exit status says why.
     this.decoder.stdin.on('error', () => {})
-    this.settled = Promise.all([childExit(this.decoder), childExit(this.counter)]).then(([decoder, counter]) => ({decoder, counter}))
+    this.settled = Promise.all([childExit(this.decoder), this.counter && childExit(this.counter)]).then(([decoder, counter]) => ({decoder, counter}))
     void this.settled.then(({decoder}) => {
       if (decoder.code !== 0) this.fail(decoder.spawnError?.code === 'ENOENT' ? `the ${this.spec.program} program is not on PATH` : this.said(decoder))
     })
@@ -147,13 +157,19 @@ export class ProgramCheck implements InStreamCheck {
     const {decoder, counter} = await this.settled
     if (this.failure) throw this.failure
     if (decoder.code !== 0) throw this.fail(this.said(decoder))
+    if (this.spec.reportsSize) {
+      const reported = this.spec.reportsSize.exec(this.decoderSaid.trimEnd())
+      if (!reported) throw this.fail(`${this.spec.program} exited 0 without reporting the decoded size (it said "${this.decoderSaid.trim().slice(-200)}")`)
+      return Number(reported[1])
+    }
+
     const count = /^\s*(\d+)\s*$/.exec(this.counted)
-    if (counter.code !== 0 || !count) throw this.fail(`wc -c ${counter.spawnError ? `did not start (${counter.spawnError.message})` : `exited ${counter.code ?? counter.signal} and printed "${this.counted.trim()}"`}`)
+    if (counter?.code !== 0 || !count) throw this.fail(`wc -c ${counter?.spawnError ? `did not start (${counter.spawnError.message})` : `exited ${counter?.code ?? counter?.signal} and printed "${this.counted.trim()}"`}`)
     return Number(count[1])
   }
 
   destroy(): void {
-    for (const child of [this.decoder, this.counter]) if (child.exitCode === null && child.signalCode === null && child.pid !== undefined) child.kill('SIGKILL')
+    for (const child of [this.decoder, this.counter]) if (child && child.exitCode === null && child.signalCode === null && child.pid !== undefined) child.kill('SIGKILL')
     this.decoder.stdin.destroy()
   }
 
@@ -177,5 +193,6 @@ export class ProgramCheck implements InStreamCheck {
  * check's count must match it; and encrypted backups, src/backup/pipeline.ts says why).
  */
 export function createInStreamCheck(codec: CodecName, compressorProgram: boolean): InStreamCheck {
-  return compressorProgram && onPath(CHECK_PROGRAMS[codec].program) && onPath('wc') ? new ProgramCheck(codec) : new InStreamGunzipCheck(codec)
+  const {program, reportsSize} = CHECK_PROGRAMS[codec]
+  return compressorProgram && onPath(program) && (reportsSize || onPath('wc')) ? new ProgramCheck(codec) : new InStreamGunzipCheck(codec)
 }

@@ -9,10 +9,10 @@ import {tempDir} from '../helpers/cli'
 
 /**
  * The in-stream check of a backup whose compressor is a program (`pg_dump | zstd`, `pg_dump |
- * pigz`): the codec's own program decodes what is sent and `wc -c` counts it, so the decoded bytes
- * never pass through dbb (src/compress/gzip-check.ts, ProgramCheck). Attacked with damaged streams,
- * a decoder killed mid-stream and a counter that lies; every failure names the check and leaves
- * neither program running.
+ * pigz`): the codec's own program decodes what is sent — `zstd -t`, which reports the decoded size,
+ * or `pigz -d` into `wc -c` — so the decoded bytes never pass through dbb (src/compress/gzip-check.ts,
+ * ProgramCheck). Attacked with damaged streams, a decoder killed mid-stream and a count that lies or
+ * is missing; every failure names the check and leaves no program running.
  */
 describe.each<[CodecName, string, string]>([
   ['zstd', 'zstd', 'gzip'],
@@ -35,11 +35,11 @@ describe.each<[CodecName, string, string]>([
     }
   }
 
-  /** The pids of a check's decoder and wc that are still running. */
+  /** The pids of a check's decoder and wc (gzip's) that are still running. */
   const running = (check: ProgramCheck) => {
-    const {decoder, counter} = check as unknown as {decoder: {pid: number}; counter: {pid: number}}
+    const {decoder, counter} = check as unknown as {decoder: {pid: number}; counter?: {pid: number}}
     const alive = new Set(runningChildren().map(({pid}) => pid))
-    return [decoder.pid, counter.pid].filter((pid) => alive.has(pid))
+    return [decoder.pid, counter?.pid].filter((pid): pid is number => pid !== undefined && alive.has(pid))
   }
 
   it('is the check a backup through the compressor program gets, and counts what the stream decodes to', async () => {
@@ -84,12 +84,15 @@ describe.each<[CodecName, string, string]>([
     await waitUntil(() => running(check).length === 0)
   })
 
-  it(`without wc or ${program} on PATH, Node's decoder checks instead: it counts, and refuses half a stream`, async () => {
+  // zstd reports the decoded size itself and needs no wc; pigz decodes into wc.
+  const needsWc = codec === 'gzip'
+
+  it(`without ${needsWc ? `wc or ${program}` : program} on PATH, Node's decoder checks instead: it counts, and refuses half a stream`, async () => {
     const saved = process.env.PATH
     const bin = await tempDir()
     try {
-      // A PATH with only the other of the two programs the check needs.
-      for (const missing of ['wc', program]) {
+      // A PATH with only the other of the two programs (or with wc alone, for zstd's check).
+      for (const missing of needsWc ? ['wc', program] : [program]) {
         const present = missing === 'wc' ? program : 'wc'
         await fs.rm(bin, {recursive: true, force: true})
         await fs.mkdir(bin)
@@ -102,25 +105,55 @@ describe.each<[CodecName, string, string]>([
         expect(half.count).toBeUndefined()
         expect(half.error).toMatch(new RegExp(`^the compressed stream failed its in-stream ${codec} check: `))
       }
+
+      if (!needsWc) {
+        // zstd without wc: still the program's check.
+        await fs.rm(bin, {recursive: true, force: true})
+        await fs.mkdir(bin)
+        await fs.symlink(execFileSync('sh', ['-c', 'command -v zstd'], {encoding: 'utf8'}).trim(), `${bin}/zstd`)
+        process.env.PATH = bin
+        const check = createInStreamCheck(codec, true)
+        expect(check).toBeInstanceOf(ProgramCheck)
+        expect(await runCheck(check, compressed)).toEqual({count: whole.length})
+      }
     } finally {
       process.env.PATH = saved
       await fs.rm(bin, {recursive: true, force: true})
     }
   })
 
-  it('a counter that prints no number fails the check', async () => {
-    const bin = await tempDir()
-    await fs.writeFile(`${bin}/wc`, '#!/bin/sh\ncat > /dev/null\necho "wc: not today"\n', {mode: 0o755})
-    const saved = process.env.PATH
-    process.env.PATH = `${bin}:${saved}`
-    try {
-      const outcome = await runCheck(new ProgramCheck(codec), compressed)
-      expect(outcome.error).toMatch(new RegExp(`in-stream ${codec} check: wc -c exited 0 and printed "wc: not today"`))
-    } finally {
-      process.env.PATH = saved
-      await fs.rm(bin, {recursive: true, force: true})
-    }
-  })
+  if (needsWc) {
+    it('a counter that prints no number fails the check', async () => {
+      const bin = await tempDir()
+      await fs.writeFile(`${bin}/wc`, '#!/bin/sh\ncat > /dev/null\necho "wc: not today"\n', {mode: 0o755})
+      const saved = process.env.PATH
+      process.env.PATH = `${bin}:${saved}`
+      try {
+        const outcome = await runCheck(new ProgramCheck(codec), compressed)
+        expect(outcome.error).toMatch(new RegExp(`in-stream ${codec} check: wc -c exited 0 and printed "wc: not today"`))
+      } finally {
+        process.env.PATH = saved
+        await fs.rm(bin, {recursive: true, force: true})
+      }
+    })
+  } else {
+    // A zstd whose report changed or is silenced (here -q): the check fails; a size is never guessed.
+    it('a decoder that exits 0 without reporting the size fails the check', async () => {
+      const bin = await tempDir()
+      const real = execFileSync('sh', ['-c', 'command -v zstd'], {encoding: 'utf8'}).trim()
+      await fs.writeFile(`${bin}/zstd`, `#!/bin/sh\nexec ${real} -q "$@"\n`, {mode: 0o755})
+      const saved = process.env.PATH
+      process.env.PATH = `${bin}:${saved}`
+      try {
+        const outcome = await runCheck(new ProgramCheck(codec), compressed)
+        expect(outcome.count).toBeUndefined()
+        expect(outcome.error).toMatch(/in-stream zstd check: zstd exited 0 without reporting the decoded size/)
+      } finally {
+        process.env.PATH = saved
+        await fs.rm(bin, {recursive: true, force: true})
+      }
+    })
+  }
 })
 
 async function waitUntil(condition: () => boolean, timeoutMs = 5000): Promise<void> {

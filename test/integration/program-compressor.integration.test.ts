@@ -156,10 +156,10 @@ describe.each<[CodecName, string, string[]]>([
     await fs.mkdir(bin, {recursive: true})
     const real = execFileSync('bash', ['-c', `command -v ${program}`], {encoding: 'utf8'}).trim()
     // Byte 20 000 of the output: inside the compressed blocks, past every header. Only when
-    // compressing: the zstd check runs `zstd -d`, which stays the real program.
+    // compressing: the zstd check runs `zstd -t` (pigz's, `pigz -d`), which stays the real program.
     await fs.writeFile(
       path.join(bin, program),
-      `#!/bin/sh\ncase " $* " in *" -d "*) exec ${real} "$@" ;; esac\n${real} "$@" | perl -e 'binmode STDIN; binmode STDOUT; local $/; my $d = <STDIN>; substr($d, 20000, 1) ^= "\\x01"; print $d'\n`,
+      `#!/bin/sh\ncase " $* " in *" -d "*|*" -t "*) exec ${real} "$@" ;; esac\n${real} "$@" | perl -e 'binmode STDIN; binmode STDOUT; local $/; my $d = <STDIN>; substr($d, 20000, 1) ^= "\\x01"; print $d'\n`,
       {mode: 0o755},
     )
     const savedPath = process.env.PATH
@@ -174,9 +174,9 @@ describe.each<[CodecName, string, string[]]>([
   })
 })
 
-/** Pids of this process's children named `name` (still running, not zombies): the compressor, or with `decoders` also the in-stream check's `-d`. */
+/** Pids of this process's children named `name` (still running, not zombies): the compressor, or with `decoders` also the in-stream check's (`-d`, zstd's `-t`). */
 function runningPrograms(name: string, decoders = true): string[] {
   return runningChildren()
-    .filter(({command, args}) => command === name && (decoders || !args.includes('-d')))
+    .filter(({command, args}) => command === name && (decoders || !(args.includes('-d') || args.includes('-t'))))
     .map(({pid}) => String(pid))
 }
