@@ -196,8 +196,8 @@ export async function runFast(invocation: FastInvocation, givenEnv: NodeJS.Proce
         const controller = new AbortController()
         process.once('SIGTERM', () => controller.abort())
         process.once('SIGINT', () => controller.abort())
-        const {stored} = await runDetachedUploader({openStorage, spoolDir, parallel: config.walAsync.parallel, logger, signal: controller.signal, idleExitMs: UPLOADER_IDLE_EXIT_MS, walDir: invocation.walDir})
-        logger.info({event: 'wal.spool_uploader_done', stored}, `spool uploader stored ${stored} files and is idle; exiting`)
+        const result = await runDetachedUploader({openStorage, spoolDir, parallel: config.walAsync.parallel, logger, signal: controller.signal, idleExitMs: UPLOADER_IDLE_EXIT_MS, walDir: invocation.walDir})
+        if (result) logger.info({event: 'wal.spool_uploader_done', stored: result.stored}, `spool uploader stored ${result.stored} files and is idle; exiting`)
         return 0
       }
     }

@@ -386,15 +386,16 @@ export async function runUploader(options: UploaderOptions): Promise<{stored: nu
  * cannot be read ahead it does not exit with the spool full — nothing would drain it before the next
  * push — but takes the lock again without naming pg_wal (so pushes stop waiting for its markers and
  * spool their segments) and drains the spool alone, as serve does until it looks at pg_wal again.
- * Storage is opened only once the lock is held; closing it is the caller's.
+ * Storage is opened only once the lock is held; closing it is the caller's. Undefined: another
+ * uploader holds the spool, nothing was done.
  */
 export async function runDetachedUploader(
   options: Omit<UploaderOptions, 'storage' | 'lock'> & {openStorage(): Promise<StorageBackend>},
-): Promise<{stored: number}> {
+): Promise<{stored: number} | undefined> {
   const {spoolDir} = options
   let walDir = options.walDir === undefined ? undefined : path.resolve(options.walDir)
   let lock = await lockSpool(spoolDir, walDir)
-  if (!lock) return {stored: 0}
+  if (!lock) return undefined
   let stored = 0
   try {
     const storage = await options.openStorage()

@@ -26,7 +26,7 @@ export default class WalSpoolUpload extends DbbCommand<typeof WalSpoolUpload> {
     if (!spoolDir) throw new ConfigError([{variable: 'WAL_SPOOL_DIR', message: 'is required by wal spool-upload', example: '/var/lib/dbb/wal-async'}])
     let storage: StorageBackend | undefined
     try {
-      return await runDetachedUploader({
+      const result = await runDetachedUploader({
         openStorage: async () => (storage = await this.openStorage()),
         spoolDir,
         parallel,
@@ -35,6 +35,8 @@ export default class WalSpoolUpload extends DbbCommand<typeof WalSpoolUpload> {
         idleExitMs: UPLOADER_IDLE_EXIT_MS,
         walDir: this.args.walDir,
       })
+      // Another uploader holds the spool: nothing to do here.
+      return result ?? {stored: 0}
     } finally {
       await storage?.close?.()
     }
