@@ -1,3 +1,4 @@
+import {randomBytes} from 'node:crypto'
 import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
 
@@ -8,7 +9,7 @@ import {hashFile, pushWal} from './archive'
 import {isWalFileName} from './segments'
 import {spawnDetachedDbb} from '../backup/child-process'
 import {processAlive, processStartTime} from '../process-alive'
-import {fileIdentity, lockHolderRuns, takeMatchingMarker, uploadedMarkerPath, uploaderLock, uploaderLogFor, uploaderStartedEarly} from './foreground'
+import {type SpoolLock, fileIdentity, lockHolderRuns, takeMatchingMarker, uploadedMarkerPath, uploaderLock, uploaderLogFor, uploaderStartedEarly} from './foreground'
 import {copyFileWhole, syncDirectory} from '../sync-directory'
 
 /**
@@ -49,6 +50,21 @@ const ERROR_FILE = 'uploader.error'
 const UPLOADED_DIR = 'uploaded'
 const AHEAD_DIR = 'ahead'
 const IDLE_POLL_MS = 20
+
+/**
+ * This process in the spool's lock and file names. Its pid alone is not enough: two uploaders in
+ * separate pid namespaces (serve in a sidecar that does not share the server's, beside a detached
+ * uploader a push started) can both be pid 1, each takes the other's lock for stale, and with
+ * pid-named files they shared their read-ahead copies and their staged lock file (one removed or
+ * truncated the other's copy mid-upload). The start time tells the holder of a lock apart; a random
+ * tag makes the names of this process's files its own.
+ */
+const PROCESS_TAG = `${process.pid}.${randomBytes(4).toString('hex')}`
+let ownStartTime: string | undefined | null = null
+function isThisProcess(lock: SpoolLock | undefined): boolean {
+  if (ownStartTime === null) ownStartTime = processStartTime(process.pid)
+  return lock !== undefined && lock.pid === process.pid && (lock.startTime ?? '') === (ownStartTime ?? '')
+}
 /** The detached uploader exits once the spool stayed empty this long (the next push starts another). */
 export const UPLOADER_IDLE_EXIT_MS = 10_000
 
@@ -159,7 +175,7 @@ export async function lockSpool(spoolDir: string, readAheadDir?: string): Promis
   // process could read it empty between create and write, take it for stale, remove it and hold
   // the lock too — two prefetchers then wrote the same queue entry (a partial segment was served).
   // The second line tells a waiting push which pg_wal this uploader reads ahead (src/wal/foreground.ts).
-  const staged = `${lockPath}.${process.pid}`
+  const staged = `${lockPath}.${PROCESS_TAG}`
   await fs.writeFile(staged, `${process.pid}\n${readAheadDir ?? ''}\n${processStartTime(process.pid) ?? ''}\n`)
   try {
     for (let attempt = 0; attempt < 3; attempt++) {
@@ -167,11 +183,11 @@ export async function lockSpool(spoolDir: string, readAheadDir?: string): Promis
         await fs.link(staged, lockPath)
         return {
           async release() {
-            if (uploaderLock(spoolDir)?.pid === process.pid) await fs.rm(lockPath, {force: true})
+            if (isThisProcess(uploaderLock(spoolDir))) await fs.rm(lockPath, {force: true})
           },
           lost() {
-            const holder = uploaderLock(spoolDir)?.pid
-            return holder !== undefined && holder !== process.pid
+            const holder = uploaderLock(spoolDir)
+            return holder !== undefined && !isThisProcess(holder)
           },
         }
       } catch (error) {
@@ -197,7 +213,7 @@ export async function lockSpool(spoolDir: string, readAheadDir?: string): Promis
  * looked at before it is dropped. A live holder's lock is linked back and left to it.
  */
 async function removeStaleLock(lockPath: string): Promise<boolean> {
-  const aside = `${lockPath}.${process.pid}.stale`
+  const aside = `${lockPath}.${PROCESS_TAG}.stale`
   try {
     await fs.rename(lockPath, aside)
   } catch (error) {
@@ -305,8 +321,8 @@ export async function runUploader(options: UploaderOptions): Promise<{stored: nu
         // Written whole under a temporary name, then renamed: a push never reads half a marker. Not
         // fsynced: a marker lost in a crash only sends that push down the spooling path.
         const marker = uploadedMarkerPath(spoolDir, name)
-        await fs.writeFile(`${marker}.tmp`, `${identity}\n`)
-        await fs.rename(`${marker}.tmp`, marker)
+        await fs.writeFile(`${marker}.${PROCESS_TAG}.tmp`, `${identity}\n`)
+        await fs.rename(`${marker}.${PROCESS_TAG}.tmp`, marker)
       }
 
       await fs.rm(file, {force: true})
@@ -439,7 +455,7 @@ async function readyAhead(spoolDir: string, walDir: string, spooled: Set<string>
 async function copyAhead(spoolDir: string, walDir: string, name: string): Promise<{file: string; identity: string} | undefined> {
   // A directory per uploader: two uploaders (the one lock interleaving left, RELIABILITY.md session
   // 11) never copy into the file the other is reading.
-  const aheadDir = path.join(spoolDir, AHEAD_DIR, String(process.pid))
+  const aheadDir = path.join(spoolDir, AHEAD_DIR, PROCESS_TAG)
   await fs.mkdir(aheadDir, {recursive: true, mode: 0o700})
   const copy = path.join(aheadDir, name)
   const source = path.join(walDir, name)
@@ -466,12 +482,16 @@ async function copyAhead(spoolDir: string, walDir: string, name: string): Promis
  * Removes the read-ahead copies of uploaders that no longer run. An uploader SIGKILLed between its
  * copy and the upload leaves up to a segment per parallel upload, and nothing else ever removes it
  * (PostgreSQL's retry of that segment goes through the spool). Loose files are the layout before
- * the per-uploader directories; they are never in use once an uploader holds the lock.
+ * the per-uploader directories; they are never in use once an uploader holds the lock. Another pid
+ * namespace's live uploader (whose pid is not seen here) may lose its directory: its copy in flight
+ * then fails as "archived meanwhile" (skipped) or as an upload error (retried), never torn.
  */
 async function removeDeadAheadCopies(spoolDir: string): Promise<void> {
   const aheadDir = path.join(spoolDir, AHEAD_DIR)
   for (const entry of await fs.readdir(aheadDir).catch(() => [] as string[])) {
-    const pid = Number(entry)
+    // `<pid>.<tag>` (PROCESS_TAG), or `<pid>` before the tag. One with this process's pid is kept: an
+    // earlier process given the same pid, or another namespace's, cannot be told from a live one.
+    const pid = Number(entry.split('.')[0])
     if (Number.isSafeInteger(pid) && pid > 0 && (pid === process.pid || processAlive(pid))) continue
     await fs.rm(path.join(aheadDir, entry), {recursive: true, force: true})
   }

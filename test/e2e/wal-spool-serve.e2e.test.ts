@@ -213,7 +213,7 @@ describe('dbb serve reads ahead the server pg_wal (WAL_READ_AHEAD_DIR)', () => {
     await waitFor(async () => ((await fs.readdir(spoolDir)).some((entry) => /^[0-9A-F]{24}$/.test(entry)) ? undefined : true), 60_000, 'the spool to drain')
     await expectStored(new Map([...contents, ...more]))
     // No serve copy is left behind.
-    await waitFor(async () => ((await fs.readdir(path.join(spoolDir, 'ahead')).catch(() => [] as string[])).includes(String(serve.pid)) ? undefined : true), 60_000, "serve's read-ahead copies to be removed")
+    await waitFor(async () => ((await fs.readdir(path.join(spoolDir, 'ahead')).catch(() => [] as string[])).some((entry) => entry.split('.')[0] === String(serve.pid)) ? undefined : true), 60_000, "serve's read-ahead copies to be removed")
     await setArchiveCommand('')
     await stopLockHolder(path.join(spoolDir, 'uploader.pid'))
   }, 240_000)

@@ -117,7 +117,8 @@ describe('WAL spool uploader with read-ahead: S3 faults at every request index',
     const keys = await objectKeys(prefix)
     const expected = [...contents.keys()].map((name) => `wal/${name}.gz`).sort()
     if (JSON.stringify(keys) !== JSON.stringify(expected)) problems.push(`storage holds ${keys.join(', ')}; expected exactly ${expected.join(', ')}`)
-    const aheadLeft = await fs.readdir(path.join(spoolDir, 'ahead', String(process.pid))).catch(() => [] as string[])
+    const aheadDir = path.join(spoolDir, 'ahead')
+    const aheadLeft = (await Promise.all((await fs.readdir(aheadDir).catch(() => [] as string[])).map((entry) => fs.readdir(path.join(aheadDir, entry))))).flat()
     if (aheadLeft.length > 0) problems.push(`read-ahead copies left: ${aheadLeft.join(', ')}`)
     await fs.rm(dir, {recursive: true, force: true})
     return {requests: proxy.requests.length, problems, logged}
