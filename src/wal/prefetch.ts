@@ -374,7 +374,7 @@ export async function prefetch(options: {
       const spares = [wanted.name, ...[last, spared].filter((name): name is string => name !== undefined && name >= wanted.name)]
       const keep = new Set([...window, wanted.name, ...(ask ? [ask.name] : []), ...spares.map((name) => `${name}${SPARE_SUFFIX}`)])
       // A `.dbb-partial` of a name not being downloaded is a killed prefetcher's leftover: removed too.
-      // Kept: the lock and another process's staged copy of it (`uploader.pid.<pid>`, src/wal/spool.ts lockSpool).
+      // Kept: the lock and another process's staged copy of it (`uploader.pid.<pid>.<tag>`, src/wal/spool.ts lockSpool).
       const entries = await fs.readdir(queueDir)
       const inFlight = [...downloading.keys()]
       for (const entry of entries) {
