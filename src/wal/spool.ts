@@ -282,7 +282,7 @@ export interface UploaderOptions {
  */
 export async function runUploader(options: UploaderOptions): Promise<{stored: number; readAheadFailed: boolean}> {
   const {spoolDir, storage, logger, signal} = options
-  await removeDeadAheadCopies(spoolDir)
+  await removeDeadProcessFiles(spoolDir)
   const inFlight = new Set<string>()
   let stored = 0
   let idleSince = Date.now()
@@ -479,21 +479,41 @@ async function copyAhead(spoolDir: string, walDir: string, name: string): Promis
 }
 
 /**
- * Removes the read-ahead copies of uploaders that no longer run. An uploader SIGKILLed between its
- * copy and the upload leaves up to a segment per parallel upload, and nothing else ever removes it
- * (PostgreSQL's retry of that segment goes through the spool). Loose files are the layout before
- * the per-uploader directories; they are never in use once an uploader holds the lock. Another pid
- * namespace's live uploader (whose pid is not seen here) may lose its directory: its copy in flight
- * then fails as "archived meanwhile" (skipped) or as an upload error (retried), never torn.
+ * Removes what uploaders that no longer run left in the spool, each file named by the tag of the
+ * process that made it (PROCESS_TAG: `<pid>.<hex>`):
+ *  - read-ahead copies, `ahead/<tag>/<segment>`: an uploader SIGKILLed between its copy and the
+ *    upload leaves up to a segment per parallel upload, and nothing else ever removes it
+ *    (PostgreSQL's retry of that segment goes through the spool). `ahead/<pid>` and loose files
+ *    are the layouts before the tag; they are never in use once an uploader holds the lock;
+ *  - a marker's temporary file, `uploaded/<segment>.<tag>.tmp` (killed between writing and renaming it);
+ *  - a staged lock, `uploader.pid.<tag>` (killed between staging it and removing the staged name;
+ *    a hard link to the lock it became, if it did: removing the name leaves the lock as it is), and
+ *    a lock moved aside to be judged, `uploader.pid.<tag>.stale` (removeStaleLock, killed inside).
+ * One with this process's pid is kept: an earlier process given the same pid, or another
+ * namespace's, cannot be told from a live one. Another pid namespace's live uploader (whose pid is
+ * not seen here) may lose its files: its copy in flight then fails as "archived meanwhile"
+ * (skipped) or as an upload error (retried), never torn — an open file keeps its bytes when unlinked.
  */
-async function removeDeadAheadCopies(spoolDir: string): Promise<void> {
+async function removeDeadProcessFiles(spoolDir: string): Promise<void> {
+  const deadTag = (tag: string) => {
+    const pid = Number(tag.split('.')[0])
+    return !(Number.isSafeInteger(pid) && pid > 0 && (pid === process.pid || processAlive(pid)))
+  }
+
   const aheadDir = path.join(spoolDir, AHEAD_DIR)
   for (const entry of await fs.readdir(aheadDir).catch(() => [] as string[])) {
-    // `<pid>.<tag>` (PROCESS_TAG), or `<pid>` before the tag. One with this process's pid is kept: an
-    // earlier process given the same pid, or another namespace's, cannot be told from a live one.
-    const pid = Number(entry.split('.')[0])
-    if (Number.isSafeInteger(pid) && pid > 0 && (pid === process.pid || processAlive(pid))) continue
-    await fs.rm(path.join(aheadDir, entry), {recursive: true, force: true})
+    if (deadTag(entry)) await fs.rm(path.join(aheadDir, entry), {recursive: true, force: true})
+  }
+
+  const uploadedDir = path.join(spoolDir, UPLOADED_DIR)
+  for (const entry of await fs.readdir(uploadedDir).catch(() => [] as string[])) {
+    const temporary = /^[0-9A-F]{24}\.(\d+\.[0-9a-f]+)\.tmp$/.exec(entry)
+    if (temporary && deadTag(temporary[1])) await fs.rm(path.join(uploadedDir, entry), {force: true})
+  }
+
+  for (const entry of await fs.readdir(spoolDir).catch(() => [] as string[])) {
+    const staged = entry.startsWith(`${LOCK_FILE}.`) && /^(\d+\.[0-9a-f]+)(\.stale)?$/.exec(entry.slice(LOCK_FILE.length + 1))
+    if (staged && deadTag(staged[1])) await fs.rm(path.join(spoolDir, entry), {force: true})
   }
 }
 

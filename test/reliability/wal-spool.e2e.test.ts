@@ -128,7 +128,7 @@ describe('wal push --async spool', () => {
   // An uploader SIGKILLed between its read-ahead copy and the upload left the copy for good
   // (PostgreSQL's retry of that segment goes through the spool). Copies are per uploader now, and the
   // next uploader removes those of processes that no longer run, and the old layout's loose files.
-  it("a dead uploader's read-ahead copies are removed by the next uploader; a running one's are kept", async () => {
+  it("a dead uploader's leftovers (read-ahead copies, a marker's temporary file, a staged or set-aside lock) are removed by the next uploader; a running one's are kept", async () => {
     const ahead = path.join(spoolDir, 'ahead')
     const dead = String(spawnSync(process.execPath, ['-e', '0']).pid)
     const live = spawn('sleep', ['60'], {stdio: 'ignore'})
@@ -140,6 +140,10 @@ describe('wal push --async spool', () => {
     }
 
     await fs.writeFile(path.join(ahead, segmentName(8)), Buffer.alloc(1024 * 1024))
+    // What a SIGKILL between two steps leaves: a marker's temporary file, a staged lock, a lock moved aside.
+    await fs.mkdir(path.join(spoolDir, 'uploaded'))
+    const leftovers = (tag: string) => [path.join(spoolDir, 'uploaded', `${segmentName(6)}.${tag}.tmp`), path.join(spoolDir, `uploader.pid.${tag}`), path.join(spoolDir, `uploader.pid.${tag}.stale`)]
+    for (const file of [...leftovers(`${dead}.0badf00d`), ...leftovers(`${live.pid}.c0ffee00`)]) await fs.writeFile(file, '1\n')
     const content = await writeSegment(1)
     expect((await pushAsync(1)).code).toBe(0)
     await waitFor('the spool to drain', async () => ((await spooled()).length === 0 ? true : undefined), 60_000)
@@ -148,6 +152,9 @@ describe('wal push --async spool', () => {
     const left = (await fs.readdir(ahead)).filter((entry) => entry.split('.')[0] !== String(uploader))
     expect(left).toEqual([`${live.pid}.c0ffee00`])
     expect(await fs.readdir(path.join(ahead, `${live.pid}.c0ffee00`))).toEqual([segmentName(7)])
+    const present = async (file: string) => fs.access(file).then(() => true, () => false)
+    for (const file of leftovers(`${dead}.0badf00d`)) expect([file, await present(file)]).toEqual([file, false])
+    for (const file of leftovers(`${live.pid}.c0ffee00`)) expect([file, await present(file)]).toEqual([file, true])
   }, 120_000)
 
   // Two uploaders that cannot see each other's processes (serve in a sidecar without a shared pid
