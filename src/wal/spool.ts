@@ -60,11 +60,13 @@ const IDLE_POLL_MS = 20
  * tag makes the names of this process's files its own.
  */
 const PROCESS_TAG = `${process.pid}.${randomBytes(4).toString('hex')}`
+// Read from /proc at the first lock, not when a push loads this module (null: not read yet).
 let ownStartTime: string | undefined | null = null
 function isThisProcess(lock: SpoolLock | undefined): boolean {
   if (ownStartTime === null) ownStartTime = processStartTime(process.pid)
   return lock !== undefined && lock.pid === process.pid && (lock.startTime ?? '') === (ownStartTime ?? '')
 }
+
 /** The detached uploader exits once the spool stayed empty this long (the next push starts another). */
 export const UPLOADER_IDLE_EXIT_MS = 10_000
 
