@@ -178,6 +178,8 @@ describe('wal push --async spool', () => {
     const results = await Promise.all(outputs)
     for (const result of results) expect([result.code, result.stderr.includes('"level":50') ? result.stderr : '']).toEqual([0, ''])
     for (const [n, content] of contents) expect([n, (await stored(n)).equals(content)]).toEqual([n, true])
+    // The second took the first's lock for stale; the first saw that (by start time: both are pid 1) and stopped.
+    expect(results.filter((result) => result.stderr.includes('"event":"wal.spool_lock_lost"'))).toHaveLength(1)
   }, 120_000)
 
   it('storage down: the spool fills to WAL_SPOOL_MAX_SEGMENTS, then pushes fail (exit 1, naming the cause) until storage is back', async () => {
