@@ -16,7 +16,7 @@ import {RecoveryTarget, restoreBaseBackup, selectBaseBackup} from '../restore/ba
 import type {StorageBackend} from '../storage/contract'
 import {VERSION} from '../version'
 import {parseTimelineHistory, segmentNumber, timelineOfName} from '../wal/chain'
-import {WAL_PREFIX, parseLsn, segmentNameForLsn, walFileKind, walNameOfKey} from '../wal/segments'
+import {WAL_PREFIX, segmentNameForLsn, walFileKind, walNameOfKey} from '../wal/segments'
 import {
   PrivateDirectory,
   createPrivateDirectory,

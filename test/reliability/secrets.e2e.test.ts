@@ -3,7 +3,7 @@ import * as fs from 'node:fs/promises'
 import * as http from 'node:http'
 import type {AddressInfo} from 'node:net'
 
-import {CliResult, collect, runCli, startCli} from '../helpers/cli'
+import {CliResult, collect, startCli} from '../helpers/cli'
 import {lockTable, pollUntil, releaseLock, waitUntilDumpBlocked, waitUntilLocked} from '../helpers/fault-invariants'
 import {PgCluster, freePort, startPostgres} from '../helpers/postgres'
 import {S3Server, startS3Server} from '../helpers/s3-server'

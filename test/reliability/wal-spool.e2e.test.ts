@@ -310,18 +310,22 @@ describe('wal push --async spool', () => {
     }
 
     expect(await spooled()).toEqual([])
-    if (uploader.exitCode === null && uploader.signalCode === null) {
-      const exited = new Promise((resolve) => uploader.once('exit', resolve))
-      uploader.kill('SIGKILL')
-      await exited
-    }
-    // A different file under a name queued in the spool is refused, never overwritten.
+  }, 120_000)
+
+  // Storage is unreachable here so that no uploader can store the queued file and take it out of the
+  // spool before the push looks (each push starts one when none runs; in CI one did, once).
+  it('a different file under a name queued in the spool is refused, never overwritten', async () => {
+    const blocked = path.join(workDir, 'down')
+    await fs.writeFile(blocked, '')
+    await fs.mkdir(spoolDir, {recursive: true, mode: 0o700})
+    const queued = randomBytes(1024)
     await fs.writeFile(path.join(workDir, 'pg_wal', segmentName(9)), randomBytes(1024))
-    await fs.writeFile(path.join(spoolDir, segmentName(9)), randomBytes(1024))
-    const conflict = await pushAsync(9)
+    await fs.writeFile(path.join(spoolDir, segmentName(9)), queued)
+    const conflict = await pushAsync(9, {BACKUP_LOCAL_DIR: path.join(blocked, 'store')})
     expect(conflict.code).toBe(1)
     expect(conflict.stderr).toMatch(/already queued .* with different content/)
-  }, 120_000)
+    expect((await fs.readFile(path.join(spoolDir, segmentName(9)))).equals(queued)).toBe(true)
+  }, 60_000)
 
   // pg_wal turns unreadable under a detached uploader: it must stop promising read-ahead (every push
   // would wait 5 s for its marker) and still drain what the pushes spooled — not exit and leave
