@@ -11,7 +11,7 @@ import {fetchWal} from './archive'
 import {createTrackedTemporaryFile, temporaryFileFor} from './fetch-exit'
 import {ANSWER_FILE, ASK_FILE, IDENTITY_FILE, PREFETCH_PID_FILE, WANTED_FILE, identityFileText, identityLine, prefetchLogFor, uploaderLock} from './foreground'
 import {copyFileWhole} from '../sync-directory'
-import {lockSpool} from './spool'
+import {isThisProcess, lockSpool} from './spool'
 import {isWalFileName, walFileKind} from './segments'
 import {spawnDetachedDbb} from '../backup/child-process'
 
@@ -265,8 +265,9 @@ export async function prefetch(options: {
   // Published only now, under this prefetcher's lock: until then the identity file names the
   // previous holder and nothing is served from the queue (queueServed, bin/dbb-wal's fetch_queued).
   const line = options.identity === undefined ? undefined : identityLine(options.identity)
+  // Pid and start time: another namespace's prefetcher on this queue can have the same pid.
   const held = uploaderLock(queueDir)
-  if (held?.pid === process.pid) {
+  if (isThisProcess(held)) {
     await fs.writeFile(path.join(queueDir, `${IDENTITY_FILE}.tmp`), identityFileText(line, held))
     await fs.rename(path.join(queueDir, `${IDENTITY_FILE}.tmp`), path.join(queueDir, IDENTITY_FILE))
   }

@@ -62,7 +62,8 @@ const IDLE_POLL_MS = 20
 const PROCESS_TAG = `${process.pid}.${randomBytes(4).toString('hex')}`
 // Read from /proc at the first lock, not when a push loads this module (null: not read yet).
 let ownStartTime: string | undefined | null = null
-function isThisProcess(lock: SpoolLock | undefined): boolean {
+/** Whether `lock` (a spool's or prefetch queue's) names this very process: pid and start time. */
+export function isThisProcess(lock: SpoolLock | undefined): lock is SpoolLock {
   if (ownStartTime === null) ownStartTime = processStartTime(process.pid)
   return lock !== undefined && lock.pid === process.pid && (lock.startTime ?? '') === (ownStartTime ?? '')
 }
