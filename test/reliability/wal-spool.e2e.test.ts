@@ -8,6 +8,7 @@ import {gunzipSync} from 'node:zlib'
 import {processStartTime} from '../../src/process-alive'
 import {uploaderLock} from '../../src/wal/foreground'
 import {BIN, cliEnv, collect, runCli, startCli, tempDir} from '../helpers/cli'
+import {CRASH_SEED, killPoints, runWithKill} from '../helpers/crash-harness'
 import {asServerUser, isRoot} from '../helpers/postgres'
 import {processOrChildOf, waitFor} from '../helpers/wal'
 
@@ -326,6 +327,63 @@ describe('wal push --async spool', () => {
     expect(conflict.stderr).toMatch(/already queued .* with different content/)
     expect((await fs.readFile(path.join(spoolDir, segmentName(9)))).equals(queued)).toBe(true)
   }, 60_000)
+
+  // The read-ahead's phase boundaries, from outside: a SIGKILL once the segment is copied and its
+  // upload begins, once storage holds it but before its marker, once it is done (the marker written,
+  // the copy removed), and after seeded delays. After each: a marker names only a segment stored
+  // whole; PostgreSQL's retries of all four succeed and leave each stored byte for byte; the next
+  // uploader (the next segment's push starts it) removes what the killed one left.
+  for (const point of killPoints(['wal.push_uploading', 'wal.pushed', 'wal.spool_uploaded'], 500, 3, CRASH_SEED + 19)) {
+    it(`the uploader SIGKILLed ${point.label} while reading ahead: nothing acknowledged that is not stored whole, the retries succeed, the next uploader removes its leftovers`, async () => {
+      const contents = new Map<number, Buffer>()
+      for (let n = 1; n <= 4; n++) {
+        contents.set(n, await writeSegment(n))
+        await fs.writeFile(path.join(workDir, 'pg_wal', 'archive_status', `${segmentName(n)}.ready`), '')
+      }
+
+      const run = await runWithKill(['wal', 'spool-upload', path.join(workDir, 'pg_wal')], env(), point, 60_000)
+      expect([run.killed, run.signal]).toEqual([true, 'SIGKILL'])
+      const killed = Number((await fs.readFile(path.join(spoolDir, 'uploader.pid'), 'utf8')).split('\n')[0])
+      expect(killed).toBeGreaterThan(0)
+
+      const uploadedDir = path.join(spoolDir, 'uploaded')
+      for (const entry of await fs.readdir(uploadedDir).catch(() => [] as string[])) {
+        if (entry.endsWith('.tmp')) continue
+        const n = Number.parseInt(entry.slice(-2), 16)
+        expect([entry, (await stored(n)).equals(contents.get(n)!)]).toEqual([entry, true])
+      }
+
+      // PostgreSQL's retries, one segment at a time, each marked done as the archiver does.
+      for (let n = 1; n <= 4; n++) {
+        const push = await pushAsync(n)
+        expect([n, push.code, push.stderr]).toEqual([n, 0, ''])
+        await fs.rename(path.join(workDir, 'pg_wal', 'archive_status', `${segmentName(n)}.ready`), path.join(workDir, 'pg_wal', 'archive_status', `${segmentName(n)}.done`))
+      }
+
+      // The next segment: the retries may all have been answered from markers without starting an
+      // uploader; its push starts one if none runs, which removes the killed one's leftovers first.
+      contents.set(5, await writeSegment(5))
+      await fs.writeFile(path.join(workDir, 'pg_wal', 'archive_status', `${segmentName(5)}.ready`), '')
+      expect((await pushAsync(5)).code).toBe(0)
+      await waitFor('the spool to drain', async () => ((await spooled()).length === 0 ? true : undefined), 60_000)
+      for (let n = 1; n <= 5; n++) expect((await stored(n)).equals(contents.get(n)!)).toBe(true)
+      // An upload the kill cut off is left as storage's hidden `.partial` (never under a final name);
+      // prune removes it once ORPHAN_GRACE has passed, as it does a killed push's.
+      const finalNames = [1, 2, 3, 4, 5].map((n) => `${segmentName(n)}.gz`)
+      const archived = (await fs.readdir(path.join(storeDir, 'wal'))).sort()
+      expect(archived.filter((entry) => !entry.endsWith('.partial'))).toEqual(finalNames)
+      await new Promise((resolve) => setTimeout(resolve, 1200))
+      const prune = await runCli(['prune', '--json'], {BACKUP_LOCAL_DIR: storeDir, ORPHAN_GRACE: '1s'})
+      expect([prune.code, prune.code === 0 ? '' : prune.stderr]).toEqual([0, ''])
+      expect((await fs.readdir(path.join(storeDir, 'wal'))).sort()).toEqual(finalNames)
+      const killedFiles = [
+        ...(await fs.readdir(path.join(spoolDir, 'ahead')).catch(() => [] as string[])),
+        ...(await fs.readdir(uploadedDir).catch(() => [] as string[])),
+        ...(await fs.readdir(spoolDir)),
+      ].filter((entry) => entry.startsWith(`${killed}.`) || entry.includes(`.${killed}.`))
+      expect(killedFiles).toEqual([])
+    }, 120_000)
+  }
 
   // pg_wal turns unreadable under a detached uploader: it must stop promising read-ahead (every push
   // would wait 5 s for its marker) and still drain what the pushes spooled — not exit and leave
