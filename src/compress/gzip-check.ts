@@ -1,7 +1,8 @@
+import {spawnSync} from 'node:child_process'
 import {once} from 'node:events'
 import type {Duplex} from 'node:stream'
 
-import {type ChildExit, childExit, spawnFilter, spawnReader} from '../backup/child-process'
+import {type ChildExit, childEnvironment, childExit, spawnFilter, spawnReader} from '../backup/child-process'
 import {ZSTD_FRAME_MAGIC, createDecompressor} from './codec-streams'
 import type {CodecName} from './codecs'
 import {onPath} from './program-compressor'
@@ -82,15 +83,49 @@ export interface InStreamCheck {
  * The program that checks each codec in-stream, the bytes every stream of it starts with, and how
  * the decoded size is learnt: `wc -c` counting the decoder's output, or the decoder's own report.
  */
-const CHECK_PROGRAMS: Record<CodecName, {program: string; args: string[]; magic: Buffer; reportsSize?: RegExp}> = {
+const CHECK_PROGRAMS: Record<CodecName, {program: string; args: string[]; magic: Buffer; reportsSize?: RegExp; decodeArgs: string[]}> = {
   // pigz, not gzip: the same inflate and CRC-32/length check, in 0.34 s instead of 0.53 for the 108 MB dump (it checksums in a thread of its own).
   // `pigz -t` reports no size (the trailer's is modulo 4 GiB), so it decodes into wc.
-  gzip: {program: 'pigz', args: ['-d', '-c'], magic: Buffer.from([0x1f, 0x8b])},
+  gzip: {program: 'pigz', args: ['-d', '-c'], decodeArgs: ['-d', '-c'], magic: Buffer.from([0x1f, 0x8b])},
   // `zstd -t` is `zstd -d` with the output thrown away inside zstd: every frame decoded, its content
   // checksum verified, and the total printed on stderr (`/*stdin*\ : 67543861 bytes`, zstd's
   // "%-20s: %llu bytes", which older versions start with \r). No wc, and no pipe carrying every
   // decoded byte.
-  zstd: {program: 'zstd', args: ['-t', '--no-progress'], magic: ZSTD_FRAME_MAGIC, reportsSize: /:\s*(\d+) bytes\s*$/},
+  // zstd's wording is not an interface: reportsSizeAsExpected checks it once, else `zstd -d -c | wc -c`.
+  zstd: {program: 'zstd', args: ['-t', '--no-progress'], decodeArgs: ['-d', '-c'], magic: ZSTD_FRAME_MAGIC, reportsSize: /:\s*(\d+) bytes\s*$/},
+}
+
+/**
+ * A zstd frame (with its XXH64 content checksum) of 27 bytes, `dbb: zstd -t reports sizes\n`, made
+ * with `printf … | zstd -q -c --check`: the probe of reportsSizeAsExpected.
+ */
+const ZSTD_PROBE = {
+  frame: Buffer.from([
+    40, 181, 47, 253, 4, 88, 217, 0, 0, 100, 98, 98, 58, 32, 122, 115, 116, 100, 32, 45, 116, 32, 114, 101, 112, 111, 114, 116, 115, 32, 115, 105, 122, 101, 115, 10, 164, 134, 249, 213,
+  ]),
+  size: 27,
+}
+/** Probe results by PATH: another PATH can find another program. */
+const sizeReportRead = new Map<string, boolean>()
+
+/**
+ * Whether the codec's program reports the decoded size as CHECK_PROGRAMS reads it: asked once per
+ * process and PATH, on a frame of known size (one zstd run on 40 bytes: 3–12 ms here). A zstd that words the line differently (a version
+ * this dbb was not tested with) would otherwise fail every zstd backup after the dump, loudly but
+ * for nothing; this way it is checked by decoding into `wc -c`, as strong a proof, a little slower.
+ */
+export function reportsSizeAsExpected(codec: CodecName): boolean {
+  const {program, args, reportsSize} = CHECK_PROGRAMS[codec]
+  if (!reportsSize || codec !== 'zstd') return false
+  const key = `${codec}\n${process.env.PATH ?? ''}`
+  let read = sizeReportRead.get(key)
+  if (read === undefined) {
+    const probe = spawnSync(program, args, {env: childEnvironment(), input: ZSTD_PROBE.frame, encoding: 'utf8', timeout: 10_000})
+    read = probe.status === 0 && reportsSize.exec(probe.stderr.trimEnd())?.[1] === String(ZSTD_PROBE.size)
+    sizeReportRead.set(key, read)
+  }
+
+  return read
 }
 
 /**
@@ -118,8 +153,13 @@ export class ProgramCheck implements InStreamCheck {
   private inputSeen = 0
   private failure?: Error
 
-  constructor(private readonly codec: CodecName) {
-    this.spec = CHECK_PROGRAMS[codec]
+  /** `sizeReported`: take the decoded size from the decoder's report; false: decode into `wc -c`. */
+  constructor(
+    private readonly codec: CodecName,
+    sizeReported = reportsSizeAsExpected(codec),
+  ) {
+    const spec = CHECK_PROGRAMS[codec]
+    this.spec = spec.reportsSize && !sizeReported ? {...spec, args: spec.decodeArgs, reportsSize: undefined} : spec
     this.decoder = spawnFilter(this.spec.program, this.spec.args)
     // wc reads the decoder's output pipe itself; dbb's copy of it is closed at once, so wc sees its end when the decoder exits.
     this.counter = this.spec.reportsSize ? undefined : spawnReader('wc', ['-c'], this.decoder.stdout)
@@ -193,6 +233,7 @@ export class ProgramCheck implements InStreamCheck {
  * check's count must match it; and encrypted backups, src/backup/pipeline.ts says why).
  */
 export function createInStreamCheck(codec: CodecName, compressorProgram: boolean): InStreamCheck {
-  const {program, reportsSize} = CHECK_PROGRAMS[codec]
-  return compressorProgram && onPath(program) && (reportsSize || onPath('wc')) ? new ProgramCheck(codec) : new InStreamGunzipCheck(codec)
+  if (!compressorProgram || !onPath(CHECK_PROGRAMS[codec].program)) return new InStreamGunzipCheck(codec)
+  const sizeReported = reportsSizeAsExpected(codec)
+  return sizeReported || onPath('wc') ? new ProgramCheck(codec, sizeReported) : new InStreamGunzipCheck(codec)
 }

@@ -2,7 +2,7 @@ import {execFileSync} from 'node:child_process'
 import {randomBytes} from 'node:crypto'
 import * as fs from 'node:fs/promises'
 
-import {InStreamCheck, InStreamGunzipCheck, ProgramCheck, createInStreamCheck} from '../../src/compress/gzip-check'
+import {InStreamCheck, InStreamGunzipCheck, ProgramCheck, createInStreamCheck, reportsSizeAsExpected} from '../../src/compress/gzip-check'
 import {CodecName} from '../../src/compress/codecs'
 import {runningChildren} from '../helpers/children'
 import {tempDir} from '../helpers/cli'
@@ -137,15 +137,43 @@ describe.each<[CodecName, string, string]>([
       }
     })
   } else {
-    // A zstd whose report changed or is silenced (here -q): the check fails; a size is never guessed.
-    it('a decoder that exits 0 without reporting the size fails the check', async () => {
+    // A zstd that words its `-t` report otherwise (another version): found by the probe, and the
+    // stream is decoded into wc instead — the same proof, never a failed backup for the wording.
+    it("a zstd whose report reads otherwise is probed once and checked by decoding into wc: the same count, damage still refused", async () => {
+      const bin = await tempDir()
+      const real = execFileSync('sh', ['-c', 'command -v zstd'], {encoding: 'utf8'}).trim()
+      // Only -t's report changes (stderr through sed); decoding (-d -c) is the real zstd's.
+      await fs.writeFile(`${bin}/zstd`, `#!/bin/bash\nexec ${real} "$@" 2> >(sed 's/ bytes/ octets décodés/' >&2)\n`, {mode: 0o755})
+      const saved = process.env.PATH
+      process.env.PATH = `${bin}:${saved}`
+      try {
+        expect(reportsSizeAsExpected('zstd')).toBe(false)
+        const check = createInStreamCheck('zstd', true)
+        expect(check).toBeInstanceOf(ProgramCheck)
+        expect(await runCheck(check, compressed)).toEqual({count: whole.length})
+        const damaged = Buffer.from(compressed)
+        damaged[damaged.length >> 1] ^= 0xff
+        const outcome = await runCheck(createInStreamCheck('zstd', true), damaged)
+        expect(outcome.count).toBeUndefined()
+        expect(outcome.error).toMatch(/^the compressed stream failed its in-stream zstd check: zstd exit code 1/)
+      } finally {
+        process.env.PATH = saved
+        await fs.rm(bin, {recursive: true, force: true})
+      }
+
+      expect(reportsSizeAsExpected('zstd')).toBe(true)
+    })
+
+    // The report gone after the probe said it is there (zstd replaced under a running serve; here -q):
+    // the check fails; a size is never guessed.
+    it('a decoder that exits 0 without the report the probe found fails the check', async () => {
       const bin = await tempDir()
       const real = execFileSync('sh', ['-c', 'command -v zstd'], {encoding: 'utf8'}).trim()
       await fs.writeFile(`${bin}/zstd`, `#!/bin/sh\nexec ${real} -q "$@"\n`, {mode: 0o755})
       const saved = process.env.PATH
       process.env.PATH = `${bin}:${saved}`
       try {
-        const outcome = await runCheck(new ProgramCheck(codec), compressed)
+        const outcome = await runCheck(new ProgramCheck(codec, true), compressed)
         expect(outcome.count).toBeUndefined()
         expect(outcome.error).toMatch(/in-stream zstd check: zstd exited 0 without reporting the decoded size/)
       } finally {
