@@ -146,7 +146,9 @@ export async function queueWal(filePath: string, options: SpoolOptions): Promise
     await copyFileWhole(filePath, `${target}${PARTIAL_SUFFIX}`, target)
     await syncDirectory(spoolDir)
   } catch (error) {
-    throw new OperationError(`queuing ${name} in ${spoolDir} failed: ${errorMessage(error)}`, {cause: error})
+    const code = (error as NodeJS.ErrnoException).code
+    const why = code === 'ENOSPC' || code === 'EDQUOT' ? ` (the filesystem holding WAL_SPOOL_DIR is full: free space there, or let the uploader drain the spool)` : ''
+    throw new OperationError(`queuing ${name} in ${spoolDir} failed${why}: ${errorMessage(error)}; ${name} stays in pg_wal and PostgreSQL will retry`, {cause: error})
   }
 
   return {name, outcome: 'queued', queuedFiles: queued.length + 1}

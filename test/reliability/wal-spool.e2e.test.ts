@@ -1,4 +1,4 @@
-import {ChildProcess, spawn, spawnSync} from 'node:child_process'
+import {ChildProcess, execFileSync, spawn, spawnSync} from 'node:child_process'
 import {existsSync} from 'node:fs'
 import {randomBytes} from 'node:crypto'
 import * as fs from 'node:fs/promises'
@@ -311,6 +311,46 @@ describe('wal push --async spool', () => {
     }
 
     expect(await spooled()).toEqual([])
+  }, 120_000)
+
+  // The spool on its own small filesystem (a volume), full: the push that cannot be spooled fails
+  // so PostgreSQL keeps the segment and retries, leaves no partial copy taking the space, and what
+  // is queued stays whole; once storage is back the uploader drains the spool and the retry succeeds.
+  it("the spool's filesystem full: the push fails (exit 1, ENOSPC named), no partial copy left, the queued segment intact; the retry succeeds once the spool drains", async () => {
+    if (!isRoot) throw new Error('this test mounts a small tmpfs as the spool: run the suite as root, as CI does')
+    await fs.mkdir(spoolDir)
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1600k', 'tmpfs', spoolDir])
+    try {
+      // Storage down in a way the running uploader sees recover: a file where its directory goes.
+      const down = path.join(workDir, 'down')
+      await fs.writeFile(down, '')
+      const contents = new Map<number, Buffer>()
+      for (const n of [1, 2]) contents.set(n, await writeSegment(n))
+      expect((await pushAsync(1, {BACKUP_LOCAL_DIR: path.join(down, 'store')})).code).toBe(0)
+      const full = await pushAsync(2, {BACKUP_LOCAL_DIR: path.join(down, 'store')})
+      expect([full.code, full.stderr]).toEqual([1, expect.stringMatching(/ENOSPC|no space/i)])
+      expect(full.stderr).toContain(`queuing ${segmentName(2)} in ${spoolDir} failed (the filesystem holding WAL_SPOOL_DIR is full`)
+      expect(full.stderr).toContain('stays in pg_wal and PostgreSQL will retry')
+      expect(await spooled()).toEqual([segmentName(1)])
+      expect((await fs.readdir(spoolDir)).filter((entry) => entry.includes('partial'))).toEqual([])
+      expect((await fs.readFile(path.join(spoolDir, segmentName(1)))).equals(contents.get(1)!)).toBe(true)
+
+      await fs.rm(down)
+      await fs.mkdir(path.join(down, 'store'), {recursive: true})
+      await waitFor('the spool to drain once storage is back', async () => ((await spooled()).length === 0 ? true : undefined), 60_000)
+      const retry = await pushAsync(2, {BACKUP_LOCAL_DIR: path.join(down, 'store')})
+      expect([retry.code, retry.stderr]).toEqual([0, ''])
+      await waitFor('the retried segment stored', async () => ((await spooled()).length === 0 ? true : undefined), 60_000)
+      for (const n of [1, 2]) {
+        const object = await fs.readFile(path.join(down, 'store', 'wal', `${segmentName(n)}.gz`))
+        expect(gunzipSync(object).equals(contents.get(n)!)).toBe(true)
+      }
+    } finally {
+      for (const child of children.splice(0)) child.kill('SIGKILL')
+      const holder = Number((await fs.readFile(path.join(spoolDir, 'uploader.pid'), 'utf8').catch(() => '')).split('\n')[0])
+      if (holder > 0) spawnSync('kill', ['-KILL', String(holder)])
+      execFileSync('umount', ['-l', spoolDir])
+    }
   }, 120_000)
 
   // Storage is unreachable here so that no uploader can store the queued file and take it out of the
