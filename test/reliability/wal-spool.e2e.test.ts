@@ -179,8 +179,13 @@ describe('wal push --async spool', () => {
     const results = await Promise.all(outputs)
     for (const result of results) expect([result.code, result.stderr.includes('"level":50') ? result.stderr : '']).toEqual([0, ''])
     for (const [n, content] of contents) expect([n, (await stored(n)).equals(content)]).toEqual([n, true])
-    // The second took the first's lock for stale; the first saw that (by start time: both are pid 1) and stopped.
-    expect(results.filter((result) => result.stderr.includes('"event":"wal.spool_lock_lost"'))).toHaveLength(1)
+    // Usually the second takes the first's lock for stale, and the first sees that (by start time:
+    // both are pid 1) and stops. Started within one clock tick (/proc's start time is in 10 ms
+    // ticks), the two are the same pid and start time to each other: the second takes the lock for
+    // its live holder's and leaves at once, storing nothing. Never both lose it, never both keep it.
+    const lostIt = results.filter((result) => result.stderr.includes('"event":"wal.spool_lock_lost"'))
+    const storedSome = results.filter((result) => /"event":"wal\.(pushed|already_archived)"/.test(result.stderr))
+    expect(lostIt.length === 1 || (lostIt.length === 0 && storedSome.length === 1)).toBe(true)
   }, 120_000)
 
   it('storage down: the spool fills to WAL_SPOOL_MAX_SEGMENTS, then pushes fail (exit 1, naming the cause) until storage is back', async () => {
