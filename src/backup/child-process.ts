@@ -1,4 +1,4 @@
-import {ChildProcess, ChildProcessByStdio, execFile, spawn} from 'node:child_process'
+import {ChildProcess, ChildProcessByStdio, execFile, spawn, spawnSync} from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import {Readable, Writable} from 'node:stream'
@@ -198,6 +198,15 @@ export function spawnChild(
  */
 export function spawnFilter(command: string, args: string[]): ChildProcessByStdio<Writable, Readable, Readable> {
   return spawn(command, args, {env: childEnvironment(), stdio: ['pipe', 'pipe', 'pipe']})
+}
+
+/**
+ * A filter run once on a few bytes, synchronously (the probe of what `zstd -t` reports,
+ * src/compress/gzip-check.ts): its exit status and stderr. The base environment only, as spawnFilter.
+ */
+export function runFilterSync(command: string, args: string[], input: Buffer): {status: number | null; stderr: string} {
+  const {status, stderr} = spawnSync(command, args, {env: childEnvironment(), input, encoding: 'utf8', timeout: 10_000})
+  return {status, stderr: stderr ?? ''}
 }
 
 /**

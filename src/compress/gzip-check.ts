@@ -1,8 +1,7 @@
-import {spawnSync} from 'node:child_process'
 import {once} from 'node:events'
 import type {Duplex} from 'node:stream'
 
-import {type ChildExit, childEnvironment, childExit, spawnFilter, spawnReader} from '../backup/child-process'
+import {type ChildExit, childExit, runFilterSync, spawnFilter, spawnReader} from '../backup/child-process'
 import {ZSTD_FRAME_MAGIC, createDecompressor} from './codec-streams'
 import type {CodecName} from './codecs'
 import {onPath} from './program-compressor'
@@ -120,7 +119,7 @@ export function reportsSizeAsExpected(codec: CodecName): boolean {
   const key = `${codec}\n${process.env.PATH ?? ''}`
   let read = sizeReportRead.get(key)
   if (read === undefined) {
-    const probe = spawnSync(program, args, {env: childEnvironment(), input: ZSTD_PROBE.frame, encoding: 'utf8', timeout: 10_000})
+    const probe = runFilterSync(program, args, ZSTD_PROBE.frame)
     read = probe.status === 0 && reportsSize.exec(probe.stderr.trimEnd())?.[1] === String(ZSTD_PROBE.size)
     sizeReportRead.set(key, read)
   }
