@@ -6,7 +6,7 @@ import type {WalAsyncConfig, WalReadAheadConfig} from '../config'
 import {errorMessage} from '../errors'
 import type {Logger} from '../logger'
 import type {StorageBackend} from '../storage/contract'
-import {lockSpool, runUploader, spoolStatus} from './spool'
+import {lockSpool, reportUploaderError, runUploader, spoolStatus} from './spool'
 
 // While a detached uploader (started by wal push --async) holds the spool, serve retries taking it this often.
 const LOCK_RETRY_MS = 5000
@@ -33,6 +33,16 @@ export function startSpoolService(options: {config: WalAsyncConfig & Partial<Wal
   // What was last logged, so that a lock given back and taken again every READ_AHEAD_RETRY_MS does not log each time.
   let lastProblem: string | undefined
   let lastStarted: string | undefined
+  // A failure of the spool itself is logged once, not at every retry, until the uploader has run a
+  // while without one.
+  let lastFailure: string | undefined
+  const spoolFailed = (event: string, message: string, error: unknown) => {
+    const detail = errorMessage(error)
+    if (`${event} ${detail}` === lastFailure) return
+    lastFailure = `${event} ${detail}`
+    logger.error({event, spoolDir, error: detail}, `${message}: ${detail}`)
+  }
+
   const done = (async () => {
     while (!controller.signal.aborted) {
       let readAheadDir: string | undefined
@@ -56,7 +66,7 @@ export function startSpoolService(options: {config: WalAsyncConfig & Partial<Wal
 
       // The lock names the pg_wal read ahead: pushes from that pg_wal wait for this uploader's markers.
       const lock = await lockSpool(spoolDir, readAheadDir).catch((error: unknown) => {
-        logger.error({event: 'wal.spool_lock_failed', spoolDir, error: errorMessage(error)}, `cannot use the WAL spool ${spoolDir}`)
+        spoolFailed('wal.spool_lock_failed', `cannot use the WAL spool ${spoolDir}`, error)
         return undefined
       })
       if (!lock) {
@@ -67,17 +77,29 @@ export function startSpoolService(options: {config: WalAsyncConfig & Partial<Wal
       const started = `uploading the WAL spool ${spoolDir}${readAheadDir ? `, reading ahead ${readAheadDir}` : ''}`
       if (started !== lastStarted) logger.info({event: 'wal.spool_uploader_started', spoolDir, parallel: config.parallel, ...(readAheadDir ? {readAheadDir} : {})}, started)
       lastStarted = started
+      const began = Date.now()
       try {
         // Read-ahead asked for and not possible now: the lock is given back when it is time to look again.
         const stopStartingAt = config.readAheadDir && !readAheadDir ? readAheadOffUntil : undefined
         const result = await runUploader({storage, spoolDir, parallel: config.parallel, logger, signal: controller.signal, lock, walDir: readAheadDir, stopStartingAt})
         // pg_wal stopped being readable: the lock must stop promising read-ahead (pushes wait for it).
         if (result.readAheadFailed) readAheadOffUntil = Date.now() + READ_AHEAD_RETRY_MS
+        lastFailure = undefined
+      } catch (error) {
+        // The spool itself failed (EIO, a volume gone read-only or full, the directory replaced):
+        // uploads stop until it works again, but serve — its API, its scheduled backups — goes on.
+        // This used to end serve with an unhandled rejection.
+        if (controller.signal.aborted) break
+        if (Date.now() - began > 2 * LOCK_RETRY_MS) lastFailure = undefined
+        spoolFailed('wal.spool_uploader_failed', `the WAL spool uploader stopped on an error of the spool ${spoolDir}; trying again every ${LOCK_RETRY_MS / 1000} s`, error)
+        await reportUploaderError(spoolDir, `${new Date().toISOString()} the spool ${spoolDir}: ${errorMessage(error)}`, 'serve')
+        await new Promise((resolve) => setTimeout(resolve, LOCK_RETRY_MS).unref())
       } finally {
-        await lock.release()
+        await lock.release().catch(() => {})
       }
     }
   })()
+
   return {
     async stop() {
       controller.abort()
@@ -109,7 +131,12 @@ export async function readAheadProbe(dir: string, uid = process.getuid?.()): Pro
 function registerSpoolMetrics(registry: Registry, spoolDir: string): void {
   let status: Promise<Awaited<ReturnType<typeof spoolStatus>>> | undefined
   // One directory scan per scrape, shared by the three gauges.
-  const read = () => (status ??= spoolStatus(spoolDir).finally(() => setTimeout(() => (status = undefined), 0)))
+  // A spool that cannot be read is reported as failing, its size unknown (NaN): /metrics must not
+  // fail as a whole, which would hide every other gauge from the scrape.
+  const read = () =>
+    (status ??= spoolStatus(spoolDir)
+      .catch((error: unknown) => ({files: Number.NaN, bytes: Number.NaN, lastError: `the spool cannot be read: ${errorMessage(error)}`}))
+      .finally(() => setTimeout(() => (status = undefined), 0)))
   new Gauge({
     name: 'dbb_wal_spool_files',
     help: 'WAL files waiting in the async spool (WAL_SPOOL_DIR) for the uploader.',

@@ -100,6 +100,22 @@ export async function spooledNames(spoolDir: string): Promise<string[]> {
   return entries.filter((entry) => isWalFileName(entry)).sort()
 }
 
+/**
+ * Records the uploader's last error in `<spool>/uploader.error`, which a full-spool push quotes and
+ * /metrics reports as failing. Whole or not at all: a push reading it mid-write would tell
+ * PostgreSQL's log that no error was reported (parallel uploads fail together and rewrite it at
+ * once; `writer` keeps their staged names apart). Best effort: a spool that cannot take it fails
+ * other ways that are reported.
+ */
+export async function reportUploaderError(spoolDir: string, message: string, writer: string): Promise<void> {
+  const errorFile = path.join(spoolDir, ERROR_FILE)
+  const staged = `${errorFile}.${writer}.tmp`
+  await fs
+    .writeFile(staged, `${message}\n`)
+    .then(() => fs.rename(staged, errorFile))
+    .catch(() => fs.rm(staged, {force: true}).catch(() => {}))
+}
+
 /** Spool size for /metrics and logs. */
 export async function spoolStatus(spoolDir: string): Promise<{files: number; bytes: number; lastError?: string}> {
   const names = await spooledNames(spoolDir)
@@ -341,14 +357,7 @@ export async function runUploader(options: UploaderOptions): Promise<{stored: nu
       failed = true
       const message = `${new Date().toISOString()} ${name}: ${errorMessage(error)}`
       logger?.error({event: 'wal.spool_upload_failed', wal: name}, message)
-      // Whole or not at all: a full-spool push reading it mid-write would tell PostgreSQL's log
-      // that no error was reported (parallel uploads fail together and rewrite it at once).
-      const errorFile = path.join(spoolDir, ERROR_FILE)
-      const staged = `${errorFile}.${name}.tmp`
-      await fs
-        .writeFile(staged, `${message}\n`)
-        .then(() => fs.rename(staged, errorFile))
-        .catch(() => fs.rm(staged, {force: true}).catch(() => {}))
+      await reportUploaderError(spoolDir, message, name)
     } finally {
       inFlight.delete(name)
     }

@@ -76,6 +76,59 @@ describe('dbb serve uploads the WAL spool and reports it in /metrics', () => {
     expect((await result).code).toBe(0)
     child = undefined
   }, 120_000)
+
+  // The spool itself failing under serve (here its directory replaced by a file: ENOTDIR, where a
+  // real volume gives EIO or EROFS) used to end serve with an unhandled rejection, taking its REST
+  // API and scheduled backups with it. Now the uploader waits and tries again; /metrics says failing.
+  it('a spool that fails under it does not end serve: the API answers, /metrics reports it failing, the error is logged once, and uploads resume once the spool is back', async () => {
+    dir = await tempDir('dbb-spool-serve-')
+    const storeDir = path.join(dir, 'store')
+    const spoolDir = path.join(dir, 'spool')
+    await fs.mkdir(storeDir)
+    await fs.mkdir(spoolDir)
+    const port = await freePort()
+    child = startCli(['serve'], {
+      ...cluster.dbbEnv(),
+      BACKUP_LOCAL_DIR: storeDir,
+      WAL_SPOOL_DIR: spoolDir,
+      API_TOKEN: TOKEN,
+      HTTP_HOST: '127.0.0.1',
+      HTTP_PORT: String(port),
+      BACKUP_SCHEDULE: '0 3 1 1 *',
+      LOG_FORMAT: 'json',
+    })
+    const result = collect(child)
+    const scrape = async () => (await fetch(`http://127.0.0.1:${port}/metrics`).catch(() => undefined))?.text()
+    await waitFor(async () => ((await scrape())?.includes('dbb_wal_spool_upload_failing{service="dbb"} 0') ? true : undefined), 60_000, 'serve to report the spool')
+
+    await fs.rm(spoolDir, {recursive: true})
+    await fs.writeFile(spoolDir, 'not a directory\n')
+    await waitFor(async () => ((await scrape())?.includes('dbb_wal_spool_upload_failing{service="dbb"} 1') ? true : undefined), 30_000, 'the spool to be reported failing')
+    // Through two retries (5 s apart): serve is alive, answers its API, and logged the failure once.
+    await new Promise((resolve) => setTimeout(resolve, 11_000))
+    expect([child.exitCode, child.signalCode]).toEqual([null, null])
+    const listed = await fetch(`http://127.0.0.1:${port}/api/v1/backups`, {headers: {Authorization: `Bearer ${TOKEN}`}})
+    expect(listed.status).toBe(200)
+    expect((await scrape())?.match(/^dbb_wal_spool_files\{service="dbb"\} (.*)$/m)?.[1]).toMatch(/^nan$/i)
+
+    await fs.rm(spoolDir)
+    await fs.mkdir(spoolDir)
+    const segment = randomBytes(64 * 1024)
+    await fs.writeFile(path.join(spoolDir, '000000010000000000000007'), segment)
+    await waitFor(async () => (await fs.readFile(path.join(storeDir, 'wal', '000000010000000000000007.gz')).catch(() => undefined)) ?? undefined, 60_000, 'the spooled segment to be stored')
+    expect(gunzipSync(await fs.readFile(path.join(storeDir, 'wal', '000000010000000000000007.gz'))).equals(segment)).toBe(true)
+    await waitFor(async () => ((await scrape())?.includes('dbb_wal_spool_upload_failing{service="dbb"} 0') ? true : undefined), 30_000, 'the spool to be reported healthy again')
+
+    child.kill('SIGTERM')
+    const {code, stderr} = await result
+    child = undefined
+    expect(code).toBe(0)
+    const failures = stderr.split('\n').filter((line) => /"event":"wal\.spool_(uploader|lock)_failed"/.test(line))
+    // One for the uploader that stopped, one for the lock it could not take again: not one per retry.
+    expect(failures.length).toBeGreaterThan(0)
+    expect(failures.length).toBeLessThanOrEqual(2)
+    expect(stderr).not.toMatch(/unhandled|at async/i)
+  }, 180_000)
 })
 
 /**
