@@ -32,6 +32,23 @@ describe('dbb serve uploads the WAL spool and reports it in /metrics', () => {
     await fs.rm(dir, {recursive: true, force: true})
   })
 
+  /** Serve uploading `spoolDir` into `storeDir`, its API on a free port, no scheduled backup in the test's time. */
+  async function startServe(storeDir: string, spoolDir: string, extra: Record<string, string> = {}) {
+    const port = await freePort()
+    const serve = startCli(['serve'], {
+      ...cluster.dbbEnv(),
+      BACKUP_LOCAL_DIR: storeDir,
+      WAL_SPOOL_DIR: spoolDir,
+      API_TOKEN: TOKEN,
+      HTTP_HOST: '127.0.0.1',
+      HTTP_PORT: String(port),
+      BACKUP_SCHEDULE: '0 3 1 1 *',
+      ...extra,
+    })
+    child = serve
+    return {serve, port, result: collect(serve)}
+  }
+
   it('stores spooled segments, keeps a conflicting one, and exposes dbb_wal_spool_* gauges', async () => {
     dir = await tempDir('dbb-spool-serve-')
     const storeDir = path.join(dir, 'store')
@@ -46,17 +63,7 @@ describe('dbb serve uploads the WAL spool and reports it in /metrics', () => {
     expect((await runCli(['wal', 'push', `pg_wal/${names[1]}`], {BACKUP_LOCAL_DIR: storeDir}, {cwd: dir})).code).toBe(0)
     for (const [index, name] of names.entries()) await fs.writeFile(path.join(spoolDir, name), contents[index])
 
-    const port = await freePort()
-    child = startCli(['serve'], {
-      ...cluster.dbbEnv(),
-      BACKUP_LOCAL_DIR: storeDir,
-      WAL_SPOOL_DIR: spoolDir,
-      API_TOKEN: TOKEN,
-      HTTP_HOST: '127.0.0.1',
-      HTTP_PORT: String(port),
-      BACKUP_SCHEDULE: '0 3 1 1 *',
-    })
-    const result = collect(child)
+    const {serve, port, result} = await startServe(storeDir, spoolDir)
     const metric = async (name: string) => {
       const body = await (await fetch(`http://127.0.0.1:${port}/metrics`).catch(() => undefined))?.text()
       const line = body?.split('\n').find((text) => text.startsWith(`${name}{`))
@@ -72,7 +79,7 @@ describe('dbb serve uploads the WAL spool and reports it in /metrics', () => {
     }
 
     expect(await fs.readFile(path.join(spoolDir, 'uploader.error'), 'utf8')).toMatch(/possible split-brain/)
-    child.kill('SIGTERM')
+    serve.kill('SIGTERM')
     expect((await result).code).toBe(0)
     child = undefined
   }, 120_000)
@@ -86,18 +93,7 @@ describe('dbb serve uploads the WAL spool and reports it in /metrics', () => {
     const spoolDir = path.join(dir, 'spool')
     await fs.mkdir(storeDir)
     await fs.mkdir(spoolDir)
-    const port = await freePort()
-    child = startCli(['serve'], {
-      ...cluster.dbbEnv(),
-      BACKUP_LOCAL_DIR: storeDir,
-      WAL_SPOOL_DIR: spoolDir,
-      API_TOKEN: TOKEN,
-      HTTP_HOST: '127.0.0.1',
-      HTTP_PORT: String(port),
-      BACKUP_SCHEDULE: '0 3 1 1 *',
-      LOG_FORMAT: 'json',
-    })
-    const result = collect(child)
+    const {serve, port, result} = await startServe(storeDir, spoolDir, {LOG_FORMAT: 'json'})
     const scrape = async () => (await fetch(`http://127.0.0.1:${port}/metrics`).catch(() => undefined))?.text()
     await waitFor(async () => ((await scrape())?.includes('dbb_wal_spool_upload_failing{service="dbb"} 0') ? true : undefined), 60_000, 'serve to report the spool')
 
@@ -106,7 +102,7 @@ describe('dbb serve uploads the WAL spool and reports it in /metrics', () => {
     await waitFor(async () => ((await scrape())?.includes('dbb_wal_spool_upload_failing{service="dbb"} 1') ? true : undefined), 30_000, 'the spool to be reported failing')
     // Through two retries (5 s apart): serve is alive, answers its API, and logged the failure once.
     await new Promise((resolve) => setTimeout(resolve, 11_000))
-    expect([child.exitCode, child.signalCode]).toEqual([null, null])
+    expect([serve.exitCode, serve.signalCode]).toEqual([null, null])
     const listed = await fetch(`http://127.0.0.1:${port}/api/v1/backups`, {headers: {Authorization: `Bearer ${TOKEN}`}})
     expect(listed.status).toBe(200)
     expect((await scrape())?.match(/^dbb_wal_spool_files\{service="dbb"\} (.*)$/m)?.[1]).toMatch(/^nan$/i)
@@ -119,7 +115,7 @@ describe('dbb serve uploads the WAL spool and reports it in /metrics', () => {
     expect(gunzipSync(await fs.readFile(path.join(storeDir, 'wal', '000000010000000000000007.gz'))).equals(segment)).toBe(true)
     await waitFor(async () => ((await scrape())?.includes('dbb_wal_spool_upload_failing{service="dbb"} 0') ? true : undefined), 30_000, 'the spool to be reported healthy again')
 
-    child.kill('SIGTERM')
+    serve.kill('SIGTERM')
     const {code, stderr} = await result
     child = undefined
     expect(code).toBe(0)
