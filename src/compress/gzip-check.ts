@@ -109,9 +109,10 @@ const sizeReportRead = new Map<string, boolean>()
 
 /**
  * Whether the codec's program reports the decoded size as CHECK_PROGRAMS reads it: asked once per
- * process and PATH, on a frame of known size (one zstd run on 40 bytes: 3–12 ms here). A zstd that words the line differently (a version
- * this dbb was not tested with) would otherwise fail every zstd backup after the dump, loudly but
- * for nothing; this way it is checked by decoding into `wc -c`, as strong a proof, a little slower.
+ * process and PATH, on a frame of known size (one zstd run on 40 bytes: 3–12 ms here). A zstd that
+ * words the line differently (a version this dbb was not tested with) would otherwise fail every
+ * zstd backup after the dump, loudly but for nothing; this way it is checked by decoding into
+ * `wc -c`, as strong a proof, a little slower.
  */
 export function reportsSizeAsExpected(codec: CodecName): boolean {
   const {program, args, reportsSize} = CHECK_PROGRAMS[codec]
