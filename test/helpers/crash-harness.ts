@@ -33,6 +33,8 @@ export interface CrashRun {
   /** Every `event` field logged, in order. */
   events: string[]
   durationMs: number
+  /** The killed (or exited) process: the files it names by its pid can be looked for. */
+  pid: number
 }
 
 export const DEBUG_JSON_LOGS = {LOG_FORMAT: 'json', LOG_LEVEL: 'debug'}
@@ -74,7 +76,7 @@ export async function runWithKill(args: string[], env: Record<string, string | u
   clearTimeout(timer)
   clearTimeout(hang)
   await reapOrphans(children)
-  return {killed, code, signal, stdout, stderr, events, durationMs: Date.now() - started}
+  return {killed, code, signal, stdout, stderr, events, durationMs: Date.now() - started, pid: child.pid!}
 }
 
 /** The phase events of a clean run, first occurrences in order, without periodic progress lines. */
