@@ -215,7 +215,7 @@ export async function lockSpool(spoolDir: string, readAheadDir?: string): Promis
         if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
       }
 
-      if (await lockHolderAlive(lockPath)) return undefined
+      if (heldByAnother(uploaderLock(spoolDir))) return undefined
       if (!(await removeStaleLock(lockPath))) return undefined
     }
 
@@ -226,8 +226,8 @@ export async function lockSpool(spoolDir: string, readAheadDir?: string): Promis
 }
 
 /**
- * Removes the lock at `lockPath`, which was just seen held by a dead process; false when it turned
- * out to be a live holder's. Every process that saw it stale at the same moment gets here, and
+ * Removes the lock at `lockPath`, which was just seen held by a dead process (or by this one: its own
+ * leftover, see heldByAnother); false when it turned out to be another live holder's. Every process that saw it stale at the same moment gets here, and
  * removing it by name could remove the lock another of them has taken since (two uploaders then
  * shared the spool's read-ahead copies; wal-queue-races.e2e made it happen). So it is first moved
  * aside under this process's own name: a rename moves any one lock file once, and what was moved is
@@ -243,7 +243,7 @@ async function removeStaleLock(lockPath: string): Promise<boolean> {
   }
 
   try {
-    if (!lockHolderRuns(uploaderLock(path.dirname(lockPath), path.basename(aside)))) return true
+    if (!heldByAnother(uploaderLock(path.dirname(lockPath), path.basename(aside)))) return true
     await fs.link(aside, lockPath).catch((error: NodeJS.ErrnoException) => {
       // A third process took the lock in between: it and the moved lock's owner both think they hold
       // it. The one interleaving left (three takers, two races at once); RELIABILITY.md, session 11.
@@ -253,6 +253,16 @@ async function removeStaleLock(lockPath: string): Promise<boolean> {
   } finally {
     await fs.rm(aside, {force: true})
   }
+}
+
+/**
+ * Whether `lock` is held by a live process other than this one. A lock naming this very process
+ * when it asks for the lock is its own leftover: a release that failed (the spool unreadable or
+ * read-only at that moment, and serve goes on). Taken for held, it kept serve from ever taking the
+ * spool again, and every push from starting an uploader (serve runs): nothing drained the spool.
+ */
+function heldByAnother(lock: SpoolLock | undefined): boolean {
+  return lockHolderRuns(lock) && !isThisProcess(lock)
 }
 
 async function lockHolderAlive(lockPath: string): Promise<boolean> {

@@ -1,5 +1,11 @@
+import {spawn} from 'node:child_process'
+import * as fs from 'node:fs/promises'
+import * as os from 'node:os'
+import * as path from 'node:path'
+
 import {processStartTime} from '../../src/process-alive'
-import {isThisProcess} from '../../src/wal/spool'
+import {uploaderLock} from '../../src/wal/foreground'
+import {isThisProcess, lockSpool} from '../../src/wal/spool'
 
 // A lock names this process only by pid AND start time: in another pid namespace (a sidecar's
 // serve, a detached uploader a push started) a different process has the same pid, often 1. The
@@ -20,5 +26,43 @@ describe('isThisProcess', () => {
   it('is false for another pid, and for no lock', () => {
     expect(isThisProcess({pid: process.pid + 1, readAheadDir: '', startTime: ownStart})).toBe(false)
     expect(isThisProcess(undefined)).toBe(false)
+  })
+})
+
+// Serve releases the spool lock after each uploader run, and goes on when the release fails (the
+// spool unreadable at that moment). The lock file it leaves names serve itself; taken for another
+// live holder's, it kept serve from ever taking the spool again — and pushes, seeing serve alive,
+// from starting an uploader: nothing drained the spool.
+describe('lockSpool and a lock left behind', () => {
+  let dir: string
+  beforeEach(async () => {
+    dir = await fs.mkdtemp(path.join(os.tmpdir(), 'dbb-lock-owner-'))
+  })
+  afterEach(async () => {
+    await fs.rm(dir, {recursive: true, force: true})
+  })
+
+  it("a lock naming this very process (its own release failed) is taken again, now naming what this take asks for", async () => {
+    expect(await lockSpool(dir)).toBeDefined()
+    // No release: as after a release that failed.
+    const again = await lockSpool(dir, '/srv/pg/pg_wal')
+    expect(again).toBeDefined()
+    expect(uploaderLock(dir)).toMatchObject({pid: process.pid, readAheadDir: '/srv/pg/pg_wal'})
+    expect(again!.lost()).toBe(false)
+    await again!.release()
+    expect(uploaderLock(dir)).toBeUndefined()
+  })
+
+  it("a lock naming another live process is still left to it", async () => {
+    const other = spawn('sleep', ['30'], {stdio: 'ignore'})
+    try {
+      await new Promise((resolve) => other.once('spawn', resolve))
+      const lock = `${other.pid}\n\n${processStartTime(other.pid!)}\n`
+      await fs.writeFile(path.join(dir, 'uploader.pid'), lock)
+      expect(await lockSpool(dir)).toBeUndefined()
+      expect(await fs.readFile(path.join(dir, 'uploader.pid'), 'utf8')).toBe(lock)
+    } finally {
+      other.kill('SIGKILL')
+    }
   })
 })
