@@ -159,9 +159,16 @@ export function pushFromReadAhead(walPath: string, env: NodeJS.ProcessEnv, waitM
 
     // A marker that is there but vouches for another file will not change: no use waiting.
     if (fs.existsSync(uploadedMarkerPath(spoolDir, name))) return undefined
-    // Wait only for an uploader that is reading ahead this very pg_wal and is not failing.
+    // Wait only for an uploader that is reading ahead this very pg_wal and is not failing, and only
+    // for a segment PostgreSQL marked ready: the read-ahead copies nothing else, so a push of any
+    // other file (by hand, by a tool that is not PostgreSQL's archiver) would wait in vain.
     const lock = uploaderLock(spoolDir)
-    const worthWaiting = lock !== undefined && lock.readAheadDir === walDir && lockHolderRuns(lock) && !fs.existsSync(path.join(spoolDir, ERROR_FILE))
+    const worthWaiting =
+      lock !== undefined &&
+      lock.readAheadDir === walDir &&
+      lockHolderRuns(lock) &&
+      !fs.existsSync(path.join(spoolDir, ERROR_FILE)) &&
+      fs.existsSync(path.join(walDir, 'archive_status', `${name}.ready`))
     if (!worthWaiting || Date.now() >= deadline || !fs.existsSync(walPath)) return undefined
     sleepSync(POLL_MS)
   }

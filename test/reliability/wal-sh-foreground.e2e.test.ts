@@ -94,6 +94,35 @@ describe('bin/dbb-wal, the sh foreground', () => {
     expect(stored.equals(present)).toBe(true)
   }, 60_000)
 
+  it('push --async: waits for the read-ahead marker of a segment PostgreSQL marked ready, and not for any other', async () => {
+    // A live uploader (this process stands in for it) reads ahead this very pg_wal and reports no error.
+    const walDir = await fs.realpath(path.join(workDir, 'pg_wal'))
+    await fs.writeFile(path.join(spoolDir, 'uploader.pid'), `${process.pid}\n${walDir}\n`)
+    const env = {BACKUP_LOCAL_DIR: storeDir, WAL_SPOOL_DIR: spoolDir}
+    const marker = path.join(spoolDir, 'uploaded', name)
+    await fs.writeFile(walPath(), randomBytes(64 * 1024))
+
+    // Marked ready: the sh polls, and the marker that comes 1.5 s later (well inside its 5 s) answers.
+    await fs.writeFile(path.join(walDir, 'archive_status', `${name}.ready`), '')
+    const identity = fileIdentity(await fs.stat(walPath(), {bigint: true}))
+    const markerLater = new Promise<void>((resolve) => setTimeout(() => void fs.writeFile(marker, `${identity}\n`).then(() => resolve()), 1500))
+    const waited = await foreground(['push', '--async', `pg_wal/${name}`], env, workDir)
+    await markerLater
+    expect(waited).toMatchObject({code: 0, stdout: `Already stored by the uploader: ${name} (dbb-wal)\n`})
+    expect(fsSync.existsSync(marker)).toBe(false)
+
+    // Not marked ready (a push by hand, a tool that is not PostgreSQL's archiver): the read-ahead never
+    // copies it, so neither the sh nor Node waits; Node spools it at once and the live "uploader" will
+    // store it. Without the .ready condition both would poll for 5 s each.
+    await fs.rm(path.join(walDir, 'archive_status', `${name}.ready`))
+    const started = Date.now()
+    const spooled = await foreground(['push', '--async', `pg_wal/${name}`], env, workDir)
+    expect(spooled.code).toBe(0)
+    expect(spooled.stdout).not.toContain('(dbb-wal)')
+    expect(Date.now() - started).toBeLessThan(4000)
+    expect((await fs.readFile(path.join(spoolDir, name))).equals(await fs.readFile(walPath()))).toBe(true)
+  }, 60_000)
+
   it('fetch: hands over a queued segment by a rename and tells the prefetcher; anything else is Node and storage answering', async () => {
     const storageArgs = ['--storage', 'local', '--local-dir', storeDir]
     const env = {WAL_SPOOL_DIR: spoolDir}

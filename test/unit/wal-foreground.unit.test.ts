@@ -23,6 +23,9 @@ describe('WAL foreground (src/wal/foreground.ts)', () => {
     fs.mkdirSync(walDir)
     fs.mkdirSync(path.join(spoolDir, 'uploaded'), {recursive: true})
     fs.writeFileSync(walPath(), Buffer.alloc(64 * 1024, 7))
+    // PostgreSQL marks a segment ready before it runs archive_command for it.
+    fs.mkdirSync(path.join(walDir, 'archive_status'))
+    fs.writeFileSync(path.join(walDir, 'archive_status', `${name}.ready`), '')
   })
 
   afterEach(() => fs.rmSync(dir, {recursive: true, force: true}))
@@ -72,6 +75,10 @@ describe('WAL foreground (src/wal/foreground.ts)', () => {
     expect(wait(`${process.pid}\n${walDir}\n`, true)).toBeLessThan(1000)
     expect(wait(`999999999\n${walDir}\n`)).toBeLessThan(1000)
     expect(wait(`${process.pid}\n${walDir}\n`)).toBeGreaterThanOrEqual(1500)
+    // A segment PostgreSQL did not mark ready (a push by hand, a tool that is not the archiver): the
+    // read-ahead never copies it, so there is no marker to wait for.
+    fs.rmSync(path.join(walDir, 'archive_status', `${name}.ready`))
+    expect(wait(`${process.pid}\n${walDir}\n`)).toBeLessThan(1000)
   })
 
   it('takes only segment names, and only with WAL_SPOOL_DIR set', () => {
