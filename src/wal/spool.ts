@@ -109,7 +109,8 @@ export async function spooledNames(spoolDir: string): Promise<string[]> {
  */
 export async function reportUploaderError(spoolDir: string, message: string, writer: string): Promise<void> {
   const errorFile = path.join(spoolDir, ERROR_FILE)
-  const staged = `${errorFile}.${writer}.tmp`
+  // Tagged with this process too: one killed between write and rename leaves it to removeDeadProcessFiles.
+  const staged = `${errorFile}.${PROCESS_TAG}.${writer}.tmp`
   await fs
     .writeFile(staged, `${message}\n`)
     .then(() => fs.rename(staged, errorFile))
@@ -512,7 +513,9 @@ async function copyAhead(spoolDir: string, walDir: string, name: string): Promis
  *  - a marker's temporary file, `uploaded/<segment>.<tag>.tmp` (killed between writing and renaming it);
  *  - a staged lock, `uploader.pid.<tag>` (killed between staging it and removing the staged name;
  *    a hard link to the lock it became, if it did: removing the name leaves the lock as it is), and
- *    a lock moved aside to be judged, `uploader.pid.<tag>.stale` (removeStaleLock, killed inside).
+ *    a lock moved aside to be judged, `uploader.pid.<tag>.stale` (removeStaleLock, killed inside);
+ *  - a staged error report, `uploader.error.<tag>.<writer>.tmp` (reportUploaderError, killed
+ *    between writing and renaming it; a live writer whose file goes loses only that report).
  * One with this process's pid is kept: an earlier process given the same pid, or another
  * namespace's, cannot be told from a live one. Another pid namespace's live uploader (whose pid is
  * not seen here) may lose its files: its copy in flight then fails as "archived meanwhile"
@@ -536,7 +539,9 @@ async function removeDeadProcessFiles(spoolDir: string): Promise<void> {
   }
 
   for (const entry of await fs.readdir(spoolDir).catch(() => [] as string[])) {
-    const staged = entry.startsWith(`${LOCK_FILE}.`) && /^(\d+\.[0-9a-f]+)(\.stale)?$/.exec(entry.slice(LOCK_FILE.length + 1))
+    const staged =
+      (entry.startsWith(`${LOCK_FILE}.`) && /^(\d+\.[0-9a-f]+)(\.stale)?$/.exec(entry.slice(LOCK_FILE.length + 1))) ||
+      (entry.startsWith(`${ERROR_FILE}.`) && /^(\d+\.[0-9a-f]+)\.[^.]+\.tmp$/.exec(entry.slice(ERROR_FILE.length + 1)))
     if (staged && deadTag(staged[1])) await fs.rm(path.join(spoolDir, entry), {force: true})
   }
 }

@@ -15,6 +15,13 @@ import {tempDir} from '../helpers/cli'
  * uploader has not reported an error yet" while storage was down: a CI failure of wal-spool.e2e).
  * Storage here really fails: its directory lies under a regular file.
  */
+/** The pid of a process that ran and exited: no process has it now. */
+async function deadPid(): Promise<number> {
+  const child = execFile(process.execPath, ['-e', ''])
+  await new Promise((resolve) => child.on('exit', resolve))
+  return child.pid!
+}
+
 describe('the spool uploader error report', () => {
   let dir: string
 
@@ -73,4 +80,24 @@ describe('the spool uploader error report', () => {
     expect(await fs.readdir(spoolDir)).not.toContainEqual(expect.stringMatching(/uploader\.error/))
     expect((await fs.readdir(path.join(blocked, 'store', 'wal'))).sort()).toEqual(names.map((name) => `${name}.gz`))
   }, 60_000)
+
+  it("an uploader killed between writing its report and renaming it leaves a staged file the next uploader removes; a live writer's is kept", async () => {
+    const spoolDir = path.join(dir, 'spool-killed')
+    await fs.mkdir(spoolDir)
+    // The staged names reportUploaderError writes: `uploader.error.<pid>.<hex>.<writer>.tmp`.
+    const dead = await deadPid()
+    const killed = `uploader.error.${dead}.0badc0de.000000010000000000000021.tmp`
+    const live = `uploader.error.${process.ppid}.0badc0de.serve.tmp`
+    for (const name of [killed, live]) await fs.writeFile(path.join(spoolDir, name), 'an error being reported\n')
+    const segment = '000000010000000000000022'
+    await fs.writeFile(path.join(spoolDir, segment), randomBytes(4096))
+
+    await fs.mkdir(path.join(dir, 'store-killed'))
+    const storage = new LocalBackend(path.join(dir, 'store-killed'))
+    const result = await runUploader({storage, spoolDir, parallel: 2, idleExitMs: 0})
+    expect(result.stored).toBe(1)
+    expect((await fs.readdir(spoolDir)).sort()).toEqual([live])
+    // The staged report is never taken for the report itself.
+    expect((await spoolStatus(spoolDir)).lastError).toBeUndefined()
+  }, 30_000)
 })
