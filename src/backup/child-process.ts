@@ -201,12 +201,27 @@ export function spawnFilter(command: string, args: string[]): ChildProcessByStdi
 }
 
 /**
- * A filter run once on a few bytes, synchronously (the probe of what `zstd -t` reports,
- * src/compress/gzip-check.ts): its exit status and stderr. The base environment only, as spawnFilter.
+ * runFilter, synchronously (the zstd probe where nothing probed zstd before the check,
+ * src/compress/zstd-probe.ts): its exit status and stderr.
  */
 export function runFilterSync(command: string, args: string[], input: Buffer): {status: number | null; stderr: string} {
   const {status, stderr} = spawnSync(command, args, {env: childEnvironment(), input, encoding: 'utf8', timeout: 10_000})
   return {status, stderr: stderr ?? ''}
+}
+
+/**
+ * A filter run once on a few bytes (the zstd probe, src/compress/zstd-probe.ts): its exit and
+ * stderr; `spawnError` when it never started. The base environment only, as spawnFilter; killed
+ * after 10 s, as the `--version` probes are.
+ */
+export async function runFilter(command: string, args: string[], input: Buffer): Promise<ChildExit & {stderr: string}> {
+  const child = spawn(command, args, {env: childEnvironment(), stdio: ['pipe', 'ignore', 'pipe'], timeout: 10_000})
+  let stderr = ''
+  child.stderr.setEncoding('utf8').on('data', (text: string) => (stderr = (stderr + text).slice(-STDERR_LIMIT)))
+  // EPIPE when the program exits without reading (or never started): its exit says why.
+  child.stdin.on('error', () => {})
+  child.stdin.end(input)
+  return {...(await childExit(child)), stderr}
 }
 
 /**

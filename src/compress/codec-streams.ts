@@ -1,11 +1,12 @@
 import {Duplex} from 'node:stream'
 import * as zlib from 'node:zlib'
 
-import {runTool, spawnFilter} from '../backup/child-process'
+import {spawnFilter} from '../backup/child-process'
 import {ConfigError, OperationError} from '../errors'
 import {CodecName} from './codecs'
 import {defaultCompressionThreads} from './defaults'
 import {createParallelGzip} from './parallel-gzip'
+import {probeZstd} from './zstd-probe'
 
 /**
  * Compressor and decompressor streams per codec.
@@ -106,32 +107,25 @@ export function isDamagedStreamError(error: unknown): boolean {
   return error instanceof DamagedStreamError || (typeof code === 'string' && (code.startsWith('Z_') || code.startsWith('ZSTD_error')))
 }
 
-const availability = new Map<string, Promise<void>>()
-
 /**
  * Fails with exit 2 (what to install) when `codec` needs a program that is not on PATH: checked
- * before a backup claims its id or a restore touches anything. `purpose` is what needs it.
+ * before a backup claims its id or a restore touches anything. `purpose` is what needs it. The
+ * check is the zstd probe (src/compress/zstd-probe.ts): one zstd run that also tells the in-stream
+ * check how to read zstd's report, so a backup starts zstd once before its dump, not twice.
  */
 export async function requireCodec(codec: CodecName, purpose: 'compress' | 'decompress'): Promise<void> {
   if (codec === 'gzip' || (purpose === 'decompress' && zstdDecoder() === 'builtin')) return
-  let check = availability.get('zstd')
-  if (!check) {
-    check = runTool('zstd', ['--version'], {}, {timeout: 10_000}).then(
-      () => undefined,
-      (error: NodeJS.ErrnoException) => {
-        availability.delete('zstd')
-        if (error.code === 'ENOENT') {
-          const alternative = purpose === 'decompress' ? ', or run dbb on Node 22.15 or later, whose built-in zstd decoder dbb uses' : ''
-          throw new ConfigError([{variable: 'COMPRESSION', message: `zstd needs the zstd program on PATH to ${purpose} (install it, e.g. apt-get install zstd${alternative})`}])
-        }
-
-        throw new OperationError(`zstd --version failed: ${error.message}`)
-      },
-    )
-    availability.set('zstd', check)
+  const {exit, stderr} = await probeZstd()
+  if (exit.spawnError?.code === 'ENOENT') {
+    const alternative = purpose === 'decompress' ? ', or run dbb on Node 22.15 or later, whose built-in zstd decoder dbb uses' : ''
+    throw new ConfigError([{variable: 'COMPRESSION', message: `zstd needs the zstd program on PATH to ${purpose} (install it, e.g. apt-get install zstd${alternative})`}])
   }
 
-  await check
+  if (exit.spawnError) throw new OperationError(`the zstd program could not be started: ${exit.spawnError.message}`)
+  if (exit.code !== 0) {
+    const how = exit.signal ? `was ended by ${exit.signal}` : `exited with ${exit.code}`
+    throw new OperationError(`the zstd program ${how} decoding a 40-byte test frame: ${stderr.trim() || 'it printed nothing'}`)
+  }
 }
 
 /**

@@ -1,10 +1,11 @@
 import {once} from 'node:events'
 import type {Duplex} from 'node:stream'
 
-import {type ChildExit, childExit, runFilterSync, spawnFilter, spawnReader} from '../backup/child-process'
+import {type ChildExit, childExit, spawnFilter, spawnReader} from '../backup/child-process'
 import {ZSTD_FRAME_MAGIC, createDecompressor} from './codec-streams'
 import type {CodecName} from './codecs'
 import {onPath} from './program-compressor'
+import {ZSTD_SIZE_REPORT, ZSTD_TEST_ARGS, zstdReportsSize} from './zstd-probe'
 
 /**
  * Proves, while a backup streams, that the bytes sent to storage are one complete gzip (or zstd) stream:
@@ -87,45 +88,15 @@ const CHECK_PROGRAMS: Record<CodecName, {program: string; args: string[]; magic:
   // `pigz -t` reports no size (the trailer's is modulo 4 GiB), so it decodes into wc.
   gzip: {program: 'pigz', args: ['-d', '-c'], decodeArgs: ['-d', '-c'], magic: Buffer.from([0x1f, 0x8b])},
   // `zstd -t` is `zstd -d` with the output thrown away inside zstd: every frame decoded, its content
-  // checksum verified, and the total printed on stderr (`/*stdin*\ : 67543861 bytes`, zstd's
-  // "%-20s: %llu bytes", which older versions start with \r). No wc, and no pipe carrying every
-  // decoded byte.
-  // zstd's wording is not an interface: reportsSizeAsExpected checks it once, else `zstd -d -c | wc -c`.
-  zstd: {program: 'zstd', args: ['-t', '--no-progress'], decodeArgs: ['-d', '-c'], magic: ZSTD_FRAME_MAGIC, reportsSize: /:\s*(\d+) bytes\s*$/},
+  // checksum verified, and the total printed on stderr. No wc, and no pipe carrying every decoded byte.
+  // zstd's wording is not an interface: the probe (src/compress/zstd-probe.ts) checks it once, else
+  // `zstd -d -c | wc -c`.
+  zstd: {program: 'zstd', args: ZSTD_TEST_ARGS, decodeArgs: ['-d', '-c'], magic: ZSTD_FRAME_MAGIC, reportsSize: ZSTD_SIZE_REPORT},
 }
 
-/**
- * A zstd frame (with its XXH64 content checksum) of 27 bytes, `dbb: zstd -t reports sizes\n`, made
- * with `printf … | zstd -q -c --check`: the probe of reportsSizeAsExpected.
- */
-const ZSTD_PROBE = {
-  frame: Buffer.from([
-    40, 181, 47, 253, 4, 88, 217, 0, 0, 100, 98, 98, 58, 32, 122, 115, 116, 100, 32, 45, 116, 32, 114, 101, 112, 111, 114, 116, 115, 32, 115, 105, 122, 101, 115, 10, 164, 134, 249, 213,
-  ]),
-  size: 27,
-}
-/** Probe results by PATH: another PATH can find another program. */
-const sizeReportRead = new Map<string, boolean>()
-
-/**
- * Whether the codec's program reports the decoded size as CHECK_PROGRAMS reads it: asked once per
- * process and PATH, on a frame of known size (one zstd run on 40 bytes: 3–12 ms here). A zstd that
- * words the line differently (a version this dbb was not tested with) would otherwise fail every
- * zstd backup after the dump, loudly but for nothing; this way it is checked by decoding into
- * `wc -c`, as strong a proof, a little slower.
- */
+/** Whether the codec's program reports the decoded size as CHECK_PROGRAMS reads it (zstd's probe; pigz never does). */
 export function reportsSizeAsExpected(codec: CodecName): boolean {
-  const {program, args, reportsSize} = CHECK_PROGRAMS[codec]
-  if (!reportsSize || codec !== 'zstd') return false
-  const key = `${codec}\n${process.env.PATH ?? ''}`
-  let read = sizeReportRead.get(key)
-  if (read === undefined) {
-    const probe = runFilterSync(program, args, ZSTD_PROBE.frame)
-    read = probe.status === 0 && reportsSize.exec(probe.stderr.trimEnd())?.[1] === String(ZSTD_PROBE.size)
-    sizeReportRead.set(key, read)
-  }
-
-  return read
+  return codec === 'zstd' && zstdReportsSize()
 }
 
 /**

@@ -3,7 +3,9 @@ import {randomBytes} from 'node:crypto'
 import * as fs from 'node:fs/promises'
 
 import {InStreamCheck, InStreamGunzipCheck, ProgramCheck, createInStreamCheck, reportsSizeAsExpected} from '../../src/compress/gzip-check'
+import {requireCodec} from '../../src/compress/codec-streams'
 import {CodecName} from '../../src/compress/codecs'
+import {ConfigError, OperationError} from '../../src/errors'
 import {runningChildren} from '../helpers/children'
 import {tempDir} from '../helpers/cli'
 
@@ -162,6 +164,56 @@ describe.each<[CodecName, string, string]>([
       }
 
       expect(reportsSizeAsExpected('zstd')).toBe(true)
+    })
+
+    // requireCodec's availability check is the probe itself: a backup starts zstd once before its
+    // dump (the probe), then once as its compressor and once as its check.
+    it('requireCodec runs the probe once per PATH, and the check takes its answer without another zstd run', async () => {
+      const bin = await tempDir()
+      const real = execFileSync('sh', ['-c', 'command -v zstd'], {encoding: 'utf8'}).trim()
+      const runs = `${bin}/runs`
+      await fs.writeFile(`${bin}/zstd`, `#!/bin/sh\necho "$*" >> ${runs}\nexec ${real} "$@"\n`, {mode: 0o755})
+      const started = async () => (await fs.readFile(runs, 'utf8').catch(() => '')).split('\n').filter(Boolean)
+      const saved = process.env.PATH
+      process.env.PATH = `${bin}:${saved}`
+      try {
+        await Promise.all([requireCodec('zstd', 'compress'), requireCodec('zstd', 'compress')])
+        await requireCodec('zstd', 'decompress')
+        expect(await started()).toEqual(['-t --no-progress'])
+        expect(reportsSizeAsExpected('zstd')).toBe(true)
+        const check = createInStreamCheck('zstd', true)
+        expect(await runCheck(check, compressed)).toEqual({count: whole.length})
+        // The probe, then the check's own decoder: nothing asked zstd anything else.
+        expect(await started()).toEqual(['-t --no-progress', '-t --no-progress'])
+      } finally {
+        process.env.PATH = saved
+        await fs.rm(bin, {recursive: true, force: true})
+      }
+    })
+
+    it('a zstd that does not decode a valid frame fails requireCodec before anything is touched, saying what it printed', async () => {
+      const bin = await tempDir()
+      await fs.writeFile(`${bin}/zstd`, '#!/bin/sh\ncat > /dev/null\necho "zstd: error while loading shared libraries" >&2\nexit 1\n', {mode: 0o755})
+      const saved = process.env.PATH
+      process.env.PATH = `${bin}:${saved}`
+      try {
+        await expect(requireCodec('zstd', 'compress')).rejects.toThrow(
+          new OperationError('the zstd program exited with 1 decoding a 40-byte test frame: zstd: error while loading shared libraries'),
+        )
+      } finally {
+        process.env.PATH = saved
+        await fs.rm(bin, {recursive: true, force: true})
+      }
+
+      // And none on PATH at all: exit 2 (a ConfigError) saying what to install.
+      const empty = await tempDir()
+      process.env.PATH = empty
+      try {
+        await expect(requireCodec('zstd', 'compress')).rejects.toThrow(ConfigError)
+      } finally {
+        process.env.PATH = saved
+        await fs.rm(empty, {recursive: true, force: true})
+      }
     })
 
     // The report gone after the probe said it is there (zstd replaced under a running serve; here -q):
