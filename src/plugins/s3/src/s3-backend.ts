@@ -34,12 +34,12 @@ import {multipartPut} from './upload'
 const MAX_ATTEMPTS = 3
 /** The SDK's retry backoff between attempts stays under this (exponential from 100 ms, 3 attempts). */
 const BACKOFF_ALLOWANCE_MS = 5_000
-/** The slowest upload rate the time bound allows for: lib-storage holds up to concurrency × part size while it sends. */
+/** The slowest upload rate the time bound allows for: an upload holds up to concurrency × part size while it sends (upload.ts). */
 const MIN_UPLOAD_BYTES_PER_SECOND = 1024 * 1024
 
 /**
  * Any S3-compatible object store. Keys map to `<S3_PREFIX>/<key>`; uploads stream through
- * lib-storage multipart (see upload.ts), so a reader never sees a partial object under a final key.
+ * multipart uploads (see upload.ts), so a reader never sees a partial object under a final key.
  */
 export class S3Backend implements StorageBackend {
   readonly name = 's3'

@@ -13,10 +13,10 @@ export const MIN_PART_SIZE = 5 * MIB
 export const MAX_PART_SIZE = 5 * 1024 * MIB
 export const MAX_PARTS = 10_000
 /**
- * 16 MiB × 4 in flight keeps the uploader near 100 MB of memory and allows dumps up to 156 GiB
- * (10,000 parts). lib-storage uses one part size per upload and the dump's size is unknown when it
- * starts, so reaching S3's 5 TiB limit needs S3_PART_SIZE=525MiB (≈ 2.6 GB of memory at 4 in
- * flight): a choice for the operator of such a database, not a default for everyone.
+ * 16 MiB × 4 in flight keeps the uploader's parts near 84 MB ((4 + 1) × 16 MiB: upload.ts) and
+ * allows dumps up to 156 GiB (10,000 parts). One part size serves a whole upload and the dump's
+ * size is unknown when it starts, so reaching S3's 5 TiB limit needs S3_PART_SIZE=525MiB (≈ 2.6 GB
+ * of memory at 4 in flight): a choice for the operator of such a database, not a default for everyone.
  */
 export const DEFAULT_PART_SIZE = 16 * MIB
 export const DEFAULT_CONCURRENCY = 4
