@@ -12,7 +12,7 @@
  *   --output FILE    report file (default BENCHMARKS.md in the repository)
  *   --note TEXT      a line printed under the title, e.g. "machine shared with other jobs"
  *   --only restore   measure only the restore rows (dbb restore beside gunzip | psql), skipping the rest
- *   --only flatness  measure only memory flatness: dbb backup run → local, with defaults and without pigz on PATH, on the default and the --large-factor database
+ *   --only flatness  measure only memory flatness: dbb backup run → local (with defaults and without pigz on PATH) and → S3, on the default and the --large-factor database
  *   --list-backups N backups planted on s3rver for the `dbb backup list` row (default 1000; 0 skips it)
  */
 import {execFileSync} from 'node:child_process'
@@ -71,6 +71,7 @@ const seconds = (ms: number) => (ms / 1000).toFixed(2)
 
 const SMALL_YOUNG_GENERATION = '--max-semi-space-size=1'
 const WITHOUT_PIGZ = "dbb backup run → local, without pigz on PATH (dbb's own gzip)"
+const TO_S3 = 'dbb backup run → S3 (s3rver, loopback)'
 
 /** A named pipeline: run once per round, its samples collected. */
 interface Pipeline {
@@ -92,7 +93,7 @@ async function main(): Promise<void> {
     log(`database ${(database.sizeBytes / 1e6).toFixed(0)} MB, plain dump ${(database.dumpBytes / 1e6).toFixed(0)} MB`)
 
     const skipped: string[] = []
-    if (options.only !== 'flatness') try {
+    try {
       const {startS3Server} = await import('../test/helpers/s3-server')
       s3 = await startS3Server({bucket: 'dbb-bench'})
     } catch (error) {
@@ -135,6 +136,16 @@ async function main(): Promise<void> {
       }
 
       return sampledRow(WITHOUT_PIGZ, samples)
+    }
+
+    /**
+     * The flatness table's S3 row, `runs` backups of `db`: S3 uploads hold parts in memory
+     * ((S3_UPLOAD_CONCURRENCY + 1) × S3_PART_SIZE), so only a dump of several parts shows the peak.
+     */
+    const backupToS3 = async (db: BenchDatabase, runs: number) => {
+      const samples = []
+      for (let attempt = 0; attempt < runs; attempt++) samples.push(await dbbBackup(db, s3!.dbbEnv({S3_PREFIX: `flatness-${db.name}`})))
+      return sampledRow(TO_S3, samples)
     }
 
     let lastLocalBackup: string | undefined
@@ -249,7 +260,7 @@ async function main(): Promise<void> {
     })
     if (s3) {
       pipelines.push({
-        name: 'dbb backup run → S3 (s3rver, loopback)',
+        name: TO_S3,
         run: () => dbbBackup(database, s3!.dbbEnv({S3_PREFIX: 'bench'})),
         samples: [],
       })
@@ -333,10 +344,14 @@ async function main(): Promise<void> {
 
       flatness.push({database, floorMs: median(floors), row: sampledRow('dbb backup run → local (defaults)', samples)})
       flatness.push({database, floorMs: median(floors), row: await backupWithoutPigz(database, options.runs)})
+      if (s3) flatness.push({database, floorMs: median(floors), row: await backupToS3(database, options.runs)})
     } else {
       flatness.push({database, row: rows[2], floorMs: rows[0].wallMs})
-      const withoutPigz = rows.find((row) => row.name === WITHOUT_PIGZ)
-      if (withoutPigz) flatness.push({database, row: withoutPigz, floorMs: rows[0].wallMs})
+      for (const name of [WITHOUT_PIGZ, TO_S3]) {
+        const row = rows.find((candidate) => candidate.name === name)
+        if (row) flatness.push({database, row, floorMs: rows[0].wallMs})
+      }
+
       log('cold start')
       const emptyDir = path.join(work, 'empty')
       await fs.mkdir(emptyDir)
@@ -368,6 +383,7 @@ async function main(): Promise<void> {
 
       flatness.push({database: large, floorMs: median(floors), row: sampledRow('dbb backup run → local (defaults)', samples)})
       flatness.push({database: large, floorMs: median(floors), row: await backupWithoutPigz(large, options.only === 'flatness' ? options.runs : 2)})
+      if (s3) flatness.push({database: large, floorMs: median(floors), row: await backupToS3(large, options.only === 'flatness' ? options.runs : 2)})
     }
 
     const report: Report = {

@@ -73,11 +73,14 @@ export function renderReport(report: Report): string {
 
 /** What a flatness row ran, after `dbb backup run → local`: `defaults`, or e.g. `without pigz on PATH (…)`. */
 function variant(row: Row): string {
-  return row.name.replace(/^dbb backup run → local,? ?/, '').replace(/^\((defaults)\)$/, '$1')
+  return row.name.replace(/^dbb backup run → local,? ?/, '').replace(/^dbb backup run → /, 'to ').replace(/^\((defaults)\)$/, '$1')
 }
 
+/** S3 uploads hold parts in memory: their target is 200 MB, a local backup's 100 MB (issue 15). */
+const isS3Row = (row: Row) => row.name.startsWith('dbb backup run → S3')
+
 function flatnessTable(report: Report): string[] {
-  const lines = ['### Memory flatness (dbb backup run → local)', '', '| database | run | plain SQL | floor s | dbb wall s | × floor | output | peak RSS |', '|---|---|---|---|---|---|---|---|']
+  const lines = ['### Memory flatness (dbb backup run → local and → S3)', '', '| database | run | plain SQL | floor s | dbb wall s | × floor | output | peak RSS |', '|---|---|---|---|---|---|---|---|']
   for (const {database, row, floorMs} of report.flatness) {
     lines.push(`| ${database.name} (${mb(database.sizeBytes)}) | ${variant(row)} | ${mb(database.dumpBytes)} | ${seconds(floorMs)} | ${seconds(row.wallMs)} | ${ratio(row.wallMs, floorMs)} | ${mb(row.outputBytes)} | ${mb(row.maxRssBytes)} |`)
   }
@@ -120,12 +123,13 @@ function target(label: string, value: number | undefined, limit: number, unit: s
   return `- ${label}: ${shown(value)} (target ≤ ${limit}${unit}) — ${value <= limit ? 'met' : `**missed by ${shown(value - limit)}**`}`
 }
 
-/** Peak RSS of local backups at every measured size (≤ 100 MB), with the size each was measured at. */
+/** Peak RSS of backups at every measured size (local ≤ 100 MB, S3 ≤ 200 MB), with the size each was measured at. */
 function memoryTargets(report: Report): string[] {
   const [base] = report.flatness
   return report.flatness.map(({database, row}) => {
     const factor = base ? database.dumpBytes / base.database.dumpBytes : 1
-    return target(`peak RSS, local backup, ${variant(row)}, ${database.name} (${factor.toFixed(1)}× the default's plain SQL)`, row.maxRssBytes && row.maxRssBytes / 1e6, 100, ' MB', 1)
+    const where = isS3Row(row) ? 'S3 backup' : `local backup, ${variant(row)}`
+    return target(`peak RSS, ${where}, ${database.name} (${factor.toFixed(1)}× the default's plain SQL)`, row.maxRssBytes && row.maxRssBytes / 1e6, isS3Row(row) ? 200 : 100, ' MB', 1)
   })
 }
 
@@ -183,7 +187,8 @@ export function issue15Targets(report: Report): string[] {
     target('gzip backup (defaults) / pg_dump | pigz -1', over(local, pigz), 1.2, '×'),
     target('base backup with zstd / pg_basebackup -Ft -D - > /dev/null', over(baseZstd, baseFloor), 1.5, '×'),
     ...memoryTargets(report),
-    target('peak RSS, S3 backup', s3?.maxRssBytes && s3.maxRssBytes / 1e6, 200, ' MB', 1),
+    // S3's peak at each size comes with memoryTargets; without an S3 server, say it was not measured.
+    ...(report.flatness.some(({row}) => isS3Row(row)) ? [] : [target('peak RSS, S3 backup', s3?.maxRssBytes && s3.maxRssBytes / 1e6, 200, ' MB', 1)]),
     target('`dbb --version` cold', version?.wallMs, 300, ' ms', 0),
     target(`\`${list?.name ?? 'dbb backup list --json'}\``, list?.wallMs, 1000, ' ms', 0),
   ]

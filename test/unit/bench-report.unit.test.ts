@@ -79,6 +79,24 @@ describe('bench report: the targets of issue 15', () => {
     expect(markdown).toContain('**missed by 1.5 MB**')
     expect(markdown).not.toContain('zstd')
   })
+
+  it('holds S3 rows of the flatness table to 200 MB at each size, in place of the single S3 line', () => {
+    const large = {name: 'bench_large', sizeBytes: 1500 * MB, dumpBytes: 1000 * MB}
+    const withS3 = report({
+      flatness: [
+        ...report().flatness,
+        {database: report().database, floorMs: 1000, row: row('dbb backup run → S3 (s3rver, loopback)', 2500, {maxRssBytes: 187 * MB})},
+        {database: large, floorMs: 10_000, row: row('dbb backup run → S3 (s3rver, loopback)', 26_000, {maxRssBytes: 204 * MB})},
+      ],
+    })
+    const lines = issue15Targets(withS3)
+    expect(lines).toContain("- peak RSS, S3 backup, bench (1.0× the default's plain SQL): 187.0 MB (target ≤ 200 MB) — met")
+    expect(lines).toContain("- peak RSS, S3 backup, bench_large (10.0× the default's plain SQL): 204.0 MB (target ≤ 200 MB) — **missed by 4.0 MB**")
+    expect(lines.filter((line) => line.startsWith('- peak RSS, S3 backup:'))).toEqual([])
+    const markdown = renderFlatnessReport(withS3)
+    expect(markdown).toContain('| bench_large (1500.0 MB) | to S3 (s3rver, loopback) | 1000.0 MB | 10.00 | 26.00 | 2.60× | — | 204.0 MB |')
+    expect(markdown).toContain('### Memory flatness (dbb backup run → local and → S3)')
+  })
 })
 
 describe('bench report: splicing a generated section into BENCHMARKS.md', () => {
