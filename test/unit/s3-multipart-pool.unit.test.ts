@@ -22,6 +22,8 @@ class RecordingClient {
   inFlight = 0
   maxInFlight = 0
   put?: Buffer
+  /** The memory behind the PutObject body: a small put must not have taken a part buffer. */
+  putMemory?: number
   failPart?: number
 
   async send(command: unknown): Promise<object> {
@@ -29,6 +31,7 @@ class RecordingClient {
     if (command instanceof CreateMultipartUploadCommand) return {UploadId: 'upload-1'}
     if (command instanceof PutObjectCommand) {
       this.put = Buffer.from(command.input.Body as Buffer)
+      this.putMemory = (command.input.Body as Buffer).buffer.byteLength
       return {}
     }
 
@@ -96,6 +99,15 @@ describe('S3 multipart upload: a fixed set of part buffers (src/plugins/s3/src/u
     expect(client.commands.at(-1)).toBe('CompleteMultipartUploadCommand')
   })
 
+  it('chunks larger than a part are cut across parts as well', async () => {
+    const data = randomBytes(3 * 5 * MIB + 17)
+    const client = new RecordingClient()
+    await expect(upload(client, chunked(data, 7 * MIB + 3), 2)).resolves.toEqual({sizeBytes: data.length})
+    expect(client.parts.size).toBe(4)
+    expect(client.object().equals(data)).toBe(true)
+    expect(client.buffers.size).toBeLessThanOrEqual(3)
+  })
+
   it('a body of at most one part, exactly one included, is a single PutObject; an empty body too', async () => {
     for (const size of [0, 1, 5 * MIB]) {
       const data = randomBytes(size)
@@ -103,6 +115,8 @@ describe('S3 multipart upload: a fixed set of part buffers (src/plugins/s3/src/u
       await expect(upload(client, chunked(data, 65_536), 3)).resolves.toEqual({sizeBytes: size})
       expect(client.commands).toEqual(['PutObjectCommand'])
       expect(client.put!.equals(data)).toBe(true)
+      // Its chunks joined, not a part buffer: claims, sidecars and WAL segments take what they hold.
+      expect(client.putMemory).toBeLessThanOrEqual(Math.max(size, 64 * 1024))
     }
 
     // One byte more is two parts.

@@ -152,9 +152,26 @@ export async function multipartPut(request: MultipartPutRequest): Promise<{sizeB
   }
 
   try {
+    // Until the body outgrows one part its chunks are only kept: most puts are small (id claims,
+    // sidecars, WAL segments) and become one PutObject of exactly their bytes, with no part buffer.
+    const firstChunks: Buffer[] = []
+    let firstLength = 0
     let filling: Buffer | undefined
     let filled = 0
     read: for await (const chunk of counter as AsyncIterable<Buffer>) {
+      if (!filling && partNumber === 0) {
+        if (firstLength + chunk.length <= partSize) {
+          firstChunks.push(chunk)
+          firstLength += chunk.length
+          continue
+        }
+
+        // Outgrown: from here on the body goes through the part buffers.
+        filling = takeBuffer()
+        filled = 0
+        for (const kept of firstChunks.splice(0)) filled += kept.copy(filling, filled)
+      }
+
       for (let offset = 0; offset < chunk.length; ) {
         if (s3Failure) break read
         // A full part is sent once more bytes come: a body of exactly one part is a single PutObject.
@@ -177,7 +194,7 @@ export async function multipartPut(request: MultipartPutRequest): Promise<{sizeB
 
     if (!s3Failure && sourceError === undefined) {
       if (partNumber === 0) {
-        const body = filling ? filling.subarray(0, filled) : Buffer.alloc(0)
+        const body = Buffer.concat(firstChunks, firstLength)
         await client.send(new PutObjectCommand({...objectParams, Body: body, ContentLength: body.length, IfNoneMatch: ifNoneMatch}))
       } else {
         if (filling && filled > 0) await sendPart(filling, filled)
