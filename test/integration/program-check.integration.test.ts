@@ -128,15 +128,10 @@ describe.each<[CodecName, string, string]>([
     it('a counter that prints no number fails the check', async () => {
       const bin = await tempDir()
       await fs.writeFile(`${bin}/wc`, '#!/bin/sh\ncat > /dev/null\necho "wc: not today"\n', {mode: 0o755})
-      const saved = process.env.PATH
-      process.env.PATH = `${bin}:${saved}`
-      try {
+      await withFirstOnPath(bin, async () => {
         const outcome = await runCheck(new ProgramCheck(codec), compressed)
         expect(outcome.error).toMatch(new RegExp(`in-stream ${codec} check: wc -c exited 0 and printed "wc: not today"`))
-      } finally {
-        process.env.PATH = saved
-        await fs.rm(bin, {recursive: true, force: true})
-      }
+      })
     })
   } else {
     // A zstd that words its `-t` report otherwise (another version): found by the probe, and the
@@ -146,9 +141,7 @@ describe.each<[CodecName, string, string]>([
       const real = execFileSync('sh', ['-c', 'command -v zstd'], {encoding: 'utf8'}).trim()
       // Only -t's report changes (stderr through sed); decoding (-d -c) is the real zstd's.
       await fs.writeFile(`${bin}/zstd`, `#!/bin/bash\nexec ${real} "$@" 2> >(sed 's/ bytes/ octets décodés/' >&2)\n`, {mode: 0o755})
-      const saved = process.env.PATH
-      process.env.PATH = `${bin}:${saved}`
-      try {
+      await withFirstOnPath(bin, async () => {
         expect(reportsSizeAsExpected('zstd')).toBe(false)
         const check = createInStreamCheck('zstd', true)
         expect(check).toBeInstanceOf(ProgramCheck)
@@ -158,10 +151,7 @@ describe.each<[CodecName, string, string]>([
         const outcome = await runCheck(createInStreamCheck('zstd', true), damaged)
         expect(outcome.count).toBeUndefined()
         expect(outcome.error).toMatch(/^the compressed stream failed its in-stream zstd check: zstd exit code 1/)
-      } finally {
-        process.env.PATH = saved
-        await fs.rm(bin, {recursive: true, force: true})
-      }
+      })
 
       expect(reportsSizeAsExpected('zstd')).toBe(true)
     })
@@ -174,9 +164,7 @@ describe.each<[CodecName, string, string]>([
       const runs = `${bin}/runs`
       await fs.writeFile(`${bin}/zstd`, `#!/bin/sh\necho "$*" >> ${runs}\nexec ${real} "$@"\n`, {mode: 0o755})
       const started = async () => (await fs.readFile(runs, 'utf8').catch(() => '')).split('\n').filter(Boolean)
-      const saved = process.env.PATH
-      process.env.PATH = `${bin}:${saved}`
-      try {
+      await withFirstOnPath(bin, async () => {
         await Promise.all([requireCodec('zstd', 'compress'), requireCodec('zstd', 'compress')])
         await requireCodec('zstd', 'decompress')
         expect(await started()).toEqual(['-t --no-progress'])
@@ -185,35 +173,20 @@ describe.each<[CodecName, string, string]>([
         expect(await runCheck(check, compressed)).toEqual({count: whole.length})
         // The probe, then the check's own decoder: nothing asked zstd anything else.
         expect(await started()).toEqual(['-t --no-progress', '-t --no-progress'])
-      } finally {
-        process.env.PATH = saved
-        await fs.rm(bin, {recursive: true, force: true})
-      }
+      })
     })
 
     it('a zstd that does not decode a valid frame fails requireCodec before anything is touched, saying what it printed', async () => {
       const bin = await tempDir()
       await fs.writeFile(`${bin}/zstd`, '#!/bin/sh\ncat > /dev/null\necho "zstd: error while loading shared libraries" >&2\nexit 1\n', {mode: 0o755})
-      const saved = process.env.PATH
-      process.env.PATH = `${bin}:${saved}`
-      try {
+      await withFirstOnPath(bin, async () => {
         await expect(requireCodec('zstd', 'compress')).rejects.toThrow(
           new OperationError('the zstd program exited with 1 decoding a 40-byte test frame: zstd: error while loading shared libraries'),
         )
-      } finally {
-        process.env.PATH = saved
-        await fs.rm(bin, {recursive: true, force: true})
-      }
+      })
 
       // And none on PATH at all: exit 2 (a ConfigError) saying what to install.
-      const empty = await tempDir()
-      process.env.PATH = empty
-      try {
-        await expect(requireCodec('zstd', 'compress')).rejects.toThrow(ConfigError)
-      } finally {
-        process.env.PATH = saved
-        await fs.rm(empty, {recursive: true, force: true})
-      }
+      await withFirstOnPath(await tempDir(), () => expect(requireCodec('zstd', 'compress')).rejects.toThrow(ConfigError), {only: true})
     })
 
     // The report gone after the probe said it is there (zstd replaced under a running serve; here -q):
@@ -222,19 +195,26 @@ describe.each<[CodecName, string, string]>([
       const bin = await tempDir()
       const real = execFileSync('sh', ['-c', 'command -v zstd'], {encoding: 'utf8'}).trim()
       await fs.writeFile(`${bin}/zstd`, `#!/bin/sh\nexec ${real} -q "$@"\n`, {mode: 0o755})
-      const saved = process.env.PATH
-      process.env.PATH = `${bin}:${saved}`
-      try {
+      await withFirstOnPath(bin, async () => {
         const outcome = await runCheck(new ProgramCheck(codec, true), compressed)
         expect(outcome.count).toBeUndefined()
         expect(outcome.error).toMatch(/in-stream zstd check: zstd exited 0 without reporting the decoded size/)
-      } finally {
-        process.env.PATH = saved
-        await fs.rm(bin, {recursive: true, force: true})
-      }
+      })
     })
   }
 })
+
+/** Runs `body` with `bin` first on PATH (`only`: as the whole PATH), then puts PATH back and removes `bin`. */
+async function withFirstOnPath(bin: string, body: () => Promise<unknown>, {only = false} = {}): Promise<void> {
+  const saved = process.env.PATH
+  process.env.PATH = only ? bin : `${bin}:${saved}`
+  try {
+    await body()
+  } finally {
+    process.env.PATH = saved
+    await fs.rm(bin, {recursive: true, force: true})
+  }
+}
 
 async function waitUntil(condition: () => boolean, timeoutMs = 5000): Promise<void> {
   const deadline = Date.now() + timeoutMs
