@@ -43,14 +43,18 @@ const judged = (exit: ChildExit, stderr: string): ZstdProbe => ({
   reportsSize: exit.code === 0 && ZSTD_SIZE_REPORT.exec(stderr.trimEnd())?.[1] === String(PROBE_SIZE),
 })
 
-/** Runs the probe (once per PATH; a zstd that did not start is asked again next time: it may have been installed since). */
+/**
+ * Runs the probe, once per PATH while it succeeds. A run that failed (no zstd, a crash, the 10 s
+ * limit on a loaded machine) is not kept: `dbb serve` lives for months, and one bad moment must not
+ * fail its zstd backups until a restart.
+ */
 export function probeZstd(): Promise<ZstdProbe> {
   const key = pathKey()
   let probe = probes.get(key)
   if (!probe) {
     probe = runFilter('zstd', ZSTD_TEST_ARGS, PROBE_FRAME).then(({stderr, ...exit}) => {
       const result = judged(exit, stderr)
-      if (exit.spawnError) probes.delete(key)
+      if (exit.spawnError || exit.code !== 0) probes.delete(key)
       else settled.set(key, result)
       return result
     })
@@ -73,7 +77,7 @@ export function zstdReportsSize(): boolean {
   if (!probe) {
     const {status, stderr} = runFilterSync('zstd', ZSTD_TEST_ARGS, PROBE_FRAME)
     probe = judged({code: status, signal: null}, stderr)
-    settled.set(key, probe)
+    if (status === 0) settled.set(key, probe)
   }
 
   return probe.reportsSize
