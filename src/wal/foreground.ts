@@ -110,13 +110,18 @@ export interface SpoolLock {
   readAheadDir: string
   /** The holder's start time (processStartTime), so a later process given the same pid is not taken for it. */
   startTime?: string
+  /**
+   * The holder's own random tag (src/wal/spool.ts): two processes in separate pid namespaces started
+   * in the same clock tick have the same pid and start time, and only this tells them apart.
+   */
+  tag?: string
 }
 
 /**
  * The spool's lock file: the uploader's pid on the first line (bin/dbb-wal reads only that one), the
  * pg_wal it reads ahead on the second ('' for none), its start time on the third (absent in locks
- * written before session 11). `file`: another file in the spool of the same form (a lock moved
- * aside, see lockSpool).
+ * written before session 11), its process tag on the fourth (absent before session 21). `file`:
+ * another file in the spool of the same form (a lock moved aside, see lockSpool).
  */
 export function uploaderLock(spoolDir: string, file = LOCK_FILE): SpoolLock | undefined {
   let text: string
@@ -126,9 +131,10 @@ export function uploaderLock(spoolDir: string, file = LOCK_FILE): SpoolLock | un
     return undefined
   }
 
-  const [pidLine, readAheadDir = '', startTime = ''] = text.split('\n')
+  const [pidLine, readAheadDir = '', startTime = '', tag = ''] = text.split('\n')
   const pid = Number(pidLine.trim())
-  return Number.isInteger(pid) && pid > 0 ? {pid, readAheadDir: readAheadDir.trim(), ...(startTime.trim() ? {startTime: startTime.trim()} : {})} : undefined
+  if (!Number.isInteger(pid) || pid <= 0) return undefined
+  return {pid, readAheadDir: readAheadDir.trim(), ...(startTime.trim() ? {startTime: startTime.trim()} : {}), ...(tag.trim() ? {tag: tag.trim()} : {})}
 }
 
 /** Whether the process that wrote `lock` still holds it (runs, and is that process, not a later one with its pid). */

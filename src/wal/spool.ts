@@ -62,10 +62,15 @@ const IDLE_POLL_MS = 20
 const PROCESS_TAG = `${process.pid}.${randomBytes(4).toString('hex')}`
 // Read from /proc at the first lock, not when a push loads this module (null: not read yet).
 let ownStartTime: string | undefined | null = null
-/** Whether `lock` (a spool's or prefetch queue's) names this very process: pid and start time. */
+/**
+ * Whether `lock` (a spool's or prefetch queue's) names this very process: pid, start time and, in
+ * locks that carry it, the process tag. Two uploaders in separate pid namespaces started in the same
+ * clock tick (/proc's start time is in 10 ms ticks) are both pid 1 with one start time: without the
+ * tag each took the other's lock for its own leftover (heldByAnother) and both uploaded.
+ */
 export function isThisProcess(lock: SpoolLock | undefined): lock is SpoolLock {
   if (ownStartTime === null) ownStartTime = processStartTime(process.pid)
-  return lock !== undefined && lock.pid === process.pid && (lock.startTime ?? '') === (ownStartTime ?? '')
+  return lock !== undefined && lock.pid === process.pid && (lock.startTime ?? '') === (ownStartTime ?? '') && (lock.tag === undefined || lock.tag === PROCESS_TAG)
 }
 
 /** The detached uploader exits once the spool stayed empty this long (the next push starts another). */
@@ -198,7 +203,7 @@ export async function lockSpool(spoolDir: string, readAheadDir?: string): Promis
   // the lock too — two prefetchers then wrote the same queue entry (a partial segment was served).
   // The second line tells a waiting push which pg_wal this uploader reads ahead (src/wal/foreground.ts).
   const staged = `${lockPath}.${PROCESS_TAG}`
-  await fs.writeFile(staged, `${process.pid}\n${readAheadDir ?? ''}\n${processStartTime(process.pid) ?? ''}\n`)
+  await fs.writeFile(staged, `${process.pid}\n${readAheadDir ?? ''}\n${processStartTime(process.pid) ?? ''}\n${PROCESS_TAG}\n`)
   try {
     for (let attempt = 0; attempt < 3; attempt++) {
       try {

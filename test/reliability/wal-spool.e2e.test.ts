@@ -181,8 +181,9 @@ describe('wal push --async spool', () => {
     for (const [n, content] of contents) expect([n, (await stored(n)).equals(content)]).toEqual([n, true])
     // Usually the second takes the first's lock for stale, and the first sees that (by start time:
     // both are pid 1) and stops. Started within one clock tick (/proc's start time is in 10 ms
-    // ticks), the two are the same pid and start time to each other: the second takes the lock for
-    // its live holder's and leaves at once, storing nothing. Never both lose it, never both keep it.
+    // ticks), the two are the same pid and start time to each other, and only the lock's process tag
+    // tells them apart: the second takes the lock for its live holder's and leaves at once, storing
+    // nothing. Never both lose it, never both keep it.
     const lostIt = results.filter((result) => result.stderr.includes('"event":"wal.spool_lock_lost"'))
     const storedSome = results.filter((result) => /"event":"wal\.(pushed|already_archived)"/.test(result.stderr))
     expect(lostIt.length === 1 || (lostIt.length === 0 && storedSome.length === 1)).toBe(true)

@@ -65,4 +65,28 @@ describe('lockSpool and a lock left behind', () => {
       other.kill('SIGKILL')
     }
   })
+
+  // Two uploaders in separate pid namespaces started in the same clock tick are both pid 1 with one
+  // start time; each saw the other's lock as its own leftover and both uploaded (CI, session 21).
+  // The lock's fourth line, the holder's random tag, tells them apart.
+  it("a lock with this pid and start time but another tag (a twin in another pid namespace) is the twin's: left to it, and the holder it replaced has lost it", async () => {
+    const mine = await lockSpool(dir)
+    expect(mine).toBeDefined()
+    const lockFile = path.join(dir, 'uploader.pid')
+    const [pid, readAhead, start, tag] = (await fs.readFile(lockFile, 'utf8')).split('\n')
+    expect([pid, start]).toEqual([String(process.pid), processStartTime(process.pid)])
+    expect(tag).toMatch(new RegExp(`^${process.pid}\\.[0-9a-f]{8}$`))
+    expect(isThisProcess(uploaderLock(dir))).toBe(true)
+
+    const twins = `${pid}\n${readAhead}\n${start}\n${process.pid}.0badc0de\n`
+    await fs.writeFile(lockFile, twins)
+    expect(isThisProcess(uploaderLock(dir))).toBe(false)
+    expect(mine!.lost()).toBe(true)
+    expect(await lockSpool(dir)).toBeUndefined()
+    await mine!.release()
+    expect(await fs.readFile(lockFile, 'utf8')).toBe(twins)
+    // A lock written before the tag (three lines) still counts as this process's by pid and start time.
+    await fs.writeFile(lockFile, `${pid}\n${readAhead}\n${start}\n`)
+    expect(isThisProcess(uploaderLock(dir))).toBe(true)
+  })
 })
