@@ -109,13 +109,20 @@ export async function streamToStorage(options: PipelineOptions): Promise<Pipelin
 
   const progress = {sourceBytes: 0 as number | undefined, storedBytes: 0}
   const hash = createHash('sha256')
+  // Every chunk dbb reads from a program is a fresh Buffer, dead once passed on: they are
+  // collected as they go (src/dead-buffers.ts), counted where dbb reads them — pg_dump's output
+  // where dbb compresses it, the compressor program's output where it does not, and what Node's
+  // decoder writes where it checks. Only compressed bytes reach dbb with a compressor program, and
+  // collecting them did not change the peak at 1× (session 10), but at 10× they and the read-back
+  // were what put it over 100 MB (BENCHMARKS.md, "Session 22").
+  const collectDeadBuffers = deadBufferCollector()
 
   async function* exitCodeGate(source: AsyncIterable<Buffer>) {
     let produced = 0
     for await (const chunk of source) {
       produced += chunk.length
       progress.sourceBytes = produced
-      collectDeadBuffers?.(chunk.length) // declared with the check below; this runs once the pipeline starts
+      collectDeadBuffers(chunk.length)
       yield chunk
     }
 
@@ -128,7 +135,11 @@ export async function streamToStorage(options: PipelineOptions): Promise<Pipelin
   // checksum) and then the producer exited 0 (what it wrote was all of it). The compressor is
   // asked first: when it died, the producer's SIGPIPE is a consequence, not the cause.
   async function* programExitGate(source: AsyncIterable<Buffer>) {
-    for await (const chunk of source) yield chunk
+    for await (const chunk of source) {
+      collectDeadBuffers(chunk.length)
+      yield chunk
+    }
+
     const compressorFailure = directCompressor!.failure(await directCompressor!.exited)
     if (compressorFailure) throw compressorFailure
     const status = await tool.exited
@@ -143,18 +154,14 @@ export async function streamToStorage(options: PipelineOptions): Promise<Pipelin
   // (measured: encryption cost +9–19 % on top of compression with the program check, +0–1 % with
   // Node's; BENCHMARKS.md, "Session 8").
   const gzipCheck = createInStreamCheck(codec.name, directCompressor !== undefined && encryptor === undefined)
-  // The uncompressed dump passes through dbb's heap where dbb compresses it (exitCodeGate reads
-  // every byte pg_dump writes) or where Node's decoder checks it (encrypted backups, or no decoder
-  // program): its dead buffers are collected as it goes (src/dead-buffers.ts). Not where only
-  // compressed bytes reach dbb (measured: no change there).
+  // Node's decoder writes the whole dump into dbb's heap (encrypted backups, or no decoder program).
   const nodeDecodes = gzipCheck.decodedBytes !== undefined
-  const collectDeadBuffers = !directCompressor || nodeDecodes ? deadBufferCollector() : undefined
   let gzipCheckedBytes = 0
   let decodedCollected = 0
   async function* checkCompressed(source: AsyncIterable<Buffer>) {
     for await (const chunk of source) {
       await gzipCheck.write(chunk)
-      if (directCompressor && collectDeadBuffers) {
+      if (directCompressor && nodeDecodes) {
         const decoded = gzipCheck.decodedBytes ?? 0
         collectDeadBuffers(decoded - decodedCollected)
         decodedCollected = decoded

@@ -3,6 +3,7 @@ import {pipeline} from 'node:stream/promises'
 
 import {createDecompressor, isDamagedStreamError} from '../compress/codec-streams'
 import {codecOfKey} from '../compress/codecs'
+import {deadBufferCollector} from '../dead-buffers'
 import {OperationError} from '../errors'
 import type {StorageBackend} from '../storage/contract'
 import {hashTap} from './hash-tap'
@@ -25,12 +26,21 @@ export async function readBackStoredDump(
   signal?: AbortSignal,
   {decompress = true}: {decompress?: boolean} = {},
 ): Promise<StoredDumpCheck> {
-  const tap = hashTap()
+  // Every chunk read (and decoded) is a fresh Buffer, dead at once. A read-back runs at disk speed,
+  // far faster than the backup's stream, and V8 let them pile up: at 10× the default dump that
+  // was 4–5 MB over the stream's own peak (BENCHMARKS.md, "Session 22"). Collected as read.
+  const collectDeadBuffers = deadBufferCollector()
+  let readBytes = 0
+  const tap = hashTap((sizeBytes) => {
+    collectDeadBuffers(sizeBytes - readBytes)
+    readBytes = sizeBytes
+  })
   let uncompressedBytes = 0
 
   const discard = new Writable({
     write(chunk: Buffer, _encoding, callback) {
       uncompressedBytes += chunk.length
+      collectDeadBuffers(chunk.length)
       callback()
     },
   })

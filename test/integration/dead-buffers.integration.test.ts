@@ -1,7 +1,8 @@
 import {spawn} from 'node:child_process'
+import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
 
-import {collect} from '../helpers/cli'
+import {collect, tempDir} from '../helpers/cli'
 
 /**
  * What the collector is for: a stream read on dbb's main thread leaves dead Buffers behind (one
@@ -14,9 +15,10 @@ describe('deadBufferCollector', () => {
   // The built module (npm test builds first), as the CLI loads it.
   const built = path.join(__dirname, '..', '..', 'dist', 'dead-buffers.js')
 
-  const runChild = async (script: string): Promise<Record<string, number>> => {
+  const runChild = async (script: string, env: NodeJS.ProcessEnv = {}): Promise<Record<string, number>> => {
     const child = spawn(process.execPath, ['--max-semi-space-size=1', '-e', `const {deadBufferCollector} = require(${JSON.stringify(built)});\n${script}`], {
       stdio: ['ignore', 'pipe', 'pipe'],
+      env: {...process.env, ...env},
     })
     const result = await collect(child)
     expect(result.stderr).toBe('')
@@ -47,6 +49,56 @@ describe('deadBufferCollector', () => {
     const without = await peakReadingAPipe(false)
     expect(withCollector).toBeLessThan(10 * 1024 * 1024)
     expect(without).toBeGreaterThan(2 * withCollector)
+  }, 60_000)
+
+  // The read-back of a stored backup (src/backup/verify.ts) reads at disk speed, much faster than
+  // a backup's stream: at 10× the default dump its dead buffers put the peak 4–5 MB higher
+  // (BENCHMARKS.md, "Session 22"). The real local backend and the real read-back, with a probe
+  // between them that passes each chunk on unchanged; the control reads the same file the same way
+  // without the read-back's collector.
+  it("keeps the read-back's dead buffers near the check interval, where a plain read of the same object piles them up", async () => {
+    const root = await tempDir('dbb-dead-buffers-')
+    try {
+      const size = 256 * 1024 * 1024
+      const handle = await fs.open(path.join(root, 'big.sql.gz'), 'w')
+      const block = Buffer.alloc(4 * 1024 * 1024, 7)
+      for (let written = 0; written < size; written += block.length) await handle.write(block)
+      await handle.close()
+      const peakReadingBack = async (throughReadBack: boolean) =>
+        runChild(
+          `
+          const {Transform, Writable} = require('node:stream')
+          const {pipeline} = require('node:stream/promises')
+          const {LocalBackend} = require(${JSON.stringify(path.join(__dirname, '..', '..', 'src', 'plugins', 'local', 'dist', 'local-backend.js'))})
+          const {readBackStoredDump} = require(${JSON.stringify(path.join(__dirname, '..', '..', 'dist', 'backup', 'verify.js'))})
+          const backend = new LocalBackend(process.env.STORE)
+          let peak = 0
+          const probed = {
+            get: async (key, options) => (await backend.get(key, options)).pipe(new Transform({
+              transform(chunk, _encoding, callback) {
+                peak = Math.max(peak, process.memoryUsage().arrayBuffers)
+                callback(null, chunk)
+              },
+            })),
+          }
+          ;(async () => {
+            let total = 0
+            if (${throughReadBack}) total = (await readBackStoredDump(probed, 'big.sql.gz', undefined, {decompress: false})).sizeBytes
+            else await pipeline(await probed.get('big.sql.gz'), new Writable({write(chunk, _encoding, callback) { total += chunk.length; callback() }}))
+            process.stdout.write(JSON.stringify({peak, total}))
+          })()`,
+          {STORE: root},
+        )
+
+      const readBack = await peakReadingBack(true)
+      const plain = await peakReadingBack(false)
+      expect(readBack.total).toBe(size)
+      expect(plain.total).toBe(size)
+      expect(readBack.peak).toBeLessThan(4 * 1024 * 1024)
+      expect(plain.peak).toBeGreaterThan(2 * readBack.peak)
+    } finally {
+      await fs.rm(root, {recursive: true, force: true})
+    }
   }, 60_000)
 
   // Buffers that lived through two scavenges sit in the old generation, where scavenges never free
