@@ -30,9 +30,10 @@ import {recordedProcessAlive} from '../process-alive'
 const SEGMENT = /^[0-9A-F]{24}$/
 /** A timeline history file (src/wal/segments.ts, which this file does not load): the prefetcher answers those too. */
 const HISTORY = /^[0-9A-F]{8}\.history$/
-const UPLOADED_DIR = 'uploaded'
-const LOCK_FILE = 'uploader.pid'
-const ERROR_FILE = 'uploader.error'
+/** The spool's file names, which src/wal/spool.ts shares (and bin/dbb-wal spells out again: it is sh). */
+export const UPLOADED_DIR = 'uploaded'
+export const LOCK_FILE = 'uploader.pid'
+export const ERROR_FILE = 'uploader.error'
 /** The prefetcher reads which segment recovery asked for last from this file in its queue. */
 export const WANTED_FILE = 'wanted'
 export const PREFETCH_PID_FILE = 'uploader.pid'

@@ -9,7 +9,19 @@ import {hashFile, pushWal} from './archive'
 import {isWalFileName} from './segments'
 import {spawnDetachedDbb} from '../backup/child-process'
 import {processAlive, processStartTime} from '../process-alive'
-import {type SpoolLock, fileIdentity, lockHolderRuns, takeMatchingMarker, uploadedMarkerPath, uploaderLock, uploaderLogFor, uploaderStartedEarly} from './foreground'
+import {
+  ERROR_FILE,
+  LOCK_FILE,
+  type SpoolLock,
+  UPLOADED_DIR,
+  fileIdentity,
+  lockHolderRuns,
+  takeMatchingMarker,
+  uploadedMarkerPath,
+  uploaderLock,
+  uploaderLogFor,
+  uploaderStartedEarly,
+} from './foreground'
 import {copyFileWhole, syncDirectory} from '../sync-directory'
 
 /**
@@ -45,9 +57,6 @@ import {copyFileWhole, syncDirectory} from '../sync-directory'
  */
 
 const PARTIAL_SUFFIX = '.dbb-partial'
-const LOCK_FILE = 'uploader.pid'
-const ERROR_FILE = 'uploader.error'
-const UPLOADED_DIR = 'uploaded'
 const AHEAD_DIR = 'ahead'
 const IDLE_POLL_MS = 20
 
@@ -271,13 +280,9 @@ function heldByAnother(lock: SpoolLock | undefined): boolean {
   return lockHolderRuns(lock) && !isThisProcess(lock)
 }
 
-async function lockHolderAlive(lockPath: string): Promise<boolean> {
-  return lockHolderRuns(uploaderLock(path.dirname(lockPath)))
-}
-
 /** Whether some process is uploading this spool now. */
 export async function uploaderRunning(spoolDir: string): Promise<boolean> {
-  return lockHolderAlive(path.join(spoolDir, LOCK_FILE))
+  return lockHolderRuns(uploaderLock(spoolDir))
 }
 
 /**
