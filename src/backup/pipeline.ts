@@ -110,9 +110,10 @@ export async function streamToStorage(options: PipelineOptions): Promise<Pipelin
   const progress = {sourceBytes: 0 as number | undefined, storedBytes: 0}
   const hash = createHash('sha256')
   // Every chunk dbb reads from a program is a fresh Buffer, dead once passed on: they are
-  // collected as they go (src/dead-buffers.ts), counted where dbb reads them — pg_dump's output
-  // where dbb compresses it, the compressor program's output where it does not, and what Node's
-  // decoder writes where it checks. Only compressed bytes reach dbb with a compressor program, and
+  // collected as they go (src/dead-buffers.ts), counted where dbb reads them: pg_dump's output
+  // where dbb compresses it (which also paces the decoder's output, the same bytes), else the
+  // compressor program's output and, where Node's decoder checks it, what that decoder writes.
+  // Only compressed bytes reach dbb with a compressor program and a decoder program, and
   // collecting them did not change the peak at 1× (session 10), but at 10× they and the read-back
   // were what put it over 100 MB (BENCHMARKS.md, "Session 22").
   const collectDeadBuffers = deadBufferCollector()
