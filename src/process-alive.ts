@@ -1,4 +1,4 @@
-import {readFileSync} from 'node:fs'
+import {readFileSync, readlinkSync} from 'node:fs'
 
 /**
  * Whether a process with this pid exists. EPERM means it exists and belongs to another user (the
@@ -48,4 +48,42 @@ export function recordedProcessAlive(pid: number, startTime: string | undefined)
   if (fields?.[0] === 'Z') return false
   if (startTime === undefined) return true
   return fields === undefined || fields[19] === startTime
+}
+
+/**
+ * Where this process's pid means something: the kernel's boot and the pid namespace it numbers the
+ * process in (`<first 8 hex of boot_id>.<namespace inode>`, e.g. `21f66b6d.4026531836`); undefined
+ * where /proc does not say. Two containers on one host, or one container restarted, number their
+ * processes independently, so a pid recorded by a process of another scope says nothing about any
+ * process seen here: neither that it runs nor that it is gone. File-name safe.
+ */
+export function pidScope(): string | undefined {
+  if (cachedScope === null) {
+    try {
+      const boot = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim().slice(0, 8)
+      const namespace = /\[(\d+)\]/.exec(readlinkSync('/proc/self/ns/pid'))?.[1]
+      cachedScope = /^[0-9a-f]{8}$/.test(boot) && namespace ? `${boot}.${namespace}` : undefined
+    } catch {
+      cachedScope = undefined
+    }
+  }
+
+  return cachedScope
+}
+
+let cachedScope: string | undefined | null = null
+
+/** USER_HZ: the unit of /proc's start times, 100 on every Linux architecture Node runs on. */
+const CLOCK_TICKS_PER_SECOND = 100
+
+/** When process `pid` started, in ms since the epoch (from /proc's boot time and its start tick); undefined where /proc does not say. */
+export function processStartedAt(pid: number): number | undefined {
+  const ticks = Number(processStartTime(pid))
+  if (!Number.isFinite(ticks)) return undefined
+  try {
+    const bootSeconds = Number(/^btime (\d+)$/m.exec(readFileSync('/proc/stat', 'utf8'))?.[1])
+    return Number.isFinite(bootSeconds) ? bootSeconds * 1000 + (ticks * 1000) / CLOCK_TICKS_PER_SECOND : undefined
+  } catch {
+    return undefined
+  }
 }

@@ -12,6 +12,7 @@ import {createDecompressor, requireCodec} from '../compress/codec-streams'
 import {codecOf} from '../compress/codecs'
 import {AbortedError, OperationError, errorMessage} from '../errors'
 import type {Logger} from '../logger'
+import {keepTouched} from '../leftover-owner'
 import {RecoveryTarget, restoreBaseBackup, selectBaseBackup} from '../restore/base'
 import type {StorageBackend} from '../storage/contract'
 import {VERSION} from '../version'
@@ -103,6 +104,8 @@ export async function runPhysicalDrill(deps: PhysicalDrillDependencies, options:
   // Where replay must reach: the newest segment archived now (segments archived while the drill runs do not count).
   const archiveEnd = await newestArchivedSegment(storage, backup)
   const directory = await createPrivateDirectory(user, backup.id)
+  // A drill in a sibling container sharing TMPDIR cannot see this process: it goes by the marker's heartbeat.
+  const stopTouching = keepTouched(directory.marker)
   const port = await freePort()
   const server = `private PostgreSQL ${major} on ${directory.root} (unix socket only)`
   log.info({event: 'drill.started', directory: directory.root, binDir, archiveEnd}, `physical drill of ${backup.id} in ${directory.root}`)
@@ -162,6 +165,7 @@ export async function runPhysicalDrill(deps: PhysicalDrillDependencies, options:
     }
   } finally {
     if (!removed) removed = await destroyPrivateServer(binDir, user, directory, log)
+    stopTouching()
   }
 
   if (signal?.aborted) throw new AbortedError('drill interrupted; no result was recorded')

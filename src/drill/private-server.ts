@@ -8,7 +8,8 @@ import {setTimeout as sleep} from 'node:timers/promises'
 import {runServerProgram, runTool} from '../backup/child-process'
 import {OperationError, UsageError, errorMessage} from '../errors'
 import type {Logger} from '../logger'
-import {processAlive} from '../process-alive'
+import {LeftoverOwner, ownerGone, sameScope, thisOwner} from '../leftover-owner'
+import {processAlive, processStartedAt} from '../process-alive'
 
 /**
  * The private PostgreSQL server of a physical drill: a data directory in a temporary directory
@@ -24,6 +25,8 @@ export const PRIVATE_DIR_MARKER = 'dbb-drill.json'
 
 interface DirectoryMarker {
   pid: number
+  /** The drill's pid scope (leftover-owner.ts); absent in markers of an older dbb, which only had the hostname. */
+  scope?: string
   hostname: string
   backupId: string
   startedAt: string
@@ -61,12 +64,15 @@ export interface PrivateDirectory {
   root: string
   dataDir: string
   logFile: string
+  /** The marker that makes the directory dbb's; the drill keeps it touched while it runs (keepTouched). */
+  marker: string
 }
 
 /** A marked, private temporary directory owned by the server user (mode 0700); the data directory inside is created by the restore. */
 export async function createPrivateDirectory(user: ServerUser, backupId: string): Promise<PrivateDirectory> {
   const root = await fs.mkdtemp(path.join(os.tmpdir(), PRIVATE_DIR_PREFIX))
-  const marker: DirectoryMarker = {pid: process.pid, hostname: os.hostname(), backupId, startedAt: new Date().toISOString()}
+  const {pid, scope} = thisOwner()
+  const marker: DirectoryMarker = {pid, scope, hostname: os.hostname(), backupId, startedAt: new Date().toISOString()}
   await fs.writeFile(path.join(root, PRIVATE_DIR_MARKER), `${JSON.stringify(marker)}\n`, {mode: 0o600})
   const logFile = path.join(root, 'server.log')
   await fs.writeFile(logFile, '', {mode: 0o600})
@@ -76,16 +82,26 @@ export async function createPrivateDirectory(user: ServerUser, backupId: string)
   }
 
   await fs.chmod(root, 0o700)
-  return {root, dataDir: path.join(root, 'data'), logFile}
+  return {root, dataDir: path.join(root, 'data'), logFile, marker: path.join(root, PRIVATE_DIR_MARKER)}
 }
 
-/** The postmaster running on `dataDir` (postmaster.pid names it and the directory, and the process lives). */
+/**
+ * The postmaster running on `dataDir`: postmaster.pid names it and the directory, and the process
+ * with that pid is the one that wrote the file — it started no later than the start time the file
+ * records (PostgreSQL writes its own, in whole seconds). A process given the pid later (pid reuse,
+ * a restarted container numbering from 1 again) started after it, so it is never taken for the
+ * server and never signalled. Where /proc does not say when a process started, the pid alone.
+ */
 async function postmasterOf(dataDir: string): Promise<number | undefined> {
   const text = await fs.readFile(path.join(dataDir, 'postmaster.pid'), 'utf8').catch(() => undefined)
-  const [pidLine, dirLine] = text?.split('\n') ?? []
+  const [pidLine, dirLine, startLine] = text?.split('\n') ?? []
   const pid = Number(pidLine?.trim())
-  if (!Number.isInteger(pid) || pid <= 0 || dirLine?.trim() !== dataDir) return undefined
-  return processAlive(pid) ? pid : undefined
+  if (!Number.isInteger(pid) || pid <= 0 || dirLine?.trim() !== dataDir || !processAlive(pid)) return undefined
+  const started = processStartedAt(pid)
+  const recorded = Number(startLine?.trim()) * 1000
+  if (started === undefined || !Number.isFinite(recorded)) return pid
+  // +2 s: both clocks are whole seconds or ticks apart; −60 s: the server writes the file moments after it starts.
+  return started <= recorded + 2000 && started >= recorded - 60_000 ? pid : undefined
 }
 
 /** Stops a postmaster by signal: SIGQUIT (immediate shutdown: it ends its children), then SIGKILL. */
@@ -102,24 +118,32 @@ async function killPostmaster(pid: number): Promise<void> {
 }
 
 /**
- * Removes what SIGKILLed drills left: each marked directory whose drill process is gone (or ran
- * on another host, for a shared temp directory), its server stopped first. Returns the removed paths.
+ * Removes what SIGKILLed drills left: each marked directory whose drill provably runs no more
+ * (leftover-owner.ts: by pid in this pid namespace, by the marker's heartbeat in another one, such
+ * as a sibling container sharing TMPDIR), its server stopped first — by signal only when the drill
+ * ran in this namespace, and only a process that is provably that server (postmasterOf). A server
+ * of another namespace notices its data directory is gone and shuts itself down (PostgreSQL checks
+ * its postmaster.pid every minute). Returns the removed paths.
  */
-export async function sweepLeftovers(logger: Logger, tmp = os.tmpdir()): Promise<string[]> {
+export async function sweepLeftovers(logger: Logger, tmp = os.tmpdir(), now = Date.now()): Promise<string[]> {
   const removed: string[] = []
   const entries = await fs.readdir(tmp).catch(() => [] as string[])
   for (const entry of entries.filter((name) => name.startsWith(PRIVATE_DIR_PREFIX))) {
     const root = path.join(tmp, entry)
+    const markerFile = path.join(root, PRIVATE_DIR_MARKER)
     let marker: DirectoryMarker
+    let touched: Date
     try {
-      marker = JSON.parse(await fs.readFile(path.join(root, PRIVATE_DIR_MARKER), 'utf8')) as DirectoryMarker
+      marker = JSON.parse(await fs.readFile(markerFile, 'utf8')) as DirectoryMarker
+      touched = (await fs.stat(markerFile)).mtime
     } catch {
       continue // not provably dbb's: never touched
     }
 
-    if (marker.hostname === os.hostname() && marker.pid !== process.pid && processAlive(marker.pid)) continue
-    if (marker.pid === process.pid && marker.hostname === os.hostname()) continue
-    const pid = await postmasterOf(path.join(root, 'data'))
+    // An older marker has no scope: its hostname tells this host's (the pid rule) from another's (the heartbeat rule).
+    const owner: LeftoverOwner = {pid: marker.pid, scope: marker.scope ?? (marker.hostname === os.hostname() ? undefined : `host ${marker.hostname}`)}
+    if (!ownerGone(owner, touched, now)) continue
+    const pid = owner.scope === undefined || sameScope(owner) ? await postmasterOf(path.join(root, 'data')) : undefined
     if (pid !== undefined) await killPostmaster(pid)
     await fs.rm(root, {recursive: true, force: true})
     removed.push(root)

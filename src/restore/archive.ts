@@ -6,7 +6,7 @@ import {toolVersion} from '../backup/child-process'
 import type {BackupMetadata} from '../backup/metadata'
 import {majorVersion} from '../db/client-version'
 import {OperationError, UsageError} from '../errors'
-import {processAlive} from '../process-alive'
+import {OWNER_TAG_PATTERN, ownerFromTag, ownerGone, ownerTag} from '../leftover-owner'
 
 /**
  * Restoring custom-format archives (BACKUP_FORMAT=custom, issue 20 item 3) with pg_restore: its
@@ -98,29 +98,34 @@ export async function requirePgRestoreFor(backup: Pick<BackupMetadata, 'id' | 'p
 // ---- the temporary file of a parallel restore
 
 const TEMP_DIR_PREFIX = 'dbb-restore-'
+const TEMP_DIR_NAME = new RegExp(`^${TEMP_DIR_PREFIX}${OWNER_TAG_PATTERN}-`)
 
 /**
  * A new directory for one parallel restore's archive: mode 0700 (mkdtemp's), under TMPDIR, named
- * with this process's pid so the next restore can tell a dead run's leftover (sweepDeadRestoreDirs).
+ * with this process's pid and pid scope (`dbb-restore-<pid>@<scope>-XXXXXX`) so the next restore
+ * can tell a dead run's leftover (sweepDeadRestoreDirs). The caller keeps it touched while it
+ * works (leftover-owner.ts, keepTouched): that is what a restore in another container sharing
+ * TMPDIR goes by.
  */
-export async function makeRestoreTempDir(): Promise<string> {
-  return mkdtemp(join(tmpdir(), `${TEMP_DIR_PREFIX}${process.pid}-`))
+export async function makeRestoreTempDir(directory = tmpdir()): Promise<string> {
+  return mkdtemp(join(directory, `${TEMP_DIR_PREFIX}${ownerTag()}-`))
 }
 
 /**
- * Removes what parallel restores killed with SIGKILL left in TMPDIR (their process gone, the
- * directory this user's): a SIGKILL cannot be caught, so the next restore cleans up after it.
- * Returns the directories removed.
+ * Removes what parallel restores killed with SIGKILL left in TMPDIR (their process provably gone,
+ * leftover-owner.ts; the directory this user's): a SIGKILL cannot be caught, so the next restore
+ * cleans up after it. Returns the directories removed.
  */
-export async function sweepDeadRestoreDirs(directory = tmpdir()): Promise<string[]> {
+export async function sweepDeadRestoreDirs(directory = tmpdir(), now = Date.now()): Promise<string[]> {
   const removed: string[] = []
   const entries = await readdir(directory).catch(() => [] as string[])
   for (const name of entries) {
-    const match = new RegExp(`^${TEMP_DIR_PREFIX}(\\d+)-`).exec(name)
-    if (!match || isAlive(Number(match[1]))) continue
+    const match = TEMP_DIR_NAME.exec(name)
+    if (!match) continue
     const path = join(directory, name)
     const info = await stat(path).catch(() => undefined)
     if (!info?.isDirectory() || (process.getuid && info.uid !== process.getuid())) continue
+    if (!ownerGone(ownerFromTag(match[1], match[2]), info.mtime, now)) continue
     await rm(path, {recursive: true, force: true}).then(
       () => removed.push(path),
       () => {},
@@ -128,10 +133,6 @@ export async function sweepDeadRestoreDirs(directory = tmpdir()): Promise<string
   }
 
   return removed
-}
-
-function isAlive(pid: number): boolean {
-  return pid === process.pid || processAlive(pid)
 }
 
 // ---- pg_restore --list

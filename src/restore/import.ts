@@ -11,6 +11,7 @@ import {isDamagedStreamError} from '../compress/codec-streams'
 import {codecOf} from '../compress/codecs'
 import {createObjectDecoder} from '../encrypt/age'
 import {AbortedError, OperationError, errorMessage} from '../errors'
+import {keepTouched} from '../leftover-owner'
 import type {StorageBackend} from '../storage/contract'
 import {ArchiveListing, ArchiveRestoreOptions, makeRestoreTempDir, parseArchiveList, pgRestoreArgs, sweepDeadRestoreDirs} from './archive'
 
@@ -223,13 +224,15 @@ function verifyAtEndStage(backup: BackupMetadata, tap: ReturnType<typeof hashTap
  * in a new 0700 directory under TMPDIR (onNotice says where), and pg_restore starts only when
  * the whole object was read and its sha256 matched. The directory is removed when this ends,
  * however it ends (an error, Ctrl-C, SIGTERM); after a SIGKILL of dbb, by the next parallel
- * restore (sweepDeadRestoreDirs).
+ * restore (sweepDeadRestoreDirs), which a restore in another pid namespace sharing TMPDIR tells by
+ * the directory's heartbeat (keepTouched).
  */
 async function importArchiveFromFile(options: ImportOptions): Promise<ImportResult> {
   const {backup} = options
   const jobs = options.archive?.jobs ?? 1
   await sweepDeadRestoreDirs()
   const directory = await makeRestoreTempDir()
+  const stopTouching = keepTouched(directory)
   try {
     const file = join(directory, 'archive.dump')
     options.onNotice?.(
@@ -280,6 +283,7 @@ async function importArchiveFromFile(options: ImportOptions): Promise<ImportResu
     if (status.code !== 0) throw psqlFailure(status, restore.stderr(), 'pg_restore')
     return {...progress, sha256: tap.sha256(), sizeBytes: tap.sizeBytes, warnings: serverMessages(restore.stderr(), 'WARNING')}
   } finally {
+    stopTouching()
     await rm(directory, {recursive: true, force: true})
   }
 }

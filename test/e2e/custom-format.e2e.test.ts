@@ -124,7 +124,7 @@ describe('BACKUP_FORMAT=custom (real PostgreSQL, local storage)', () => {
     const result = await runCli(['restore', zstdId, '--force', '--target-db', 'shop_par', '--jobs', '2'], env)
     expect(result.stderr).not.toMatch(/"level":50/)
     expect(result.code).toBe(0)
-    expect(result.stderr).toMatch(/--jobs 2: pg_restore needs a seekable file .* to .*dbb-restore-\d+-[^/]+\/archive\.dump first \(removed when the restore ends\)/)
+    expect(result.stderr).toMatch(/--jobs 2: pg_restore needs a seekable file .* to .*dbb-restore-\d+@[0-9a-f]{8}\.\d+-[^/]+\/archive\.dump first \(removed when the restore ends\)/)
     expect(await contents('shop_par')).toEqual(shopBefore)
     expect(await fs.readdir(tmp)).toEqual([])
   })

@@ -1,10 +1,12 @@
-import {mkdir, mkdtemp, readdir, rm} from 'node:fs/promises'
+import {mkdir, mkdtemp, readdir, rm, utimes} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
-import {join} from 'node:path'
+import {basename, join} from 'node:path'
 
 import {isBackupId, newBackupId, parseBackupId} from '../../src/backup/naming'
 import {pgDumpArgs} from '../../src/backup/run-backup'
-import {archiveOptionsProblem, parseArchiveList, pgRestoreArgs, requirePgRestoreFor, sweepDeadRestoreDirs} from '../../src/restore/archive'
+import {ORPHANED_AFTER_MS, ownerTag} from '../../src/leftover-owner'
+import {pidScope} from '../../src/process-alive'
+import {archiveOptionsProblem, makeRestoreTempDir, parseArchiveList, pgRestoreArgs, requirePgRestoreFor, sweepDeadRestoreDirs} from '../../src/restore/archive'
 
 describe('custom format ids (BACKUP_FORMAT=custom)', () => {
   it('.dump.gz and .dump.zst are backup ids of kind dump next to .sql and .tar', async () => {
@@ -113,5 +115,34 @@ describe('sweepDeadRestoreDirs', () => {
     await mkdir(join(dir, 'other-4194305-x'))
     expect(await sweepDeadRestoreDirs(dir)).toEqual([join(dir, 'dbb-restore-4194305-abc')])
     expect((await readdir(dir)).sort()).toEqual(['dbb-restore-1-ghi', `dbb-restore-${process.pid}-def`, 'other-4194305-x'])
+  })
+
+  it("names its directories with its pid scope, and judges another scope's by their heartbeat, not by a pid it cannot see", async () => {
+    const made = await makeRestoreTempDir()
+    try {
+      expect(basename(made)).toMatch(new RegExp(`^dbb-restore-${ownerTag().replace('.', '\\.')}-`))
+      expect(pidScope()).toMatch(/^[0-9a-f]{8}\.\d+$/)
+    } finally {
+      await rm(made, {recursive: true})
+    }
+
+    const here = pidScope()!
+    const elsewhere = '00000000.1'
+    await mkdir(join(dir, `dbb-restore-4194305@${here}-dead`)) // this scope, no such process
+    await mkdir(join(dir, `dbb-restore-4194305@${elsewhere}-fresh`)) // another scope, touched just now: a live restore there
+    await mkdir(join(dir, `dbb-restore-4194305@${elsewhere}-stale`))
+    await mkdir(join(dir, `dbb-restore-${process.pid}@${elsewhere}-alsostale`)) // our pid number, but not us
+    const now = Date.now()
+    const untouched = new Date(now - ORPHANED_AFTER_MS - 1000)
+    await utimes(join(dir, `dbb-restore-4194305@${elsewhere}-stale`), untouched, untouched)
+    await utimes(join(dir, `dbb-restore-${process.pid}@${elsewhere}-alsostale`), untouched, untouched)
+    expect((await sweepDeadRestoreDirs(dir, now)).sort()).toEqual(
+      [`dbb-restore-${process.pid}@${elsewhere}-alsostale`, `dbb-restore-4194305@${elsewhere}-stale`, `dbb-restore-4194305@${here}-dead`].map((name) => join(dir, name)).sort(),
+    )
+    expect(await readdir(dir)).toEqual([`dbb-restore-4194305@${elsewhere}-fresh`])
+    // Just under the limit it is still in use.
+    const recent = new Date(now - ORPHANED_AFTER_MS + 5000)
+    await utimes(join(dir, `dbb-restore-4194305@${elsewhere}-fresh`), recent, recent)
+    expect(await sweepDeadRestoreDirs(dir, now)).toEqual([])
   })
 })
