@@ -76,14 +76,19 @@ let cachedScope: string | undefined | null = null
 /** USER_HZ: the unit of /proc's start times, 100 on every Linux architecture Node runs on. */
 const CLOCK_TICKS_PER_SECOND = 100
 
-/** When process `pid` started, in ms since the epoch (from /proc's boot time and its start tick); undefined where /proc does not say. */
-export function processStartedAt(pid: number): number | undefined {
-  const ticks = Number(processStartTime(pid))
-  if (!Number.isFinite(ticks)) return undefined
+/** When this machine booted, in ms since the epoch (/proc/stat's btime); undefined where /proc does not say. */
+export function bootedAt(): number | undefined {
   try {
-    const bootSeconds = Number(/^btime (\d+)$/m.exec(readFileSync('/proc/stat', 'utf8'))?.[1])
-    return Number.isFinite(bootSeconds) ? bootSeconds * 1000 + (ticks * 1000) / CLOCK_TICKS_PER_SECOND : undefined
+    const seconds = Number(/^btime (\d+)$/m.exec(readFileSync('/proc/stat', 'utf8'))?.[1])
+    return Number.isFinite(seconds) ? seconds * 1000 : undefined
   } catch {
     return undefined
   }
+}
+
+/** When process `pid` started, in ms since the epoch (the boot time plus its start tick); undefined where /proc does not say. */
+export function processStartedAt(pid: number): number | undefined {
+  const ticks = Number(processStartTime(pid))
+  const boot = bootedAt()
+  return Number.isFinite(ticks) && boot !== undefined ? boot + (ticks * 1000) / CLOCK_TICKS_PER_SECOND : undefined
 }

@@ -2,7 +2,7 @@ import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
 
 import {EXIT_WAL_FETCH_FATAL, OperationError, UsageError} from '../errors'
-import {processAlive} from '../process-alive'
+import {bootedAt, processAlive} from '../process-alive'
 import type {RecoveryTarget} from './base'
 
 /**
@@ -20,10 +20,7 @@ export async function checkDataDirectory(pgdata: string, options: {force: boolea
   })
   if (!stats) return
   if (!stats.isDirectory()) throw new UsageError(`--pgdata ${pgdata} is not a directory`)
-  const pid = await runningPostmaster(pgdata)
-  if (pid !== undefined) {
-    throw new UsageError(`PostgreSQL is running on ${pgdata} (postmaster pid ${pid}); stop it first (pg_ctl -D ${pgdata} stop)`)
-  }
+  await refuseWhilePostmasterLock(pgdata)
 
   const entries = await fs.readdir(pgdata)
   if (entries.length > 0 && !options.force) {
@@ -40,13 +37,36 @@ export async function checkDataDirectory(pgdata: string, options: {force: boolea
   }
 }
 
-/** The postmaster's pid when postmaster.pid names a live process; a stale file (after a crash) does not count. */
-async function runningPostmaster(pgdata: string): Promise<number | undefined> {
-  const text = await fs.readFile(path.join(pgdata, 'postmaster.pid'), 'utf8').catch(() => undefined)
-  const pid = Number(text?.split('\n')[0]?.trim())
-  if (!Number.isInteger(pid) || pid <= 0) return undefined
+/**
+ * Refuses a data directory whose postmaster.pid stands, as pgBackRest does: a server may be running
+ * on it. A pid that runs here says so; one that does not proves nothing, because the server may run
+ * in another container sharing the volume (a sidecar, a Job mounting the PVC), whose pids this
+ * namespace does not see — a restore with --force would then delete a running cluster's files. The
+ * one stale file that is provably stale: a server started before this machine last booted. Anything
+ * else the operator removes, knowing the server is down (crashed or killed, which is what leaves it).
+ */
+async function refuseWhilePostmasterLock(pgdata: string): Promise<void> {
+  const file = path.join(pgdata, 'postmaster.pid')
+  const text = await fs.readFile(file, 'utf8').catch((error: NodeJS.ErrnoException) => {
+    if (error.code === 'ENOENT') return undefined
+    throw new UsageError(`${file} cannot be read (${error.code ?? error.message}): a server may be running on ${pgdata}; stop it, or remove the file if none is`)
+  })
+  if (text === undefined) return
+  const [pidLine, , startLine] = text.split('\n')
+  const pid = Number(pidLine?.trim())
+  const startedAt = Number(startLine?.trim()) * 1000
+  const boot = bootedAt()
+  if (Number.isFinite(startedAt) && startedAt > 0 && boot !== undefined && startedAt < boot) return
   // A live postmaster usually belongs to another user (postgres): processAlive counts EPERM as alive.
-  return processAlive(pid) ? pid : undefined
+  if (Number.isInteger(pid) && pid > 0 && processAlive(pid)) {
+    throw new UsageError(`PostgreSQL is running on ${pgdata} (postmaster pid ${pid}); stop it first (pg_ctl -D ${pgdata} stop)`)
+  }
+
+  const started = Number.isFinite(startedAt) && startedAt > 0 ? `, started ${new Date(startedAt).toISOString()}` : ''
+  throw new UsageError(
+    `${file} stands (postmaster pid ${Number.isInteger(pid) && pid > 0 ? pid : 'unreadable'}${started}) and no such process runs here, but PostgreSQL may be running on ${pgdata} in another container or pid namespace that shares the volume: stop it there first. ` +
+      `If no server runs on it (it crashed or was killed, which leaves the file), remove ${file} and run the restore again`,
+  )
 }
 
 /**

@@ -1,7 +1,8 @@
+import {spawn} from 'node:child_process'
 import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
 
-import {runCli} from '../helpers/cli'
+import {BIN, cliEnv, collect, runCli} from '../helpers/cli'
 import {PgCluster, makeServerOwnedDir, startPostgres} from '../helpers/postgres'
 import {archivingSettings, switchWalAndWaitArchived, waitForPromotion} from '../helpers/wal'
 
@@ -52,6 +53,22 @@ describe('point-in-time recovery (real PostgreSQL, archive_command = dbb wal pus
     const whileRunning = await runCli(['restore', '--type', 'base', 'latest', '--pgdata', db.dataDir, '--force'], storageEnv())
     expect(whileRunning.code).toBe(2)
     expect(whileRunning.stderr).toMatch(/PostgreSQL is running on/)
+    // The same restore from a pid namespace where the postmaster's pid names nothing (dbb in a
+    // sidecar or a Job sharing the volume): a pid check alone would go on and delete a running
+    // cluster's files; the postmaster.pid that stands is refused, exit 2, the server untouched.
+    const namespaceArgs = process.getuid?.() === 0 ? [] : ['--user', '--map-root-user']
+    const fromElsewhere = await collect(
+      spawn('unshare', [...namespaceArgs, '--pid', '--fork', '--mount-proc', process.execPath, BIN, 'restore', '--type', 'base', 'latest', '--pgdata', db.dataDir, '--force'], {
+        env: cliEnv(storageEnv()),
+        stdio: ['ignore', 'pipe', 'pipe'],
+      }),
+    )
+    expect(fromElsewhere.code).toBe(2)
+    expect(fromElsewhere.stderr).toMatch(
+      process.getuid?.() === 0 ? /postmaster\.pid stands \(postmaster pid \d+, started [^)]+\) and no such process runs here, but PostgreSQL may be running on .* in another container or pid namespace/ : /postmaster\.pid cannot be read/,
+    )
+    expect(await db.psql('SELECT count(*) FROM orders')).toBe('1500')
+    expect(await fs.readdir(db.dataDir)).toContain('global')
 
     await db.stop()
     const notEmpty = await runCli(['restore', '--type', 'base', 'latest', '--pgdata', db.dataDir], storageEnv())

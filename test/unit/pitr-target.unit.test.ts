@@ -4,6 +4,7 @@ import * as path from 'node:path'
 
 import {parseWalRange, pgBasebackupArgs} from '../../src/backup/base-backup'
 import {UsageError} from '../../src/errors'
+import {bootedAt} from '../../src/process-alive'
 import {parseRecoveryTarget, parseTargetTimeline} from '../../src/restore/base'
 import {checkDataDirectory, walForegroundFetchCommand, writeRecoveryConfig} from '../../src/restore/recovery-config'
 
@@ -115,5 +116,26 @@ describe('the restored data directory', () => {
     await fs.writeFile(path.join(dir, 'postmaster.pid'), `${process.pid}\n${dir}\n`)
     await expect(checkDataDirectory(dir, {force: true})).rejects.toThrow(/PostgreSQL is running on .* \(postmaster pid \d+\)/)
     await expect(checkDataDirectory(path.join(dir, 'missing'), {force: false})).resolves.toBeUndefined()
+  })
+
+  it('a postmaster.pid whose pid runs nowhere here is refused too (the server may run in another pid namespace), unless its server started before this boot', async () => {
+    const file = path.join(dir, 'postmaster.pid')
+    const noSuchPid = 4_194_305 // above Linux's pid_max limit
+    const now = Math.floor(Date.now() / 1000)
+    await fs.writeFile(file, `${noSuchPid}\n${dir}\n${now}\n5432\n/run/postgresql\n*\n  5432001      3\nready   \n`)
+    await expect(checkDataDirectory(dir, {force: true})).rejects.toThrow(
+      expect.objectContaining({
+        exitCode: 2,
+        message: expect.stringMatching(/postmaster\.pid stands \(postmaster pid 4194305, started .*\) and no such process runs here, .* another container or pid namespace .*: stop it there first\. If no server runs on it .* remove .*postmaster\.pid and run the restore again/),
+      }),
+    )
+    // Without a readable start time nothing proves it stale either.
+    await fs.writeFile(file, `${noSuchPid}\n`)
+    await expect(checkDataDirectory(dir, {force: true})).rejects.toThrow(/no such process runs here/)
+    // Written before this machine booted: that server cannot be running.
+    await fs.writeFile(file, `${noSuchPid}\n${dir}\n${Math.floor(bootedAt()! / 1000) - 60}\n5432\n`)
+    await expect(checkDataDirectory(dir, {force: true})).resolves.toBeUndefined()
+    await fs.rm(file)
+    await expect(checkDataDirectory(dir, {force: true})).resolves.toBeUndefined()
   })
 })
