@@ -103,10 +103,11 @@ export async function runPhysicalDrill(deps: PhysicalDrillDependencies, options:
   await sweepLeftovers(log)
   // Where replay must reach: the newest segment archived now (segments archived while the drill runs do not count).
   const archiveEnd = await newestArchivedSegment(storage, backup)
+  const port = await freePort()
+  // Made right before the try whose finally removes it: nothing in between can throw.
   const directory = await createPrivateDirectory(user, backup.id)
   // A drill in a sibling container sharing TMPDIR cannot see this process: it goes by the marker's heartbeat.
   const stopTouching = keepTouched(directory.marker)
-  const port = await freePort()
   const server = `private PostgreSQL ${major} on ${directory.root} (unix socket only)`
   log.info({event: 'drill.started', directory: directory.root, binDir, archiveEnd}, `physical drill of ${backup.id} in ${directory.root}`)
   let verdict: Verdict
