@@ -3,7 +3,7 @@
 # compose walkthrough of docker-compose.local.yml plus the ways people run the image: backup via the
 # API, download, `docker exec … dbb restore`, `docker stop` during a backup longer than Docker's
 # default 10 s (it completes), `docker kill` mid-backup (the next start cleans up), an arbitrary uid,
-# a read-only root filesystem, a 0444 pgpass secret, *_FILE secrets.
+# a read-only root filesystem, a 0444 pgpass secret, *_FILE secrets, and that pid 1 (tini) reaps orphans.
 # Prints "N passed, N failed" last. Exit 0: all passed; 1: a check failed; 3: no engine could be
 # started (the reason is printed; .ci/run reports it and goes on).
 # Time (2 shared cores): first run ~10-20 min (debootstrap, stand-ins, cold image build); later runs
@@ -132,6 +132,17 @@ fi
 check "docker exec dbb restore latest --target-db restored" $DOCKER exec "$DBB" dbb restore latest --target-db restored --force
 rows=$($DOCKER exec "$DB" psql -tA -U postgres -d restored -c "SELECT count(*) FROM items" 2>&1)
 if [ "$rows" = 5000 ]; then pass "restored database has the 5000 rows"; else fail "restored database has the 5000 rows" "$rows"; fi
+
+# ---- pid 1 reaps orphans: one that a `docker exec` leaves running is re-parented to the container's
+# pid 1 when its parent exits; with dbb (Node) as pid 1 it stayed a zombie once it ended ----
+$DOCKER exec "$DBB" sh -c 'sleep 1 </dev/null >/dev/null 2>&1 &'
+sleep 3
+check "an orphan re-parented to the container's pid 1 is reaped when it ends (no zombie)" $DOCKER exec "$DBB" sh -c '! grep -qs ") Z " /proc/[0-9]*/stat'
+check "pid 1 is tini, with dbb serve its child" $DOCKER exec "$DBB" sh -c '[ "$(cat /proc/1/comm)" = tini ] || exit 1
+  for d in /proc/[0-9]*; do
+    tr "\0" " " <"$d/cmdline" 2>/dev/null | grep -Eq "(dbb|run\.js) serve" && grep -Eq "^PPid:[[:space:]]+1$" "$d/status" && exit 0
+  done
+  exit 1'
 
 # ---- docker stop during a long backup: it completes within SHUTDOWN_GRACE, before Docker's SIGKILL ----
 # The backup is made to last past Docker's default 10 s: its pg_dump waits on a table lock that a
