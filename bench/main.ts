@@ -12,7 +12,7 @@
  *   --output FILE    report file (default BENCHMARKS.md in the repository)
  *   --note TEXT      a line printed under the title, e.g. "machine shared with other jobs"
  *   --only restore   measure only the restore rows (dbb restore beside gunzip | psql), skipping the rest
- *   --only flatness  measure only memory flatness: dbb backup run → local (with defaults and without pigz on PATH) and → S3, on the default and the --large-factor database
+ *   --only flatness  measure only memory flatness: dbb backup run → local (with defaults and without igzip or pigz on PATH) and → S3, on the default and the --large-factor database
  *   --list-backups N backups planted on s3rver for the `dbb backup list` row (default 1000; 0 skips it)
  */
 import {execFileSync} from 'node:child_process'
@@ -20,6 +20,7 @@ import * as fs from 'node:fs/promises'
 import * as os from 'node:os'
 import * as path from 'node:path'
 
+import {onPath} from '../src/compress/program-compressor'
 import {pathWithout} from '../test/helpers/cli'
 import {PgCluster, startPostgres} from '../test/helpers/postgres'
 import type {S3Server} from '../test/helpers/s3-server'
@@ -72,7 +73,9 @@ const seconds = (ms: number) => (ms / 1000).toFixed(2)
 const SMALL_YOUNG_GENERATION = '--max-semi-space-size=1'
 /** The databases the restore rows restore into. */
 const RESTORE_TARGETS = {shell: 'restore_shell', dbb: 'restore_dbb'}
-const WITHOUT_PIGZ = "dbb backup run → local, without pigz on PATH (dbb's own gzip)"
+const WITHOUT_PIGZ = "dbb backup run → local, without igzip or pigz on PATH (dbb's own gzip)"
+/** gzip through pigz, as where igzip is not installed (the defaults' row uses igzip where it is). */
+const PIGZ_ONLY = 'dbb backup run → local, gzip by pigz (igzip not on PATH)'
 const TO_S3 = 'dbb backup run → S3 (s3rver, loopback)'
 
 /** A named pipeline: run once per round, its samples collected. */
@@ -124,9 +127,9 @@ async function main(): Promise<void> {
       return {...timed, outputBytes: outcome.metadata.sizeBytes, id: outcome.metadata.id}
     }
 
-    /** A PATH without pigz (dbb then gzips in-process), made once for every row that needs it. */
+    /** A PATH without igzip and pigz (dbb then gzips in-process), made once for every row that needs it. */
     let pathWithoutPigz: Promise<string> | undefined
-    const noPigzPath = () => (pathWithoutPigz ??= pathWithout('pigz', path.join(work, 'path-without-pigz')))
+    const noPigzPath = () => (pathWithoutPigz ??= pathWithout(['igzip', 'pigz'], path.join(work, 'path-without-gzip-programs')))
 
     /** The flatness table's row for dbb's own gzip (no pigz on PATH), `runs` backups of `db`. */
     const backupWithoutPigz = async (db: BenchDatabase, runs: number) => {
@@ -173,6 +176,23 @@ async function main(): Promise<void> {
         samples: [],
       },
     ]
+    // Where igzip is installed the defaults' gzip goes through it (src/compress/program-compressor.ts):
+    // pigz's row beside it is what a machine without igzip gets.
+    if (onPath('igzip')) {
+      const pigzDir = path.join(work, 'pigz-only')
+      await fs.mkdir(pigzDir)
+      const pigzPath = pathWithout('igzip', path.join(work, 'path-without-igzip'))
+      pipelines.push({
+        name: PIGZ_ONLY,
+        run: async () => {
+          const result = await dbbBackup(database, {BACKUP_LOCAL_DIR: pigzDir, PATH: await pigzPath})
+          await removeBackup(pigzDir, result.id)
+          return result
+        },
+        samples: [],
+      })
+    }
+
     // The Docker image runs dbb with a 1 MB young generation (docker/Dockerfile): measured beside the default.
     const semiSpaceDir = path.join(work, 'semi-space')
     await fs.mkdir(semiSpaceDir)

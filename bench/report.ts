@@ -75,7 +75,7 @@ export function renderReport(report: Report): string {
   return `${lines.join('\n')}\n`
 }
 
-/** What a flatness row ran, after `dbb backup run → local`: `defaults`, or e.g. `without pigz on PATH (…)`. */
+/** What a flatness row ran, after `dbb backup run → local`: `defaults`, or e.g. `without igzip or pigz on PATH (…)`. */
 function variant(row: Row): string {
   return row.name.replace(/^dbb backup run → local,? ?/, '').replace(/^dbb backup run → /, 'to ').replace(/^\((defaults)\)$/, '$1')
 }
@@ -95,7 +95,7 @@ function flatnessTable(report: Report): string[] {
 
 /** Markdown of a `--only flatness` run: its own section of BENCHMARKS.md, beside the main table. */
 export function renderFlatnessReport(report: Report): string {
-  // Several runs per database (defaults, without pigz): the large database is the first other one.
+  // Several runs per database (defaults, without igzip or pigz): the large database is the first other one.
   const [base] = report.flatness
   const large = report.flatness.find(({database}) => database.name !== base?.database.name)
   const factor = base && large ? large.database.dumpBytes / base.database.dumpBytes : undefined
@@ -181,6 +181,7 @@ export function issue15Targets(report: Report): string[] {
   const gzip6 = find('pg_dump | gzip -6')
   const pigz = find('pg_dump | pigz -1')
   const local = find('dbb backup run → local (defaults)')
+  const pigzOnly = find('dbb backup run → local, gzip by pigz')
   const baseFloor = find('base floor')
   const baseZstd = find('dbb backup run --type base → local, COMPRESSION=zstd')
   const s3 = find('dbb backup run → S3')
@@ -190,6 +191,8 @@ export function issue15Targets(report: Report): string[] {
     target('zstd backup / floor', over(zstd, floor), 1.15, '×'),
     target('zstd output / gzip -6 output', zstd?.outputBytes && gzip6?.outputBytes ? zstd.outputBytes / gzip6.outputBytes : undefined, 0.65, '×'),
     target('gzip backup (defaults) / pg_dump | pigz -1', over(local, pigz), 1.2, '×'),
+    // Where igzip is installed the defaults use it; the same target for a machine with pigz alone.
+    ...(pigzOnly ? [target('gzip backup by pigz (igzip not on PATH) / pg_dump | pigz -1', over(pigzOnly, pigz), 1.2, '×')] : []),
     target('base backup with zstd / pg_basebackup -Ft -D - > /dev/null', over(baseZstd, baseFloor), 1.5, '×'),
     ...memoryTargets(report),
     // S3's peak at each size comes with memoryTargets; without an S3 server, say it was not measured.

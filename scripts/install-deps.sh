@@ -25,19 +25,25 @@ if ! have_server || ! have_clients || ! id postgres >/dev/null 2>&1 || ! command
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql postgresql-client util-linux gzip >/dev/null
 fi
 
-# COMPRESSION=zstd compresses through the zstd program (src/compress/codec-streams.ts); the benchmark
-# also compares against pigz; the tests lint bin/dbb-wal (POSIX sh) with shellcheck; ENCRYPTION_RECIPIENTS
-# encrypts through the age program (src/encrypt/age.ts, age-keygen makes the tests' keys, ssh-keygen their SSH ones).
-# Small Debian packages, installed only when missing.
-if ! command -v zstd >/dev/null || ! command -v pigz >/dev/null || ! command -v shellcheck >/dev/null || ! command -v age >/dev/null || ! command -v age-keygen >/dev/null || ! command -v ssh-keygen >/dev/null; then
-  echo "==> installing zstd, pigz, shellcheck, age and ssh-keygen"
+# COMPRESSION=zstd compresses through the zstd program (src/compress/codec-streams.ts), gzip through
+# igzip (Debian's isal package) or pigz (src/compress/program-compressor.ts), and the tests run both;
+# the benchmark also compares against pigz; the tests lint bin/dbb-wal (POSIX sh) with shellcheck;
+# ENCRYPTION_RECIPIENTS encrypts through the age program (src/encrypt/age.ts, age-keygen makes the
+# tests' keys, ssh-keygen their SSH ones). Small Debian packages, installed only when missing.
+TOOLS="zstd pigz igzip shellcheck age age-keygen ssh-keygen"
+PACKAGES="zstd pigz isal shellcheck age openssh-client"
+missing=""
+for tool in $TOOLS; do command -v "$tool" >/dev/null || missing="$missing $tool"; done
+if [ -n "$missing" ]; then
+  echo "==> installing$missing (packages: $PACKAGES)"
   sudo=""
   if [ "$(id -u)" != 0 ]; then
-    command -v sudo >/dev/null || { echo "zstd, pigz, shellcheck, age or ssh-keygen is missing and this is not root: apt-get install zstd pigz shellcheck age openssh-client, then run this again" >&2; exit 1; }
+    command -v sudo >/dev/null || { echo "$missing missing and this is not root: apt-get install $PACKAGES, then run this again" >&2; exit 1; }
     sudo=sudo
   fi
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq zstd pigz shellcheck age openssh-client >/dev/null
+  # shellcheck disable=SC2086 # one word per package
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $PACKAGES >/dev/null
 fi
 
 # Install the locked versions when node_modules is missing or older than the lockfile. `npm install`

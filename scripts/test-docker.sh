@@ -68,6 +68,7 @@ check "no Perl modules, npm or yarn in the image" bash -c "! $DOCKER run --rm --
 check "dbb --version as the image's user" $DOCKER run --rm "$IMAGE" --version
 check "dbb-wal (sh foreground of archive_command/restore_command) on PATH, with the GNU stat it needs" $DOCKER run --rm --entrypoint sh "$IMAGE" -c 'command -v dbb-wal && dbb-wal push --help >/dev/null && stat -c "%d %i %s %.9Y %.9Z" /app/bin/dbb-wal | grep -Eq "^[0-9]+ [0-9]+ [0-9]+ [0-9]+\.[0-9]{9} [0-9]+\.[0-9]{9}$"'
 check "the zstd program for COMPRESSION=zstd" $DOCKER run --rm --entrypoint zstd "$IMAGE" --version
+check "igzip (gzip at the default level 1) writes a gzip that gunzip reads" $DOCKER run --rm --entrypoint sh "$IMAGE" -c 'echo dbb | igzip -c -1 -n | gunzip -c | grep -qx dbb'
 check "the age program for ENCRYPTION_RECIPIENTS (encrypts to a fresh key)" $DOCKER run --rm --entrypoint sh "$IMAGE" -c 'age-keygen -o /tmp/k 2>/dev/null && echo dbb | age -e -r "$(age-keygen -y /tmp/k)" | age -d -i /tmp/k | grep -qx dbb'
 check "dbb --version under an arbitrary uid (--user 12345:0)" $DOCKER run --rm --user 12345:0 "$IMAGE" --version
 check "dbb backup list --help under an arbitrary uid, read-only root" $DOCKER run --rm --user 12345:0 --read-only "$IMAGE" backup list --help
@@ -128,6 +129,9 @@ if [ "$code" = 200 ] && gzip -dc "$WORK/latest.sql.gz" | grep -q -a 'PostgreSQL 
 else
   fail "GET /api/v1/backups/latest/download" "HTTP $code"
 fi
+# The gzip header's XFL byte: igzip -n writes 00, pigz -1 writes 04 (fastest), Node's zlib 04 too.
+xfl=$(od -An -tx1 -j8 -N1 "$WORK/latest.sql.gz" | tr -d ' ')
+if [ "$xfl" = 00 ]; then pass "the image's backups at the default level are compressed by igzip (gzip header XFL 00)"; else fail "the image's backups at the default level are compressed by igzip" "XFL $xfl"; fi
 
 check "docker exec dbb restore latest --target-db restored" $DOCKER exec "$DBB" dbb restore latest --target-db restored --force
 rows=$($DOCKER exec "$DB" psql -tA -U postgres -d restored -c "SELECT count(*) FROM items" 2>&1)

@@ -87,11 +87,11 @@ export async function streamToStorage(options: PipelineOptions): Promise<Pipelin
   // before the program starts, so a bad level fails before anything runs.
   const codec = CODECS[options.codec ?? 'gzip']
   const level = options.compressionLevel ?? codec.defaultLevel
-  // zstd, and gzip where pigz is on PATH: the producer writes straight into the compressor
+  // zstd, and gzip where igzip or pigz is on PATH: the producer writes straight into the compressor
   // program and dbb reads only compressed bytes (src/compress/program-compressor.ts says why the
   // proof stays as strong). Otherwise dbb compresses what it reads (in-process parallel gzip, or
   // the zstd program as a filter: src/compress/codec-streams.ts).
-  const program = options.outputThroughDbb || (options.inProcessGzip && codec.name === 'gzip') ? undefined : programFor(codec.name)
+  const program = options.outputThroughDbb || (options.inProcessGzip && codec.name === 'gzip') ? undefined : programFor(codec.name, level)
   const directCompressor = program && startProgramCompressor(program, {level, threads: options.compressionThreads})
   const compressor = directCompressor ? undefined : createCompressor(codec.name, {level, threads: options.compressionThreads})
   const encryptor = options.encryptTo ? createEncryptor(options.encryptTo) : undefined
@@ -154,7 +154,7 @@ export async function streamToStorage(options: PipelineOptions): Promise<Pipelin
   // processes took CPU from age and from dbb's main thread, which carries every encrypted byte
   // (measured: encryption cost +9–19 % on top of compression with the program check, +0–1 % with
   // Node's; BENCHMARKS.md, "Session 8").
-  const gzipCheck = createInStreamCheck(codec.name, directCompressor !== undefined && encryptor === undefined)
+  const gzipCheck = createInStreamCheck(codec.name, directCompressor && encryptor === undefined ? program?.program : undefined)
   // Node's decoder writes the whole dump into dbb's heap (encrypted backups, or no decoder program).
   const nodeDecodes = gzipCheck.decodedBytes !== undefined
   let gzipCheckedBytes = 0

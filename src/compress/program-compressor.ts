@@ -45,6 +45,8 @@ export interface ProgramCompressor {
 
 export interface ProgramSpec {
   program: string
+  /** The Debian package that installs it, where its name is not the program's. */
+  package?: string
   args(level: number, threads: number): string[]
 }
 
@@ -60,14 +62,26 @@ const PROGRAMS: Record<CodecName, ProgramSpec> = {
 }
 
 /**
- * The compressor program a backup in `codec` goes through, or undefined when there is none (gzip
- * without pigz on PATH: dbb's in-process parallel gzip then compresses, src/compress/parallel-gzip.ts).
- * zstd always has one: requireCodec fails the backup first when the zstd program is missing.
+ * ISA-L's igzip (Debian's `isal` package) for gzip at level 1, the default: one standard gzip
+ * member like pigz's, from a deflate encoder made for speed. On the benchmark's dump (108 MB of SQL)
+ * its level 1 took 0.15 CPU-s where `pigz -1` took 0.64, on one thread against two, and wrote a
+ * slightly smaller file (25.7 against 25.9 MB; BENCHMARKS.md, "Session 23"). Its levels are its own
+ * (0–3, not zlib's 1–9), so only level 1 maps to it; other levels keep pigz. `-n`: no name or time
+ * in the header, as pigz's `-n`, so the same dump compresses to the same bytes.
  */
-export function programFor(codec: CodecName): ProgramSpec | undefined {
-  const spec = PROGRAMS[codec]
-  if (codec === 'zstd') return spec
-  return onPath(spec.program) ? spec : undefined
+const IGZIP: ProgramSpec = {program: 'igzip', package: 'isal', args: (level) => ['-c', `-${level}`, '-n']}
+export const IGZIP_LEVEL = 1
+
+/**
+ * The compressor program a backup in `codec` at `level` goes through, or undefined when there is
+ * none (gzip without igzip or pigz on PATH: dbb's in-process parallel gzip then compresses,
+ * src/compress/parallel-gzip.ts). zstd always has one: requireCodec fails the backup first when
+ * the zstd program is missing.
+ */
+export function programFor(codec: CodecName, level: number): ProgramSpec | undefined {
+  if (codec === 'zstd') return PROGRAMS.zstd
+  if (level === IGZIP_LEVEL && onPath(IGZIP.program)) return IGZIP
+  return onPath(PROGRAMS.gzip.program) ? PROGRAMS.gzip : undefined
 }
 
 /** True when an executable `name` is in one of PATH's directories (no process started). */
@@ -92,7 +106,7 @@ export function startProgramCompressor(spec: ProgramSpec, options: {level: numbe
   // EPIPE on dbb's copy of the input cannot happen (dbb never writes to it); errors there are not the backup's.
   child.stdin.on('error', () => {})
   const exited = childExit(child).then(({code, signal, spawnError}): ExitStatus => {
-    if (spawnError) stderr = spawnError.code === 'ENOENT' ? `the ${spec.program} program is not on PATH (install it, e.g. apt-get install ${spec.program})` : spawnError.message
+    if (spawnError) stderr = spawnError.code === 'ENOENT' ? `the ${spec.program} program is not on PATH (install it, e.g. apt-get install ${spec.package ?? spec.program})` : spawnError.message
     return {code, signal}
   })
   return {

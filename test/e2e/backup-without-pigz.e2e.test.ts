@@ -11,12 +11,12 @@ import {fingerprint, seedDatabase} from '../helpers/seed'
 const exec = promisify(execFile)
 
 /**
- * Without pigz on PATH, dbb gzips in-process and reads every byte pg_dump writes, collecting the
+ * Without igzip or pigz on PATH, dbb gzips in-process and reads every byte pg_dump writes, collecting the
  * dead read buffers as it goes (src/dead-buffers.ts: scavenges and full collections in the middle
  * of the stream). A dump large enough for dozens of those is stored, checked, and restores with
  * stock `gunzip | psql` to the same rows.
  */
-describe('dbb backup run without pigz on PATH (in-process gzip)', () => {
+describe('dbb backup run without igzip or pigz on PATH (in-process gzip)', () => {
   let cluster: PgCluster
   let workDir: string
 
@@ -34,8 +34,9 @@ describe('dbb backup run without pigz on PATH (in-process gzip)', () => {
   it('stores a checked gzip that stock gunzip | psql restores to the same rows', async () => {
     const backupDir = path.join(workDir, 'backups')
     await fs.mkdir(backupDir)
-    const noPigz = await pathWithout('pigz', path.join(workDir, 'bin'))
+    const noPigz = await pathWithout(['pigz', 'igzip'], path.join(workDir, 'bin'))
     await expect(fs.access(path.join(noPigz, 'pigz'))).rejects.toMatchObject({code: 'ENOENT'})
+    await expect(fs.access(path.join(noPigz, 'igzip'))).rejects.toMatchObject({code: 'ENOENT'})
     const backup = await runCli(['backup', 'run', '--json', '--no-prune'], {...cluster.dbbEnv('shop'), BACKUP_LOCAL_DIR: backupDir, PATH: noPigz})
     expect(backup.code === 0 ? '' : `${backup.stdout}${backup.stderr}`).toBe('')
     const {metadata} = JSON.parse(backup.stdout) as {metadata: {id: string; sha256: string; sizeBytes: number; uncompressedBytes: number}}

@@ -58,15 +58,16 @@ export async function tempDir(prefix = 'dbb-test-'): Promise<string> {
 }
 
 /**
- * A PATH of one directory holding a link to every program on this PATH but `program` (the first of
- * each name, as the shell would find it): a dbb run with it does not find that program (e.g. pigz,
- * so dbb compresses in-process). The benchmark uses it too.
+ * A PATH of one directory holding a link to every program on this PATH but `programs` (the first of
+ * each name, as the shell would find it): a dbb run with it does not find them (e.g. igzip and pigz,
+ * so dbb gzips in-process). The benchmark uses it too.
  */
-export async function pathWithout(program: string, directory: string): Promise<string> {
+export async function pathWithout(programs: string | string[], directory: string): Promise<string> {
+  const left = new Set(typeof programs === 'string' ? [programs] : programs)
   await fs.mkdir(directory, {recursive: true})
   for (const entry of (process.env.PATH ?? '').split(path.delimiter).filter(Boolean)) {
     for (const name of await fs.readdir(entry).catch(() => [] as string[])) {
-      if (name === program) continue
+      if (left.has(name)) continue
       await fs.symlink(path.join(entry, name), path.join(directory, name)).catch((error: NodeJS.ErrnoException) => {
         if (error.code !== 'EEXIST') throw error
       })

@@ -19,10 +19,12 @@ import {tempDir} from '../helpers/cli'
 describe.each<[CodecName, string, string]>([
   ['zstd', 'zstd', 'gzip'],
   ['gzip', 'pigz', 'zstd'],
+  ['gzip', 'igzip', 'zstd'],
 ])('the in-stream %s check by the %s program', (codec, program, other) => {
   // Dump-like: repetitive SQL and random bytes, 6 MB.
   const whole = Buffer.concat(Array.from({length: 60}, (_, index) => (index % 3 === 0 ? randomBytes(40_000) : Buffer.from(`INSERT INTO t VALUES (${index}, 'row');\n`.repeat(1500)))))
-  const compress = (name: string, input: Buffer) => execFileSync(name === 'zstd' ? 'zstd' : 'pigz', ['-c', '-1'], {input, maxBuffer: 64 * 1024 * 1024})
+  /** Compressed by the program under test (its check decodes what it wrote), or by the other codec's. */
+  const compress = (name: string, input: Buffer) => execFileSync(name === codec ? program : name === 'zstd' ? 'zstd' : 'pigz', ['-c', '-1'], {input, maxBuffer: 64 * 1024 * 1024})
   const compressed = compress(codec, whole)
 
   /** Feeds `body` in 64 KiB chunks: the decoded count, or the first failure's message. */
@@ -49,16 +51,16 @@ describe.each<[CodecName, string, string]>([
       [true, ProgramCheck],
       [false, InStreamGunzipCheck],
     ] as const) {
-      const made = createInStreamCheck(codec, compressorProgram)
+      const made = createInStreamCheck(codec, compressorProgram ? program : undefined)
       made.destroy()
       expect(made).toBeInstanceOf(kind)
     }
 
-    const check = new ProgramCheck(codec)
+    const check = new ProgramCheck(codec, program)
     expect(check.decodedBytes).toBeUndefined()
     expect(await runCheck(check, compressed)).toEqual({count: whole.length})
     // Two streams one after the other decode as one (what `zstd -dc` / `gunzip -c` of the file gives a restore).
-    expect(await runCheck(new ProgramCheck(codec), Buffer.concat([compressed, compressed]))).toEqual({count: 2 * whole.length})
+    expect(await runCheck(new ProgramCheck(codec, program), Buffer.concat([compressed, compressed]))).toEqual({count: 2 * whole.length})
   })
 
   it.each<[string, (body: Buffer) => Buffer]>([
@@ -68,7 +70,7 @@ describe.each<[CodecName, string, string]>([
     ["the other codec's bytes (which the program might decode)", () => compress(other, whole)],
     ['no bytes at all', () => Buffer.alloc(0)],
   ])('refuses %s, naming the check, and leaves neither program running', async (_name, damage) => {
-    const check = new ProgramCheck(codec)
+    const check = new ProgramCheck(codec, program)
     const outcome = await runCheck(check, damage(compressed))
     expect(outcome.count).toBeUndefined()
     expect(outcome.error).toMatch(new RegExp(`^the compressed stream failed its in-stream ${codec} check: `))
@@ -76,7 +78,7 @@ describe.each<[CodecName, string, string]>([
   })
 
   it('a decoder killed mid-stream fails the check (never a short count)', async () => {
-    const check = new ProgramCheck(codec)
+    const check = new ProgramCheck(codec, program)
     await check.write(compressed.subarray(0, 65_536))
     const decoder = (check as unknown as {decoder: {pid: number}}).decoder
     process.kill(decoder.pid, 'SIGKILL')
@@ -100,10 +102,10 @@ describe.each<[CodecName, string, string]>([
         await fs.mkdir(bin)
         await fs.symlink(execFileSync('sh', ['-c', `command -v ${present}`], {encoding: 'utf8'}).trim(), `${bin}/${present}`)
         process.env.PATH = bin
-        const check = createInStreamCheck(codec, true)
+        const check = createInStreamCheck(codec, program)
         expect([missing, check instanceof InStreamGunzipCheck]).toEqual([missing, true])
         expect(await runCheck(check, compressed)).toEqual({count: whole.length})
-        const half = await runCheck(createInStreamCheck(codec, true), compressed.subarray(0, compressed.length >> 1))
+        const half = await runCheck(createInStreamCheck(codec, program), compressed.subarray(0, compressed.length >> 1))
         expect(half.count).toBeUndefined()
         expect(half.error).toMatch(new RegExp(`^the compressed stream failed its in-stream ${codec} check: `))
       }
@@ -114,7 +116,7 @@ describe.each<[CodecName, string, string]>([
         await fs.mkdir(bin)
         await fs.symlink(execFileSync('sh', ['-c', 'command -v zstd'], {encoding: 'utf8'}).trim(), `${bin}/zstd`)
         process.env.PATH = bin
-        const check = createInStreamCheck(codec, true)
+        const check = createInStreamCheck(codec, program)
         expect(check).toBeInstanceOf(ProgramCheck)
         expect(await runCheck(check, compressed)).toEqual({count: whole.length})
       }
@@ -129,7 +131,7 @@ describe.each<[CodecName, string, string]>([
       const bin = await tempDir()
       await fs.writeFile(`${bin}/wc`, '#!/bin/sh\ncat > /dev/null\necho "wc: not today"\n', {mode: 0o755})
       await withFirstOnPath(bin, async () => {
-        const outcome = await runCheck(new ProgramCheck(codec), compressed)
+        const outcome = await runCheck(new ProgramCheck(codec, program), compressed)
         expect(outcome.error).toMatch(new RegExp(`in-stream ${codec} check: wc -c exited 0 and printed "wc: not today"`))
       })
     })
@@ -143,12 +145,12 @@ describe.each<[CodecName, string, string]>([
       await fs.writeFile(`${bin}/zstd`, `#!/bin/bash\nexec ${real} "$@" 2> >(sed 's/ bytes/ octets décodés/' >&2)\n`, {mode: 0o755})
       await withFirstOnPath(bin, async () => {
         expect(reportsSizeAsExpected('zstd')).toBe(false)
-        const check = createInStreamCheck('zstd', true)
+        const check = createInStreamCheck('zstd', 'zstd')
         expect(check).toBeInstanceOf(ProgramCheck)
         expect(await runCheck(check, compressed)).toEqual({count: whole.length})
         const damaged = Buffer.from(compressed)
         damaged[damaged.length >> 1] ^= 0xff
-        const outcome = await runCheck(createInStreamCheck('zstd', true), damaged)
+        const outcome = await runCheck(createInStreamCheck('zstd', 'zstd'), damaged)
         expect(outcome.count).toBeUndefined()
         expect(outcome.error).toMatch(/^the compressed stream failed its in-stream zstd check: zstd exit code 1/)
       })
@@ -169,7 +171,7 @@ describe.each<[CodecName, string, string]>([
         await requireCodec('zstd', 'decompress')
         expect(await started()).toEqual(['-t --no-progress'])
         expect(reportsSizeAsExpected('zstd')).toBe(true)
-        const check = createInStreamCheck('zstd', true)
+        const check = createInStreamCheck('zstd', 'zstd')
         expect(await runCheck(check, compressed)).toEqual({count: whole.length})
         // The probe, then the check's own decoder: nothing asked zstd anything else.
         expect(await started()).toEqual(['-t --no-progress', '-t --no-progress'])
@@ -200,7 +202,7 @@ describe.each<[CodecName, string, string]>([
       const real = execFileSync('sh', ['-c', 'command -v zstd'], {encoding: 'utf8'}).trim()
       await fs.writeFile(`${bin}/zstd`, `#!/bin/sh\nexec ${real} -q "$@"\n`, {mode: 0o755})
       await withFirstOnPath(bin, async () => {
-        const outcome = await runCheck(new ProgramCheck(codec, true), compressed)
+        const outcome = await runCheck(new ProgramCheck(codec, program, true), compressed)
         expect(outcome.count).toBeUndefined()
         expect(outcome.error).toMatch(/in-stream zstd check: zstd exited 0 without reporting the decoded size/)
       })

@@ -8,35 +8,43 @@ import {crc32} from 'node:zlib'
 import {spawnTool} from '../../src/backup/child-process'
 import {PipelineOptions, streamToStorage} from '../../src/backup/pipeline'
 import {CodecName} from '../../src/compress/codecs'
+import {programFor} from '../../src/compress/program-compressor'
 import {LocalBackend} from '../../src/plugins/local/src'
 import {runningChildren} from '../helpers/children'
-import {tempDir} from '../helpers/cli'
+import {pathWithout, tempDir} from '../helpers/cli'
 
 const run = promisify(execFile)
 
 /**
- * THE pipeline with a compressor program (zstd; pigz for gzip): the producer writes straight into
+ * THE pipeline with a compressor program (zstd; igzip or pigz for gzip): the producer writes straight into
  * the compressor and dbb reads only compressed bytes. Checked with the stock tools a user restores
  * with, and attacked: a producer that dies, a compressor that dies, a compressor that damages its
  * output while exiting 0.
  */
 describe.each<[CodecName, string, string[]]>([
   ['zstd', 'zstd', ['zstd', '-dc']],
+  ['gzip', 'igzip', ['gzip', '-dc']],
   ['gzip', 'pigz', ['gzip', '-dc']],
 ])('%s through the %s program, fed by the producer directly', (codec, program, decompress) => {
   let dir: string
+  let savedPath: string | undefined
   let storageDir: string
   let storage: LocalBackend
   const extension = codec === 'zstd' ? 'zst' : 'gz'
 
   beforeAll(async () => {
     dir = await tempDir('dbb-program-compressor-')
+    // gzip goes through igzip where it is on PATH (level 1): pigz's case runs without it.
+    savedPath = process.env.PATH
+    if (program === 'pigz') process.env.PATH = await pathWithout('igzip', path.join(dir, 'path-without-igzip'))
+    expect(programFor(codec, 1)?.program).toBe(program)
     storageDir = path.join(dir, 'store')
     await fs.mkdir(storageDir)
     storage = new LocalBackend(storageDir)
   })
 
   afterAll(async () => {
+    process.env.PATH = savedPath
     await fs.rm(dir, {recursive: true, force: true})
   })
 
@@ -156,7 +164,7 @@ describe.each<[CodecName, string, string[]]>([
     await fs.mkdir(bin, {recursive: true})
     const real = execFileSync('bash', ['-c', `command -v ${program}`], {encoding: 'utf8'}).trim()
     // Byte 20 000 of the output: inside the compressed blocks, past every header. Only when
-    // compressing: the zstd check runs `zstd -t` (pigz's, `pigz -d`), which stays the real program.
+    // compressing: the zstd check runs `zstd -t` (igzip's and pigz's, `-d`), which stays the real program.
     await fs.writeFile(
       path.join(bin, program),
       `#!/bin/sh\ncase " $* " in *" -d "*|*" -t "*) exec ${real} "$@" ;; esac\n${real} "$@" | perl -e 'binmode STDIN; binmode STDOUT; local $/; my $d = <STDIN>; substr($d, 20000, 1) ^= "\\x01"; print $d'\n`,
