@@ -111,8 +111,11 @@ const isDbb = (service: ComposeService) => service.build?.dockerfile === 'docker
 const interpolated = (value: string) => value.replace(/\$\{[^}]*\}/g, 'x'.repeat(64))
 
 describe('docker/Dockerfile matches the CLI it packages', () => {
-  it('runs `dbb` (a link to bin/run.js) as its entrypoint, and its CMD is a real command', () => {
-    expect(argsOf('ENTRYPOINT').map((args) => JSON.parse(args))).toEqual([['dbb']])
+  it('runs `dbb` (a link to bin/run.js) under tini as its entrypoint, and its CMD is a real command', () => {
+    // tini as pid 1 reaps what dbb does not (README, "pid 1 is tini"); the image carries it.
+    expect(argsOf('ENTRYPOINT').map((args) => JSON.parse(args))).toEqual([['tini', '-s', '--', 'dbb']])
+    expect(argsOf('RUN').join('\n')).toMatch(/apt-get install [^\n]* tini/)
+    expect(argsOf('RUN').join('\n')).toContain('/usr/bin/tini /opt/pgclient/')
     expect(argsOf('RUN', runtime).join('\n')).toContain('ln -s /app/bin/run.js /usr/local/bin/dbb')
     expect(argsOf('WORKDIR', runtime)).toEqual(['/app'])
     const runJs = path.join(ROOT, 'bin/run.js')
