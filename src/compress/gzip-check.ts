@@ -117,10 +117,10 @@ export function reportsSizeAsExpected(codec: CodecName): boolean {
 }
 
 /**
- * The check done by the codec's own program, for a backup whose compressor is that program
+ * The check done by the compressor program itself, decoding what it wrote
  * (src/compress/program-compressor.ts): `zstd -t` (decodes every frame, verifies its XXH64 content
- * checksum and its end, and reports the decoded size) or `pigz -d` (the trailer's CRC-32 and
- * length) with `wc -c` counting what it decodes, so the decoded bytes never pass through dbb. For
+ * checksum and its end, and reports the decoded size) or `igzip -d` / `pigz -d` (the trailer's
+ * CRC-32 and length) with `wc -c` counting what it decodes, so the decoded bytes never pass through dbb. For
  * zstd that is CPU: Node's built-in decoder needed 0.41–0.56 CPU-s for the benchmark's 108 MB dump
  * (207 MB base backup), `zstd -d | wc -c` 0.20–0.24, and on two cores that CPU is taken from pg_dump
  * and the compressor (a base backup went from 1.95 s to 1.68 s). For gzip it is memory: the same CPU
