@@ -51,9 +51,15 @@ describe('physical drill helpers', () => {
       await fs.writeFile(path.join(root, 'data', 'postmaster.pid'), `${pid}\n${path.join(root, 'data')}\n${startedSeconds}\n5432\n${root}\n\n`)
     }
 
-    /** A live process of this user that is not a server; resolves its pid once it runs. */
-    function bystander(): ChildProcess {
-      return spawn('sleep', ['60'])
+    /** Runs `body` with a live process of this user that is not a server (killed after). */
+    async function withBystander(body: (child: ChildProcess) => Promise<void>): Promise<void> {
+      const child = spawn('sleep', ['60'])
+      try {
+        await waitFor(() => processStartedAt(child.pid!), 5000, 'the process to start')
+        await body(child)
+      } finally {
+        child.kill('SIGKILL')
+      }
     }
 
     async function exited(child: ChildProcess, withinMs: number): Promise<boolean> {
@@ -64,38 +70,29 @@ describe('physical drill helpers', () => {
     const deadPid = () => Number(spawnSync('sh', ['-c', 'echo $$'], {encoding: 'utf8'}).stdout.trim())
 
     it('never signals a process that only has the pid postmaster.pid names: one that started after the server wrote it is not the server', async () => {
-      const other = bystander()
-      try {
+      await withBystander(async (other) => {
         // A drill SIGKILLed an hour ago; its server is gone and the pid now belongs to someone else.
         const dead = await drillDirectory('reused', deadPid(), {scope: pidScope()})
         await postmasterFile(dead, other.pid!, Math.floor(Date.now() / 1000) - 3600)
         const {logger} = captureLogger()
         expect(await sweepLeftovers(logger, tmp)).toEqual([dead])
         expect(await exited(other, 1000)).toBe(false)
-      } finally {
-        other.kill('SIGKILL')
-      }
+      })
     })
 
     it('stops the server a killed drill left (the process that wrote postmaster.pid), then removes the directory', async () => {
-      const server = bystander()
-      try {
-        await waitFor(() => processStartedAt(server.pid!), 5000, 'the process to start')
+      await withBystander(async (server) => {
         const dead = await drillDirectory('left-running', deadPid(), {scope: pidScope()})
         await postmasterFile(dead, server.pid!, Math.floor(processStartedAt(server.pid!)! / 1000))
         const {logger} = captureLogger()
         expect(await sweepLeftovers(logger, tmp)).toEqual([dead])
         expect(await exited(server, 5000)).toBe(true)
         expect(server.signalCode).toBe('SIGQUIT')
-      } finally {
-        server.kill('SIGKILL')
-      }
+      })
     })
 
     it("a drill of another pid namespace (a sibling container sharing TMPDIR): kept while its marker is touched, removed once untouched for ORPHANED_AFTER_MS, its pid never signalled here", async () => {
-      const other = bystander()
-      try {
-        await waitFor(() => processStartedAt(other.pid!), 5000, 'the process to start')
+      await withBystander(async (other) => {
         const startedSeconds = Math.floor(processStartedAt(other.pid!)! / 1000)
         // The pid is dead here and the postmaster.pid even looks like this process's: neither means anything across namespaces.
         const fresh = await drillDirectory('sibling-fresh', deadPid(), {scope: '00000000.1'})
@@ -112,9 +109,7 @@ describe('physical drill helpers', () => {
         // An older dbb's marker from another host has no heartbeat: gone once its age passes the limit.
         expect(await sweepLeftovers(logger, tmp, Date.now() + ORPHANED_AFTER_MS + 1000)).toEqual([fresh, legacyElsewhere].sort())
         expect(await exited(other, 1000)).toBe(false)
-      } finally {
-        other.kill('SIGKILL')
-      }
+      })
     })
 
     it('removes a dead drill\'s marked directory, keeps a live drill\'s and never touches an unmarked one', async () => {
