@@ -108,9 +108,6 @@ const CHECK_PROGRAMS: Record<string, CheckProgram> = {
   zstd: {codec: 'zstd', args: ZSTD_TEST_ARGS, decodeArgs: ['-d', '-c'], reportsSize: ZSTD_SIZE_REPORT},
 }
 
-/** The program that checks a codec when none is named: the one that compresses it without igzip. */
-const DEFAULT_CHECKER: Record<CodecName, string> = {gzip: 'pigz', zstd: 'zstd'}
-
 /** Whether the codec's program reports the decoded size as CHECK_PROGRAMS reads it (zstd's probe; pigz never does). */
 export function reportsSizeAsExpected(codec: CodecName): boolean {
   return codec === 'zstd' && zstdReportsSize()
@@ -147,7 +144,7 @@ export class ProgramCheck implements InStreamCheck {
    */
   constructor(
     private readonly codec: CodecName,
-    readonly program = DEFAULT_CHECKER[codec],
+    readonly program: string,
     sizeReported = reportsSizeAsExpected(codec),
   ) {
     const spec = CHECK_PROGRAMS[program]

@@ -70,7 +70,7 @@ const PROGRAMS: Record<CodecName, ProgramSpec> = {
  * in the header, as pigz's `-n`, so the same dump compresses to the same bytes.
  */
 const IGZIP: ProgramSpec = {program: 'igzip', package: 'isal', args: (level) => ['-c', `-${level}`, '-n']}
-export const IGZIP_LEVEL = 1
+const IGZIP_LEVEL = 1
 
 /**
  * The compressor program a backup in `codec` at `level` goes through, or undefined when there is
