@@ -204,9 +204,9 @@ export function spawnFilter(command: string, args: string[]): ChildProcessByStdi
  * runFilter, synchronously (the zstd probe where nothing probed zstd before the check,
  * src/compress/zstd-probe.ts): its exit status and stderr.
  */
-export function runFilterSync(command: string, args: string[], input: Buffer): {status: number | null; stderr: string} {
-  const {status, stderr} = spawnSync(command, args, {env: childEnvironment(), input, encoding: 'utf8', timeout: 10_000})
-  return {status, stderr: stderr ?? ''}
+export function runFilterSync(command: string, args: string[], input: Buffer): {status: number | null; stdout: Buffer; stderr: string} {
+  const {status, stdout, stderr} = spawnSync(command, args, {env: childEnvironment(), input, timeout: 10_000, maxBuffer: 1024 * 1024})
+  return {status, stdout: stdout ?? Buffer.alloc(0), stderr: stderr?.toString('utf8') ?? ''}
 }
 
 /**

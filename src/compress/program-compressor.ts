@@ -1,8 +1,9 @@
 import {accessSync, constants} from 'node:fs'
 import * as path from 'node:path'
 import type {Readable, Writable} from 'node:stream'
+import {gunzipSync} from 'node:zlib'
 
-import {ExitStatus, childExit, spawnFilter} from '../backup/child-process'
+import {ExitStatus, childExit, runFilterSync, spawnFilter} from '../backup/child-process'
 import {OperationError} from '../errors'
 import {CodecName} from './codecs'
 import {defaultCompressionThreads} from './defaults'
@@ -80,8 +81,37 @@ const IGZIP_LEVEL = 1
  */
 export function programFor(codec: CodecName, level: number): ProgramSpec | undefined {
   if (codec === 'zstd') return PROGRAMS.zstd
-  if (level === IGZIP_LEVEL && onPath(IGZIP.program)) return IGZIP
+  if (level === IGZIP_LEVEL && onPath(IGZIP.program) && igzipWorks()) return IGZIP
   return onPath(PROGRAMS.gzip.program) ? PROGRAMS.gzip : undefined
+}
+
+/** What the igzip probe compresses: a line of SQL, repeated so that deflate has matches to find. */
+const IGZIP_PROBE_INPUT = Buffer.from('INSERT INTO dbb_probe VALUES (1, \'igzip\');\n'.repeat(64))
+const igzipProbed = new Set<string>()
+
+/**
+ * Whether the igzip on PATH compresses, as dbb runs it, into a gzip that zlib decodes to the same
+ * bytes, and decodes that gzip itself (its in-stream check): two runs on 2.8 KB, once per PATH
+ * while the answer is yes. igzip is an accelerator, so an igzip that is broken (its library
+ * missing: exit 127) or is another program of that name must never fail a backup: gzip then goes
+ * through pigz or dbb's own gzip, as without igzip. A failed probe is not kept (it is asked again
+ * by the next backup), so an igzip mended under a running `dbb serve` is used again.
+ */
+function igzipWorks(): boolean {
+  const key = process.env.PATH ?? ''
+  if (igzipProbed.has(key)) return true
+  const compressed = runFilterSync(IGZIP.program, IGZIP.args(IGZIP_LEVEL, 1), IGZIP_PROBE_INPUT)
+  if (compressed.status !== 0) return false
+  try {
+    if (!gunzipSync(compressed.stdout).equals(IGZIP_PROBE_INPUT)) return false
+  } catch {
+    return false
+  }
+
+  const decoded = runFilterSync(IGZIP.program, ['-d', '-c'], compressed.stdout)
+  if (decoded.status !== 0 || !decoded.stdout.equals(IGZIP_PROBE_INPUT)) return false
+  igzipProbed.add(key)
+  return true
 }
 
 /** True when an executable `name` is in one of PATH's directories (no process started). */

@@ -163,11 +163,12 @@ describe.each<[CodecName, string, string[]]>([
     const bin = path.join(dir, 'bin')
     await fs.mkdir(bin, {recursive: true})
     const real = execFileSync('bash', ['-c', `command -v ${program}`], {encoding: 'utf8'}).trim()
-    // Byte 20 000 of the output: inside the compressed blocks, past every header. Only when
+    // Byte 20 000 of the output: inside the compressed blocks, past every header (shorter outputs,
+    // such as the igzip probe's, pass untouched: the probe is not what is attacked here). Only when
     // compressing: the zstd check runs `zstd -t` (igzip's and pigz's, `-d`), which stays the real program.
     await fs.writeFile(
       path.join(bin, program),
-      `#!/bin/sh\ncase " $* " in *" -d "*|*" -t "*) exec ${real} "$@" ;; esac\n${real} "$@" | perl -e 'binmode STDIN; binmode STDOUT; local $/; my $d = <STDIN>; substr($d, 20000, 1) ^= "\\x01"; print $d'\n`,
+      `#!/bin/sh\ncase " $* " in *" -d "*|*" -t "*) exec ${real} "$@" ;; esac\n${real} "$@" | perl -e 'binmode STDIN; binmode STDOUT; local $/; my $d = <STDIN>; substr($d, 20000, 1) ^= "\\x01" if length($d) > 20000; print $d'\n`,
       {mode: 0o755},
     )
     const savedPath = process.env.PATH
@@ -188,3 +189,53 @@ function runningPrograms(name: string, decoders = true): string[] {
     .filter(({command, args}) => command === name && (decoders || !(args.includes('-d') || args.includes('-t'))))
     .map(({pid}) => String(pid))
 }
+
+/**
+ * igzip is an accelerator: one that does not work as dbb runs it (its library missing, another
+ * program of that name, output that is not gzip) must never fail a backup. programFor probes it
+ * once per PATH and falls back to pigz; a backup then goes through pigz and is checked by pigz.
+ */
+describe('igzip only where it works', () => {
+  let dir: string
+  let savedPath: string | undefined
+  beforeAll(async () => {
+    dir = await tempDir('dbb-igzip-probe-')
+    savedPath = process.env.PATH
+  })
+  afterAll(async () => {
+    process.env.PATH = savedPath
+    await fs.rm(dir, {recursive: true, force: true})
+  })
+
+  it.each([
+    ['a broken igzip (exit 127, as with its library missing)', '#!/bin/sh\necho "igzip: error while loading shared libraries: libisal.so.2" >&2\nexit 127\n'],
+    ['an igzip whose output is not gzip (another program of that name)', '#!/bin/sh\ncat\n'],
+    ['an igzip that compresses but cannot decode (its check would fail every backup)', `#!/bin/sh\ncase " $* " in *" -d "*) exit 1 ;; esac\nexec ${execFileSync('sh', ['-c', 'command -v igzip'], {encoding: 'utf8'}).trim()} "$@"\n`],
+  ])('%s: gzip goes through pigz, and the backup is stored and checked', async (name, script) => {
+    const bin = path.join(dir, name.replaceAll(/\W+/g, '-'))
+    await fs.mkdir(bin)
+    await fs.writeFile(path.join(bin, 'igzip'), script, {mode: 0o755})
+    process.env.PATH = `${bin}:${savedPath}`
+    try {
+      expect(programFor('gzip', 1)?.program).toBe('pigz')
+      const input = Buffer.from('INSERT INTO t VALUES (1, $$a row$$);\n'.repeat(20_000))
+      const source = path.join(bin, 'dump.sql')
+      await fs.writeFile(source, input)
+      const storage = new LocalBackend(bin)
+      const result = await streamToStorage({start: (signal, output) => spawnTool('cat', [source], {PATH: process.env.PATH}, signal, output), commandName: 'cat', storage, key: 'b.sql.gz', codec: 'gzip'})
+      expect(result.gzipCheckedBytes).toBe(input.length)
+      const {stdout} = await run('gzip', ['-dc', path.join(bin, 'b.sql.gz')], {encoding: 'buffer', maxBuffer: 16 * 1024 * 1024})
+      expect(Buffer.compare(stdout, input)).toBe(0)
+      // pigz -1 writes XFL 04 (fastest); igzip 00.
+      expect((await fs.readFile(path.join(bin, 'b.sql.gz')))[8]).toBe(4)
+    } finally {
+      process.env.PATH = savedPath
+    }
+  })
+
+  it('the real igzip passes the probe at level 1; other levels keep pigz', () => {
+    expect(programFor('gzip', 1)?.program).toBe('igzip')
+    expect(programFor('gzip', 2)?.program).toBe('pigz')
+    expect(programFor('gzip', 9)?.program).toBe('pigz')
+  })
+})
