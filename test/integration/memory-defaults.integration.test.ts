@@ -19,8 +19,13 @@ async function youngGenerationBytes(args: string[], env: Record<string, string> 
 // Issue 15 item 3: peak RSS ≤ 100 MB with plain `dbb`. Node 24 grows the young generation to 32 MB
 // and more while a backup streams; bin/run.js caps its growth at start-up, without a command-line flag.
 describe('memory defaults of the dbb process (bin/run.js)', () => {
-  it('keeps the young generation at its initial size under a surviving allocation load', async () => {
-    expect(await youngGenerationBytes(['--version'])).toBeLessThanOrEqual(4 * MB)
+  // Measured (session 23, a CI run beside them): capped, 2 MB in 94 of 100 runs and up to 8.7 MB in
+  // the others (V8 still resizes it now and then); uncapped, 128 MB in 5 of 5. The assertion held
+  // 4 MB before, which 2–6 runs in 100 exceeded, on the code before session 23 too (1 in 40 at
+  // 6.3 MB), and it failed one CI run: the cap keeps it an order of magnitude down, not at exactly
+  // its initial size.
+  it('keeps the young generation an order of magnitude below its uncapped growth under a surviving allocation load', async () => {
+    expect(await youngGenerationBytes(['--version'])).toBeLessThanOrEqual(16 * MB)
   })
 
   it("keeps an operator's own young-generation size (NODE_OPTIONS or node flags)", async () => {
@@ -28,9 +33,9 @@ describe('memory defaults of the dbb process (bin/run.js)', () => {
     expect(await youngGenerationBytes(['--version'], {}, ['--max-semi-space-size=8'])).toBeGreaterThan(8 * MB)
   })
 
-  it('a plain node process without the cap grows it (the probe measures what it claims)', async () => {
+  it('a plain node process without the cap grows it past that bound (the probe measures what it claims)', async () => {
     const {stderr} = await run(process.execPath, ['--require', PROBE, '-e', '0'], {env: cliEnv(), timeout: 60_000})
-    expect(Number(/young-generation-bytes=(\d+)/.exec(stderr)?.[1])).toBeGreaterThan(8 * MB)
+    expect(Number(/young-generation-bytes=(\d+)/.exec(stderr)?.[1])).toBeGreaterThan(32 * MB)
   })
 
   it('a command that needs no /metrics does not load prom-client (~20 MB of RSS)', async () => {
