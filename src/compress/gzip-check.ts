@@ -4,7 +4,7 @@ import type {Duplex} from 'node:stream'
 import {type ChildExit, childExit, spawnFilter, spawnReader} from '../backup/child-process'
 import {ZSTD_FRAME_MAGIC, createDecompressor} from './codec-streams'
 import type {CodecName} from './codecs'
-import {onPath} from './program-compressor'
+import {IGZIP_DECODE_ARGS, onPath} from './program-compressor'
 import {ZSTD_SIZE_REPORT, ZSTD_TEST_ARGS, zstdReportsSize} from './zstd-probe'
 
 /**
@@ -100,7 +100,7 @@ const CHECK_PROGRAMS: Record<string, CheckProgram> = {
   pigz: {codec: 'gzip', args: ['-d', '-c'], decodeArgs: ['-d', '-c']},
   // ISA-L's inflate, for what its deflate wrote: the same CRC-32/length check in a third of pigz's
   // CPU (0.73 against 2.05 user-s for 866 MB of SQL). igzip -t reports no size either: into wc.
-  igzip: {codec: 'gzip', args: ['-d', '-c'], decodeArgs: ['-d', '-c']},
+  igzip: {codec: 'gzip', args: IGZIP_DECODE_ARGS, decodeArgs: IGZIP_DECODE_ARGS},
   // `zstd -t` is `zstd -d` with the output thrown away inside zstd: every frame decoded, its content
   // checksum verified, and the total printed on stderr. No wc, and no pipe carrying every decoded byte.
   // zstd's wording is not an interface: the probe (src/compress/zstd-probe.ts) checks it once, else

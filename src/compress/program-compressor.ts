@@ -72,6 +72,8 @@ const PROGRAMS: Record<CodecName, ProgramSpec> = {
  */
 const IGZIP: ProgramSpec = {program: 'igzip', package: 'isal', args: (level) => ['-c', `-${level}`, '-n']}
 const IGZIP_LEVEL = 1
+/** How igzip decodes a stream to stdout: its probe below, and the in-stream check (src/compress/gzip-check.ts). */
+export const IGZIP_DECODE_ARGS = ['-d', '-c']
 
 /**
  * The compressor program a backup in `codec` at `level` goes through, or undefined when there is
@@ -108,7 +110,7 @@ function igzipWorks(): boolean {
     return false
   }
 
-  const decoded = runFilterSync(IGZIP.program, ['-d', '-c'], compressed.stdout)
+  const decoded = runFilterSync(IGZIP.program, IGZIP_DECODE_ARGS, compressed.stdout)
   if (decoded.status !== 0 || !decoded.stdout.equals(IGZIP_PROBE_INPUT)) return false
   igzipProbed.add(key)
   return true

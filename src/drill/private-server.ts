@@ -9,6 +9,7 @@ import {runServerProgram, runTool} from '../backup/child-process'
 import {OperationError, UsageError, errorMessage} from '../errors'
 import type {Logger} from '../logger'
 import {LeftoverOwner, ownerGone, sameScope, thisOwner} from '../leftover-owner'
+import {readPostmasterLock} from '../postmaster-lock'
 import {processAlive, processStartedAt} from '../process-alive'
 
 /**
@@ -93,15 +94,14 @@ export async function createPrivateDirectory(user: ServerUser, backupId: string)
  * server and never signalled. Where /proc does not say when a process started, the pid alone.
  */
 async function postmasterOf(dataDir: string): Promise<number | undefined> {
-  const text = await fs.readFile(path.join(dataDir, 'postmaster.pid'), 'utf8').catch(() => undefined)
-  const [pidLine, dirLine, startLine] = text?.split('\n') ?? []
-  const pid = Number(pidLine?.trim())
-  if (!Number.isInteger(pid) || pid <= 0 || dirLine?.trim() !== dataDir || !processAlive(pid)) return undefined
+  // Unreadable: no server of ours can be proven there (the sweep then removes the directory, and a server in it stops by itself).
+  const lock = await readPostmasterLock(dataDir).catch(() => undefined)
+  const pid = lock?.pid
+  if (pid === undefined || lock?.dataDir !== dataDir || !processAlive(pid)) return undefined
   const started = processStartedAt(pid)
-  const recorded = Number(startLine?.trim()) * 1000
-  if (started === undefined || !Number.isFinite(recorded)) return pid
+  if (started === undefined || lock.startedAt === undefined) return pid
   // +2 s: both clocks are whole seconds or ticks apart; −60 s: the server writes the file moments after it starts.
-  return started <= recorded + 2000 && started >= recorded - 60_000 ? pid : undefined
+  return started <= lock.startedAt + 2000 && started >= lock.startedAt - 60_000 ? pid : undefined
 }
 
 /** Stops a postmaster by signal: SIGQUIT (immediate shutdown: it ends its children), then SIGKILL. */

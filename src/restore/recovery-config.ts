@@ -2,6 +2,7 @@ import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
 
 import {EXIT_WAL_FETCH_FATAL, OperationError, UsageError} from '../errors'
+import {POSTMASTER_LOCK_FILE, readPostmasterLock} from '../postmaster-lock'
 import {bootedAt, processAlive} from '../process-alive'
 import type {RecoveryTarget} from './base'
 
@@ -46,25 +47,22 @@ export async function checkDataDirectory(pgdata: string, options: {force: boolea
  * else the operator removes, knowing the server is down (crashed or killed, which is what leaves it).
  */
 async function refuseWhilePostmasterLock(pgdata: string): Promise<void> {
-  const file = path.join(pgdata, 'postmaster.pid')
-  const text = await fs.readFile(file, 'utf8').catch((error: NodeJS.ErrnoException) => {
-    if (error.code === 'ENOENT') return undefined
+  const lock = await readPostmasterLock(pgdata).catch((error: NodeJS.ErrnoException) => {
+    const file = path.join(pgdata, POSTMASTER_LOCK_FILE)
     throw new UsageError(`${file} cannot be read (${error.code ?? error.message}): a server may be running on ${pgdata}; stop it, or remove the file if none is`)
   })
-  if (text === undefined) return
-  const [pidLine, , startLine] = text.split('\n')
-  const pid = Number(pidLine?.trim())
-  const startedAt = Number(startLine?.trim()) * 1000
+  if (lock === undefined) return
+  const {file, pid, startedAt} = lock
   const boot = bootedAt()
-  if (Number.isFinite(startedAt) && startedAt > 0 && boot !== undefined && startedAt < boot) return
+  if (startedAt !== undefined && boot !== undefined && startedAt < boot) return
   // A live postmaster usually belongs to another user (postgres): processAlive counts EPERM as alive.
-  if (Number.isInteger(pid) && pid > 0 && processAlive(pid)) {
+  if (pid !== undefined && processAlive(pid)) {
     throw new UsageError(`PostgreSQL is running on ${pgdata} (postmaster pid ${pid}); stop it first (pg_ctl -D ${pgdata} stop)`)
   }
 
-  const started = Number.isFinite(startedAt) && startedAt > 0 ? `, started ${new Date(startedAt).toISOString()}` : ''
+  const started = startedAt === undefined ? '' : `, started ${new Date(startedAt).toISOString()}`
   throw new UsageError(
-    `${file} stands (postmaster pid ${Number.isInteger(pid) && pid > 0 ? pid : 'unreadable'}${started}) and no such process runs here, but PostgreSQL may be running on ${pgdata} in another container or pid namespace that shares the volume: stop it there first. ` +
+    `${file} stands (postmaster pid ${pid ?? 'unreadable'}${started}) and no such process runs here, but PostgreSQL may be running on ${pgdata} in another container or pid namespace that shares the volume: stop it there first. ` +
       `If no server runs on it (it crashed or was killed, which leaves the file), remove ${file} and run the restore again`,
   )
 }
