@@ -201,6 +201,21 @@ export function spawnFilter(command: string, args: string[]): ChildProcessByStdi
 }
 
 /**
+ * A filter program that reads a file itself: its stdin is the open file `fd`, so dbb never copies
+ * the file's bytes (igzip compressing a WAL segment, src/compress/file-programs.ts); its stdout is
+ * the data and its stderr is captured. The base environment only, as spawnFilter.
+ */
+export function spawnFilterFromFile(command: string, args: string[], fd: number): ChildProcessByStdio<null, Readable, Readable> {
+  // @types/node types spawn() by stdio only for stream and keyword entries, not a descriptor number.
+  return spawn(command, args, {env: childEnvironment(), stdio: [fd, 'pipe', 'pipe']}) as ChildProcessByStdio<null, Readable, Readable>
+}
+
+/** A filter program that writes a file itself: its stdout is the open file `fd` (igzip decoding a WAL segment); stdin is the data. */
+export function spawnFilterIntoFile(command: string, args: string[], fd: number): ChildProcessByStdio<Writable, null, Readable> {
+  return spawn(command, args, {env: childEnvironment(), stdio: ['pipe', fd, 'pipe']}) as ChildProcessByStdio<Writable, null, Readable>
+}
+
+/**
  * runFilter, synchronously (the zstd probe where nothing probed zstd before the check,
  * src/compress/zstd-probe.ts): its exit status and stderr.
  */

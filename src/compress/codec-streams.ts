@@ -50,7 +50,8 @@ export const FILE_CODEC_CHUNK = 256 * 1024
 
 /**
  * A compressor for one small file of many compressed at once (WAL segments: the async uploader
- * stores several in parallel). The parallelism is across files, so each stream runs in-process on
+ * stores several in parallel) where no program compresses it (gzip goes through igzip reading the
+ * file itself where igzip is installed and the WAL is not encrypted: src/compress/file-programs.ts). The parallelism is across files, so each stream runs in-process on
  * one thread of libuv's pool: Node's own gzip, and Node's built-in zstd where the runtime has it (no
  * program started and no pipe copies per 16 MiB segment — on the benchmark WAL that cost the
  * uploader more CPU than compressing did; BENCHMARKS.md, "WAL archiving"). zstd frames carry the
@@ -72,6 +73,9 @@ export function createFileCompressor(codec: CodecName, level: number): Compresso
     },
   })
 }
+
+/** Every gzip member starts with these bytes (RFC 1952, 2.3.1). */
+export const GZIP_MAGIC = Buffer.from([0x1f, 0x8b])
 
 /** Which zstd decoder to use; tests pin one, dbb takes the built-in one where Node has it. */
 export type ZstdDecoder = 'builtin' | 'program'
@@ -179,9 +183,7 @@ export class ProgramFilter extends Duplex implements Compressor {
       } else if (status.code === 0) {
         this.push(null)
       } else {
-        const how = status.signal ? `killed by ${status.signal}` : `exit code ${status.code}`
-        const said = this.stderr.trim().split('\n').slice(-2).join(' | ')
-        this.destroy(this.failure(said ? `${command} ${how}: ${said}` : `${command} ${how}`))
+        this.destroy(this.failure(describeProgramExit(command, status, this.stderr)))
       }
     })
   }
@@ -192,12 +194,9 @@ export class ProgramFilter extends Duplex implements Compressor {
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
-    if (this.magic && this.inputSeen < this.magic.length) {
-      const expected = this.magic.subarray(this.inputSeen, this.inputSeen + chunk.length)
-      if (!chunk.subarray(0, expected.length).equals(expected)) {
-        callback(this.failure(`the input does not start with the frame magic number ${this.magic.toString('hex')}`))
-        return
-      }
+    if (this.magic && !startsWithMagic(this.magic, this.inputSeen, chunk)) {
+      callback(this.failure(`the input does not start with the frame magic number ${this.magic.toString('hex')}`))
+      return
     }
 
     this.inputSeen += chunk.length
@@ -217,6 +216,13 @@ export class ProgramFilter extends Duplex implements Compressor {
   }
 
   override _final(callback: (error?: Error | null) => void): void {
+    // An input that ends before its magic number (an empty object) is not a stream of the codec,
+    // though a decoder program may read nothing and exit 0.
+    if (this.magic && this.inputSeen < this.magic.length) {
+      callback(this.failure(`the input ends after ${this.inputSeen} bytes, before the frame magic number ${this.magic.toString('hex')}`))
+      return
+    }
+
     this.child.stdin.end()
     callback()
   }
@@ -238,6 +244,21 @@ export class ProgramFilter extends Duplex implements Compressor {
     this.pendingWrite = undefined
     pending?.()
   }
+}
+
+/** Whether `chunk`, written after `inputSeen` bytes, keeps the input's start equal to `magic` (bytes past the magic always do). */
+export function startsWithMagic(magic: Buffer, inputSeen: number, chunk: Buffer): boolean {
+  if (inputSeen >= magic.length) return true
+  const expected = magic.subarray(inputSeen, inputSeen + chunk.length)
+  return chunk.subarray(0, expected.length).equals(expected)
+}
+
+/** How a program ended, for a message: `igzip exit code 1: <its last two lines of stderr>`. */
+export function describeProgramExit(command: string, status: {code: number | null; signal: NodeJS.Signals | null; spawnError?: Error}, stderr: string): string {
+  if (status.spawnError) return `${command} could not be started: ${status.spawnError.message}`
+  const how = status.signal ? `killed by ${status.signal}` : `exit code ${status.code}`
+  const said = stderr.trim().split('\n').slice(-2).join(' | ')
+  return said ? `${command} ${how}: ${said}` : `${command} ${how}`
 }
 
 /** A small compressed object (a timeline history) decompressed whole. */

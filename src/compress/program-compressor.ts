@@ -83,8 +83,24 @@ export const IGZIP_DECODE_ARGS = ['-d', '-c']
  */
 export function programFor(codec: CodecName, level: number): ProgramSpec | undefined {
   if (codec === 'zstd') return PROGRAMS.zstd
-  if (level === IGZIP_LEVEL && onPath(IGZIP.program) && igzipWorks()) return IGZIP
+  if (level === IGZIP_LEVEL && igzipUsable()) return IGZIP
   return onPath(PROGRAMS.gzip.program) ? PROGRAMS.gzip : undefined
+}
+
+/**
+ * igzip for one file compressed or decoded whole (a WAL segment: src/compress/codec-streams.ts,
+ * createFileCompressor and createFileDecompressor), or undefined where it is not on PATH or fails
+ * its probe. No pigz here: such a file is compressed on one thread (the parallelism is across
+ * segments), where pigz does what Node's zlib does, plus a process. `level` undefined: decoding,
+ * which reads a gzip stream of any level.
+ */
+export function igzipForFile(level?: number): ProgramSpec | undefined {
+  if (level !== undefined && level !== IGZIP_LEVEL) return undefined
+  return igzipUsable() ? IGZIP : undefined
+}
+
+function igzipUsable(): boolean {
+  return onPath(IGZIP.program) && igzipWorks()
 }
 
 /** What the igzip probe compresses: a line of SQL, repeated so that deflate has matches to find. */

@@ -1,14 +1,17 @@
 import {createHash} from 'node:crypto'
-import {createReadStream, createWriteStream} from 'node:fs'
+import {close, createReadStream, createWriteStream, fstat, fsync} from 'node:fs'
 import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
 import {PassThrough, Writable} from 'node:stream'
 import {pipeline} from 'node:stream/promises'
+import {promisify} from 'node:util'
 
 import {FILE_CODEC_CHUNK, createFileCompressor, isDamagedStreamError} from '../compress/codec-streams'
+import type {ProgramSpec} from '../compress/program-compressor'
+import {ProgramIntoFile, compressFileWithProgram, fileCompressorProgram, fileDecoderProgram, gzipTrailerLength} from '../compress/file-programs'
 import {CODECS, CodecName, codecOfKey} from '../compress/codecs'
 import {loadConfig} from '../config'
-import {AGE_CONTENT_TYPE, createEncryptor, createObjectDecoder, identityFailure} from '../encrypt/age'
+import {AGE_CONTENT_TYPE, createDecryptor, createEncryptor, createObjectDecoder, identityFailure} from '../encrypt/age'
 import {isEncryptedKey} from '../encrypt/recipients'
 import {NotFoundError, OperationError, UsageError, errorMessage, isAlreadyExists, isNotFound} from '../errors'
 import type {Logger} from '../logger'
@@ -140,10 +143,14 @@ async function storeCompressed(
       yield chunk
     }
 
-    // A segment is archived only whole. PostgreSQL hands archive_command complete segments, but a
-    // file cut short or rewritten while it is read (a copy another process truncates and rewrites)
-    // would otherwise be stored under the segment's final name, and recovery would stop there.
-    // Failing here, before the stream ends, makes the storage write fail like any broken stream.
+    requireWhole()
+  }
+
+  // A segment is archived only whole. PostgreSQL hands archive_command complete segments, but a
+  // file cut short or rewritten while it is read (a copy another process truncates and rewrites)
+  // would otherwise be stored under the segment's final name, and recovery would stop there.
+  // Failing before the stream ends makes the storage write fail like any broken stream.
+  function requireWhole() {
     if (wholeBytes !== undefined && readBytes !== wholeBytes) {
       throw new OperationError(`${filePath} was ${readBytes} bytes when read, not the ${wholeBytes} of a whole segment (its header's segment size): not archived`)
     }
@@ -165,20 +172,49 @@ async function storeCompressed(
 
   const onAbort = () => fail(new OperationError('WAL push interrupted'))
   signal?.addEventListener('abort', onAbort, {once: true})
+  // igzip reading the file itself (gzip, the default; src/compress/file-programs.ts): dbb sees only
+  // the compressed bytes. What igzip read is known from the gzip trailer's length, checked before
+  // the stream ends as hashTap checks what dbb read; the sha256 (a report only) is then a read of
+  // its own. Encrypted WAL keeps the in-process path, where age reads what dbb compressed.
+  let openedBytes = 0
+  async function* trailerTap(source: AsyncIterable<Buffer>) {
+    let tail = Buffer.alloc(0)
+    for await (const chunk of source) {
+      tail = Buffer.concat([tail, chunk.subarray(Math.max(0, chunk.length - 4))]).subarray(-4)
+      yield chunk
+    }
+
+    readBytes = gzipTrailerLength(tail)
+    requireWhole()
+
+    // Any other file (.history, .backup, .partial) must be what it was when opened: igzip's exit 0 is
+    // the only other witness that it read to the end.
+    if (wholeBytes === undefined && readBytes !== openedBytes % 2 ** 32) {
+      throw new OperationError(`${filePath} was ${readBytes} bytes when read, not the ${openedBytes} it had when opened: not archived`)
+    }
+  }
+
   const body = new PassThrough()
   try {
+    const level = CODECS[codec].defaultLevel
+    const program = recipients ? undefined : fileCompressorProgram(codec, level)
+    if (program) openedBytes = (await handle.stat()).size
     // In-process, one thread per segment: the uploader's parallelism is across segments. Whatever
     // still runs when this returns is stopped by terminate() below.
-    const compressor = createFileCompressor(codec, CODECS[codec].defaultLevel)
+    const compressor = program ? undefined : createFileCompressor(codec, level)
     const encryptor = recipients ? createEncryptor(recipients) : undefined
-    const source = handle.createReadStream({highWaterMark: 1024 * 1024})
+    const source = program ? undefined : handle.createReadStream({highWaterMark: 1024 * 1024})
+    const contentHash = program && hashContent ? hashFile(filePath) : undefined
+    contentHash?.catch(fail)
     const produce = (
-      encryptor
-        ? pipeline(source, hashTap, compressor, encryptor, countTap, body, {signal: controller.signal})
-        : pipeline(source, hashTap, compressor, countTap, body, {signal: controller.signal})
+      program
+        ? pipeline(compressFileWithProgram(program, level, handle.fd), trailerTap, countTap, body, {signal: controller.signal})
+        : encryptor
+          ? pipeline(source!, hashTap, compressor!, encryptor, countTap, body, {signal: controller.signal})
+          : pipeline(source!, hashTap, compressor!, countTap, body, {signal: controller.signal})
     )
       .catch(fail)
-      .finally(() => Promise.all([compressor.terminate(), encryptor?.terminate()]))
+      .finally(() => Promise.all([compressor?.terminate(), encryptor?.terminate()]))
     const contentType = encryptor ? AGE_CONTENT_TYPE : CODECS[codec].contentType
     const store = storage.put(key, body, {overwrite: false, signal: controller.signal, contentType}).catch((error: unknown) => {
       fail(error)
@@ -190,6 +226,7 @@ async function storeCompressed(
       throw new OperationError(`storage reports ${stored.sizeBytes} bytes for ${key}, but ${sentBytes} were sent`)
     }
 
+    if (contentHash) return {sizeBytes: sentBytes, sha256: await contentHash}
     return {sizeBytes: sentBytes, sha256: hashContent ? hash.digest('hex') : undefined}
   } finally {
     signal?.removeEventListener('abort', onAbort)
@@ -314,12 +351,17 @@ export async function fetchWal(
   try {
     const temporary = createTrackedTemporaryFile(partial)
     untrack = temporary.untrack
-    // A segment is decompressed whole into a file: FILE_CODEC_CHUNK, not zlib's 16 KiB (half the CPU; replay's prefetcher is CPU-bound).
+    // A segment is decompressed whole into a file: by igzip writing the file itself
+    // (src/compress/file-programs.ts), else by zlib with FILE_CODEC_CHUNK, not its 16 KiB (half
+    // the CPU; replay's prefetcher is CPU-bound).
     // fsynced, also in the prefetch queue: a file torn by a power loss must never be served, and
     // PostgreSQL fsyncs each segment it restores (durable_rename), which is cheap once the niced
     // prefetcher wrote it back ahead. Without it replay was faster only with fsync = off
     // (BENCHMARKS.md, "Session 14: replay").
-    await pipeline(source, createObjectDecoder(key, codecOfKey(key) ?? 'gzip', identityFile, {chunkSize: FILE_CODEC_CHUNK}), countTap, createWriteStream(partial, {fd: temporary.fd, flush: true}), {signal: options.signal})
+    const codec = codecOfKey(key) ?? 'gzip'
+    const decoder = fileDecoderProgram(codec)
+    if (decoder) sizeBytes = await decodeIntoFile(source, decoder, isEncryptedKey(key) ? identityFile : undefined, temporary.fd, destination, options.signal)
+    else await pipeline(source, createObjectDecoder(key, codec, identityFile, {chunkSize: FILE_CODEC_CHUNK}), countTap, createWriteStream(partial, {fd: temporary.fd, flush: true}), {signal: options.signal})
     // A phase boundary (the crash-point matrix kills here): complete and fsynced, not yet under its final name.
     options.logger?.debug({event: 'wal.fetch_written', wal: name, partial, sizeBytes}, 'written to a temporary file, renaming')
     await fs.rename(partial, destination)
@@ -338,6 +380,26 @@ export async function fetchWal(
 }
 
 let fetchSequence = 0
+
+/**
+ * `source` (decrypted first when `identityFile` is given) decoded by `decoder` straight into `fd`,
+ * which is then fsynced and closed, whatever happened; resolves to the bytes written.
+ */
+async function decodeIntoFile(source: NodeJS.ReadableStream, decoder: ProgramSpec, identityFile: string | undefined, fd: number, destination: string, signal?: AbortSignal): Promise<number> {
+  try {
+    const into = new ProgramIntoFile(decoder, fd, destination)
+    await (identityFile === undefined ? pipeline(source, into, {signal}) : pipeline(source, createDecryptor(identityFile), into, {signal}))
+    // The decoder wrote through its own descriptor: durable and counted here, as the write stream's flush does on the other path.
+    await fsyncFd(fd)
+    return (await fstatFd(fd)).size
+  } finally {
+    await closeFd(fd).catch(() => {})
+  }
+}
+
+const fsyncFd = promisify(fsync)
+const fstatFd = promisify(fstat)
+const closeFd = promisify(close)
 
 /** The decoder's errors mean the archived copy is damaged; a file error names the side that failed. */
 function describeFetchError(error: unknown, destination: string): string {
