@@ -133,6 +133,16 @@ fi
 xfl=$(od -An -tx1 -j8 -N1 "$WORK/latest.sql.gz" | tr -d ' ')
 if [ "$xfl" = 00 ]; then pass "the image's backups at the default level are compressed by igzip (gzip header XFL 00)"; else fail "the image's backups at the default level are compressed by igzip" "XFL $xfl"; fi
 
+# WAL in the image: gzip through igzip reading and writing the segment's file itself (src/compress/file-programs.ts).
+check "wal push / wal fetch in the image as its user: gzip WAL through igzip (XFL 00), fetched back byte for byte" $DOCKER exec "$DBB" sh -c '
+  set -e; d=$(mktemp -d); seg=$d/000000010000000000000042
+  head -c 1048576 /dev/urandom >"$d/random"; cat "$d/random" "$d/random" >"$seg"; mkdir "$d/store"
+  export STORAGE_BACKEND=local BACKUP_LOCAL_DIR="$d/store" COMPRESSION=gzip
+  dbb wal push "$seg" >/dev/null
+  xfl=$(od -An -tx1 -j8 -N1 "$d/store/wal/000000010000000000000042.gz" | tr -d " "); [ "$xfl" = 00 ] || { echo "XFL $xfl"; exit 1; }
+  dbb wal fetch 000000010000000000000042 "$d/back" >/dev/null
+  [ "$(sha256sum <"$d/back")" = "$(sha256sum <"$seg")" ] || { echo "fetched bytes differ"; exit 1; }
+  rm -rf "$d"'
 check "docker exec dbb restore latest --target-db restored" $DOCKER exec "$DBB" dbb restore latest --target-db restored --force
 rows=$($DOCKER exec "$DB" psql -tA -U postgres -d restored -c "SELECT count(*) FROM items" 2>&1)
 if [ "$rows" = 5000 ]; then pass "restored database has the 5000 rows"; else fail "restored database has the 5000 rows" "$rows"; fi
