@@ -99,13 +99,15 @@ describe('fault injection: local storage (real PostgreSQL)', () => {
     expect(stderr).toMatch(/password authentication failed for user "postgres"/)
   })
 
-  it('the database dropped mid-dump: exit 1 with the server’s words', async () => {
+  it('the database dropped mid-dump: exit 1 with pg_dump’s words for it', async () => {
     await seedDatabase(cluster, 'doomed', 1000)
     const {result} = await blockedBackup('doomed')
     await cluster.psql('DROP DATABASE doomed WITH (FORCE)')
     const {code, stderr} = await result
     expect(code).toBe(1)
-    expect(stderr).toMatch(/Error: pg_dump failed \(exit code 1\): .*terminating connection due to administrator command/)
+    // The server's FATAL usually reaches pg_dump before the socket closes; when the close wins the
+    // race, libpq says that instead (seen once in 11 CI runs, session 24), as for a server stopped mid-dump above.
+    expect(stderr).toMatch(/Error: pg_dump failed \(exit code 1\): .*(terminating connection due to administrator command|server closed the connection unexpectedly)/)
   })
 
   it('dbb killed with SIGKILL mid-write: the .partial is never listed, and prune removes it only after ORPHAN_GRACE', async () => {
