@@ -144,7 +144,12 @@ export class ProgramIntoFile extends Writable {
       const {size} = await fstatFd(this.fd)
       const probe = Buffer.alloc(WRITE_PROBE_BYTES)
       // A short write is no error: the last free bytes were taken; the next write gets the errno.
-      for (let written = 0; written < probe.length; ) written += (await writeFd(this.fd, probe, written, probe.length - written, size + written)).bytesWritten
+      // A write of nothing without an error (not POSIX for a regular file) ends the probe: it stays bounded.
+      for (let written = 0; written < probe.length; ) {
+        const {bytesWritten} = await writeFd(this.fd, probe, written, probe.length - written, size + written)
+        if (bytesWritten === 0) break
+        written += bytesWritten
+      }
     } catch (error) {
       return new OperationError(`writing ${this.target} failed: ${(error as Error).message} (${said})`, {cause: error})
     }
