@@ -29,9 +29,29 @@ export function fileCompressorProgram(codec: CodecName, level: number): ProgramS
   return codec === 'gzip' ? igzipForFile(level) : undefined
 }
 
+/**
+ * A program that decodes one codec's stream, read on its stdin, into the file that is its stdout;
+ * the facts ProgramIntoFile needs to tell a damaged object from a failing disk.
+ */
+export interface FileDecoderSpec {
+  program: string
+  args: readonly string[]
+  /** The codec of the stream it reads (for messages), and the magic number that stream starts with. */
+  codec: CodecName
+  magic: Buffer
+  /** Its exit status when the input is not a whole stream (a flipped byte, a cut, a bad header, an empty input). */
+  inputRefusedStatus: number
+}
+
+/**
+ * igzip decoding: exit 1 when its input is not a whole gzip stream (measured with igzip 2.30 for a
+ * flipped byte, a bad CRC, a cut, a bad header, an empty input; a write error is 252).
+ */
+const IGZIP_INTO_FILE: FileDecoderSpec = {program: 'igzip', args: IGZIP_DECODE_ARGS, codec: 'gzip', magic: GZIP_MAGIC, inputRefusedStatus: 1}
+
 /** The program that decodes a WAL object in `codec` straight into its file, or undefined (Node's decoder then). */
-export function fileDecoderProgram(codec: CodecName): ProgramSpec | undefined {
-  return codec === 'gzip' ? igzipForFile() : undefined
+export function fileDecoderProgram(codec: CodecName): FileDecoderSpec | undefined {
+  return codec === 'gzip' && igzipForFile() ? IGZIP_INTO_FILE : undefined
 }
 
 /**
@@ -60,18 +80,12 @@ export function compressFileWithProgram(spec: ProgramSpec, level: number, fd: nu
 }
 
 /**
- * igzip's exit status when its input is not a whole gzip stream: a flipped byte, a cut, a bad
- * header, an empty input (measured with igzip 2.30; a write error is 252). Only this status is
- * "the archived copy is damaged"; any other failure is said as the program's own.
- */
-const DECODER_INPUT_REFUSED = 1
-
-/**
  * A Writable whose bytes `spec` decodes straight into the open file `fd` (a WAL segment's temporary
- * file). It finishes only once the program exited 0: the trailer's CRC-32 and length matched what it
- * wrote. A damaged input fails it with a DamagedStreamError, as Node's gunzip would; the magic number
- * is checked before the program sees a byte, so an empty or non-gzip object is refused the same way.
- * The caller fsyncs and closes `fd`.
+ * file). It finishes only once the program exited 0: the stream's own check (gzip's trailer CRC-32
+ * and length) matched what it wrote. A damaged input — the program's `inputRefusedStatus`, and only
+ * that status: any other failure is said as the program's own — fails it with a DamagedStreamError,
+ * as Node's decoder would; the magic number is checked before the program sees a byte, so an empty
+ * or foreign object is refused the same way. The caller fsyncs and closes `fd`.
  */
 export class ProgramIntoFile extends Writable {
   private readonly child
@@ -80,13 +94,13 @@ export class ProgramIntoFile extends Writable {
   private inputSeen = 0
 
   constructor(
-    private readonly spec: ProgramSpec,
+    private readonly spec: FileDecoderSpec,
     private readonly fd: number,
     /** What is written, for messages (the segment's destination). */
     private readonly target: string,
   ) {
     super({highWaterMark: 256 * 1024})
-    const child = spawnFilterIntoFile(spec.program, IGZIP_DECODE_ARGS, fd)
+    const child = spawnFilterIntoFile(spec.program, [...spec.args], fd)
     this.child = child
     child.stderr.setEncoding('utf8').on('data', (text: string) => (this.stderr = (this.stderr + text).slice(-4096)))
     // EPIPE once the program stopped reading: its exit status says why.
@@ -95,8 +109,9 @@ export class ProgramIntoFile extends Writable {
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
-    if (!startsWithMagic(GZIP_MAGIC, this.inputSeen, chunk)) {
-      callback(new DamagedStreamError(`not a valid gzip stream (it does not start with the gzip magic number ${GZIP_MAGIC.toString('hex')})`))
+    const {codec, magic} = this.spec
+    if (!startsWithMagic(magic, this.inputSeen, chunk)) {
+      callback(new DamagedStreamError(`not a valid ${codec} stream (it does not start with the ${codec} magic number ${magic.toString('hex')})`))
       return
     }
 
@@ -121,15 +136,16 @@ export class ProgramIntoFile extends Writable {
   }
 
   override _final(callback: (error?: Error | null) => void): void {
-    if (this.inputSeen < GZIP_MAGIC.length) {
-      callback(new DamagedStreamError(`not a valid gzip stream (it ends after ${this.inputSeen} bytes, before the gzip magic number)`))
+    const {codec, magic, inputRefusedStatus} = this.spec
+    if (this.inputSeen < magic.length) {
+      callback(new DamagedStreamError(`not a valid ${codec} stream (it ends after ${this.inputSeen} bytes, before the ${codec} magic number)`))
       return
     }
 
     this.child.stdin.end()
     void this.exited.then(async (status) => {
       if (status.code === 0) callback()
-      else if (status.code === DECODER_INPUT_REFUSED) callback(new DamagedStreamError(`not a valid gzip stream (${describeProgramExit(this.spec.program, status, this.stderr)})`))
+      else if (status.code === inputRefusedStatus) callback(new DamagedStreamError(`not a valid ${codec} stream (${describeProgramExit(this.spec.program, status, this.stderr)})`))
       else callback(await this.writeFailure(describeProgramExit(this.spec.program, status, this.stderr)))
     })
   }

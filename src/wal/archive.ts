@@ -7,8 +7,7 @@ import {pipeline} from 'node:stream/promises'
 import {promisify} from 'node:util'
 
 import {FILE_CODEC_CHUNK, createFileCompressor, isDamagedStreamError} from '../compress/codec-streams'
-import type {ProgramSpec} from '../compress/program-compressor'
-import {ProgramIntoFile, compressFileWithProgram, fileCompressorProgram, fileDecoderProgram, gzipTrailerLength} from '../compress/file-programs'
+import {FileDecoderSpec, ProgramIntoFile, compressFileWithProgram, fileCompressorProgram, fileDecoderProgram, gzipTrailerLength} from '../compress/file-programs'
 import {CODECS, CodecName, codecOfKey} from '../compress/codecs'
 import {loadConfig} from '../config'
 import {AGE_CONTENT_TYPE, createDecryptor, createEncryptor, createObjectDecoder, identityFailure} from '../encrypt/age'
@@ -385,7 +384,7 @@ let fetchSequence = 0
  * `source` (decrypted first when `identityFile` is given) decoded by `decoder` straight into `fd`,
  * which is then fsynced and closed, whatever happened; resolves to the bytes written.
  */
-async function decodeIntoFile(source: NodeJS.ReadableStream, decoder: ProgramSpec, identityFile: string | undefined, fd: number, destination: string, signal?: AbortSignal): Promise<number> {
+async function decodeIntoFile(source: NodeJS.ReadableStream, decoder: FileDecoderSpec, identityFile: string | undefined, fd: number, destination: string, signal?: AbortSignal): Promise<number> {
   try {
     const into = new ProgramIntoFile(decoder, fd, destination)
     await (identityFile === undefined ? pipeline(source, into, {signal}) : pipeline(source, createDecryptor(identityFile), into, {signal}))
