@@ -186,7 +186,9 @@ describe('wal push --async spool', () => {
     // nothing. Never both lose it, never both keep it.
     const lostIt = results.filter((result) => result.stderr.includes('"event":"wal.spool_lock_lost"'))
     const storedSome = results.filter((result) => /"event":"wal\.(pushed|already_archived)"/.test(result.stderr))
-    expect(lostIt.length === 1 || (lostIt.length === 0 && storedSome.length === 1)).toBe(true)
+    // Said with each uploader's events, so a failure shows which interleaving it was.
+    const events = results.map((result) => result.stderr.split('\n').flatMap((line) => /"event":"([^"]+)"(?:,"wal":"([^"]+)")?/.exec(line)?.slice(1).filter(Boolean).join(' ') ?? []))
+    expect([lostIt.length === 1 || (lostIt.length === 0 && storedSome.length === 1), events]).toEqual([true, events])
   }, 120_000)
 
   it('storage down: the spool fills to WAL_SPOOL_MAX_SEGMENTS, then pushes fail (exit 1, naming the cause) until storage is back', async () => {
