@@ -185,9 +185,11 @@ async function main(): Promise<void> {
       {label: 'fetch-fsync', row: '`dbb-wal fetch`, gzip archive, `fsync = on` (ratio to the row above)', args: [], prepare: emptyFetchSpool, env: {WAL_SPOOL_DIR: fetchSpool}, store: storeDir, conf: 'fsync = on', baseline: 'pgwal-fsync'},
     ]
     if (compare) {
-      const command = walForegroundFetchCommand(process.execPath, path.join(compare, 'bin', 'dbb-wal'), ['--storage', 'local', '--local-dir', storeDir])
+      const commandFor = (store: string) => walForegroundFetchCommand(process.execPath, path.join(compare, 'bin', 'dbb-wal'), ['--storage', 'local', '--local-dir', store])
+      const command = commandFor(storeDir)
       allVariants.push(
         {label: 'fetch@', row: `\`dbb-wal fetch\` of ${compare}, gzip archive`, args: ['--restore-command', command], prepare: emptyFetchSpool, env: {WAL_SPOOL_DIR: fetchSpool}, store: storeDir},
+        {label: 'fetch-zstd@', row: `\`dbb-wal fetch\` of ${compare}, zstd archive`, args: ['--restore-command', commandFor(zstdStoreDir)], prepare: emptyFetchSpool, env: {WAL_SPOOL_DIR: fetchSpool, COMPRESSION: 'zstd'}, store: zstdStoreDir},
         {label: 'fetch-fsync@', row: `\`dbb-wal fetch\` of ${compare}, gzip archive, \`fsync = on\` (ratio to pg_wal with fsync = on)`, args: ['--restore-command', command], prepare: emptyFetchSpool, env: {WAL_SPOOL_DIR: fetchSpool}, store: storeDir, conf: 'fsync = on', baseline: 'pgwal-fsync'},
       )
     }
