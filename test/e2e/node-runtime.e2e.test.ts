@@ -28,7 +28,9 @@ describe('the supported Node runtime', () => {
     }
 
     const scripts = JSON.parse(read('package.json')).scripts as Record<string, string>
-    for (const name of ['bench', 'bench:wal']) expect(scripts[name]).toMatch(/^bash scripts\/node-runtime\.sh /)
+    const benchmarks = Object.keys(scripts).filter((name) => name === 'bench' || name.startsWith('bench:'))
+    expect(benchmarks).toEqual(expect.arrayContaining(['bench', 'bench:wal', 'bench:wal-replay', 'bench:proofs']))
+    for (const name of benchmarks) expect([name, scripts[name]]).toEqual([name, expect.stringMatching(/^bash scripts\/node-runtime\.sh /)])
   })
 
   it('with an older node first on PATH, the cached release is put first, for children too', async () => {
