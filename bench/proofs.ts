@@ -80,7 +80,7 @@ async function main(): Promise<void> {
     log(`starting PostgreSQL; creating the database (pgbench scale ${options.scale} + ${options.wideMb} MB of ${options.wideKind} wide rows)`)
     cluster = await startPostgres({settings: {shared_buffers: "'256MB'", max_wal_size: "'4GB'", checkpoint_timeout: "'30min'"}})
     const database = await createBenchDatabase(cluster, 'bench', options.scale, options.wideMb, options.wideKind)
-    log(`plain dump ${(database.dumpBytes / 1e6).toFixed(0)} MB; ${options.runs} interleaved rounds a ladder`)
+    log(`plain dump ${(database.dumpBytes / 1e6).toFixed(0)} MB; ${options.runs} interleaved rounds per ladder`)
 
     /** One ladder: its rungs, Node's start and dbb, interleaved for options.runs rounds; a markdown table. */
     const ladder = async (kind: Kind, codec: Codec): Promise<string> => {
@@ -119,7 +119,8 @@ async function main(): Promise<void> {
       const dbbArgs = ['backup', 'run', ...(kind === 'base' ? ['--type', 'base'] : []), '--json', '--no-prune']
       const dbbEnv = {...env, ...cluster!.dbbEnv('bench'), BACKUP_LOCAL_DIR: localDir, COMPRESSION: codec, LOG_FORMAT: 'json', LOG_LEVEL: 'warn'}
       const rows = [
-        ...rungs.map((rung) => ({name: rung.name, run: async () => (await timeShell(rung.script, env)).wallMs})),
+        // set -e: a rung whose pipeline, check or count failed stops the run instead of timing half of it.
+        ...rungs.map((rung) => ({name: rung.name, run: async () => (await timeShell(`set -e\n${rung.script}`, env)).wallMs})),
         {name: "Node's own start: node -e 0", run: async () => (await timeShell('node -e 0', env)).wallMs},
         {
           name: `dbb backup run${kind === 'base' ? ' --type base' : ''}, COMPRESSION=${codec}`,
