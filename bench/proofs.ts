@@ -15,7 +15,7 @@
  * not written into BENCHMARKS.md: it is an analysis run, quoted by hand with its date.
  *
  *   --kinds K,K           logical (pg_dump) and/or base (pg_basebackup) ladders (default logical,base)
- *   --codecs C,C          zstd and/or gzip; gzip goes through igzip, or pigz where igzip is missing (default zstd,gzip)
+ *   --codecs C,C          zstd and/or gzip, through the program dbb would pick (igzip, else pigz, for gzip) (default zstd,gzip)
  *   --scale N, --wide-mb N, --wide-kind K   the database, as for `npm run bench` (default 5, 60, realistic)
  *   --runs N              interleaved rounds (default 5)
  */
@@ -23,7 +23,8 @@ import * as fs from 'node:fs/promises'
 import * as os from 'node:os'
 import * as path from 'node:path'
 
-import {onPath} from '../src/compress/program-compressor'
+import {CHECK_PROGRAMS} from '../src/compress/gzip-check'
+import {onPath, programFor} from '../src/compress/program-compressor'
 import {PgCluster, startPostgres} from '../test/helpers/postgres'
 import {WIDE_KINDS, WideKind, createBenchDatabase, libpqEnv} from './database'
 import {median, timeDbb, timeShell} from './measure'
@@ -59,14 +60,24 @@ function parseOptions(argv: string[]): Options {
   return options
 }
 
-/** The programs dbb itself would run for the codec (src/compress/program-compressor.ts). */
-function codecPrograms(codec: Codec): {compress: string; check: string; label: string} {
-  const cores = os.availableParallelism()
-  if (codec === 'zstd') return {compress: 'zstd -1 -T0 -q -c', check: 'zstd -t -q', label: 'zstd -1 -T0'}
-  if (onPath('igzip')) return {compress: 'igzip -1 -c -n', check: 'igzip -d -c | wc -c > /dev/null', label: 'igzip -1'}
-  if (onPath('pigz')) return {compress: `pigz -1 -p${cores} -c`, check: 'pigz -d -c | wc -c > /dev/null', label: `pigz -1 -p${cores}`}
-  throw new Error('gzip rungs need igzip or pigz on PATH')
+/**
+ * The programs dbb itself runs for the codec at its default level, with their arguments, read from
+ * where dbb declares them: the compressor (src/compress/program-compressor.ts: igzip where it
+ * passes its probe, else pigz) and its in-stream check (src/compress/gzip-check.ts).
+ */
+function codecPrograms(codec: Codec): {compress: string; check: string} {
+  const spec = programFor(codec, 1)
+  if (!spec) throw new Error(`the ${codec} rungs need its program on PATH (zstd; igzip or pigz)`)
+  const check = CHECK_PROGRAMS[spec.program]
+  const decode = [spec.program, ...(check.reportsSize ? check.args : check.decodeArgs)].join(' ')
+  return {
+    compress: [spec.program, ...spec.args(1, os.availableParallelism())].join(' '),
+    check: check.reportsSize ? decode : `${decode} | wc -c > /dev/null`,
+  }
 }
+
+/** What gzip's target compares with: `pg_dump | pigz -1 -p<cores>` (bench/main.ts's reference row). */
+const PIGZ_REFERENCE = `pigz -1 -p${os.availableParallelism()}`
 
 /** Every user table counted, one statement each (what the contents record asks the server). */
 const COUNT_EVERY_TABLE = String.raw`SELECT format('SELECT count(*) FROM %I.%I;', schemaname, tablename) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema') \gexec`
@@ -86,7 +97,7 @@ async function main(): Promise<void> {
     const ladder = async (kind: Kind, codec: Codec): Promise<string> => {
       const env = libpqEnv(cluster!, kind === 'base' ? 'postgres' : 'bench')
       const file = path.join(work, 'out')
-      const {compress, check, label} = codecPrograms(codec)
+      const {compress, check} = codecPrograms(codec)
       const source =
         kind === 'base' ? 'pg_basebackup -D - --format=tar --wal-method=fetch --checkpoint=fast --no-password' : 'pg_dump --no-owner --no-privileges'
       const floor = `${source} > /dev/null`
@@ -103,9 +114,9 @@ async function main(): Promise<void> {
       const readBack = `sha256sum ${file} > /dev/null`
       const rungs: {name: string; script: string}[] = [
         {name: `floor: ${floor.replace(' --no-password', '')}`, script: floor},
-        {name: `stock: | ${label} > file`, script: `${source} | ${compress} > ${file}`},
+        {name: `stock: | ${compress} > file`, script: `${source} | ${compress} > ${file}`},
         // gzip's target (issue 15) is a ratio to pigz at level 1 on every core: its row, beside the floor.
-        ...(codec === 'gzip' && onPath('pigz') ? [{name: `reference: | pigz -1 -p${os.availableParallelism()} > file`, script: `${source} | pigz -1 -p${os.availableParallelism()} > ${file}`}] : []),
+        ...(codec === 'gzip' && onPath('pigz') ? [{name: `reference: | ${PIGZ_REFERENCE} > file`, script: `${source} | ${PIGZ_REFERENCE} > ${file}`}] : []),
         {name: '+ in-stream check', script: `${source} | ${compress} | tee ${file} | (${check})`},
         {name: '+ sha256 of the stream, fsync', script: stored},
         {name: '+ read-back (sha256 of the stored file)', script: `${stored}\n${readBack}`},

@@ -93,7 +93,8 @@ interface CheckProgram {
 /** The bytes every stream of a codec starts with: the decoders also read other formats (zstd -d decodes gzip, pigz -d zlib and zip). */
 const MAGIC: Record<CodecName, Buffer> = {gzip: Buffer.from([0x1f, 0x8b]), zstd: ZSTD_FRAME_MAGIC}
 
-const CHECK_PROGRAMS: Record<string, CheckProgram> = {
+/** Exported for bench/proofs.ts, which runs the same checks from a shell. */
+export const CHECK_PROGRAMS: Record<string, CheckProgram> = {
   // pigz, not gzip: zlib's inflate and CRC-32/length check, in 0.34 s instead of 0.53 for the 108
   // MB dump (it checksums in a thread of its own). `pigz -t` reports no size (the trailer's is
   // modulo 4 GiB), so it decodes into wc.
